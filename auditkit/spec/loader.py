@@ -1,0 +1,158 @@
+"""Read an audit spec from YAML, reporting every problem with its YAML path and line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from auditkit.errors import SpecError, UsageError
+from auditkit.spec.models import SPEC_VERSION, AuditSpec
+
+
+def load_spec(path: str | Path) -> AuditSpec:
+    """Load and validate the spec at ``path``; raise :class:`SpecError` listing all problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(
+            f"Spec file {str(path)!r} does not exist or is not a file.",
+            hint="pass the path of an audit spec YAML file (see audits/ for examples).",
+        )
+    text = path.read_text(encoding="utf-8")
+    return parse_spec(text, source=str(path), base_dir=path.parent)
+
+
+def parse_spec(text: str, *, source: str = "spec", base_dir: Path | None = None) -> AuditSpec:
+    """Validate spec ``text``; relative local model paths are resolved against ``base_dir``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([f"invalid YAML at {where}: {problem}"], source=source) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            ["the top level must be a mapping of keys (spec_version, name, model, ...)"],
+            source=source,
+        )
+    version = data.get("spec_version")
+    if isinstance(version, int) and version > SPEC_VERSION:
+        raise SpecError(
+            [
+                f"spec_version {version} is newer than this auditkit understands "
+                f"(up to {SPEC_VERSION})"
+            ],
+            source=source,
+            hint="upgrade auditkit (pip install -U auditkit).",
+        )
+    data = _resolve_model_path(data, base_dir)
+    try:
+        return AuditSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = list(dict.fromkeys(_locate(err, root) for err in exc.errors()))
+        raise SpecError(problems, source=source) from None
+
+
+def _resolve_model_path(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    model = data.get("model")
+    if base_dir is None or not isinstance(model, dict):
+        return data
+    model_id = model.get("id")
+    if isinstance(model_id, str) and model_id.startswith((".", "/", "~")):
+        resolved = (base_dir / Path(model_id).expanduser()).resolve()
+        data = {**data, "model": {**model, "id": str(resolved)}}
+    return data
+
+
+def _locate(err: Any, root: yaml.Node | None) -> str:
+    loc = tuple(err["loc"])
+    node, depth = _walk(root, loc)
+    # pydantic adds the name of a union member ('int', 'list[int]') to the path: hide it.
+    shown = [str(p) for p in loc[:depth]] if depth < len(loc) else [str(p) for p in loc]
+    path = _format_path(shown) or "(top level)"
+    line = f"line {node.start_mark.line + 1}" if node is not None else "line ?"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}" + _did_you_mean(loc, root)
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{path} ({line}): {msg}"
+
+
+def _walk(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | None, int]:
+    """Follow ``loc`` through the YAML node tree; return the deepest node and its depth."""
+    node = root
+    depth = 0
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(node.value):
+                child = node.value[part]
+        if child is None:
+            break
+        node, depth = child, depth + 1
+    return node, depth
+
+
+def _did_you_mean(loc: tuple[Any, ...], root: yaml.Node | None) -> str:
+    import difflib
+
+    from auditkit.spec import models
+
+    owner: Any = models.AuditSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = owner.model_fields.get(str(part)) if hasattr(owner, "model_fields") else None
+        if field is None:
+            return ""
+        owner = _model_of(field.annotation)
+        if owner is None:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _model_of(annotation: Any) -> Any:
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_path(parts: list[str]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def spec_hash(spec: AuditSpec) -> str:
+    """sha256 of the spec's canonical JSON (defaults filled in)."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def dump_spec(spec: AuditSpec) -> str:
+    """The resolved spec (defaults filled in) as YAML."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
