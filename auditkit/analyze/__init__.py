@@ -1,0 +1,1 @@
+"""Stage 5: prompt latents, axes, leans and the other measures, as tidy tables."""

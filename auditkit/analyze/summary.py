@@ -1,0 +1,149 @@
+"""The JSON summary (derived from the tables) and reading/writing ``results/``."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditkit.analyze.tables import RESULTS_SCHEMA_VERSION, AuditResults
+from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
+from auditkit.spec.models import AuditSpec
+
+TABLE_NAMES = ("prompts", "axes", "lean", "steps", "defaults", "descriptors", "similarity")
+
+
+def summarize(
+    spec: AuditSpec, results: AuditResults, *, run_id: str, spec_hash: str, plan_hash: str
+) -> dict[str, Any]:
+    """The versioned JSON summary: settings, per-axis headline numbers, plain findings."""
+    axes_out = []
+    findings: list[str] = []
+    lean_table = results.tables.get("lean")
+    for row in results["axes"].itertuples():
+        entry: dict[str, Any] = {
+            "axis": row.axis,
+            "groups": str(row.groups).split(","),
+            "norm": _num(row.norm),
+            "step_consistency": _num(row.step_consistency),
+        }
+        if lean_table is not None and not lean_table.empty and row.n_groups == 2:
+            rows = lean_table[lean_table["axis"] == row.axis]
+            ordered = rows.reindex(rows["score"].abs().sort_values(ascending=False).index)
+            entry["max_abs_score"] = _num(ordered["score"].abs().max())
+            entry["mean_score"] = _num(rows["score"].mean())
+            entry["top"] = [
+                {
+                    "concept_set": r.concept_set,
+                    "concept": r.concept,
+                    "score": _num(r.score),
+                    "toward": r.toward,
+                }
+                for r in ordered.head(5).itertuples()
+            ]
+            findings.append(_lean_sentence(row.axis, rows, ordered))
+        axes_out.append(entry)
+    findings.extend(_defaults_sentences(results))
+    findings.extend(_descriptor_sentences(results))
+    prompts = results["prompts"]
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "kind": "auditkit.summary",
+        "audit": spec.name,
+        "run_id": run_id,
+        "spec_hash": spec_hash,
+        "plan_hash": plan_hash,
+        "model": {"id": spec.model.id, "revision": spec.model.revision,
+                  "pipeline": spec.model.pipeline},
+        "settings": {
+            "steps": spec.model.steps,
+            "guidance_scale": spec.model.guidance_scale,
+            "resolution": spec.model.resolution,
+            "seeds": len(spec.seed_list),
+            "hook": spec.probe.hook,
+            "aggregation": spec.probe.aggregation,
+            "spatial_pool": spec.probe.spatial_pool,
+            "guidance_half": spec.probe.guidance_half,
+            "centring": spec.centring.reference,
+        },
+        "axes": axes_out,
+        "findings": findings,
+        "counts": {
+            "prompts": len(prompts),
+            "units": len(prompts) * len(spec.seed_list),
+            "concepts": sum(len(c.terms) for c in spec.concepts),
+        },
+    }
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else round(value, 6)
+
+
+def _lean_sentence(axis: str, rows: pd.DataFrame, ordered: pd.DataFrame) -> str:
+    top = ordered.iloc[0]
+    pos = rows["positive_group"].iloc[0]
+    n_pos = int((rows["score"] > 0).sum())
+    return (
+        f"Along '{axis}', {n_pos} of {len(rows)} concepts lean towards '{pos}'; the strongest "
+        f"lean is '{top.concept}' towards '{top.toward}' (score {top.score:+.3f}, where ±1 "
+        f"is the distance from the midpoint to a group's mean)."
+    )
+
+
+def _defaults_sentences(results: AuditResults) -> list[str]:
+    table = results.tables.get("defaults")
+    if table is None or table.empty:
+        return []
+    out = []
+    firsts = table[table["rank"] == 1]
+    for axis, rows in firsts.groupby("axis", sort=False):
+        counts = rows["group"].value_counts()
+        group, count = str(counts.index[0]), int(counts.iloc[0])
+        out.append(
+            f"Defaults on '{axis}': for {count} of {len(rows)} concepts the unmarked prompt is "
+            f"closest to its '{group}'-marked variant."
+        )
+    return out
+
+
+def _descriptor_sentences(results: AuditResults) -> list[str]:
+    table = results.tables.get("descriptors")
+    axes = results["axes"]
+    if table is None or table.empty:
+        return []
+    out = []
+    for axis in axes[axes["n_groups"] > 2]["axis"]:
+        firsts = table[(table["axis"] == axis) & (table["rank"] == 1)]
+        counts = firsts["group"].value_counts()
+        out.append(
+            f"Descriptors on '{axis}': '{counts.index[0]}' ranks first for "
+            f"{int(counts.iloc[0])} of {len(firsts)} concepts."
+        )
+    return out
+
+
+def write_results(results: AuditResults, summary: dict[str, Any], out_dir: Path) -> None:
+    """Write every table as parquet and the summary as JSON, each atomically."""
+    for name, frame in results.tables.items():
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        write_bytes_atomic(out_dir / f"{name}.parquet", buffer.getvalue())
+    write_json_atomic(out_dir / "summary.json", summary)
+
+
+def read_results(out_dir: Path) -> tuple[AuditResults, dict[str, Any]]:
+    """Read tables and summary back (refusing a newer schema)."""
+    summary = read_versioned_json(
+        out_dir / "summary.json", newest=RESULTS_SCHEMA_VERSION, kind="results summary"
+    )
+    results = AuditResults()
+    for name in TABLE_NAMES:
+        path = out_dir / f"{name}.parquet"
+        if path.is_file():
+            results.tables[name] = pd.read_parquet(path)
+    return results, summary

@@ -1,0 +1,232 @@
+"""Stage 5: tidy result tables from prompt latents (schema: docs/run-directory.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from auditkit.analyze.latents import LatentSet
+from auditkit.analyze.measures import (
+    AuditLayout,
+    axis_direction,
+    build_layout,
+    concept_latents,
+    cosine,
+    default_cosines,
+    group_means,
+    lean,
+    reference,
+    step_consistency,
+)
+from auditkit.plan import AuditPlan, unique_prompts
+from auditkit.spec.models import AuditSpec, fill
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+@dataclass
+class AuditResults:
+    """The result tables of one audit, by name (``lean``, ``axes``, ...)."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tables
+
+
+def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResults:
+    """Compute every table the spec's analyses ask for."""
+    H = latents.means().astype(np.float64)
+    layout = build_layout(spec, latents.row_map())
+    results = AuditResults()
+    results.tables["prompts"] = _prompts_table(plan, latents, H)
+    results.tables["axes"] = _axes_table(latents, layout)
+    if "lean" in spec.analyses:
+        results.tables["lean"] = _lean_table(H, layout, len(latents.seeds))
+        if latents.aggregation == "per_step" and len(latents.steps) > 1:
+            results.tables["steps"] = _steps_table(latents, layout)
+    if "defaults" in spec.analyses:
+        results.tables["defaults"] = _defaults_table(spec, H, layout)
+    if "descriptors" in spec.analyses:
+        results.tables["descriptors"] = _descriptors_table(H, layout)
+    if "similarity" in spec.analyses:
+        results.tables["similarity"] = _similarity_table(H, layout)
+    return results
+
+
+def _prompts_table(plan: AuditPlan, latents: LatentSet, H: np.ndarray) -> pd.DataFrame:
+    rows = latents.row_map()
+    return pd.DataFrame(
+        [
+            {
+                "prompt_id": p.prompt_id,
+                "prompt": p.prompt,
+                "role": p.role,
+                "set_name": p.set_name,
+                "group": p.group,
+                "term": p.term,
+                "template": p.template,
+                "n_seeds": len(latents.seeds),
+                "latent_norm": float(np.linalg.norm(H[rows[p.prompt_id]])),
+            }
+            for p in unique_prompts(plan)
+        ]
+    )
+
+
+def _axes_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
+    H = latents.means().astype(np.float64)
+    records = []
+    for axis in layout.axes:
+        two = axis.two_group
+        norm = float(np.linalg.norm(axis_direction(H, axis))) if two else 0.0
+        consistency = float("nan")
+        if two and len(latents.steps) > 1:
+            per_step = [
+                axis_direction(latents.step_means[:, s].astype(np.float64), axis)
+                for s in range(len(latents.steps))
+            ]
+            consistency = step_consistency(per_step)
+        records.append(
+            {
+                "axis": axis.name,
+                "groups": ",".join(axis.group_names),
+                "n_groups": len(axis.group_names),
+                "positive_group": axis.group_names[0] if two else "",
+                "negative_group": axis.group_names[1] if two else "",
+                "norm": norm,
+                "n_prompts": sum(len(r) for rows in axis.groups.values() for r in rows),
+                "step_consistency": consistency,
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def _lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame:
+    records = []
+    for axis in layout.axes:
+        if not axis.two_group:
+            continue
+        means = group_means(H, axis)
+        pos, neg = axis.group_names[:2]
+        for cset in layout.concepts:
+            ref = reference(H, layout, cset)
+            for concept, vec in concept_latents(H, cset).items():
+                result = lean(vec, ref, means, axis.group_names)
+                records.append(
+                    {
+                        "axis": axis.name,
+                        "concept_set": cset.name,
+                        "concept": concept,
+                        "positive_group": pos,
+                        "negative_group": neg,
+                        "cosine": result.cosine,
+                        "projection": result.projection,
+                        "score": result.score,
+                        "toward": pos if result.score >= 0 else neg,
+                        "n_seeds": n_seeds,
+                    }
+                )
+    return _frame(records, ["axis", "concept_set", "concept", "positive_group", "negative_group",
+                            "cosine", "projection", "score", "toward", "n_seeds"])
+
+
+def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
+    records = []
+    for s, (step, timestep) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
+        Hs = latents.step_means[:, s].astype(np.float64)
+        for axis in layout.axes:
+            if not axis.two_group:
+                continue
+            means = group_means(Hs, axis)
+            for cset in layout.concepts:
+                ref = reference(Hs, layout, cset)
+                for concept, vec in concept_latents(Hs, cset).items():
+                    records.append(
+                        {
+                            "axis": axis.name,
+                            "concept_set": cset.name,
+                            "concept": concept,
+                            "step": int(step),
+                            "timestep": float(timestep),
+                            "score": lean(vec, ref, means, axis.group_names).score,
+                        }
+                    )
+    return _frame(records, ["axis", "concept_set", "concept", "step", "timestep", "score"])
+
+
+def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
+    records = []
+    axis_specs = {a.name: a for a in spec.axes}
+    for axis in layout.axes:
+        axis_spec = axis_specs[axis.name]
+        for cset in layout.concepts:
+            ref = reference(H, layout, cset)
+            template = next(cs.templates[0] for cs in spec.concepts if cs.name == cset.name)
+            for concept, unmarked in cset.terms.items():
+                marked = {g: layout.marked[(axis.name, cset.name, g, concept)]
+                          for g in axis.group_names}
+                sims = default_cosines(H, unmarked, marked, ref)
+                ordered = sorted(sims, key=lambda g: -sims[g])
+                margin = sims[ordered[0]] - sims[ordered[1]]
+                for rank, g in enumerate(ordered, start=1):
+                    records.append(
+                        {
+                            "axis": axis.name,
+                            "concept_set": cset.name,
+                            "concept": concept,
+                            "group": g,
+                            "marked_prompt": fill(template, f"{axis_spec.marker(g)} {concept}"),
+                            "cosine": sims[g],
+                            "rank": rank,
+                            "margin": margin,
+                        }
+                    )
+    return _frame(records, ["axis", "concept_set", "concept", "group", "marked_prompt",
+                            "cosine", "rank", "margin"])
+
+
+def _descriptors_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
+    records = []
+    for axis in layout.axes:
+        means = group_means(H, axis)
+        for cset in layout.concepts:
+            ref = reference(H, layout, cset)
+            for concept, vec in concept_latents(H, cset).items():
+                sims = {g: cosine(vec - ref, means[g] - ref) for g in axis.group_names}
+                ordered = sorted(sims, key=lambda g: -sims[g])
+                for rank, g in enumerate(ordered, start=1):
+                    records.append(
+                        {
+                            "axis": axis.name,
+                            "concept_set": cset.name,
+                            "concept": concept,
+                            "group": g,
+                            "cosine": sims[g],
+                            "rank": rank,
+                        }
+                    )
+    return _frame(records, ["axis", "concept_set", "concept", "group", "cosine", "rank"])
+
+
+def _similarity_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
+    records = []
+    for cset in layout.concepts:
+        ref = reference(H, layout, cset)
+        vecs = concept_latents(H, cset)
+        for a, va in vecs.items():
+            for b, vb in vecs.items():
+                records.append(
+                    {"concept_set": cset.name, "concept_a": a, "concept_b": b,
+                     "cosine": cosine(va - ref, vb - ref)}
+                )
+    return _frame(records, ["concept_set", "concept_a", "concept_b", "cosine"])
+
+
+def _frame(records: list[dict[str, object]], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=columns)

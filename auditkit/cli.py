@@ -1,0 +1,203 @@
+"""The ``auditkit`` command: thin click commands over the library.
+
+Heavy imports (torch, diffusers, pandas) happen inside commands so ``auditkit --help`` is
+instant. Exit codes: 0 ok, 1 gates failed, 2 spec or usage error, 3 runtime or prerequisite.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditkit import __version__
+from auditkit.errors import AuditkitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"auditkit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn auditkit errors into one paragraph and an exit code (traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except AuditkitError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted. Completed work is kept; run the same command to resume.", 130)
+        except MemoryError:
+            _fail("out of memory. Lower batch_size in the spec and rerun to resume.", 3)
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc}. Completed work is kept in the run "
+                "directory; rerun with --debug for a traceback and report it if it persists.",
+                3,
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditkit")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug: bool) -> None:
+    """auditkit: audit what a text-to-image diffusion model has learned about people.
+
+    Write an audit spec (YAML), then `auditkit run SPEC --out RUN_DIR`.
+    """
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@handle_errors
+def validate(spec: Path) -> None:
+    """Check an audit spec and list every problem with its YAML path and line."""
+    from auditkit.spec import load_spec
+
+    loaded = load_spec(spec)
+    n_axes, n_sets = len(loaded.axes), len(loaded.concepts)
+    click.echo(f"{spec}: valid (spec_version {loaded.spec_version}, {n_axes} axes, "
+               f"{n_sets} concept sets, {len(loaded.seed_list)} seeds)")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the audit spec."""
+    import json
+
+    from auditkit.spec import AuditSpec
+
+    click.echo(json.dumps(AuditSpec.model_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--device", default=None, help="Device to estimate time for (default: the spec's).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where builtin models are built (default ~/.cache/auditkit).")
+@handle_errors
+def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
+    """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
+    from auditkit.models.loading import BUILTIN_PREFIX, BUILTINS
+    from auditkit.plan import estimate_cost, plan_audit
+    from auditkit.progress import format_seconds
+    from auditkit.run import default_cache_dir
+    from auditkit.spec import load_spec
+
+    loaded = load_spec(spec)
+    audit_plan = plan_audit(loaded)
+    model_dir: Path | None = None
+    if loaded.model.id.startswith(BUILTIN_PREFIX):
+        name = loaded.model.id[len(BUILTIN_PREFIX):]
+        candidate = (cache_dir or default_cache_dir()) / f"tiny-{BUILTINS.get(name, name)}"
+        model_dir = candidate if candidate.is_dir() else None
+    elif Path(loaded.model.id).is_dir():
+        model_dir = Path(loaded.model.id)
+    target = device or loaded.model.device
+    if target == "auto":
+        target = "cuda (assumed)"
+    cost = estimate_cost(loaded, audit_plan, device=target.split(" ")[0], model_dir=model_dir)
+    click.echo(f"plan {audit_plan.plan_hash[:16]} for audit '{loaded.name}'")
+    click.echo(f"  prompts            {cost.prompts}")
+    click.echo(f"  seeds per prompt   {len(loaded.seed_list)}")
+    click.echo(f"  images (units)     {cost.images}")
+    click.echo(f"  U-Net evaluations  {cost.unet_evaluations} "
+               f"({cost.forward_passes} forward passes at batch {loaded.batch_size})")
+    click.echo(f"  h per step         {'x'.join(str(d) for d in cost.h_shape)}")
+    click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
+    click.echo(f"  estimated time     {format_seconds(cost.seconds)} on {target} "
+               f"(rough: {cost.basis})")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run directory (created; an existing one is resumed).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where builtin models are built (default ~/.cache/auditkit).")
+@click.option("--no-progress", is_flag=True, help="Do not print progress.")
+@handle_errors
+def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) -> None:
+    """Run every stage of SPEC into RUN_DIR; completed units are never redone."""
+    from auditkit.run import run_audit
+
+    outcome = run_audit(spec, out_dir, cache_dir=cache_dir, show_progress=not no_progress)
+    extract = outcome.manifest["stages"].get("extract", {})
+    click.echo(
+        f"extracted {extract.get('units_run', 0)} units, reused "
+        f"{extract.get('units_skipped', 0)} ({extract.get('unet_evaluations', 0)} U-Net "
+        f"evaluations)"
+    )
+    for path in outcome.report_paths:
+        click.echo(f"report: {path}")
+    click.echo(f"results: {outcome.run_dir / 'results'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "pdf"]),
+              help="Formats to render (default: the spec's).")
+@handle_errors
+def report(run_dir: Path, formats: tuple[str, ...]) -> None:
+    """Re-render the report of RUN_DIR from its stored results."""
+    from auditkit.report import render_report
+    from auditkit.run import load_run_spec
+
+    spec = load_run_spec(run_dir)
+    if not (run_dir / "results" / "summary.json").is_file():
+        from auditkit.errors import UsageError
+
+        raise UsageError(
+            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
+            hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
+        )
+    for path in render_report(run_dir, list(formats) or list(spec.report.formats)):
+        click.echo(f"report: {path}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--filter", "pattern", default="", help="Only paths containing this text.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where builtin models are built (default ~/.cache/auditkit).")
+@handle_errors
+def hooks(spec: Path, pattern: str, cache_dir: Path | None) -> None:
+    """List the module paths of SPEC's pipeline that probe.hook can name."""
+    from auditkit.extract.hooks import hook_candidates
+    from auditkit.models.loading import load_pipeline
+    from auditkit.run import default_cache_dir
+    from auditkit.spec import load_spec
+
+    loaded = load_pipeline(load_spec(spec).model, cache_dir=cache_dir or default_cache_dir())
+    for name in hook_candidates(loaded.pipe.components):
+        if pattern in name:
+            click.echo(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

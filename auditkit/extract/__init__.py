@@ -1,0 +1,1 @@
+"""Stage 3: capture h-space activations into an activation store."""

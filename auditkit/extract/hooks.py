@@ -1,0 +1,170 @@
+"""The one way auditkit reads a model's internals: a scoped, validated forward hook.
+
+``capture_h`` resolves and validates the hook point before the first forward pass, tags every
+capture with its denoising step, timestep and guidance half, detaches and reduces it on the
+device, and removes its hooks in ``finally``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from auditkit.errors import SpecError
+
+
+@dataclass
+class Capture:
+    """h of one denoiser call for one guidance half: ``tensor`` is [batch, ...] on device."""
+
+    step: int
+    timestep: float
+    half: Literal["cond", "uncond", "single"]
+    tensor: torch.Tensor
+
+
+@dataclass
+class HookSession:
+    """What a ``capture_h`` block collected, plus counts of denoiser calls."""
+
+    expected_batch: int
+    captures: list[Capture] = field(default_factory=list)
+    denoiser_calls: int = 0
+    denoiser_samples: int = 0
+    timesteps: list[float] = field(default_factory=list)
+
+    def by_step(self, half: str) -> list[Capture]:
+        """Captures of one half (``single`` counts as both), ordered by step."""
+        chosen = [c for c in self.captures if c.half in (half, "single")]
+        return sorted(chosen, key=lambda c: c.step)
+
+
+def hook_candidates(components: dict[str, Any]) -> list[str]:
+    """Every dotted module path below the pipeline's torch components."""
+    names: list[str] = []
+    for comp_name, comp in components.items():
+        if isinstance(comp, nn.Module):
+            for sub, _ in comp.named_modules():
+                names.append(f"{comp_name}.{sub}" if sub else comp_name)
+    return names
+
+
+def resolve_hook_point(components: dict[str, Any], path: str) -> tuple[nn.Module, nn.Module]:
+    """Return (denoiser component, hooked module) for ``path``, or a located SpecError."""
+    head, _, rest = path.partition(".")
+    root = components.get(head)
+    module: nn.Module | None = None
+    if isinstance(root, nn.Module):
+        try:
+            module = root.get_submodule(rest) if rest else root
+        except AttributeError:
+            module = None
+    if root is None or module is None or not isinstance(root, nn.Module):
+        candidates = hook_candidates(components)
+        close = difflib.get_close_matches(path, candidates, n=3, cutoff=0.6)
+        hint = (
+            f"did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else "run 'auditkit hooks SPEC' to list the modules of this pipeline."
+        )
+        raise SpecError(
+            [f"probe.hook: the pipeline has no module {path!r}; {hint}"],
+            source="probe",
+            hint="set probe.hook to a dotted module path such as 'unet.mid_block'.",
+        )
+    return root, module
+
+
+def _timestep_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    value = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    if isinstance(value, torch.Tensor):
+        return float(value.flatten()[0].item())
+    return float(value) if value is not None else float("nan")
+
+
+def _reduce(tensor: torch.Tensor, spatial_pool: str, dtype: torch.dtype) -> torch.Tensor:
+    tensor = tensor.detach()
+    if spatial_pool == "mean":
+        if tensor.ndim == 4:  # [B, C, H, W]
+            tensor = tensor.mean(dim=(2, 3))
+        elif tensor.ndim == 3:  # [B, tokens, D]
+            tensor = tensor.mean(dim=1)
+    elif tensor.ndim == 3:  # transformer blocks: tokens are pooled always (METHOD.md)
+        tensor = tensor.mean(dim=1)
+    return tensor.to(dtype)
+
+
+@contextmanager
+def capture_h(
+    components: dict[str, Any],
+    hook: str,
+    *,
+    expected_batch: int,
+    keep_steps: set[int] | None = None,
+    halves: tuple[str, ...] = ("cond",),
+    spatial_pool: str = "none",
+    store_dtype: torch.dtype = torch.float32,
+) -> Iterator[HookSession]:
+    """Capture the output of module ``hook`` during one pipeline call of ``expected_batch`` items.
+
+    With classifier-free guidance the denoiser sees 2 x ``expected_batch`` samples, the
+    unconditional half first; those are split and tagged. Only ``halves`` are kept.
+    """
+    denoiser, module = resolve_hook_point(components, hook)
+    session = HookSession(expected_batch=expected_batch)
+    state = {"step": -1, "timestep": float("nan"), "seen": 0}
+
+    def before_denoiser(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        state["step"] += 1
+        state["seen"] = 0
+        state["timestep"] = _timestep_of(args, kwargs)
+        session.timesteps.append(state["timestep"])
+        session.denoiser_calls += 1
+        sample = kwargs.get("sample", args[0] if args else None)
+        if isinstance(sample, torch.Tensor):
+            session.denoiser_samples += int(sample.shape[0])
+
+    def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        state["seen"] += 1
+        if state["seen"] > 1:
+            raise RuntimeError(
+                f"hook point {hook!r} ran more than once in one denoiser call; "
+                "choose a module that runs once per step"
+            )
+        step = int(state["step"])
+        if keep_steps is not None and step not in keep_steps:
+            return
+        out = output[0] if isinstance(output, tuple | list) else output
+        if not isinstance(out, torch.Tensor):
+            raise RuntimeError(f"hook point {hook!r} returned {type(out).__name__}, not a tensor")
+        n = expected_batch
+        if out.shape[0] == 2 * n:
+            parts = {"uncond": out[:n], "cond": out[n:]}
+        elif out.shape[0] == n:
+            parts = {"single": out}
+        else:
+            raise RuntimeError(
+                f"hook point {hook!r} saw batch {out.shape[0]}, expected {n} or {2 * n}"
+            )
+        for half, tensor in parts.items():
+            if half == "single" or half in halves:
+                reduced = _reduce(tensor, spatial_pool, store_dtype)
+                session.captures.append(
+                    Capture(step, float(state["timestep"]), half, reduced)  # type: ignore[arg-type]
+                )
+
+    handles = [
+        denoiser.register_forward_pre_hook(before_denoiser, with_kwargs=True),
+        module.register_forward_hook(after_module),
+    ]
+    try:
+        yield session
+    finally:
+        for handle in handles:
+            handle.remove()

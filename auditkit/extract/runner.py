@@ -1,0 +1,129 @@
+"""Stage 3: run the pipeline over pending work units and store their h.
+
+Each unit's initial noise comes from its own seeded CPU generator, so its result does not depend
+on the batch size or on which units share its batch. The VAE decode is skipped
+(``output_type="latent"``): only the denoiser's internals are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from auditkit.extract.hooks import capture_h
+from auditkit.extract.store import ActivationStore
+from auditkit.models.loading import LoadedPipeline
+from auditkit.plan import AuditPlan, WorkUnit
+from auditkit.progress import Progress
+from auditkit.spec.models import AuditSpec
+
+
+@dataclass
+class ExtractStats:
+    """What one extraction pass did (recorded in the manifest)."""
+
+    units_total: int
+    units_run: int
+    units_skipped: int
+    unet_evaluations: int
+    forward_passes: int
+    seconds: float
+    h_shape: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        """Manifest form."""
+        return dict(self.__dict__)
+
+
+def initial_noise(pipe: Any, seed: int, resolution: int) -> torch.Tensor:
+    """The unit's starting latent, from its own CPU generator (float32, [C, h, w])."""
+    denoiser = pipe.unet
+    channels = int(denoiser.config.in_channels)
+    side = resolution // int(pipe.vae_scale_factor)
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn((channels, side, side), generator=generator, dtype=torch.float32)
+
+
+def pending_units(plan: AuditPlan, store: ActivationStore) -> list[WorkUnit]:
+    """Units of ``plan`` not yet in ``store``, in plan order."""
+    done = store.completed()
+    return [u for u in plan.units if u.unit_id not in done]
+
+
+def extract_activations(
+    loaded: LoadedPipeline,
+    spec: AuditSpec,
+    plan: AuditPlan,
+    store: ActivationStore,
+    *,
+    show_progress: bool = True,
+) -> ExtractStats:
+    """Capture h for every pending unit of ``plan``; finished units are never redone."""
+    pipe = loaded.pipe
+    todo = pending_units(plan, store)
+    started = time.perf_counter()
+    stats = ExtractStats(len(plan.units), 0, len(plan.units) - len(todo), 0, 0, 0.0, [])
+    if not todo:
+        return stats
+    steps = spec.model.steps
+    keep = None if spec.probe.steps == "all" else {s for s in spec.probe.steps if s < steps}
+    if keep is not None and not keep:
+        keep = {steps - 1}
+    store_dtype = getattr(torch, spec.probe.store_dtype)
+    dtype = getattr(torch, loaded.dtype)
+    progress = Progress("extract", len(todo), enabled=show_progress)
+    for start in range(0, len(todo), spec.batch_size):
+        batch = todo[start : start + spec.batch_size]
+        latents = torch.stack([initial_noise(pipe, u.seed, spec.model.resolution) for u in batch])
+        with (
+            torch.inference_mode(),
+            capture_h(
+                pipe.components,
+                spec.probe.hook,
+                expected_batch=len(batch),
+                keep_steps=keep,
+                halves=(spec.probe.guidance_half,),
+                spatial_pool=spec.probe.spatial_pool,
+                store_dtype=store_dtype,
+            ) as session,
+        ):
+            pipe(
+                prompt=[u.prompt for u in batch],
+                latents=latents.to(device=loaded.device, dtype=dtype),
+                num_inference_steps=steps,
+                guidance_scale=spec.model.guidance_scale,
+                height=spec.model.resolution,
+                width=spec.model.resolution,
+                output_type="latent",
+            )
+        captures = session.by_step(spec.probe.guidance_half)
+        if not captures:
+            raise RuntimeError(f"hook point {spec.probe.hook!r} was never called")
+        stacked = torch.stack([c.tensor for c in captures], dim=1).cpu()  # [B, S, ...]
+        kept_steps = [c.step for c in captures]
+        timesteps = [c.timestep for c in captures]
+        tensors = {u.unit_id: stacked[i].clone() for i, u in enumerate(batch)}
+        rows = [
+            {
+                "unit_id": u.unit_id,
+                "prompt_id": u.prompt_id,
+                "seed": int(u.seed),
+                "shape": json.dumps(list(stacked.shape[1:])),
+                "steps": json.dumps(kept_steps),
+                "timesteps": json.dumps(timesteps),
+                "dtype": spec.probe.store_dtype,
+            }
+            for u in batch
+        ]
+        store.write_batch(tensors, rows)
+        stats.units_run += len(batch)
+        stats.unet_evaluations += session.denoiser_samples
+        stats.forward_passes += session.denoiser_calls
+        stats.h_shape = list(stacked.shape[2:])
+        progress.advance(len(batch))
+    stats.seconds = round(time.perf_counter() - started, 3)
+    return stats

@@ -1,0 +1,1 @@
+"""Pipeline loading, and tiny pipelines built from configs for demos and tests."""

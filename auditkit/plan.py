@@ -1,0 +1,311 @@
+"""Stage 2: expand a spec into prompts and (prompt, seed) work units with content ids.
+
+A unit's id hashes everything that determines its activations (model, sampling, probe, prompt,
+seed) and nothing else, so a rerun, or an edited spec that shares prompts, skips finished units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditkit.errors import SchemaVersionError
+from auditkit.spec.models import AuditSpec, fill
+
+PLAN_SCHEMA_VERSION = 1
+
+
+def _sha(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedPrompt:
+    """One prompt of the audit and where it came from."""
+
+    prompt_id: str
+    prompt: str
+    role: str  # axis | concept | marked | base
+    set_name: str
+    group: str
+    term: str
+    template: str
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One (prompt, seed) pair: a single sampled trajectory whose h is captured."""
+
+    unit_id: str
+    prompt_id: str
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What running the plan will take; time is a rough figure for the named device."""
+
+    prompts: int
+    units: int
+    images: int
+    unet_evaluations: int
+    forward_passes: int
+    activation_bytes: int
+    h_shape: tuple[int, ...]
+    seconds: float
+    device: str
+    basis: str
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """The fully expanded audit: prompts (with provenance), units and the plan hash."""
+
+    schema_version: int
+    spec_name: str
+    extraction_fingerprint: dict[str, Any]
+    prompts: tuple[PlannedPrompt, ...]
+    units: tuple[WorkUnit, ...]
+    plan_hash: str = field(default="")
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form, written to ``plan.json``."""
+        return {
+            "schema_version": self.schema_version,
+            "kind": "auditkit.plan",
+            "spec_name": self.spec_name,
+            "plan_hash": self.plan_hash,
+            "extraction_fingerprint": self.extraction_fingerprint,
+            "prompts": [asdict(p) for p in self.prompts],
+            "units": [asdict(u) for u in self.units],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, source: str = "plan.json") -> AuditPlan:
+        """Read a plan written by this or an earlier auditkit."""
+        version = int(data.get("schema_version", 0))
+        if version > PLAN_SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{source} has schema_version {version}; this auditkit reads up to "
+                f"{PLAN_SCHEMA_VERSION}.",
+                hint="upgrade auditkit to read this run directory.",
+            )
+        return cls(
+            schema_version=version,
+            spec_name=data["spec_name"],
+            extraction_fingerprint=data["extraction_fingerprint"],
+            prompts=tuple(PlannedPrompt(**p) for p in data["prompts"]),
+            units=tuple(WorkUnit(**u) for u in data["units"]),
+            plan_hash=data["plan_hash"],
+        )
+
+    def write(self, path: Path) -> None:
+        """Write ``plan.json`` atomically."""
+        from auditkit.provenance import write_json_atomic
+
+        write_json_atomic(path, self.to_json())
+
+
+def extraction_fingerprint(spec: AuditSpec) -> dict[str, Any]:
+    """Settings that determine stored activations (aggregation is applied later, so excluded)."""
+    model = spec.model
+    probe = spec.probe
+    return {
+        "model_id": model.id,
+        "revision": model.revision,
+        "pipeline": model.pipeline,
+        "dtype": model.dtype,
+        "scheduler": model.scheduler,
+        "steps": model.steps,
+        "guidance_scale": model.guidance_scale,
+        "resolution": model.resolution,
+        "hook": probe.hook,
+        "kept_steps": probe.steps,
+        "spatial_pool": probe.spatial_pool,
+        "guidance_half": probe.guidance_half,
+        "store_dtype": probe.store_dtype,
+    }
+
+
+def prompt_id(prompt: str) -> str:
+    """Content id of a prompt text."""
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
+def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
+    """Every prompt the spec implies, in a stable order; a text used twice keeps its first role."""
+    rows: list[PlannedPrompt] = []
+
+    def add(prompt: str, role: str, set_name: str, group: str, term: str, template: str) -> None:
+        rows.append(
+            PlannedPrompt(prompt_id(prompt), prompt, role, set_name, group, term, template)
+        )
+
+    if spec.centring.reference == "base":
+        base = spec.centring.base_prompt
+        add(base, "base", "", "", "", base)
+    for axis in spec.axes:
+        for group, terms in axis.groups.items():
+            for template in axis.templates:
+                for term in terms:
+                    add(fill(template, term), "axis", axis.name, group, term, template)
+    for cset in spec.concepts:
+        for template in cset.templates:
+            for term in cset.terms:
+                add(fill(template, term), "concept", cset.name, "", term, template)
+    if "defaults" in spec.analyses:
+        for axis in spec.axes:
+            for cset in spec.concepts:
+                for group in axis.groups:
+                    marker = axis.marker(group)
+                    for template in cset.templates:
+                        for term in cset.terms:
+                            add(
+                                fill(template, f"{marker} {term}"),
+                                "marked",
+                                f"{axis.name}/{cset.name}",
+                                group,
+                                term,
+                                template,
+                            )
+    return rows
+
+
+def plan_audit(spec: AuditSpec) -> AuditPlan:
+    """Expand ``spec`` into a deterministic plan (same spec -> same plan hash)."""
+    prompts = expand_prompts(spec)
+    fingerprint = extraction_fingerprint(spec)
+    fp_hash = _sha(fingerprint)
+    units: list[WorkUnit] = []
+    seen: set[str] = set()
+    for p in prompts:
+        if p.prompt_id in seen:
+            continue
+        seen.add(p.prompt_id)
+        for seed in spec.seed_list:
+            uid = _sha([fp_hash, p.prompt, seed])[:24]
+            units.append(WorkUnit(uid, p.prompt_id, p.prompt, seed))
+    plan = AuditPlan(
+        schema_version=PLAN_SCHEMA_VERSION,
+        spec_name=spec.name,
+        extraction_fingerprint=fingerprint,
+        prompts=tuple(prompts),
+        units=tuple(units),
+    )
+    digest = _sha(
+        {
+            "fingerprint": fingerprint,
+            "prompts": [asdict(p) for p in prompts],
+            "units": [u.unit_id for u in units],
+        }
+    )
+    return AuditPlan(**{**plan.__dict__, "plan_hash": digest})
+
+
+# --- cost estimate -----------------------------------------------------------------------
+
+# Seconds per U-Net sample-evaluation of an SD 1.5-sized U-Net (860 M parameters) at a 64x64
+# latent, at a large batch. Rough public figures; the estimate scales them by model size and
+# latent area. Real rates are recorded in the manifest of every run.
+_REFERENCE_SECONDS = {"cuda": 0.02, "mps": 0.25, "cpu": 4.0}
+_REFERENCE_PARAMS = 860e6
+_REFERENCE_LATENT_AREA = 64 * 64
+
+
+def estimate_cost(
+    spec: AuditSpec, plan: AuditPlan, *, device: str, model_dir: Path | None = None
+) -> CostEstimate:
+    """Count work and storage exactly; estimate time from the U-Net's size (local models)."""
+    info = _unet_geometry(model_dir, spec.model.resolution)
+    steps = spec.model.steps
+    kept = steps if spec.probe.steps == "all" else len([s for s in spec.probe.steps if s < steps])
+    channels, height, width = info["h_shape"]
+    per_step = channels if spec.probe.spatial_pool == "mean" else channels * height * width
+    item = 2 if spec.probe.store_dtype == "float16" else 4
+    units = len(plan.units)
+    doubled = 2 if _uses_cfg(spec, info) else 1
+    evaluations = units * steps * doubled
+    forwards = -(-units // spec.batch_size) * steps
+    kind = device.split(":")[0]
+    scale = (info["params"] / _REFERENCE_PARAMS) * (info["latent_area"] / _REFERENCE_LATENT_AREA)
+    seconds = evaluations * _REFERENCE_SECONDS.get(kind, 4.0) * scale
+    basis = "U-Net size read from the model folder" if info["known"] else "SD 1.5-sized U-Net"
+    return CostEstimate(
+        prompts=len({p.prompt_id for p in plan.prompts}),
+        units=units,
+        images=units,
+        unet_evaluations=evaluations,
+        forward_passes=forwards,
+        activation_bytes=units * kept * per_step * item,
+        h_shape=(channels, height, width),
+        seconds=seconds,
+        device=device,
+        basis=basis,
+    )
+
+
+def _uses_cfg(spec: AuditSpec, info: dict[str, Any]) -> bool:
+    if spec.model.pipeline == "lcm" or info.get("lcm"):
+        return False
+    return spec.model.guidance_scale > 1.0
+
+
+def _unet_geometry(model_dir: Path | None, resolution: int) -> dict[str, Any]:
+    """Mid-block shape, parameter count and latent area, from config files alone."""
+    default = {
+        "h_shape": (1280, resolution // 64, resolution // 64),
+        "params": _REFERENCE_PARAMS,
+        "latent_area": (resolution // 8) ** 2,
+        "known": False,
+        "lcm": False,
+    }
+    if model_dir is None or not (model_dir / "unet" / "config.json").is_file():
+        return default
+    unet = json.loads((model_dir / "unet" / "config.json").read_text())
+    vae_cfg = model_dir / "vae" / "config.json"
+    vae_down = 3
+    if vae_cfg.is_file():
+        vae_down = len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1
+    latent = resolution // (2**vae_down)
+    unet_down = len(unet.get("down_block_types", [])) - 1
+    side = max(1, latent // (2**unet_down))
+    channels = int(unet.get("block_out_channels", [1280])[-1])
+    return {
+        "h_shape": (channels, side, side),
+        "params": float(_safetensors_params(model_dir / "unet")) or _REFERENCE_PARAMS,
+        "latent_area": latent * latent,
+        "known": True,
+        "lcm": unet.get("time_cond_proj_dim") is not None,
+    }
+
+
+def _safetensors_params(folder: Path) -> int:
+    """Parameter count from safetensors headers (no tensor data read)."""
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in meta["shape"]:
+                count *= int(dim)
+            total += count
+    return total
+
+
+def unique_prompts(plan: AuditPlan) -> Iterable[PlannedPrompt]:
+    """Prompts with distinct texts, first occurrence kept."""
+    seen: set[str] = set()
+    for p in plan.prompts:
+        if p.prompt_id not in seen:
+            seen.add(p.prompt_id)
+            yield p

@@ -1,0 +1,211 @@
+"""Run every stage of an audit into a run directory, resuming what is already there."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from auditkit.errors import AuditkitError, UsageError
+from auditkit.plan import AuditPlan, plan_audit
+from auditkit.provenance import (
+    hash_model_files,
+    new_manifest,
+    read_manifest,
+    utc_now,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from auditkit.spec import AuditSpec, dump_spec, load_spec, spec_hash
+
+
+@dataclass
+class RunOutcome:
+    """Where a run wrote its results and what extraction did."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    report_paths: list[Path]
+
+
+def default_cache_dir() -> Path:
+    """Where builtin models are built: ``~/.cache/auditkit``."""
+    return Path.home() / ".cache" / "auditkit"
+
+
+def run_audit(
+    spec: AuditSpec | str | Path,
+    out_dir: str | Path,
+    *,
+    cache_dir: Path | None = None,
+    show_progress: bool = True,
+    render: bool = True,
+) -> RunOutcome:
+    """Plan, extract (skipping finished units), analyze and report into ``out_dir``."""
+    if not isinstance(spec, AuditSpec):
+        spec = load_spec(spec)
+    run_dir = Path(out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache_dir or default_cache_dir()
+    plan = plan_audit(spec)
+    s_hash = spec_hash(spec)
+    previous = _previous_manifest(run_dir)
+    run_id = _run_id(s_hash, plan.plan_hash)
+    write_bytes_atomic(run_dir / "spec.yaml", dump_spec(spec).encode())
+    plan.write(run_dir / "plan.json")
+    manifest = new_manifest(
+        run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
+    )
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    try:
+        _extract(spec, plan, run_dir, manifest, previous, cache_dir, show_progress)
+        _analyze(spec, plan, run_dir, manifest)
+    except BaseException as exc:
+        manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        manifest["error"] = str(exc) or type(exc).__name__
+        manifest["finished_utc"] = utc_now()
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        raise
+    manifest["status"] = "complete"
+    manifest["finished_utc"] = utc_now()
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    # The report is rendered from the sealed run; if rendering fails, 'auditkit report' redoes it.
+    reports = _render(run_dir, spec) if render else []
+    return RunOutcome(run_dir, manifest, reports)
+
+
+def _run_id(s_hash: str, plan_hash: str) -> str:
+    return hashlib.sha256(f"{s_hash}:{plan_hash}".encode()).hexdigest()[:12]
+
+
+def _previous_manifest(run_dir: Path) -> dict[str, Any] | None:
+    if not (run_dir / "manifest.json").is_file():
+        return None
+    try:
+        return read_manifest(run_dir)
+    except (ValueError, OSError):
+        return None
+
+
+def _extract(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    previous: dict[str, Any] | None,
+    cache_dir: Path,
+    show_progress: bool,
+) -> None:
+    from auditkit.extract.store import ActivationStore
+
+    store = ActivationStore(run_dir / "activations")
+    pending = len(plan.units) - len(store.completed() & {u.unit_id for u in plan.units})
+    reusable = (
+        previous is not None
+        and previous.get("model") is not None
+        and previous.get("extraction_fingerprint") == plan.extraction_fingerprint
+    )
+    if pending == 0 and reusable and previous is not None:
+        # Nothing to compute: keep the provenance of the run that computed the activations.
+        for key in ("model", "device", "dtype"):
+            manifest[key] = previous[key]
+        manifest["extraction_fingerprint"] = plan.extraction_fingerprint
+        manifest["stages"]["extract"] = {
+            "units_total": len(plan.units),
+            "units_run": 0,
+            "units_skipped": len(plan.units),
+            "unet_evaluations": 0,
+            "forward_passes": 0,
+            "seconds": 0.0,
+            "model_loaded": False,
+        }
+        write_json_atomic(run_dir / "manifest.json", manifest)
+        return
+
+    from auditkit.extract.runner import extract_activations
+    from auditkit.models.loading import load_pipeline
+
+    loaded = load_pipeline(spec.model, cache_dir=cache_dir)
+    manifest["device"] = loaded.device
+    manifest["dtype"] = loaded.dtype
+    manifest["extraction_fingerprint"] = plan.extraction_fingerprint
+    manifest["packages"]["cuda"] = _cuda_version()
+    manifest["model"] = {
+        "id": spec.model.id,
+        "revision": spec.model.revision,
+        "pipeline_class": loaded.pipeline_class,
+        "kind": loaded.kind,
+        "uses_cfg": loaded.uses_cfg,
+        "files": _model_files(loaded.model_dir, spec),
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    stats = extract_activations(loaded, spec, plan, store, show_progress=show_progress)
+    manifest["stages"]["extract"] = {**stats.to_json(), "model_loaded": True}
+    write_json_atomic(run_dir / "manifest.json", manifest)
+
+
+def _model_files(folder: Path | None, spec: AuditSpec) -> list[dict[str, Any]]:
+    if folder is None:
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(
+                snapshot_download(spec.model.id, revision=spec.model.revision,
+                                  local_files_only=True)
+            )
+        except Exception:  # the hub cache layout is not ours to validate
+            return []
+    return hash_model_files(folder)
+
+
+def _cuda_version() -> str | None:
+    import torch
+
+    return torch.version.cuda if torch.cuda.is_available() else None
+
+
+def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any]) -> None:
+    from auditkit.analyze.latents import load_latents
+    from auditkit.analyze.summary import summarize, write_results
+    from auditkit.analyze.tables import analyze
+    from auditkit.extract.store import ActivationStore
+
+    latents = load_latents(ActivationStore(run_dir / "activations"), plan, spec.probe.aggregation)
+    results = analyze(spec, plan, latents)
+    summary = summarize(
+        spec,
+        results,
+        run_id=manifest["run_id"],
+        spec_hash=manifest["spec_hash"],
+        plan_hash=manifest["plan_hash"],
+    )
+    write_results(results, summary, run_dir / "results")
+
+
+def _render(run_dir: Path, spec: AuditSpec) -> list[Path]:
+    from auditkit.report import render_report
+
+    return render_report(run_dir, list(spec.report.formats))
+
+
+def load_run_spec(run_dir: Path) -> AuditSpec:
+    """The spec a run directory was made with."""
+    path = run_dir / "spec.yaml"
+    if not path.is_file():
+        raise UsageError(
+            f"{str(run_dir)!r} is not an auditkit run directory (no spec.yaml in it).",
+            hint="pass the folder given to 'auditkit run --out'.",
+        )
+    return load_spec(path)
+
+
+def log(message: str) -> None:
+    """One line of status on stderr."""
+    print(message, file=sys.stderr)
+
+
+__all__ = ["AuditkitError", "RunOutcome", "default_cache_dir", "load_run_spec", "run_audit"]

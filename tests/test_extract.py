@@ -1,0 +1,206 @@
+"""Hooks and extraction on tiny SD, LCM and SDXL pipelines built from configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from auditkit.errors import SpecError
+from auditkit.extract.hooks import capture_h, resolve_hook_point
+from auditkit.models.loading import load_pipeline
+from auditkit.spec import ModelSpec
+
+PROMPTS = ["a photo of a doctor", "a photo of a nurse", "a photo of a pilot"]
+KIND_NAMES = {"sd": "stable-diffusion", "lcm": "lcm", "sdxl": "sdxl"}
+
+
+@pytest.fixture(scope="module")
+def pipes(tiny_pipeline_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cache = tmp_path_factory.mktemp("cache")
+    return {
+        kind: load_pipeline(ModelSpec(id=str(path), device="cpu", steps=3), cache_dir=cache)
+        for kind, path in tiny_pipeline_dirs.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["sd", "lcm", "sdxl"])
+@pytest.mark.parametrize("guidance", [1.0, 5.0])
+def test_hook_shapes_per_step_and_half(pipes: Any, kind: str, guidance: float) -> None:
+    loaded = pipes[kind]
+    pipe = loaded.pipe
+    assert loaded.kind == KIND_NAMES[kind]
+    steps = 3
+    with (
+        torch.inference_mode(),
+        capture_h(
+            pipe.components, "unet.mid_block", expected_batch=len(PROMPTS),
+            halves=("cond", "uncond"),
+        ) as session,
+    ):
+        pipe(prompt=PROMPTS, num_inference_steps=steps, guidance_scale=guidance,
+             height=32, width=32, output_type="latent",
+             generator=torch.Generator("cpu").manual_seed(0))
+    doubled = kind != "lcm" and guidance > 1.0
+    assert session.denoiser_calls == steps
+    assert session.denoiser_samples == steps * len(PROMPTS) * (2 if doubled else 1)
+    halves = sorted({c.half for c in session.captures})
+    assert halves == (["cond", "uncond"] if doubled else ["single"])
+    assert len(session.captures) == steps * (2 if doubled else 1)
+    for capture in session.captures:
+        assert tuple(capture.tensor.shape) == (len(PROMPTS), 64, 8, 8)
+        assert not capture.tensor.requires_grad
+    assert [c.step for c in session.by_step("cond")] == list(range(steps))
+    timesteps = [c.timestep for c in session.by_step("cond")]
+    assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == steps
+    # hooks are gone afterwards
+    assert not pipe.unet.mid_block._forward_hooks
+    assert not pipe.unet._forward_pre_hooks
+
+
+def test_cfg_halves_are_split_correctly(pipes: Any) -> None:
+    """The conditional half is the prompt's h: it differs per prompt; uncond does not."""
+    pipe = pipes["sd"].pipe
+    with torch.inference_mode(), capture_h(
+        pipe.components, "unet.mid_block", expected_batch=2, halves=("cond", "uncond")
+    ) as session:
+        latents = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(1))
+        pipe(prompt=["a photo of a doctor", "a photo of a nurse"], latents=latents.repeat(2, 1, 1, 1),
+             num_inference_steps=1, guidance_scale=5.0, height=32, width=32, output_type="latent")
+    uncond = next(c.tensor for c in session.captures if c.half == "uncond")
+    cond = next(c.tensor for c in session.captures if c.half == "cond")
+    assert torch.allclose(uncond[0], uncond[1], atol=1e-6)  # same noise, same empty prompt
+    assert not torch.allclose(cond[0], cond[1], atol=1e-4)
+
+
+def test_spatial_pool_and_kept_steps(pipes: Any) -> None:
+    pipe = pipes["lcm"].pipe
+    with torch.inference_mode(), capture_h(
+        pipe.components, "unet.mid_block", expected_batch=1, keep_steps={1},
+        spatial_pool="mean", store_dtype=torch.float16,
+    ) as session:
+        pipe(prompt=["a photo of a doctor"], num_inference_steps=3, guidance_scale=4.0,
+             height=32, width=32, output_type="latent")
+    assert [c.step for c in session.captures] == [1]
+    assert session.captures[0].tensor.shape == (1, 64)
+    assert session.captures[0].tensor.dtype == torch.float16
+
+
+def test_bad_hook_point_suggests_close_matches(pipes: Any) -> None:
+    with pytest.raises(SpecError) as err:
+        resolve_hook_point(pipes["sd"].pipe.components, "unet.mid_blok")
+    assert "did you mean 'unet.mid_block'" in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_hook_point_validated_before_any_forward(pipes: Any) -> None:
+    pipe = pipes["sd"].pipe
+    calls = []
+    handle = pipe.unet.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(SpecError), capture_h(pipe.components, "unet.nope", expected_batch=1):
+            pipe(prompt=["x"], num_inference_steps=1, height=32, width=32, output_type="latent")
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def _tiny_spec(model_dir: Path, tmp: Path, **extra: Any) -> Path:
+    text = f"""
+spec_version: 1
+name: e2e
+model: {{id: {model_dir}, device: cpu, steps: 2, guidance_scale: 3.0, resolution: 32}}
+probe: {{aggregation: {extra.get("aggregation", "mean")}}}
+seeds: 2
+batch_size: {extra.get("batch_size", 8)}
+axes:
+  - name: gender
+    templates: ["a photo of a {{term}}"]
+    groups: {{man: [man], woman: [woman]}}
+concepts:
+  - name: jobs
+    templates: ["a photo of a {{term}}"]
+    terms: [doctor, nurse, pilot]
+report: {{formats: [html]}}
+"""
+    path = tmp / f"spec-{extra.get('batch_size', 8)}-{extra.get('aggregation', 'mean')}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_run_resume_and_reproducibility(tiny_pipeline_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from auditkit.run import run_audit
+
+    spec = _tiny_spec(tiny_pipeline_dirs["sd"], tmp_path)
+    first = run_audit(spec, tmp_path / "a", cache_dir=tmp_path, show_progress=False, render=False)
+    stage = first.manifest["stages"]["extract"]
+    # 12 prompts (base, 2 axis, 3 concepts, 6 marked) x 2 seeds; 2 steps, CFG doubles
+    assert stage["units_run"] == 24 and stage["unet_evaluations"] == 24 * 2 * 2
+    # A rerun performs zero U-Net evaluations and does not even load the model.
+    again = run_audit(spec, tmp_path / "a", cache_dir=tmp_path, show_progress=False, render=False)
+    stage = again.manifest["stages"]["extract"]
+    assert stage["unet_evaluations"] == 0 and stage["units_run"] == 0
+    assert stage["model_loaded"] is False
+    assert again.manifest["model"]["files"], "provenance of the weights is kept on resume"
+    # A second run from scratch gives identical result tables.
+    other = run_audit(spec, tmp_path / "b", cache_dir=tmp_path, show_progress=False, render=False)
+    for name in ("lean", "axes", "defaults", "descriptors", "similarity", "prompts"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(first.run_dir / "results" / f"{name}.parquet"),
+            pd.read_parquet(other.run_dir / "results" / f"{name}.parquet"),
+            check_exact=True,
+        )
+    assert other.manifest["status"] == "complete"
+
+
+def test_interrupted_run_resumes_where_it_stopped(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditkit.extract import store as store_mod
+    from auditkit.run import run_audit
+
+    spec = _tiny_spec(tiny_pipeline_dirs["sd"], tmp_path, batch_size=4)
+    real = store_mod.ActivationStore.write_batch
+    calls = {"n": 0}
+
+    def failing(self: Any, tensors: Any, rows: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(self, tensors, rows)
+
+    monkeypatch.setattr(store_mod.ActivationStore, "write_batch", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(spec, tmp_path / "r", cache_dir=tmp_path, show_progress=False, render=False)
+    import json
+
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    monkeypatch.setattr(store_mod.ActivationStore, "write_batch", real)
+    resumed = run_audit(spec, tmp_path / "r", cache_dir=tmp_path, show_progress=False,
+                        render=False)
+    assert resumed.manifest["stages"]["extract"]["units_run"] == 24 - 8
+    assert resumed.manifest["stages"]["extract"]["units_skipped"] == 8
+
+
+def test_unit_result_does_not_depend_on_batch(tiny_pipeline_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from auditkit.extract.store import ActivationStore
+    from auditkit.run import run_audit
+
+    small = _tiny_spec(tiny_pipeline_dirs["sd"], tmp_path, batch_size=1, aggregation="per_step")
+    big = _tiny_spec(tiny_pipeline_dirs["sd"], tmp_path, batch_size=7, aggregation="per_step")
+    a = run_audit(small, tmp_path / "s", cache_dir=tmp_path, show_progress=False, render=False)
+    b = run_audit(big, tmp_path / "g", cache_dir=tmp_path, show_progress=False, render=False)
+    store_a = ActivationStore(a.run_dir / "activations")
+    store_b = ActivationStore(b.run_dir / "activations")
+    ids = sorted(store_a.completed())
+    assert ids == sorted(store_b.completed())  # batch size is not part of a unit's identity
+    tensors_b = dict(store_b.iter_units(ids))
+    for uid, tensor in store_a.iter_units(ids):
+        assert tensor.shape == (2, 64, 8, 8)
+        torch.testing.assert_close(tensor, tensors_b[uid], atol=1e-4, rtol=1e-4)
+    steps = pd.read_parquet(a.run_dir / "results" / "steps.parquet")
+    assert sorted(steps["step"].unique()) == [0, 1]
