@@ -73,8 +73,10 @@ def validate(spec: Path) -> None:
 
     loaded = load_spec(spec)
     n_axes, n_sets = len(loaded.axes), len(loaded.concepts)
-    click.echo(f"{spec}: valid (spec_version {loaded.spec_version}, {n_axes} axes, "
-               f"{n_sets} concept sets, {len(loaded.seed_list)} seeds)")
+    click.echo(
+        f"{spec}: valid (spec_version {loaded.spec_version}, {n_axes} axes, "
+        f"{n_sets} concept sets, {len(loaded.seed_list)} seeds)"
+    )
 
 
 @main.command()
@@ -90,8 +92,12 @@ def schema() -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--device", default=None, help="Device to estimate time for (default: the spec's).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Where builtin models are built (default ~/.cache/auditkit).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where builtin models are built (default ~/.cache/auditkit).",
+)
 @handle_errors
 def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
@@ -105,7 +111,7 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     audit_plan = plan_audit(loaded)
     model_dir: Path | None = None
     if loaded.model.id.startswith(BUILTIN_PREFIX):
-        name = loaded.model.id[len(BUILTIN_PREFIX):]
+        name = loaded.model.id[len(BUILTIN_PREFIX) :]
         candidate = (cache_dir or default_cache_dir()) / f"tiny-{BUILTINS.get(name, name)}"
         model_dir = candidate if candidate.is_dir() else None
     elif Path(loaded.model.id).is_dir():
@@ -118,12 +124,15 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     click.echo(f"  prompts            {cost.prompts}")
     click.echo(f"  seeds per prompt   {len(loaded.seed_list)}")
     click.echo(f"  images (units)     {cost.images}")
-    click.echo(f"  U-Net evaluations  {cost.unet_evaluations} "
-               f"({cost.forward_passes} forward passes at batch {loaded.batch_size})")
+    click.echo(
+        f"  U-Net evaluations  {cost.unet_evaluations} "
+        f"({cost.forward_passes} forward passes at batch {loaded.batch_size})"
+    )
     click.echo(f"  h per step         {'x'.join(str(d) for d in cost.h_shape)}")
     click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
-    click.echo(f"  estimated time     {format_seconds(cost.seconds)} on {target} "
-               f"(rough: {cost.basis})")
+    click.echo(
+        f"  estimated time     {format_seconds(cost.seconds)} on {target} (rough: {cost.basis})"
+    )
 
 
 def _bytes(count: float) -> str:
@@ -136,10 +145,19 @@ def _bytes(count: float) -> str:
 
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Run directory (created; an existing one is resumed).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Where builtin models are built (default ~/.cache/auditkit).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run directory (created; an existing one is resumed).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where builtin models are built (default ~/.cache/auditkit).",
+)
 @click.option("--no-progress", is_flag=True, help="Do not print progress.")
 @handle_errors
 def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) -> None:
@@ -160,8 +178,13 @@ def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) ->
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "pdf"]),
-              help="Formats to render (default: the spec's).")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["html", "pdf"]),
+    help="Formats to render (default: the spec's).",
+)
 @handle_errors
 def report(run_dir: Path, formats: tuple[str, ...]) -> None:
     """Re-render the report of RUN_DIR from its stored results."""
@@ -183,8 +206,12 @@ def report(run_dir: Path, formats: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--filter", "pattern", default="", help="Only paths containing this text.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Where builtin models are built (default ~/.cache/auditkit).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where builtin models are built (default ~/.cache/auditkit).",
+)
 @handle_errors
 def hooks(spec: Path, pattern: str, cache_dir: Path | None) -> None:
     """List the module paths of SPEC's pipeline that probe.hook can name."""

@@ -143,9 +143,7 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
     rows: list[PlannedPrompt] = []
 
     def add(prompt: str, role: str, set_name: str, group: str, term: str, template: str) -> None:
-        rows.append(
-            PlannedPrompt(prompt_id(prompt), prompt, role, set_name, group, term, template)
-        )
+        rows.append(PlannedPrompt(prompt_id(prompt), prompt, role, set_name, group, term, template))
 
     if spec.centring.reference == "base":
         base = spec.centring.base_prompt

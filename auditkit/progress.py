@@ -51,8 +51,7 @@ class Progress:
         filled = int(width * self.done / self.total)
         bar = "#" * filled + "." * (width - filled)
         line = (
-            f"{self.label}: [{bar}] {self.done}/{self.total} units "
-            f"[{rate:.2f} units/s, {eta} left]"
+            f"{self.label}: [{bar}] {self.done}/{self.total} units [{rate:.2f} units/s, {eta} left]"
         )
         end = "" if self._tty and self.done < self.total else "\n"
         prefix = "\r" if self._tty else ""

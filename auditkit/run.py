@@ -154,8 +154,9 @@ def _model_files(folder: Path | None, spec: AuditSpec) -> list[dict[str, Any]]:
             from huggingface_hub import snapshot_download
 
             folder = Path(
-                snapshot_download(spec.model.id, revision=spec.model.revision,
-                                  local_files_only=True)
+                snapshot_download(
+                    spec.model.id, revision=spec.model.revision, local_files_only=True
+                )
             )
         except Exception:  # the hub cache layout is not ours to validate
             return []

@@ -37,13 +37,21 @@ def test_hook_shapes_per_step_and_half(pipes: Any, kind: str, guidance: float) -
     with (
         torch.inference_mode(),
         capture_h(
-            pipe.components, "unet.mid_block", expected_batch=len(PROMPTS),
+            pipe.components,
+            "unet.mid_block",
+            expected_batch=len(PROMPTS),
             halves=("cond", "uncond"),
         ) as session,
     ):
-        pipe(prompt=PROMPTS, num_inference_steps=steps, guidance_scale=guidance,
-             height=32, width=32, output_type="latent",
-             generator=torch.Generator("cpu").manual_seed(0))
+        pipe(
+            prompt=PROMPTS,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=32,
+            width=32,
+            output_type="latent",
+            generator=torch.Generator("cpu").manual_seed(0),
+        )
     doubled = kind != "lcm" and guidance > 1.0
     assert session.denoiser_calls == steps
     assert session.denoiser_samples == steps * len(PROMPTS) * (2 if doubled else 1)
@@ -64,12 +72,22 @@ def test_hook_shapes_per_step_and_half(pipes: Any, kind: str, guidance: float) -
 def test_cfg_halves_are_split_correctly(pipes: Any) -> None:
     """The conditional half is the prompt's h: it differs per prompt; uncond does not."""
     pipe = pipes["sd"].pipe
-    with torch.inference_mode(), capture_h(
-        pipe.components, "unet.mid_block", expected_batch=2, halves=("cond", "uncond")
-    ) as session:
+    with (
+        torch.inference_mode(),
+        capture_h(
+            pipe.components, "unet.mid_block", expected_batch=2, halves=("cond", "uncond")
+        ) as session,
+    ):
         latents = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(1))
-        pipe(prompt=["a photo of a doctor", "a photo of a nurse"], latents=latents.repeat(2, 1, 1, 1),
-             num_inference_steps=1, guidance_scale=5.0, height=32, width=32, output_type="latent")
+        pipe(
+            prompt=["a photo of a doctor", "a photo of a nurse"],
+            latents=latents.repeat(2, 1, 1, 1),
+            num_inference_steps=1,
+            guidance_scale=5.0,
+            height=32,
+            width=32,
+            output_type="latent",
+        )
     uncond = next(c.tensor for c in session.captures if c.half == "uncond")
     cond = next(c.tensor for c in session.captures if c.half == "cond")
     assert torch.allclose(uncond[0], uncond[1], atol=1e-6)  # same noise, same empty prompt
@@ -78,12 +96,25 @@ def test_cfg_halves_are_split_correctly(pipes: Any) -> None:
 
 def test_spatial_pool_and_kept_steps(pipes: Any) -> None:
     pipe = pipes["lcm"].pipe
-    with torch.inference_mode(), capture_h(
-        pipe.components, "unet.mid_block", expected_batch=1, keep_steps={1},
-        spatial_pool="mean", store_dtype=torch.float16,
-    ) as session:
-        pipe(prompt=["a photo of a doctor"], num_inference_steps=3, guidance_scale=4.0,
-             height=32, width=32, output_type="latent")
+    with (
+        torch.inference_mode(),
+        capture_h(
+            pipe.components,
+            "unet.mid_block",
+            expected_batch=1,
+            keep_steps={1},
+            spatial_pool="mean",
+            store_dtype=torch.float16,
+        ) as session,
+    ):
+        pipe(
+            prompt=["a photo of a doctor"],
+            num_inference_steps=3,
+            guidance_scale=4.0,
+            height=32,
+            width=32,
+            output_type="latent",
+        )
     assert [c.step for c in session.captures] == [1]
     assert session.captures[0].tensor.shape == (1, 64)
     assert session.captures[0].tensor.dtype == torch.float16
@@ -131,7 +162,9 @@ report: {{formats: [html]}}
     return path
 
 
-def test_run_resume_and_reproducibility(tiny_pipeline_dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_run_resume_and_reproducibility(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
+) -> None:
     from auditkit.run import run_audit
 
     spec = _tiny_spec(tiny_pipeline_dirs["sd"], tmp_path)
@@ -180,13 +213,14 @@ def test_interrupted_run_resumes_where_it_stopped(
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     monkeypatch.setattr(store_mod.ActivationStore, "write_batch", real)
-    resumed = run_audit(spec, tmp_path / "r", cache_dir=tmp_path, show_progress=False,
-                        render=False)
+    resumed = run_audit(spec, tmp_path / "r", cache_dir=tmp_path, show_progress=False, render=False)
     assert resumed.manifest["stages"]["extract"]["units_run"] == 24 - 8
     assert resumed.manifest["stages"]["extract"]["units_skipped"] == 8
 
 
-def test_unit_result_does_not_depend_on_batch(tiny_pipeline_dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_unit_result_does_not_depend_on_batch(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
+) -> None:
     from auditkit.extract.store import ActivationStore
     from auditkit.run import run_audit
 

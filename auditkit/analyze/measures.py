@@ -140,7 +140,9 @@ class Lean:
     score: float
 
 
-def lean(concept: np.ndarray, ref: np.ndarray, means: dict[str, np.ndarray], order: tuple[str, ...]) -> Lean:
+def lean(
+    concept: np.ndarray, ref: np.ndarray, means: dict[str, np.ndarray], order: tuple[str, ...]
+) -> Lean:
     """Cosine with the axis of the centred concept, and its projection from the midpoint."""
     pos, neg = means[order[0]], means[order[1]]
     g = pos - neg
@@ -160,7 +162,9 @@ def default_cosines(
     """Per group: mean over templates of cos(H(unmarked) - R, H(marked by group) - R)."""
     return {
         g: float(
-            np.mean([cosine(H[u] - ref, H[m] - ref) for u, m in zip(unmarked_rows, rows, strict=True)])
+            np.mean(
+                [cosine(H[u] - ref, H[m] - ref) for u, m in zip(unmarked_rows, rows, strict=True)]
+            )
         )
         for g, rows in marked_rows.items()
     }

@@ -44,7 +44,7 @@ def summarize(
                 }
                 for r in ordered.head(5).itertuples()
             ]
-            findings.append(_lean_sentence(row.axis, rows, ordered))
+            findings.append(_lean_sentence(str(row.axis), rows, ordered))
         axes_out.append(entry)
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
@@ -56,8 +56,11 @@ def summarize(
         "run_id": run_id,
         "spec_hash": spec_hash,
         "plan_hash": plan_hash,
-        "model": {"id": spec.model.id, "revision": spec.model.revision,
-                  "pipeline": spec.model.pipeline},
+        "model": {
+            "id": spec.model.id,
+            "revision": spec.model.revision,
+            "pipeline": spec.model.pipeline,
+        },
         "settings": {
             "steps": spec.model.steps,
             "guidance_scale": spec.model.guidance_scale,

@@ -132,8 +132,21 @@ def _lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFram
                         "n_seeds": n_seeds,
                     }
                 )
-    return _frame(records, ["axis", "concept_set", "concept", "positive_group", "negative_group",
-                            "cosine", "projection", "score", "toward", "n_seeds"])
+    return _frame(
+        records,
+        [
+            "axis",
+            "concept_set",
+            "concept",
+            "positive_group",
+            "negative_group",
+            "cosine",
+            "projection",
+            "score",
+            "toward",
+            "n_seeds",
+        ],
+    )
 
 
 def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
@@ -169,8 +182,9 @@ def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.D
             ref = reference(H, layout, cset)
             template = next(cs.templates[0] for cs in spec.concepts if cs.name == cset.name)
             for concept, unmarked in cset.terms.items():
-                marked = {g: layout.marked[(axis.name, cset.name, g, concept)]
-                          for g in axis.group_names}
+                marked = {
+                    g: layout.marked[(axis.name, cset.name, g, concept)] for g in axis.group_names
+                }
                 sims = default_cosines(H, unmarked, marked, ref)
                 ordered = sorted(sims, key=lambda g: -sims[g])
                 margin = sims[ordered[0]] - sims[ordered[1]]
@@ -187,8 +201,10 @@ def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.D
                             "margin": margin,
                         }
                     )
-    return _frame(records, ["axis", "concept_set", "concept", "group", "marked_prompt",
-                            "cosine", "rank", "margin"])
+    return _frame(
+        records,
+        ["axis", "concept_set", "concept", "group", "marked_prompt", "cosine", "rank", "margin"],
+    )
 
 
 def _descriptors_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
@@ -222,8 +238,12 @@ def _similarity_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
         for a, va in vecs.items():
             for b, vb in vecs.items():
                 records.append(
-                    {"concept_set": cset.name, "concept_a": a, "concept_b": b,
-                     "cosine": cosine(va - ref, vb - ref)}
+                    {
+                        "concept_set": cset.name,
+                        "concept_a": a,
+                        "concept_b": b,
+                        "cosine": cosine(va - ref, vb - ref),
+                    }
                 )
     return _frame(records, ["concept_set", "concept_a", "concept_b", "cosine"])
 

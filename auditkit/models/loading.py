@@ -83,6 +83,7 @@ def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
             )
         from auditkit.models.tiny import tiny_pipeline_path
 
+        quiet_libraries()
         return tiny_pipeline_path(BUILTINS[name], cache_dir)  # type: ignore[arg-type]
     path = Path(model.id).expanduser()
     looks_local = model.id.startswith((".", "/", "~")) or path.exists()
@@ -121,6 +122,7 @@ def detect_kind(model: ModelSpec, folder: Path | None) -> tuple[str, str]:
 
 def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
     """Load the pipeline the spec names, on its device and dtype, with progress bars off."""
+    quiet_libraries()
     try:
         import diffusers
         import torch
@@ -129,7 +131,6 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
             f"a required package is missing: {exc.name}.",
             hint="pip install 'auditkit' (it brings torch, diffusers and transformers).",
         ) from None
-    quiet_libraries()
     folder = model_folder(model, cache_dir)
     kind, class_name = detect_kind(model, folder)
     device = resolve_device(model.device)
@@ -148,7 +149,7 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         kwargs["trust_remote_code"] = True
     try:
         pipe = cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"model.id: could not load {model.id!r} as a diffusers pipeline: {exc}".strip(),
             hint="check the folder or hub id and revision; without network access only local "
@@ -184,8 +185,10 @@ def _dtype_keyword() -> str:
 
 def quiet_libraries() -> None:
     """Silence the loading progress bars and advisory warnings of diffusers and transformers."""
-    import diffusers
     import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # before diffusers imports its pipelines
+    import diffusers
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()

@@ -88,23 +88,29 @@ def _locate(err: Any, root: yaml.Node | None) -> str:
 
 
 def _walk(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | None, int]:
-    """Follow ``loc`` through the YAML node tree; return the deepest node and its depth."""
+    """Follow ``loc`` through the YAML node tree; return the node that names the deepest
+    matching location (a mapping key, so a block value is reported on its key's line) and
+    the depth reached."""
     node = root
+    shown = root
     depth = 0
     for part in loc:
         child = None
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.value == str(part):
-                    child = value
+                    child, shown = value, key
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = shown = node.value[part]
         if child is None:
             break
         node, depth = child, depth + 1
-    return node, depth
+    return shown, depth
 
 
 def _did_you_mean(loc: tuple[Any, ...], root: yaml.Node | None) -> str:

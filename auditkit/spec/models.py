@@ -210,6 +210,15 @@ class CentringSpec(_Frozen):
 
 
 AnalysisName = Literal["lean", "defaults", "descriptors", "similarity"]
+ReportFormat = Literal["html", "pdf"]
+
+
+def _default_analyses() -> list[AnalysisName]:
+    return ["lean", "defaults", "descriptors", "similarity"]
+
+
+def _default_formats() -> list[ReportFormat]:
+    return ["html"]
 
 
 class ReportSpec(_Frozen):
@@ -217,8 +226,8 @@ class ReportSpec(_Frozen):
 
     title: NonEmptyStr = Field("Diffusion model bias audit", description="Report title.")
     owner: str = Field("", description="Who is responsible for this audit.")
-    formats: list[Literal["html", "pdf"]] = Field(
-        default_factory=lambda: ["html"], description="Report formats to write.", min_length=1
+    formats: list[ReportFormat] = Field(
+        default_factory=_default_formats, description="Report formats to write.", min_length=1
     )
 
 
@@ -238,7 +247,7 @@ class AuditSpec(_Frozen):
     concepts: list[ConceptSetSpec] = Field(description="Concept sets.", min_length=1)
     centring: CentringSpec = Field(default_factory=lambda: CentringSpec())
     analyses: list[AnalysisName] = Field(
-        default_factory=lambda: ["lean", "defaults", "descriptors", "similarity"],
+        default_factory=_default_analyses,
         description="Analyses to run.",
         min_length=1,
     )

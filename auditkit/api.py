@@ -1,0 +1,80 @@
+"""A small Python API that mirrors the CLI, for notebooks.
+
+>>> import auditkit.api as ak
+>>> run = ak.run("audits/tiny-demo.yaml", "runs/tiny-demo")   # doctest: +SKIP
+>>> run.tables["lean"].head()                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditkit.errors import UsageError
+from auditkit.plan import AuditPlan, plan_audit
+from auditkit.provenance import read_manifest
+from auditkit.spec import AuditSpec, load_spec, parse_spec
+
+__all__ = ["AuditRun", "load_spec", "open_run", "parse_spec", "plan", "run"]
+
+
+@dataclass
+class AuditRun:
+    """A finished (or partly finished) run directory, read back."""
+
+    run_dir: Path
+    spec: AuditSpec
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+
+    @property
+    def report_html(self) -> Path | None:
+        """The HTML report, if rendered."""
+        path = self.run_dir / "report" / "report.html"
+        return path if path.is_file() else None
+
+
+def plan(spec: AuditSpec | str | Path) -> AuditPlan:
+    """Expand a spec (object or YAML path) into its plan."""
+    return plan_audit(spec if isinstance(spec, AuditSpec) else load_spec(spec))
+
+
+def run(
+    spec: AuditSpec | str | Path,
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = True,
+    render: bool = True,
+) -> AuditRun:
+    """Run (or resume) an audit into ``out_dir`` and read the results back."""
+    from auditkit.run import run_audit
+
+    outcome = run_audit(
+        spec,
+        out_dir,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        show_progress=show_progress,
+        render=render,
+    )
+    return open_run(outcome.run_dir)
+
+
+def open_run(run_dir: str | Path) -> AuditRun:
+    """Read a run directory: spec, manifest, summary and every result table."""
+    from auditkit.analyze.summary import read_results
+    from auditkit.run import load_run_spec
+
+    run_dir = Path(run_dir)
+    spec = load_run_spec(run_dir)
+    if not (run_dir / "results" / "summary.json").is_file():
+        raise UsageError(
+            f"{str(run_dir)!r} has no results yet.",
+            hint="run the audit (auditkit run SPEC --out RUN_DIR) to finish it.",
+        )
+    results, summary = read_results(run_dir / "results")
+    return AuditRun(run_dir, spec, read_manifest(run_dir), summary, dict(results.tables))
