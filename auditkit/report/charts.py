@@ -1,0 +1,283 @@
+"""Report charts: pure functions from a tidy result table to an Altair chart.
+
+Each function takes the rows of one table (already filtered to one axis or one concept set) and
+returns a chart; it reads nothing else and changes no global Altair state. Data is inlined as
+plain values (NaN becomes null), so there is no row limit and the spec is valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final, Literal
+
+import altair as alt
+import pandas as pd
+
+POSITIVE_COLOR = "#1f5f9e"
+"""Colour of the positive group of a two-group axis (blue)."""
+NEGATIVE_COLOR = "#c0561d"
+"""Colour of the negative group of a two-group axis (orange; the pair is colour-blind safe)."""
+NEUTRAL_COLOR = "#8a8f98"
+"""Colour of a concept that leans towards neither group (score exactly 0)."""
+GROUP_SCHEME: Final = "tableau10"
+"""Categorical scheme for k-way axes."""
+HEATMAP_SCHEME: Final = "purplegreen"
+"""Diverging scheme for cosine heatmaps (purple negative, green positive); it avoids the group
+colours so a heatmap is never read as 'blue = first group'."""
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+Width = int | Literal["container"]
+_ROW_PX = 20
+_CELL_PX = 30
+
+
+def _values(frame: pd.DataFrame) -> alt.Data:
+    """Inline a table as JSON-safe records (NaN -> null, numpy scalars -> Python)."""
+    records = json.loads(frame.to_json(orient="records", double_precision=6))
+    return alt.Data(values=records)
+
+
+def _labels(frame: pd.DataFrame) -> pd.Series:
+    """The concept name, qualified by its concept set when a chart mixes several sets."""
+    concept = frame["concept"].astype(str)
+    if frame["concept_set"].nunique() > 1:
+        return concept + " (" + frame["concept_set"].astype(str) + ")"
+    return concept
+
+
+def _configure(chart: Any) -> Any:
+    return (
+        chart.configure(font=FONT)
+        .configure_view(stroke=None)
+        .configure_axis(labelFontSize=11, titleFontSize=11, titleFontWeight="normal")
+        .configure_legend(labelFontSize=11, titleFontSize=11, orient="top")
+    )
+
+
+def lean_chart(
+    lean: pd.DataFrame, positive_group: str, negative_group: str, width: Width = "container"
+) -> alt.LayerChart:
+    """Lean score of every concept along one two-group axis, as sorted horizontal bars.
+
+    ``lean`` holds the rows of ``lean.parquet`` for one axis. Bars start at the midpoint (0);
+    dotted rules mark the two group means (+1 and -1). Colour is the group the concept leans to.
+    """
+    frame = lean.assign(label=_labels(lean))
+    order = frame.sort_values("score", ascending=False)["label"].tolist()
+    peak = float(frame["score"].abs().max()) if len(frame) else 0.0
+    span = max(1.0, math.ceil(peak * 2 - 1e-9) / 2) if math.isfinite(peak) else 1.0
+    x = alt.X(
+        "score:Q",
+        title=[
+            "lean score",
+            f"−1 = {negative_group} mean · 0 = midpoint · +1 = {positive_group} mean",
+        ],
+        scale=alt.Scale(domain=[-span, span], nice=False),
+        axis=alt.Axis(
+            values=_ticks(span),
+            labelExpr="(datum.value > 0 ? '+' : '') + format(datum.value, '.2~f')",
+        ),
+    )
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
+    color = alt.Color(
+        "toward:N",
+        title="leans towards",
+        scale=alt.Scale(
+            domain=[positive_group, negative_group, ""],
+            range=[POSITIVE_COLOR, NEGATIVE_COLOR, NEUTRAL_COLOR],
+        ),
+        legend=alt.Legend(values=[positive_group, negative_group]),
+    )
+    tooltip = [
+        alt.Tooltip("concept_set:N", title="concept set"),
+        alt.Tooltip("concept:N", title="concept"),
+        alt.Tooltip("toward:N", title="leans towards"),
+        alt.Tooltip("score:Q", title="lean score", format="+.3f"),
+        alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+        alt.Tooltip("projection:Q", title="projection", format="+.4g"),
+        alt.Tooltip("n_seeds:Q", title="seeds"),
+    ]
+    base = alt.Chart(_values(frame))
+    bars = base.mark_bar(height={"band": 0.72}, cornerRadiusEnd=2).encode(
+        x=x, x2=alt.datum(0), y=y, color=color, tooltip=tooltip
+    )
+    marks = pd.DataFrame({"x": [-1.0, 0.0, 1.0], "kind": ["group", "mid", "group"]})
+    rules = (
+        alt.Chart(_values(marks))
+        .mark_rule()
+        .encode(
+            x=alt.X("x:Q"),
+            strokeDash=alt.condition("datum.kind == 'mid'", alt.value([1, 0]), alt.value([3, 3])),
+            color=alt.value("#5b6270"),
+            opacity=alt.condition("datum.kind == 'mid'", alt.value(0.9), alt.value(0.5)),
+        )
+    )
+    height = max(60, _ROW_PX * len(order))
+    chart = alt.layer(rules, bars).properties(width=width, height=height)
+    return _configure(chart)
+
+
+def steps_chart(steps: pd.DataFrame, width: Width = "container") -> alt.Chart:
+    """Lean score of each concept at each kept denoising step (``steps.parquet``, one axis)."""
+    frame = steps.assign(label=_labels(steps))
+    chart = (
+        alt.Chart(_values(frame))
+        .mark_line(point=True, strokeWidth=1.5)
+        .encode(
+            x=alt.X(
+                "step:O",
+                title="denoising step (kept steps, 0 = first)",
+                axis=alt.Axis(labelAngle=0),
+            ),
+            y=alt.Y("score:Q", title="lean score"),
+            color=alt.Color(
+                "label:N",
+                title="concept",
+                scale=alt.Scale(
+                    scheme=GROUP_SCHEME if frame["label"].nunique() <= 10 else "tableau20"
+                ),
+                legend=alt.Legend(orient="right", labelLimit=150),
+            ),
+            tooltip=[
+                alt.Tooltip("concept:N", title="concept"),
+                alt.Tooltip("step:O", title="step"),
+                alt.Tooltip("timestep:Q", title="timestep", format=".0f"),
+                alt.Tooltip("score:Q", title="lean score", format="+.3f"),
+            ],
+        )
+        .properties(width=width, height=220)
+    )
+    return _configure(chart)
+
+
+def defaults_chart(
+    defaults: pd.DataFrame, groups: list[str], width: Width = "container"
+) -> alt.LayerChart:
+    """How close each unmarked concept is to each group-marked variant (one axis).
+
+    One row per concept; a dot per group at the cosine of ``H(unmarked)`` with ``H(marked)``,
+    joined by a thin rule. The rank-1 group is the model's default for that concept.
+    """
+    frame = defaults.assign(label=_labels(defaults))
+    firsts = frame[frame["rank"] == 1].sort_values("margin", ascending=False)
+    order = list(dict.fromkeys(firsts["label"].tolist() + frame["label"].tolist()))
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
+    x = alt.X("cosine:Q", title="cosine of unmarked prompt with marked variant")
+    base = alt.Chart(_values(frame))
+    span = base.mark_rule(color="#c7ccd4").encode(x="min(cosine):Q", x2="max(cosine):Q", y=y)
+    dots = base.mark_point(filled=True, size=70, opacity=0.95).encode(
+        x=x,
+        y=y,
+        color=alt.Color(
+            "group:N", title="marked with", scale=_group_scale(groups), sort=list(groups)
+        ),
+        shape=alt.condition("datum.rank == 1", alt.value("diamond"), alt.value("circle")),
+        tooltip=[
+            alt.Tooltip("concept:N", title="concept"),
+            alt.Tooltip("group:N", title="group"),
+            alt.Tooltip("marked_prompt:N", title="marked prompt"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+            alt.Tooltip("rank:Q", title="rank"),
+            alt.Tooltip("margin:Q", title="margin (rank 1 − rank 2)", format=".3f"),
+        ],
+    )
+    height = max(60, _ROW_PX * len(order))
+    return _configure(alt.layer(span, dots).properties(width=width, height=height))
+
+
+def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.LayerChart:
+    """Concept x group heatmap of cos(H(c) − R, G(group) − R) for one axis."""
+    frame = descriptors.assign(label=_labels(descriptors))
+    top = frame[frame["rank"] == 1].sort_values(["group", "cosine"], ascending=[True, False])
+    order = list(dict.fromkeys(top["label"].tolist() + frame["label"].tolist()))
+    return _heatmap(
+        frame,
+        x=alt.X(
+            "group:N",
+            sort=list(groups),
+            title=None,
+            axis=alt.Axis(orient="top", labelAngle=0, labelLimit=90),
+        ),
+        y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170)),
+        n_x=len(groups),
+        n_y=len(order),
+        tooltip=[
+            alt.Tooltip("concept:N", title="concept"),
+            alt.Tooltip("group:N", title="group"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+            alt.Tooltip("rank:Q", title="rank"),
+        ],
+        symmetric_to_one=False,
+    )
+
+
+def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
+    """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows)."""
+    order = list(dict.fromkeys(similarity["concept_a"].tolist()))
+    return _heatmap(
+        similarity,
+        x=alt.X(
+            "concept_b:N",
+            sort=order,
+            title=None,
+            axis=alt.Axis(orient="top", labelAngle=-40, labelLimit=140),
+        ),
+        y=alt.Y("concept_a:N", sort=order, title=None, axis=alt.Axis(labelLimit=170)),
+        n_x=len(order),
+        n_y=len(order),
+        tooltip=[
+            alt.Tooltip("concept_a:N", title="concept"),
+            alt.Tooltip("concept_b:N", title="with"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+        ],
+        symmetric_to_one=True,
+    )
+
+
+def _heatmap(
+    frame: pd.DataFrame,
+    *,
+    x: alt.X,
+    y: alt.Y,
+    n_x: int,
+    n_y: int,
+    tooltip: list[alt.Tooltip],
+    symmetric_to_one: bool,
+) -> alt.LayerChart:
+    finite = frame["cosine"].abs().dropna()
+    peak = 1.0 if symmetric_to_one or finite.empty else max(float(finite.max()), 1e-6)
+    color = alt.Color(
+        "cosine:Q",
+        title="cosine",
+        scale=alt.Scale(scheme=HEATMAP_SCHEME, domain=[-peak, peak]),
+        legend=alt.Legend(orient="right", gradientLength=max(80, min(200, _ROW_PX * n_y))),
+    )
+    base = alt.Chart(_values(frame)).encode(x=x, y=y)
+    cells = base.mark_rect(stroke="white", strokeWidth=1).encode(color=color, tooltip=tooltip)
+    layers: list[Any] = [cells]
+    if n_x * n_y <= 400:
+        text = base.mark_text(fontSize=10).encode(
+            text=alt.Text("cosine:Q", format=".2f"),
+            color=alt.condition(
+                f"abs(datum.cosine) > {0.6 * peak}", alt.value("white"), alt.value("#1d232c")
+            ),
+            tooltip=tooltip,
+        )
+        layers.append(text)
+    cell_w = _CELL_PX + 14 if n_x * n_y <= 400 else _CELL_PX
+    chart = alt.layer(*layers).properties(width=cell_w * n_x, height=_ROW_PX * max(n_y, 1) + 4)
+    return _configure(chart)
+
+
+def _ticks(span: float) -> list[float]:
+    """Axis ticks every 0.25 (every 0.5 beyond ±1) from -span to span."""
+    step = 0.25 if span <= 1 else 0.5
+    count = round(span / step)
+    return [round(i * step, 2) for i in range(-count, count + 1)]
+
+
+def _group_scale(groups: list[str]) -> alt.Scale:
+    if len(groups) == 2:
+        return alt.Scale(domain=list(groups), range=[POSITIVE_COLOR, NEGATIVE_COLOR])
+    return alt.Scale(domain=list(groups), scheme=GROUP_SCHEME)

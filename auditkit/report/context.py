@@ -1,0 +1,441 @@
+"""Build the one context object the report templates see, from a finished run directory.
+
+Reads only what docs/run-directory.md promises: ``spec.yaml``, ``manifest.json``,
+``results/summary.json`` and the ``results/*.parquet`` tables. Analysis tables are optional (an
+analysis the spec did not ask for simply has no section). Charts enter the context as Vega-Lite
+specs (plain dicts); the templates format and place values but never compute them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditkit import __version__
+from auditkit.report import charts, inputs
+from auditkit.spec import AuditSpec
+
+DEMO_MODEL_PREFIX = "builtin:tiny"
+
+CAVEATS = [
+    "Attributes such as gender, age or ethnicity that are read from generated images are "
+    "perceived attributes, not self-identified ones; the groups named here are labels in "
+    "prompts, not facts about people.",
+    "Two-group axes (for example man / woman) are a simplification: they leave out people who "
+    "are neither, and a score along one axis says nothing about the others.",
+    "Prompt wording carries bias of its own: the templates, group terms and the centring "
+    "reference shape every number, so a different wording can give a different lean.",
+    "Scores measure association inside the model's latent space (h-space), not what a given "
+    "image will show, and association is not causation.",
+    "Results computed on a GPU are not bit-reproducible across hardware, drivers or library "
+    "versions; small differences in the last digits are expected.",
+]
+
+
+def build_report_context(run_dir: Path) -> dict[str, Any]:
+    """Read a run directory and return everything the report shows, as plain data.
+
+    Raises :class:`~auditkit.errors.UsageError` when a required file is missing or malformed
+    and :class:`~auditkit.errors.SchemaVersionError` when a file was written by a newer
+    auditkit.
+    """
+    run_dir = Path(run_dir)
+    manifest = inputs.read_json(run_dir / "manifest.json", "auditkit.manifest")
+    summary = inputs.read_json(run_dir / "results" / "summary.json", "auditkit.summary")
+    spec_text = inputs.read_text(run_dir / "spec.yaml")
+    spec = inputs.read_spec(spec_text, run_dir / "spec.yaml")
+    tables = {
+        name: inputs.read_table(run_dir / "results" / f"{name}.parquet", name)
+        for name in inputs.TABLE_COLUMNS
+    }
+
+    chart_specs: dict[str, dict[str, Any]] = {}
+    model = _model(spec, manifest, summary)
+    context: dict[str, Any] = {
+        "title": spec.report.title,
+        "audit": {"name": spec.name, "description": spec.description, "owner": spec.report.owner},
+        "model": model,
+        "run": _run(manifest, summary),
+        "auditkit_version": __version__,
+        "formats": list(spec.report.formats),
+        "banners": _banners(model, manifest),
+        "findings": [str(f) for f in summary.get("findings", [])],
+        "strongest": _strongest(summary, tables["axes"]),
+        "counts": dict(summary.get("counts", {})),
+        "settings": _settings(spec, manifest),
+        "definitions": _definitions(spec),
+        "axes": _axis_sections(tables, chart_specs),
+        "defaults": _defaults_sections(tables["defaults"], tables["axes"], chart_specs),
+        "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
+        "similarity": _similarity_sections(tables["similarity"], chart_specs),
+        "caveats": list(CAVEATS),
+        "provenance": _provenance(manifest, spec_text, tables["prompts"]),
+        "charts": chart_specs,
+    }
+    return context
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _model(spec: AuditSpec, manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    recorded = manifest.get("model") or {}
+    model_id = str(recorded.get("id") or spec.model.id)
+    return {
+        "id": model_id,
+        "revision": recorded.get("revision", spec.model.revision),
+        "pipeline": (summary.get("model") or {}).get("pipeline") or spec.model.pipeline,
+        "pipeline_class": recorded.get("pipeline_class"),
+        "is_demo": model_id.startswith(DEMO_MODEL_PREFIX),
+    }
+
+
+def _run(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    git = manifest.get("git") or {}
+    return {
+        "run_id": manifest.get("run_id") or summary.get("run_id"),
+        "status": manifest.get("status", "unknown"),
+        "started_utc": manifest.get("started_utc"),
+        "finished_utc": manifest.get("finished_utc"),
+        "date": (manifest.get("finished_utc") or manifest.get("started_utc") or "")[:10] or None,
+        "auditkit_version": manifest.get("auditkit_version"),
+        "git_commit": git.get("commit"),
+        "git_dirty": git.get("dirty"),
+        "spec_hash": manifest.get("spec_hash") or summary.get("spec_hash"),
+        "plan_hash": manifest.get("plan_hash") or summary.get("plan_hash"),
+        "device": manifest.get("device"),
+        "dtype": manifest.get("dtype"),
+    }
+
+
+def _banners(model: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, str]]:
+    banners = []
+    if model["is_demo"]:
+        banners.append(
+            {
+                "level": "danger",
+                "title": "Demo model",
+                "text": "random-weight demo pipeline: the numbers are meaningless",
+            }
+        )
+    status = manifest.get("status")
+    if status != "complete":
+        banners.append(
+            {
+                "level": "warning",
+                "title": "Incomplete run",
+                "text": f"the run's status is '{status}', not 'complete': results may be partial.",
+            }
+        )
+    if (manifest.get("git") or {}).get("dirty"):
+        banners.append(
+            {
+                "level": "info",
+                "title": "Uncommitted code",
+                "text": "auditkit ran from a checkout with uncommitted changes (git dirty).",
+            }
+        )
+    return banners
+
+
+def _strongest(summary: dict[str, Any], axes: pd.DataFrame | None) -> list[dict[str, Any]]:
+    consistency: dict[str, float | None] = {}
+    if axes is not None and "step_consistency" in axes.columns:
+        consistency = {
+            str(a): _num(v) for a, v in zip(axes["axis"], axes["step_consistency"], strict=True)
+        }
+    out = []
+    for entry in summary.get("axes", []):
+        groups = [str(g) for g in entry.get("groups", [])]
+        top = [
+            {
+                "concept_set": str(t.get("concept_set", "")),
+                "concept": str(t.get("concept", "")),
+                "score": _num(t.get("score")),
+                "toward": str(t.get("toward", "")),
+            }
+            for t in entry.get("top", [])
+        ]
+        out.append(
+            {
+                "axis": str(entry.get("axis", "")),
+                "groups": groups,
+                "two_group": len(groups) == 2,
+                "max_abs_score": _num(entry.get("max_abs_score")),
+                "mean_score": _num(entry.get("mean_score")),
+                "step_consistency": consistency.get(str(entry.get("axis"))),
+                "top": top,
+            }
+        )
+    return out
+
+
+def _settings(spec: AuditSpec, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    seeds = spec.seed_list
+    shown = ", ".join(str(s) for s in seeds[:12]) + (" …" if len(seeds) > 12 else "")
+    probe_steps = "all" if spec.probe.steps == "all" else ", ".join(map(str, spec.probe.steps))
+    if spec.centring.reference == "base":
+        centring = f"base prompt “{spec.centring.base_prompt}”"
+    else:
+        centring = "mean latent of the compared set"
+    return [
+        {
+            "title": "Model and sampling",
+            "rows": [
+                ("Model", spec.model.id),
+                ("Revision", spec.model.revision or "(default branch)"),
+                ("Pipeline", spec.model.pipeline),
+                ("Scheduler", spec.model.scheduler),
+                ("Denoising steps", spec.model.steps),
+                ("Guidance scale", spec.model.guidance_scale),
+                ("Resolution", f"{spec.model.resolution} × {spec.model.resolution} px"),
+                ("Device / dtype (as run)", f"{manifest.get('device')} / {manifest.get('dtype')}"),
+            ],
+        },
+        {
+            "title": "Probe (h-space), seeds and centring",
+            "rows": [
+                ("Hook point", spec.probe.hook),
+                ("Steps kept", probe_steps),
+                ("Aggregation over steps", spec.probe.aggregation),
+                ("Spatial pooling", spec.probe.spatial_pool),
+                ("Guidance half", spec.probe.guidance_half),
+                ("Stored dtype", spec.probe.store_dtype),
+                ("Seeds", f"{len(seeds)} ({shown}), the same for every prompt"),
+                ("Centring reference", centring),
+                ("Analyses", ", ".join(spec.analyses)),
+            ],
+        },
+    ]
+
+
+def _definitions(spec: AuditSpec) -> dict[str, Any]:
+    axes = [
+        {
+            "name": a.name,
+            "templates": list(a.templates),
+            "groups": [
+                {"name": g, "terms": list(terms), "marker": a.marker(g)}
+                for g, terms in a.groups.items()
+            ],
+        }
+        for a in spec.axes
+    ]
+    concepts = [
+        {"name": c.name, "templates": list(c.templates), "terms": list(c.terms)}
+        for c in spec.concepts
+    ]
+    return {"axes": axes, "concepts": concepts}
+
+
+def _axis_sections(
+    tables: dict[str, pd.DataFrame | None], chart_specs: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    axes, lean, steps = tables["axes"], tables["lean"], tables["steps"]
+    if lean is None:
+        return []
+    names = list(dict.fromkeys(lean["axis"].tolist()))
+    sections = []
+    for index, name in enumerate(names):
+        rows = lean[lean["axis"] == name].sort_values("score", ascending=False)
+        pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
+        info = _axis_info(axes, name)
+        chart_id = f"lean-{index}"
+        chart_specs[chart_id] = charts.lean_chart(rows, pos, neg).to_dict()
+        steps_id = None
+        if steps is not None and (steps["axis"] == name).any():
+            steps_id = f"steps-{index}"
+            chart_specs[steps_id] = charts.steps_chart(steps[steps["axis"] == name]).to_dict()
+        sections.append(
+            {
+                "anchor": f"axis-{index}",
+                "axis": name,
+                "positive_group": pos,
+                "negative_group": neg,
+                "norm": info.get("norm"),
+                "n_prompts": info.get("n_prompts"),
+                "step_consistency": info.get("step_consistency"),
+                "chart_id": chart_id,
+                "steps_chart_id": steps_id,
+                "rows": _records(
+                    rows, ["concept_set", "concept", "toward", "score", "cosine", "projection"]
+                ),
+                "n_seeds": int(rows["n_seeds"].max()),
+            }
+        )
+    return sections
+
+
+def _axis_info(axes: pd.DataFrame | None, name: str) -> dict[str, Any]:
+    if axes is None or not (axes["axis"] == name).any():
+        return {}
+    row = axes[axes["axis"] == name].iloc[0]
+    return {
+        "groups": str(row["groups"]).split(","),
+        "norm": _num(row["norm"]),
+        "n_prompts": int(row["n_prompts"]) if "n_prompts" in row else None,
+        "step_consistency": _num(row.get("step_consistency")),
+    }
+
+
+def _groups(frame: pd.DataFrame, axes: pd.DataFrame | None, name: str) -> list[str]:
+    groups = _axis_info(axes, name).get("groups")
+    return list(groups) if groups else list(dict.fromkeys(frame["group"].astype(str)))
+
+
+def _defaults_sections(
+    defaults: pd.DataFrame | None,
+    axes: pd.DataFrame | None,
+    chart_specs: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    if defaults is None:
+        return []
+    sections = []
+    for index, name in enumerate(dict.fromkeys(defaults["axis"].tolist())):
+        part = defaults[defaults["axis"] == name]
+        groups = _groups(part, axes, name)
+        chart_id = f"defaults-{index}"
+        chart_specs[chart_id] = charts.defaults_chart(part, groups).to_dict()
+        wide = part.pivot_table(
+            index=["concept_set", "concept"], columns="group", values="cosine", sort=False
+        )
+        firsts = part[part["rank"] == 1].set_index(["concept_set", "concept"])
+        rows = []
+        for key, first in firsts.sort_values("margin", ascending=False).iterrows():
+            rows.append(
+                {
+                    "concept_set": key[0],
+                    "concept": key[1],
+                    "default": str(first["group"]),
+                    "margin": _num(first["margin"]),
+                    "cosines": [_num(wide.loc[key].get(g)) for g in groups],
+                }
+            )
+        sections.append({"axis": name, "groups": groups, "chart_id": chart_id, "rows": rows})
+    return sections
+
+
+def _descriptor_sections(
+    descriptors: pd.DataFrame | None,
+    axes: pd.DataFrame | None,
+    chart_specs: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    if descriptors is None:
+        return []
+    sections = []
+    for index, name in enumerate(dict.fromkeys(descriptors["axis"].tolist())):
+        part = descriptors[descriptors["axis"] == name]
+        groups = _groups(part, axes, name)
+        chart_id = f"descriptors-{index}"
+        chart_specs[chart_id] = charts.descriptor_heatmap(part, groups).to_dict()
+        rows = []
+        for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
+            ranked = block.sort_values("rank")
+            rows.append(
+                {
+                    "concept_set": cset,
+                    "concept": concept,
+                    "ranking": [
+                        {"group": str(r.group), "cosine": _num(r.cosine)}
+                        for r in ranked.itertuples()
+                    ],
+                }
+            )
+        sections.append({"axis": name, "groups": groups, "chart_id": chart_id, "rows": rows})
+    return sections
+
+
+def _similarity_sections(
+    similarity: pd.DataFrame | None, chart_specs: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    if similarity is None:
+        return []
+    sections = []
+    for index, name in enumerate(dict.fromkeys(similarity["concept_set"].tolist())):
+        part = similarity[similarity["concept_set"] == name]
+        chart_id = f"similarity-{index}"
+        chart_specs[chart_id] = charts.similarity_heatmap(part).to_dict()
+        pairs = part[part["concept_a"].astype(str) < part["concept_b"].astype(str)]
+        top = pairs.sort_values("cosine", ascending=False).head(5)
+        sections.append(
+            {
+                "concept_set": name,
+                "n_concepts": int(part["concept_a"].nunique()),
+                "chart_id": chart_id,
+                "closest": _records(top, ["concept_a", "concept_b", "cosine"]),
+            }
+        )
+    return sections
+
+
+def _provenance(
+    manifest: dict[str, Any], spec_text: str, prompts: pd.DataFrame | None
+) -> dict[str, Any]:
+    model = dict(manifest.get("model") or {})
+    files = [
+        {"path": str(f.get("path")), "sha256": f.get("sha256"), "bytes": f.get("bytes")}
+        for f in model.pop("files", None) or []
+    ]
+    flat = _flatten({**manifest, "model": model})
+    prompt_rows = []
+    if prompts is not None:
+        prompt_rows = _records(prompts, ["prompt_id", "role", "set_name", "group", "prompt"])
+    return {
+        "manifest": [{"key": k, "value": v} for k, v in flat],
+        "files": files,
+        "manifest_json": json.dumps(manifest, indent=2, sort_keys=False),
+        "spec_yaml": spec_text,
+        "prompts": prompt_rows,
+    }
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested manifest -> (dotted key, display string) pairs, in file order."""
+    if isinstance(value, dict) and value:
+        out: list[tuple[str, str]] = []
+        for key, item in value.items():
+            out.extend(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and any(isinstance(v, dict | list) for v in value):
+        out = []
+        for i, item in enumerate(value):
+            out.extend(_flatten(item, f"{prefix}[{i}]"))
+        return out
+    if isinstance(value, list):
+        return [(prefix, ", ".join(json.dumps(v) if v is None else str(v) for v in value))]
+    if value is None or isinstance(value, bool) or value == {}:
+        return [(prefix, json.dumps(value))]
+    return [(prefix, str(value))]
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (NaN, missing)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for row in frame[columns].itertuples(index=False):
+        record: dict[str, Any] = {}
+        for column, value in zip(columns, row, strict=True):
+            if isinstance(value, str):
+                record[column] = value
+            elif pd.api.types.is_number(value) and not isinstance(value, bool):
+                record[column] = _num(value)
+            else:
+                record[column] = value if value is None else str(value)
+        out.append(record)
+    return out

@@ -1,0 +1,217 @@
+"""Render the report context to a self-contained HTML file and, on request, a PDF.
+
+The HTML inlines Vega, Vega-Lite and vega-embed once (from vl-convert's bundle) and carries a
+Content-Security-Policy that allows no network access at all and runs only the page's own two
+scripts (by hash), so the file opens offline and injected markup cannot execute. The PDF is made
+by WeasyPrint from the same template, with each chart converted to a static SVG by vl-convert.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import jinja2
+import markupsafe
+
+import auditkit
+from auditkit.errors import PrerequisiteError, RuntimeFailure, UsageError
+from auditkit.report.context import build_report_context
+
+FORMATS = ("html", "pdf")
+TEMPLATE = "report.html.j2"
+_GLOBALS_SNIPPET = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLite = vegaLite;"
+"""What the bundle exposes: report.js calls ``window.vegaEmbed``."""
+PDF_CHART_WIDTH = 620
+"""Pixel width given to charts sized to their container when they are drawn for the PDF."""
+
+
+def templates_dir() -> Path:
+    """The report templates: ``auditkit/templates`` in a wheel, ``templates/`` in a checkout."""
+    package = Path(auditkit.__file__).resolve().parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if (candidate / TEMPLATE).is_file():
+            return candidate
+    raise RuntimeFailure(
+        f"The report templates were not found (looked for {TEMPLATE} in "
+        f"{package / 'templates'} and {package.parent / 'templates'}).",
+        hint="reinstall auditkit; a wheel ships them under auditkit/templates.",
+    )
+
+
+def render_report(run_dir: Path, formats: Sequence[str] | None = None) -> list[Path]:
+    """Write ``run_dir/report/report.html`` (and ``report.pdf``); return the paths written.
+
+    ``formats`` defaults to the spec's ``report.formats``.
+    """
+    run_dir = Path(run_dir)
+    context = build_report_context(run_dir)
+    wanted = list(formats) if formats is not None else list(context["formats"])
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown or not wanted:
+        raise UsageError(
+            f"Unknown report format(s) {unknown or wanted}; choose from {list(FORMATS)}."
+        )
+    out_dir = run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "html" in wanted:
+        path = out_dir / "report.html"
+        path.write_text(render_html(context), encoding="utf-8")
+        written.append(path)
+    if "pdf" in wanted:
+        path = out_dir / "report.pdf"
+        path.write_bytes(render_pdf(context))
+        written.append(path)
+    return written
+
+
+def render_html(context: dict[str, Any]) -> str:
+    """The interactive, offline HTML report for a context from ``build_report_context``."""
+    vega = _script(vega_bundle())
+    boot = _script((templates_dir() / "report.js").read_text(encoding="utf-8"))
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {_csp_hash(vega)} {_csp_hash(boot)} 'unsafe-eval'",
+            "style-src 'unsafe-inline'",
+            "img-src data: blob:",
+            "font-src data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
+    medium = {"mode": "html", "csp": csp, "scripts": [vega, boot], "chart_images": {}}
+    return _environment().get_template(TEMPLATE).render(report=context, medium=medium)
+
+
+def render_pdf(context: dict[str, Any]) -> bytes:
+    """The print report as PDF bytes: same template, charts as static SVG, no scripts."""
+    try:
+        import weasyprint
+    except ImportError:
+        raise PrerequisiteError(
+            "PDF reports need WeasyPrint, which is not installed.",
+            hint="pip install 'auditkit[pdf]' (WeasyPrint also needs the Pango library), "
+            "or ask only for the html format.",
+        ) from None
+    images = {name: _svg_data_uri(spec) for name, spec in context["charts"].items()}
+    medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": images}
+    html = _environment().get_template(TEMPLATE).render(report=context, medium=medium)
+    document = weasyprint.HTML(string=html, url_fetcher=_offline_fetcher(weasyprint))
+    pdf: bytes = document.write_pdf()
+    return pdf
+
+
+# --- assets --------------------------------------------------------------------------------
+
+
+def vega_lite_version() -> str | None:
+    """The Vega-Lite minor version Altair writes specs for, if vl-convert bundles it."""
+    import vl_convert
+
+    match = re.match(r"v?(\d+)\.(\d+)", alt.SCHEMA_VERSION)
+    if match is None:
+        return None
+    version = f"{match.group(1)}.{match.group(2)}"
+    return version if version in vl_convert.get_vegalite_versions() else None
+
+
+@functools.cache
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one classic script that sets ``window.vegaEmbed``."""
+    import vl_convert
+
+    return str(vl_convert.javascript_bundle(_GLOBALS_SNIPPET, vl_version=vega_lite_version()))
+
+
+def _script(source: str) -> markupsafe.Markup:
+    """Script text safe to place between <script> tags (no early close, no comment tricks)."""
+    source = re.sub(r"</(script)", r"<\\/\1", source, flags=re.IGNORECASE)
+    if "<!--" in source:
+        source = source.replace("<!--", "<\\!--")
+    return markupsafe.Markup(source)
+
+
+def _csp_hash(source: str) -> str:
+    digest = hashlib.sha256(source.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+def _svg_data_uri(spec: dict[str, Any]) -> str:
+    import vl_convert
+
+    spec = dict(spec)
+    if spec.get("width") == "container":
+        spec["width"] = PDF_CHART_WIDTH
+    svg = vl_convert.vegalite_to_svg(spec, vl_version=vega_lite_version())
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
+
+
+def _offline_fetcher(weasyprint: Any) -> Any:
+    """A WeasyPrint URL fetcher that serves inline ``data:`` URLs and refuses everything else."""
+    fetcher_class = getattr(weasyprint, "URLFetcher", None)
+    if fetcher_class is not None:  # WeasyPrint >= 66
+        return fetcher_class(allowed_protocols={"data"}, fail_on_errors=True)
+
+    def fetch(url: str, *args: Any, **kwargs: Any) -> Any:
+        if not url.startswith("data:"):
+            raise ValueError(f"the report may not load {url!r}: it is built offline")
+        return weasyprint.default_url_fetcher(url, *args, **kwargs)
+
+    return fetch
+
+
+# --- Jinja2 ----------------------------------------------------------------------------------
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = format_number
+    env.filters["signed"] = functools.partial(format_number, signed=True)
+    env.filters["filesize"] = format_bytes
+    return env
+
+
+def format_number(value: Any, digits: int = 3, signed: bool = False) -> str:
+    """A number for a table cell: fixed digits, a true minus sign, an em dash when missing."""
+    if value is None or isinstance(value, bool):
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "—"
+    text = f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
+    if text.lstrip("+-").strip("0.") == "":
+        text = f"{0:.{digits}f}"
+    return text.replace("-", "−")
+
+
+def format_bytes(value: Any) -> str:
+    """A byte count in decimal units (kB, MB, GB), exact bytes when small."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.2f} {unit}"
+        size /= 1000
+    return "—"

@@ -1,0 +1,295 @@
+"""The report stage: offline HTML (and PDF) from a synthetic run directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from report_fixtures import HOSTILE, build_run_dir
+
+from auditkit.errors import SchemaVersionError, UsageError
+from auditkit.report import build_report_context, render_report, templates_dir
+from auditkit.report.render import format_number
+
+CHROMIUM = "/usr/bin/chromium"
+DEMO_WARNING = "random-weight demo pipeline: the numbers are meaningless"
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text inside each <script>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def _parse(html: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    run = build_run_dir(tmp_path_factory.mktemp("report"))
+    (path,) = render_report(run, ["html"])
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_html_is_written_with_every_section(rendered: tuple[Path, str]) -> None:
+    path, html = rendered
+    assert path == path.parent.parent / "report" / "report.html"
+    assert html.startswith("<!DOCTYPE html>")
+    for anchor in ("summary", "settings", "lean", "defaults", "descriptors", "similarity"):
+        assert f'id="{anchor}"' in html
+    for anchor in ("caveats", "provenance"):
+        assert f'id="{anchor}"' in html
+    assert "Occupation bias audit" in html
+    assert "SimianLuo/LCM_Dreamshaper_v7" in html
+    assert "perceived attributes, not self-identified" in html
+    assert "not bit-reproducible" in html
+    assert DEMO_WARNING not in html
+    # the spec as run, verbatim, in the appendix
+    assert "spec_version: 1" in html
+
+
+def test_html_loads_nothing_from_the_network(rendered: tuple[Path, str]) -> None:
+    _, html = rendered
+    tags = _parse(html).tags
+    for tag, attrs in tags:
+        for name in ("src", "href", "data", "srcset", "poster", "action"):
+            value = (attrs.get(name) or "").strip().lower()
+            assert not value.startswith(("http:", "https:", "//")), (tag, name, value)
+    scripts = [attrs for tag, attrs in tags if tag == "script"]
+    assert all("src" not in attrs for attrs in scripts)
+    assert not [a for t, a in tags if t == "link" and a.get("rel") == "stylesheet"]
+    # Vega, Vega-Lite and vega-embed are inlined exactly once
+    assert html.count("window.vegaEmbed=") == 1
+    csp = [a["content"] for t, a in tags if t == "meta" and a.get("http-equiv")]
+    assert csp and "default-src 'none'" in (csp[0] or "")
+    assert "connect-src" not in (csp[0] or "")  # falls back to default-src 'none'
+
+
+def test_hostile_concept_name_is_escaped(rendered: tuple[Path, str]) -> None:
+    _, html = rendered
+    assert HOSTILE not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    parsed = _parse(html)
+    assert not [a for t, a in parsed.tags if t == "img"]
+    assert not [a for t, a in parsed.tags for name in a if name.startswith("on")]
+    # one JSON data block and the two inlined scripts, nothing else
+    kinds = [a.get("type") for t, a in parsed.tags if t == "script"]
+    assert kinds == ["application/json", None, None]
+    charts = json.loads(parsed.scripts[0])
+    assert HOSTILE in json.dumps(charts, ensure_ascii=False)
+    assert "<" not in parsed.scripts[0]
+
+
+def test_context_is_plain_json(tmp_path: Path) -> None:
+    context = build_report_context(build_run_dir(tmp_path))
+    json.dumps(context, allow_nan=False)
+    assert set(context["charts"]) >= {"lean-0", "lean-1", "defaults-2", "similarity-1"}
+    assert [a["axis"] for a in context["axes"]] == ["gender", "age"]
+    assert context["axes"][0]["steps_chart_id"] == "steps-0"
+    scores = [row["score"] for row in context["axes"][0]["rows"]]
+    assert scores == sorted(scores, reverse=True)
+    assert context["model"]["is_demo"] is False
+    assert context["provenance"]["files"][0]["path"].startswith("unet/")
+
+
+def test_same_run_renders_the_same_bytes(rendered: tuple[Path, str]) -> None:
+    path, html = rendered
+    (again,) = render_report(path.parent.parent, ["html"])
+    assert again.read_text(encoding="utf-8") == html
+
+
+def test_missing_analyses_are_absent_sections(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path, analyses=("lean",), aggregation="mean")
+    (path,) = render_report(run, ["html"])
+    html = path.read_text(encoding="utf-8")
+    assert 'id="lean"' in html
+    for anchor in ("defaults", "descriptors", "similarity"):
+        assert f'id="{anchor}"' not in html
+        assert f'href="#{anchor}"' not in html
+    assert "steps-0" not in html
+
+
+def test_demo_model_gets_a_warning_banner(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path, model_id="builtin:tiny-sd", status="failed")
+    (path,) = render_report(run, ["html"])
+    html = path.read_text(encoding="utf-8")
+    assert DEMO_WARNING in html
+    assert "the run&#39;s status is &#39;failed&#39;" in html
+
+
+def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path, schema_version=2)
+    with pytest.raises(SchemaVersionError, match="schema_version 2"):
+        render_report(run, ["html"])
+    assert not (run / "report" / "report.html").exists()
+
+
+def test_newer_table_schema_in_parquet_metadata_is_refused(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path)
+    path = run / "results" / "lean.parquet"
+    table = pq.read_table(path)
+    meta = {**(table.schema.metadata or {}), b"schema_version": b"3"}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(SchemaVersionError, match="schema_version 3"):
+        build_report_context(run)
+
+
+def test_incomplete_run_directory_is_a_usage_error(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path)
+    (run / "results" / "summary.json").unlink()
+    with pytest.raises(UsageError, match=r"summary\.json is missing"):
+        build_report_context(run)
+    with pytest.raises(UsageError, match="format"):
+        render_report(build_run_dir(tmp_path / "again"), ["docx"])
+
+
+def test_table_missing_columns_is_a_usage_error(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path)
+    path = run / "results" / "lean.parquet"
+    pq.write_table(pq.read_table(path).drop(["score"]), path)
+    with pytest.raises(UsageError, match="score"):
+        build_report_context(run)
+
+
+def test_templates_are_found() -> None:
+    assert (templates_dir() / "report.html.j2").is_file()
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "shown"),
+    [
+        (0.12345, {}, "0.123"),
+        (-0.5, {"digits": 2}, "−0.50"),
+        (0.25, {"signed": True, "digits": 2}, "+0.25"),
+        (-0.0001, {"signed": True, "digits": 2}, "0.00"),
+        (float("nan"), {}, "—"),
+        (None, {}, "—"),
+    ],
+)
+def test_format_number(value: Any, kwargs: dict[str, Any], shown: str) -> None:
+    assert format_number(value, **kwargs) == shown
+
+
+def test_pdf_has_the_same_content(tmp_path: Path) -> None:
+    pytest.importorskip("weasyprint", reason="PDF reports need WeasyPrint (pip install .[pdf])")
+    pypdf = pytest.importorskip("pypdf", reason="reading the PDF back needs pypdf")
+    run = build_run_dir(tmp_path, model_id="builtin:tiny-sd")
+    paths = render_report(run, ["html", "pdf"])
+    assert [p.name for p in paths] == ["report.html", "report.pdf"]
+    pdf = paths[1].read_bytes()
+    assert pdf.startswith(b"%PDF")
+    reader = pypdf.PdfReader(str(paths[1]))
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert "Occupation bias audit" in text
+    assert "numbers are meaningless" in text
+    assert "<img src=x onerror=alert(1)>" in text  # shown as text, nothing executes in a PDF
+    assert len(reader.pages) > 5
+
+
+@pytest.mark.browser
+def test_report_draws_offline_in_chromium(
+    rendered: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"needs Chromium at {CHROMIUM}")
+    path, _ = rendered
+    problems: list[str] = []
+    dialogs: list[str] = []
+    blocked: list[str] = []
+
+    def refuse(route: Any) -> None:
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        try:
+            context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+            context.route("**/*", refuse)
+            page = context.new_page()
+            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", on_dialog)
+            page.goto(path.as_uri())
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-chart]')]"
+                ".every(n => n.hasAttribute('data-chart-state'))",
+                timeout=30_000,
+            )
+            states = page.eval_on_selector_all(
+                "[data-chart]",
+                "nodes => nodes.map(n => [n.id, n.getAttribute('data-chart-state'),"
+                " !!n.querySelector('svg, canvas')])",
+            )
+            assert len(states) >= 10
+            assert all(state == "drawn" and drawn for _, state, drawn in states), states
+            # show the tooltip of the hostile concept's bar: it must stay text
+            tooltip = _hover_until(page, "#chart-lean-0 svg path[aria-roledescription='bar']")
+            assert HOSTILE in tooltip["text"]
+            assert tooltip["images"] == 0
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert problems == []
+    assert dialogs == []
+    assert blocked == []
+
+
+def _hover_until(page: Any, selector: str) -> dict[str, Any]:
+    """Hover each mark until the tooltip names the hostile concept; return the tooltip."""
+    bars = page.locator(selector)
+    for index in range(bars.count()):
+        bars.nth(index).hover()
+        page.wait_for_timeout(100)
+        tooltip: dict[str, Any] = page.evaluate(
+            "() => { const t = document.getElementById('vg-tooltip-element');"
+            " return t ? {text: t.innerText, images: t.querySelectorAll('img, script').length}"
+            " : {text: '', images: 0}; }"
+        )
+        if "onerror" in tooltip["text"]:
+            return tooltip
+    raise AssertionError("no bar's tooltip showed the hostile concept")
