@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from browser import open_report
 from report_fixtures import HOSTILE, build_run_dir
 
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.report import build_report_context, render_report, templates_dir
 from auditkit.report.render import format_number
 
-CHROMIUM = "/usr/bin/chromium"
 DEMO_WARNING = "random-weight demo pipeline: the numbers are meaningless"
 
 
@@ -213,70 +212,21 @@ def test_pdf_has_the_same_content(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
-def test_report_draws_offline_in_chromium(
-    rendered: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"needs Chromium at {CHROMIUM}")
+def test_report_draws_offline_in_chromium(rendered: tuple[Path, str], tmp_path: Path) -> None:
     path, _ = rendered
-    problems: list[str] = []
-    dialogs: list[str] = []
-    blocked: list[str] = []
-
-    def refuse(route: Any) -> None:
-        if route.request.url.startswith("file:"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    def on_dialog(dialog: Any) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        try:
-            context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
-            context.route("**/*", refuse)
-            page = context.new_page()
-            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("dialog", on_dialog)
-            page.goto(path.as_uri())
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('[data-chart]')]"
-                ".every(n => n.hasAttribute('data-chart-state'))",
-                timeout=30_000,
-            )
-            states = page.eval_on_selector_all(
-                "[data-chart]",
-                "nodes => nodes.map(n => [n.id, n.getAttribute('data-chart-state'),"
-                " !!n.querySelector('svg, canvas')])",
-            )
-            assert len(states) >= 10
-            assert all(state == "drawn" and drawn for _, state, drawn in states), states
-            # show the tooltip of the hostile concept's bar: it must stay text
-            tooltip = _hover_until(page, "#chart-lean-0 svg path[aria-roledescription='bar']")
-            assert HOSTILE in tooltip["text"]
-            assert tooltip["images"] == 0
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    with open_report(path) as visit:
+        states = visit.chart_states
+        assert len(states) >= 10
+        assert all(state == "drawn" and drawn for _, state, drawn in states), states
+        # show the tooltip of the hostile concept's bar: it must stay text
+        tooltip = _hover_until(visit.page, "#chart-lean-0 svg path[aria-roledescription='bar']")
+        assert HOSTILE in tooltip["text"]
+        assert tooltip["images"] == 0
+        visit.page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
-    assert problems == []
-    assert dialogs == []
-    assert blocked == []
+    assert visit.problems == []
+    assert visit.dialogs == []
+    assert visit.blocked == []
 
 
 def _hover_until(page: Any, selector: str) -> dict[str, Any]:
