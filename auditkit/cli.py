@@ -172,8 +172,8 @@ def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) ->
         f"evaluations)"
     )
     for path in outcome.report_paths:
-        click.echo(f"report: {path}")
-    click.echo(f"results: {outcome.run_dir / 'results'}")
+        click.echo(f"report: {path.resolve()}")
+    click.echo(f"results: {(outcome.run_dir / 'results').resolve()}")
 
 
 @main.command()

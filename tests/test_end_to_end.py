@@ -42,7 +42,7 @@ def run_dir(tiny_pipeline_dirs: dict[str, Path], tmp_path_factory: pytest.TempPa
     spec.write_text(SPEC.format(model=tiny_pipeline_dirs["lcm"], hostile=HOSTILE))
     result = CliRunner().invoke(main, ["run", str(spec), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
-    assert f"report: {root / 'run' / 'report' / 'report.html'}" in result.output
+    assert f"report: {(root / 'run' / 'report' / 'report.html').resolve()}" in result.output
     return root / "run"
 
 
@@ -75,3 +75,15 @@ def test_real_report_draws_offline_and_nothing_executes(run_dir: Path, tmp_path:
         visit.page.screenshot(path=str(tmp_path / "e2e.png"))
     assert HOSTILE in body  # shown as text
     assert visit.dialogs == [] and visit.problems == [] and visit.blocked == []
+
+
+def test_python_api_reads_the_run(run_dir: Path) -> None:
+    import auditkit.api as ak
+
+    run = ak.open_run(run_dir)
+    assert run.spec.name == "e2e-report"
+    assert set(run.tables["lean"]["concept"]) == {"doctor", "nurse", "pilot", HOSTILE}
+    assert run.summary["audit"] == "e2e-report"
+    assert run.manifest["status"] == "complete"
+    assert run.report_html == run_dir / "report" / "report.html"
+    assert len(ak.plan(run.spec).units) == len(run.tables["prompts"]) * 2
