@@ -226,5 +226,119 @@ def hooks(spec: Path, pattern: str, cache_dir: Path | None) -> None:
             click.echo(name)
 
 
+@main.group()
+def toyworld() -> None:
+    """Train and evaluate toyworld, the small model with planted biases."""
+
+
+@toyworld.command("train")
+@click.option(
+    "--out",
+    "out_root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the checkpoints (default: the package's shipped ones).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(["biased", "balanced"]),
+    help="Which checkpoints to train (default: both).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--steps", default=2400, show_default=True, help="Denoiser training steps.")
+@click.option("--vae-steps", default=1200, show_default=True, help="VAE training steps.")
+@click.option(
+    "--captioner-steps",
+    default=600,
+    show_default=True,
+    help="Captioner training steps (0: keep the existing captioner).",
+)
+@handle_errors
+def toyworld_train(
+    out_root: Path | None,
+    variants: tuple[str, ...],
+    seed: int,
+    steps: int,
+    vae_steps: int,
+    captioner_steps: int,
+) -> None:
+    """Render the world and train captioner, VAE, text encoder and U-Net on the CPU."""
+    from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, train_toyworld
+    from auditkit.toyworld.captioner import save_captioner, train_captioner
+    from auditkit.toyworld.train import TrainConfig
+
+    root = out_root or PACKAGE_CHECKPOINTS
+    if captioner_steps:
+        captioner, metrics = train_captioner(steps=captioner_steps, seed=seed, num_threads=1)
+        save_captioner(captioner, root / "toyworld-captioner")
+        click.echo(f"captioner: held-out accuracy {metrics}")
+    config = TrainConfig(seed=seed, steps=steps, vae_steps=vae_steps)
+    chosen = tuple(variants) or ("biased", "balanced")
+    for variant, folder in train_toyworld(root, variants=chosen, config=config).items():  # type: ignore[arg-type]
+        click.echo(f"{variant}: {folder}")
+
+
+@toyworld.command("evaluate")
+@click.option(
+    "--checkpoints",
+    "root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder holding toyworld-* checkpoints (default: the shipped ones).",
+)
+@click.option(
+    "--guidance",
+    default=4.0,
+    show_default=True,
+    help="The audit's guidance scale (amplification is measured there).",
+)
+@click.option("--steps", default=10, show_default=True, help="DDIM sampling steps.")
+@click.option(
+    "--audit",
+    "audits",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Audit spec of a toyworld checkpoint to run and score against the planted "
+    "rates (repeatable).",
+)
+@click.option(
+    "--runs",
+    type=click.Path(path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where the audits' run directories go.",
+)
+@handle_errors
+def toyworld_evaluate(
+    root: Path | None, guidance: float, steps: int, audits: tuple[Path, ...], runs: Path
+) -> None:
+    """Measure prompt following, output rates and audit recovery; refresh the model cards."""
+    import json
+
+    from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, VARIANTS, checkpoint_path
+    from auditkit.toyworld.card import write_model_card
+    from auditkit.toyworld.evaluate import evaluate_folder, score_audit
+
+    root = root or PACKAGE_CHECKPOINTS
+    for variant in VARIANTS:
+        folder = checkpoint_path(variant, root)
+        if folder.is_dir():
+            evaluate_folder(folder, root / "toyworld-captioner", guidance, steps)
+            click.echo(f"{variant}: measured {folder / 'quality.json'}")
+    for spec in audits:
+        folder, record = score_audit(spec, runs, root)
+        quality_path = folder / "quality.json"
+        quality = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
+        quality["audit"] = record
+        quality_path.write_text(json.dumps(quality, indent=2) + "\n")
+        click.echo(f"{folder.name}: audit recovery {record['recovery']}")
+    for variant in VARIANTS:
+        folder = checkpoint_path(variant, root)
+        if folder.is_dir():
+            click.echo(f"model card: {write_model_card(folder)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,6 +25,56 @@ from auditkit.spec.models import AuditSpec, fill
 
 RESULTS_SCHEMA_VERSION = 1
 
+TABLE_COLUMNS: dict[str, list[str]] = {
+    "prompts": [
+        "prompt_id",
+        "prompt",
+        "role",
+        "set_name",
+        "group",
+        "term",
+        "template",
+        "n_seeds",
+        "latent_norm",
+    ],
+    "axes": [
+        "axis",
+        "groups",
+        "n_groups",
+        "positive_group",
+        "negative_group",
+        "norm",
+        "n_prompts",
+        "step_consistency",
+    ],
+    "lean": [
+        "axis",
+        "concept_set",
+        "concept",
+        "positive_group",
+        "negative_group",
+        "cosine",
+        "projection",
+        "score",
+        "toward",
+        "n_seeds",
+    ],
+    "steps": ["axis", "concept_set", "concept", "step", "timestep", "score"],
+    "defaults": [
+        "axis",
+        "concept_set",
+        "concept",
+        "group",
+        "marked_prompt",
+        "cosine",
+        "rank",
+        "margin",
+    ],
+    "descriptors": ["axis", "concept_set", "concept", "group", "cosine", "rank"],
+    "similarity": ["concept_set", "concept_a", "concept_b", "cosine"],
+}
+"""Columns of every result table, in order (docs/run-directory.md documents each)."""
+
 
 @dataclass
 class AuditResults:
@@ -132,21 +182,7 @@ def _lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFram
                         "n_seeds": n_seeds,
                     }
                 )
-    return _frame(
-        records,
-        [
-            "axis",
-            "concept_set",
-            "concept",
-            "positive_group",
-            "negative_group",
-            "cosine",
-            "projection",
-            "score",
-            "toward",
-            "n_seeds",
-        ],
-    )
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
 
 
 def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
@@ -170,7 +206,7 @@ def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
                             "score": lean(vec, ref, means, axis.group_names).score,
                         }
                     )
-    return _frame(records, ["axis", "concept_set", "concept", "step", "timestep", "score"])
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["steps"])
 
 
 def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
@@ -201,10 +237,7 @@ def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.D
                             "margin": margin,
                         }
                     )
-    return _frame(
-        records,
-        ["axis", "concept_set", "concept", "group", "marked_prompt", "cosine", "rank", "margin"],
-    )
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["defaults"])
 
 
 def _descriptors_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
@@ -227,7 +260,7 @@ def _descriptors_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
                             "rank": rank,
                         }
                     )
-    return _frame(records, ["axis", "concept_set", "concept", "group", "cosine", "rank"])
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["descriptors"])
 
 
 def _similarity_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
@@ -245,8 +278,4 @@ def _similarity_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
                         "cosine": cosine(va - ref, vb - ref),
                     }
                 )
-    return _frame(records, ["concept_set", "concept_a", "concept_b", "cosine"])
-
-
-def _frame(records: list[dict[str, object]], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(records, columns=columns)
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["similarity"])

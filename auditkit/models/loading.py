@@ -18,6 +18,7 @@ PIPELINE_KINDS = {
 KIND_CLASSES = {kind: cls for cls, kind in PIPELINE_KINDS.items()}
 BUILTIN_PREFIX = "builtin:"
 BUILTINS = {"tiny-sd": "sd", "tiny-lcm": "lcm", "tiny-sdxl": "sdxl"}
+TOYWORLD_BUILTINS = ("toyworld-biased", "toyworld-balanced")
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",
@@ -76,10 +77,13 @@ def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
     """The local folder of the model, building a builtin one on first use; None for a hub id."""
     if model.id.startswith(BUILTIN_PREFIX):
         name = model.id[len(BUILTIN_PREFIX) :]
+        if name in TOYWORLD_BUILTINS:
+            return _toyworld_folder(name)
         if name not in BUILTINS:
+            known = [*BUILTINS, *TOYWORLD_BUILTINS]
             raise ModelLoadError(
                 f"model.id: unknown builtin model {model.id!r}.",
-                hint=f"use one of {', '.join(BUILTIN_PREFIX + b for b in BUILTINS)}.",
+                hint=f"use one of {', '.join(BUILTIN_PREFIX + b for b in known)}.",
             )
         from auditkit.models.tiny import tiny_pipeline_path
 
@@ -101,6 +105,18 @@ def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
             hint="save the pipeline with pipe.save_pretrained(folder), or name its hub id.",
         )
     return path
+
+
+def _toyworld_folder(name: str) -> Path:
+    from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
+
+    folder = PACKAGE_CHECKPOINTS / name
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model.id: the toyworld checkpoint {name!r} is not in this installation ({folder}).",
+            hint="train it with 'auditkit toyworld train' or reinstall auditkit.",
+        )
+    return folder
 
 
 def detect_kind(model: ModelSpec, folder: Path | None) -> tuple[str, str]:

@@ -15,42 +15,12 @@ import pyarrow.parquet as pq
 import yaml
 
 from auditkit import __version__
+from auditkit.analyze.tables import TABLE_COLUMNS
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.spec import SPEC_VERSION, AuditSpec, parse_spec
 
 SCHEMA_VERSION = 1
 """The newest run-directory schema version this report reads."""
-
-TABLE_COLUMNS: dict[str, list[str]] = {
-    "axes": ["axis", "groups", "n_groups", "positive_group", "negative_group", "norm"],
-    "lean": [
-        "axis",
-        "concept_set",
-        "concept",
-        "positive_group",
-        "negative_group",
-        "cosine",
-        "projection",
-        "score",
-        "toward",
-        "n_seeds",
-    ],
-    "defaults": [
-        "axis",
-        "concept_set",
-        "concept",
-        "group",
-        "marked_prompt",
-        "cosine",
-        "rank",
-        "margin",
-    ],
-    "descriptors": ["axis", "concept_set", "concept", "group", "cosine", "rank"],
-    "similarity": ["concept_set", "concept_a", "concept_b", "cosine"],
-    "steps": ["axis", "concept_set", "concept", "step", "timestep", "score"],
-    "prompts": ["prompt_id", "prompt", "role", "set_name", "group", "term", "n_seeds"],
-}
-"""Columns each result table must have; extra columns are allowed (and ignored)."""
 
 
 def read_text(path: Path) -> str:

@@ -1,0 +1,140 @@
+"""The model card of a toyworld checkpoint: planted rates, training, measured quality, hashes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from auditkit.provenance import sha256_file
+
+CARD = "README.md"
+
+
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
+    """(relative path, bytes, sha256) of every file but the card itself."""
+    rows = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != CARD:
+            rows.append(
+                (path.relative_to(folder).as_posix(), path.stat().st_size, sha256_file(path))
+            )
+    return rows
+
+
+def write_model_card(folder: Path) -> Path:
+    """(Re)write ``README.md`` of a checkpoint from its JSON records."""
+    planted = _load(folder, "planted_rates.json") or {}
+    training = _load(folder, "training.json") or {}
+    quality = _load(folder, "quality.json")
+    variant = planted.get("variant", "?")
+    lines = [
+        "---",
+        "license: apache-2.0",
+        "library_name: diffusers",
+        "tags: [auditkit, toyworld, synthetic, bias-audit]",
+        "pipeline_tag: text-to-image",
+        "---",
+        f"# toyworld-{variant}",
+        "",
+        "A small latent diffusion model (Stable Diffusion's component classes: AutoencoderKL, "
+        "a CLIP text encoder and tokenizer, a cross-attention UNet2DConditionModel, DDIM) that "
+        "auditkit trains on CPU from a procedurally drawn world of 32x32 people. Its biases "
+        "were planted on purpose and are written below: it is the known answer that auditkit's "
+        "audits are checked against. It draws cartoons of a toy world and nothing else.",
+        "",
+        "## Planted rates",
+        "",
+        "Share of men (gender) and of light skin (skin) among images captioned with the "
+        'unmarked occupation ("a photo of a doctor"); age is 0.5 everywhere.',
+        "",
+        "| occupation | gender: share of men | skin: share of light |",
+        "|---|---|---|",
+    ]
+    rates = planted.get("rates", {})
+    for occupation in rates.get("gender", {}):
+        lines.append(
+            f"| {occupation} | {rates['gender'][occupation]:.2f} | "
+            f"{rates.get('skin', {}).get(occupation, float('nan')):.2f} |"
+        )
+    if planted.get("spearman_gender_skin") is not None:
+        lines += [
+            "",
+            f"Spearman rank correlation between the two planted attributes across "
+            f"occupations: {planted['spearman_gender_skin']:+.3f}.",
+        ]
+    lines += ["", "## Training", ""]
+    if training:
+        config = training.get("config", {})
+        lines += [
+            f"- Command: `auditkit toyworld train --seed {config.get('seed')}` "
+            f"(steps {config.get('steps')}, batch {config.get('batch_size')}, "
+            f"learning rate {config.get('lr')}, EMA {config.get('ema_decay')}, caption "
+            f"dropout {config.get('caption_dropout')}).",
+            f"- VAE: blocks {config.get('vae_channels')}, {config.get('vae_steps')} steps, "
+            f"PSNR {training['vae']['psnr_db']} dB, scaling factor "
+            f"{training['vae']['scaling_factor']}.",
+            f"- Text encoder width {config.get('text_width')} x {config.get('text_layers')} "
+            f"layers, U-Net blocks {config.get('unet_channels')}, trained jointly; final loss "
+            f"{training['denoiser']['final_loss']}.",
+            f"- Time: {training['denoiser']['seconds']:.0f} s for the denoiser and "
+            f"{training['vae']['seconds']:.0f} s for the shared VAE on "
+            f"{training.get('threads')} CPU threads (torch {training.get('torch')}, diffusers "
+            f"{training.get('diffusers')}).",
+        ]
+    lines += ["", "## Measured quality", ""]
+    if quality:
+        follow = quality["prompt_following"]
+        at_one = quality["output_rates_guidance_1"]
+        at_audit = quality["output_rates_audit_guidance"]
+        lines += [
+            f"Measured with the toyworld captioner (`{quality['captioner']['id']}`, sha256 "
+            f"`{quality['captioner']['sha256'][:16]}…`), {quality['sampling_steps']} DDIM steps.",
+            "",
+            f"- Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} "
+            f"seeds, guidance {follow['guidance_scale']}): "
+            + ", ".join(f"{k} {v:.1%}" for k, v in follow["marked"].items())
+            + "; attribute-only prompts: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in follow["attribute_only"].items())
+            + ".",
+            f"- Output rates at guidance 1 ({at_one['seeds_per_prompt']} seeds per "
+            f"occupation): largest error against the planted rate "
+            + ", ".join(f"{k} {v:.3f}" for k, v in at_one["max_abs_error"].items())
+            + ".",
+            f"- Guidance amplification at guidance {at_audit['guidance_scale']}: mean distance "
+            "of the rates from 0.5 grows by "
+            + ", ".join(f"{k} x{v}" for k, v in quality["guidance_amplification"].items())
+            + ".",
+            "",
+            "| occupation | men planted | men at g=1 | men at audit g | light planted | "
+            "light at g=1 | light at audit g |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for one, aud in zip(at_one["rows"], at_audit["rows"], strict=True):
+            lines.append(
+                f"| {one['occupation']} | {one['gender_planted']:.2f} | "
+                f"{one['gender_share']:.2f} | {aud['gender_share']:.2f} | "
+                f"{one['skin_planted']:.2f} | {one['skin_share']:.2f} | "
+                f"{aud['skin_share']:.2f} |"
+            )
+    else:
+        lines.append("Not measured yet: run `auditkit toyworld evaluate`.")
+    lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
+    for path, size, digest in file_hashes(folder):
+        lines.append(f"| `{path}` | {size} | `{digest}` |")
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "The attributes are drawn features of cartoons (hair, clothing, colours), not people's "
+        "identities; the two-valued attributes are a simplification made for a known answer.",
+        "",
+    ]
+    card = folder / CARD
+    card.write_text("\n".join(lines))
+    return card

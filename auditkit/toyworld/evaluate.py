@@ -1,0 +1,264 @@
+"""Measure a toyworld checkpoint against the truth it was trained on.
+
+* Prompt following: for fully marked prompts, the share of images whose captioner reading
+  matches each prompted attribute value.
+* Output rates: for unmarked occupation prompts, the share of images read as men (and as light
+  skinned), at guidance 1 (the learned distribution) and at the audit's guidance scale (where
+  classifier-free guidance sharpens rates towards 0 and 1), compared with the planted rates.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import torch
+
+from auditkit.toyworld.captioner import ToyworldCaptioner
+from auditkit.toyworld.world import ATTRIBUTES, OCCUPATIONS, TEMPLATES, planted_rates
+
+PLANTED_ATTRIBUTES = ("gender", "skin")
+
+
+def generate(
+    pipe: Any,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    guidance_scale: float,
+    steps: int,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """uint8 images [len(prompts) * len(seeds), 32, 32, 3], prompt-major, seeded per image."""
+    from auditkit.extract.runner import initial_noise
+
+    pairs = [(p, s) for p in prompts for s in seeds]
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        latents = torch.stack([initial_noise(pipe, s, 32) for _, s in chunk])
+        with torch.inference_mode():
+            images = pipe(
+                prompt=[p for p, _ in chunk],
+                latents=latents,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                height=32,
+                width=32,
+                output_type="np",
+            ).images
+        out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def _term(values: dict[str, str], occupation: str | None) -> str:
+    words = [values[a] for a in ("age", "skin", "gender") if a in values]
+    if occupation:
+        words.append(occupation)
+    elif "gender" not in values:
+        words.append("person")
+    return " ".join(words)
+
+
+def prompt_following(
+    pipe: Any, captioner: ToyworldCaptioner, *, seeds: int, guidance_scale: float, steps: int
+) -> dict[str, Any]:
+    """Fully marked prompts (every attribute combination x occupation) and single-attribute
+    prompts: the share of images the captioner reads as the prompted value, per attribute."""
+    template = TEMPLATES[0]
+    combos = list(itertools.product(*(ATTRIBUTES[a] for a in ("gender", "skin", "age"))))
+    cases: list[tuple[dict[str, str], str | None]] = []
+    for (gender, skin, age), occupation in itertools.product(combos, OCCUPATIONS):
+        cases.append(({"gender": gender, "skin": skin, "age": age}, occupation))
+    for attribute, options in ATTRIBUTES.items():
+        for option in options:
+            cases.append(({attribute: option}, None))
+    prompts = [template.replace("{term}", _term(v, occ)) for v, occ in cases]
+    images = generate(pipe, prompts, list(range(seeds)), guidance_scale=guidance_scale, steps=steps)
+    readings = captioner.read(images)
+    hits: dict[str, list[bool]] = {a: [] for a in (*ATTRIBUTES, "occupation")}
+    single: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    for i, (values, job) in enumerate(cases):
+        for reading in readings[i * seeds : (i + 1) * seeds]:
+            for attribute, value in values.items():
+                (hits if job else single)[attribute].append(reading[attribute] == value)
+            if job:
+                hits["occupation"].append(reading["occupation"] == job)
+    return {
+        "prompts": len(prompts),
+        "seeds_per_prompt": seeds,
+        "guidance_scale": guidance_scale,
+        "marked": {a: round(float(np.mean(v)), 4) for a, v in hits.items()},
+        "attribute_only": {a: round(float(np.mean(v)), 4) for a, v in single.items()},
+    }
+
+
+def output_rates(
+    pipe: Any,
+    captioner: ToyworldCaptioner,
+    variant: str,
+    *,
+    seeds: int,
+    guidance_scale: float,
+    steps: int,
+) -> dict[str, Any]:
+    """Share of images read as the first value of each planted attribute, per occupation."""
+    template = TEMPLATES[0]
+    prompts = [template.replace("{term}", occ) for occ in OCCUPATIONS]
+    images = generate(
+        pipe, prompts, list(range(1000, 1000 + seeds)), guidance_scale=guidance_scale, steps=steps
+    )
+    readings = captioner.read(images)
+    planted = planted_rates(variant)  # type: ignore[arg-type]
+    table = []
+    for i, occupation in enumerate(OCCUPATIONS):
+        chunk = readings[i * seeds : (i + 1) * seeds]
+        row: dict[str, Any] = {"occupation": occupation}
+        for attribute in PLANTED_ATTRIBUTES:
+            first = ATTRIBUTES[attribute][0]
+            share = float(np.mean([r[attribute] == first for r in chunk]))
+            row[f"{attribute}_planted"] = planted[attribute][occupation]
+            row[f"{attribute}_share"] = round(share, 4)
+        table.append(row)
+    errors = {
+        a: round(max(abs(r[f"{a}_share"] - r[f"{a}_planted"]) for r in table), 4)
+        for a in PLANTED_ATTRIBUTES
+    }
+    spread = {
+        a: round(float(np.mean([abs(r[f"{a}_share"] - 0.5) for r in table])), 4)
+        for a in PLANTED_ATTRIBUTES
+    }
+    return {
+        "guidance_scale": guidance_scale,
+        "seeds_per_prompt": seeds,
+        "rows": table,
+        "max_abs_error": errors,
+        "mean_distance_from_half": spread,
+    }
+
+
+def evaluate_checkpoint(
+    pipe: Any,
+    captioner: ToyworldCaptioner,
+    variant: str,
+    *,
+    audit_guidance: float,
+    steps: int,
+    follow_seeds: int = 32,
+    rate_seeds: int = 64,
+) -> dict[str, Any]:
+    """All quality numbers of one checkpoint (written to its quality.json and model card)."""
+    pipe.set_progress_bar_config(disable=True)
+    at_one = output_rates(
+        pipe, captioner, variant, seeds=rate_seeds, guidance_scale=1.0, steps=steps
+    )
+    at_audit = output_rates(
+        pipe, captioner, variant, seeds=rate_seeds, guidance_scale=audit_guidance, steps=steps
+    )
+    amplification = {
+        a: round(
+            at_audit["mean_distance_from_half"][a]
+            / max(at_one["mean_distance_from_half"][a], 1e-9),
+            3,
+        )
+        for a in PLANTED_ATTRIBUTES
+    }
+    return {
+        "schema_version": 1,
+        "kind": "auditkit.toyworld.quality",
+        "variant": variant,
+        "sampling_steps": steps,
+        "captioner": {"id": captioner.id, "sha256": captioner.sha256},
+        "prompt_following": prompt_following(
+            pipe, captioner, seeds=follow_seeds, guidance_scale=audit_guidance, steps=steps
+        ),
+        "output_rates_guidance_1": at_one,
+        "output_rates_audit_guidance": at_audit,
+        "guidance_amplification": amplification,
+    }
+
+
+def evaluate_folder(folder: Any, captioner_dir: Any, guidance: float, steps: int) -> Any:
+    """Evaluate the checkpoint in ``folder``; write quality.json and refresh its model card."""
+    import json
+    from pathlib import Path
+
+    from diffusers import StableDiffusionPipeline
+
+    from auditkit.toyworld.captioner import load_captioner
+    from auditkit.toyworld.card import write_model_card
+
+    folder = Path(folder)
+    variant = json.loads((folder / "planted_rates.json").read_text())["variant"]
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
+    quality = evaluate_checkpoint(
+        pipe, load_captioner(Path(captioner_dir)), variant, audit_guidance=guidance, steps=steps
+    )
+    previous = folder / "quality.json"
+    if previous.is_file() and "audit" in (old := json.loads(previous.read_text())):
+        quality["audit"] = old["audit"]
+    previous.write_text(json.dumps(quality, indent=2) + "\n")
+    return write_model_card(folder)
+
+
+AXIS_OF_ATTRIBUTE = {"gender": "gender", "skin": "skin", "age": "age"}
+
+
+def planted_recovery(lean: Any, planted: dict[str, Any]) -> dict[str, Any]:
+    """Compare an audit's lean scores with the planted rates, per planted attribute.
+
+    ``lean`` is the audit's lean table (axes named after the attributes, first group = the
+    attribute's first value); ``planted`` the checkpoint's planted_rates.json. Returns, per
+    attribute, the Spearman correlation across occupations and the largest |score|.
+    """
+    from auditkit.toyworld.world import spearman_rho
+
+    out: dict[str, Any] = {}
+    for attribute, axis in AXIS_OF_ATTRIBUTE.items():
+        rows = lean[lean["axis"] == axis]
+        if rows.empty:
+            continue
+        rates = planted["rates"][attribute]
+        scores = dict(zip(rows["concept"], rows["score"], strict=True))
+        occupations = [o for o in rates if o in scores]
+        rho = spearman_rho([rates[o] for o in occupations], [scores[o] for o in occupations])
+        out[attribute] = {
+            "spearman": None if rho is None else round(rho, 4),
+            "max_abs_score": round(float(rows["score"].abs().max()), 4),
+            "scores": {o: round(float(scores[o]), 4) for o in occupations},
+        }
+    return out
+
+
+def score_audit(spec_path: Any, runs: Any, root: Any) -> tuple[Any, dict[str, Any]]:
+    """Run a toyworld audit spec and score its leans against the checkpoint's planted rates."""
+    import json
+    import time
+    from pathlib import Path
+
+    import pandas as pd
+
+    from auditkit.errors import UsageError
+    from auditkit.run import run_audit
+    from auditkit.spec import load_spec
+
+    spec = load_spec(spec_path)
+    name = spec.model.id.removeprefix("builtin:")
+    folder = Path(root) / name
+    if not (folder / "planted_rates.json").is_file():
+        raise UsageError(
+            f"{spec_path}: model.id {spec.model.id!r} is not a toyworld checkpoint under {root}."
+        )
+    started = time.perf_counter()
+    outcome = run_audit(spec, Path(runs) / spec.name, show_progress=False)
+    lean = pd.read_parquet(outcome.run_dir / "results" / "lean.parquet")
+    planted = json.loads((folder / "planted_rates.json").read_text())
+    return folder, {
+        "spec": spec.name,
+        "seeds": len(spec.seed_list),
+        "steps": spec.model.steps,
+        "guidance_scale": spec.model.guidance_scale,
+        "seconds": round(time.perf_counter() - started, 1),
+        "recovery": planted_recovery(lean, planted),
+    }
