@@ -20,6 +20,7 @@ from auditkit.analyze.measures import (
     reference,
     step_consistency,
 )
+from auditkit.analyze.uncertainty import add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.spec.models import AuditSpec, fill
 
@@ -106,6 +107,13 @@ def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResult
         results.tables["descriptors"] = _descriptors_table(H, layout)
     if "similarity" in spec.analyses:
         results.tables["similarity"] = _similarity_table(H, layout)
+    add_bootstrap_intervals(
+        results.tables,
+        layout,
+        latents,
+        resamples=spec.statistics.bootstrap_resamples,
+        seed=spec.statistics.seed,
+    )
     return results
 
 

@@ -10,6 +10,7 @@ from auditkit.spec.models import (
     ModelSpec,
     ProbeSpec,
     ReportSpec,
+    StatisticsSpec,
     fill,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "ModelSpec",
     "ProbeSpec",
     "ReportSpec",
+    "StatisticsSpec",
     "dump_spec",
     "fill",
     "load_spec",

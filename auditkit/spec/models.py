@@ -221,6 +221,18 @@ def _default_formats() -> list[ReportFormat]:
     return ["html"]
 
 
+class StatisticsSpec(_Frozen):
+    """How uncertainty is estimated."""
+
+    bootstrap_resamples: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Seed-bootstrap resamples for confidence intervals (0 turns them off).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap's random generator.")
+
+
 class ReportSpec(_Frozen):
     """What the report says about itself and which formats to write."""
 
@@ -251,6 +263,7 @@ class AuditSpec(_Frozen):
         description="Analyses to run.",
         min_length=1,
     )
+    statistics: StatisticsSpec = Field(default_factory=lambda: StatisticsSpec())
     report: ReportSpec = Field(default_factory=lambda: ReportSpec())
 
     @field_validator("seeds")

@@ -1,0 +1,117 @@
+"""Seed-bootstrap intervals: exactness of the inner-product engine, and coverage measured over
+simulated audits with known effects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auditkit.analyze.gram import (
+    build_basis,
+    gram_of,
+    inner_products,
+    lean_from_gram,
+    resampled_grams,
+    seed_gram_tensor,
+)
+from auditkit.analyze.latents import LatentSet
+from auditkit.analyze.measures import build_layout
+from auditkit.analyze.tables import analyze
+from auditkit.analyze.uncertainty import bootstrap_weights
+from auditkit.plan import plan_audit
+from auditkit.spec import parse_spec
+
+SPEC = """
+spec_version: 1
+name: sim
+model: {id: builtin:tiny-sd}
+seeds: 16
+axes:
+  - name: gender
+    templates: ["a photo of a {term}"]
+    groups: {man: [man], woman: [woman]}
+concepts:
+  - name: jobs
+    templates: ["a photo of a {term}"]
+    terms: [doctor, nurse, pilot, baker, clerk]
+centring: {reference: base}
+analyses: [lean]
+statistics: {bootstrap_resamples: 400, seed: 1}
+"""
+TRUE_SCORES = np.array([0.6, -0.4, 0.2, 0.0, -0.1])
+D = 24
+
+
+def _simulate(spec, rng: np.random.Generator) -> tuple[LatentSet, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Per-seed latents: a fixed population mean per prompt plus seed noise."""
+    plan = plan_audit(spec)
+    ids = tuple(dict.fromkeys(u.prompt_id for u in plan.units))
+    prompts = {p.prompt_id: p for p in plan.prompts}
+    basis = np.linalg.qr(np.random.default_rng(99).normal(size=(D, D)))[0].T
+    half_g = 2.0 * basis[0]
+    means = np.zeros((len(ids), D))
+    for i, pid in enumerate(ids):
+        p = prompts[pid]
+        if p.role == "axis":
+            means[i] = half_g if p.group == "man" else -half_g
+        elif p.role == "concept":
+            k = ["doctor", "nurse", "pilot", "baker", "clerk"].index(p.term)
+            means[i] = TRUE_SCORES[k] * half_g + 1.5 * basis[1 + k]
+    noise = rng.normal(scale=0.8, size=(len(ids), len(spec.seed_list), D))
+    per_seed = (means[:, None, :] + noise).astype(np.float32)
+    latents = LatentSet(
+        ids, tuple(spec.seed_list), per_seed, per_seed.mean(1, keepdims=True), (0,), (1.0,), "mean"
+    )
+    return latents, means
+
+
+def test_gram_engine_matches_direct_computation() -> None:
+    spec = parse_spec(SPEC)
+    latents, _ = _simulate(spec, np.random.default_rng(0))
+    layout = build_layout(spec, latents.row_map())
+    basis = build_basis(layout, len(latents.prompt_ids))
+    direct = analyze(spec, plan_audit(spec), latents)["lean"].set_index("concept")
+    Q = inner_products(basis, gram_of(latents.per_seed.astype(np.float64).mean(axis=1)))
+    for concept in direct.index:
+        cosine, projection, score = lean_from_gram(
+            Q,
+            basis[("concept", "jobs", concept)],
+            basis[("ref", "jobs")],
+            basis[("group", "gender", "man")],
+            basis[("group", "gender", "woman")],
+        )
+        assert float(score) == pytest.approx(direct.loc[concept, "score"], abs=1e-5)
+        assert float(cosine) == pytest.approx(direct.loc[concept, "cosine"], abs=1e-5)
+        assert float(projection) == pytest.approx(direct.loc[concept, "projection"], abs=1e-5)
+    # uniform weights reproduce the all-seed Gram matrix
+    K = seed_gram_tensor(latents.per_seed)
+    uniform = np.full((1, len(latents.seeds)), 1.0 / len(latents.seeds))
+    M = gram_of(latents.per_seed.astype(np.float64).mean(axis=1))
+    assert np.allclose(resampled_grams(K, uniform)[0], M, rtol=1e-9, atol=1e-9)
+
+
+def test_bootstrap_weights_are_resamples() -> None:
+    weights = bootstrap_weights(16, 500, np.random.default_rng(0))
+    assert weights.shape == (500, 16)
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    assert np.allclose(weights * 16, np.round(weights * 16))
+    # each seed is drawn about once per resample on average
+    assert weights.mean() == pytest.approx(1 / 16, rel=0.05)
+
+
+def test_intervals_cover_the_true_score_in_simulated_audits() -> None:
+    """95% intervals of the lean score cover the population value in 90-99% of 200 audits."""
+    spec = parse_spec(SPEC)
+    plan = plan_audit(spec)
+    rng = np.random.default_rng(2024)
+    covered = []
+    for _ in range(200):
+        latents, _ = _simulate(spec, rng)
+        lean = analyze(spec, plan, latents)["lean"].set_index("concept")
+        for k, concept in enumerate(["doctor", "nurse", "pilot", "baker", "clerk"]):
+            truth = TRUE_SCORES[k]
+            covered.append(
+                lean.loc[concept, "score_ci_low"] <= truth <= lean.loc[concept, "score_ci_high"]
+            )
+    coverage = float(np.mean(covered))
+    assert 0.90 <= coverage <= 0.99, coverage
