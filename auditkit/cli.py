@@ -101,7 +101,7 @@ def schema() -> None:
 @handle_errors
 def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
-    from auditkit.models.loading import BUILTIN_PREFIX, BUILTINS
+    from auditkit.models.loading import existing_model_folder
     from auditkit.plan import estimate_cost, plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
@@ -109,13 +109,7 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
 
     loaded = load_spec(spec)
     audit_plan = plan_audit(loaded)
-    model_dir: Path | None = None
-    if loaded.model.id.startswith(BUILTIN_PREFIX):
-        name = loaded.model.id[len(BUILTIN_PREFIX) :]
-        candidate = (cache_dir or default_cache_dir()) / f"tiny-{BUILTINS.get(name, name)}"
-        model_dir = candidate if candidate.is_dir() else None
-    elif Path(loaded.model.id).is_dir():
-        model_dir = Path(loaded.model.id)
+    model_dir = existing_model_folder(loaded.model, cache_dir or default_cache_dir())
     target = device or loaded.model.device
     if target == "auto":
         target = "cuda (assumed)"

@@ -158,7 +158,7 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
             for term in cset.terms:
                 add(fill(template, term), "concept", cset.name, "", term, template)
     if "defaults" in spec.analyses:
-        for axis in spec.axes:
+        for axis in (a for a in spec.axes if a.defaults):
             for cset in spec.concepts:
                 for group in axis.groups:
                     marker = axis.marker(group)
@@ -257,7 +257,7 @@ def _uses_cfg(spec: AuditSpec, info: dict[str, Any]) -> bool:
 def _unet_geometry(model_dir: Path | None, resolution: int) -> dict[str, Any]:
     """Mid-block shape, parameter count and latent area, from config files alone."""
     default = {
-        "h_shape": (1280, resolution // 64, resolution // 64),
+        "h_shape": (1280, max(1, resolution // 64), max(1, resolution // 64)),
         "params": _REFERENCE_PARAMS,
         "latent_area": (resolution // 8) ** 2,
         "known": False,

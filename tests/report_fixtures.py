@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from auditkit.spec import AuditSpec, dump_spec, fill, parse_spec, spec_hash
+from auditkit.spec import AuditSpec, fill, parse_spec, spec_hash
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(1)</script>"
 """A concept name that must be shown as text, never executed."""
@@ -31,7 +32,9 @@ ETHNICITY = {
 }
 
 
-def _spec_text(model_id: str, analyses: Sequence[str], aggregation: str, hostile: bool) -> str:
+def _spec_text(
+    model_id: str, analyses: Sequence[str], aggregation: str, hostile: bool, intervals: bool
+) -> str:
     occupations = [*OCCUPATIONS, HOSTILE] if hostile else OCCUPATIONS
     data: dict[str, Any] = {
         "spec_version": 1,
@@ -63,10 +66,13 @@ def _spec_text(model_id: str, analyses: Sequence[str], aggregation: str, hostile
             {"name": "traits", "templates": ["a photo of a {term} person"], "terms": TRAITS},
         ],
         "analyses": list(analyses),
+        "statistics": {"bootstrap_resamples": 1000, "seed": 0},
         "report": {"title": "Occupation bias audit", "owner": "Model Risk Office"},
     }
-    spec = parse_spec(json.dumps(data))
-    return dump_spec(spec)
+    resolved = parse_spec(json.dumps(data)).model_dump(mode="json")
+    if not intervals:  # a run directory written before the bootstrap existed
+        del resolved["statistics"]
+    return yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
 
 
 def build_run_dir(
@@ -79,18 +85,23 @@ def build_run_dir(
     schema_version: int = 1,
     status: str = "complete",
     seed: int = 0,
+    intervals: bool = True,
 ) -> Path:
     """Write a complete run directory under ``root`` and return its path.
 
     ``hostile`` adds :data:`HOSTILE` as an occupation; ``schema_version`` is written into
     ``summary.json`` and ``manifest.json`` (pass 2 to test refusal of newer files);
-    ``aggregation='per_step'`` also writes ``steps.parquet``.
+    ``aggregation='per_step'`` also writes ``steps.parquet``. ``intervals`` adds the optional
+    95% interval columns (``score_ci_low`` ... ``cosine_ci_high``) to lean, descriptors and
+    similarity and ``statistics`` to the spec; without it the run directory is one written before
+    the seed bootstrap existed (same tables otherwise, byte for byte).
     """
     rng = np.random.default_rng(seed)
+    ci_rng = np.random.default_rng([seed, 1])  # own stream: the other numbers stay the same
     run = root / "run"
     results = run / "results"
     results.mkdir(parents=True, exist_ok=True)
-    spec_text = _spec_text(model_id, analyses, aggregation, hostile)
+    spec_text = _spec_text(model_id, analyses, aggregation, hostile, intervals)
     (run / "spec.yaml").write_text(spec_text, encoding="utf-8")
     spec = parse_spec(spec_text)
     s_hash = spec_hash(spec)
@@ -153,6 +164,9 @@ def build_run_dir(
     axes = pd.DataFrame(axes_rows)
     axes.to_parquet(results / "axes.parquet", index=False)
     lean = pd.DataFrame(lean_rows)
+    if intervals:
+        lean = _with_intervals(lean, "score", ci_rng, spread=0.3)
+        lean = _with_intervals(lean, "cosine", ci_rng, spread=0.12)
     if "lean" in analyses:
         lean.to_parquet(results / "lean.parquet", index=False)
         if aggregation == "per_step":
@@ -160,9 +174,15 @@ def build_run_dir(
     if "defaults" in analyses:
         _defaults(spec, concepts, rng).to_parquet(results / "defaults.parquet", index=False)
     if "descriptors" in analyses:
-        _descriptors(spec, concepts, rng).to_parquet(results / "descriptors.parquet", index=False)
+        descriptors = _descriptors(spec, concepts, rng)
+        if intervals:
+            descriptors = _with_intervals(descriptors, "cosine", ci_rng, spread=0.12)
+        descriptors.to_parquet(results / "descriptors.parquet", index=False)
     if "similarity" in analyses:
-        _similarity(spec, rng).to_parquet(results / "similarity.parquet", index=False)
+        similarity = _similarity(spec, rng)
+        if intervals:
+            similarity = _with_intervals(similarity, "cosine", ci_rng, spread=0.12)
+        similarity.to_parquet(results / "similarity.parquet", index=False)
 
     summary = {
         "schema_version": schema_version,
@@ -275,6 +295,23 @@ def _similarity(spec: AuditSpec, rng: np.random.Generator) -> pd.DataFrame:
                     {"concept_set": cset.name, "concept_a": a, "concept_b": b, "cosine": cosine}
                 )
     return pd.DataFrame(rows)
+
+
+def _with_intervals(
+    frame: pd.DataFrame, measure: str, rng: np.random.Generator, spread: float
+) -> pd.DataFrame:
+    """Add ``<measure>_ci_low`` / ``_ci_high`` around the value: uneven widths, so some
+    intervals include 0 and some do not; cosines stay in [-1, 1] (the diagonal of a similarity
+    matrix, exactly 1, gets [1, 1])."""
+    value = frame[measure].to_numpy(dtype=float)
+    below = rng.uniform(0.1, 1.0, len(frame)) * spread
+    above = rng.uniform(0.1, 1.0, len(frame)) * spread
+    low, high = value - below, value + above
+    if measure == "cosine":
+        fixed = np.isclose(np.abs(value), 1.0)
+        low = np.where(fixed, value, np.clip(low, -1.0, 1.0))
+        high = np.where(fixed, value, np.clip(high, -1.0, 1.0))
+    return frame.assign(**{f"{measure}_ci_low": low, f"{measure}_ci_high": high})
 
 
 def _summary_axes(axes: pd.DataFrame, lean: pd.DataFrame) -> list[dict[str, Any]]:

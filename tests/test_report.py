@@ -117,6 +117,92 @@ def test_context_is_plain_json(tmp_path: Path) -> None:
     assert context["provenance"]["files"][0]["path"].startswith("unet/")
 
 
+def _lean_layers(chart: dict[str, Any]) -> list[dict[str, Any]]:
+    return [layer for layer in chart["layer"] if layer["mark"]["type"] in ("rule", "bar")]
+
+
+def test_intervals_are_shown_when_the_tables_have_them(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path)
+    context = build_report_context(run)
+    # the lean chart draws a rule from score_ci_low to score_ci_high behind the bars
+    layers = _lean_layers(context["charts"]["lean-0"])
+    interval = [layer for layer in layers if layer["encoding"].get("x2", {}).get("field")]
+    assert len(interval) == 1
+    assert interval[0]["encoding"]["x"]["field"] == "score_ci_low"
+    assert interval[0]["encoding"]["x2"]["field"] == "score_ci_high"
+    assert [layer["mark"]["type"] for layer in layers][-2:] == ["rule", "bar"]
+    tooltips = {t["title"] for t in interval[0]["encoding"]["tooltip"]}
+    assert {"95% CI", "cosine 95% CI"} <= tooltips
+    heatmap = context["charts"]["descriptors-0"]["layer"][0]["encoding"]["tooltip"]
+    assert "95% CI" in {t["title"] for t in heatmap}
+    similarity = context["charts"]["similarity-0"]["layer"][0]["encoding"]["tooltip"]
+    assert "95% CI" in {t["title"] for t in similarity}
+    # the table rows carry the interval and whether it is clear of 0
+    rows = context["axes"][0]["rows"]
+    assert context["axes"][0]["intervals"] is True
+    for row in rows:
+        assert row["score_ci_low"] <= row["score"] <= row["score_ci_high"]
+        clear = row["score_ci_low"] > 0 or row["score_ci_high"] < 0
+        assert row["clear_of_zero"] is clear
+    assert {row["clear_of_zero"] for row in rows} == {True, False}  # the fixture has both
+    assert context["bootstrap"] == {
+        "resamples": 1000,
+        "seed": 0,
+        "n_seeds": 4,
+        "intervals": True,
+        "status": None,
+        "missing": None,
+    }
+
+    (path,) = render_report(run, ["html"])
+    html = path.read_text(encoding="utf-8")
+    assert '<th scope="col" class="num">95% CI</th>' in html
+    assert "clear of&nbsp;0" in html and "interval includes&nbsp;0" in html
+    first = rows[0]
+    low, high = (format_number(first[k], signed=True) for k in ("score_ci_low", "score_ci_high"))
+    assert f'<td class="num ci">[{low}, {high}]</td>' in html
+    assert "How to read the intervals." in html and "1,000 times" in html
+    assert '<th scope="row">Bootstrap resamples</th>' in html
+    assert '<th scope="row">Bootstrap seed</th>' in html
+    assert "and its 95% CI" in html  # descriptor ranking table
+
+
+def test_run_without_intervals_renders_as_before(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path, intervals=False)
+    assert "score_ci_low" not in pq.read_schema(run / "results" / "lean.parquet").names
+    assert "statistics" not in (run / "spec.yaml").read_text(encoding="utf-8")
+    context = build_report_context(run)
+    assert context["bootstrap"] is None
+    assert context["axes"][0]["intervals"] is False
+    assert "score_ci_low" not in context["axes"][0]["rows"][0]
+    layers = _lean_layers(context["charts"]["lean-0"])
+    assert [layer["mark"]["type"] for layer in layers] == ["rule", "bar"]
+    assert "score_ci_low" not in json.dumps(context["charts"])
+    (path,) = render_report(run, ["html"])
+    html = path.read_text(encoding="utf-8")
+    assert 'id="lean"' in html
+    for absent in ("95% CI", "clear of", "interval includes", "Bootstrap seed", "seed bootstrap"):
+        assert absent not in html, absent
+    # the tables are the same numbers either way: only the interval columns differ
+    with_ci = build_report_context(build_run_dir(tmp_path / "ci"))
+    assert [r["score"] for r in with_ci["axes"][0]["rows"]] == [
+        r["score"] for r in context["axes"][0]["rows"]
+    ]
+
+
+def test_bootstrap_turned_off_is_said_plainly(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path, intervals=False)
+    spec = run / "spec.yaml"
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text + "statistics:\n  bootstrap_resamples: 0\n  seed: 7\n", encoding="utf-8")
+    (path,) = render_report(run, ["html"])
+    html = path.read_text(encoding="utf-8")
+    assert "<td>0 (off: no confidence intervals)</td>" in html
+    assert "<td>7</td>" in html
+    assert "No confidence intervals." in html
+    assert "95% CI" not in html
+
+
 def test_same_run_renders_the_same_bytes(rendered: tuple[Path, str]) -> None:
     path, html = rendered
     (again,) = render_report(path.parent.parent, ["html"])

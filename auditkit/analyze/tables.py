@@ -222,6 +222,8 @@ def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.D
     axis_specs = {a.name: a for a in spec.axes}
     for axis in layout.axes:
         axis_spec = axis_specs[axis.name]
+        if not axis_spec.defaults:
+            continue
         for cset in layout.concepts:
             ref = reference(H, layout, cset)
             template = next(cs.templates[0] for cs in spec.concepts if cs.name == cset.name)

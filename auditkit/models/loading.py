@@ -107,6 +107,21 @@ def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
     return path
 
 
+def existing_model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
+    """The model's local folder if it is already on disk (never builds or downloads)."""
+    if model.id.startswith(BUILTIN_PREFIX):
+        name = model.id[len(BUILTIN_PREFIX) :]
+        if name in TOYWORLD_BUILTINS:
+            from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
+
+            folder = PACKAGE_CHECKPOINTS / name
+        else:
+            folder = cache_dir / f"tiny-{BUILTINS.get(name, name)}"
+        return folder if (folder / "model_index.json").is_file() else None
+    path = Path(model.id).expanduser()
+    return path if (path / "model_index.json").is_file() else None
+
+
 def _toyworld_folder(name: str) -> Path:
     from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
 

@@ -25,6 +25,10 @@ GROUP_SCHEME: Final = "tableau10"
 HEATMAP_SCHEME: Final = "purplegreen"
 """Diverging scheme for cosine heatmaps (purple negative, green positive); it avoids the group
 colours so a heatmap is never read as 'blue = first group'."""
+INTERVAL_COLOR = "#1d232c"
+"""Colour of a 95% confidence-interval rule (the page's ink)."""
+CI_SUFFIXES: Final = ("_ci_low", "_ci_high")
+"""Suffixes of the optional bootstrap-interval columns (``score_ci_low``, ``score_ci_high``)."""
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 Width = int | Literal["container"]
@@ -46,6 +50,33 @@ def _labels(frame: pd.DataFrame) -> pd.Series:
     return concept
 
 
+def has_interval(frame: pd.DataFrame, measure: str) -> bool:
+    """Whether ``frame`` carries the optional 95% interval columns of ``measure``."""
+    return all(f"{measure}{suffix}" in frame.columns for suffix in CI_SUFFIXES)
+
+
+def interval_text(low: Any, high: Any, digits: int = 3) -> str:
+    """``[low, high]`` with signed fixed digits and a true minus sign; an em dash when missing."""
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        return "—"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]".replace("-", "−")
+
+
+def _with_interval_text(frame: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Add ``<measure>_ci``, the interval as display text for tooltips, when the columns exist."""
+    if not has_interval(frame, measure):
+        return frame
+    text = [
+        interval_text(low, high)
+        for low, high in zip(frame[f"{measure}_ci_low"], frame[f"{measure}_ci_high"], strict=True)
+    ]
+    return frame.assign(**{f"{measure}_ci": text})
+
+
 def _configure(chart: Any) -> Any:
     return (
         chart.configure(font=FONT)
@@ -62,23 +93,31 @@ def lean_chart(
 
     ``lean`` holds the rows of ``lean.parquet`` for one axis. Bars start at the midpoint (0);
     dotted rules mark the two group means (+1 and -1). Colour is the group the concept leans to.
+    When the table has the optional ``score_ci_low`` / ``score_ci_high`` columns, a dark rule
+    behind each bar (which is then drawn translucent) spans the 95% interval of the score.
     """
-    frame = lean.assign(label=_labels(lean))
+    intervals = has_interval(lean, "score")
+    frame = _with_interval_text(_with_interval_text(lean, "score"), "cosine")
+    frame = frame.assign(label=_labels(frame))
     order = frame.sort_values("score", ascending=False)["label"].tolist()
-    peak = float(frame["score"].abs().max()) if len(frame) else 0.0
+    extent = ["score", "score_ci_low", "score_ci_high"] if intervals else ["score"]
+    peak = float(frame[extent].abs().max().max()) if len(frame) else 0.0
     span = max(1.0, math.ceil(peak * 2 - 1e-9) / 2) if math.isfinite(peak) else 1.0
-    x = alt.X(
-        "score:Q",
-        title=[
-            "lean score",
-            f"−1 = {negative_group} mean · 0 = midpoint · +1 = {positive_group} mean",
-        ],
-        scale=alt.Scale(domain=[-span, span], nice=False),
-        axis=alt.Axis(
-            values=_ticks(span),
-            labelExpr="(datum.value > 0 ? '+' : '') + format(datum.value, '.2~f')",
-        ),
-    )
+
+    def x(field: str) -> alt.X:
+        return alt.X(
+            f"{field}:Q",
+            title=[
+                "lean score",
+                f"−1 = {negative_group} mean · 0 = midpoint · +1 = {positive_group} mean",
+            ],
+            scale=alt.Scale(domain=[-span, span], nice=False),
+            axis=alt.Axis(
+                values=_ticks(span),
+                labelExpr="(datum.value > 0 ? '+' : '') + format(datum.value, '.2~f')",
+            ),
+        )
+
     y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
     color = alt.Color(
         "toward:N",
@@ -94,13 +133,20 @@ def lean_chart(
         alt.Tooltip("concept:N", title="concept"),
         alt.Tooltip("toward:N", title="leans towards"),
         alt.Tooltip("score:Q", title="lean score", format="+.3f"),
-        alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+    ]
+    if intervals:
+        tooltip.append(alt.Tooltip("score_ci:N", title="95% CI"))
+    tooltip.append(alt.Tooltip("cosine:Q", title="cosine", format="+.3f"))
+    if "cosine_ci" in frame.columns:
+        tooltip.append(alt.Tooltip("cosine_ci:N", title="cosine 95% CI"))
+    tooltip += [
         alt.Tooltip("projection:Q", title="projection", format="+.4g"),
         alt.Tooltip("n_seeds:Q", title="seeds"),
     ]
     base = alt.Chart(_values(frame))
-    bars = base.mark_bar(height={"band": 0.72}, cornerRadiusEnd=2).encode(
-        x=x, x2=alt.datum(0), y=y, color=color, tooltip=tooltip
+    bar_style: dict[str, Any] = {"fillOpacity": 0.55} if intervals else {}
+    bars = base.mark_bar(height={"band": 0.72}, cornerRadiusEnd=2, **bar_style).encode(
+        x=x("score"), x2=alt.datum(0), y=y, color=color, tooltip=tooltip
     )
     marks = pd.DataFrame({"x": [-1.0, 0.0, 1.0], "kind": ["group", "mid", "group"]})
     rules = (
@@ -113,8 +159,16 @@ def lean_chart(
             opacity=alt.condition("datum.kind == 'mid'", alt.value(0.9), alt.value(0.5)),
         )
     )
+    layers: list[Any] = [rules]
+    if intervals:
+        layers.append(
+            base.mark_rule(color=INTERVAL_COLOR, strokeWidth=2, strokeCap="round").encode(
+                x=x("score_ci_low"), x2="score_ci_high:Q", y=y, tooltip=tooltip
+            )
+        )
+    layers.append(bars)
     height = max(60, _ROW_PX * len(order))
-    chart = alt.layer(rules, bars).properties(width=width, height=height)
+    chart = alt.layer(*layers).properties(width=width, height=height)
     return _configure(chart)
 
 
@@ -188,7 +242,7 @@ def defaults_chart(
 
 def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.LayerChart:
     """Concept x group heatmap of cos(H(c) − R, G(group) − R) for one axis."""
-    frame = descriptors.assign(label=_labels(descriptors))
+    frame = _with_interval_text(descriptors, "cosine").assign(label=_labels(descriptors))
     top = frame[frame["rank"] == 1].sort_values(["group", "cosine"], ascending=[True, False])
     order = list(dict.fromkeys(top["label"].tolist() + frame["label"].tolist()))
     return _heatmap(
@@ -206,6 +260,7 @@ def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.Laye
             alt.Tooltip("concept:N", title="concept"),
             alt.Tooltip("group:N", title="group"),
             alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+            *_interval_tooltip(frame),
             alt.Tooltip("rank:Q", title="rank"),
         ],
         symmetric_to_one=False,
@@ -215,8 +270,9 @@ def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.Laye
 def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
     """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows)."""
     order = list(dict.fromkeys(similarity["concept_a"].tolist()))
+    frame = _with_interval_text(similarity, "cosine")
     return _heatmap(
-        similarity,
+        frame,
         x=alt.X(
             "concept_b:N",
             sort=order,
@@ -230,6 +286,7 @@ def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
             alt.Tooltip("concept_a:N", title="concept"),
             alt.Tooltip("concept_b:N", title="with"),
             alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+            *_interval_tooltip(frame),
         ],
         symmetric_to_one=True,
     )
@@ -268,6 +325,11 @@ def _heatmap(
     cell_w = _CELL_PX + 14 if n_x * n_y <= 400 else _CELL_PX
     chart = alt.layer(*layers).properties(width=cell_w * n_x, height=_ROW_PX * max(n_y, 1) + 4)
     return _configure(chart)
+
+
+def _interval_tooltip(frame: pd.DataFrame) -> list[alt.Tooltip]:
+    """The cosine's 95% interval as a tooltip row, when the table has one."""
+    return [alt.Tooltip("cosine_ci:N", title="95% CI")] if "cosine_ci" in frame.columns else []
 
 
 def _ticks(span: float) -> list[float]:

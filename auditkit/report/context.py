@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from auditkit import __version__
 from auditkit.report import charts, inputs
@@ -55,6 +56,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
 
     chart_specs: dict[str, dict[str, Any]] = {}
     model = _model(spec, manifest, summary)
+    bootstrap = _bootstrap(spec, spec_text, tables)
     context: dict[str, Any] = {
         "title": spec.report.title,
         "audit": {"name": spec.name, "description": spec.description, "owner": spec.report.owner},
@@ -66,7 +68,8 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "findings": [str(f) for f in summary.get("findings", [])],
         "strongest": _strongest(summary, tables["axes"]),
         "counts": dict(summary.get("counts", {})),
-        "settings": _settings(spec, manifest),
+        "bootstrap": bootstrap,
+        "settings": _settings(spec, manifest, bootstrap),
         "definitions": _definitions(spec),
         "axes": _axis_sections(tables, chart_specs),
         "defaults": _defaults_sections(tables["defaults"], tables["axes"], chart_specs),
@@ -174,7 +177,46 @@ def _strongest(summary: dict[str, Any], axes: pd.DataFrame | None) -> list[dict[
     return out
 
 
-def _settings(spec: AuditSpec, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _bootstrap(
+    spec: AuditSpec, spec_text: str, tables: dict[str, pd.DataFrame | None]
+) -> dict[str, Any] | None:
+    """The seed bootstrap as run, or None for a run directory from before it existed.
+
+    ``statistics`` is read from the spec as written, not from the parsed model (which fills in a
+    default), so an older run directory is not credited with intervals it never computed.
+    ``intervals`` says whether any result table actually carries 95% interval columns.
+    """
+    raw = yaml.safe_load(spec_text)
+    in_spec = isinstance(raw, dict) and "statistics" in raw
+    measures = {"lean": "score", "descriptors": "cosine", "similarity": "cosine"}
+    intervals = False
+    for name, measure in measures.items():
+        frame = tables.get(name)
+        intervals = intervals or (frame is not None and charts.has_interval(frame, measure))
+    if not in_spec and not intervals:
+        return None
+    resamples = int(spec.statistics.bootstrap_resamples) if in_spec else None
+    seed = int(spec.statistics.seed) if in_spec else None
+    status = missing = None
+    if resamples == 0:
+        status = "off: no confidence intervals"
+        missing = "the spec turned the seed bootstrap off (statistics.bootstrap_resamples: 0)"
+    elif not intervals and len(spec.seed_list) < 2:
+        status = "not computed: one seed gives nothing to resample"
+        missing = "the seed bootstrap needs at least two seeds and this run had one"
+    return {
+        "resamples": resamples,
+        "seed": seed,
+        "n_seeds": len(spec.seed_list),
+        "intervals": intervals,
+        "status": status,
+        "missing": missing,
+    }
+
+
+def _settings(
+    spec: AuditSpec, manifest: dict[str, Any], bootstrap: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     seeds = spec.seed_list
     shown = ", ".join(str(s) for s in seeds[:12]) + (" …" if len(seeds) > 12 else "")
     probe_steps = "all" if spec.probe.steps == "all" else ", ".join(map(str, spec.probe.steps))
@@ -182,6 +224,14 @@ def _settings(spec: AuditSpec, manifest: dict[str, Any]) -> list[dict[str, Any]]
         centring = f"base prompt “{spec.centring.base_prompt}”"
     else:
         centring = "mean latent of the compared set"
+    statistics: list[tuple[str, Any]] = []
+    if bootstrap is not None and bootstrap["resamples"] is not None:
+        resamples = f"{bootstrap['resamples']:,}"
+        if bootstrap["status"]:
+            resamples += f" ({bootstrap['status']})"
+        elif bootstrap["intervals"]:
+            resamples += " (seeds resampled together for all prompts; 95% intervals)"
+        statistics = [("Bootstrap resamples", resamples), ("Bootstrap seed", bootstrap["seed"])]
     return [
         {
             "title": "Model and sampling",
@@ -206,6 +256,7 @@ def _settings(spec: AuditSpec, manifest: dict[str, Any]) -> list[dict[str, Any]]
                 ("Guidance half", spec.probe.guidance_half),
                 ("Stored dtype", spec.probe.store_dtype),
                 ("Seeds", f"{len(seeds)} ({shown}), the same for every prompt"),
+                *statistics,
                 ("Centring reference", centring),
                 ("Analyses", ", ".join(spec.analyses)),
             ],
@@ -246,6 +297,7 @@ def _axis_sections(
         info = _axis_info(axes, name)
         chart_id = f"lean-{index}"
         chart_specs[chart_id] = charts.lean_chart(rows, pos, neg).to_dict()
+        intervals = charts.has_interval(rows, "score")
         steps_id = None
         if steps is not None and (steps["axis"] == name).any():
             steps_id = f"steps-{index}"
@@ -261,13 +313,29 @@ def _axis_sections(
                 "step_consistency": info.get("step_consistency"),
                 "chart_id": chart_id,
                 "steps_chart_id": steps_id,
-                "rows": _records(
-                    rows, ["concept_set", "concept", "toward", "score", "cosine", "projection"]
-                ),
+                "rows": _lean_rows(rows, intervals),
+                "intervals": intervals,
                 "n_seeds": int(rows["n_seeds"].max()),
             }
         )
     return sections
+
+
+def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
+    columns = ["concept_set", "concept", "toward", "score", "cosine", "projection"]
+    if not intervals:
+        return _records(rows, columns)
+    records = _records(rows, [*columns, "score_ci_low", "score_ci_high"])
+    for record in records:
+        record["clear_of_zero"] = _clear_of_zero(record["score_ci_low"], record["score_ci_high"])
+    return records
+
+
+def _clear_of_zero(low: float | None, high: float | None) -> bool | None:
+    """True when the whole interval lies on one side of 0, None when it is missing."""
+    if low is None or high is None:
+        return None
+    return low > 0 or high < 0
 
 
 def _axis_info(axes: pd.DataFrame | None, name: str) -> dict[str, Any]:
@@ -332,6 +400,7 @@ def _descriptor_sections(
         groups = _groups(part, axes, name)
         chart_id = f"descriptors-{index}"
         chart_specs[chart_id] = charts.descriptor_heatmap(part, groups).to_dict()
+        intervals = charts.has_interval(part, "cosine")
         rows = []
         for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
             ranked = block.sort_values("rank")
@@ -340,12 +409,25 @@ def _descriptor_sections(
                     "concept_set": cset,
                     "concept": concept,
                     "ranking": [
-                        {"group": str(r.group), "cosine": _num(r.cosine)}
-                        for r in ranked.itertuples()
+                        {
+                            "group": str(r["group"]),
+                            "cosine": _num(r["cosine"]),
+                            "ci_low": _num(r["cosine_ci_low"]) if intervals else None,
+                            "ci_high": _num(r["cosine_ci_high"]) if intervals else None,
+                        }
+                        for _, r in ranked.iterrows()
                     ],
                 }
             )
-        sections.append({"axis": name, "groups": groups, "chart_id": chart_id, "rows": rows})
+        sections.append(
+            {
+                "axis": name,
+                "groups": groups,
+                "chart_id": chart_id,
+                "rows": rows,
+                "intervals": intervals,
+            }
+        )
     return sections
 
 

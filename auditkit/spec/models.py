@@ -136,6 +136,13 @@ class AxisSpec(_Frozen):
             "doctor'); defaults to each group's first term."
         ),
     )
+    defaults: bool = Field(
+        True,
+        description=(
+            "Include this axis in the defaults analysis (it adds one marked prompt per group, "
+            "concept and template)."
+        ),
+    )
 
     @field_validator("templates")
     @classmethod
