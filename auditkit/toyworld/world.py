@@ -227,22 +227,12 @@ def planted_rates(variant: Variant) -> dict[str, dict[str, float]]:
     }
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties sharing their average rank: (#smaller + #not-larger + 1) / 2."""
-    ordered = np.sort(values)
-    below = np.searchsorted(ordered, values, side="left")
-    return (below + np.searchsorted(ordered, values, side="right") + 1) / 2.0
-
-
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman rank correlation of two equal-length sequences; None when either is constant."""
-    rx = _average_ranks(np.asarray(x, dtype=np.float64))
-    ry = _average_ranks(np.asarray(y, dtype=np.float64))
-    if len(rx) != len(ry):
-        raise ValueError("x and y must have the same length")
-    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+    from auditkit.analyze.stats import spearman
+
+    rho = spearman(x, y)
+    return None if np.isnan(rho) else rho
 
 
 def write_planted_rates(path: Path, variant: Variant) -> Path:
