@@ -20,6 +20,7 @@ from auditkit.analyze.measures import (
     reference,
     step_consistency,
 )
+from auditkit.analyze.robustness import add_robustness
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.spec.models import AuditSpec, fill
@@ -99,6 +100,7 @@ def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResult
     results.tables["axes"] = _axes_table(latents, layout)
     if "lean" in spec.analyses:
         results.tables["lean"] = _lean_table(H, layout, len(latents.seeds))
+        add_robustness(results.tables["lean"], H, layout)
         if latents.aggregation == "per_step" and len(latents.steps) > 1:
             results.tables["steps"] = _steps_table(latents, layout)
     if "defaults" in spec.analyses:

@@ -97,10 +97,16 @@ def write_model_card(folder: Path) -> Path:
             f"`{quality['captioner']['sha256'][:16]}…`), {quality['sampling_steps']} DDIM steps.",
             "",
             f"- Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} "
-            f"seeds, guidance {follow['guidance_scale']}): "
-            + ", ".join(f"{k} {v:.1%}" for k, v in follow["marked"].items())
-            + "; attribute-only prompts: "
-            + ", ".join(f"{k} {v:.1%}" for k, v in follow["attribute_only"].items())
+            f"seeds, guidance {follow['guidance_scale']}), share of images read as the "
+            "prompted value: "
+            + "; ".join(
+                f"{label} " + ", ".join(f"{k} {v:.1%}" for k, v in follow[kind].items())
+                for kind, label in (
+                    ("one_attribute_marked", "one attribute marked ('a woman doctor'):"),
+                    ("fully_marked", "all three marked ('a young dark woman doctor'):"),
+                    ("attribute_only", "attributes alone ('a woman'):"),
+                )
+            )
             + ".",
             f"- Output rates at guidance 1 ({at_one['seeds_per_prompt']} seeds per "
             f"occupation): largest error against the planted rate "

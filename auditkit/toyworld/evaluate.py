@@ -72,25 +72,33 @@ def prompt_following(
     for (gender, skin, age), occupation in itertools.product(combos, OCCUPATIONS):
         cases.append(({"gender": gender, "skin": skin, "age": age}, occupation))
     for attribute, options in ATTRIBUTES.items():
+        for option, occupation in itertools.product(options, OCCUPATIONS):
+            cases.append(({attribute: option}, occupation))
+    for attribute, options in ATTRIBUTES.items():
         for option in options:
             cases.append(({attribute: option}, None))
     prompts = [template.replace("{term}", _term(v, occ)) for v, occ in cases]
     images = generate(pipe, prompts, list(range(seeds)), guidance_scale=guidance_scale, steps=steps)
     readings = captioner.read(images)
-    hits: dict[str, list[bool]] = {a: [] for a in (*ATTRIBUTES, "occupation")}
-    single: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    kinds = ("fully_marked", "one_attribute_marked", "attribute_only")
+    hits: dict[str, dict[str, list[bool]]] = {
+        k: {a: [] for a in (*ATTRIBUTES, "occupation")} for k in kinds
+    }
     for i, (values, job) in enumerate(cases):
+        kind = "attribute_only" if job is None else kinds[0 if len(values) == 3 else 1]
         for reading in readings[i * seeds : (i + 1) * seeds]:
             for attribute, value in values.items():
-                (hits if job else single)[attribute].append(reading[attribute] == value)
+                hits[kind][attribute].append(reading[attribute] == value)
             if job:
-                hits["occupation"].append(reading["occupation"] == job)
+                hits[kind]["occupation"].append(reading["occupation"] == job)
     return {
         "prompts": len(prompts),
         "seeds_per_prompt": seeds,
         "guidance_scale": guidance_scale,
-        "marked": {a: round(float(np.mean(v)), 4) for a, v in hits.items()},
-        "attribute_only": {a: round(float(np.mean(v)), 4) for a, v in single.items()},
+        **{
+            kind: {a: round(float(np.mean(v)), 4) for a, v in table.items() if v}
+            for kind, table in hits.items()
+        },
     }
 
 
