@@ -104,7 +104,9 @@ def build_text_encoder(config: TrainConfig, tokenizer: Any) -> Any:
 
 
 def build_unet(config: TrainConfig) -> Any:
-    """A two-level cross-attention U-Net on 8 x 8 latents (mid block: 128 x 4 x 4)."""
+    """A two-level U-Net with cross-attention at both levels on 8 x 8 latents (4.3 M parameters;
+    mid block output 128 x 4 x 4). With cross-attention at the 8 x 8 level only (3.2 M), 2,400
+    steps left gender followed on only 75% of images of prompts such as 'a man nurse'."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -112,8 +114,8 @@ def build_unet(config: TrainConfig) -> Any:
         in_channels=4,
         out_channels=4,
         block_out_channels=config.unet_channels,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         mid_block_type="UNetMidBlock2DCrossAttn",
         layers_per_block=1,
         cross_attention_dim=config.text_width,
