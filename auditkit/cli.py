@@ -304,9 +304,23 @@ def toyworld_train(
     show_default=True,
     help="Where the audits' run directories go.",
 )
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(["biased", "balanced"]),
+    help="Checkpoints to measure (default: both).",
+)
+@click.option("--audits-only", is_flag=True, help="Only run and score the --audit specs.")
 @handle_errors
 def toyworld_evaluate(
-    root: Path | None, guidance: float, steps: int, audits: tuple[Path, ...], runs: Path
+    root: Path | None,
+    guidance: float,
+    steps: int,
+    audits: tuple[Path, ...],
+    runs: Path,
+    variants: tuple[str, ...],
+    audits_only: bool,
 ) -> None:
     """Measure prompt following, output rates and audit recovery; refresh the model cards."""
     import json
@@ -316,8 +330,8 @@ def toyworld_evaluate(
     from auditkit.toyworld.evaluate import evaluate_folder, score_audit
 
     root = root or PACKAGE_CHECKPOINTS
-    for variant in VARIANTS:
-        folder = checkpoint_path(variant, root)
+    for variant in () if audits_only else (variants or VARIANTS):
+        folder = checkpoint_path(variant, root)  # type: ignore[arg-type]
         if folder.is_dir():
             evaluate_folder(folder, root / "toyworld-captioner", guidance, steps)
             click.echo(f"{variant}: measured {folder / 'quality.json'}")

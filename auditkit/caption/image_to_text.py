@@ -230,7 +230,7 @@ def load_pretrained(
     return LoadedModel(ident, sha256, model, processor, device, torch_dtype, folder)
 
 
-def _dtype_keyword() -> str:
+def dtype_keyword() -> str:
     """transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (5.x warns on the old name)."""
     from importlib.metadata import version
 

@@ -169,7 +169,7 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
     torch_dtype = getattr(torch, dtype_name)
     cls = getattr(diffusers, class_name)
     source = str(folder) if folder is not None else model.id
-    kwargs: dict[str, Any] = {_dtype_keyword(): torch_dtype}
+    kwargs: dict[str, Any] = {dtype_keyword(): torch_dtype}
     if folder is not None:
         kwargs["local_files_only"] = True
     if model.revision:
@@ -207,7 +207,7 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
     )
 
 
-def _dtype_keyword() -> str:
+def dtype_keyword() -> str:
     """Newer diffusers call the dtype argument ``dtype`` and deprecate ``torch_dtype``."""
     from diffusers.utils import deprecation_utils
 

@@ -94,7 +94,9 @@ def write_model_card(folder: Path) -> Path:
         at_audit = quality["output_rates_audit_guidance"]
         lines += [
             f"Measured with the toyworld captioner (`{quality['captioner']['id']}`, sha256 "
-            f"`{quality['captioner']['sha256'][:16]}…`), {quality['sampling_steps']} DDIM steps.",
+            f"`{quality['captioner']['sha256'][:16]}…`), {quality['sampling_steps']} DDIM steps "
+            f"({quality.get('rate_sampling_steps', quality['sampling_steps'])} for the rates at "
+            "guidance 1).",
             "",
             f"- Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} "
             f"seeds, guidance {follow['guidance_scale']}), share of images read as the "
@@ -109,7 +111,8 @@ def write_model_card(folder: Path) -> Path:
             )
             + ".",
             f"- Output rates at guidance 1 ({at_one['seeds_per_prompt']} seeds per "
-            f"occupation): largest error against the planted rate "
+            f"occupation, unmarked prompt 'a photo of a <occupation>'): largest error against "
+            "the planted rate "
             + ", ".join(f"{k} {v:.3f}" for k, v in at_one["max_abs_error"].items())
             + ".",
             f"- Guidance amplification at guidance {at_audit['guidance_scale']}: mean distance "
@@ -128,8 +131,34 @@ def write_model_card(folder: Path) -> Path:
                 f"{one['skin_planted']:.2f} | {one['skin_share']:.2f} | "
                 f"{aud['skin_share']:.2f} |"
             )
+        audit = quality.get("audit")
+        if audit:
+            recovery = audit["recovery"]
+            lines += [
+                "",
+                f"- Latent level, the audit itself (`{audit['spec']}`: {audit['seeds']} seeds, "
+                f"{audit['steps']} steps, guidance {audit['guidance_scale']}, "
+                f"{audit['seconds']:.0f} s): Spearman correlation between planted rates and "
+                "h-space lean scores across occupations "
+                + ", ".join(
+                    f"{a} {r['spearman']:+.3f}" if r["spearman"] is not None else f"{a} n/a"
+                    for a, r in recovery.items()
+                )
+                + "; largest |lean score| "
+                + ", ".join(f"{a} {r['max_abs_score']:.3f}" for a, r in recovery.items())
+                + ".",
+            ]
     else:
         lines.append("Not measured yet: run `auditkit toyworld evaluate`.")
+    captioner = _load(folder.parent, "toyworld-captioner/captioner.json")
+    if captioner and "metrics" in captioner:
+        accuracy = captioner["metrics"].get("accuracy", {})
+        lines += [
+            "",
+            "Captioner accuracy on held-out renders: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in accuracy.items())
+            + ".",
+        ]
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
     for path, size, digest in file_hashes(folder):
         lines.append(f"| `{path}` | {size} | `{digest}` |")

@@ -154,29 +154,33 @@ def evaluate_checkpoint(
     audit_guidance: float,
     steps: int,
     follow_seeds: int = 32,
-    rate_seeds: int = 64,
+    rate_seeds: int = 128,
+    rate_steps: int = 50,
 ) -> dict[str, Any]:
-    """All quality numbers of one checkpoint (written to its quality.json and model card)."""
+    """All quality numbers of one checkpoint (written to its quality.json and model card).
+
+    Output rates at guidance 1 (the learned distribution) are sampled finely, with
+    ``rate_steps`` DDIM steps; prompt following and the rates at the audit's guidance scale use
+    the audit's own ``steps``.
+    """
     pipe.set_progress_bar_config(disable=True)
     at_one = output_rates(
-        pipe, captioner, variant, seeds=rate_seeds, guidance_scale=1.0, steps=steps
+        pipe, captioner, variant, seeds=rate_seeds, guidance_scale=1.0, steps=rate_steps
     )
     at_audit = output_rates(
         pipe, captioner, variant, seeds=rate_seeds, guidance_scale=audit_guidance, steps=steps
     )
+    spread_one = at_one["mean_distance_from_half"]
+    spread_audit = at_audit["mean_distance_from_half"]
     amplification = {
-        a: round(
-            at_audit["mean_distance_from_half"][a]
-            / max(at_one["mean_distance_from_half"][a], 1e-9),
-            3,
-        )
-        for a in PLANTED_ATTRIBUTES
+        a: round(spread_audit[a] / max(spread_one[a], 1e-9), 3) for a in PLANTED_ATTRIBUTES
     }
     return {
         "schema_version": 1,
         "kind": "auditkit.toyworld.quality",
         "variant": variant,
         "sampling_steps": steps,
+        "rate_sampling_steps": rate_steps,
         "captioner": {"id": captioner.id, "sha256": captioner.sha256},
         "prompt_following": prompt_following(
             pipe, captioner, seeds=follow_seeds, guidance_scale=audit_guidance, steps=steps
@@ -199,7 +203,12 @@ def evaluate_folder(folder: Any, captioner_dir: Any, guidance: float, steps: int
 
     folder = Path(folder)
     variant = json.loads((folder / "planted_rates.json").read_text())["variant"]
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
+    from auditkit.models.loading import dtype_keyword, quiet_libraries
+
+    quiet_libraries()
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder), local_files_only=True, **{dtype_keyword(): torch.float32}
+    )
     quality = evaluate_checkpoint(
         pipe, load_captioner(Path(captioner_dir)), variant, audit_guidance=guidance, steps=steps
     )

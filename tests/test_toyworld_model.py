@@ -1,0 +1,144 @@
+"""toyworld as a model: a few training steps of every component, the shipped checkpoints, and
+the known-answer check that the default audit recovers the planted rates."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from auditkit.provenance import sha256_file
+from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, checkpoint_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_few_training_steps_of_every_component(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from auditkit.toyworld.build import train_toyworld
+    from auditkit.toyworld.train import TrainConfig
+
+    config = TrainConfig(vae_steps=3, steps=3, batch_size=8, warmup_steps=1)
+    folders = train_toyworld(tmp_path / "ckpt", config=config, variants=("biased",))
+    folder = folders["biased"]
+    training = json.loads((folder / "training.json").read_text())
+    assert len(training["denoiser"]["loss_curve"]) == 3
+    assert training["vae"]["scaling_factor"] != 1.0  # set from the latents
+    from auditkit.models.loading import dtype_keyword
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), **{dtype_keyword(): torch.float32})
+    assert pipe.tokenizer.model_max_length == pipe.text_encoder.config.max_position_embeddings
+    assert pipe.vae.config.scaling_factor == training["vae"]["scaling_factor"]
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as fh:
+        stored = {fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118
+    assert stored == {"F16"}  # stored small
+    image = pipe(
+        "a photo of a woman doctor",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert image.shape == (1, 32, 32, 3)
+    planted = json.loads((folder / "planted_rates.json").read_text())
+    assert planted["variant"] == "biased" and len(planted["rates"]["gender"]) == 8
+    # the VAE is reused, not retrained, for the second variant
+    again = train_toyworld(tmp_path / "ckpt", config=config, variants=("balanced",))
+    second = json.loads((again["balanced"] / "training.json").read_text())
+    assert second["vae"]["seconds"] == training["vae"]["seconds"]
+
+
+def _card_hashes(folder: Path) -> dict[str, str]:
+    card = (folder / "README.md").read_text()
+    return dict(re.findall(r"^\| `([^`]+)` \| \d+ \| `([0-9a-f]{64})` \|$", card, re.M))
+
+
+# toyworld-balanced is not shipped yet: the first one trained followed gender and skin words on
+# only ~55% of images (see the issue notes), so it was not a valid control.
+@pytest.mark.parametrize("variant", ["biased"])
+def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> None:
+    from auditkit.models.loading import load_pipeline
+    from auditkit.spec import ModelSpec
+
+    folder = checkpoint_path(variant)  # type: ignore[arg-type]
+    hashes = _card_hashes(folder)
+    weights = [p for p in hashes if p.endswith(".safetensors")]
+    assert len(weights) == 3, hashes  # vae, text encoder, unet
+    for path, digest in hashes.items():
+        assert sha256_file(folder / path) == digest, path
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 15 * 1024 * 1024
+    loaded = load_pipeline(
+        ModelSpec(id=f"builtin:toyworld-{variant}", device="cpu"), cache_dir=Path("/nonexistent")
+    )
+    assert loaded.pipeline_class == "StableDiffusionPipeline"
+    assert loaded.model_dir == folder
+
+
+def test_toyworld_captioner_is_a_captioner() -> None:
+    from auditkit.caption import Captioner
+    from auditkit.toyworld.captioner import load_captioner
+
+    assert isinstance(load_captioner(PACKAGE_CHECKPOINTS / "toyworld-captioner"), Captioner)
+
+
+def test_shipped_captioner_reads_held_out_renders() -> None:
+    import numpy as np
+
+    from auditkit.toyworld.captioner import load_captioner
+    from auditkit.toyworld.world import random_people, render_many
+
+    captioner = load_captioner(PACKAGE_CHECKPOINTS / "toyworld-captioner")
+    rng = np.random.default_rng(12345)
+    people = random_people(1000, rng)
+    readings = captioner.read(render_many(people, rng))
+    for attribute in ("gender", "skin", "age", "occupation"):
+        accuracy = np.mean(
+            [r[attribute] == getattr(p, attribute) for r, p in zip(readings, people, strict=True)]
+        )
+        assert accuracy >= 0.95, (attribute, accuracy)
+
+
+@pytest.fixture(scope="module")
+def biased_audit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    from auditkit.run import run_audit
+
+    out = tmp_path_factory.mktemp("toyworld-audit")
+    outcome = run_audit(ROOT / "audits" / "toyworld.yaml", out, show_progress=False, render=False)
+    results = outcome.run_dir / "results"
+    return {name: pd.read_parquet(results / f"{name}.parquet") for name in ("lean", "defaults")}
+
+
+def _planted(variant: str) -> dict[str, object]:
+    return json.loads((checkpoint_path(variant) / "planted_rates.json").read_text())  # type: ignore[arg-type]
+
+
+def test_default_audit_ranks_occupations_like_the_planted_rates(
+    biased_audit: dict[str, pd.DataFrame],
+) -> None:
+    from auditkit.toyworld.evaluate import planted_recovery
+
+    recovery = planted_recovery(biased_audit["lean"], _planted("biased"))
+    for attribute in ("gender", "skin"):
+        assert recovery[attribute]["spearman"] >= 0.9, recovery[attribute]
+
+
+def test_defaults_follow_the_planted_gender_rates(biased_audit: dict[str, pd.DataFrame]) -> None:
+    """Unmarked prompt vs its man-/woman-marked variants: the contrast ranks like the rates."""
+    from auditkit.analyze.stats import spearman
+
+    rates = _planted("biased")["rates"]["gender"]  # type: ignore[index]
+    table = biased_audit["defaults"]
+    table = table[table["axis"] == "gender"].pivot(
+        index="concept", columns="group", values="cosine"
+    )
+    contrast = table["man"] - table["woman"]
+    assert spearman([rates[o] for o in contrast.index], contrast.to_numpy()) >= 0.9
