@@ -54,6 +54,15 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where builtin models are built (default ~/.cache/auditkit).",
+)
+"""The ``--cache-dir`` option shared by the commands that load a model."""
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditkit")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -92,12 +101,7 @@ def schema() -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--device", default=None, help="Device to estimate time for (default: the spec's).")
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where builtin models are built (default ~/.cache/auditkit).",
-)
+@cache_dir_option
 @handle_errors
 def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
@@ -146,12 +150,7 @@ def _bytes(count: float) -> str:
     required=True,
     help="Run directory (created; an existing one is resumed).",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where builtin models are built (default ~/.cache/auditkit).",
-)
+@cache_dir_option
 @click.option("--no-progress", is_flag=True, help="Do not print progress.")
 @handle_errors
 def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) -> None:
@@ -200,12 +199,7 @@ def report(run_dir: Path, formats: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--filter", "pattern", default="", help="Only paths containing this text.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where builtin models are built (default ~/.cache/auditkit).",
-)
+@cache_dir_option
 @handle_errors
 def hooks(spec: Path, pattern: str, cache_dir: Path | None) -> None:
     """List the module paths of SPEC's pipeline that probe.hook can name."""

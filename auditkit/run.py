@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditkit.errors import AuditkitError, UsageError
+from auditkit.errors import UsageError
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import (
     hash_model_files,
@@ -204,9 +203,4 @@ def load_run_spec(run_dir: Path) -> AuditSpec:
     return load_spec(path)
 
 
-def log(message: str) -> None:
-    """One line of status on stderr."""
-    print(message, file=sys.stderr)
-
-
-__all__ = ["AuditkitError", "RunOutcome", "default_cache_dir", "load_run_spec", "run_audit"]
+__all__ = ["RunOutcome", "default_cache_dir", "load_run_spec", "run_audit"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditkit.plan import AuditPlan, prompt_id
+from auditkit.plan import prompt_id
 from auditkit.spec.models import AuditSpec, fill
 
 
@@ -86,12 +86,6 @@ def build_layout(spec: AuditSpec, rows: dict[str, int]) -> AuditLayout:
                         ]
     base = row(spec.centring.base_prompt) if spec.centring.reference == "base" else None
     return AuditLayout(base, axes, concepts, marked, spec.centring.reference)
-
-
-def layout_for(spec: AuditSpec, plan: AuditPlan, prompt_ids: tuple[str, ...]) -> AuditLayout:
-    """Layout over the row order of a :class:`LatentSet`."""
-    del plan  # the prompt ids already fix the order
-    return build_layout(spec, {pid: i for i, pid in enumerate(prompt_ids)})
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
