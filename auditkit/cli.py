@@ -243,6 +243,19 @@ def toyworld() -> None:
     show_default=True,
     help="Captioner training steps (0: keep the existing captioner).",
 )
+@click.option(
+    "--vae-from",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Reuse the VAE of this checkpoint folder instead of training one.",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Device for the denoiser training (cpu, cuda, cuda:1, ...).",
+)
+@click.option("--threads", default=2, show_default=True, help="CPU threads torch may use.")
 @handle_errors
 def toyworld_train(
     out_root: Path | None,
@@ -251,8 +264,11 @@ def toyworld_train(
     steps: int,
     vae_steps: int,
     captioner_steps: int,
+    vae_from: Path | None,
+    device: str,
+    threads: int,
 ) -> None:
-    """Render the world and train captioner, VAE, text encoder and U-Net on the CPU."""
+    """Render the world and train captioner, VAE, text encoder and U-Net (CPU by default)."""
     from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, train_toyworld
     from auditkit.toyworld.captioner import save_captioner, train_captioner
     from auditkit.toyworld.train import TrainConfig
@@ -262,9 +278,15 @@ def toyworld_train(
         captioner, metrics = train_captioner(steps=captioner_steps, seed=seed, num_threads=1)
         save_captioner(captioner, root / "toyworld-captioner")
         click.echo(f"captioner: held-out accuracy {metrics}")
-    config = TrainConfig(seed=seed, steps=steps, vae_steps=vae_steps)
+    from auditkit.models.loading import resolve_device
+
+    device = resolve_device(device)
+    config = TrainConfig(
+        seed=seed, steps=steps, vae_steps=vae_steps, device=device, threads=threads
+    )
     chosen = tuple(variants) or ("biased", "balanced")
-    for variant, folder in train_toyworld(root, variants=chosen, config=config).items():  # type: ignore[arg-type]
+    trained = train_toyworld(root, variants=chosen, config=config, vae_from=vae_from)  # type: ignore[arg-type]
+    for variant, folder in trained.items():
         click.echo(f"{variant}: {folder}")
 
 
@@ -306,6 +328,7 @@ def toyworld_train(
     help="Checkpoints to measure (default: both).",
 )
 @click.option("--audits-only", is_flag=True, help="Only run and score the --audit specs.")
+@click.option("--device", default="cpu", show_default=True, help="Device for the sampling.")
 @handle_errors
 def toyworld_evaluate(
     root: Path | None,
@@ -315,19 +338,22 @@ def toyworld_evaluate(
     runs: Path,
     variants: tuple[str, ...],
     audits_only: bool,
+    device: str,
 ) -> None:
     """Measure prompt following, output rates and audit recovery; refresh the model cards."""
     import json
 
+    from auditkit.models.loading import resolve_device
     from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, VARIANTS, checkpoint_path
     from auditkit.toyworld.card import write_model_card
     from auditkit.toyworld.evaluate import evaluate_folder, score_audit
 
+    device = resolve_device(device)
     root = root or PACKAGE_CHECKPOINTS
     for variant in () if audits_only else (variants or VARIANTS):
         folder = checkpoint_path(variant, root)  # type: ignore[arg-type]
         if folder.is_dir():
-            evaluate_folder(folder, root / "toyworld-captioner", guidance, steps)
+            evaluate_folder(folder, root / "toyworld-captioner", guidance, steps, device=device)
             click.echo(f"{variant}: measured {folder / 'quality.json'}")
     for spec in audits:
         folder, record = score_audit(spec, runs, root)

@@ -148,7 +148,7 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
     if spec.centring.reference == "base":
         base = spec.centring.base_prompt
         add(base, "base", "", "", "", base)
-    for axis in spec.axes:
+    for axis in spec.analysis_axes:
         for group, terms in axis.groups.items():
             for template in axis.templates:
                 for term in terms:
@@ -158,7 +158,7 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
             for term in cset.terms:
                 add(fill(template, term), "concept", cset.name, "", term, template)
     if "defaults" in spec.analyses:
-        for axis in (a for a in spec.axes if a.defaults):
+        for axis in (a for a in spec.analysis_axes if a.defaults):
             for cset in spec.concepts:
                 for group in axis.groups:
                     marker = axis.marker(group)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditkit.errors import UsageError
 from auditkit.plan import AuditPlan, plan_audit
@@ -18,6 +18,9 @@ from auditkit.provenance import (
     write_json_atomic,
 )
 from auditkit.spec import AuditSpec, dump_spec, load_spec, spec_hash
+
+if TYPE_CHECKING:
+    from auditkit.models.loading import LoadedPipeline
 
 
 @dataclass
@@ -42,7 +45,8 @@ def run_audit(
     show_progress: bool = True,
     render: bool = True,
 ) -> RunOutcome:
-    """Plan, extract (skipping finished units), analyze and report into ``out_dir``."""
+    """Plan, extract (skipping finished units), caption when the spec asks (skipping captioned
+    units), analyze and report into ``out_dir``."""
     if not isinstance(spec, AuditSpec):
         spec = load_spec(spec)
     run_dir = Path(out_dir)
@@ -61,7 +65,8 @@ def run_audit(
     )
     write_json_atomic(run_dir / "manifest.json", manifest)
     try:
-        _extract(spec, plan, run_dir, manifest, previous, cache_dir, show_progress)
+        loaded = _extract(spec, plan, run_dir, manifest, previous, cache_dir, show_progress)
+        _caption(spec, plan, run_dir, manifest, loaded, cache_dir, show_progress)
         _analyze(spec, plan, run_dir, manifest)
     except BaseException as exc:
         manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -98,7 +103,8 @@ def _extract(
     previous: dict[str, Any] | None,
     cache_dir: Path,
     show_progress: bool,
-) -> None:
+) -> LoadedPipeline | None:
+    """Extract pending units; return the pipeline if it had to be loaded (for captioning)."""
     from auditkit.extract.store import ActivationStore
 
     store = ActivationStore(run_dir / "activations")
@@ -123,9 +129,21 @@ def _extract(
             "model_loaded": False,
         }
         write_json_atomic(run_dir / "manifest.json", manifest)
-        return
+        return None
 
     from auditkit.extract.runner import extract_activations
+
+    loaded = _load_model(spec, plan, run_dir, manifest, cache_dir)
+    stats = extract_activations(loaded, spec, plan, store, show_progress=show_progress)
+    manifest["stages"]["extract"] = {**stats.to_json(), "model_loaded": True}
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return loaded
+
+
+def _load_model(
+    spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any], cache_dir: Path
+) -> LoadedPipeline:
+    """Load the pipeline and record its provenance in the manifest."""
     from auditkit.models.loading import load_pipeline
 
     loaded = load_pipeline(spec.model, cache_dir=cache_dir)
@@ -142,8 +160,47 @@ def _extract(
         "files": _model_files(loaded.model_dir, spec),
     }
     write_json_atomic(run_dir / "manifest.json", manifest)
-    stats = extract_activations(loaded, spec, plan, store, show_progress=show_progress)
-    manifest["stages"]["extract"] = {**stats.to_json(), "model_loaded": True}
+    return loaded
+
+
+def _caption(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    loaded: LoadedPipeline | None,
+    cache_dir: Path,
+    show_progress: bool,
+) -> None:
+    """Caption the selected units; the pipeline is loaded only if some are missing."""
+    from auditkit.caption import stage
+    from auditkit.models.loading import load_pipeline
+
+    if spec.captions is None:
+        return
+    captioner = stage.load_spec_captioner(spec.captions.captioner)
+    record = stage.captioner_record(spec.captions.captioner, captioner)
+    manifest["captioner"] = record
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    used: list[LoadedPipeline] = []
+
+    def pipeline() -> LoadedPipeline:
+        # When extraction was already complete the manifest keeps the provenance of the run
+        # that did it (same extraction fingerprint); where this pass ran is in stages.caption.
+        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
+        return used[-1]
+
+    stats = stage.caption_images(
+        spec,
+        plan,
+        run_dir / "captions",
+        captioner,
+        record,
+        pipeline=pipeline,
+        show_progress=show_progress,
+    )
+    where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+    manifest["stages"]["caption"] = {**stats.to_json(), **where, "captioner_key": record["key"]}
     write_json_atomic(run_dir / "manifest.json", manifest)
 
 

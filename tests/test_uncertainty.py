@@ -115,3 +115,61 @@ def test_intervals_cover_the_true_score_in_simulated_audits() -> None:
             )
     coverage = float(np.mean(covered))
     assert 0.90 <= coverage <= 0.99, coverage
+
+
+def test_defaults_margin_interval_matches_a_direct_recomputation() -> None:
+    """The margin interval equals quantiles of margins recomputed from resampled seed means
+    with the measures module (no inner-product shortcut), and brackets the point estimate."""
+    from auditkit.analyze.measures import build_layout, default_cosines, reference
+
+    text = SPEC.replace("analyses: [lean]", "analyses: [lean, defaults]").replace(
+        "groups: {man: [man], woman: [woman]}",
+        "groups: {man: [man], woman: [woman]}\n    markers: {man: man, woman: woman}",
+    )
+    spec = parse_spec(text)
+    plan = plan_audit(spec)
+    latents, _ = _simulate_with_marked(spec, np.random.default_rng(3))
+    table = analyze(spec, plan, latents)["defaults"]
+    assert {"margin_ci_low", "margin_ci_high", "cosine_ci_low", "cosine_ci_high"} <= set(table)
+    assert (table["margin_ci_low"] <= table["margin"] + 1e-9).all()
+    assert (table["margin"] <= table["margin_ci_high"] + 1e-9).all()
+    # direct recomputation with the same resamples
+    layout = build_layout(spec, latents.row_map())
+    weights = bootstrap_weights(
+        len(latents.seeds),
+        spec.statistics.bootstrap_resamples,
+        np.random.default_rng(spec.statistics.seed),
+    )
+    cset = layout.concepts[0]
+    row = table[(table["concept"] == "doctor") & (table["rank"] == 1)].iloc[0]
+    margins = []
+    for w in weights:
+        H = np.einsum("n,pnd->pd", w, latents.per_seed.astype(np.float64))
+        sims = default_cosines(
+            H,
+            cset.terms["doctor"],
+            {g: layout.marked[("gender", "jobs", g, "doctor")] for g in ("man", "woman")},
+            reference(H, layout, cset),
+        )
+        other = "woman" if row["group"] == "man" else "man"
+        margins.append(sims[row["group"]] - sims[other])
+    low, high = np.quantile(margins, [0.025, 0.975])
+    assert row["margin_ci_low"] == pytest.approx(low, abs=1e-6)
+    assert row["margin_ci_high"] == pytest.approx(high, abs=1e-6)
+
+
+def _simulate_with_marked(spec, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """Like _simulate, with marked prompts near their concept plus a group offset."""
+    plan = plan_audit(spec)
+    ids = tuple(dict.fromkeys(u.prompt_id for u in plan.units))
+    prompts = {p.prompt_id: p for p in plan.prompts}
+    means = rng.normal(size=(len(ids), D))
+    for i, pid in enumerate(ids):
+        if prompts[pid].role == "marked":
+            means[i] *= 0.5
+    noise = rng.normal(scale=0.8, size=(len(ids), len(spec.seed_list), D))
+    per_seed = (means[:, None, :] + noise).astype(np.float32)
+    latents = LatentSet(
+        ids, tuple(spec.seed_list), per_seed, per_seed.mean(1, keepdims=True), (0,), (1.0,), "mean"
+    )
+    return latents, means

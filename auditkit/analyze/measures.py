@@ -65,7 +65,7 @@ def build_layout(spec: AuditSpec, rows: dict[str, int]) -> AuditLayout:
                 for g, terms in axis.groups.items()
             },
         )
-        for axis in spec.axes
+        for axis in spec.analysis_axes
     )
     concepts = tuple(
         ConceptLayout(
@@ -77,7 +77,7 @@ def build_layout(spec: AuditSpec, rows: dict[str, int]) -> AuditLayout:
     )
     marked: dict[tuple[str, str, str, str], list[int]] = {}
     if "defaults" in spec.analyses:
-        for axis in (a for a in spec.axes if a.defaults):
+        for axis in (a for a in spec.analysis_axes if a.defaults):
             for cs in spec.concepts:
                 for g in axis.groups:
                     for c in cs.terms:

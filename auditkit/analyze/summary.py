@@ -41,10 +41,14 @@ def summarize(
                     "concept": r.concept,
                     "score": _num(r.score),
                     "toward": r.toward,
+                    **_labels(r),
                 }
                 for r in ordered.head(5).itertuples()
             ]
             findings.append(_lean_sentence(str(row.axis), rows, ordered))
+            if "significant" in rows.columns:
+                entry["significance"] = _significance_entry(rows)
+                findings.append(_significance_sentence(str(row.axis), rows))
         axes_out.append(entry)
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
@@ -74,6 +78,7 @@ def summarize(
         },
         "axes": axes_out,
         "findings": findings,
+        "leans": _lean_records(lean_table),
         "counts": {
             "prompts": len(prompts),
             "units": len(prompts) * len(spec.seed_list),
@@ -95,6 +100,75 @@ def _lean_sentence(axis: str, rows: pd.DataFrame, ordered: pd.DataFrame) -> str:
         f"Along '{axis}', {n_pos} of {len(rows)} concepts lean towards '{pos}'; the strongest "
         f"lean is '{top.concept}' towards '{top.toward}' (score {top.score:+.3f}, where ±1 "
         f"is the distance from the midpoint to a group's mean)."
+    )
+
+
+def _labels(row: Any) -> dict[str, Any]:
+    """Plain-language labels of one lean row (only those the table can support)."""
+    out: dict[str, Any] = {}
+    if hasattr(row, "significant"):
+        out["significant"] = bool(row.significant)
+        out["q_value"] = _num(row.q_value)
+        out["label"] = "significant" if row.significant else "not significant"
+    if hasattr(row, "fragile"):
+        out["fragile"] = bool(row.fragile)
+    return out
+
+
+def _lean_records(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Every lean with its interval and labels: what a CI system or a gate reads."""
+    if lean is None or lean.empty:
+        return []
+    records = []
+    for r in lean.itertuples():
+        record: dict[str, Any] = {
+            "axis": r.axis,
+            "concept_set": r.concept_set,
+            "concept": r.concept,
+            "toward": r.toward,
+            "score": _num(r.score),
+            "cosine": _num(r.cosine),
+        }
+        if hasattr(r, "score_ci_low"):
+            record["score_ci"] = [_num(r.score_ci_low), _num(r.score_ci_high)]
+        if hasattr(r, "p_value"):
+            record["p_value"] = _num(r.p_value)
+        record.update(_labels(r))
+        records.append(record)
+    return records
+
+
+def _significance_entry(rows: pd.DataFrame) -> dict[str, Any]:
+    tested = rows["p_value"].notna()
+    return {
+        "tested": int(tested.sum()),
+        "significant": int(rows["significant"].sum()),
+        "null_model": str(rows["null_model"].iloc[0]) if len(rows) else None,
+    }
+
+
+def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
+    tested = rows[rows["p_value"].notna()]
+    if tested.empty:
+        return (
+            f"Along '{axis}', no lean could be tested for significance (one seed, or fewer "
+            "than three concepts for the vocabulary null)."
+        )
+    hits = tested[tested["significant"]].sort_values("q_value")
+    if hits.empty:
+        return (
+            f"Along '{axis}', no lean is significant: none stands out from its null model "
+            "after correction for multiple testing."
+        )
+    names = ", ".join(f"'{r.concept}' towards '{r.toward}'" for r in hits.head(5).itertuples())
+    more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
+    fragile = int(hits["fragile"].sum()) if "fragile" in hits.columns else 0
+    caveat = (
+        f" ({fragile} of them fragile: the sign depends on wording or centring)" if fragile else ""
+    )
+    return (
+        f"Along '{axis}', {len(hits)} of {len(tested)} leans are significant "
+        f"(false discovery rate controlled across the audit): {names}{more}{caveat}."
     )
 
 

@@ -21,6 +21,7 @@ from auditkit.analyze.measures import (
     step_consistency,
 )
 from auditkit.analyze.robustness import add_robustness
+from auditkit.analyze.significance import add_significance
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.spec.models import AuditSpec, fill
@@ -116,6 +117,16 @@ def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResult
         resamples=spec.statistics.bootstrap_resamples,
         seed=spec.statistics.seed,
     )
+    if "lean" in results:
+        add_significance(
+            results.tables["lean"],
+            H,
+            layout,
+            latents.per_seed,
+            alpha=spec.statistics.alpha,
+            null=spec.statistics.null_model,
+            seed=spec.statistics.seed,
+        )
     return results
 
 
@@ -221,7 +232,7 @@ def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
 
 def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
     records = []
-    axis_specs = {a.name: a for a in spec.axes}
+    axis_specs = {a.name: a for a in spec.analysis_axes}
     for axis in layout.axes:
         axis_spec = axis_specs[axis.name]
         if not axis_spec.defaults:

@@ -65,8 +65,13 @@ def add_bootstrap_intervals(
     for chunk in _chunks(weights):
         Q = inner_products(basis, resampled_grams(K, chunk))
         for name, frame in tables.items():
+            if frame.empty:
+                continue
+            if name == "defaults":
+                collected.setdefault(name, []).append(_defaults_samples(frame, layout, basis, Q))
+                continue
             extractor = _EXTRACTORS.get(name)
-            if extractor is not None and not frame.empty:
+            if extractor is not None:
                 collected.setdefault(name, []).append(extractor(frame, basis, Q))
     for name, parts in collected.items():
         samples = np.concatenate(parts, axis=0)  # [B, rows, measures]
@@ -88,6 +93,47 @@ def _lean_samples(frame: pd.DataFrame, basis: VectorBasis, Q: np.ndarray) -> np.
         )
         out[:, i, 0] = score
         out[:, i, 1] = cosine
+    return out
+
+
+def _defaults_samples(
+    frame: pd.DataFrame, layout: AuditLayout, basis: VectorBasis, Q: np.ndarray
+) -> np.ndarray:
+    """Per row: the resampled cosine of the group's marked variant, and the resampled margin
+    of the concept's point-estimate default (rank 1) over the best other group, which turns
+    negative in resamples where the default flips."""
+    out = np.empty((Q.shape[0], len(frame), 2))
+    cosines: dict[tuple[str, str, str, str], np.ndarray] = {}
+    sets = {c.name: c for c in layout.concepts}
+    for row in frame.itertuples():
+        key = (str(row.axis), str(row.concept_set), str(row.group), str(row.concept))
+        unmarked = sets[key[1]].terms[key[3]]
+        ref = basis[("ref", key[1])]
+        cosines[key] = np.mean(
+            [
+                centred_cosine(Q, basis[("row", str(u))], basis[("row", str(m))], ref)
+                for u, m in zip(unmarked, layout.marked[key], strict=True)
+            ],
+            axis=0,
+        )
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    firsts: dict[tuple[str, str, str], str] = {}
+    for row in frame.itertuples():
+        concept_key = (str(row.axis), str(row.concept_set), str(row.concept))
+        groups.setdefault(concept_key, []).append(str(row.group))
+        if int(str(row.rank)) == 1:
+            firsts[concept_key] = str(row.group)
+    for i, row in enumerate(frame.itertuples()):
+        axis, set_name, concept = str(row.axis), str(row.concept_set), str(row.concept)
+        out[:, i, 0] = cosines[(axis, set_name, str(row.group), concept)]
+        first = firsts[(axis, set_name, concept)]
+        others = [
+            cosines[(axis, set_name, g, concept)]
+            for g in groups[(axis, set_name, concept)]
+            if g != first
+        ]
+        best_other = np.max(np.stack(others), axis=0) if others else np.zeros(Q.shape[0])
+        out[:, i, 1] = cosines[(axis, set_name, first, concept)] - best_other
     return out
 
 
@@ -117,6 +163,7 @@ def _similarity_samples(frame: pd.DataFrame, basis: VectorBasis, Q: np.ndarray) 
 
 _COLUMNS = {
     "lean": ("score", "cosine"),
+    "defaults": ("cosine", "margin"),
     "descriptors": ("cosine",),
     "similarity": ("cosine",),
 }

@@ -1,14 +1,18 @@
 """Stage 3: run the pipeline over pending work units and store their h.
 
-Each unit's initial noise comes from its own seeded CPU generator, so its result does not depend
-on the batch size or on which units share its batch. The VAE decode is skipped
-(``output_type="latent"``): only the denoiser's internals are needed.
+Each unit's initial noise comes from its own seeded CPU generator, and that same generator then
+feeds any noise the scheduler draws between steps (LCM's multi-step sampling), so a unit's result
+does not depend on the batch size, on which units share its batch, or on torch's global RNG. The
+VAE decode is skipped (``output_type="latent"``): only the denoiser's internals are needed.
+:func:`pipeline_inputs` is shared with the captioning stage, which samples the same trajectories
+again and decodes them.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +43,43 @@ class ExtractStats:
         return dict(self.__dict__)
 
 
-def initial_noise(pipe: Any, seed: int, resolution: int) -> torch.Tensor:
-    """The unit's starting latent, from its own CPU generator (float32, [C, h, w])."""
+def unit_noise(pipe: Any, seed: int, resolution: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The unit's starting latent (float32, [C, h, w]) and its CPU generator, left positioned
+    just after that latent so the scheduler's own noise continues the same seeded stream."""
     denoiser = pipe.unet
     channels = int(denoiser.config.in_channels)
     side = resolution // int(pipe.vae_scale_factor)
     generator = torch.Generator("cpu").manual_seed(int(seed))
-    return torch.randn((channels, side, side), generator=generator, dtype=torch.float32)
+    noise = torch.randn((channels, side, side), generator=generator, dtype=torch.float32)
+    return noise, generator
+
+
+def initial_noise(pipe: Any, seed: int, resolution: int) -> torch.Tensor:
+    """The unit's starting latent, from its own CPU generator (float32, [C, h, w])."""
+    return unit_noise(pipe, seed, resolution)[0]
+
+
+def pipeline_inputs(
+    loaded: LoadedPipeline, spec: AuditSpec, units: Sequence[WorkUnit]
+) -> dict[str, Any]:
+    """Keyword arguments of one pipeline call over ``units``, all but ``output_type``.
+
+    Extraction and captioning both call the pipeline with exactly these, so the image a
+    caption reads comes from the trajectory whose h was stored. One generator per unit (a
+    list, which diffusers splits per sample) keeps step noise independent of the batch.
+    """
+    pipe = loaded.pipe
+    pairs = [unit_noise(pipe, u.seed, spec.model.resolution) for u in units]
+    latents = torch.stack([noise for noise, _ in pairs])
+    return {
+        "prompt": [u.prompt for u in units],
+        "latents": latents.to(device=loaded.device, dtype=getattr(torch, loaded.dtype)),
+        "generator": [generator for _, generator in pairs],
+        "num_inference_steps": spec.model.steps,
+        "guidance_scale": spec.model.guidance_scale,
+        "height": spec.model.resolution,
+        "width": spec.model.resolution,
+    }
 
 
 def pending_units(plan: AuditPlan, store: ActivationStore) -> list[WorkUnit]:
@@ -74,11 +108,9 @@ def extract_activations(
     if keep is not None and not keep:
         keep = {steps - 1}
     store_dtype = getattr(torch, spec.probe.store_dtype)
-    dtype = getattr(torch, loaded.dtype)
     progress = Progress("extract", len(todo), enabled=show_progress)
     for start in range(0, len(todo), spec.batch_size):
         batch = todo[start : start + spec.batch_size]
-        latents = torch.stack([initial_noise(pipe, u.seed, spec.model.resolution) for u in batch])
         with (
             torch.inference_mode(),
             capture_h(
@@ -91,15 +123,7 @@ def extract_activations(
                 store_dtype=store_dtype,
             ) as session,
         ):
-            pipe(
-                prompt=[u.prompt for u in batch],
-                latents=latents.to(device=loaded.device, dtype=dtype),
-                num_inference_steps=steps,
-                guidance_scale=spec.model.guidance_scale,
-                height=spec.model.resolution,
-                width=spec.model.resolution,
-                output_type="latent",
-            )
+            pipe(**pipeline_inputs(loaded, spec, batch), output_type="latent")
         captures = session.by_step(spec.probe.guidance_half)
         if not captures:
             raise RuntimeError(f"hook point {spec.probe.hook!r} was never called")

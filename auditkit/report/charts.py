@@ -12,6 +12,7 @@ import math
 from typing import Any, Final, Literal
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 POSITIVE_COLOR = "#1f5f9e"
@@ -75,6 +76,20 @@ def _with_interval_text(frame: pd.DataFrame, measure: str) -> pd.DataFrame:
         for low, high in zip(frame[f"{measure}_ci_low"], frame[f"{measure}_ci_high"], strict=True)
     ]
     return frame.assign(**{f"{measure}_ci": text})
+
+
+def finding_text(row: Any) -> str:
+    """Plain words for a lean's significance test (and fragility, when known)."""
+    q = getattr(row, "q_value", float("nan"))
+    if q is None or not math.isfinite(float(q)):
+        text = "not tested (no null axes)"
+    elif bool(row.significant):
+        text = f"significant (q = {float(q):.3g})"
+    else:
+        text = f"not significant (q = {float(q):.3g})"
+    if bool(getattr(row, "fragile", False)):
+        text += "; fragile"
+    return text
 
 
 def _configure(chart: Any) -> Any:
@@ -143,6 +158,10 @@ def lean_chart(
         alt.Tooltip("projection:Q", title="projection", format="+.4g"),
         alt.Tooltip("n_seeds:Q", title="seeds"),
     ]
+    tested = "significant" in frame.columns
+    if tested:
+        frame = frame.assign(finding=[finding_text(r) for r in frame.itertuples()])
+        tooltip.append(alt.Tooltip("finding:N", title="finding"))
     base = alt.Chart(_values(frame))
     bar_style: dict[str, Any] = {"fillOpacity": 0.55} if intervals else {}
     bars = base.mark_bar(height={"band": 0.72}, cornerRadiusEnd=2, **bar_style).encode(
@@ -167,6 +186,18 @@ def lean_chart(
             )
         )
     layers.append(bars)
+    if tested:  # a star just past the end of each significant lean (and its interval)
+        stars = frame[frame["significant"].astype(bool)]
+        if not stars.empty:
+            reach = stars[[c for c in extent if c in stars.columns]]
+            tip = np.where(stars["score"] >= 0, reach.max(axis=1), reach.min(axis=1))
+            offset = np.where(stars["score"] >= 0, 0.06 * span, -0.06 * span)
+            stars = stars.assign(star_x=np.clip(tip + offset, -span, span))
+            layers.append(
+                alt.Chart(_values(stars))
+                .mark_text(text="★", fontSize=11, color=INTERVAL_COLOR, baseline="middle")
+                .encode(x=alt.X("star_x:Q"), y=y, tooltip=tooltip)
+            )
     height = max(60, _ROW_PX * len(order))
     chart = alt.layer(*layers).properties(width=width, height=height)
     return _configure(chart)

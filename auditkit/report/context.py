@@ -69,6 +69,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "strongest": _strongest(summary, tables["axes"]),
         "counts": dict(summary.get("counts", {})),
         "bootstrap": bootstrap,
+        "significance": _significance(spec, tables["lean"]),
         "settings": _settings(spec, manifest, bootstrap),
         "definitions": _definitions(spec),
         "axes": _axis_sections(tables, chart_specs),
@@ -274,7 +275,7 @@ def _definitions(spec: AuditSpec) -> dict[str, Any]:
                 for g, terms in a.groups.items()
             ],
         }
-        for a in spec.axes
+        for a in spec.analysis_axes
     ]
     concepts = [
         {"name": c.name, "templates": list(c.templates), "terms": list(c.terms)}
@@ -315,19 +316,52 @@ def _axis_sections(
                 "steps_chart_id": steps_id,
                 "rows": _lean_rows(rows, intervals),
                 "intervals": intervals,
+                "tested": "significant" in rows.columns,
                 "n_seeds": int(rows["n_seeds"].max()),
             }
         )
     return sections
 
 
+def _finding_short(row: Any) -> str:
+    """'★ significant', 'not significant' or 'not tested', with ', fragile' when it is."""
+    q = _num(row.q_value)
+    text = (
+        "not tested" if q is None else ("★ significant" if row.significant else "not significant")
+    )
+    return text + (", fragile" if bool(getattr(row, "fragile", False)) else "")
+
+
+def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] | None:
+    """Audit-wide numbers of the null-model test, or None for runs without it."""
+    if lean is None or "significant" not in lean.columns:
+        return None
+    tested = lean["p_value"].notna()
+    return {
+        "alpha": spec.statistics.alpha,
+        "tested": int(tested.sum()),
+        "significant": int(lean["significant"].sum()),
+        "null_model": str(spec.statistics.null_model),
+    }
+
+
 def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
     columns = ["concept_set", "concept", "toward", "score", "cosine", "projection"]
-    if not intervals:
-        return _records(rows, columns)
-    records = _records(rows, [*columns, "score_ci_low", "score_ci_high"])
-    for record in records:
-        record["clear_of_zero"] = _clear_of_zero(record["score_ci_low"], record["score_ci_high"])
+    if intervals:
+        columns += ["score_ci_low", "score_ci_high"]
+    records = _records(rows, columns)
+    tested = "significant" in rows.columns
+    fragile = "fragile" in rows.columns
+    for record, row in zip(records, rows.itertuples(), strict=True):
+        if intervals:
+            record["clear_of_zero"] = _clear_of_zero(
+                record["score_ci_low"], record["score_ci_high"]
+            )
+        record["finding"] = charts.finding_text(row) if tested else None
+        record["q_value"] = _num(row.q_value) if tested else None
+        record["finding_short"] = _finding_short(row) if tested else None
+        record["significant"] = bool(row.significant) if tested else None
+        record["fragile"] = bool(row.fragile) if fragile else None
     return records
 
 

@@ -61,12 +61,21 @@ def parse_spec(text: str, *, source: str = "spec", base_dir: Path | None = None)
 
 def _resolve_model_path(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
     model = data.get("model")
-    if base_dir is None or not isinstance(model, dict):
+    if base_dir is None:
         return data
-    model_id = model.get("id")
-    if isinstance(model_id, str) and model_id.startswith((".", "/", "~")):
-        resolved = (base_dir / Path(model_id).expanduser()).resolve()
-        data = {**data, "model": {**model, "id": str(resolved)}}
+    if isinstance(model, dict):
+        model_id = model.get("id")
+        if isinstance(model_id, str) and model_id.startswith((".", "/", "~")):
+            resolved = (base_dir / Path(model_id).expanduser()).resolve()
+            data = {**data, "model": {**model, "id": str(resolved)}}
+    captions = data.get("captions")
+    captioner = captions.get("captioner") if isinstance(captions, dict) else None
+    if isinstance(captions, dict) and isinstance(captioner, dict):
+        source = captioner.get("id")
+        if isinstance(source, str) and source.startswith((".", "/", "~")):
+            resolved = (base_dir / Path(source).expanduser()).resolve()
+            captioner = {**captioner, "id": str(resolved)}
+            data = {**data, "captions": {**captions, "captioner": captioner}}
     return data
 
 
@@ -153,12 +162,21 @@ def _format_path(parts: list[str]) -> str:
     return out
 
 
+def _resolved(spec: AuditSpec) -> dict[str, Any]:
+    """The spec with defaults filled in; an absent optional section (``captions``) stays absent,
+    so adding that section to the format left the hash of every earlier spec unchanged."""
+    data = spec.model_dump(mode="json")
+    if data.get("captions") is None:
+        data.pop("captions", None)
+    return data
+
+
 def spec_hash(spec: AuditSpec) -> str:
     """sha256 of the spec's canonical JSON (defaults filled in)."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(_resolved(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def dump_spec(spec: AuditSpec) -> str:
     """The resolved spec (defaults filled in) as YAML."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(_resolved(spec), sort_keys=False, allow_unicode=True)

@@ -5,10 +5,13 @@ Every field carries a description, which ``auditkit schema`` prints as part of t
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SPEC_VERSION = 1
 """The newest spec version this auditkit reads."""
@@ -238,6 +241,19 @@ class StatisticsSpec(_Frozen):
         description="Seed-bootstrap resamples for confidence intervals (0 turns them off).",
     )
     seed: int = Field(0, ge=0, description="Seed of the bootstrap's random generator.")
+    alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="False discovery rate for calling a lean significant (Benjamini-Hochberg "
+        "across every axis and concept of the audit).",
+    )
+    null_model: Literal["labels", "vocabulary"] = Field(
+        "labels",
+        description="Null model of the significance test: 'labels' permutes the group labels "
+        "of each seed (is the lean larger than seed noise?); 'vocabulary' compares with null "
+        "axes made from the audit's other concepts (is the lean specific to the axis?).",
+    )
 
 
 class ReportSpec(_Frozen):
@@ -247,6 +263,208 @@ class ReportSpec(_Frozen):
     owner: str = Field("", description="Who is responsible for this audit.")
     formats: list[ReportFormat] = Field(
         default_factory=_default_formats, description="Report formats to write.", min_length=1
+    )
+
+
+CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
+CaptionRole = Literal["concept", "marked", "axis", "base"]
+
+_UNKNOWN_VALUE = "unknown"  # auditkit.caption.image_to_text.UNKNOWN: reserved for "not read"
+_CAPTIONER_OPTIONS = (
+    "revision",
+    "attributes",
+    "prompt",
+    "max_new_tokens",
+    "device",
+    "dtype",
+    "trust_remote_code",
+)
+
+
+def _default_caption_roles() -> list[CaptionRole]:
+    return ["concept"]
+
+
+class CaptionerSpec(_Frozen):
+    """The model that reads generated images; it has biases of its own, so runs record it."""
+
+    kind: CaptionerKind = Field(
+        description=(
+            "'toyworld': the small CNN shipped for the toyworld models (reads gender, skin, age "
+            "and occupation); 'image-to-text': a transformers captioning model (BLIP family), "
+            "attributes read from the caption by keyword; 'clip': CLIP zero-shot detection "
+            "with label prompts."
+        )
+    )
+    id: NonEmptyStr | None = Field(
+        None,
+        description=(
+            "Hub id or local model folder (relative paths are resolved against the spec file). "
+            "Required for 'image-to-text' and 'clip'; 'toyworld' defaults to the shipped "
+            "captioner."
+        ),
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    attributes: dict[Name, dict[Name, list[NonEmptyStr]]] | None = Field(
+        None,
+        description=(
+            "Attribute -> value -> words. 'image-to-text': keywords searched in the caption "
+            "(default: gender and age words); 'clip': label prompts, required, at least two "
+            "values per attribute. 'unknown' is reserved and cannot name a value."
+        ),
+    )
+    prompt: NonEmptyStr | None = Field(
+        None,
+        description="'image-to-text' only: text the caption continues ('a photography of').",
+    )
+    max_new_tokens: int = Field(
+        30, ge=1, le=512, description="'image-to-text' only: longest generated caption."
+    )
+    device: str = Field(
+        "auto", description="'auto' (CUDA, else CPU), 'cpu', 'cuda' or 'cuda:N' (not toyworld)."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto' is float16 on CUDA, else float32 (not toyworld)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow custom model code from the captioner's repository."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(
+        cls, value: dict[str, dict[str, list[str]]] | None
+    ) -> dict[str, dict[str, list[str]]] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("names no attribute; leave it out for the default table")
+        for attribute, values in value.items():
+            if not values:
+                raise ValueError(f"attribute {attribute!r} has no values")
+            if _UNKNOWN_VALUE in values:
+                raise ValueError(f"{attribute}: {_UNKNOWN_VALUE!r} is reserved, not a value name")
+        return value
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> CaptionerSpec:
+        # Compared with the defaults, not with the keys given, so the resolved spec (defaults
+        # filled in, as spec.yaml stores it) validates again.
+        fields = type(self).model_fields
+        given = [n for n in _CAPTIONER_OPTIONS if getattr(self, n) != fields[n].default]
+        if self.kind == "toyworld" and given:
+            raise ValueError(f"the toyworld captioner takes no options; remove {given}")
+        if self.kind != "toyworld" and self.id is None:
+            raise ValueError(f"a {self.kind!r} captioner needs 'id' (a model folder or hub id)")
+        if self.kind == "clip":
+            wrong = [n for n in ("prompt", "max_new_tokens") if n in given]
+            if wrong:
+                raise ValueError(f"{wrong} apply to 'image-to-text' captioners, not 'clip'")
+            if self.attributes is None:
+                raise ValueError("a 'clip' captioner needs 'attributes' (its label prompts)")
+            few = sorted(a for a, values in self.attributes.items() if len(values) < 2)
+            if few:
+                raise ValueError(f"clip attributes need at least two values each: {few}")
+        return self
+
+
+class CaptionsSpec(_Frozen):
+    """The optional captioning stage: decode some units' images and read them with a captioner.
+
+    Decoding costs a second sampling pass over the captioned units (the U-Net steps again plus
+    one VAE decode each); extraction itself never decodes.
+    """
+
+    captioner: CaptionerSpec = Field(description="Which captioner reads the images.")
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "How many of the audit's seeds (the first N of its seed list) to decode and caption "
+            "per prompt; default all."
+        ),
+    )
+    roles: list[CaptionRole] = Field(
+        default_factory=_default_caption_roles,
+        min_length=1,
+        description=(
+            "Which prompts get images, by role: 'concept' (the unmarked concept prompts, the "
+            "default), 'marked' (the defaults analysis' marked prompts), 'axis', 'base'."
+        ),
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description=(
+            "Images per pipeline call, per captioner call and per stored chunk (the unit of "
+            "resumption); default the audit's batch_size."
+        ),
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: list[CaptionRole]) -> list[CaptionRole]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a role twice")
+        return value
+
+
+class CrossingSpec(_Frozen):
+    """An intersectional descriptor set: every combination of the groups of two or more axes
+    ("dark woman", "light man", ...), analysed like a k-way axis (descriptor ranking)."""
+
+    name: Name = Field(description="Name of the crossing, e.g. 'gender_x_skin'.")
+    axes: list[Name] = Field(
+        description=(
+            "Axes to cross, in the order their words appear in a prompt: [skin, gender] gives "
+            "'a photo of a dark woman'."
+        ),
+        min_length=2,
+        max_length=4,
+    )
+    templates: list[NonEmptyStr] | None = Field(
+        None, description="Prompt templates (default: the first crossed axis's templates)."
+    )
+
+    @field_validator("axes")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names an axis twice")
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_templates(value)
+
+
+MAX_CROSSING_GROUPS = 64
+"""Largest number of groups (product of the crossed axes' group counts) a crossing may have."""
+
+
+def cross_axes(crossing: CrossingSpec, axes: dict[str, AxisSpec]) -> AxisSpec:
+    """The k-way axis a crossing stands for: one group per combination of groups, named
+    'dark_woman', with every combination of the groups' terms ('dark woman')."""
+    parts = [axes[name] for name in crossing.axes]
+    groups: dict[str, list[str]] = {}
+    for combo in itertools.product(*(list(a.groups.items()) for a in parts)):
+        name = "_".join(group for group, _ in combo)
+        terms = [" ".join(words) for words in itertools.product(*(t for _, t in combo))]
+        groups[name] = terms
+    return AxisSpec(
+        name=crossing.name,
+        templates=list(crossing.templates or parts[0].templates),
+        groups=groups,
+        defaults=False,
     )
 
 
@@ -264,6 +482,10 @@ class AuditSpec(_Frozen):
     batch_size: int = Field(8, ge=1, le=4096, description="Prompt x seed pairs per forward.")
     axes: list[AxisSpec] = Field(description="Demographic axes.", min_length=1)
     concepts: list[ConceptSetSpec] = Field(description="Concept sets.", min_length=1)
+    crossings: list[CrossingSpec] = Field(
+        default_factory=list,
+        description="Intersectional descriptor sets built from the axes (e.g. gender x skin).",
+    )
     centring: CentringSpec = Field(default_factory=lambda: CentringSpec())
     analyses: list[AnalysisName] = Field(
         default_factory=_default_analyses,
@@ -272,6 +494,13 @@ class AuditSpec(_Frozen):
     )
     statistics: StatisticsSpec = Field(default_factory=lambda: StatisticsSpec())
     report: ReportSpec = Field(default_factory=lambda: ReportSpec())
+    captions: CaptionsSpec | None = Field(
+        None,
+        description=(
+            "Decode and caption generated images (the optional captioning stage); absent = off, "
+            "and no image is ever decoded."
+        ),
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -291,10 +520,45 @@ class AuditSpec(_Frozen):
 
     @model_validator(mode="after")
     def _unique_names(self) -> AuditSpec:
-        names = [a.name for a in self.axes] + [c.name for c in self.concepts]
+        names = (
+            [a.name for a in self.axes]
+            + [c.name for c in self.concepts]
+            + [x.name for x in self.crossings]
+        )
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"axis and concept-set names must be unique; repeated: {dupes}")
+            raise ValueError(
+                f"axis, crossing and concept-set names must be unique; repeated: {dupes}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _crossings(self) -> AuditSpec:
+        known = {a.name: a for a in self.axes}
+        for i, crossing in enumerate(self.crossings):
+            for j, name in enumerate(crossing.axes):
+                if name not in known:
+                    message = f"unknown axis {name!r}; the spec's axes are {sorted(known)}"
+                    raise _located_error(("crossings", i, "axes", j), name, message)
+            size = math.prod(len(known[n].groups) for n in crossing.axes)
+            if size > MAX_CROSSING_GROUPS:
+                message = f"gives {size} groups, more than {MAX_CROSSING_GROUPS}"
+                raise _located_error(("crossings", i, "axes"), crossing.axes, message)
+        return self
+
+    @property
+    def analysis_axes(self) -> list[AxisSpec]:
+        """The spec's axes followed by one k-way axis per crossing."""
+        known = {a.name: a for a in self.axes}
+        return [*self.axes, *(cross_axes(x, known) for x in self.crossings)]
+
+    @model_validator(mode="after")
+    def _caption_seeds(self) -> AuditSpec:
+        wanted = self.captions.seeds if self.captions is not None else None
+        if wanted is not None and wanted > len(self.seed_list):
+            # Raised with its own location so the loader points at captions.seeds, not the top.
+            message = f"asks for {wanted} seeds but the audit has {len(self.seed_list)}"
+            raise _located_error(("captions", "seeds"), wanted, message)
         return self
 
     @property
@@ -303,6 +567,13 @@ class AuditSpec(_Frozen):
         if isinstance(self.seeds, int):
             return list(range(self.seeds))
         return list(self.seeds)
+
+
+def _located_error(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError:
+    """A validation error at ``loc`` (a cross-field check would otherwise sit at the top level)."""
+    error = PydanticCustomError("value_error", message)
+    detail = InitErrorDetails(type=error, loc=loc, input=value)
+    return ValidationError.from_exception_data("AuditSpec", [detail])
 
 
 def _check_templates(templates: list[str]) -> list[str]:

@@ -48,14 +48,19 @@ def _config_hash(config: TrainConfig, keys: tuple[str, ...]) -> str:
 _VAE_KEYS = ("seed", "vae_steps", "vae_lr", "vae_kl_weight", "batch_size", "vae_channels")
 
 
-def _shared_parts(config: TrainConfig, work: Path) -> tuple[Any, Any, TrainLog]:
-    """Tokenizer and VAE, reused from ``work`` when already trained with the same settings."""
+def _shared_parts(
+    config: TrainConfig, work: Path, vae_from: Path | None = None
+) -> tuple[Any, Any, TrainLog]:
+    """Tokenizer and VAE: the VAE of the checkpoint ``vae_from`` when given, else the one in
+    ``work`` when already trained with the same settings, else a newly trained one."""
     from diffusers import AutoencoderKL
 
     from auditkit.models.tiny import build_clip_tokenizer
     from auditkit.toyworld.world import vocabulary
 
     tokenizer = build_clip_tokenizer(work / "tokenizer", vocabulary(), model_max_length=MAX_TOKENS)
+    if vae_from is not None:
+        return tokenizer, _checkpoint_vae(vae_from), _checkpoint_vae_log(vae_from)
     vae_dir = work / f"vae-{_config_hash(config, _VAE_KEYS)}"
     log = TrainLog()
     if (vae_dir / "config.json").is_file() and (vae_dir / "log.json").is_file():
@@ -81,12 +86,36 @@ def _shared_parts(config: TrainConfig, work: Path) -> tuple[Any, Any, TrainLog]:
     return tokenizer, vae, log
 
 
+def _checkpoint_vae(folder: Path) -> Any:
+    from diffusers import AutoencoderKL
+
+    if not (folder / "vae" / "config.json").is_file():
+        from auditkit.errors import UsageError
+
+        raise UsageError(f"--vae-from {folder}: no vae/config.json there (not a checkpoint).")
+    vae = AutoencoderKL.from_pretrained(str(folder / "vae"), local_files_only=True)
+    print(f"toyworld: reusing the VAE of {folder}", flush=True)
+    return vae.to(torch.float32).eval().requires_grad_(False)
+
+
+def _checkpoint_vae_log(folder: Path) -> TrainLog:
+    record = folder / "training.json"
+    vae = json.loads(record.read_text())["vae"] if record.is_file() else {}
+    return TrainLog(
+        vae_seconds=float(vae.get("seconds", 0.0)),
+        scaling_factor=float(vae.get("scaling_factor", 1.0)),
+        vae_psnr_db=float(vae.get("psnr_db", 0.0)),
+        vae_loss=list(vae.get("loss_curve", [])),
+    )
+
+
 def train_toyworld(
     out_root: Path,
     *,
     variants: tuple[Variant, ...] = VARIANTS,
     config: TrainConfig | None = None,
     work_dir: Path | None = None,
+    vae_from: Path | None = None,
 ) -> dict[str, Path]:
     """Train and save each variant; return variant -> checkpoint folder."""
     from auditkit.models.loading import quiet_libraries
@@ -97,7 +126,15 @@ def train_toyworld(
     torch.set_num_threads(config.threads)
     work = work_dir or out_root / ".toyworld-work"
     work.mkdir(parents=True, exist_ok=True)
-    tokenizer, vae, shared_log = _shared_parts(config, work)
+    if vae_from is not None:
+        vae_from = vae_from.resolve()  # before a checkpoint of the same name is replaced
+        staged_vae = work / "vae-from-checkpoint"
+        shutil.rmtree(staged_vae, ignore_errors=True)
+        shutil.copytree(vae_from / "vae", staged_vae / "vae")
+        if (vae_from / "training.json").is_file():
+            shutil.copy2(vae_from / "training.json", staged_vae / "training.json")
+        vae_from = staged_vae
+    tokenizer, vae, shared_log = _shared_parts(config, work, vae_from)
     out: dict[str, Path] = {}
     for variant in variants:
         variant_config = replace(config, variant=variant)
@@ -115,12 +152,24 @@ def train_toyworld(
         shutil.rmtree(staging, ignore_errors=True)
         save_pipeline(pipe, staging)
         write_planted_rates(staging / "planted_rates.json", variant)
-        write_json(staging / "training.json", _training_record(variant_config, log, started))
+        record = _training_record(variant_config, log, started)
+        if vae_from is not None:
+            record["vae"]["reused_from_checkpoint"] = True
+        write_json(staging / "training.json", record)
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
         print(f"toyworld: saved {folder}", flush=True)
         out[variant] = folder
     return out
+
+
+def _hardware(device: str) -> str:
+    import os
+    import platform
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA)"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores visible"
 
 
 def _training_record(config: TrainConfig, log: TrainLog, started: float) -> dict[str, Any]:
@@ -153,4 +202,5 @@ def _training_record(config: TrainConfig, log: TrainLog, started: float) -> dict
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "hardware": _hardware(config.device),
     }

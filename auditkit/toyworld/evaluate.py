@@ -191,7 +191,9 @@ def evaluate_checkpoint(
     }
 
 
-def evaluate_folder(folder: Any, captioner_dir: Any, guidance: float, steps: int) -> Any:
+def evaluate_folder(
+    folder: Any, captioner_dir: Any, guidance: float, steps: int, *, device: str = "cpu"
+) -> Any:
     """Evaluate the checkpoint in ``folder``; write quality.json and refresh its model card."""
     import json
     from pathlib import Path
@@ -208,7 +210,7 @@ def evaluate_folder(folder: Any, captioner_dir: Any, guidance: float, steps: int
     quiet_libraries()
     pipe = StableDiffusionPipeline.from_pretrained(
         str(folder), local_files_only=True, **{dtype_keyword(): torch.float32}
-    )
+    ).to(device)
     quality = evaluate_checkpoint(
         pipe, load_captioner(Path(captioner_dir)), variant, audit_guidance=guidance, steps=steps
     )

@@ -47,6 +47,7 @@ class TrainConfig:
     text_width: int = 128
     text_layers: int = 3
     threads: int = 2
+    device: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
         """JSON form for the model card."""
@@ -153,8 +154,9 @@ class EMA:
         """Move the shadow towards ``module``'s current parameters."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for shadow, live in zip(self.shadow.parameters(), module.parameters(), strict=True):
-            shadow.lerp_(live.detach(), 1.0 - decay)
+        shadows: list[torch.Tensor] = list(self.shadow.parameters())
+        lives = [p.detach() for p in module.parameters()]
+        torch._foreach_lerp_(shadows, lives, 1.0 - decay)
 
 
 def _lr_lambda(config: TrainConfig, total: int) -> Callable[[int], float]:
@@ -225,30 +227,36 @@ def train_denoiser(
 
     torch.manual_seed(config.seed + 1)
     rng = np.random.default_rng([config.seed, 2])
-    text_encoder = build_text_encoder(config, tokenizer).train()
-    unet = build_unet(config).train()
+    device = torch.device(config.device)
+    text_encoder = build_text_encoder(config, tokenizer).train().to(device)
+    unet = build_unet(config).train().to(device)
+    vae = vae.to(device)
     scheduler: Any = DDPMScheduler(**noise_schedule())
     params = list(text_encoder.parameters()) + list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, config.steps))
     ema_unet, ema_text = EMA(unet, config.ema_decay), EMA(text_encoder, config.ema_decay)
     scale = float(vae.config.scaling_factor)
+    pending: list[torch.Tensor] = []
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
         batch = sample_training_set(config.batch_size, config.variant, rng)
         captions = ["" if rng.random() < config.caption_dropout else c for c in batch.captions]
         with torch.no_grad():
-            latents = vae.encode(to_tensor(batch.images)).latent_dist.sample() * scale
+            pixels = to_tensor(batch.images).to(device)
+            latents = vae.encode(pixels).latent_dist.sample() * scale
         ids = tokenizer(
             captions,
             padding="max_length",
             max_length=tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
-        ).input_ids
+        ).input_ids.to(device)
         states = text_encoder(ids)[0]
         noise = torch.randn_like(latents)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],))
+        t = torch.randint(
+            0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device
+        )
         noisy = scheduler.add_noise(latents, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=states).sample
         loss = nn.functional.mse_loss(pred, noise)
@@ -259,11 +267,14 @@ def train_denoiser(
         sched.step()
         ema_unet.update(unet)
         ema_text.update(text_encoder)
-        log.loss.append(loss.item())
+        pending.append(loss.detach())
         if step % report_every == 0 or step == config.steps:
+            log.loss.extend(torch.stack(pending).cpu().tolist())  # one device sync per report
+            pending.clear()
             _report("denoiser", step, config.steps, started, float(np.mean(log.loss[-50:])))
     log.seconds = round(time.perf_counter() - started, 1)
-    return ema_text.shadow, ema_unet.shadow
+    vae.to("cpu")
+    return ema_text.shadow.to("cpu"), ema_unet.shadow.to("cpu")
 
 
 def assemble_pipeline(

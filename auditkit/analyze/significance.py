@@ -1,0 +1,205 @@
+"""Null models and multiple testing: which leans are findings, and which are noise?
+
+Two null models give a p-value per (axis, concept); the spec's ``statistics.null_model`` picks one.
+
+``labels`` (default): permuted group labels. At each seed the concept's centred latent is
+projected on that seed's axis contrast; under the null the two groups' labels are
+exchangeable at each seed, so relabelling flips the sign of that seed's projection. The
+p-value compares the observed mean projection with 10,000 random relabellings. It asks:
+*is the lean larger than the seed-to-seed variation of the model's own samples?*
+
+``vocabulary``: null axes from the audit's own vocabulary. Each null axis is the difference
+of two *other* concepts (``teacher − pilot`` when testing ``nurse``) with every demographic
+direction of the audit projected out (the span of all axes' group contrasts), so it cannot
+carry the associations under test even where most concepts share them. The statistic is
+``|cos(c − R, axis)|`` against the pooled ``|cos(c' − R, null axis)|`` of every concept c' of
+the set: *is the concept more aligned with the axis than with arbitrary contrasts between
+concepts?* It is much stricter with few concepts (the null axes then live in the same small
+subspace as the concepts) and needs at least three concepts.
+
+Benjamini–Hochberg adjusts the p-values of every (axis, concept) pair of the audit together,
+and a lean is labelled *significant* when its q-value is below ``statistics.alpha`` **and** the
+seed-bootstrap interval of its cosine excludes 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from auditkit.analyze.measures import (
+    AuditLayout,
+    concept_latents,
+    group_means,
+    reference,
+)
+from auditkit.analyze.stats import benjamini_hochberg
+
+MAX_NULL_PAIRS = 2000
+"""Null axes per (axis, concept) at most; beyond that a seeded random subset is used."""
+
+SIGNIFICANCE_COLUMNS = ["null_model", "p_value", "q_value", "significant"]
+
+
+def _demographic_basis(H: np.ndarray, layout: AuditLayout) -> np.ndarray:
+    """Orthonormal rows spanning every axis's group contrasts (G(g) − mean of the axis's G)."""
+    contrasts = []
+    for axis in layout.axes:
+        means = np.asarray(list(group_means(H, axis).values()), dtype=np.float64)
+        contrasts.extend(means - means.mean(axis=0))
+    if not contrasts:
+        return np.empty((0, H.shape[1]))
+    A = np.asarray(contrasts)
+    _, singular, vt = np.linalg.svd(A, full_matrices=False)
+    keep = singular > singular.max() * 1e-8 if singular.size else np.zeros(0, dtype=bool)
+    return np.asarray(vt[keep])
+
+
+def _cosines(centred: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """|cos| between one vector [D] and each row of ``directions`` [K, D] (0 for zero rows)."""
+    norms = np.linalg.norm(directions, axis=1) * np.linalg.norm(centred)
+    dots = directions @ centred
+    return np.abs(np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0))
+
+
+def null_cosines(
+    H: np.ndarray,
+    layout: AuditLayout,
+    set_name: str,
+    *,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Per concept of ``set_name``: |cos| of its centred latent with every null axis (the
+    difference of two *other* concepts, with every demographic direction projected out)."""
+    concepts: list[tuple[tuple[str, str], np.ndarray]] = [
+        ((cset.name, name), vec)
+        for cset in layout.concepts
+        for name, vec in concept_latents(H, cset).items()
+    ]
+    basis = _demographic_basis(H, layout)
+    vectors = np.asarray([vec for _, vec in concepts], dtype=np.float64)
+    if basis.size:
+        vectors = vectors - (vectors @ basis.T) @ basis
+    cset = next(c for c in layout.concepts if c.name == set_name)
+    ref = reference(H, layout, cset)
+    rng = np.random.default_rng([seed, 7])
+    out: dict[str, np.ndarray] = {}
+    for concept, vec in concept_latents(H, cset).items():
+        allowed = [i for i, (key, _) in enumerate(concepts) if key != (set_name, concept)]
+        pairs = list(itertools.combinations(allowed, 2))
+        if len(pairs) > MAX_NULL_PAIRS:
+            chosen = rng.choice(len(pairs), size=MAX_NULL_PAIRS, replace=False)
+            pairs = [pairs[i] for i in sorted(chosen)]
+        if not pairs:
+            out[concept] = np.empty(0)
+            continue
+        first, second = (np.asarray(side) for side in zip(*pairs, strict=True))
+        out[concept] = _cosines(vec - ref, vectors[first] - vectors[second])
+    return out
+
+
+PERMUTATIONS = 10_000
+"""Random relabellings drawn for the permuted-labels null (p-values resolve to 1e-4)."""
+
+
+def label_null_p_values(
+    lean: pd.DataFrame,
+    layout: AuditLayout,
+    per_seed: np.ndarray,
+    *,
+    seed: int = 0,
+    permutations: int = PERMUTATIONS,
+) -> np.ndarray:
+    """p-values of the permuted-group-labels null, one per lean row.
+
+    Per seed n the statistic is ``t_n = (c_n − R_n)·(A_n − B_n)``: the concept's centred latent
+    and the axis contrast, both from seed n alone. Under the null the concept does not prefer
+    either group, so the labels A and B are exchangeable at each seed and ``t_n`` is symmetric
+    about 0; relabelling a seed flips its sign. The p-value is the share of random relabellings
+    (independent sign flips, the identity included) whose ``|mean t|`` reaches the observed one.
+    Needs two seeds or more (NaN otherwise).
+    """
+    from auditkit.analyze.gram import build_basis, inner_products
+
+    out = np.full(len(lean), np.nan)
+    n_seeds = per_seed.shape[1]
+    if lean.empty or n_seeds < 2:
+        return out
+    basis = build_basis(layout, per_seed.shape[0])
+    X = np.asarray(per_seed, dtype=np.float64)
+    grams = np.einsum("pnd,qnd->npq", X, X, optimize=True)  # one prompt Gram per seed
+    Q = inner_products(basis, grams)  # [N, V, V]
+    rng = np.random.default_rng([seed, 11])
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(permutations, n_seeds))
+    signs[0] = 1.0
+    for i, row in enumerate(lean.itertuples(index=False)):
+        c = basis[("concept", str(row.concept_set), str(row.concept))]
+        r = basis[("ref", str(row.concept_set))]
+        a = basis[("group", str(row.axis), str(row.positive_group))]
+        b = basis[("group", str(row.axis), str(row.negative_group))]
+        t = (Q[:, c, a] - Q[:, c, b]) - (Q[:, r, a] - Q[:, r, b])
+        null = np.abs(signs @ t) / n_seeds
+        observed = abs(float(t.mean()))
+        out[i] = float(np.mean(null >= observed * (1 - 1e-12)))
+    return out
+
+
+def vocabulary_null_p_values(
+    lean: pd.DataFrame, H: np.ndarray, layout: AuditLayout, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """p-values of the null-axes test (and how many null axes each used), one per lean row."""
+    pooled: dict[str, np.ndarray] = {}
+    for set_name in lean["concept_set"].astype(str).unique():
+        per_concept = null_cosines(H, layout, set_name, seed=seed)
+        values = [v for v in per_concept.values() if v.size]
+        pooled[set_name] = np.sort(np.concatenate(values)) if values else np.empty(0)
+    counts = np.zeros(len(lean), dtype=np.int64)
+    p_values = np.full(len(lean), np.nan)
+    observed = np.abs(lean["cosine"].to_numpy(dtype=np.float64))
+    for i, set_name in enumerate(lean["concept_set"].astype(str)):
+        null = pooled[set_name]
+        counts[i] = null.size
+        if null.size:
+            exceed = null.size - np.searchsorted(null, observed[i] - 1e-12, side="left")
+            p_values[i] = (1.0 + exceed) / (1.0 + null.size)
+    return p_values, counts
+
+
+def add_significance(
+    lean: pd.DataFrame,
+    H: np.ndarray,
+    layout: AuditLayout,
+    per_seed: np.ndarray,
+    *,
+    alpha: float,
+    null: str = "labels",
+    seed: int = 0,
+) -> None:
+    """Add ``null_model``, ``p_value``, ``q_value`` and ``significant`` to the lean table.
+
+    ``null`` picks the null model: ``labels`` (permuted group labels per seed, the default) or
+    ``vocabulary`` (null axes from the audit's other concepts). Rows that cannot be tested
+    (one seed; fewer than three concepts for ``vocabulary``) get NaN p- and q-values and
+    ``significant = False``.
+    """
+    if lean.empty:
+        for column in SIGNIFICANCE_COLUMNS:
+            kind = {"significant": "bool", "null_model": "object"}.get(column, "float64")
+            lean[column] = pd.Series(dtype=kind)
+        return
+    if null == "vocabulary":
+        p_values, _ = vocabulary_null_p_values(lean, H, layout, seed=seed)
+    else:
+        p_values = label_null_p_values(lean, layout, per_seed, seed=seed)
+    q_values = benjamini_hochberg(p_values)
+    significant = np.nan_to_num(q_values, nan=1.0) < alpha
+    if {"cosine_ci_low", "cosine_ci_high"} <= set(lean.columns):
+        low = lean["cosine_ci_low"].to_numpy(dtype=np.float64)
+        high = lean["cosine_ci_high"].to_numpy(dtype=np.float64)
+        significant &= (low > 0) | (high < 0)
+    lean["null_model"] = null
+    lean["p_value"] = p_values
+    lean["q_value"] = q_values
+    lean["significant"] = significant

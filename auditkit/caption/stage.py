@@ -1,0 +1,394 @@
+"""Stage 4 (optional): decode the images of selected units and read them with a captioner.
+
+Only when the spec has a ``captions`` section. For each selected (prompt, seed) unit the
+pipeline samples again with the inputs extraction used (:func:`auditkit.extract.runner.
+pipeline_inputs`: the unit's seeded initial noise and generator, the same steps, guidance and
+resolution), this time decoding to pixels, so the image captioned is the one whose h was stored.
+That second pass is the stage's cost: the U-Net steps of every captioned unit again, plus one
+VAE decode and one captioner forward per image.
+
+Captions are stored per unit under a *captioner key* (captioner kind, weights sha256 and every
+option that changes what it reads), in chunks written atomically; an interrupted stage resumes
+with the missing units only, and another captioner gets a folder of its own instead of mixing
+its captions with the old ones. At the end the tidy tables of the current captioner are
+(re)written:
+
+* ``captions/captions.parquet``: one row per (selected prompt occurrence, seed): the caption.
+* ``captions/readings.parquet``: one row per (selected prompt occurrence, seed, attribute).
+* ``captions/captioner.json``: the captioner's kind, id, sha256, key and options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from auditkit.caption import Captioner
+from auditkit.errors import SchemaVersionError
+from auditkit.models.loading import LoadedPipeline
+from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
+from auditkit.progress import Progress
+from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
+from auditkit.spec.models import AuditSpec, CaptionerSpec, CaptionsSpec
+
+CAPTIONS_SCHEMA_VERSION = 1
+CAPTION_COLUMNS = [
+    "unit_id",
+    "prompt_id",
+    "prompt",
+    "role",
+    "set_name",
+    "group",
+    "term",
+    "template",
+    "seed",
+    "caption",
+]
+READING_COLUMNS = [
+    "unit_id",
+    "prompt_id",
+    "role",
+    "concept_set",
+    "concept",
+    "group",
+    "template",
+    "seed",
+    "attribute",
+    "value",
+]
+_CHUNK_COLUMNS = ["unit_id", "prompt_id", "seed", "caption", "readings"]
+_VERSION_KEY = b"auditkit_schema_version"
+
+
+@dataclass
+class CaptionStats:
+    """What one captioning pass did (recorded in the manifest under ``stages.caption``)."""
+
+    units_total: int
+    units_run: int
+    units_skipped: int
+    seconds: float
+    model_loaded: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """Manifest form."""
+        return dict(self.__dict__)
+
+
+def caption_options(spec: CaptionerSpec) -> dict[str, Any]:
+    """Keyword options for :func:`auditkit.caption.models.load_captioner` (none for toyworld)."""
+    if spec.kind == "toyworld":
+        return {}
+    options: dict[str, Any] = {
+        "device": spec.device,
+        "dtype": spec.dtype,
+        "revision": spec.revision,
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    if spec.attributes is not None:
+        options["attributes"] = spec.attributes
+    if spec.kind == "image-to-text":
+        options["prompt"] = spec.prompt
+        options["max_new_tokens"] = spec.max_new_tokens
+    return options
+
+
+def load_spec_captioner(spec: CaptionerSpec) -> Captioner:
+    """Load the captioner a spec names (see :func:`auditkit.caption.models.load_captioner`)."""
+    from auditkit.caption.models import load_captioner
+
+    return load_captioner(spec.kind, spec.id, **caption_options(spec))
+
+
+def captioner_record(spec: CaptionerSpec, captioner: Captioner) -> dict[str, Any]:
+    """Provenance of a loaded captioner; ``key`` addresses its stored captions.
+
+    The key hashes what decides the captions: the kind, the weights' sha256 and the options
+    that change what is read (keywords or label prompts, prompt, length, dtype). Where the
+    weights sit, the device and the revision name do not enter it (the sha256 covers them).
+    """
+    options = caption_options(spec)
+    identity = {k: v for k, v in options.items() if k not in ("device", "revision")}
+    identity.pop("trust_remote_code", None)
+    payload = {"kind": spec.kind, "sha256": captioner.sha256, "options": identity}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {
+        "kind": spec.kind,
+        "id": captioner.id,
+        "sha256": captioner.sha256,
+        "key": hashlib.sha256(text.encode()).hexdigest(),
+        "options": options,
+    }
+
+
+def caption_prompts(spec: AuditSpec, plan: AuditPlan) -> list[PlannedPrompt]:
+    """Planned prompts whose role the captions section selects, in plan order."""
+    captions = _section(spec)
+    return [p for p in plan.prompts if p.role in captions.roles]
+
+
+def select_caption_units(spec: AuditSpec, plan: AuditPlan) -> list[WorkUnit]:
+    """The units to decode and caption: selected roles x the first ``captions.seeds`` seeds."""
+    captions = _section(spec)
+    seeds = set(spec.seed_list[: captions.seeds] if captions.seeds else spec.seed_list)
+    prompt_ids = {p.prompt_id for p in caption_prompts(spec, plan)}
+    return [u for u in plan.units if u.prompt_id in prompt_ids and u.seed in seeds]
+
+
+def generate_images(
+    loaded: LoadedPipeline, spec: AuditSpec, units: Sequence[WorkUnit]
+) -> np.ndarray:
+    """uint8 images [N, H, W, 3] of ``units``, sampled exactly as extraction samples them."""
+    import torch
+
+    from auditkit.extract.runner import pipeline_inputs
+
+    with torch.inference_mode():
+        images = loaded.pipe(**pipeline_inputs(loaded, spec, units), output_type="np").images
+    return (np.clip(np.asarray(images), 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+class CaptionStore:
+    """Per-unit captions of one captioner under ``root/units/<key[:16]>/``, in atomic chunks.
+
+    A chunk is a parquet file of complete rows (unit id, caption, readings as JSON); a unit
+    counts as captioned once a chunk holding it is on disk, so an interrupted stage loses at
+    most the batch in flight.
+    """
+
+    def __init__(self, root: Path, record: dict[str, Any]) -> None:
+        self.root = root
+        self.record = record
+        self.folder = root / "units" / str(record["key"])[:16]
+
+    def rows(self) -> pd.DataFrame:
+        """Every stored unit of this captioner (one row each)."""
+        frames = [_read_versioned(path) for path in sorted(self.folder.glob("chunk-*.parquet"))]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in _CHUNK_COLUMNS})
+        frame = pd.concat(frames, ignore_index=True)
+        return frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
+
+    def completed(self) -> set[str]:
+        """Ids of units this captioner has already read."""
+        return set(self.rows()["unit_id"].astype(str))
+
+    def write_chunk(self, rows: list[dict[str, Any]]) -> None:
+        """Store one batch of rows atomically (its first unit id names the file)."""
+        if not rows:
+            return
+        if not (self.folder / "captioner.json").is_file():
+            write_json_atomic(self.folder / "captioner.json", self.captioner_json())
+        frame = pd.DataFrame(rows, columns=_CHUNK_COLUMNS)
+        path = self.folder / f"chunk-{rows[0]['unit_id']}.parquet"
+        write_bytes_atomic(path, _parquet_bytes(frame, {}))
+
+    def captioner_json(self) -> dict[str, Any]:
+        """The content of ``captioner.json``: the record, versioned."""
+        return {
+            "schema_version": CAPTIONS_SCHEMA_VERSION,
+            "kind": "auditkit.captioner",
+            "captioner": self.record,
+        }
+
+
+def caption_images(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    root: Path,
+    captioner: Captioner,
+    record: dict[str, Any],
+    *,
+    pipeline: Callable[[], LoadedPipeline],
+    show_progress: bool = True,
+) -> CaptionStats:
+    """Caption every selected unit not yet read by this captioner, then write the tables.
+
+    ``pipeline`` is called (once) only when some unit is missing, so a finished stage never
+    loads the diffusion model. ``record`` is :func:`captioner_record` of ``captioner``.
+    """
+    captions = _section(spec)
+    store = CaptionStore(root, record)
+    units = select_caption_units(spec, plan)
+    done = store.completed()
+    todo = [u for u in units if u.unit_id not in done]
+    started = time.perf_counter()
+    stats = CaptionStats(len(units), 0, len(units) - len(todo), 0.0, False)
+    if todo:
+        loaded = pipeline()
+        stats.model_loaded = True
+        size = captions.batch_size or spec.batch_size
+        progress = Progress("caption", len(todo), enabled=show_progress)
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            images = generate_images(loaded, spec, batch)
+            store.write_chunk(_read_batch(captioner, batch, images))
+            stats.units_run += len(batch)
+            progress.advance(len(batch))
+    write_caption_tables(root, store, spec, plan)
+    stats.seconds = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def _read_batch(
+    captioner: Captioner, units: Sequence[WorkUnit], images: np.ndarray
+) -> list[dict[str, Any]]:
+    texts = captioner.caption(images)
+    readings = _readings(captioner, images, texts)
+    if len(texts) != len(units) or len(readings) != len(units):
+        raise RuntimeError(
+            f"captioner {captioner.id!r} returned {len(texts)} captions and {len(readings)} "
+            f"readings for {len(units)} images"
+        )
+    return [
+        {
+            "unit_id": u.unit_id,
+            "prompt_id": u.prompt_id,
+            "seed": int(u.seed),
+            "caption": str(text),
+            "readings": json.dumps({str(k): str(v) for k, v in reading.items()}, sort_keys=True),
+        }
+        for u, text, reading in zip(units, texts, readings, strict=True)
+    ]
+
+
+def _readings(captioner: Captioner, images: np.ndarray, texts: list[str]) -> list[dict[str, str]]:
+    """``captioner.read(images)``; an image-to-text captioner reads the captions just made
+    instead of generating them a second time (what its ``read`` would do)."""
+    from auditkit.caption.image_to_text import ImageToTextCaptioner, read_keywords
+
+    if isinstance(captioner, ImageToTextCaptioner):
+        return [read_keywords(captioner._generated_part(t), captioner.attributes) for t in texts]
+    return captioner.read(images)
+
+
+def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan: AuditPlan) -> None:
+    """(Re)write ``captions.parquet``, ``readings.parquet`` and ``captioner.json`` from the
+    stored chunks of the current captioner, for the currently selected units only."""
+    stored = store.rows().set_index("unit_id")
+    by_prompt: dict[str, list[PlannedPrompt]] = {}
+    for prompt in caption_prompts(spec, plan):
+        by_prompt.setdefault(prompt.prompt_id, []).append(prompt)
+    caption_rows: list[dict[str, Any]] = []
+    reading_rows: list[dict[str, Any]] = []
+    for unit in select_caption_units(spec, plan):
+        row = stored.loc[unit.unit_id]
+        values = json.loads(str(row["readings"]))
+        for p in by_prompt[unit.prompt_id]:
+            caption_rows.append(
+                {
+                    "unit_id": unit.unit_id,
+                    "prompt_id": p.prompt_id,
+                    "prompt": p.prompt,
+                    "role": p.role,
+                    "set_name": p.set_name,
+                    "group": p.group,
+                    "term": p.term,
+                    "template": p.template,
+                    "seed": int(unit.seed),
+                    "caption": str(row["caption"]),
+                }
+            )
+            reading_rows.extend(
+                {
+                    "unit_id": unit.unit_id,
+                    "prompt_id": p.prompt_id,
+                    "role": p.role,
+                    "concept_set": p.set_name,
+                    "concept": p.term,
+                    "group": p.group,
+                    "template": p.template,
+                    "seed": int(unit.seed),
+                    "attribute": attribute,
+                    "value": value,
+                }
+                for attribute, value in values.items()
+            )
+    meta = {"captioner_id": str(store.record["id"]), "captioner_sha256": store.record["sha256"]}
+    tables = {
+        "captions.parquet": _typed(pd.DataFrame(caption_rows, columns=CAPTION_COLUMNS)),
+        "readings.parquet": _typed(pd.DataFrame(reading_rows, columns=READING_COLUMNS)),
+    }
+    for name, frame in tables.items():
+        write_bytes_atomic(root / name, _parquet_bytes(frame, meta))
+    write_json_atomic(root / "captioner.json", store.captioner_json())
+
+
+def read_captions(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The captions and readings tables of a run's ``captions/`` folder and its captioner.
+
+    Raises:
+        FileNotFoundError: the run has no captions.
+        SchemaVersionError: a file was written by a newer auditkit.
+    """
+    record = read_versioned_json(
+        root / "captioner.json", newest=CAPTIONS_SCHEMA_VERSION, kind="captioner"
+    )
+    captions = _read_versioned(root / "captions.parquet")
+    readings = _read_versioned(root / "readings.parquet")
+    return captions, readings, dict(record["captioner"])
+
+
+def _section(spec: AuditSpec) -> CaptionsSpec:
+    if spec.captions is None:
+        raise ValueError("the spec has no captions section: the captioning stage is off")
+    return spec.captions
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Strings as str and ``seed`` as int64, also for an empty table."""
+    for column in frame.columns:
+        frame[column] = frame[column].astype("int64" if column == "seed" else str)
+    return frame
+
+
+def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[_VERSION_KEY] = str(CAPTIONS_SCHEMA_VERSION).encode()
+    metadata.update({f"auditkit_{k}".encode(): v.encode() for k, v in meta.items()})
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buffer)
+    return buffer.getvalue()
+
+
+def _read_versioned(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    version = int((pq.read_schema(path).metadata or {}).get(_VERSION_KEY, b"1"))
+    if version > CAPTIONS_SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} has schema_version {version}; this auditkit reads up to "
+            f"{CAPTIONS_SCHEMA_VERSION}.",
+            hint="upgrade auditkit to read this run directory.",
+        )
+    return pd.read_parquet(path)
+
+
+__all__ = [
+    "CAPTIONS_SCHEMA_VERSION",
+    "CAPTION_COLUMNS",
+    "READING_COLUMNS",
+    "CaptionStats",
+    "CaptionStore",
+    "caption_images",
+    "caption_options",
+    "captioner_record",
+    "generate_images",
+    "load_spec_captioner",
+    "read_captions",
+    "select_caption_units",
+    "write_caption_tables",
+]

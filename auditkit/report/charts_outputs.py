@@ -1,0 +1,217 @@
+"""Report charts for the output side and concept structure: pure DataFrame -> Altair functions.
+
+Companions of :mod:`auditkit.report.charts` (same colours, fonts and inlined data): output
+shares with their intervals against a reference, latent lean against output share, and the
+2-D concept map coloured by cluster. Each reads only the rows it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from auditkit.report.charts import (
+    GROUP_SCHEME,
+    INTERVAL_COLOR,
+    POSITIVE_COLOR,
+    Width,
+    _configure,
+    _group_scale,
+    _labels,
+    _values,
+)
+
+_ROW_PX = 16
+_LABELLED_POINTS = 40
+"""Concept maps with at most this many points name every point beside it."""
+
+
+def share_text(low: Any, high: Any) -> str:
+    """``[low, high]`` of a proportion as percentages; an em dash when missing."""
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        return "—"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    return f"[{lo:.1%}, {hi:.1%}]"
+
+
+def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerChart:
+    """Share of each concept's images read as each group of one attribute, with intervals.
+
+    ``shares`` holds the rows of one attribute from ``output_shares`` or, to draw each
+    concept's reference, from ``compare_to_reference``. A dot per (concept, group) at its
+    share, a rule across its Wilson interval; the reference is a dashed line at the even split
+    1/k when it is uniform (or absent), else a dark tick per group at its reference value.
+    """
+    groups = list(dict.fromkeys(shares["group"].astype(str)))
+    frame = shares.assign(
+        label=_labels(shares),
+        share_ci=[
+            share_text(lo, hi)
+            for lo, hi in zip(shares["share_low"], shares["share_high"], strict=True)
+        ],
+    )
+    order = list(dict.fromkeys(frame["label"]))
+    has_reference = "reference" in frame.columns
+    tooltip = [
+        alt.Tooltip("concept_set:N", title="concept set"),
+        alt.Tooltip("concept:N", title="concept"),
+        alt.Tooltip("group:N", title="read as"),
+        alt.Tooltip("share:Q", title="share", format=".1%"),
+        alt.Tooltip("share_ci:N", title="95% CI"),
+        alt.Tooltip("count:Q", title="images"),
+        alt.Tooltip("n_images:Q", title="of images read"),
+        alt.Tooltip("n_unread:Q", title="unread images"),
+    ]
+    if has_reference:
+        tooltip += [
+            alt.Tooltip("reference:Q", title="reference", format=".1%"),
+            alt.Tooltip("difference:Q", title="share − reference", format="+.1%"),
+        ]
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
+    y_offset = alt.YOffset("group:N", sort=groups)
+
+    def x(field: str) -> alt.X:
+        return alt.X(
+            f"{field}:Q",
+            scale=alt.Scale(domain=[0, 1], nice=False),
+            title="share of images read as each group (dot) with 95% interval (rule)",
+            axis=alt.Axis(format="%"),
+        )
+
+    color = alt.Color("group:N", title="read as", scale=_group_scale(groups), sort=groups)
+    base = alt.Chart(_values(frame)).encode(y=y, yOffset=y_offset)
+    error = base.mark_rule(strokeWidth=2, strokeCap="round", opacity=0.8).encode(
+        x=x("share_low"),
+        x2="share_high:Q",
+        color=color,
+        tooltip=tooltip,
+    )
+    dots = base.mark_point(filled=True, size=55, opacity=1).encode(
+        x=x("share"), color=color, tooltip=tooltip
+    )
+    uniform = not has_reference or bool((frame["reference_kind"] == "uniform").all())
+    if uniform:
+        even = pd.DataFrame({"x": [1.0 / max(1, len(groups))], "what": ["even split"]})
+        reference: Any = (
+            alt.Chart(_values(even))
+            .mark_rule(strokeDash=[4, 3], color="#5b6270")
+            .encode(x=x("x"), tooltip=[alt.Tooltip("what:N", title="line")])
+        )
+    else:
+        reference = base.mark_tick(color=INTERVAL_COLOR, thickness=2, size=12).encode(
+            x=x("reference"), tooltip=tooltip
+        )
+    height = max(60, _ROW_PX * len(order) * max(2, len(groups)))
+    return _configure(alt.layer(reference, error, dots).properties(width=width, height=height))
+
+
+def agreement_chart(
+    points: pd.DataFrame,
+    summary: Mapping[str, Any] | None = None,
+    width: Width = "container",
+) -> alt.LayerChart:
+    """Latent lean score against output share, one point per concept (one axis).
+
+    ``points`` holds the rows of one axis from ``agreement_points``; ``summary``, optionally,
+    that axis's row of ``agreement``, shown as the subtitle (rho, its interval, the verdict).
+    A vertical rule spans each share's Wilson interval.
+    """
+    positive = str(points["positive_group"].iloc[0]) if len(points) else "the positive group"
+    frame = points.assign(
+        label=_labels(points) if len(points) else [],
+        share_ci=[
+            share_text(lo, hi)
+            for lo, hi in zip(points["share_low"], points["share_high"], strict=True)
+        ],
+    )
+    tooltip = [
+        alt.Tooltip("concept_set:N", title="concept set"),
+        alt.Tooltip("concept:N", title="concept"),
+        alt.Tooltip("score:Q", title="lean score", format="+.3f"),
+        alt.Tooltip("share:Q", title=f"share read as {positive}", format=".1%"),
+        alt.Tooltip("share_ci:N", title="95% CI"),
+        alt.Tooltip("n_images:Q", title="images read"),
+    ]
+    x = alt.X("score:Q", title=f"latent lean score (+ = towards {positive})")
+
+    def y(field: str) -> alt.Y:
+        return alt.Y(
+            f"{field}:Q",
+            scale=alt.Scale(domain=[0, 1], nice=False),
+            title=f"share of images read as {positive}",
+            axis=alt.Axis(format="%"),
+        )
+
+    base = alt.Chart(_values(frame))
+    error = base.mark_rule(color=INTERVAL_COLOR, opacity=0.45, strokeWidth=1.5).encode(
+        x=x,
+        y=y("share_low"),
+        y2="share_high:Q",
+        tooltip=tooltip,
+    )
+    dots = base.mark_point(filled=True, size=70, opacity=0.9, color=POSITIVE_COLOR).encode(
+        x=x, y=y("share"), tooltip=tooltip
+    )
+    subtitle = _agreement_subtitle(summary) if summary is not None else ""
+    chart = alt.layer(error, dots).properties(width=width, height=260)
+    if subtitle:
+        chart = chart.properties(title=alt.TitleParams(text="", subtitle=subtitle))
+    return _configure(chart)
+
+
+def _agreement_subtitle(summary: Mapping[str, Any]) -> str:
+    rho = summary.get("rho", math.nan)
+    low, high = summary.get("rho_ci_low", math.nan), summary.get("rho_ci_high", math.nan)
+    statement = str(summary.get("statement", ""))
+    n = summary.get("n_concepts", "")
+    if not math.isfinite(float(rho)):
+        return f"{statement} ({n} concepts)"
+    interval = f" [{low:+.2f}, {high:+.2f}]" if math.isfinite(float(low)) else ""
+    return f"Spearman ρ = {rho:+.2f}{interval} over {n} concepts: {statement}".replace("-", "−")
+
+
+def concept_map_chart(points: pd.DataFrame, width: Width = "container") -> alt.LayerChart:
+    """The 2-D concept map (``concept_map`` rows), coloured by ``cluster`` when present.
+
+    Axis titles give the share of variance each component explains; with few concepts each
+    point is named beside it, otherwise names are in the tooltips.
+    """
+    clustered = "cluster" in points.columns
+    frame = points.assign(cluster=points["cluster"].astype(str)) if clustered else points
+    tooltip = [alt.Tooltip("concept:N", title="concept")]
+    if clustered:
+        tooltip.append(alt.Tooltip("cluster:N", title="cluster"))
+    tooltip += [
+        alt.Tooltip("x:Q", title="component 1", format="+.3f"),
+        alt.Tooltip("y:Q", title="component 2", format="+.3f"),
+    ]
+
+    def title(component: int, column: str) -> str:
+        share = float(frame[column].iloc[0]) if len(frame) else math.nan
+        explained = f" ({share:.0%} of variance)" if math.isfinite(share) else ""
+        return f"component {component}{explained}"
+
+    x = alt.X("x:Q", title=title(1, "variance_x"), scale=alt.Scale(zero=False, padding=20))
+    y = alt.Y("y:Q", title=title(2, "variance_y"), scale=alt.Scale(zero=False, padding=20))
+    base = alt.Chart(_values(frame)).encode(x=x, y=y, tooltip=tooltip)
+    style: dict[str, Any] = {}
+    if clustered:
+        style["color"] = alt.Color(
+            "cluster:N", title="cluster", scale=alt.Scale(scheme=GROUP_SCHEME)
+        )
+    dots = base.mark_point(filled=True, size=80, opacity=0.9).encode(**style)
+    layers: list[Any] = [dots]
+    if len(frame) <= _LABELLED_POINTS:
+        layers.append(
+            base.mark_text(align="left", dx=7, fontSize=10, color="#1d232c").encode(
+                text="concept:N"
+            )
+        )
+    return _configure(alt.layer(*layers).properties(width=width, height=320))
