@@ -232,7 +232,12 @@ def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str
     from auditkit.extract.store import ActivationStore
 
     latents = load_latents(ActivationStore(run_dir / "activations"), plan, spec.probe.aggregation)
-    results = analyze(spec, plan, latents)
+    readings = None
+    if spec.captions is not None and (run_dir / "captions" / "readings.parquet").is_file():
+        from auditkit.caption.stage import read_captions
+
+        readings = read_captions(run_dir / "captions")[1]
+    results = analyze(spec, plan, latents, readings)
     summary = summarize(
         spec,
         results,

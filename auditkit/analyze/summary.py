@@ -13,7 +13,18 @@ from auditkit.analyze.tables import RESULTS_SCHEMA_VERSION, AuditResults
 from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
 from auditkit.spec.models import AuditSpec
 
-TABLE_NAMES = ("prompts", "axes", "lean", "steps", "defaults", "descriptors", "similarity")
+TABLE_NAMES = (
+    "prompts",
+    "axes",
+    "lean",
+    "steps",
+    "defaults",
+    "descriptors",
+    "similarity",
+    "structure",
+    "outputs",
+    "agreement",
+)
 
 
 def summarize(
@@ -50,6 +61,7 @@ def summarize(
                 entry["significance"] = _significance_entry(rows)
                 findings.append(_significance_sentence(str(row.axis), rows))
         axes_out.append(entry)
+    findings.extend(_output_sentences(results))
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
     prompts = results["prompts"]
@@ -79,6 +91,7 @@ def summarize(
         "axes": axes_out,
         "findings": findings,
         "leans": _lean_records(lean_table),
+        "outputs": _output_records(results),
         "counts": {
             "prompts": len(prompts),
             "units": len(prompts) * len(spec.seed_list),
@@ -170,6 +183,59 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
         f"Along '{axis}', {len(hits)} of {len(tested)} leans are significant "
         f"(false discovery rate controlled across the audit): {names}{more}{caveat}."
     )
+
+
+def _output_records(results: AuditResults) -> dict[str, Any] | None:
+    """Output-level numbers (captioned shares vs reference, and agreement), when captioned."""
+    outputs = results.tables.get("outputs")
+    if outputs is None:
+        return None
+    agreement = results.tables.get("agreement")
+    per_concept = outputs.drop_duplicates(["concept_set", "concept", "attribute"])
+    return {
+        "largest_gap": [
+            {
+                "attribute": r.attribute,
+                "concept_set": r.concept_set,
+                "concept": r.concept,
+                "group": r.max_gap_group,
+                "gap": _num(r.max_abs_gap),
+                "kl_bits": _num(r.kl_bits),
+            }
+            for r in per_concept.sort_values("max_abs_gap", ascending=False).itertuples()
+        ],
+        "agreement": []
+        if agreement is None
+        else [
+            {
+                "axis": r.axis,
+                "rho": _num(r.rho),
+                "rho_ci": [_num(r.rho_ci_low), _num(r.rho_ci_high)],
+                "n_concepts": int(str(r.n_concepts)),
+                "statement": str(r.statement),
+            }
+            for r in agreement.itertuples()
+        ],
+    }
+
+
+def _output_sentences(results: AuditResults) -> list[str]:
+    agreement = results.tables.get("agreement")
+    if agreement is None:
+        return []
+    out = []
+    for r in agreement.to_dict("records"):
+        axis, statement, rho = str(r["axis"]), str(r["statement"]), _num(r["rho"])
+        if rho is None:
+            out.append(f"Outputs vs latent lean on '{axis}': {statement}.")
+            continue
+        out.append(
+            f"Outputs vs latent lean on '{axis}': {statement} (Spearman {rho:+.2f}, 95% "
+            f"CI [{float(r['rho_ci_low']):+.2f}, {float(r['rho_ci_high']):+.2f}] across "
+            f"{int(r['n_concepts'])} concepts, comparing the lean score with the share of images "
+            f"read as '{r['positive_group']}')."
+        )
+    return out
 
 
 def _defaults_sentences(results: AuditResults) -> list[str]:

@@ -20,6 +20,7 @@ from auditkit.analyze.measures import (
     reference,
     step_consistency,
 )
+from auditkit.analyze.outputs import AGREEMENT_COLUMNS, COMPARISON_COLUMNS
 from auditkit.analyze.robustness import add_robustness
 from auditkit.analyze.significance import add_significance
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
@@ -75,6 +76,18 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     ],
     "descriptors": ["axis", "concept_set", "concept", "group", "cosine", "rank"],
     "similarity": ["concept_set", "concept_a", "concept_b", "cosine"],
+    "structure": [
+        "concept_set",
+        "concept",
+        "x",
+        "y",
+        "cluster",
+        "leaf_order",
+        "variance_x",
+        "variance_y",
+    ],
+    "outputs": list(COMPARISON_COLUMNS),
+    "agreement": list(AGREEMENT_COLUMNS),
 }
 """Columns of every result table, in order (docs/run-directory.md documents each)."""
 
@@ -92,8 +105,14 @@ class AuditResults:
         return name in self.tables
 
 
-def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResults:
-    """Compute every table the spec's analyses ask for."""
+def analyze(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    latents: LatentSet,
+    readings: pd.DataFrame | None = None,
+) -> AuditResults:
+    """Compute every table the spec's analyses ask for; with the captioning stage's
+    ``readings``, the output-level tables too (``outputs`` and ``agreement``)."""
     H = latents.means().astype(np.float64)
     layout = build_layout(spec, latents.row_map())
     results = AuditResults()
@@ -110,6 +129,7 @@ def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResult
         results.tables["descriptors"] = _descriptors_table(H, layout)
     if "similarity" in spec.analyses:
         results.tables["similarity"] = _similarity_table(H, layout)
+        results.tables["structure"] = _structure_table(H, layout)
     add_bootstrap_intervals(
         results.tables,
         layout,
@@ -127,7 +147,47 @@ def analyze(spec: AuditSpec, plan: AuditPlan, latents: LatentSet) -> AuditResult
             null=spec.statistics.null_model,
             seed=spec.statistics.seed,
         )
+    if readings is not None and spec.captions is not None:
+        add_output_tables(results.tables, spec, readings)
     return results
+
+
+def attribute_groups(spec: AuditSpec, readings: pd.DataFrame) -> dict[str, list[str]]:
+    """Attributes the captioner read that an axis names: attribute -> the axis's groups.
+
+    An axis and a captioner attribute match by name (axis ``gender`` <-> attribute ``gender``),
+    and the axis's group names are the values the captioner writes ("man", "woman").
+    """
+    read = set(readings["attribute"].astype(str))
+    return {a.name: list(a.groups) for a in spec.axes if a.name in read}
+
+
+def add_output_tables(
+    tables: dict[str, pd.DataFrame], spec: AuditSpec, readings: pd.DataFrame
+) -> None:
+    """``outputs``: per concept and group, the share of images read as the group (Wilson
+    interval) against the reference; ``agreement``: latent lean vs output share, per axis."""
+    from auditkit.analyze.outputs import agreement, compare_to_reference, output_shares
+
+    assert spec.captions is not None
+    concept_rows = readings[readings["role"].astype(str) == "concept"]
+    groups = attribute_groups(spec, concept_rows)
+    if not groups or concept_rows.empty:
+        return
+    # one image per unit (prompt x seed): several templates share a concept and a seed
+    shares = output_shares(concept_rows.assign(seed=concept_rows["unit_id"]), groups)
+    reference = {a: spec.captions.reference.get(a, "uniform") for a in groups}
+    tables["outputs"] = compare_to_reference(shares, reference)
+    lean = tables.get("lean")
+    two_group = {a: a for a, g in groups.items() if len(g) == 2}
+    if lean is not None and not lean.empty and two_group:
+        tables["agreement"] = agreement(
+            lean,
+            shares,
+            two_group,
+            resamples=max(spec.statistics.bootstrap_resamples, 1),
+            seed=spec.statistics.seed,
+        )
 
 
 def _prompts_table(plan: AuditPlan, latents: LatentSet, H: np.ndarray) -> pd.DataFrame:
@@ -284,6 +344,32 @@ def _descriptors_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
                         }
                     )
     return pd.DataFrame(records, columns=TABLE_COLUMNS["descriptors"])
+
+
+def _structure_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
+    """Per concept set: hierarchical clusters (cosine distance of centred latents) and a 2-D
+    map (first two principal components of the unit-length centred latents)."""
+    from auditkit.analyze.structure import cluster_concepts, concept_map
+
+    frames = []
+    for cset in layout.concepts:
+        names = list(cset.term_names)
+        if len(names) < 3:
+            continue
+        ref = reference(H, layout, cset)
+        latents = concept_latents(H, cset)
+        vectors = np.asarray([latents[n] - ref for n in names])
+        clusters = cluster_concepts(vectors, names)
+        order = {name: i for i, name in enumerate(clusters["leaf_names"])}
+        frame = concept_map(vectors, names).assign(
+            concept_set=cset.name,
+            cluster=[int(c) for c in clusters["labels"]],
+            leaf_order=[order[n] for n in names],
+        )
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=TABLE_COLUMNS["structure"])
+    return pd.concat(frames, ignore_index=True)[TABLE_COLUMNS["structure"]]
 
 
 def _similarity_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 ``capture_h`` resolves and validates the hook point before the first forward pass, tags every
 capture with its denoising step, timestep and guidance half, detaches and reduces it on the
-device, and removes its hooks in ``finally``.
+device, and removes its hooks in ``finally``. ``steer_h``, its one counterpart that writes, adds
+a fixed direction to the same hook point's output for the causal check, validated and removed
+the same way.
 """
 
 from __future__ import annotations
@@ -161,6 +163,93 @@ def capture_h(
 
     handles = [
         denoiser.register_forward_pre_hook(before_denoiser, with_kwargs=True),
+        module.register_forward_hook(after_module),
+    ]
+    try:
+        yield session
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class SteerSession:
+    """What a ``steer_h`` block did: denoiser calls seen and hook-point outputs changed."""
+
+    denoiser_calls: int = 0
+    steered_calls: int = 0
+
+
+@contextmanager
+def steer_h(
+    components: dict[str, Any],
+    hook: str,
+    direction: torch.Tensor,
+    alpha: float | torch.Tensor,
+    *,
+    expected_batch: int | None = None,
+) -> Iterator[SteerSession]:
+    """Add ``alpha * direction`` to the output of module ``hook`` at every denoiser call.
+
+    The causal check's intervention (METHOD.md): ``direction`` has the shape of one sample of
+    the hook point's output (e.g. [C, H, W] for a U-Net block) and is added to every sample,
+    at every denoising step, in both classifier-free-guidance halves. ``alpha`` is one number
+    for the whole batch or one per sample ([expected_batch]); under guidance the per-sample
+    values are repeated for the two halves (unconditional first, as the pipeline stacks them).
+    The hook point is validated like :func:`capture_h`'s before the first forward pass, a
+    module that runs more than once per denoiser call is refused (it would be steered twice),
+    and the hook is removed in ``finally``. Other hooks registered after this one (a
+    ``capture_h`` opened inside the block) see the steered output.
+    """
+    denoiser, module = resolve_hook_point(components, hook)
+    alphas = torch.as_tensor(alpha, dtype=torch.float32).reshape(-1)
+    if alphas.numel() != 1 and alphas.numel() != expected_batch:
+        raise ValueError(
+            f"alpha has {alphas.numel()} values; give one, or one per sample "
+            f"(expected_batch={expected_batch})"
+        )
+    session = SteerSession()
+    state = {"seen": 0}
+
+    def before_denoiser(_mod: nn.Module, _args: tuple[Any, ...]) -> None:
+        state["seen"] = 0
+        session.denoiser_calls += 1
+
+    def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+        state["seen"] += 1
+        if state["seen"] > 1:
+            raise RuntimeError(
+                f"hook point {hook!r} ran more than once in one denoiser call; "
+                "choose a module that runs once per step"
+            )
+        out = output[0] if isinstance(output, tuple | list) else output
+        if not isinstance(out, torch.Tensor):
+            raise RuntimeError(f"hook point {hook!r} returned {type(out).__name__}, not a tensor")
+        if tuple(out.shape[1:]) != tuple(direction.shape):
+            raise RuntimeError(
+                f"cannot steer {hook!r}: its output per sample has shape "
+                f"{list(out.shape[1:])}, the direction {list(direction.shape)}"
+            )
+        scale = alphas
+        if alphas.numel() > 1:
+            if out.shape[0] == 2 * alphas.numel():
+                scale = alphas.repeat(2)
+            elif out.shape[0] != alphas.numel():
+                raise RuntimeError(
+                    f"hook point {hook!r} saw batch {out.shape[0]}, expected "
+                    f"{alphas.numel()} or {2 * alphas.numel()}"
+                )
+        shift = scale.to(out.device).view(-1, *([1] * direction.ndim)) * direction.to(out.device)
+        steered = out + shift.to(out.dtype)
+        session.steered_calls += 1
+        if isinstance(output, tuple):
+            return (steered, *output[1:])
+        if isinstance(output, list):
+            return [steered, *output[1:]]
+        return steered
+
+    handles = [
+        denoiser.register_forward_pre_hook(before_denoiser),
         module.register_forward_hook(after_module),
     ]
     try:

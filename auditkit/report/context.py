@@ -75,7 +75,8 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "axes": _axis_sections(tables, chart_specs),
         "defaults": _defaults_sections(tables["defaults"], tables["axes"], chart_specs),
         "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
-        "similarity": _similarity_sections(tables["similarity"], chart_specs),
+        "similarity": _similarity_sections(tables["similarity"], tables["structure"], chart_specs),
+        "outputs": _output_sections(tables, manifest, chart_specs),
         "caveats": list(CAVEATS),
         "provenance": _provenance(manifest, spec_text, tables["prompts"]),
         "charts": chart_specs,
@@ -465,8 +466,69 @@ def _descriptor_sections(
     return sections
 
 
+def _output_sections(
+    tables: dict[str, pd.DataFrame | None],
+    manifest: dict[str, Any],
+    chart_specs: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Captioned outputs: shares per attribute vs the reference, and agreement per axis."""
+    from auditkit.analyze.outputs import agreement_points
+    from auditkit.report import charts_outputs
+
+    outputs, agreement, lean = tables["outputs"], tables["agreement"], tables["lean"]
+    if outputs is None or outputs.empty:
+        return None
+    attributes = []
+    for index, name in enumerate(dict.fromkeys(outputs["attribute"].astype(str))):
+        part = outputs[outputs["attribute"].astype(str) == name]
+        chart_id = f"shares-{index}"
+        chart_specs[chart_id] = charts_outputs.share_chart(part).to_dict()
+        per_concept = part.drop_duplicates(["concept_set", "concept"])
+        top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
+        attributes.append(
+            {
+                "attribute": name,
+                "chart_id": chart_id,
+                "reference": str(part["reference_kind"].iloc[0]),
+                "n_images": int(part["n_images"].max()),
+                "largest_gaps": _records(
+                    top, ["concept", "max_gap_group", "max_abs_gap", "kl_bits"]
+                ),
+            }
+        )
+    axes = []
+    if agreement is not None and lean is not None:
+        shares = outputs[list(c for c in outputs.columns if not c.startswith("ref"))]
+        for index, row in enumerate(agreement.to_dict("records")):
+            axis_map = {str(row["attribute"]): str(row["axis"])}
+            points = agreement_points(lean, shares, axis_map)
+            chart_id = f"agreement-{index}"
+            summary_row = {str(k): v for k, v in row.items()}
+            chart_specs[chart_id] = charts_outputs.agreement_chart(points, summary_row).to_dict()
+            axes.append(
+                {
+                    "axis": str(row["axis"]),
+                    "positive_group": str(row["positive_group"]),
+                    "rho": _num(row["rho"]),
+                    "rho_ci_low": _num(row["rho_ci_low"]),
+                    "rho_ci_high": _num(row["rho_ci_high"]),
+                    "n_concepts": int(row["n_concepts"]),
+                    "statement": str(row["statement"]),
+                    "chart_id": chart_id,
+                }
+            )
+    captioner = dict(manifest.get("captioner") or {})
+    return {
+        "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
+        "attributes": attributes,
+        "agreement": axes,
+    }
+
+
 def _similarity_sections(
-    similarity: pd.DataFrame | None, chart_specs: dict[str, dict[str, Any]]
+    similarity: pd.DataFrame | None,
+    structure: pd.DataFrame | None,
+    chart_specs: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     if similarity is None:
         return []
@@ -475,6 +537,15 @@ def _similarity_sections(
         part = similarity[similarity["concept_set"] == name]
         chart_id = f"similarity-{index}"
         chart_specs[chart_id] = charts.similarity_heatmap(part).to_dict()
+        map_id = None
+        clusters: list[list[str]] = []
+        if structure is not None and (structure["concept_set"] == name).any():
+            points = structure[structure["concept_set"] == name]
+            map_id = f"concept-map-{index}"
+            chart_specs[map_id] = charts_outputs_map(points)
+            ordered = points.sort_values("leaf_order")
+            for _, members in ordered.groupby("cluster", sort=False):
+                clusters.append([str(c) for c in members["concept"]])
         pairs = part[part["concept_a"].astype(str) < part["concept_b"].astype(str)]
         top = pairs.sort_values("cosine", ascending=False).head(5)
         sections.append(
@@ -483,9 +554,18 @@ def _similarity_sections(
                 "n_concepts": int(part["concept_a"].nunique()),
                 "chart_id": chart_id,
                 "closest": _records(top, ["concept_a", "concept_b", "cosine"]),
+                "map_chart_id": map_id,
+                "clusters": clusters,
             }
         )
     return sections
+
+
+def charts_outputs_map(points: pd.DataFrame) -> dict[str, Any]:
+    """The concept map chart's spec (structure rows of one concept set)."""
+    from auditkit.report import charts_outputs
+
+    return dict(charts_outputs.concept_map_chart(points).to_dict())
 
 
 def _provenance(

@@ -375,6 +375,80 @@ class CaptionerSpec(_Frozen):
         return self
 
 
+def _default_alphas() -> list[float]:
+    return [-1.0, -0.5, 0.0, 0.5, 1.0]
+
+
+MAX_CAUSAL_ALPHA = 100.0
+"""Largest |alpha| the causal check accepts (alpha is in units of the whole group difference)."""
+
+
+class CausalSpec(_Frozen):
+    """The optional causal check: steer h along an axis while sampling and caption the images.
+
+    For each selected two-group axis with direction g = G(first group) - G(second group) (as
+    the analysis computes it from the stored prompt latents), ``alpha * g`` is added to the
+    hook point's output at every denoising step and in both guidance halves; the share of
+    images the captioner reads as the first group should rise with alpha (a dose-response
+    curve). Needs ``probe.aggregation: mean`` and ``probe.spatial_pool: none`` (g must have
+    the hook output's shape). Costs one sampling pass with decoding per axis x alpha x
+    selected concept prompt x seed.
+    """
+
+    alphas: list[float] = Field(
+        default_factory=_default_alphas,
+        min_length=2,
+        description=(
+            "Steering strengths, in units of the full group difference g: 1 adds g (the step-"
+            "mean gap between the two groups' latents) to h at every step, -1 subtracts it, 0 "
+            "leaves sampling unchanged. At least two distinct values."
+        ),
+    )
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "How many of the audit's seeds (the first N of its seed list) to sample per concept "
+            "prompt and alpha; default 16, or all of them when the audit has fewer."
+        ),
+    )
+    axes: list[Name] | None = Field(
+        None,
+        description=(
+            "Two-group axes to steer; default every two-group axis whose name is an attribute "
+            "the captioner reads (whose group names are the values it writes)."
+        ),
+    )
+    concepts: list[NonEmptyStr] | None = Field(
+        None,
+        description=(
+            "Concept terms whose prompts are steered (every template of every concept set that "
+            "lists the term); default all concepts."
+        ),
+    )
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        if any(not math.isfinite(a) or abs(a) > MAX_CAUSAL_ALPHA for a in value):
+            raise ValueError(f"alphas must be finite numbers within +-{MAX_CAUSAL_ALPHA:g}")
+        repeated = sorted({a for a in value if value.count(a) > 1})
+        if repeated:
+            raise ValueError(f"alphas repeat: {repeated}")
+        return value
+
+    @field_validator("axes", "concepts")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("lists nothing; leave it out for the default")
+            repeated = sorted({v for v in value if value.count(v) > 1})
+            if repeated:
+                raise ValueError(f"lists {repeated} twice")
+        return value
+
+
 class CaptionsSpec(_Frozen):
     """The optional captioning stage: decode some units' images and read them with a captioner.
 
@@ -406,6 +480,39 @@ class CaptionsSpec(_Frozen):
         description=(
             "Images per pipeline call, per captioner call and per stored chunk (the unit of "
             "resumption); default the audit's batch_size."
+        ),
+    )
+    reference: dict[Name, Literal["uniform"] | dict[NonEmptyStr, dict[NonEmptyStr, float]]] = Field(
+        default_factory=dict,
+        description=(
+            "Reference distribution per attribute that output shares are compared with: "
+            "'uniform' (the default for every attribute an axis reads), or a table "
+            "concept -> {group: proportion} (e.g. labour statistics; proportions sum to 1)."
+        ),
+    )
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(
+        cls, value: dict[str, str | dict[str, dict[str, float]]]
+    ) -> dict[str, str | dict[str, dict[str, float]]]:
+        for attribute, table in value.items():
+            if isinstance(table, str):
+                continue
+            for concept, shares in table.items():
+                total = sum(shares.values())
+                if any(v < 0 for v in shares.values()) or abs(total - 1.0) > 1e-6:
+                    raise ValueError(
+                        f"{attribute}.{concept}: proportions must be non-negative and sum to 1 "
+                        f"(they sum to {total:g})"
+                    )
+        return value
+
+    causal: CausalSpec | None = Field(
+        None,
+        description=(
+            "The causal check (dose-response of the captioned share to steering along each "
+            "axis); absent = off."
         ),
     )
 
@@ -561,6 +668,51 @@ class AuditSpec(_Frozen):
             raise _located_error(("captions", "seeds"), wanted, message)
         return self
 
+    @model_validator(mode="after")
+    def _causal(self) -> AuditSpec:
+        causal = self.captions.causal if self.captions is not None else None
+        if causal is None:
+            return self
+        where = ("captions", "causal")
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        if self.probe.aggregation != "mean" or self.probe.spatial_pool != "none":
+            problems.append(
+                (
+                    where,
+                    None,
+                    "needs probe.aggregation 'mean' and probe.spatial_pool 'none' (got "
+                    f"{self.probe.aggregation!r} and {self.probe.spatial_pool!r}): the axis is "
+                    "added to the hook point's output, so it must be one step-mean h of the "
+                    "output's full shape",
+                )
+            )
+        axes = {a.name: a for a in self.axes}
+        crossings = {x.name for x in self.crossings}
+        for j, name in enumerate(causal.axes or []):
+            if name in crossings:
+                message = f"{name!r} is a crossing (k-way); only two-group axes can be steered"
+            elif name not in axes:
+                message = f"unknown axis {name!r}; the spec's axes are {sorted(axes)}"
+            elif len(axes[name].groups) != 2:
+                message = (
+                    f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
+                    "have a direction to steer along"
+                )
+            else:
+                continue
+            problems.append(((*where, "axes", j), name, message))
+        terms = sorted({t for cs in self.concepts for t in cs.terms})
+        for j, term in enumerate(causal.concepts or []):
+            if term not in terms:
+                message = f"unknown concept {term!r}; the spec's concepts are {terms}"
+                problems.append(((*where, "concepts", j), term, message))
+        if causal.seeds is not None and causal.seeds > len(self.seed_list):
+            message = f"asks for {causal.seeds} seeds but the audit has {len(self.seed_list)}"
+            problems.append(((*where, "seeds"), causal.seeds, message))
+        if problems:
+            raise _located_errors(problems)
+        return self
+
     @property
     def seed_list(self) -> list[int]:
         """The seeds as an explicit list."""
@@ -574,6 +726,15 @@ def _located_error(loc: tuple[str | int, ...], value: Any, message: str) -> Vali
     error = PydanticCustomError("value_error", message)
     detail = InitErrorDetails(type=error, loc=loc, input=value)
     return ValidationError.from_exception_data("AuditSpec", [detail])
+
+
+def _located_errors(problems: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
+    """One validation error listing every (location, value, message) of ``problems``."""
+    details = [
+        InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+        for loc, value, message in problems
+    ]
+    return ValidationError.from_exception_data("AuditSpec", details)
 
 
 def _check_templates(templates: list[str]) -> list[str]:
