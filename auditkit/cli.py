@@ -167,6 +167,71 @@ def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) ->
     for path in outcome.report_paths:
         click.echo(f"report: {path.resolve()}")
     click.echo(f"results: {(outcome.run_dir / 'results').resolve()}")
+    _exit_on_gates(outcome.run_dir)
+
+
+def _exit_on_gates(run_dir: Path) -> None:
+    """Print every gate's outcome; exit 1 when one failed."""
+    import json
+
+    path = run_dir / "results" / "gates.json"
+    if not path.is_file():
+        return
+    record = json.loads(path.read_text())
+    for gate in record["gates"]:
+        click.echo(("PASS  " if gate["passed"] else "FAIL  ") + gate["message"])
+    click.echo(f"junit: {(run_dir / 'results' / 'junit.xml').resolve()}")
+    if not record["passed"]:
+        click.echo(f"auditkit: {record['failed']} of {record['total']} gates failed.", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the JUnit XML here (default: RUN_DIR/results/junit.xml only).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the gates JSON here (default: RUN_DIR/results/gates.json only).",
+)
+@handle_errors
+def check(run_dir: Path, junit: Path | None, json_out: Path | None) -> None:
+    """Evaluate the gates of RUN_DIR's spec on its results; exit 1 if one fails."""
+    import shutil
+
+    from auditkit.analyze.summary import read_results
+    from auditkit.errors import UsageError
+    from auditkit.gates import evaluate_gates, write_gate_files
+    from auditkit.run import load_run_spec
+
+    spec = load_run_spec(run_dir)
+    if not (run_dir / "results" / "summary.json").is_file():
+        raise UsageError(
+            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
+            hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
+        )
+    if not spec.gates:
+        raise UsageError(
+            f"{run_dir / 'spec.yaml'}: the audit has no gates to check.",
+            hint="add a 'gates:' list to the spec (see 'auditkit schema') and run it again.",
+        )
+    results, summary = read_results(run_dir / "results")
+    outcomes = evaluate_gates(spec, results.tables)
+    json_path, xml_path = write_gate_files(
+        run_dir / "results", outcomes, suite=spec.name, run_id=str(summary.get("run_id"))
+    )
+    for target, source in ((junit, xml_path), (json_out, json_path)):
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    _exit_on_gates(run_dir)
 
 
 @main.command()

@@ -20,6 +20,7 @@ from auditkit.provenance import (
 from auditkit.spec import AuditSpec, dump_spec, load_spec, spec_hash
 
 if TYPE_CHECKING:
+    from auditkit.caption import Captioner
     from auditkit.models.loading import LoadedPipeline
 
 
@@ -30,6 +31,17 @@ class RunOutcome:
     run_dir: Path
     manifest: dict[str, Any]
     report_paths: list[Path]
+
+    @property
+    def failed_gates(self) -> list[dict[str, Any]]:
+        """The gates this run failed (empty when it has none or all passed)."""
+        from auditkit.provenance import read_versioned_json
+
+        path = self.run_dir / "results" / "gates.json"
+        if not path.is_file():
+            return []
+        record = read_versioned_json(path, newest=1, kind="gates")
+        return [g for g in record["gates"] if not g["passed"]]
 
 
 def default_cache_dir() -> Path:
@@ -46,7 +58,8 @@ def run_audit(
     render: bool = True,
 ) -> RunOutcome:
     """Plan, extract (skipping finished units), caption when the spec asks (skipping captioned
-    units), analyze and report into ``out_dir``."""
+    units), run the causal check when the spec asks (skipping done jobs), analyze and report
+    into ``out_dir``."""
     if not isinstance(spec, AuditSpec):
         spec = load_spec(spec)
     run_dir = Path(out_dir)
@@ -66,7 +79,9 @@ def run_audit(
     write_json_atomic(run_dir / "manifest.json", manifest)
     try:
         loaded = _extract(spec, plan, run_dir, manifest, previous, cache_dir, show_progress)
-        _caption(spec, plan, run_dir, manifest, loaded, cache_dir, show_progress)
+        captioned = _caption(spec, plan, run_dir, manifest, loaded, cache_dir, show_progress)
+        if captioned is not None:
+            _causal(spec, plan, run_dir, manifest, *captioned, cache_dir, show_progress)
         _analyze(spec, plan, run_dir, manifest)
     except BaseException as exc:
         manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -171,13 +186,16 @@ def _caption(
     loaded: LoadedPipeline | None,
     cache_dir: Path,
     show_progress: bool,
-) -> None:
-    """Caption the selected units; the pipeline is loaded only if some are missing."""
+) -> tuple[Captioner, dict[str, Any], LoadedPipeline | None] | None:
+    """Caption the selected units; the pipeline is loaded only if some are missing.
+
+    Returns the captioner, its record and the pipeline if one is loaded by now (for the
+    causal check), or None without a captions section."""
     from auditkit.caption import stage
     from auditkit.models.loading import load_pipeline
 
     if spec.captions is None:
-        return
+        return None
     captioner = stage.load_spec_captioner(spec.captions.captioner)
     record = stage.captioner_record(spec.captions.captioner, captioner)
     manifest["captioner"] = record
@@ -202,6 +220,61 @@ def _caption(
     where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
     manifest["stages"]["caption"] = {**stats.to_json(), **where, "captioner_key": record["key"]}
     write_json_atomic(run_dir / "manifest.json", manifest)
+    return captioner, record, used[-1] if used else loaded
+
+
+def _causal(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    captioner: Captioner,
+    record: dict[str, Any],
+    loaded: LoadedPipeline | None,
+    cache_dir: Path,
+    show_progress: bool,
+) -> None:
+    """The causal check (dose-response per axis); the pipeline is loaded only if some steered
+    image is missing."""
+    from auditkit.caption.causal import read_causal, run_causal_check
+    from auditkit.extract.store import ActivationStore
+    from auditkit.models.loading import load_pipeline
+
+    if spec.captions is None or spec.captions.causal is None:
+        return
+    used: list[LoadedPipeline] = []
+
+    def pipeline() -> LoadedPipeline:
+        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
+        return used[-1]
+
+    stats = run_causal_check(
+        spec,
+        plan,
+        run_dir / "captions",
+        ActivationStore(run_dir / "activations"),
+        captioner,
+        record,
+        pipeline=pipeline,
+        show_progress=show_progress,
+    )
+    where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+    axes = read_causal(run_dir / "captions")["causal_axes"]
+    keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
+    summary = [{k: _plain(row[k]) for k in keys} for row in axes.to_dict("records")]
+    manifest["stages"]["causal"] = {
+        **stats.to_json(),
+        **where,
+        "captioner_key": record["key"],
+        "axes": summary,
+    }
+    write_json_atomic(run_dir / "manifest.json", manifest)
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as plain JSON: numpy scalars unboxed, NaN as null."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and value != value else value
 
 
 def _model_files(folder: Path | None, spec: AuditSpec) -> list[dict[str, Any]]:
@@ -245,6 +318,16 @@ def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str
         spec_hash=manifest["spec_hash"],
         plan_hash=manifest["plan_hash"],
     )
+    if spec.gates:
+        from auditkit.gates import evaluate_gates, gates_summary, write_gate_files
+
+        outcomes = evaluate_gates(spec, results.tables)
+        summary["gates"] = gates_summary(outcomes)
+        write_results(results, summary, run_dir / "results")
+        write_gate_files(
+            run_dir / "results", outcomes, suite=spec.name, run_id=str(manifest["run_id"])
+        )
+        return
     write_results(results, summary, run_dir / "results")
 
 

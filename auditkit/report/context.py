@@ -66,6 +66,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "formats": list(spec.report.formats),
         "banners": _banners(model, manifest),
         "findings": [str(f) for f in summary.get("findings", [])],
+        "gates": summary.get("gates"),
         "strongest": _strongest(summary, tables["axes"]),
         "counts": dict(summary.get("counts", {})),
         "bootstrap": bootstrap,

@@ -168,6 +168,9 @@ def _resolved(spec: AuditSpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
     if data.get("captions") is None:
         data.pop("captions", None)
+    for optional in ("crossings", "gates"):
+        if not data.get(optional):
+            data.pop(optional, None)
     return data
 
 

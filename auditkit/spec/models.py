@@ -449,6 +449,50 @@ class CausalSpec(_Frozen):
         return value
 
 
+MAX_DISCOVERY_NGRAM = 4
+"""Longest phrase (in words) open-vocabulary discovery mines from captions."""
+
+
+class DiscoverySpec(_Frozen):
+    """Open-vocabulary discovery: words and short phrases mined from the concept prompts'
+    captions become prompts, get latents of their own, and are ranked per concept (and per
+    two-group axis) by their centred cosine with it."""
+
+    max_terms: int = Field(
+        30, ge=1, le=1000, description="Most frequent mined terms kept (ties: alphabetical)."
+    )
+    min_count: int = Field(
+        3, ge=1, description="Least number of captions a term must appear in to be kept."
+    )
+    ngrams: int = Field(
+        2,
+        ge=1,
+        le=MAX_DISCOVERY_NGRAM,
+        description="Longest phrase mined, in words (1: single words only).",
+    )
+    template: NonEmptyStr | None = Field(
+        None,
+        description=(
+            "Prompt template a term is put into (a '{term}' slot); default the first template "
+            "of the first concept set."
+        ),
+    )
+    stopwords: list[NonEmptyStr] = Field(
+        default_factory=list,
+        description=(
+            "Extra words never mined (case-insensitive), on top of a small built-in English "
+            "list, the words of the spec's templates and base prompt, and the concept terms. A "
+            "phrase of several words drops that exact phrase only."
+        ),
+    )
+    top_k: int = Field(5, ge=1, description="Terms flagged as top per concept (and axis end).")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else _check_templates([value])[0]
+
+
 class CaptionsSpec(_Frozen):
     """The optional captioning stage: decode some units' images and read them with a captioner.
 
@@ -515,6 +559,13 @@ class CaptionsSpec(_Frozen):
             "axis); absent = off."
         ),
     )
+    discovery: DiscoverySpec | None = Field(
+        None,
+        description=(
+            "Open-vocabulary discovery (terms mined from the concept prompts' captions, "
+            "extracted as prompts of their own and ranked per concept and axis); absent = off."
+        ),
+    )
 
     @field_validator("roles")
     @classmethod
@@ -522,6 +573,54 @@ class CaptionsSpec(_Frozen):
         if len(set(value)) != len(value):
             raise ValueError("lists a role twice")
         return value
+
+
+GateMetric = Literal["max_abs_lean", "significant_leans", "max_output_gap", "min_agreement"]
+
+
+class GateSpec(_Frozen):
+    """A pass/fail condition on the audit's results (CI fails the build when one fails).
+
+    ``max_abs_lean``: the largest |lean score| (optionally on one axis / concept set) must be at
+    most ``max``. ``significant_leans``: the number of significant leans must be at most
+    ``max``. ``max_output_gap``: the largest gap between an output share and its reference
+    (optionally for one attribute) must be at most ``max``. ``min_agreement``: the Spearman
+    agreement between latent leans and output shares on ``axis`` must be at least ``min``.
+    """
+
+    name: NonEmptyStr | None = Field(None, description="Name shown in reports and CI output.")
+    metric: GateMetric = Field(description="What the gate measures.")
+    axis: Name | None = Field(None, description="Restrict to one axis (required: min_agreement).")
+    attribute: Name | None = Field(None, description="Restrict max_output_gap to one attribute.")
+    concept_set: Name | None = Field(None, description="Restrict to one concept set.")
+    max: float | None = Field(None, description="Largest value that passes.")
+    min: float | None = Field(None, description="Smallest value that passes.")
+    missing: Literal["fail", "pass"] = Field(
+        "fail",
+        description="Outcome when the results the gate needs are absent (e.g. no captions).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GateSpec:
+        wants_min = self.metric == "min_agreement"
+        if wants_min and (self.min is None or self.max is not None):
+            raise ValueError("min_agreement takes 'min' (and no 'max')")
+        if not wants_min and (self.max is None or self.min is not None):
+            raise ValueError(f"{self.metric} takes 'max' (and no 'min')")
+        if wants_min and self.axis is None:
+            raise ValueError("min_agreement needs 'axis'")
+        if self.attribute is not None and self.metric != "max_output_gap":
+            raise ValueError("'attribute' only applies to max_output_gap")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The gate's name, or one made from its settings."""
+        if self.name:
+            return self.name
+        scope = [x for x in (self.axis, self.attribute, self.concept_set) if x]
+        bound = f"<= {self.max:g}" if self.max is not None else f">= {self.min:g}"
+        return f"{self.metric}{'[' + ','.join(scope) + ']' if scope else ''} {bound}"
 
 
 class CrossingSpec(_Frozen):
@@ -601,6 +700,10 @@ class AuditSpec(_Frozen):
     )
     statistics: StatisticsSpec = Field(default_factory=lambda: StatisticsSpec())
     report: ReportSpec = Field(default_factory=lambda: ReportSpec())
+    gates: list[GateSpec] = Field(
+        default_factory=list,
+        description="Pass/fail conditions; 'auditkit run' and 'auditkit check' exit 1 on a fail.",
+    )
     captions: CaptionsSpec | None = Field(
         None,
         description=(
@@ -651,6 +754,19 @@ class AuditSpec(_Frozen):
             if size > MAX_CROSSING_GROUPS:
                 message = f"gives {size} groups, more than {MAX_CROSSING_GROUPS}"
                 raise _located_error(("crossings", i, "axes"), crossing.axes, message)
+        return self
+
+    @model_validator(mode="after")
+    def _gate_scopes(self) -> AuditSpec:
+        axes = {a.name for a in self.axes}
+        sets = {c.name for c in self.concepts}
+        for i, gate in enumerate(self.gates):
+            if gate.axis is not None and gate.axis not in axes:
+                message = f"unknown axis {gate.axis!r}; the spec's axes are {sorted(axes)}"
+                raise _located_error(("gates", i, "axis"), gate.axis, message)
+            if gate.concept_set is not None and gate.concept_set not in sets:
+                message = f"unknown concept set {gate.concept_set!r}; the spec has {sorted(sets)}"
+                raise _located_error(("gates", i, "concept_set"), gate.concept_set, message)
         return self
 
     @property
@@ -711,6 +827,19 @@ class AuditSpec(_Frozen):
             problems.append(((*where, "seeds"), causal.seeds, message))
         if problems:
             raise _located_errors(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _discovery(self) -> AuditSpec:
+        captions = self.captions
+        if captions is not None and captions.discovery is not None and (
+            "concept" not in captions.roles
+        ):
+            message = (
+                "mines the captions of the concept prompts, but captions.roles does not "
+                "caption them; add 'concept' to captions.roles"
+            )
+            raise _located_error(("captions", "discovery"), None, message)
         return self
 
     @property

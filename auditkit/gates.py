@@ -1,0 +1,186 @@
+"""CI gates: evaluate the spec's pass/fail conditions on a run's results, and write them for
+CI systems (``results/gates.json`` and a JUnit XML file).
+
+Each gate reads one result table (``lean``, ``outputs`` or ``agreement``), computes one number
+over the rows it scopes (an axis, an attribute, a concept set), compares it with its bound, and
+says which row was the worst. Gates never change the results: ``auditkit check RUN_DIR``
+evaluates them again from the run directory alone.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditkit.provenance import write_bytes_atomic, write_json_atomic
+from auditkit.spec.models import AuditSpec, GateSpec
+
+GATES_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """One gate's result: its value against its bound, and a sentence saying why."""
+
+    name: str
+    metric: str
+    scope: dict[str, str]
+    bound: str
+    threshold: float
+    value: float | None
+    passed: bool
+    margin: float | None
+    worst: str | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return asdict(self)
+
+
+def _scoped(frame: pd.DataFrame, gate: GateSpec, *, axis_column: str = "axis") -> pd.DataFrame:
+    out = frame
+    if gate.axis is not None and axis_column in out.columns:
+        out = out[out[axis_column].astype(str) == gate.axis]
+    if gate.attribute is not None and "attribute" in out.columns:
+        out = out[out["attribute"].astype(str) == gate.attribute]
+    if gate.concept_set is not None and "concept_set" in out.columns:
+        out = out[out["concept_set"].astype(str) == gate.concept_set]
+    return out
+
+
+def _measure(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float | None, str | None]:
+    """The gate's value and a description of the worst row (None, reason when unavailable)."""
+    if gate.metric in ("max_abs_lean", "significant_leans"):
+        lean = tables.get("lean")
+        if lean is None or lean.empty:
+            return None, "the run has no lean table"
+        rows = _scoped(lean, gate)
+        if rows.empty:
+            return None, "no lean rows in scope"
+        if gate.metric == "max_abs_lean":
+            worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
+            return float(abs(worst["score"])), (
+                f"'{worst['concept']}' towards '{worst['toward']}' on '{worst['axis']}' "
+                f"(score {float(worst['score']):+.3f})"
+            )
+        if "significant" not in rows.columns:
+            return None, "the run has no significance test (re-run the analysis)"
+        hits = rows[rows["significant"].astype(bool)]
+        names = ", ".join(f"'{r.concept}' on '{r.axis}'" for r in hits.head(5).itertuples())
+        return float(len(hits)), names or None
+    if gate.metric == "max_output_gap":
+        outputs = tables.get("outputs")
+        if outputs is None or outputs.empty:
+            return None, "the run has no captioned outputs (add a captions: section)"
+        rows = _scoped(outputs, gate)
+        if rows.empty:
+            return None, "no output rows in scope"
+        worst = rows.iloc[int(rows["max_abs_gap"].to_numpy().argmax())]
+        return float(worst["max_abs_gap"]), (
+            f"'{worst['concept']}': the share of images read as '{worst['max_gap_group']}' "
+            f"({worst['attribute']}) is {float(worst['max_abs_gap']):.3f} off the reference"
+        )
+    agreement = tables.get("agreement")
+    if agreement is None or agreement.empty:
+        return None, "the run has no agreement table (add a captions: section)"
+    rows = _scoped(agreement, gate)
+    if rows.empty:
+        return None, f"no agreement row for axis '{gate.axis}'"
+    rho = float(rows["rho"].iloc[0])
+    if math.isnan(rho):
+        return None, f"agreement on '{gate.axis}' is undefined ({rows['statement'].iloc[0]})"
+    return rho, f"Spearman {rho:+.3f} ({rows['statement'].iloc[0]})"
+
+
+def evaluate_gate(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> GateOutcome:
+    """Evaluate one gate against the result tables."""
+    value, detail = _measure(gate, tables)
+    threshold = float(gate.max if gate.max is not None else gate.min)  # type: ignore[arg-type]
+    bound = "max" if gate.max is not None else "min"
+    scope = {
+        k: v
+        for k, v in (("axis", gate.axis), ("attribute", gate.attribute), ("set", gate.concept_set))
+        if v
+    }
+    if value is None:
+        passed = gate.missing == "pass"
+        verdict = "passes" if passed else "fails"
+        message = f"{gate.label}: {verdict}, cannot be measured: {detail}."
+        return GateOutcome(
+            gate.label, gate.metric, scope, bound, threshold, None, passed, None, None, message
+        )
+    if bound == "max":
+        passed, margin = value <= threshold, threshold - value
+    else:
+        passed, margin = value >= threshold, value - threshold
+    word = "passes" if passed else "FAILS"
+    relation = "at most" if bound == "max" else "at least"
+    by = f"by {abs(margin):.3g}" if not passed else f"with {margin:.3g} to spare"
+    message = (
+        f"{gate.label}: {word} {by}: value {value:.4g}, must be {relation} {threshold:g}"
+        + (f"; worst: {detail}" if detail else "")
+        + "."
+    )
+    return GateOutcome(
+        gate.label, gate.metric, scope, bound, threshold, value, passed, margin, detail, message
+    )
+
+
+def evaluate_gates(spec: AuditSpec, tables: dict[str, pd.DataFrame]) -> list[GateOutcome]:
+    """Every gate of the spec, in order."""
+    return [evaluate_gate(g, tables) for g in spec.gates]
+
+
+def gates_summary(outcomes: list[GateOutcome]) -> dict[str, Any]:
+    """The gates block of summary.json and gates.json."""
+    failed = [o for o in outcomes if not o.passed]
+    return {
+        "schema_version": GATES_SCHEMA_VERSION,
+        "kind": "auditkit.gates",
+        "total": len(outcomes),
+        "failed": len(failed),
+        "passed": not failed,
+        "gates": [o.to_json() for o in outcomes],
+    }
+
+
+def junit_xml(outcomes: list[GateOutcome], *, suite: str, run_id: str) -> bytes:
+    """A JUnit XML report: one test case per gate, a <failure> for each failed gate."""
+    failures = sum(not o.passed for o in outcomes)
+    root = ET.Element("testsuites", name="auditkit", tests=str(len(outcomes)))
+    root.set("failures", str(failures))
+    node = ET.SubElement(
+        root,
+        "testsuite",
+        name=f"auditkit gates: {suite}",
+        tests=str(len(outcomes)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+    )
+    ET.SubElement(ET.SubElement(node, "properties"), "property", name="run_id", value=run_id)
+    for outcome in outcomes:
+        case = ET.SubElement(node, "testcase", name=outcome.name, classname=f"auditkit.{suite}")
+        if not outcome.passed:
+            failure = ET.SubElement(case, "failure", message=outcome.message, type=outcome.metric)
+            failure.text = outcome.message
+        else:
+            ET.SubElement(case, "system-out").text = outcome.message
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write_gate_files(
+    results_dir: Path, outcomes: list[GateOutcome], *, suite: str, run_id: str
+) -> tuple[Path, Path]:
+    """results/gates.json and results/junit.xml, each written atomically."""
+    json_path = results_dir / "gates.json"
+    xml_path = results_dir / "junit.xml"
+    write_json_atomic(json_path, {**gates_summary(outcomes), "run_id": run_id})
+    write_bytes_atomic(xml_path, junit_xml(outcomes, suite=suite, run_id=run_id))
+    return json_path, xml_path
