@@ -262,6 +262,89 @@ def report(run_dir: Path, formats: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("base_run", type=click.Path(path_type=Path))
+@click.argument("new_run", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for diff.html, diff.pdf, diff.json and junit.xml.")  # fmt: skip
+@click.option(
+    "--tolerance",
+    default=0.05,
+    show_default=True,
+    help="Growth of |lean score| beyond which a lean counts as a regression.",
+)
+@click.option(
+    "--max-growth",
+    type=float,
+    default=None,
+    help="Gate: fail (exit 1) when any |lean score| grows by more than this.",
+)
+@click.option(
+    "--max-regressions",
+    type=int,
+    default=None,
+    help="Gate: fail (exit 1) when there are more regressions than this.",
+)
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["html", "pdf"]),
+    help="Report formats (default: html and pdf).",
+)
+@click.option(
+    "--allow-different-specs",
+    is_flag=True,
+    help="Compare runs whose specs measure differently (normally refused).",
+)
+@handle_errors
+def diff(
+    base_run: Path,
+    new_run: Path,
+    out_dir: Path,
+    tolerance: float,
+    max_growth: float | None,
+    max_regressions: int | None,
+    formats: tuple[str, ...],
+    allow_different_specs: bool,
+) -> None:
+    """Compare the audits of two checkpoints (BASE_RUN, NEW_RUN) made with the same spec."""
+    from auditkit.diff import diff_runs
+    from auditkit.report.diff_report import render_diff
+
+    result = diff_runs(
+        base_run,
+        new_run,
+        tolerance=tolerance,
+        max_growth=max_growth,
+        max_regressions=max_regressions,
+        allow_different_specs=allow_different_specs,
+    )
+    paths = render_diff(
+        result,
+        base_run,
+        new_run,
+        out_dir,
+        tolerance=tolerance,
+        formats=list(formats) or ["html", "pdf"],
+    )
+    regressions = result.regressions
+    click.echo(
+        f"{len(regressions)} regressions, {int(result.table['improvement'].sum())} improvements"
+    )
+    for row in regressions.itertuples():
+        click.echo(
+            f"  regression: '{row.concept}' on '{row.axis}' {row.score_base:+.3f} -> "
+            f"{row.score_new:+.3f}"
+        )
+    for gate in result.gates:
+        click.echo(("PASS  " if gate["passed"] else "FAIL  ") + gate["message"])
+    for path in paths:
+        click.echo(f"wrote: {path.resolve()}")
+    if not result.passed:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--filter", "pattern", default="", help="Only paths containing this text.")
 @cache_dir_option

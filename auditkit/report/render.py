@@ -73,8 +73,9 @@ def render_report(run_dir: Path, formats: Sequence[str] | None = None) -> list[P
     return written
 
 
-def render_html(context: dict[str, Any]) -> str:
-    """The interactive, offline HTML report for a context from ``build_report_context``."""
+def render_html(context: dict[str, Any], template: str = TEMPLATE) -> str:
+    """The interactive, offline HTML report for a context from ``build_report_context`` (or
+    another template's context, e.g. the diff report's)."""
     vega = _script(vega_bundle())
     boot = _script((templates_dir() / "report.js").read_text(encoding="utf-8"))
     csp = "; ".join(
@@ -89,10 +90,10 @@ def render_html(context: dict[str, Any]) -> str:
         ]
     )
     medium = {"mode": "html", "csp": csp, "scripts": [vega, boot], "chart_images": {}}
-    return _environment().get_template(TEMPLATE).render(report=context, medium=medium)
+    return _environment().get_template(template).render(report=context, medium=medium)
 
 
-def render_pdf(context: dict[str, Any]) -> bytes:
+def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
     """The print report as PDF bytes: same template, charts as static SVG, no scripts."""
     try:
         import weasyprint
@@ -104,7 +105,7 @@ def render_pdf(context: dict[str, Any]) -> bytes:
         ) from None
     images = {name: _svg_data_uri(spec) for name, spec in context["charts"].items()}
     medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": images}
-    html = _environment().get_template(TEMPLATE).render(report=context, medium=medium)
+    html = _environment().get_template(template).render(report=context, medium=medium)
     document = weasyprint.HTML(string=html, url_fetcher=_offline_fetcher(weasyprint))
     pdf: bytes = document.write_pdf()
     return pdf
