@@ -363,6 +363,28 @@ def hooks(spec: Path, pattern: str, cache_dir: Path | None) -> None:
 
 
 @main.group()
+def export() -> None:
+    """Export a run's results for other documents (model cards)."""
+
+
+@export.command("model-card")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the card (default: RUN_DIR/report/model-card.md).",
+)
+@handle_errors
+def export_model_card(run_dir: Path, out: Path | None) -> None:
+    """Write a model-card section with model-index evaluation results for RUN_DIR."""
+    from auditkit.export import write_model_card
+
+    path = write_model_card(run_dir, out or run_dir / "report" / "model-card.md")
+    click.echo(f"model card: {path.resolve()}")
+
+
+@main.group()
 def toyworld() -> None:
     """Train and evaluate toyworld, the small model with planted biases."""
 

@@ -82,6 +82,8 @@ def run_audit(
         captioned = _caption(spec, plan, run_dir, manifest, loaded, cache_dir, show_progress)
         if captioned is not None:
             _causal(spec, plan, run_dir, manifest, *captioned, cache_dir, show_progress)
+        pipe = captioned[2] if captioned is not None else loaded
+        _discover(spec, plan, run_dir, manifest, pipe, cache_dir, show_progress)
         _analyze(spec, plan, run_dir, manifest)
     except BaseException as exc:
         manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -296,6 +298,34 @@ def _cuda_version() -> str | None:
     import torch
 
     return torch.version.cuda if torch.cuda.is_available() else None
+
+
+def _discover(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    loaded: LoadedPipeline | None,
+    cache_dir: Path,
+    show_progress: bool,
+) -> None:
+    """Open-vocabulary discovery (results/discovery.parquet); the pipeline is loaded only if
+    some term prompt's units are not in the activation store."""
+    from auditkit.caption.discovery import run_discovery
+    from auditkit.models.loading import load_pipeline
+
+    if spec.captions is None or spec.captions.discovery is None:
+        return
+    used: list[LoadedPipeline] = []
+
+    def pipeline() -> LoadedPipeline:
+        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
+        return used[-1]
+
+    stats = run_discovery(spec, plan, run_dir, pipeline=pipeline, show_progress=show_progress)
+    where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+    manifest["stages"]["discovery"] = {**stats.to_json(), **where}
+    write_json_atomic(run_dir / "manifest.json", manifest)
 
 
 def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -138,7 +138,7 @@ def test_steer_adds_exactly_alpha_g_to_the_hook_output_in_both_halves(
     components = loaded.pipe.components
     before = _hook_counts(loaded)
 
-    def run(alphas: list[float] | None) -> tuple[dict[str, torch.Tensor], Any, np.ndarray]:
+    def run(alphas: list[float] | None) -> tuple[dict[Any, torch.Tensor], Any, np.ndarray]:
         with torch.inference_mode():
             if alphas is None:
                 with capture_h(
@@ -149,8 +149,9 @@ def test_steer_adds_exactly_alpha_g_to_the_hook_output_in_both_halves(
             else:
                 # capture_h opened inside steer_h sees the steered output
                 with (
-                    steer_h(components, "unet.mid_block", g, torch.tensor(alphas), expected_batch=2)
-                    as steer,
+                    steer_h(
+                        components, "unet.mid_block", g, torch.tensor(alphas), expected_batch=2
+                    ) as steer,
                     capture_h(
                         components, "unet.mid_block", expected_batch=2, halves=("cond", "uncond")
                     ) as h,
@@ -159,9 +160,11 @@ def test_steer_adds_exactly_alpha_g_to_the_hook_output_in_both_halves(
         first = {c.half: c.tensor for c in h.captures if c.step == 0}
         return first, steer, np.asarray(out.images)
 
-    with torch.inference_mode():
-        with capture_h(components, "unet.mid_block", expected_batch=1) as probe:
-            loaded.pipe(**pipeline_inputs(loaded, spec, units[:1]), output_type="latent")
+    with (
+        torch.inference_mode(),
+        capture_h(components, "unet.mid_block", expected_batch=1) as probe,
+    ):
+        loaded.pipe(**pipeline_inputs(loaded, spec, units[:1]), output_type="latent")
     shape = tuple(probe.captures[0].tensor.shape[1:])
     assert len(shape) == 3  # [C, H, W]
     g = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -176,16 +179,23 @@ def test_steer_adds_exactly_alpha_g_to_the_hook_output_in_both_halves(
     assert np.array_equal(zero_images, plain_images)  # alpha = 0 is exactly unsteered
     assert _hook_counts(loaded) == before  # removed afterwards
     # ... also when the block raises
-    with pytest.raises(RuntimeError, match="per sample has shape"):
-        with steer_h(components, "unet.mid_block", g[:1], 1.0), torch.inference_mode():
-            loaded.pipe(**pipeline_inputs(loaded, spec, units[:1]), output_type="latent")
+    with (
+        pytest.raises(RuntimeError, match="per sample has shape"),
+        steer_h(components, "unet.mid_block", g[:1], 1.0),
+        torch.inference_mode(),
+    ):
+        loaded.pipe(**pipeline_inputs(loaded, spec, units[:1]), output_type="latent")
     assert _hook_counts(loaded) == before
-    with pytest.raises(SpecError, match="did you mean 'unet.mid_block'"):
-        with steer_h(components, "unet.mid_blok", g, 1.0):
-            pass
-    with pytest.raises(ValueError, match="one per sample"):
-        with steer_h(components, "unet.mid_block", g, torch.tensor([1.0, 2.0]), expected_batch=3):
-            pass
+    with (
+        pytest.raises(SpecError, match=r"did you mean 'unet\.mid_block'"),
+        steer_h(components, "unet.mid_blok", g, 1.0),
+    ):
+        pass
+    with (
+        pytest.raises(ValueError, match="one per sample"),
+        steer_h(components, "unet.mid_block", g, torch.tensor([1.0, 2.0]), expected_batch=3),
+    ):
+        pass
 
 
 def test_direction_is_the_analysis_axis_reshaped(
@@ -298,7 +308,7 @@ def test_interrupted_check_resumes_and_reuses_what_it_can(
     assert (stats.units_total, stats.units_skipped, stats.units_run) == (12, 2, 10)
     assert recording.images == 10
     tables = read_causal(root)
-    assert sorted(tables["curve" if False else "causal_curve"]["alpha"]) == [-1.0, 1.0]
+    assert sorted(tables["causal_curve"]["alpha"]) == [-1.0, 1.0]
     assert (tables["causal"]["n_images"] + tables["causal"]["n_unread"] == 2).all()
     rerun = _check(spec, plan, root, store, Recording(toyworld, fail_on_call=1), _no_model)
     assert (rerun.units_run, rerun.units_skipped, rerun.model_loaded) == (0, 12, False)
@@ -374,15 +384,15 @@ def test_causal_section_defaults() -> None:
 @pytest.mark.parametrize(
     ("causal", "located", "message"),
     [
-        ("{axes: [colour]}", "captions.causal.axes[0] (line 26)", "unknown axis 'colour'"),
-        ("{axes: [gender, age]}", "captions.causal.axes[1] (line 26)", "has 3 groups"),
-        ("{axes: [gender, gender]}", "captions.causal.axes (line 26)", "twice"),
-        ("{alphas: [1.0, 1.0]}", "captions.causal.alphas (line 26)", "alphas repeat"),
-        ("{alphas: [0.5]}", "captions.causal.alphas (line 26)", "at least 2 items"),
-        ("{alphas: [0.0, .nan]}", "captions.causal.alphas (line 26)", "finite"),
-        ("{concepts: [doctor, chef]}", "captions.causal.concepts[1] (line 26)", "'chef'"),
-        ("{seeds: 4}", "captions.causal.seeds (line 26)", "asks for 4 seeds but the audit has 3"),
-        ("{strength: 2}", "captions.causal.strength (line 26)", "unknown key"),
+        ("{axes: [colour]}", "captions.causal.axes[0] (line 24)", "unknown axis 'colour'"),
+        ("{axes: [gender, age]}", "captions.causal.axes[1] (line 24)", "has 3 groups"),
+        ("{axes: [gender, gender]}", "captions.causal.axes (line 24)", "twice"),
+        ("{alphas: [1.0, 1.0]}", "captions.causal.alphas (line 24)", "alphas repeat"),
+        ("{alphas: [0.5]}", "captions.causal.alphas (line 24)", "at least 2 items"),
+        ("{alphas: [0.0, .nan]}", "captions.causal.alphas (line 24)", "finite"),
+        ("{concepts: [doctor, chef]}", "captions.causal.concepts[1] (line 24)", "'chef'"),
+        ("{seeds: 4}", "captions.causal.seeds (line 24)", "asks for 4 seeds but the audit has 3"),
+        ("{strength: 2}", "captions.causal.strength (line 24)", "unknown key"),
     ],
 )
 def test_bad_causal_section_is_located(causal: str, located: str, message: str) -> None:
@@ -398,10 +408,11 @@ def test_causal_needs_whole_step_mean_h_and_lists_every_problem() -> None:
         parse_spec(text)
     problems = err.value.problems
     assert len(problems) == 3, problems
-    assert problems[0].startswith("captions.causal (line 27)") and "spatial_pool" in problems[0]
-    assert "'mean' and 'none'" not in problems[0] and "'none'" in problems[0]
-    per_step = _text().replace("batch_size: 64\n", "batch_size: 64\nprobe: {aggregation: per_step}\n")
-    with pytest.raises(SpecError, match="needs probe.aggregation 'mean'"):
+    assert problems[0].startswith("captions.causal (line 25)") and "spatial_pool" in problems[0]
+    per_step = _text().replace(
+        "batch_size: 64\n", "batch_size: 64\nprobe: {aggregation: per_step}\n"
+    )
+    with pytest.raises(SpecError, match=r"needs probe\.aggregation 'mean'"):
         parse_spec(per_step)
 
 

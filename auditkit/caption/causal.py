@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -411,17 +411,13 @@ def write_causal_tables(
         for (alpha, cset, concept), part in mine.groupby(
             ["alpha", "concept_set", "concept"], sort=True
         ):
-            keys = {"axis": name, "alpha": float(alpha), "concept_set": cset, "concept": concept}
+            keys = {"axis": name, "alpha": _number(alpha), "concept_set": cset, "concept": concept}
             concept_rows.append({**keys, **_share(part["value"], name, first, second)})
         pooled = images[images["axis"] == name]
-        curve = []
-        for alpha, part in pooled.groupby("alpha", sort=True):
-            row = {
-                "axis": name,
-                "alpha": float(alpha),
-                **_share(part["value"], name, first, second),
-            }
-            curve.append(row)
+        curve = [
+            {"axis": name, "alpha": _number(alpha), **_share(part["value"], name, first, second)}
+            for alpha, part in pooled.groupby("alpha", sort=True)
+        ]
         curve_rows.extend(curve)
         read = pooled[pooled["value"].isin([first, second])]
         axis_rows.append(_axis_summary(name, direction, curve, read, len(set(mine["concept"]))))
@@ -433,6 +429,11 @@ def write_causal_tables(
     }
     for file, frame in tables.items():
         write_bytes_atomic(root / file, _parquet_bytes(frame, meta))
+
+
+def _number(value: object) -> float:
+    """A pandas group key as a float (typed as Hashable by pandas)."""
+    return float(cast(float, value))
 
 
 def _share(values: pd.Series, attribute: str, first: str, second: str) -> dict[str, Any]:

@@ -168,6 +168,12 @@ def _resolved(spec: AuditSpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
     if data.get("captions") is None:
         data.pop("captions", None)
+    else:  # sub-sections added later: earlier hashes stay as they were
+        for optional in ("discovery", "causal"):
+            if data["captions"].get(optional) is None:
+                data["captions"].pop(optional, None)
+        if not data["captions"].get("reference"):
+            data["captions"].pop("reference", None)
     for optional in ("crossings", "gates"):
         if not data.get(optional):
             data.pop(optional, None)

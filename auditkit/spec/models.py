@@ -832,8 +832,10 @@ class AuditSpec(_Frozen):
     @model_validator(mode="after")
     def _discovery(self) -> AuditSpec:
         captions = self.captions
-        if captions is not None and captions.discovery is not None and (
-            "concept" not in captions.roles
+        if (
+            captions is not None
+            and captions.discovery is not None
+            and ("concept" not in captions.roles)
         ):
             message = (
                 "mines the captions of the concept prompts, but captions.roles does not "

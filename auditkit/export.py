@@ -1,0 +1,143 @@
+"""Export an audit for a model card: a Markdown section plus the ``model-index`` metadata
+(evaluation results) that ``huggingface_hub.ModelCard`` parses, linking the report by hash.
+
+The numbers come only from the run directory: the summary (findings, gates) and the lean
+table (largest |lean| and significant leans per axis). The report is named by the sha256 of
+its HTML file and the results by a hash of their tables, so a reader of the card can check
+that the report they were given is the one the card describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from auditkit.errors import UsageError
+
+TASK_TYPE = "text-to-image"
+DATASET_TYPE = "auditkit-audit"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def results_hash(results_dir: Path) -> str:
+    """A content hash of a run's result tables (sorted names and bytes of every parquet)."""
+    digest = hashlib.sha256()
+    for path in sorted(results_dir.glob("*.parquet")):
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _axis_metrics(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
+    if lean is None or lean.empty:
+        return []
+    out = []
+    for axis, rows in lean.groupby("axis", sort=False):
+        out.append(
+            {
+                "type": f"max_abs_lean_{axis}",
+                "name": f"Largest |lean score| along {axis}",
+                "value": round(float(rows["score"].abs().max()), 4),
+            }
+        )
+        if "significant" in rows.columns:
+            out.append(
+                {
+                    "type": f"significant_leans_{axis}",
+                    "name": f"Significant leans along {axis} (of {len(rows)})",
+                    "value": int(rows["significant"].sum()),
+                }
+            )
+    return out
+
+
+def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
+    """(metadata for the card's YAML header, the Markdown section) of one run directory."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = run_dir / "results"
+    summary_path = results / "summary.json"
+    if not summary_path.is_file():
+        raise UsageError(
+            f"{str(run_dir)!r} has no results/summary.json: not a finished auditkit run.",
+            hint=f"run 'auditkit run SPEC --out {run_dir}' first.",
+        )
+    summary = json.loads(summary_path.read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    lean_path = results / "lean.parquet"
+    lean = pd.read_parquet(lean_path) if lean_path.is_file() else None
+    report = run_dir / "report" / "report.html"
+    report_hash = file_sha256(report) if report.is_file() else None
+    model_id = str((manifest.get("model") or {}).get("id") or summary["model"]["id"])
+    audit = str(summary["audit"])
+    version = str(manifest.get("auditkit_version", ""))
+    evals = [
+        EvalResult(
+            task_type=TASK_TYPE,
+            task_name="Text-to-image bias audit (h-space)",
+            dataset_type=DATASET_TYPE,
+            dataset_name=f"auditkit audit '{audit}'",
+            dataset_config=str(summary.get("spec_hash", ""))[:16],
+            metric_type=m["type"],
+            metric_name=m["name"],
+            metric_value=m["value"],
+            verified=False,
+            dataset_revision=str(summary.get("run_id")),
+        )
+        for m in _axis_metrics(lean)
+    ]
+    card_data = ModelCardData(model_name=model_id, eval_results=evals or None)
+    metadata = card_data.to_dict()
+    gates = summary.get("gates")
+    lines = [
+        "## Bias audit (auditkit)",
+        "",
+        f"Audited with auditkit {version} on {str(manifest.get('finished_utc', ''))[:10]}: "
+        f"audit `{audit}`, run `{summary.get('run_id')}`, spec sha256 "
+        f"`{summary.get('spec_hash')}`.",
+        "",
+    ]
+    if report_hash:
+        lines += [
+            f"Full report: `report/report.html`, sha256 `{report_hash}` "
+            "(check it with `sha256sum report.html`).",
+            "",
+        ]
+    lines += [f"Results hash: `{results_hash(results)}`.", "", "### Findings", ""]
+    lines += [f"- {finding}" for finding in summary.get("findings", [])]
+    if gates:
+        verdict = "all pass" if gates["passed"] else f"{gates['failed']} of {gates['total']} fail"
+        lines += ["", f"### Gates ({verdict})", ""]
+        lines += [f"- {'PASS' if g['passed'] else 'FAIL'}: {g['message']}" for g in gates["gates"]]
+    lines += [
+        "",
+        "### Limitations",
+        "",
+        "Attributes are read from generated images (perceived, not self-identified); binary "
+        "axes simplify; prompt wording and captioners carry biases of their own; results on "
+        "different hardware are close but not bit-identical. Association in h-space is not "
+        "causation.",
+        "",
+    ]
+    return metadata, "\n".join(lines)
+
+
+def write_model_card(run_dir: Path, out: Path) -> Path:
+    """Write a model card file (YAML header + section) that huggingface_hub can load."""
+    metadata, section = model_card_parts(run_dir)
+    header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"---\n{header}---\n\n{section}", encoding="utf-8")
+    return out
