@@ -330,7 +330,7 @@ def _discover(
 
 def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any]) -> None:
     from auditkit.analyze.latents import load_latents
-    from auditkit.analyze.summary import summarize, write_results
+    from auditkit.analyze.summary import read_extra_tables, summarize, write_results
     from auditkit.analyze.tables import analyze
     from auditkit.extract.store import ActivationStore
 
@@ -347,6 +347,7 @@ def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str
         run_id=manifest["run_id"],
         spec_hash=manifest["spec_hash"],
         plan_hash=manifest["plan_hash"],
+        extra=read_extra_tables(run_dir),
     )
     if spec.gates:
         from auditkit.gates import evaluate_gates, gates_summary, write_gate_files

@@ -1,5 +1,6 @@
-"""toyworld as a model: a few training steps of every component, the shipped checkpoints, and
-the known-answer check that the default audit recovers the planted rates."""
+"""toyworld as a model: a few training steps of every component, and the shipped checkpoints
+and captioner (hashes, offline loading, held-out accuracy). The audits of both checkpoints
+are checked against the planted answer in test_toyworld_audits.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -61,9 +61,7 @@ def _card_hashes(folder: Path) -> dict[str, str]:
     return dict(re.findall(r"^\| `([^`]+)` \| \d+ \| `([0-9a-f]{64})` \|$", card, re.M))
 
 
-# toyworld-balanced is not shipped yet: the first one trained followed gender and skin words on
-# only ~55% of images (see the issue notes), so it was not a valid control.
-@pytest.mark.parametrize("variant", ["biased"])
+@pytest.mark.parametrize("variant", ["biased", "balanced"])
 def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> None:
     from auditkit.models.loading import load_pipeline
     from auditkit.spec import ModelSpec
@@ -105,40 +103,3 @@ def test_shipped_captioner_reads_held_out_renders() -> None:
             [r[attribute] == getattr(p, attribute) for r, p in zip(readings, people, strict=True)]
         )
         assert accuracy >= 0.95, (attribute, accuracy)
-
-
-@pytest.fixture(scope="module")
-def biased_audit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    from auditkit.run import run_audit
-
-    out = tmp_path_factory.mktemp("toyworld-audit")
-    outcome = run_audit(ROOT / "audits" / "toyworld.yaml", out, show_progress=False, render=False)
-    results = outcome.run_dir / "results"
-    return {name: pd.read_parquet(results / f"{name}.parquet") for name in ("lean", "defaults")}
-
-
-def _planted(variant: str) -> dict[str, object]:
-    return json.loads((checkpoint_path(variant) / "planted_rates.json").read_text())  # type: ignore[arg-type]
-
-
-def test_default_audit_ranks_occupations_like_the_planted_rates(
-    biased_audit: dict[str, pd.DataFrame],
-) -> None:
-    from auditkit.toyworld.evaluate import planted_recovery
-
-    recovery = planted_recovery(biased_audit["lean"], _planted("biased"))
-    for attribute in ("gender", "skin"):
-        assert recovery[attribute]["spearman"] >= 0.9, recovery[attribute]
-
-
-def test_defaults_follow_the_planted_gender_rates(biased_audit: dict[str, pd.DataFrame]) -> None:
-    """Unmarked prompt vs its man-/woman-marked variants: the contrast ranks like the rates."""
-    from auditkit.analyze.stats import spearman
-
-    rates = _planted("biased")["rates"]["gender"]  # type: ignore[index]
-    table = biased_audit["defaults"]
-    table = table[table["axis"] == "gender"].pivot(
-        index="concept", columns="group", values="cosine"
-    )
-    contrast = table["man"] - table["woman"]
-    assert spearman([rates[o] for o in contrast.index], contrast.to_numpy()) >= 0.9

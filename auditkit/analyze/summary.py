@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from auditkit.analyze.tables import RESULTS_SCHEMA_VERSION, AuditResults
+from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
 from auditkit.spec.models import AuditSpec
 
@@ -28,9 +30,22 @@ TABLE_NAMES = (
 
 
 def summarize(
-    spec: AuditSpec, results: AuditResults, *, run_id: str, spec_hash: str, plan_hash: str
+    spec: AuditSpec,
+    results: AuditResults,
+    *,
+    run_id: str,
+    spec_hash: str,
+    plan_hash: str,
+    extra: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
-    """The versioned JSON summary: settings, per-axis headline numbers, plain findings."""
+    """The versioned JSON summary: settings, per-axis headline numbers, plain findings.
+
+    ``extra`` holds the optional tables written outside :func:`~auditkit.analyze.tables.analyze`
+    (:func:`read_extra_tables`: the causal check's ``causal_curve`` / ``causal_axes`` and the
+    discovery ranking ``discovery``); with them the summary gains ``causal`` and ``discovery``
+    blocks and their findings. Both keys are optional in schema version 1.
+    """
+    extra = extra or {}
     axes_out = []
     findings: list[str] = []
     lean_table = results.tables.get("lean")
@@ -64,8 +79,12 @@ def summarize(
     findings.extend(_output_sentences(results))
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
+    causal = causal_records(extra, spec.probe.hook)
+    findings.extend(str(entry["statement"]) for entry in causal or [])
+    discovery = extra.get("discovery")
+    findings.extend(discovery_sentences(discovery, _axis_groups(spec)))
     prompts = results["prompts"]
-    return {
+    summary: dict[str, Any] = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "kind": "auditkit.summary",
         "audit": spec.name,
@@ -98,6 +117,11 @@ def summarize(
             "concepts": sum(len(c.terms) for c in spec.concepts),
         },
     }
+    if causal is not None:
+        summary["causal"] = causal
+    if discovery is not None:
+        summary["discovery"] = discovery_records(discovery, _axis_groups(spec))
+    return summary
 
 
 def _num(value: Any) -> float | None:
@@ -266,6 +290,263 @@ def _descriptor_sentences(results: AuditResults) -> list[str]:
         out.append(
             f"Descriptors on '{axis}': '{counts.index[0]}' ranks first for "
             f"{int(counts.iloc[0])} of {len(firsts)} concepts."
+        )
+    return out
+
+
+# --- causal check and discovery (optional tables outside analyze()) --------------------------
+
+
+def read_extra_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """The optional tables a run directory has, by name: the causal check's ``causal``,
+    ``causal_curve`` and ``causal_axes`` (``captions/``) and the discovery ranking
+    ``discovery`` (``results/``). A missing file is left out.
+
+    Raises:
+        SchemaVersionError: a table was written by a newer auditkit.
+        UsageError: a table lacks a column its schema requires.
+    """
+    import pyarrow.parquet as pq
+
+    from auditkit.analyze.discovery import DISCOVERY_COLUMNS
+    from auditkit.caption.causal import (
+        AXIS_COLUMNS,
+        CAUSAL_COLUMNS,
+        CAUSAL_SCHEMA_VERSION,
+        CURVE_COLUMNS,
+    )
+    from auditkit.caption.discovery import DISCOVERY_SCHEMA_VERSION
+
+    captions, results = Path(run_dir) / "captions", Path(run_dir) / "results"
+    wanted = {
+        "causal": (captions / "causal.parquet", CAUSAL_SCHEMA_VERSION, CAUSAL_COLUMNS),
+        "causal_curve": (captions / "causal_curve.parquet", CAUSAL_SCHEMA_VERSION, CURVE_COLUMNS),
+        "causal_axes": (captions / "causal_axes.parquet", CAUSAL_SCHEMA_VERSION, AXIS_COLUMNS),
+        "discovery": (results / "discovery.parquet", DISCOVERY_SCHEMA_VERSION, DISCOVERY_COLUMNS),
+    }
+    tables = {}
+    for name, (path, newest, columns) in wanted.items():
+        if not path.is_file():
+            continue
+        metadata = pq.read_schema(path).metadata or {}
+        version = int(metadata.get(b"auditkit_schema_version", b"1"))
+        if version > newest:
+            raise SchemaVersionError(
+                f"{path} has schema_version {version}; this auditkit reads up to {newest}.",
+                hint="upgrade auditkit to read this run directory.",
+            )
+        frame = pd.read_parquet(path)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"{path} lacks the columns {missing} that its schema requires.",
+                hint="rerun 'auditkit run' on this run directory to rewrite it.",
+            )
+        tables[name] = frame
+    return tables
+
+
+def alpha_text(alpha: float) -> str:
+    """A steering strength for prose: ``−1``, ``0``, ``+0.5`` (true minus sign)."""
+    return "0" if alpha == 0 else f"{alpha:+g}".replace("-", "−")
+
+
+def causal_verdict(points: pd.DataFrame, monotone: bool) -> str:
+    """One axis's dose-response in a word, from its ``causal_curve`` rows.
+
+    ``causal``: the share of the first group at the largest alpha is clearly (disjoint 95%
+    Wilson intervals) above the share at the smallest, and never falls in between;
+    ``not monotone``: clearly above, but falls somewhere; ``reversed``: clearly below;
+    ``no clear effect``: the intervals at the two ends overlap; ``not measured``: fewer than two
+    alphas with images read as either group.
+    """
+    read = points[points["share"].notna()].sort_values("alpha")
+    if len(read) < 2:
+        return "not measured"
+    low, high = read.iloc[0], read.iloc[-1]
+    if float(high["share_low"]) > float(low["share_high"]):
+        return "causal" if monotone else "not monotone"
+    if float(high["share_high"]) < float(low["share_low"]):
+        return "reversed"
+    return "no clear effect"
+
+
+def causal_statement(row: Mapping[str, Any], points: pd.DataFrame, hook: str) -> str:
+    """A plain sentence on one steered axis (its ``causal_axes`` row and curve points)."""
+    axis, pos = str(row["axis"]), str(row["positive_group"])
+    verdict = causal_verdict(points, bool(row["monotone"]))
+    if verdict == "not measured":
+        return (
+            f"Causal check on '{axis}': the captioner read too few steered images as "
+            f"'{pos}' or '{row['negative_group']}' to measure a dose-response."
+        )
+    read = points[points["share"].notna()].sort_values("alpha")
+    low, high = read.iloc[0], read.iloc[-1]
+    moves = (
+        f"Causal check on '{axis}': adding α·g to the {hook} output at every "
+        f"denoising step moves the share of images read as '{pos}' from {low['share']:.2f} "
+        f"(α = {alpha_text(low['alpha'])}) to {high['share']:.2f} "
+        f"(α = {alpha_text(high['alpha'])})"
+    )
+    if verdict == "causal":
+        return moves + ", monotonically: the direction is causally used by the model."
+    if verdict == "not monotone":
+        shares, alphas = read["share"].tolist(), read["alpha"].tolist()
+        i = next(i for i in range(len(shares) - 1) if shares[i + 1] < shares[i])
+        return (
+            moves + f", but not monotonically (it falls between α = "
+            f"{alpha_text(alphas[i])} and {alpha_text(alphas[i + 1])}): steering along the "
+            "direction changes what the model draws, but not as a steady dose-response."
+        )
+    if verdict == "reversed":
+        return (
+            moves + ": the share falls as α grows, against the direction's sign, so the "
+            "direction changes what the model draws but not the way the latent axis predicts."
+        )
+    return (
+        moves + ": the 95% intervals at the two ends overlap, so steering has no clear effect "
+        "on what the model draws and the direction is not shown to be causally used."
+    )
+
+
+def causal_records(extra: Mapping[str, pd.DataFrame], hook: str) -> list[dict[str, Any]] | None:
+    """The summary's ``causal`` block (per steered axis), or None without a causal check."""
+    curve, axes = extra.get("causal_curve"), extra.get("causal_axes")
+    if curve is None or axes is None:
+        return None
+    out = []
+    for record in axes.to_dict("records"):
+        row = {str(k): v for k, v in record.items()}
+        points = curve[curve["axis"] == row["axis"]].sort_values("alpha")
+        out.append(
+            {
+                "axis": str(row["axis"]),
+                "positive_group": str(row["positive_group"]),
+                "negative_group": str(row["negative_group"]),
+                "hook": hook,
+                "shares": [
+                    {
+                        "alpha": _num(p.alpha),
+                        "share": _num(p.share),
+                        "share_ci": [_num(p.share_low), _num(p.share_high)],
+                        "n_images": int(str(p.n_images)),
+                        "n_unread": int(str(p.n_unread)),
+                    }
+                    for p in points.itertuples()
+                ],
+                "effect": _num(row["effect"]),
+                "monotone": bool(row["monotone"]),
+                "verdict": causal_verdict(points, bool(row["monotone"])),
+                "rho": _num(row["rho"]),
+                "slope": _num(row["slope"]),
+                "n_concepts": int(row["n_concepts"]),
+                "n_images": int(row["n_images"]),
+                "direction_norm": _num(row["direction_norm"]),
+                "statement": causal_statement(row, points, hook),
+            }
+        )
+    return out
+
+
+def _axis_groups(spec: AuditSpec) -> dict[str, list[str]]:
+    return {a.name: list(a.groups) for a in spec.axes}
+
+
+def axis_ends(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``top`` terms of one (concept set, axis) block of ``discovery``: those at the first
+    group's end (highest lean cosine first) and at the second's (lowest first). A term is kept
+    at an end only if it leans that way (positive cosine at the first group's end, negative at
+    the second's), so an end can be empty."""
+    top = block[block["top"].astype(bool)]
+    half = (len(block) + 1) // 2
+    first = top[(top["rank"] <= half) & (top["cosine"] > 0)].sort_values("rank")
+    second = top[(top["rank"] > half) & (top["cosine"] < 0)]
+    return first, second.sort_values("rank", ascending=False)
+
+
+def _term_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "term": str(r["term"]),
+            "cosine": _num(r["cosine"]),
+            "cosine_ci": [_num(r["cosine_ci_low"]), _num(r["cosine_ci_high"])],
+            "count": int(r["count"]),
+            "rank": int(r["rank"]),
+        }
+        for r in rows.to_dict("records")
+    ]
+
+
+def discovery_records(discovery: pd.DataFrame, groups: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The summary's ``discovery`` block: the top terms per concept and at each axis end."""
+    on_concepts = discovery[discovery["axis"] == ""]
+    concepts = [
+        {
+            "concept_set": str(key[0]),
+            "concept": str(key[1]),
+            "top": _term_records(block[block["top"]].sort_values("rank")),
+        }
+        for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False)
+    ]
+    axes = []
+    for key, block in discovery[discovery["axis"] != ""].groupby(
+        ["concept_set", "axis"], sort=False
+    ):
+        first, second = axis_ends(block)
+        names = groups.get(str(key[1]), [])
+        axes.append(
+            {
+                "concept_set": str(key[0]),
+                "axis": str(key[1]),
+                "positive_group": str(block["positive_group"].iloc[0]),
+                "negative_group": names[1] if len(names) == 2 else "",
+                "toward_positive": _term_records(first),
+                "toward_negative": _term_records(second),
+            }
+        )
+    return {"n_terms": int(discovery["term"].nunique()), "concepts": concepts, "axes": axes}
+
+
+def _quoted_terms(rows: pd.DataFrame, limit: int = 3) -> str:
+    if rows.empty:
+        return "none"
+    return ", ".join(f"'{r.term}' ({_signed(r.cosine)})" for r in rows.head(limit).itertuples())
+
+
+def _signed(value: Any) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:+.2f}"
+
+
+def discovery_sentences(
+    discovery: pd.DataFrame | None, groups: Mapping[str, list[str]]
+) -> list[str]:
+    """Findings from the discovery ranking: each concept's best-aligned mined term, and the
+    mined terms at each end of every two-group axis."""
+    if discovery is None:
+        return []
+    if discovery.empty:
+        return ["Open-vocabulary discovery kept no term: none was frequent enough in the captions."]
+    out = []
+    best = discovery[(discovery["axis"] == "") & (discovery["rank"] == 1)]
+    for cset, block in best.groupby("concept_set", sort=False):
+        pairs = "; ".join(
+            f"'{r.concept}': '{r.term}' ({_signed(r.cosine)})" for r in block.itertuples()
+        )
+        out.append(
+            f"Of the terms mined from the captions of '{cset}', the one most aligned with each "
+            f"concept's centred latent: {pairs}."
+        )
+    for key, block in discovery[discovery["axis"] != ""].groupby(
+        ["concept_set", "axis"], sort=False
+    ):
+        first, second = axis_ends(block)
+        names = groups.get(str(key[1]), [])
+        negative = names[1] if len(names) == 2 else "the second group"
+        out.append(
+            f"Of the terms mined for '{key[0]}', those leaning most towards "
+            f"'{block['positive_group'].iloc[0]}' along '{key[1]}' are {_quoted_terms(first)}; "
+            f"towards '{negative}': {_quoted_terms(second)}."
         )
     return out
 

@@ -1,9 +1,10 @@
 """Build the one context object the report templates see, from a finished run directory.
 
 Reads only what docs/run-directory.md promises: ``spec.yaml``, ``manifest.json``,
-``results/summary.json`` and the ``results/*.parquet`` tables. Analysis tables are optional (an
-analysis the spec did not ask for simply has no section). Charts enter the context as Vega-Lite
-specs (plain dicts); the templates format and place values but never compute them.
+``results/summary.json``, the ``results/*.parquet`` tables and, when the run made them, the
+causal check's ``captions/causal*.parquet``. Analysis tables are optional (an analysis the spec
+did not ask for, or an older run directory, simply has no section). Charts enter the context as
+Vega-Lite specs (plain dicts); the templates format and place values but never compute them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 import yaml
 
 from auditkit import __version__
+from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
 from auditkit.report import charts, inputs
 from auditkit.spec import AuditSpec
 
@@ -37,6 +39,10 @@ CAVEATS = [
 ]
 
 
+REPORT_SCHEMA_VERSION = 1
+"""Version of the report's structure (shown on the cover; bumped when sections change meaning)."""
+
+
 def build_report_context(run_dir: Path) -> dict[str, Any]:
     """Read a run directory and return everything the report shows, as plain data.
 
@@ -53,6 +59,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         name: inputs.read_table(run_dir / "results" / f"{name}.parquet", name)
         for name in inputs.TABLE_COLUMNS
     }
+    extra = read_extra_tables(run_dir)
 
     chart_specs: dict[str, dict[str, Any]] = {}
     model = _model(spec, manifest, summary)
@@ -64,6 +71,10 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "run": _run(manifest, summary),
         "auditkit_version": __version__,
         "formats": list(spec.report.formats),
+        "paper": spec.report.paper,
+        "report_schema_version": REPORT_SCHEMA_VERSION,
+        "results_hash": _results_hash(run_dir),
+        "weights_hash": _weights_hash(manifest),
         "banners": _banners(model, manifest),
         "findings": [str(f) for f in summary.get("findings", [])],
         "gates": summary.get("gates"),
@@ -78,6 +89,8 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
         "similarity": _similarity_sections(tables["similarity"], tables["structure"], chart_specs),
         "outputs": _output_sections(tables, manifest, chart_specs),
+        "causal": _causal_section(extra, spec, manifest, chart_specs),
+        "discovery": _discovery_section(extra, spec),
         "caveats": list(CAVEATS),
         "provenance": _provenance(manifest, spec_text, tables["prompts"]),
         "charts": chart_specs,
@@ -98,6 +111,24 @@ def _model(spec: AuditSpec, manifest: dict[str, Any], summary: dict[str, Any]) -
         "pipeline_class": recorded.get("pipeline_class"),
         "is_demo": model_id.startswith(DEMO_MODEL_PREFIX),
     }
+
+
+def _results_hash(run_dir: Path) -> str:
+    """Content hash of the run's result tables (the report's identity with the run id)."""
+    from auditkit.export import results_hash
+
+    return results_hash(run_dir / "results")
+
+
+def _weights_hash(manifest: dict[str, Any]) -> str | None:
+    """One sha256 over the sorted (path, sha256) of every weight file the manifest lists."""
+    import hashlib
+
+    files = (manifest.get("model") or {}).get("files") or []
+    pairs = sorted(f"{f.get('path')}:{f.get('sha256')}" for f in files if f.get("sha256"))
+    if not pairs:
+        return None
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
 def _run(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -523,6 +554,136 @@ def _output_sections(
         "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
         "attributes": attributes,
         "agreement": axes,
+    }
+
+
+def _causal_section(
+    extra: dict[str, pd.DataFrame],
+    spec: AuditSpec,
+    manifest: dict[str, Any],
+    chart_specs: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """The causal check: per steered axis its dose-response chart, statement and shares."""
+    from auditkit.report import charts_causal
+
+    records = causal_records(extra, spec.probe.hook)
+    if not records:
+        return None
+    curve, per_concept = extra["causal_curve"], extra.get("causal")
+    axes = []
+    for index, record in enumerate(records):
+        points = curve[curve["axis"] == record["axis"]].sort_values("alpha")
+        concepts = None
+        if per_concept is not None:
+            concepts = per_concept[per_concept["axis"] == record["axis"]]
+        chart_id = f"causal-{index}"
+        chart_specs[chart_id] = charts_causal.dose_response_chart(points, concepts).to_dict()
+        alphas = [float(a) for a in points["alpha"]]
+        rows = []
+        if concepts is not None and len(concepts):
+            wide = concepts.pivot_table(
+                index=["concept_set", "concept"], columns="alpha", values="share", sort=False
+            )
+            rows = [
+                {
+                    "concept_set": str(key[0]),
+                    "concept": str(key[1]),
+                    "shares": [_num(wide.loc[key].get(a)) for a in alphas],
+                }
+                for key in wide.index
+            ]
+        axes.append(
+            {
+                **record,
+                "anchor": f"causal-{index}",
+                "chart_id": chart_id,
+                "alphas": [alpha_text(a) for a in alphas],
+                "points": [
+                    {**point, "alpha_text": alpha_text(float(point["alpha"]))}
+                    for point in record["shares"]
+                ],
+                "concept_rows": rows,
+            }
+        )
+    n_seeds = None
+    if spec.captions is not None and spec.captions.causal is not None:
+        from auditkit.caption.causal import causal_seeds
+
+        n_seeds = len(causal_seeds(spec))
+    captioner = dict(manifest.get("captioner") or {})
+    return {
+        "hook": spec.probe.hook,
+        "captioner": captioner.get("id"),
+        "n_seeds": n_seeds,
+        "axes": axes,
+    }
+
+
+def _term_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Discovered terms for a table: text, cosine, its interval and captions containing it."""
+    out = []
+    for row in rows.to_dict("records"):
+        low, high = _num(row["cosine_ci_low"]), _num(row["cosine_ci_high"])
+        out.append(
+            {
+                "term": str(row["term"]),
+                "rank": int(row["rank"]),
+                "count": int(row["count"]),
+                "cosine": _num(row["cosine"]),
+                "ci_low": low,
+                "ci_high": high,
+                "clear_of_zero": _clear_of_zero(low, high),
+            }
+        )
+    return out
+
+
+def _discovery_section(extra: dict[str, pd.DataFrame], spec: AuditSpec) -> dict[str, Any] | None:
+    """Open-vocabulary discovery: the top mined terms per concept and at each axis end."""
+    discovery = extra.get("discovery")
+    if discovery is None:
+        return None
+    template = None
+    if spec.captions is not None and spec.captions.discovery is not None:
+        from auditkit.caption.discovery import discovery_template
+
+        template = discovery_template(spec)
+    groups = {a.name: list(a.groups) for a in spec.axes}
+    concepts = []
+    on_concepts = discovery[discovery["axis"] == ""]
+    for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False):
+        top = block[block["top"].astype(bool)].sort_values("rank")
+        concepts.append(
+            {"concept_set": str(key[0]), "concept": str(key[1]), "terms": _term_rows(top)}
+        )
+    axes = []
+    on_axes = discovery[discovery["axis"] != ""]
+    for key, block in on_axes.groupby(["concept_set", "axis"], sort=False):
+        first, second = (_term_rows(end) for end in axis_ends(block))
+        names = groups.get(str(key[1]), [])
+        axes.append(
+            {
+                "concept_set": str(key[0]),
+                "axis": str(key[1]),
+                "positive_group": str(block["positive_group"].iloc[0]),
+                "negative_group": names[1] if len(names) == 2 else "the second group",
+                "rows": [
+                    {
+                        "first": first[i] if i < len(first) else None,
+                        "second": second[i] if i < len(second) else None,
+                    }
+                    for i in range(max(len(first), len(second)))
+                ],
+            }
+        )
+    intervals = bool(discovery[["cosine_ci_low", "cosine_ci_high"]].notna().all(axis=1).any())
+    return {
+        "n_terms": int(discovery["term"].nunique()),
+        "template": template,
+        "intervals": intervals,
+        "several_sets": int(discovery["concept_set"].nunique()) > 1,
+        "concepts": concepts,
+        "axes": axes,
     }
 
 

@@ -29,6 +29,8 @@ FORMATS = ("html", "pdf")
 TEMPLATE = "report.html.j2"
 _GLOBALS_SNIPPET = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLite = vegaLite;"
 """What the bundle exposes: report.js calls ``window.vegaEmbed``."""
+PAPER_SIZES = {"a4": "A4", "letter": "letter"}
+"""CSS page sizes of the paper formats a PDF report can be printed on."""
 PDF_CHART_WIDTH = 620
 """Pixel width given to charts sized to their container when they are drawn for the PDF."""
 
@@ -107,7 +109,9 @@ def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
     medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": images}
     html = _environment().get_template(template).render(report=context, medium=medium)
     document = weasyprint.HTML(string=html, url_fetcher=_offline_fetcher(weasyprint))
-    pdf: bytes = document.write_pdf()
+    paper = str(context.get("paper", "a4"))
+    sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]}; }}")]
+    pdf: bytes = document.write_pdf(stylesheets=sheets)
     return pdf
 
 

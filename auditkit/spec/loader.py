@@ -177,6 +177,8 @@ def _resolved(spec: AuditSpec) -> dict[str, Any]:
     for optional in ("crossings", "gates"):
         if not data.get(optional):
             data.pop(optional, None)
+    if data.get("report", {}).get("paper") == "a4":
+        data["report"].pop("paper")
     return data
 
 

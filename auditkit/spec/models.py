@@ -264,6 +264,7 @@ class ReportSpec(_Frozen):
     formats: list[ReportFormat] = Field(
         default_factory=_default_formats, description="Report formats to write.", min_length=1
     )
+    paper: Literal["a4", "letter"] = Field("a4", description="Paper size of the PDF report.")
 
 
 CaptionerKind = Literal["toyworld", "image-to-text", "clip"]

@@ -71,8 +71,14 @@ def write_model_card(folder: Path) -> Path:
     lines += ["", "## Training", ""]
     if training:
         config = training.get("config", {})
+        reused = bool(training["vae"].get("reused_from_checkpoint"))
+        command = (
+            f"auditkit toyworld train --seed {config.get('seed')} --steps {config.get('steps')}"
+            + (" --vae-from <the first toyworld-biased release>" if reused else "")
+            + (f" --threads {config.get('threads')}" if config.get("threads", 2) != 2 else "")
+        )
         lines += [
-            f"- Command: `auditkit toyworld train --seed {config.get('seed')}` "
+            f"- Command: `{command}` "
             f"(steps {config.get('steps')}, batch {config.get('batch_size')}, "
             f"learning rate {config.get('lr')}, EMA {config.get('ema_decay')}, caption "
             f"dropout {config.get('caption_dropout')}).",
@@ -82,10 +88,11 @@ def write_model_card(folder: Path) -> Path:
             f"- Text encoder width {config.get('text_width')} x {config.get('text_layers')} "
             f"layers, U-Net blocks {config.get('unet_channels')}, trained jointly; final loss "
             f"{training['denoiser']['final_loss']}.",
-            f"- Time: {training['denoiser']['seconds']:.0f} s for the denoiser and "
-            f"{training['vae']['seconds']:.0f} s for the shared VAE on "
-            f"{training.get('threads')} CPU threads (torch {training.get('torch')}, diffusers "
-            f"{training.get('diffusers')}).",
+            f"- Time: {training['denoiser']['seconds']:.0f} s for the denoiser on "
+            f"{training.get('threads')} CPU thread(s) of {training.get('hardware', 'a CPU')} "
+            f"(device {config.get('device', 'cpu')}; torch {training.get('torch')}, diffusers "
+            f"{training.get('diffusers')}), and {training['vae']['seconds']:.0f} s for the "
+            "shared VAE" + (" (trained once for the first release and reused)." if reused else "."),
         ]
     lines += ["", "## Measured quality", ""]
     if quality:

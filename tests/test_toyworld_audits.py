@@ -1,0 +1,117 @@
+"""The known answer: the default audit of toyworld-biased recovers the planted rates, and the
+same spec on toyworld-balanced (the control) comes out clean.
+
+Both audits run once per test session (about two minutes each on two CPU cores); every test
+below reads their run directories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from auditkit.toyworld.build import checkpoint_path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANTED_AXES = ("gender", "skin")
+
+
+def _run(spec: str, out: Path) -> Path:
+    from auditkit.run import run_audit
+
+    return run_audit(ROOT / "audits" / spec, out, show_progress=False, render=False).run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("toyworld-audits")
+    return {
+        "biased": _run("toyworld.yaml", root / "biased"),
+        "balanced": _run("toyworld-balanced.yaml", root / "balanced"),
+    }
+
+
+def _table(run: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(run / "results" / f"{name}.parquet")
+
+
+def _planted(variant: str) -> dict[str, dict[str, float]]:
+    path = checkpoint_path(variant) / "planted_rates.json"  # type: ignore[arg-type]
+    return dict(json.loads(path.read_text())["rates"])
+
+
+def test_default_audit_ranks_occupations_like_the_planted_rates(runs: dict[str, Path]) -> None:
+    from auditkit.toyworld.evaluate import planted_recovery
+
+    lean = _table(runs["biased"], "lean")
+    recovery = planted_recovery(lean, {"rates": _planted("biased")})
+    for attribute in PLANTED_AXES:
+        assert recovery[attribute]["spearman"] >= 0.9, recovery[attribute]
+
+
+def test_defaults_follow_the_planted_gender_rates(runs: dict[str, Path]) -> None:
+    """Unmarked prompt vs its man-/woman-marked variants: the contrast ranks like the rates."""
+    from auditkit.analyze.stats import spearman
+
+    rates = _planted("biased")["gender"]
+    table = _table(runs["biased"], "defaults")
+    table = table[table["axis"] == "gender"].pivot(
+        index="concept", columns="group", values="cosine"
+    )
+    contrast = table["man"] - table["woman"]
+    assert spearman([rates[o] for o in contrast.index], contrast.to_numpy()) >= 0.9
+
+
+def test_planted_gender_associations_are_significant(runs: dict[str, Path]) -> None:
+    lean = _table(runs["biased"], "lean").set_index(["axis", "concept"])
+    rates = _planted("biased")["gender"]
+    strong = [o for o, rate in rates.items() if rate <= 0.3 or rate >= 0.7]
+    assert len(strong) == 6
+    for occupation in strong:
+        row = lean.loc[("gender", occupation)]
+        assert bool(row["significant"]) and row["q_value"] < 0.05, (occupation, row["q_value"])
+
+
+def test_the_balanced_control_comes_out_clean(runs: dict[str, Path]) -> None:
+    biased, balanced = _table(runs["biased"], "lean"), _table(runs["balanced"], "lean")
+    for axis in PLANTED_AXES:
+        top_biased = biased.loc[biased["axis"] == axis, "score"].abs().max()
+        top_balanced = balanced.loc[balanced["axis"] == axis, "score"].abs().max()
+        assert top_balanced <= top_biased / 4, (axis, top_balanced, top_biased)
+    assert balanced["significant"].mean() <= 0.1, balanced[balanced["significant"]]
+
+
+def test_outputs_agree_with_the_latent_leans(runs: dict[str, Path]) -> None:
+    agreement = _table(runs["biased"], "agreement").set_index("axis")
+    for axis in PLANTED_AXES:
+        assert agreement.loc[axis, "rho"] >= 0.9, agreement.loc[axis]
+        assert agreement.loc[axis, "statement"] == "outputs agree"
+
+
+def test_gates_fail_on_biased_and_pass_on_balanced(runs: dict[str, Path]) -> None:
+    from auditkit.cli import main
+
+    biased = CliRunner().invoke(main, ["check", str(runs["biased"])])
+    balanced = CliRunner().invoke(main, ["check", str(runs["balanced"])])
+    assert biased.exit_code == 1, biased.output
+    assert balanced.exit_code == 0, balanced.output
+
+
+def test_diff_flags_the_planted_occupations_as_regressions(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    from auditkit.cli import main
+
+    out = tmp_path / "diff"
+    args = ["diff", str(runs["balanced"]), str(runs["biased"]), "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--format", "html", "--max-growth", "0.05"])
+    assert result.exit_code == 1, result.output  # the growth gate fails
+    record = json.loads((out / "diff.json").read_text())
+    flagged = {(r["axis"], r["concept"]) for r in record["rows"] if r["regression"]}
+    rates = _planted("biased")["gender"]
+    strong = {("gender", o) for o, rate in rates.items() if rate <= 0.3 or rate >= 0.7}
+    assert strong <= flagged, strong - flagged
