@@ -405,7 +405,7 @@ def toyworld() -> None:
     help="Which checkpoints to train (default: both).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
-@click.option("--steps", default=2400, show_default=True, help="Denoiser training steps.")
+@click.option("--steps", default=4800, show_default=True, help="Denoiser training steps.")
 @click.option("--vae-steps", default=1200, show_default=True, help="VAE training steps.")
 @click.option(
     "--captioner-steps",
@@ -499,6 +499,12 @@ def toyworld_train(
 )
 @click.option("--audits-only", is_flag=True, help="Only run and score the --audit specs.")
 @click.option("--device", default="cpu", show_default=True, help="Device for the sampling.")
+@click.option(
+    "--rate-seeds",
+    default=128,
+    show_default=True,
+    help="Seeds per occupation for the output rates (guidance 1 and the audit's).",
+)
 @handle_errors
 def toyworld_evaluate(
     root: Path | None,
@@ -509,6 +515,7 @@ def toyworld_evaluate(
     variants: tuple[str, ...],
     audits_only: bool,
     device: str,
+    rate_seeds: int,
 ) -> None:
     """Measure prompt following, output rates and audit recovery; refresh the model cards."""
     import json
@@ -523,7 +530,14 @@ def toyworld_evaluate(
     for variant in () if audits_only else (variants or VARIANTS):
         folder = checkpoint_path(variant, root)  # type: ignore[arg-type]
         if folder.is_dir():
-            evaluate_folder(folder, root / "toyworld-captioner", guidance, steps, device=device)
+            evaluate_folder(
+                folder,
+                root / "toyworld-captioner",
+                guidance,
+                steps,
+                device=device,
+                rate_seeds=rate_seeds,
+            )
             click.echo(f"{variant}: measured {folder / 'quality.json'}")
     for spec in audits:
         folder, record = score_audit(spec, runs, root)

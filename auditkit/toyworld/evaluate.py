@@ -192,7 +192,13 @@ def evaluate_checkpoint(
 
 
 def evaluate_folder(
-    folder: Any, captioner_dir: Any, guidance: float, steps: int, *, device: str = "cpu"
+    folder: Any,
+    captioner_dir: Any,
+    guidance: float,
+    steps: int,
+    *,
+    device: str = "cpu",
+    rate_seeds: int = 128,
 ) -> Any:
     """Evaluate the checkpoint in ``folder``; write quality.json and refresh its model card."""
     import json
@@ -212,7 +218,12 @@ def evaluate_folder(
         str(folder), local_files_only=True, **{dtype_keyword(): torch.float32}
     ).to(device)
     quality = evaluate_checkpoint(
-        pipe, load_captioner(Path(captioner_dir)), variant, audit_guidance=guidance, steps=steps
+        pipe,
+        load_captioner(Path(captioner_dir)),
+        variant,
+        audit_guidance=guidance,
+        steps=steps,
+        rate_seeds=rate_seeds,
     )
     previous = folder / "quality.json"
     if previous.is_file() and "audit" in (old := json.loads(previous.read_text())):

@@ -36,7 +36,7 @@ class TrainConfig:
     vae_steps: int = 1200
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
-    steps: int = 2400
+    steps: int = 4800
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
