@@ -20,6 +20,7 @@ TABLE_NAMES = (
     "axes",
     "lean",
     "steps",
+    "step_agreement",
     "defaults",
     "descriptors",
     "similarity",

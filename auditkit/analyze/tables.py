@@ -64,6 +64,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
         "n_seeds",
     ],
     "steps": ["axis", "concept_set", "concept", "step", "timestep", "score"],
+    "step_agreement": ["axis", "step_a", "step_b", "timestep_a", "timestep_b", "cosine"],
     "defaults": [
         "axis",
         "concept_set",
@@ -118,6 +119,8 @@ def analyze(
     results = AuditResults()
     results.tables["prompts"] = _prompts_table(plan, latents, H)
     results.tables["axes"] = _axes_table(latents, layout)
+    if len(latents.steps) > 1:
+        results.tables["step_agreement"] = _step_agreement_table(latents, layout)
     if "lean" in spec.analyses:
         results.tables["lean"] = _lean_table(H, layout, len(latents.seeds))
         add_robustness(results.tables["lean"], H, layout)
@@ -236,6 +239,33 @@ def _axes_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(records)
+
+
+def _step_agreement_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
+    """Per two-group axis: the cosine between the axes computed from each pair of kept steps
+    (the full matrix, diagonal included; step_consistency in axes.parquet is its mean off the
+    diagonal)."""
+    records = []
+    for axis in layout.axes:
+        if not axis.two_group:
+            continue
+        per_step = [
+            axis_direction(latents.step_means[:, s].astype(np.float64), axis)
+            for s in range(len(latents.steps))
+        ]
+        for i, (step_a, t_a) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
+            for j, (step_b, t_b) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
+                records.append(
+                    {
+                        "axis": axis.name,
+                        "step_a": int(step_a),
+                        "step_b": int(step_b),
+                        "timestep_a": float(t_a),
+                        "timestep_b": float(t_b),
+                        "cosine": cosine(per_step[i], per_step[j]),
+                    }
+                )
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["step_agreement"])
 
 
 def _lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame:

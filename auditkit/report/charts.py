@@ -323,6 +323,27 @@ def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
     )
 
 
+def step_agreement_heatmap(rows: pd.DataFrame) -> alt.LayerChart:
+    """Cosine between the axis computed at each pair of denoising steps (one axis)."""
+    frame = rows.assign(
+        a=[f"step {s}" for s in rows["step_a"]], b=[f"step {s}" for s in rows["step_b"]]
+    )
+    order = [f"step {s}" for s in sorted(set(rows["step_a"]))]
+    return _heatmap(
+        frame,
+        x=alt.X("b:N", sort=order, title=None, axis=alt.Axis(orient="top", labelAngle=-40)),
+        y=alt.Y("a:N", sort=order, title=None),
+        n_x=len(order),
+        n_y=len(order),
+        tooltip=[
+            alt.Tooltip("a:N", title="axis at"),
+            alt.Tooltip("b:N", title="against"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+        ],
+        symmetric_to_one=True,
+    )
+
+
 def _heatmap(
     frame: pd.DataFrame,
     *,

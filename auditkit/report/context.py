@@ -336,6 +336,12 @@ def _axis_sections(
         if steps is not None and (steps["axis"] == name).any():
             steps_id = f"steps-{index}"
             chart_specs[steps_id] = charts.steps_chart(steps[steps["axis"] == name]).to_dict()
+        agreement_id = None
+        step_agreement = tables.get("step_agreement")
+        if step_agreement is not None and (step_agreement["axis"] == name).any():
+            agreement_id = f"step-agreement-{index}"
+            part = step_agreement[step_agreement["axis"] == name]
+            chart_specs[agreement_id] = charts.step_agreement_heatmap(part).to_dict()
         sections.append(
             {
                 "anchor": f"axis-{index}",
@@ -347,6 +353,7 @@ def _axis_sections(
                 "step_consistency": info.get("step_consistency"),
                 "chart_id": chart_id,
                 "steps_chart_id": steps_id,
+                "step_agreement_chart_id": agreement_id,
                 "rows": _lean_rows(rows, intervals),
                 "intervals": intervals,
                 "tested": "significant" in rows.columns,

@@ -110,7 +110,7 @@ def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
     html = _environment().get_template(template).render(report=context, medium=medium)
     document = weasyprint.HTML(string=html, url_fetcher=_offline_fetcher(weasyprint))
     paper = str(context.get("paper", "a4"))
-    sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]}; }}")]
+    sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]} !important; }}")]
     pdf: bytes = document.write_pdf(stylesheets=sheets)
     return pdf
 
