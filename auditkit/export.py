@@ -75,7 +75,8 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
             hint=f"run 'auditkit run SPEC --out {run_dir}' first.",
         )
     summary = json.loads(summary_path.read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     lean_path = results / "lean.parquet"
     lean = pd.read_parquet(lean_path) if lean_path.is_file() else None
     report = run_dir / "report" / "report.html"

@@ -32,17 +32,6 @@ class RunOutcome:
     manifest: dict[str, Any]
     report_paths: list[Path]
 
-    @property
-    def failed_gates(self) -> list[dict[str, Any]]:
-        """The gates this run failed (empty when it has none or all passed)."""
-        from auditkit.provenance import read_versioned_json
-
-        path = self.run_dir / "results" / "gates.json"
-        if not path.is_file():
-            return []
-        record = read_versioned_json(path, newest=1, kind="gates")
-        return [g for g in record["gates"] if not g["passed"]]
-
 
 def default_cache_dir() -> Path:
     """Where builtin models are built: ``~/.cache/auditkit``."""
@@ -341,6 +330,7 @@ def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str
 
         readings = read_captions(run_dir / "captions")[1]
     results = analyze(spec, plan, latents, readings)
+    _drop_stale_results(spec, results.tables, run_dir)
     summary = summarize(
         spec,
         results,
@@ -360,6 +350,24 @@ def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str
         )
         return
     write_results(results, summary, run_dir / "results")
+
+
+def _drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run_dir: Path) -> None:
+    """Remove result files an earlier run in this folder wrote and this spec no longer makes
+    (a dropped analysis, captions section, causal check, discovery or gates), so that nothing
+    downstream (summary, report, gates, diff) reads them as this run's."""
+    results, captions = run_dir / "results", run_dir / "captions"
+    keep = {f"{name}.parquet" for name in tables}
+    section = spec.captions
+    if section is not None and section.discovery is not None:
+        keep |= {"discovery.parquet", "discovered_terms.parquet"}
+    stale = [p for p in results.glob("*.parquet") if p.name not in keep]
+    if not spec.gates:
+        stale += [results / "gates.json", results / "junit.xml"]
+    if section is None or section.causal is None:
+        stale += [captions / f"{n}.parquet" for n in ("causal", "causal_curve", "causal_axes")]
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def _render(run_dir: Path, spec: AuditSpec) -> list[Path]:

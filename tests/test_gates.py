@@ -169,3 +169,20 @@ def test_check_without_gates_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", str(run)])
     assert result.exit_code == 2
     assert "no gates" in result.output
+
+
+def test_a_rerun_drops_result_files_its_spec_no_longer_makes(tmp_path: Path) -> None:
+    from auditkit.run import _drop_stale_results
+
+    results, captions = tmp_path / "results", tmp_path / "captions"
+    results.mkdir()
+    captions.mkdir()
+    for name in ("lean", "outputs", "discovery"):
+        (results / f"{name}.parquet").write_bytes(b"x")
+    for name in ("gates.json", "junit.xml"):
+        (results / name).write_text("{}")
+    (captions / "causal.parquet").write_bytes(b"x")
+    (captions / "readings.parquet").write_bytes(b"x")
+    _drop_stale_results(_spec([]), {"lean": pd.DataFrame()}, tmp_path)
+    assert sorted(p.name for p in results.iterdir()) == ["lean.parquet"]
+    assert sorted(p.name for p in captions.iterdir()) == ["readings.parquet"]

@@ -131,9 +131,12 @@ def label_null_p_values(
     X = np.asarray(per_seed, dtype=np.float64)
     grams = np.einsum("pnd,qnd->npq", X, X, optimize=True)  # one prompt Gram per seed
     Q = inner_products(basis, grams)  # [N, V, V]
-    rng = np.random.default_rng([seed, 11])
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(permutations, n_seeds))
-    signs[0] = 1.0
+    if 2**n_seeds <= permutations:  # few seeds: every relabelling, an exact test
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n_seeds)))
+    else:
+        rng = np.random.default_rng([seed, 11])
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(permutations, n_seeds))
+        signs[0] = 1.0
     for i, row in enumerate(lean.itertuples(index=False)):
         c = basis[("concept", str(row.concept_set), str(row.concept))]
         r = basis[("ref", str(row.concept_set))]

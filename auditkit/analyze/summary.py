@@ -393,11 +393,15 @@ def causal_statement(row: Mapping[str, Any], points: pd.DataFrame, hook: str) ->
         return moves + ", monotonically: the direction is causally used by the model."
     if verdict == "not monotone":
         shares, alphas = read["share"].tolist(), read["alpha"].tolist()
-        i = next(i for i in range(len(shares) - 1) if shares[i + 1] < shares[i])
+        fall = next((i for i in range(len(shares) - 1) if shares[i + 1] < shares[i]), None)
+        where = (
+            f" (it falls between α = {alpha_text(alphas[fall])} and {alpha_text(alphas[fall + 1])})"
+            if fall is not None
+            else " (some α had no image read as either group)"
+        )
         return (
-            moves + f", but not monotonically (it falls between α = "
-            f"{alpha_text(alphas[i])} and {alpha_text(alphas[i + 1])}): steering along the "
-            "direction changes what the model draws, but not as a steady dose-response."
+            moves + f", but not monotonically{where}: steering along the direction changes "
+            "what the model draws, but not as a steady dose-response."
         )
     if verdict == "reversed":
         return (

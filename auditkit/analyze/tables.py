@@ -188,7 +188,7 @@ def add_output_tables(
             lean,
             shares,
             two_group,
-            resamples=max(spec.statistics.bootstrap_resamples, 1),
+            resamples=spec.statistics.bootstrap_resamples or 1000,  # over concepts: always on
             seed=spec.statistics.seed,
         )
 

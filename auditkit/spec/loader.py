@@ -179,6 +179,10 @@ def _resolved(spec: AuditSpec) -> dict[str, Any]:
             data.pop(optional, None)
     if data.get("report", {}).get("paper") == "a4":
         data["report"].pop("paper")
+    statistics = data.get("statistics", {})
+    for key, default in (("alpha", 0.05), ("null_model", "labels")):
+        if statistics.get(key) == default:
+            statistics.pop(key)
     return data
 
 
