@@ -21,7 +21,7 @@ SECTIONS = (
     "Descriptor ranking",
     "Concept similarity",
     "What the model draws",
-    "Caveats",
+    "Limitations and ethics",
 )
 
 

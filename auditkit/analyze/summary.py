@@ -134,10 +134,13 @@ def _lean_sentence(axis: str, rows: pd.DataFrame, ordered: pd.DataFrame) -> str:
     top = ordered.iloc[0]
     pos = rows["positive_group"].iloc[0]
     n_pos = int((rows["score"] > 0).sum())
+    interval = ""
+    if hasattr(top, "score_ci_low"):
+        interval = f", 95% CI [{top.score_ci_low:+.3f}, {top.score_ci_high:+.3f}]"
     return (
         f"Along '{axis}', {n_pos} of {len(rows)} concepts lean towards '{pos}'; the strongest "
-        f"lean is '{top.concept}' towards '{top.toward}' (score {top.score:+.3f}, where ±1 "
-        f"is the distance from the midpoint to a group's mean)."
+        f"lean is '{top.concept}' towards '{top.toward}' (score {top.score:+.3f}{interval}, "
+        "where ±1 is the distance from the midpoint to a group's mean)."
     )
 
 
