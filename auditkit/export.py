@@ -18,25 +18,17 @@ import pandas as pd
 import yaml
 
 from auditkit.errors import UsageError
+from auditkit.provenance import sha256_file
 
 TASK_TYPE = "text-to-image"
 DATASET_TYPE = "auditkit-audit"
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def results_hash(results_dir: Path) -> str:
     """A content hash of a run's result tables (sorted names and bytes of every parquet)."""
     digest = hashlib.sha256()
     for path in sorted(results_dir.glob("*.parquet")):
-        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\n")
+        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -80,7 +72,7 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     lean_path = results / "lean.parquet"
     lean = pd.read_parquet(lean_path) if lean_path.is_file() else None
     report = run_dir / "report" / "report.html"
-    report_hash = file_sha256(report) if report.is_file() else None
+    report_hash = sha256_file(report) if report.is_file() else None
     model_id = str((manifest.get("model") or {}).get("id") or summary["model"]["id"])
     audit = str(summary["audit"])
     version = str(manifest.get("auditkit_version", ""))

@@ -150,29 +150,36 @@ def gates_summary(outcomes: list[GateOutcome]) -> dict[str, Any]:
     }
 
 
-def junit_xml(outcomes: list[GateOutcome], *, suite: str, run_id: str) -> bytes:
-    """A JUnit XML report: one test case per gate, a <failure> for each failed gate."""
-    failures = sum(not o.passed for o in outcomes)
-    root = ET.Element("testsuites", name="auditkit", tests=str(len(outcomes)))
+def junit_report(suite: str, cases: list[tuple[str, str, bool, str]], *, run_id: str) -> bytes:
+    """JUnit XML for CI systems: one test case per (name, kind, passed, message), a
+    <failure> for each failed one. ElementTree escapes every name and message."""
+    failures = sum(not passed for _, _, passed, _ in cases)
+    root = ET.Element("testsuites", name="auditkit", tests=str(len(cases)))
     root.set("failures", str(failures))
     node = ET.SubElement(
         root,
         "testsuite",
-        name=f"auditkit gates: {suite}",
-        tests=str(len(outcomes)),
+        name=suite,
+        tests=str(len(cases)),
         failures=str(failures),
         errors="0",
         skipped="0",
     )
     ET.SubElement(ET.SubElement(node, "properties"), "property", name="run_id", value=run_id)
-    for outcome in outcomes:
-        case = ET.SubElement(node, "testcase", name=outcome.name, classname=f"auditkit.{suite}")
-        if not outcome.passed:
-            failure = ET.SubElement(case, "failure", message=outcome.message, type=outcome.metric)
-            failure.text = outcome.message
+    for name, kind, passed, message in cases:
+        case = ET.SubElement(node, "testcase", name=name, classname=f"auditkit.{kind}")
+        if not passed:
+            failure = ET.SubElement(case, "failure", message=message, type=kind)
+            failure.text = message
         else:
-            ET.SubElement(case, "system-out").text = outcome.message
+            ET.SubElement(case, "system-out").text = message
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def junit_xml(outcomes: list[GateOutcome], *, suite: str, run_id: str) -> bytes:
+    """A JUnit XML report of the spec's gates."""
+    cases = [(o.name, o.metric, o.passed, o.message) for o in outcomes]
+    return junit_report(f"auditkit gates: {suite}", cases, run_id=run_id)
 
 
 def write_gate_files(

@@ -59,6 +59,27 @@ def read_versioned_json(path: Path, *, newest: int, kind: str) -> dict[str, Any]
     return data
 
 
+PARQUET_VERSION_KEY = b"auditkit_schema_version"
+"""Parquet schema-metadata key that carries a table's schema version."""
+
+
+def versioned_parquet_bytes(frame: Any, version: int, meta: dict[str, str] | None = None) -> bytes:
+    """A DataFrame as parquet bytes with its schema version (and ``auditkit_<key>`` entries for
+    ``meta``) in the schema metadata, ready for :func:`write_bytes_atomic`."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[PARQUET_VERSION_KEY] = str(version).encode()
+    metadata.update({f"auditkit_{k}".encode(): v.encode() for k, v in (meta or {}).items()})
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buffer)
+    return buffer.getvalue()
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -40,7 +40,6 @@ Tables (schema: docs/run-directory.md), rewritten at the end of every pass:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -60,7 +59,7 @@ from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit, prompt_id
 from auditkit.progress import Progress
-from auditkit.provenance import write_bytes_atomic
+from auditkit.provenance import versioned_parquet_bytes, write_bytes_atomic
 from auditkit.spec.models import AuditSpec, AxisSpec, CausalSpec, fill
 
 CAUSAL_SCHEMA_VERSION = 1
@@ -503,16 +502,7 @@ def read_causal(root: Path) -> dict[str, pd.DataFrame]:
 
 
 def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[_VERSION_KEY] = str(CAUSAL_SCHEMA_VERSION).encode()
-    metadata.update({f"auditkit_{k}".encode(): v.encode() for k, v in meta.items()})
-    buffer = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(metadata), buffer)
-    return buffer.getvalue()
+    return versioned_parquet_bytes(frame, CAUSAL_SCHEMA_VERSION, meta)
 
 
 __all__ = [

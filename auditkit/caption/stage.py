@@ -21,7 +21,6 @@ its captions with the old ones. At the end the tidy tables of the current captio
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +36,12 @@ from auditkit.errors import SchemaVersionError
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.progress import Progress
-from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
+from auditkit.provenance import (
+    read_versioned_json,
+    versioned_parquet_bytes,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from auditkit.spec.models import AuditSpec, CaptionerSpec, CaptionsSpec
 
 CAPTIONS_SCHEMA_VERSION = 1
@@ -352,16 +356,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[_VERSION_KEY] = str(CAPTIONS_SCHEMA_VERSION).encode()
-    metadata.update({f"auditkit_{k}".encode(): v.encode() for k, v in meta.items()})
-    buffer = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(metadata), buffer)
-    return buffer.getvalue()
+    return versioned_parquet_bytes(frame, CAPTIONS_SCHEMA_VERSION, meta)
 
 
 def _read_versioned(path: Path) -> pd.DataFrame:

@@ -164,23 +164,7 @@ def render_diff(
 
 
 def _junit(result: DiffResult) -> bytes:
-    import xml.etree.ElementTree as ET
+    from auditkit.gates import junit_report
 
-    failures = sum(not g["passed"] for g in result.gates)
-    root = ET.Element("testsuites", name="auditkit", tests=str(len(result.gates)))
-    root.set("failures", str(failures))
-    suite = ET.SubElement(
-        root,
-        "testsuite",
-        name="auditkit diff gates",
-        tests=str(len(result.gates)),
-        failures=str(failures),
-        errors="0",
-        skipped="0",
-    )
-    for gate in result.gates:
-        case = ET.SubElement(suite, "testcase", name=gate["name"], classname="auditkit.diff")
-        if not gate["passed"]:
-            node = ET.SubElement(case, "failure", message=gate["message"], type="diff")
-            node.text = gate["message"]
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    cases = [(g["name"], "diff", bool(g["passed"]), str(g["message"])) for g in result.gates]
+    return junit_report("auditkit diff gates", cases, run_id="diff")
