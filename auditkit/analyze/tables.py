@@ -118,9 +118,10 @@ def analyze(
     layout = build_layout(spec, latents.row_map())
     results = AuditResults()
     results.tables["prompts"] = _prompts_table(plan, latents, H)
-    results.tables["axes"] = _axes_table(latents, layout)
-    if len(latents.steps) > 1:
-        results.tables["step_agreement"] = _step_agreement_table(latents, layout)
+    step_axes = _per_step_axes(latents, layout)
+    results.tables["axes"] = _axes_table(H, layout, step_axes)
+    if step_axes:
+        results.tables["step_agreement"] = _step_agreement_table(latents, step_axes)
     if "lean" in spec.analyses:
         results.tables["lean"] = _lean_table(H, layout, len(latents.seeds))
         add_robustness(results.tables["lean"], H, layout)
@@ -213,19 +214,27 @@ def _prompts_table(plan: AuditPlan, latents: LatentSet, H: np.ndarray) -> pd.Dat
     )
 
 
-def _axes_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
-    H = latents.means().astype(np.float64)
+def _per_step_axes(latents: LatentSet, layout: AuditLayout) -> dict[str, list[np.ndarray]]:
+    """Per two-group axis, its direction at each kept step (empty with a single step)."""
+    if len(latents.steps) < 2:
+        return {}
+    means = [latents.step_means[:, s].astype(np.float64) for s in range(len(latents.steps))]
+    return {
+        axis.name: [axis_direction(m, axis) for m in means]
+        for axis in layout.axes
+        if axis.two_group
+    }
+
+
+def _axes_table(
+    H: np.ndarray, layout: AuditLayout, step_axes: dict[str, list[np.ndarray]]
+) -> pd.DataFrame:
     records = []
     for axis in layout.axes:
         two = axis.two_group
         norm = float(np.linalg.norm(axis_direction(H, axis))) if two else 0.0
-        consistency = float("nan")
-        if two and len(latents.steps) > 1:
-            per_step = [
-                axis_direction(latents.step_means[:, s].astype(np.float64), axis)
-                for s in range(len(latents.steps))
-            ]
-            consistency = step_consistency(per_step)
+        per_step = step_axes.get(axis.name)
+        consistency = step_consistency(per_step) if per_step else float("nan")
         records.append(
             {
                 "axis": axis.name,
@@ -241,30 +250,26 @@ def _axes_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def _step_agreement_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
+def _step_agreement_table(
+    latents: LatentSet, step_axes: dict[str, list[np.ndarray]]
+) -> pd.DataFrame:
     """Per two-group axis: the cosine between the axes computed from each pair of kept steps
     (the full matrix, diagonal included; step_consistency in axes.parquet is its mean off the
     diagonal)."""
-    records = []
-    for axis in layout.axes:
-        if not axis.two_group:
-            continue
-        per_step = [
-            axis_direction(latents.step_means[:, s].astype(np.float64), axis)
-            for s in range(len(latents.steps))
-        ]
-        for i, (step_a, t_a) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
-            for j, (step_b, t_b) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
-                records.append(
-                    {
-                        "axis": axis.name,
-                        "step_a": int(step_a),
-                        "step_b": int(step_b),
-                        "timestep_a": float(t_a),
-                        "timestep_b": float(t_b),
-                        "cosine": cosine(per_step[i], per_step[j]),
-                    }
-                )
+    steps = list(zip(latents.steps, latents.timesteps, strict=True))
+    records = [
+        {
+            "axis": name,
+            "step_a": int(step_a),
+            "step_b": int(step_b),
+            "timestep_a": float(t_a),
+            "timestep_b": float(t_b),
+            "cosine": cosine(per_step[i], per_step[j]),
+        }
+        for name, per_step in step_axes.items()
+        for i, (step_a, t_a) in enumerate(steps)
+        for j, (step_b, t_b) in enumerate(steps)
+    ]
     return pd.DataFrame(records, columns=TABLE_COLUMNS["step_agreement"])
 
 

@@ -53,7 +53,7 @@ import pandas as pd
 
 from auditkit.analyze.stats import spearman, wilson_interval
 from auditkit.caption import Captioner
-from auditkit.caption.stage import CaptionStore, _read_batch
+from auditkit.caption.stage import CaptionStats, CaptionStore, _read_batch
 from auditkit.errors import RuntimeFailure, SchemaVersionError, UsageError
 from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
@@ -84,19 +84,9 @@ AXIS_COLUMNS = [
 _VERSION_KEY = b"auditkit_schema_version"
 
 
-@dataclass
-class CausalStats:
-    """What one pass of the causal check did (the manifest's ``stages.causal``)."""
-
-    units_total: int
-    units_run: int
-    units_skipped: int
-    seconds: float
-    model_loaded: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """Manifest form."""
-        return dict(self.__dict__)
+CausalStats = CaptionStats
+"""What one pass of the causal check did (the manifest's ``stages.causal``): the same counts
+as a captioning pass."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit.caption.stage import CaptionStats
 from auditkit.errors import SchemaVersionError
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, plan_audit
@@ -78,20 +79,12 @@ _VERSION_KEY = b"auditkit_schema_version"
 
 
 @dataclass
-class DiscoveryStats:
-    """What one discovery pass did (the manifest's ``stages.discovery``)."""
+class DiscoveryStats(CaptionStats):
+    """What one discovery pass did (the manifest's ``stages.discovery``): a captioning pass's
+    counts plus the mined terms and the prompt template."""
 
-    terms: int
-    template: str
-    units_total: int
-    units_run: int
-    units_skipped: int
-    seconds: float
-    model_loaded: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """Manifest form."""
-        return dict(self.__dict__)
+    terms: int = 0
+    template: str = ""
 
 
 def caption_segments(caption: str) -> list[list[str]]:
@@ -259,7 +252,7 @@ def run_discovery(
         drop_terms=phrases,
     )
     terms = [t for t, _ in vocabulary]
-    stats = DiscoveryStats(len(terms), template, 0, 0, 0, 0.0, False)
+    stats = DiscoveryStats(0, 0, 0, 0.0, False, terms=len(terms), template=template)
     ranking = empty_ranking()
     if terms:
         store = ActivationStore(run_dir / "activations")
