@@ -366,6 +366,8 @@ def _drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run_dir: Path) 
         stale += [results / "gates.json", results / "junit.xml"]
     if section is None or section.causal is None:
         stale += [captions / f"{n}.parquet" for n in ("causal", "causal_curve", "causal_axes")]
+    if section is None:
+        stale.append(captions / "exemplars.parquet")
     for path in stale:
         path.unlink(missing_ok=True)
 

@@ -32,6 +32,12 @@ import numpy as np
 import pandas as pd
 
 from auditkit.caption import Captioner
+from auditkit.caption.thumbnails import (
+    ThumbnailStore,
+    exemplar_seeds,
+    exemplar_table,
+    write_exemplars,
+)
 from auditkit.errors import SchemaVersionError
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
@@ -82,6 +88,7 @@ class CaptionStats:
     units_skipped: int
     seconds: float
     model_loaded: bool
+    thumbnails: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Manifest form."""
@@ -222,11 +229,16 @@ def caption_images(
     """
     captions = _section(spec)
     store = CaptionStore(root, record)
+    thumbs = ThumbnailStore(root, captions.exemplars)
     units = select_caption_units(spec, plan)
     done = store.completed()
-    todo = [u for u in units if u.unit_id not in done]
+    exemplar = set(exemplar_seeds(spec))
+    have_thumb = thumbs.completed() if exemplar else set()
+    need_thumb = {u.unit_id for u in units if u.seed in exemplar and u.unit_id not in have_thumb}
+    todo = [u for u in units if u.unit_id not in done or u.unit_id in need_thumb]
     started = time.perf_counter()
-    stats = CaptionStats(len(units), 0, len(units) - len(todo), 0.0, False)
+    missing = sum(u.unit_id not in done for u in units)
+    stats = CaptionStats(len(units), 0, len(units) - missing, 0.0, False)
     if todo:
         loaded = pipeline()
         stats.model_loaded = True
@@ -235,8 +247,14 @@ def caption_images(
         for start in range(0, len(todo), size):
             batch = todo[start : start + size]
             images = generate_images(loaded, spec, batch)
-            store.write_chunk(_read_batch(captioner, batch, images))
-            stats.units_run += len(batch)
+            unread = [i for i, u in enumerate(batch) if u.unit_id not in done]
+            if unread:
+                rows = _read_batch(captioner, [batch[i] for i in unread], images[unread])
+                store.write_chunk(rows)
+                stats.units_run += len(unread)
+            wanted = [i for i, u in enumerate(batch) if u.unit_id in need_thumb]
+            thumbs.write_chunk([batch[i] for i in wanted], images[wanted])
+            stats.thumbnails += len(wanted)
             progress.advance(len(batch))
     write_caption_tables(root, store, spec, plan)
     stats.seconds = round(time.perf_counter() - started, 3)
@@ -325,6 +343,11 @@ def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan:
     for name, frame in tables.items():
         write_bytes_atomic(root / name, _parquet_bytes(frame, meta))
     write_json_atomic(root / "captioner.json", store.captioner_json())
+    exemplar = set(exemplar_seeds(spec))
+    captions = tables["captions.parquet"]
+    chosen = captions[captions["seed"].isin(exemplar)] if exemplar else captions.iloc[:0]
+    thumbs = ThumbnailStore(root, _section(spec).exemplars)
+    write_exemplars(root, exemplar_table(chosen, stored["readings"], thumbs), meta)
 
 
 def read_captions(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

@@ -20,6 +20,8 @@ import yaml
 from auditkit import __version__
 from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
 from auditkit.report import charts, inputs
+from auditkit.report.executive import executive_summary
+from auditkit.report.exemplars import exemplar_section
 from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
@@ -88,6 +90,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "weights_hash": _weights_hash(manifest),
         "banners": _banners(model, manifest),
         "findings": [str(f) for f in summary.get("findings", [])],
+        "executive": executive_summary(spec, tables, extra, summary.get("gates"), model["id"]),
         "gates": summary.get("gates"),
         "strongest": _strongest(summary, tables["axes"]),
         "counts": dict(summary.get("counts", {})),
@@ -100,6 +103,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
         "similarity": _similarity_sections(tables["similarity"], tables["structure"], chart_specs),
         "outputs": _output_sections(tables, manifest, chart_specs),
+        "exemplars": exemplar_section(run_dir, spec),
         "causal": _causal_section(extra, spec, manifest, chart_specs),
         "discovery": _discovery_section(extra, spec),
         "caveats": list(CAVEATS),

@@ -162,27 +162,35 @@ def _format_path(parts: list[str]) -> str:
     return out
 
 
+_LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("captions", "discovery"), None),
+    (("captions", "causal"), None),
+    (("captions", "reference"), {}),
+    (("captions", "exemplars"), {"seeds": 4, "size": 96, "format": "webp", "quality": 80}),
+    (("crossings",), []),
+    (("gates",), []),
+    (("report", "paper"), "a4"),
+    (("report", "image_budget_mb"), 4.0),
+    (("statistics", "alpha"), 0.05),
+    (("statistics", "null_model"), "labels"),
+)
+"""Keys added to the spec format after its first release, with their defaults: a key at its
+default is left out of the resolved spec, so adding it left the hash of every earlier spec
+unchanged."""
+
+
 def _resolved(spec: AuditSpec) -> dict[str, Any]:
-    """The spec with defaults filled in; an absent optional section (``captions``) stays absent,
-    so adding that section to the format left the hash of every earlier spec unchanged."""
+    """The spec with defaults filled in, less the later additions still at their defaults
+    (:data:`_LATE_DEFAULTS`); an absent optional section (``captions``) stays absent."""
     data = spec.model_dump(mode="json")
     if data.get("captions") is None:
         data.pop("captions", None)
-    else:  # sub-sections added later: earlier hashes stay as they were
-        for optional in ("discovery", "causal"):
-            if data["captions"].get(optional) is None:
-                data["captions"].pop(optional, None)
-        if not data["captions"].get("reference"):
-            data["captions"].pop("reference", None)
-    for optional in ("crossings", "gates"):
-        if not data.get(optional):
-            data.pop(optional, None)
-    if data.get("report", {}).get("paper") == "a4":
-        data["report"].pop("paper")
-    statistics = data.get("statistics", {})
-    for key, default in (("alpha", 0.05), ("null_model", "labels")):
-        if statistics.get(key) == default:
-            statistics.pop(key)
+    for path, default in _LATE_DEFAULTS:
+        parent = data
+        for key in path[:-1]:
+            parent = parent.get(key) or {}
+        if path[-1] in parent and parent[path[-1]] == default:
+            del parent[path[-1]]
     return data
 
 

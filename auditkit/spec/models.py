@@ -265,6 +265,16 @@ class ReportSpec(_Frozen):
         default_factory=_default_formats, description="Report formats to write.", min_length=1
     )
     paper: Literal["a4", "letter"] = Field("a4", description="Paper size of the PDF report.")
+    image_budget_mb: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description=(
+            "Largest total size, in MB, of the exemplar thumbnails embedded in the report. "
+            "Every concept gets its first image before any gets a second; what does not fit is "
+            "left out and the report says how much."
+        ),
+    )
 
 
 CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
@@ -494,6 +504,36 @@ class DiscoverySpec(_Frozen):
         return None if value is None else _check_templates([value])[0]
 
 
+ThumbnailFormat = Literal["webp", "jpeg", "png"]
+
+
+class ExemplarSpec(_Frozen):
+    """Compressed thumbnails of some captioned images, kept for the report's exemplar grids.
+
+    They cost no extra sampling: the thumbnail is made from the image the captioner reads.
+    """
+
+    seeds: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description=(
+            "Thumbnails are kept for the first N captioned seeds of every captioned prompt "
+            "(0: none, no exemplar grids)."
+        ),
+    )
+    size: int = Field(
+        96,
+        ge=16,
+        le=512,
+        description="Longest side of a thumbnail in pixels (smaller images are kept as drawn).",
+    )
+    format: ThumbnailFormat = Field("webp", description="Image format of the thumbnails.")
+    quality: int = Field(
+        80, ge=1, le=100, description="Compression quality for webp and jpeg (png is lossless)."
+    )
+
+
 class CaptionsSpec(_Frozen):
     """The optional captioning stage: decode some units' images and read them with a captioner.
 
@@ -565,6 +605,14 @@ class CaptionsSpec(_Frozen):
         description=(
             "Open-vocabulary discovery (terms mined from the concept prompts' captions, "
             "extracted as prompts of their own and ranked per concept and axis); absent = off."
+        ),
+    )
+
+    exemplars: ExemplarSpec = Field(
+        default_factory=ExemplarSpec,
+        description=(
+            "Thumbnails kept for the report's exemplar image grids (seeds, size, format, "
+            "quality); on by default for the first 4 captioned seeds."
         ),
     )
 
