@@ -70,6 +70,9 @@ def run_audit(
         loaded = _extract(spec, plan, run_dir, manifest, previous, cache_dir, show_progress)
         captioned = _caption(spec, plan, run_dir, manifest, loaded, cache_dir, show_progress)
         if captioned is not None:
+            captioned = _guidance(
+                spec, plan, run_dir, manifest, *captioned, cache_dir, show_progress
+            )
             _causal(spec, plan, run_dir, manifest, *captioned, cache_dir, show_progress)
         pipe = captioned[2] if captioned is not None else loaded
         _discover(spec, plan, run_dir, manifest, pipe, cache_dir, show_progress)
@@ -214,6 +217,44 @@ def _caption(
     return captioner, record, used[-1] if used else loaded
 
 
+def _guidance(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    captioner: Captioner,
+    record: dict[str, Any],
+    loaded: LoadedPipeline | None,
+    cache_dir: Path,
+    show_progress: bool,
+) -> tuple[Captioner, dict[str, Any], LoadedPipeline | None]:
+    """The guidance sweep (captions.guidance); the pipeline is loaded only if some image at some
+    scale is missing. Returns the captioner, its record and the pipeline if loaded by now."""
+    from auditkit.caption.guidance import run_guidance_sweep
+    from auditkit.models.loading import load_pipeline
+
+    used: list[LoadedPipeline] = []
+
+    def pipeline() -> LoadedPipeline:
+        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
+        return used[-1]
+
+    stats = run_guidance_sweep(
+        spec,
+        plan,
+        run_dir / "captions",
+        captioner,
+        record,
+        pipeline=pipeline,
+        show_progress=show_progress,
+    )
+    if stats["scales"]:
+        where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+        manifest["stages"]["guidance"] = {**stats, **where}
+        write_json_atomic(run_dir / "manifest.json", manifest)
+    return captioner, record, used[-1] if used else loaded
+
+
 def _causal(
     spec: AuditSpec,
     plan: AuditPlan,
@@ -329,7 +370,10 @@ def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str
         from auditkit.caption.stage import read_captions
 
         readings = read_captions(run_dir / "captions")[1]
-    results = analyze(spec, plan, latents, readings)
+    from auditkit.caption.guidance import read_guidance_readings
+
+    swept = read_guidance_readings(run_dir / "captions") if spec.captions is not None else None
+    results = analyze(spec, plan, latents, readings, swept)
     _drop_stale_results(spec, results.tables, run_dir)
     summary = summarize(
         spec,
@@ -368,6 +412,8 @@ def _drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run_dir: Path) 
         stale += [captions / f"{n}.parquet" for n in ("causal", "causal_curve", "causal_axes")]
     if section is None:
         stale.append(captions / "exemplars.parquet")
+    if section is None or not section.guidance:
+        stale.append(captions / "guidance_readings.parquet")
     for path in stale:
         path.unlink(missing_ok=True)
 

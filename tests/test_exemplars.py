@@ -130,13 +130,15 @@ def test_stage_keeps_thumbnails_of_the_first_seeds_and_remakes_them_without_reca
     table = pd.read_parquet(root / "exemplars.parquet")
     assert len(table) == 6 and set(table["seed"]) == {0} and set(table["role"]) == {"concept"}
     assert HOSTILE in set(table["term"])
-    # each thumbnail is, pixel for pixel (png), the image the captioner read
+    # each thumbnail is the image the captioner read (png: lossless), up to the last bit of
+    # float rounding between batches of a different make-up
     units = [u for u in select_caption_units(spec, plan_audit(spec)) if u.seed == 0]
     images = generate_images(loaded, spec, units)
     for unit, image in zip(units, images, strict=True):
         row = table[table["unit_id"] == unit.unit_id].iloc[0]
         decoded = np.asarray(Image.open(io.BytesIO(row["image"])).convert("RGB"))
-        assert np.array_equal(decoded, image)
+        difference = np.abs(decoded.astype(int) - image.astype(int))
+        assert difference.max() <= 2 and difference.mean() < 0.05, difference.max()
         assert json.loads(row["readings"]).keys() == {"gender", "skin", "age", "occupation"}
     # more seeds and another format: the images are made again, the captions are not
     wider = _spec(folder, "  exemplars: {seeds: 2, format: webp}\n")

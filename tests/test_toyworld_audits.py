@@ -89,9 +89,10 @@ def test_the_balanced_control_has_few_significant_leans(runs: dict[str, Path]) -
             "skin",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="measured 0.35 / 0.99 = 0.35 > 1/4 on the shipped checkpoints: every "
-                "occupation of toyworld-balanced sits a little towards 'light person' (a common "
-                "offset of about +0.18 in lean score; none is significant). Open in issue 3.",
+                reason="measured 0.35 / 0.99 = 0.35 > 1/4 on the shipped checkpoints. The "
+                "balanced model's leans are learned structure, not seed noise: 128 other seeds "
+                "(100-227) give 0.27 on skin and 0.35 on gender, while its images at guidance 1 "
+                "read 45-52% light (docs/toyworld.md, 'The balanced control'). Open in issue 3.",
             ),
         ),
     ],
@@ -103,6 +104,23 @@ def test_the_balanced_control_leans_at_most_a_quarter_of_the_biased(
     top_biased = biased.loc[biased["axis"] == axis, "score"].abs().max()
     top_balanced = balanced.loc[balanced["axis"] == axis, "score"].abs().max()
     assert top_balanced <= top_biased / 4, (axis, top_balanced, top_biased)
+
+
+def test_guidance_amplifies_the_planted_rates(runs: dict[str, Path]) -> None:
+    """Without guidance the images follow the planted rates; guidance 4 pushes them apart."""
+    from auditkit.analyze.stats import spearman
+
+    amplified = _table(runs["biased"], "amplification").set_index("attribute")
+    shares = _table(runs["biased"], "guidance")
+    for axis, group in (("gender", "man"), ("skin", "light")):
+        row = amplified.loc[axis]
+        assert row["guidance"] == 1.0 and row["audit_guidance"] == 4.0
+        assert row["amplification_ci_low"] > 1.0, row  # amplifies, interval above 1
+        at_one = shares[(shares["guidance"] == 1.0) & (shares["group"] == group)]
+        rates = _planted("biased")[axis]
+        assert spearman([rates[c] for c in at_one["concept"]], at_one["share"]) >= 0.9
+        assert (at_one["share"] - at_one["concept"].map(rates)).abs().max() <= 0.2
+    assert amplified.loc["age", "amplification_ci_low"] < 1.0  # nothing planted to sharpen
 
 
 def test_outputs_agree_with_the_latent_leans(runs: dict[str, Path]) -> None:

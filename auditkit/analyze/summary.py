@@ -27,6 +27,8 @@ TABLE_NAMES = (
     "structure",
     "outputs",
     "agreement",
+    "guidance",
+    "amplification",
 )
 
 
@@ -219,8 +221,9 @@ def _output_records(results: AuditResults) -> dict[str, Any] | None:
     if outputs is None:
         return None
     agreement = results.tables.get("agreement")
+    amplified = results.tables.get("amplification")
     per_concept = outputs.drop_duplicates(["concept_set", "concept", "attribute"])
-    return {
+    records: dict[str, Any] = {
         "largest_gap": [
             {
                 "attribute": r.attribute,
@@ -245,14 +248,33 @@ def _output_records(results: AuditResults) -> dict[str, Any] | None:
             for r in agreement.itertuples()
         ],
     }
+    if amplified is not None:
+        from auditkit.analyze.guidance import amplification_verdict
+
+        records["amplification"] = [
+            {
+                "attribute": str(r["attribute"]),
+                "guidance": _num(r["guidance"]),
+                "audit_guidance": _num(r["audit_guidance"]),
+                "spread": _num(r["spread"]),
+                "audit_spread": _num(r["audit_spread"]),
+                "amplification": _num(r["amplification"]),
+                "amplification_ci": [
+                    _num(r["amplification_ci_low"]),
+                    _num(r["amplification_ci_high"]),
+                ],
+                "n_concepts": int(r["n_concepts"]),
+                "statement": amplification_verdict(r),
+            }
+            for r in amplified.to_dict("records")
+        ]
+    return records
 
 
 def _output_sentences(results: AuditResults) -> list[str]:
     agreement = results.tables.get("agreement")
-    if agreement is None:
-        return []
     out = []
-    for r in agreement.to_dict("records"):
+    for r in [] if agreement is None else agreement.to_dict("records"):
         axis, statement, rho = str(r["axis"]), str(r["statement"]), _num(r["rho"])
         if rho is None:
             out.append(f"Outputs vs latent lean on '{axis}': {statement}.")
@@ -263,6 +285,11 @@ def _output_sentences(results: AuditResults) -> list[str]:
             f"{int(r['n_concepts'])} concepts, comparing the lean score with the share of images "
             f"read as '{r['positive_group']}')."
         )
+    amplified = results.tables.get("amplification")
+    if amplified is not None:
+        from auditkit.analyze.guidance import amplification_sentence
+
+        out.extend(amplification_sentence(r) for r in amplified.to_dict("records"))
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from auditkit.analyze.guidance import AMPLIFICATION_COLUMNS, GUIDANCE_COLUMNS
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
@@ -89,6 +90,8 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     ],
     "outputs": list(COMPARISON_COLUMNS),
     "agreement": list(AGREEMENT_COLUMNS),
+    "guidance": list(GUIDANCE_COLUMNS),
+    "amplification": list(AMPLIFICATION_COLUMNS),
 }
 """Columns of every result table, in order (docs/run-directory.md documents each)."""
 
@@ -111,9 +114,11 @@ def analyze(
     plan: AuditPlan,
     latents: LatentSet,
     readings: pd.DataFrame | None = None,
+    swept: pd.DataFrame | None = None,
 ) -> AuditResults:
     """Compute every table the spec's analyses ask for; with the captioning stage's
-    ``readings``, the output-level tables too (``outputs`` and ``agreement``)."""
+    ``readings``, the output-level tables too (``outputs`` and ``agreement``), and with the
+    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``."""
     H = latents.means().astype(np.float64)
     layout = build_layout(spec, latents.row_map())
     results = AuditResults()
@@ -152,7 +157,7 @@ def analyze(
             seed=spec.statistics.seed,
         )
     if readings is not None and spec.captions is not None:
-        add_output_tables(results.tables, spec, readings)
+        add_output_tables(results.tables, spec, readings, swept)
     return results
 
 
@@ -167,10 +172,14 @@ def attribute_groups(spec: AuditSpec, readings: pd.DataFrame) -> dict[str, list[
 
 
 def add_output_tables(
-    tables: dict[str, pd.DataFrame], spec: AuditSpec, readings: pd.DataFrame
+    tables: dict[str, pd.DataFrame],
+    spec: AuditSpec,
+    readings: pd.DataFrame,
+    swept: pd.DataFrame | None = None,
 ) -> None:
     """``outputs``: per concept and group, the share of images read as the group (Wilson
-    interval) against the reference; ``agreement``: latent lean vs output share, per axis."""
+    interval) against the reference; ``agreement``: latent lean vs output share, per axis;
+    with ``swept`` (the guidance sweep's readings), ``guidance`` and ``amplification``."""
     from auditkit.analyze.outputs import agreement, compare_to_reference, output_shares
 
     assert spec.captions is not None
@@ -182,6 +191,18 @@ def add_output_tables(
     shares = output_shares(concept_rows.assign(seed=concept_rows["unit_id"]), groups)
     reference = {a: spec.captions.reference.get(a, "uniform") for a in groups}
     tables["outputs"] = compare_to_reference(shares, reference)
+    if swept is not None and not swept.empty:
+        from auditkit.analyze.guidance import amplification, guidance_shares
+
+        swept_concepts = swept[swept["role"].astype(str) == "concept"]
+        tables["guidance"] = guidance_shares(
+            concept_rows, swept_concepts, groups, reference, spec.model.guidance_scale
+        )
+        tables["amplification"] = amplification(
+            tables["guidance"],
+            resamples=spec.statistics.bootstrap_resamples or 1000,
+            seed=spec.statistics.seed,
+        )
     lean = tables.get("lean")
     two_group = {a: a for a, g in groups.items() if len(g) == 2}
     if lean is not None and not lean.empty and two_group:

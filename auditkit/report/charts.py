@@ -43,6 +43,75 @@ def _values(frame: pd.DataFrame) -> alt.Data:
     return alt.Data(values=records)
 
 
+def compact_chart(spec: dict[str, Any]) -> dict[str, Any]:
+    """A chart spec with smaller inline data: fields the spec never names are dropped from the
+    records, and numbers are rounded (4 decimals, or 3 significant digits below 0.01; the
+    charts show at most 3 decimals).
+
+    A field is kept when the spec names it anywhere outside the data (an encoding, a tooltip,
+    a sort, a transform or its expression), so nothing a chart shows is lost; a 200-concept
+    report's charts shrink several-fold.
+    """
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                if (
+                    key == "values"
+                    and isinstance(value, list)
+                    and all(isinstance(v, dict) for v in value)
+                ):
+                    out[key] = []
+                else:
+                    out[key] = strip(value)
+            return out
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    reference = json.dumps(strip(spec))
+
+    def compact(node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                if (
+                    key == "values"
+                    and isinstance(value, list)
+                    and all(isinstance(v, dict) for v in value)
+                ):
+                    out[key] = [
+                        {k: _round(v) for k, v in record.items() if _named(k, reference)}
+                        for record in value
+                    ]
+                else:
+                    out[key] = compact(value)
+            return out
+        if isinstance(node, list):
+            return [compact(v) for v in node]
+        return node
+
+    return dict(compact(spec))
+
+
+def _named(field: str, reference: str) -> bool:
+    """Whether a spec (as JSON text) names ``field``: quoted (an encoding, a tooltip, a
+    transform's field list) or in an expression (``datum.field``, ``datum['field']``)."""
+    return any(
+        form in reference
+        for form in (f'"{field}"', f"datum.{field}", f"'{field}'", f'\\"{field}\\"')
+    )
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 4) if abs(value) >= 0.01 else float(f"{value:.3g}")
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
 def _labels(frame: pd.DataFrame) -> pd.Series:
     """The concept name, qualified by its concept set when a chart mixes several sets."""
     concept = frame["concept"].astype(str)
@@ -299,11 +368,41 @@ def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.Laye
 
 
 def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
-    """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows)."""
+    """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows).
+
+    The data is inlined as one record per row of the matrix, its cosines (and interval ends)
+    as arrays that a ``flatten`` transform unrolls and a ``lookup`` names: an n-concept matrix
+    costs n records instead of n², which keeps a 200-concept report small.
+    """
     order = list(dict.fromkeys(similarity["concept_a"].tolist()))
-    frame = _with_interval_text(similarity, "cosine")
+    position = {name: i for i, name in enumerate(order)}
+    intervals = has_interval(similarity, "cosine")
+    arrays = ["cosine", "cosine_ci_low", "cosine_ci_high"] if intervals else ["cosine"]
+    records = []
+    for name, rows in similarity.groupby("concept_a", sort=False):
+        rows = rows.sort_values("concept_b", key=lambda c: c.map(position))
+        record: dict[str, Any] = {
+            "concept_a": str(name),
+            "k": [position[b] for b in rows["concept_b"]],
+        }
+        for column in arrays:
+            record[column] = [_json_number(v) for v in rows[column]]
+        records.append(record)
+    names = alt.Data(values=[{"k": i, "concept_b": name} for i, name in enumerate(order)])
+    chart = (
+        alt.Chart(alt.Data(values=records))
+        .transform_flatten(["k", *arrays])
+        .transform_lookup(lookup="k", from_=alt.LookupData(names, key="k", fields=["concept_b"]))
+    )
+    if intervals:
+        text = "replace(format(datum.cosine_ci_{0}, '+.3f'), '-', '−')"
+        chart = chart.transform_calculate(
+            cosine_ci=f"isValid(datum.cosine_ci_low) ? '[' + {text.format('low')} + ', ' + "
+            f"{text.format('high')} + ']' : '—'"
+        )
     return _heatmap(
-        frame,
+        similarity,
+        chart=chart,
         x=alt.X(
             "concept_b:N",
             sort=order,
@@ -317,10 +416,15 @@ def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
             alt.Tooltip("concept_a:N", title="concept"),
             alt.Tooltip("concept_b:N", title="with"),
             alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
-            *_interval_tooltip(frame),
+            *([alt.Tooltip("cosine_ci:N", title="95% CI")] if intervals else []),
         ],
         symmetric_to_one=True,
     )
+
+
+def _json_number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def step_agreement_heatmap(rows: pd.DataFrame) -> alt.LayerChart:
@@ -353,6 +457,7 @@ def _heatmap(
     n_y: int,
     tooltip: list[alt.Tooltip],
     symmetric_to_one: bool,
+    chart: alt.Chart | None = None,
 ) -> alt.LayerChart:
     finite = frame["cosine"].abs().dropna()
     peak = 1.0 if symmetric_to_one or finite.empty else max(float(finite.max()), 1e-6)
@@ -362,7 +467,7 @@ def _heatmap(
         scale=alt.Scale(scheme=HEATMAP_SCHEME, domain=[-peak, peak]),
         legend=alt.Legend(orient="right", gradientLength=max(80, min(200, _ROW_PX * n_y))),
     )
-    base = alt.Chart(_values(frame)).encode(x=x, y=y)
+    base = (chart if chart is not None else alt.Chart(_values(frame))).encode(x=x, y=y)
     cells = base.mark_rect(stroke="white", strokeWidth=1).encode(color=color, tooltip=tooltip)
     layers: list[Any] = [cells]
     if n_x * n_y <= 400:
@@ -375,8 +480,8 @@ def _heatmap(
         )
         layers.append(text)
     cell_w = _CELL_PX + 14 if n_x * n_y <= 400 else _CELL_PX
-    chart = alt.layer(*layers).properties(width=cell_w * n_x, height=_ROW_PX * max(n_y, 1) + 4)
-    return _configure(chart)
+    layered = alt.layer(*layers).properties(width=cell_w * n_x, height=_ROW_PX * max(n_y, 1) + 4)
+    return _configure(layered)
 
 
 def _interval_tooltip(frame: pd.DataFrame) -> list[alt.Tooltip]:

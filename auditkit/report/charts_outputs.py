@@ -112,6 +112,83 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
     return _configure(alt.layer(reference, error, dots).properties(width=width, height=height))
 
 
+GUIDANCE_COLORS = ("#9aa3af", "#1d232c")
+"""Lighter grey for the swept scales, the page's ink for the audit's own scale."""
+
+
+def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerChart:
+    """Share of each concept's images read as one group at each guidance scale (one attribute).
+
+    ``rows`` are the ``guidance`` table's rows of one attribute and group. A dot per scale
+    (the audit's own scale dark, the swept ones grey) with its Wilson interval, a line joining a
+    concept's dots: the longer the line, the more guidance moved the share. The reference is
+    a dashed line when uniform, else a tick per concept.
+    """
+    frame = rows.assign(
+        label=_labels(rows),
+        scale=[
+            f"guidance {g:g}" + (" (audit)" if audit else "")
+            for g, audit in zip(rows["guidance"], rows["audit"], strict=True)
+        ],
+        share_ci=[
+            share_text(lo, hi) for lo, hi in zip(rows["share_low"], rows["share_high"], strict=True)
+        ],
+    )
+    audit_rows = frame[frame["audit"].astype(bool)]
+    order = list(audit_rows.sort_values("share", ascending=False)["label"].drop_duplicates())
+    order += [c for c in dict.fromkeys(frame["label"]) if c not in order]
+    scales = list(dict.fromkeys(frame.sort_values("guidance")["scale"]))
+    audit_scale = next(iter(dict.fromkeys(audit_rows["scale"])), None)
+    colors = [GUIDANCE_COLORS[1] if s == audit_scale else GUIDANCE_COLORS[0] for s in scales]
+    group = str(rows["group"].iloc[0]) if len(rows) else ""
+    tooltip = [
+        alt.Tooltip("concept:N", title="concept"),
+        alt.Tooltip("scale:N", title="sampled at"),
+        alt.Tooltip("share:Q", title=f"share read as {group}", format=".1%"),
+        alt.Tooltip("share_ci:N", title="95% CI"),
+        alt.Tooltip("n_images:Q", title="images read"),
+        alt.Tooltip("reference:Q", title="reference", format=".1%"),
+    ]
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
+
+    def x(field: str) -> alt.X:
+        return alt.X(
+            f"{field}:Q",
+            scale=alt.Scale(domain=[0, 1], nice=False),
+            title=f"share of images read as {group} (dot) with 95% interval (rule)",
+            axis=alt.Axis(format="%"),
+        )
+
+    color = alt.Color(
+        "scale:N", title=None, sort=scales, scale=alt.Scale(domain=scales, range=colors)
+    )
+    base = alt.Chart(_values(frame)).encode(y=y)
+    line = base.mark_line(color="#c3c8cf", strokeWidth=2).encode(
+        x=x("share"), detail="label:N", order="guidance:Q"
+    )
+    error = base.mark_rule(strokeWidth=1.5, opacity=0.55).encode(
+        x=x("share_low"), x2="share_high:Q", color=color, tooltip=tooltip
+    )
+    dots = base.mark_point(filled=True, size=60, opacity=1).encode(
+        x=x("share"), color=color, tooltip=tooltip
+    )
+    if bool((frame["reference_kind"] == "uniform").all()):
+        even = pd.DataFrame({"x": [float(frame["reference"].iloc[0])], "what": ["reference"]})
+        reference: Any = (
+            alt.Chart(_values(even))
+            .mark_rule(strokeDash=[4, 3], color="#5b6270")
+            .encode(x=x("x"), tooltip=[alt.Tooltip("what:N", title="line")])
+        )
+    else:
+        reference = base.mark_tick(color=INTERVAL_COLOR, thickness=2, size=12).encode(
+            x=x("reference"), tooltip=tooltip
+        )
+    height = max(60, 22 * len(order))
+    return _configure(
+        alt.layer(reference, line, error, dots).properties(width=width, height=height)
+    )
+
+
 def agreement_chart(
     points: pd.DataFrame,
     summary: Mapping[str, Any] | None = None,

@@ -22,6 +22,7 @@ from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read
 from auditkit.report import charts, inputs
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
+from auditkit.report.guidance_section import guidance_section
 from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
@@ -108,7 +109,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "discovery": _discovery_section(extra, spec),
         "caveats": list(CAVEATS),
         "provenance": _provenance(manifest, spec_text, tables["prompts"]),
-        "charts": chart_specs,
+        "charts": {name: charts.compact_chart(chart) for name, chart in chart_specs.items()},
     }
     return context
 
@@ -576,6 +577,7 @@ def _output_sections(
         "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
         "attributes": attributes,
         "agreement": axes,
+        "guidance": guidance_section(tables["guidance"], tables["amplification"], chart_specs),
     }
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from auditkit import __version__
 from auditkit.diff import DiffResult, diff_summary
-from auditkit.report.charts import FONT
+from auditkit.report.charts import FONT, compact_chart
 
 REGRESSION_COLOR = "#9b1c1c"
 IMPROVEMENT_COLOR = "#1f7a4d"
@@ -126,7 +126,7 @@ def build_diff_context(
         "gates": summary["gates"],
         "passed": summary["passed"],
         "axes": axes,
-        "charts": charts,
+        "charts": {name: compact_chart(chart) for name, chart in charts.items()},
     }
 
 

@@ -42,6 +42,9 @@ def executive_summary(
     if outputs is not None and not outputs.empty:
         for text in _outputs(spec, outputs, agreement):
             out.append({"topic": "Images", "text": text})
+    amplified = tables.get("amplification")
+    if amplified is not None and not amplified.empty:
+        out.append({"topic": "Guidance", "text": _guidance(amplified)})
     if agreement is not None and not agreement.empty:
         out.append({"topic": "Agreement", "text": _agreement(agreement)})
     curve, axes = extra.get("causal_curve"), extra.get("causal_axes")
@@ -183,6 +186,29 @@ def _reference(part: pd.DataFrame) -> str:
     if kinds == {"uniform"}:
         return f" (a uniform reference would be {_percent(part['reference'].iloc[0])})"
     return " (references per concept are in the outputs section)" if kinds else ""
+
+
+def _guidance(amplified: pd.DataFrame) -> str:
+    parts = []
+    for _, row in amplified.iterrows():
+        if not _finite(row["amplification"]):
+            parts.append(f"{row['attribute']}: not measured")
+            continue
+        interval = ""
+        if _finite(row["amplification_ci_low"]) and _finite(row["amplification_ci_high"]):
+            interval = (
+                f", 95% CI ×{float(row['amplification_ci_low']):.2f} to "
+                f"×{float(row['amplification_ci_high']):.2f}"
+            )
+        parts.append(
+            f"{row['attribute']} ×{float(row['amplification']):.2f}{interval} against guidance "
+            f"{float(row['guidance']):g}"
+        )
+    audit = float(amplified["audit_guidance"].iloc[0])
+    return (
+        f"At the audit's guidance scale {audit:g}, the images are this many times as far from "
+        f"the reference as at the lower scale: " + "; ".join(parts) + "."
+    )
 
 
 def _agreement(agreement: pd.DataFrame) -> str:

@@ -166,6 +166,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("captions", "discovery"), None),
     (("captions", "causal"), None),
     (("captions", "reference"), {}),
+    (("captions", "guidance"), []),
     (("captions", "exemplars"), {"seeds": 4, "size": 96, "format": "webp", "quality": 80}),
     (("crossings",), []),
     (("gates",), []),

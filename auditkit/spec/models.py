@@ -608,6 +608,15 @@ class CaptionsSpec(_Frozen):
         ),
     )
 
+    guidance: list[float] = Field(
+        default_factory=list,
+        description=(
+            "Other classifier-free guidance scales at which the concept prompts' captioned "
+            "images are sampled again and read (1.0: no guidance, the learned distribution "
+            "itself). The report compares each with model.guidance_scale: how far guidance "
+            "pushes the output shares away from the reference."
+        ),
+    )
     exemplars: ExemplarSpec = Field(
         default_factory=ExemplarSpec,
         description=(
@@ -831,6 +840,21 @@ class AuditSpec(_Frozen):
             # Raised with its own location so the loader points at captions.seeds, not the top.
             message = f"asks for {wanted} seeds but the audit has {len(self.seed_list)}"
             raise _located_error(("captions", "seeds"), wanted, message)
+        return self
+
+    @model_validator(mode="after")
+    def _guidance(self) -> AuditSpec:
+        scales = self.captions.guidance if self.captions is not None else []
+        for j, scale in enumerate(scales):
+            message = None
+            if not (math.isfinite(scale) and 0.0 <= scale <= 100.0):
+                message = f"{scale} is not a guidance scale between 0 and 100"
+            elif scale == self.model.guidance_scale:
+                message = f"{scale:g} is the audit's own guidance scale (model.guidance_scale)"
+            elif scale in scales[:j]:
+                message = f"{scale:g} is listed twice"
+            if message is not None:
+                raise _located_error(("captions", "guidance", j), scale, message)
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,170 @@
+"""Guidance amplification: how far classifier-free guidance pushes output shares.
+
+The guidance sweep (:mod:`auditkit.caption.guidance`) reads the concept prompts' images at other
+guidance scales. Per scale this module computes the same output shares as the outputs table
+(:func:`auditkit.analyze.outputs.output_shares`, one image per unit, Wilson intervals) and, per
+attribute, the *spread*: the mean over concepts of the total-variation distance between a
+concept's shares and its reference (for two groups: |share of the first group - its reference|).
+The amplification of the audit's guidance over a swept scale is the ratio of the two spreads:
+above 1, the audited guidance draws the concepts further from the reference than that scale
+does (at scale 1, the model's learned distribution). Its 95% interval resamples concepts.
+
+Tables (``results/``):
+
+* ``guidance.parquet``: the share columns plus ``guidance``, ``audit`` (whether it is the
+  audit's own scale), ``reference_kind`` and ``reference``; one row per (scale, concept,
+  attribute, group).
+* ``amplification.parquet``: one row per (attribute, swept scale).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from auditkit.analyze.outputs import SHARE_COLUMNS, Reference, compare_to_reference, output_shares
+
+GUIDANCE_COLUMNS: Final = ("guidance", "audit", *SHARE_COLUMNS, "reference_kind", "reference")
+"""Columns of the guidance table, in order."""
+AMPLIFICATION_COLUMNS: Final = (
+    *("attribute", "positive_group", "reference_kind", "guidance", "audit_guidance"),
+    *("n_concepts", "spread", "audit_spread", "amplification"),
+    *("amplification_ci_low", "amplification_ci_high", "resamples", "seed"),
+)
+"""Columns of the amplification table, in order."""
+
+
+def guidance_shares(
+    readings: pd.DataFrame,
+    swept: pd.DataFrame,
+    groups: Mapping[str, Sequence[str]],
+    reference: Mapping[str, Reference],
+    audit_guidance: float,
+) -> pd.DataFrame:
+    """Output shares at the audit's scale (``readings``, concept rows) and at every swept
+    scale (``swept``, the sweep's readings with a ``guidance`` column), with references."""
+    parts = []
+    scales = [(float(audit_guidance), readings, True)] + [
+        (float(str(g)), rows, False) for g, rows in swept.groupby("guidance", sort=True)
+    ]
+    for scale, rows, audit in scales:
+        # one image per unit (prompt x seed): several templates share a concept and a seed
+        shares = output_shares(rows.assign(seed=rows["unit_id"]), groups)
+        compared = compare_to_reference(shares, reference)
+        parts.append(compared.assign(guidance=scale, audit=audit))
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sort_values("guidance", kind="stable")[list(GUIDANCE_COLUMNS)].reset_index(
+        drop=True
+    )
+
+
+def amplification(
+    shares: pd.DataFrame, *, resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Per attribute and swept scale: spreads, their ratio and a concept-bootstrap interval.
+
+    Concepts with an unread share at either scale are left out of that comparison.
+    """
+    rows = []
+    audit = shares[shares["audit"]]
+    audit_guidance = float(audit["guidance"].iloc[0]) if not audit.empty else math.nan
+    distance = _distances(shares)
+    rng = np.random.default_rng(seed)
+    for (attribute, scale), part in distance.groupby(["attribute", "guidance"], sort=False):
+        if bool(part["audit"].iloc[0]):
+            continue
+        at_audit = distance[(distance["attribute"] == attribute) & distance["audit"]]
+        paired = part.merge(at_audit, on=["concept_set", "concept"], suffixes=("", "_audit"))
+        paired = paired[np.isfinite(paired["tv"]) & np.isfinite(paired["tv_audit"])]
+        base, top = paired["tv"].to_numpy(), paired["tv_audit"].to_numpy()
+        n = len(paired)
+        ratio = _ratio(top.mean(), base.mean()) if n else math.nan
+        low = high = math.nan
+        if n >= 2 and resamples > 0:
+            picks = rng.integers(0, n, size=(resamples, n))
+            ratios = np.array([_ratio(top[p].mean(), base[p].mean()) for p in picks])
+            ratios = ratios[np.isfinite(ratios)]
+            if len(ratios):
+                tail = (1 - confidence) / 2 * 100
+                low, high = (float(v) for v in np.percentile(ratios, [tail, 100 - tail]))
+        first = shares[shares["attribute"] == attribute]["group"].iloc[0]
+        kinds = shares[shares["attribute"] == attribute].get("reference_kind")
+        rows.append(
+            {
+                **{"attribute": attribute, "positive_group": str(first)},
+                "reference_kind": "uniform" if kinds is None else str(kinds.iloc[0]),
+                **{"guidance": float(str(scale)), "audit_guidance": audit_guidance},
+                **{"n_concepts": n, "spread": float(base.mean()) if n else math.nan},
+                "audit_spread": float(top.mean()) if n else math.nan,
+                **{"amplification": ratio, "amplification_ci_low": low},
+                **{"amplification_ci_high": high, "resamples": resamples, "seed": seed},
+            }
+        )
+    return pd.DataFrame(rows, columns=list(AMPLIFICATION_COLUMNS))
+
+
+def amplification_verdict(row: Mapping[Any, Any]) -> str:
+    """'amplifies' / 'dampens' when the interval lies above / below 1, else 'no clear change'."""
+    low, high = _float(row.get("amplification_ci_low")), _float(row.get("amplification_ci_high"))
+    if math.isfinite(low) and low > 1:
+        return "amplifies"
+    if math.isfinite(high) and high < 1:
+        return "dampens"
+    return "no clear change"
+
+
+def amplification_sentence(row: Mapping[Any, Any]) -> str:
+    """One plain sentence for an amplification row."""
+    audit, scale = _float(row["audit_guidance"]), _float(row["guidance"])
+    ratio = _float(row["amplification"])
+    if not math.isfinite(ratio):
+        return (
+            f"Guidance {audit:g} vs {scale:g} on '{row['attribute']}': not measured (no concept "
+            "read at both scales, or no spread at the lower one)."
+        )
+    low, high = _float(row["amplification_ci_low"]), _float(row["amplification_ci_high"])
+    interval = f", 95% CI ×{low:.2f} to ×{high:.2f}" if math.isfinite(low) else ""
+    return (
+        f"Guidance {audit:g} vs {scale:g} on '{row['attribute']}': {amplification_verdict(row)} "
+        f"— the images are ×{ratio:.2f} as far from the reference{interval} (mean distance "
+        f"{_float(row['spread']):.2f} at guidance {scale:g}, {_float(row['audit_spread']):.2f} at "
+        f"{audit:g}, over {row['n_concepts']} concepts)."
+    )
+
+
+def _float(value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return math.nan
+
+
+def _distances(shares: pd.DataFrame) -> pd.DataFrame:
+    """Total-variation distance from the reference per (scale, concept, attribute)."""
+    gap = (shares["share"] - shares["reference"]).abs()
+    frame = shares.assign(gap=gap)
+    keys = ["guidance", "audit", "attribute", "concept_set", "concept"]
+    return (
+        frame.groupby(keys, sort=False)["gap"]
+        .agg(lambda g: 0.5 * g.sum(min_count=len(g)))
+        .rename("tv")
+        .reset_index()
+    )
+
+
+def _ratio(top: float, base: float) -> float:
+    return float(top / base) if base > 0 else math.nan
+
+
+__all__ = [
+    "AMPLIFICATION_COLUMNS",
+    "GUIDANCE_COLUMNS",
+    "amplification",
+    "amplification_sentence",
+    "amplification_verdict",
+    "guidance_shares",
+]

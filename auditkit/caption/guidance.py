@@ -1,0 +1,175 @@
+"""Guidance sweep (optional): the concept prompts' images again, at other guidance scales.
+
+Classifier-free guidance sharpens what a model draws: a concept drawn as a man 70% of the time
+without guidance can be drawn as a man 95% of the time at the usual scale. For every scale in
+``captions.guidance`` the captioned concept units are sampled again with that scale (same
+seeds, noise, steps and resolution; only the guidance differs) and read by the same captioner.
+Readings are stored like the captioning stage's, per unit and in atomic chunks, under a key of
+the captioner *and* the scale (``captions/guidance/units/<key[:16]>/``), so the sweep resumes
+and a rerun does nothing.
+
+At the end ``captions/guidance_readings.parquet`` is (re)written: the readings table's columns
+plus ``guidance``. The analysis turns it into per-scale output shares and the amplification
+(``results/guidance.parquet``, ``results/amplification.parquet``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditkit.caption import Captioner
+from auditkit.caption.stage import (
+    READING_COLUMNS,
+    CaptionStore,
+    _parquet_bytes,
+    _read_batch,
+    _read_versioned,
+    _typed,
+    caption_prompts,
+    generate_images,
+    select_caption_units,
+)
+from auditkit.models.loading import LoadedPipeline
+from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
+from auditkit.progress import Progress
+from auditkit.provenance import write_bytes_atomic
+from auditkit.spec.models import AuditSpec
+
+GUIDANCE_READING_COLUMNS = ["guidance", *READING_COLUMNS]
+FILE = "guidance_readings.parquet"
+
+
+def sweep_record(record: dict[str, Any], scale: float) -> dict[str, Any]:
+    """The captioner record of one guidance scale: its key also hashes the scale."""
+    key = hashlib.sha256(f"{record['key']}|guidance={float(scale)!r}".encode()).hexdigest()
+    return {**record, "key": key, "guidance_scale": float(scale)}
+
+
+def sweep_units(spec: AuditSpec, plan: AuditPlan) -> list[WorkUnit]:
+    """The captioned units of concept prompts (the sweep's units at every scale)."""
+    concepts = {p.prompt_id for p in caption_prompts(spec, plan) if p.role == "concept"}
+    return [u for u in select_caption_units(spec, plan) if u.prompt_id in concepts]
+
+
+def at_scale(spec: AuditSpec, scale: float) -> AuditSpec:
+    """``spec`` with ``model.guidance_scale`` set to ``scale`` (the sweep's sampling spec)."""
+    return spec.model_copy(
+        update={"model": spec.model.model_copy(update={"guidance_scale": float(scale)})}
+    )
+
+
+def run_guidance_sweep(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    root: Path,
+    captioner: Captioner,
+    record: dict[str, Any],
+    *,
+    pipeline: Callable[[], LoadedPipeline],
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Sample and read every missing (scale, unit); then write the readings table.
+
+    ``pipeline`` is called (once) only when something is missing. Returns the manifest's
+    ``stages.guidance`` entry.
+    """
+    scales = list(spec.captions.guidance) if spec.captions is not None else []
+    units = sweep_units(spec, plan)
+    started = time.perf_counter()
+    stores = {s: CaptionStore(root / "guidance", sweep_record(record, s)) for s in scales}
+    todo = {s: [u for u in units if u.unit_id not in stores[s].completed()] for s in scales}
+    missing = sum(len(t) for t in todo.values())
+    loaded: LoadedPipeline | None = None
+    if missing:
+        loaded = pipeline()
+        assert spec.captions is not None
+        size = spec.captions.batch_size or spec.batch_size
+        progress = Progress("guidance", missing, enabled=show_progress)
+        for scale in scales:
+            sampling = at_scale(spec, scale)
+            for start in range(0, len(todo[scale]), size):
+                batch = todo[scale][start : start + size]
+                images = generate_images(loaded, sampling, batch)
+                stores[scale].write_chunk(_read_batch(captioner, batch, images))
+                progress.advance(len(batch))
+    _write_readings(root, spec, plan, stores, units)
+    return {
+        "scales": scales,
+        "units_total": len(units) * len(scales),
+        "units_run": missing,
+        "units_skipped": len(units) * len(scales) - missing,
+        "seconds": round(time.perf_counter() - started, 3),
+        "model_loaded": loaded is not None,
+    }
+
+
+def _write_readings(
+    root: Path,
+    spec: AuditSpec,
+    plan: AuditPlan,
+    stores: dict[float, CaptionStore],
+    units: list[WorkUnit],
+) -> None:
+    path = root / FILE
+    if not stores:
+        path.unlink(missing_ok=True)
+        return
+    by_prompt: dict[str, list[PlannedPrompt]] = {}
+    for prompt in caption_prompts(spec, plan):
+        if prompt.role == "concept":
+            by_prompt.setdefault(prompt.prompt_id, []).append(prompt)
+    rows: list[dict[str, Any]] = []
+    for scale, store in stores.items():
+        stored = store.rows().set_index("unit_id")
+        for unit in units:
+            values = json.loads(str(stored.loc[unit.unit_id, "readings"]))
+            for p in by_prompt[unit.prompt_id]:
+                rows.extend(
+                    {
+                        "guidance": float(scale),
+                        "unit_id": unit.unit_id,
+                        "prompt_id": p.prompt_id,
+                        "role": p.role,
+                        "concept_set": p.set_name,
+                        "concept": p.term,
+                        "group": p.group,
+                        "template": p.template,
+                        "seed": int(unit.seed),
+                        "attribute": attribute,
+                        "value": value,
+                    }
+                    for attribute, value in values.items()
+                )
+    frame = pd.DataFrame(rows, columns=GUIDANCE_READING_COLUMNS)
+    guidance = frame.pop("guidance").astype("float64")
+    frame = _typed(frame)
+    frame.insert(0, "guidance", guidance)
+    write_bytes_atomic(path, _parquet_bytes(frame, {"captioner_id": str(_first(stores)["id"])}))
+
+
+def _first(stores: dict[float, CaptionStore]) -> dict[str, Any]:
+    return next(iter(stores.values())).record
+
+
+def read_guidance_readings(root: Path) -> pd.DataFrame | None:
+    """``captions/guidance_readings.parquet`` of a run's captions folder, or None."""
+    path = Path(root) / FILE
+    return _read_versioned(path) if path.is_file() else None
+
+
+__all__ = [
+    "FILE",
+    "GUIDANCE_READING_COLUMNS",
+    "at_scale",
+    "read_guidance_readings",
+    "run_guidance_sweep",
+    "sweep_record",
+    "sweep_units",
+]

@@ -1,0 +1,73 @@
+"""The report's guidance-amplification part of "What the model draws", as plain data.
+
+From the ``guidance`` and ``amplification`` tables (:mod:`auditkit.analyze.guidance`): per
+attribute, a chart of the share read as its first group at each guidance scale, and per swept
+scale the amplification with its interval and a plain verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from auditkit.analyze.guidance import amplification_sentence, amplification_verdict
+from auditkit.report import charts_outputs
+
+
+def guidance_section(
+    guidance: pd.DataFrame | None,
+    amplification: pd.DataFrame | None,
+    chart_specs: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Charts and rows of the guidance sweep, or None when the run has none."""
+    if guidance is None or guidance.empty or amplification is None:
+        return None
+    attributes = []
+    for index, name in enumerate(dict.fromkeys(guidance["attribute"].astype(str))):
+        part = guidance[guidance["attribute"].astype(str) == name]
+        first = str(part["group"].iloc[0])
+        chart_id = f"guidance-{index}"
+        rows = part[part["group"].astype(str) == first]
+        chart_specs[chart_id] = charts_outputs.guidance_chart(rows).to_dict()
+        amplified = amplification[amplification["attribute"].astype(str) == name]
+        attributes.append(
+            {
+                "attribute": name,
+                "group": first,
+                "chart_id": chart_id,
+                "rows": [
+                    {
+                        "guidance": _num(r["guidance"]),
+                        "audit_guidance": _num(r["audit_guidance"]),
+                        "spread": _num(r["spread"]),
+                        "audit_spread": _num(r["audit_spread"]),
+                        "amplification": _num(r["amplification"]),
+                        "low": _num(r["amplification_ci_low"]),
+                        "high": _num(r["amplification_ci_high"]),
+                        "n_concepts": int(r["n_concepts"]),
+                        "verdict": amplification_verdict(r),
+                        "sentence": amplification_sentence(r),
+                    }
+                    for r in amplified.to_dict("records")
+                ],
+            }
+        )
+    audit = guidance[guidance["audit"].astype(bool)]
+    return {
+        "attributes": attributes,
+        "audit_guidance": _num(audit["guidance"].iloc[0]) if not audit.empty else None,
+        "scales": sorted({float(g) for g in guidance["guidance"]}),
+    }
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+__all__ = ["guidance_section"]
