@@ -22,7 +22,7 @@ from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read
 from auditkit.report import charts, inputs
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
-from auditkit.report.guidance_section import guidance_section
+from auditkit.report.guidance_section import guidance_section, in_order
 from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
@@ -103,7 +103,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "defaults": _defaults_sections(tables["defaults"], tables["axes"], chart_specs),
         "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
         "similarity": _similarity_sections(tables["similarity"], tables["structure"], chart_specs),
-        "outputs": _output_sections(tables, manifest, chart_specs),
+        "outputs": _output_sections(tables, manifest, chart_specs, [a.name for a in spec.axes]),
         "exemplars": exemplar_section(run_dir, spec),
         "causal": _causal_section(extra, spec, manifest, chart_specs),
         "discovery": _discovery_section(extra, spec),
@@ -525,8 +525,10 @@ def _output_sections(
     tables: dict[str, pd.DataFrame | None],
     manifest: dict[str, Any],
     chart_specs: dict[str, dict[str, Any]],
+    axis_order: list[str],
 ) -> dict[str, Any] | None:
-    """Captioned outputs: shares per attribute vs the reference, and agreement per axis."""
+    """Captioned outputs: shares per attribute vs the reference, and agreement per axis; the
+    attributes in the spec's axis order."""
     from auditkit.analyze.outputs import agreement_points
     from auditkit.report import charts_outputs
 
@@ -534,7 +536,7 @@ def _output_sections(
     if outputs is None or outputs.empty:
         return None
     attributes = []
-    for index, name in enumerate(dict.fromkeys(outputs["attribute"].astype(str))):
+    for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
         part = outputs[outputs["attribute"].astype(str) == name]
         chart_id = f"shares-{index}"
         chart_specs[chart_id] = charts_outputs.share_chart(part).to_dict()
@@ -577,7 +579,9 @@ def _output_sections(
         "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
         "attributes": attributes,
         "agreement": axes,
-        "guidance": guidance_section(tables["guidance"], tables["amplification"], chart_specs),
+        "guidance": guidance_section(
+            tables["guidance"], tables["amplification"], chart_specs, axis_order
+        ),
     }
 
 

@@ -44,7 +44,11 @@ def executive_summary(
             out.append({"topic": "Images", "text": text})
     amplified = tables.get("amplification")
     if amplified is not None and not amplified.empty:
-        out.append({"topic": "Guidance", "text": _guidance(amplified)})
+        order = {a.name: i for i, a in enumerate(spec.axes)}
+        ranked = amplified.sort_values(
+            "attribute", key=lambda c: c.astype(str).map(lambda a: order.get(a, len(order)))
+        )
+        out.append({"topic": "Guidance", "text": _guidance(ranked)})
     if agreement is not None and not agreement.empty:
         out.append({"topic": "Agreement", "text": _agreement(agreement)})
     curve, axes = extra.get("causal_curve"), extra.get("causal_axes")

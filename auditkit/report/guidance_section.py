@@ -20,12 +20,14 @@ def guidance_section(
     guidance: pd.DataFrame | None,
     amplification: pd.DataFrame | None,
     chart_specs: dict[str, dict[str, Any]],
+    axis_order: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Charts and rows of the guidance sweep, or None when the run has none."""
+    """Charts and rows of the guidance sweep (attributes in ``axis_order`` first), or None
+    when the run has none."""
     if guidance is None or guidance.empty or amplification is None:
         return None
     attributes = []
-    for index, name in enumerate(dict.fromkeys(guidance["attribute"].astype(str))):
+    for index, name in enumerate(in_order(guidance["attribute"], axis_order or [])):
         part = guidance[guidance["attribute"].astype(str) == name]
         first = str(part["group"].iloc[0])
         chart_id = f"guidance-{index}"
@@ -62,6 +64,12 @@ def guidance_section(
     }
 
 
+def in_order(values: pd.Series, order: list[str]) -> list[str]:
+    """The distinct values as str, those named in ``order`` first and in its order."""
+    distinct = list(dict.fromkeys(values.astype(str)))
+    return [v for v in order if v in distinct] + [v for v in distinct if v not in order]
+
+
 def _num(value: Any) -> float | None:
     try:
         number = float(value)
@@ -70,4 +78,4 @@ def _num(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-__all__ = ["guidance_section"]
+__all__ = ["guidance_section", "in_order"]
