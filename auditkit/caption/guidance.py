@@ -84,7 +84,8 @@ def run_guidance_sweep(
     units = sweep_units(spec, plan)
     started = time.perf_counter()
     stores = {s: CaptionStore(root / "guidance", sweep_record(record, s)) for s in scales}
-    todo = {s: [u for u in units if u.unit_id not in stores[s].completed()] for s in scales}
+    done = {s: stores[s].completed() for s in scales}
+    todo = {s: [u for u in units if u.unit_id not in done[s]] for s in scales}
     missing = sum(len(t) for t in todo.values())
     loaded: LoadedPipeline | None = None
     if missing:
