@@ -238,3 +238,36 @@ def test_unit_result_does_not_depend_on_batch(
         torch.testing.assert_close(tensor, tensors_b[uid], atol=1e-4, rtol=1e-4)
     steps = pd.read_parquet(a.run_dir / "results" / "steps.parquet")
     assert sorted(steps["step"].unique()) == [0, 1]
+
+
+def test_store_index_parts_are_merged_and_survive_an_interrupted_merge(tmp_path: Path) -> None:
+    from auditkit.extract.store import ActivationStore
+
+    def batch(start: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        ids = [f"{start + i:016d}" for i in range(3)]
+        rows = [
+            {"unit_id": u, "prompt_id": "p", "seed": start + i, "shape": "[1, 2]"}
+            | {"steps": "[0]", "timesteps": "[999.0]", "dtype": "float32"}
+            for i, u in enumerate(ids)
+        ]
+        return {u: torch.full((1, 2), float(start + i)) for i, u in enumerate(ids)}, rows
+
+    store = ActivationStore(tmp_path)
+    for start in (0, 10, 20):
+        store.write_batch(*batch(start))
+    assert len(list((tmp_path / "index-parts").glob("*.parquet"))) == 3
+    assert not (tmp_path / "index.parquet").exists()
+    assert len(ActivationStore(tmp_path).completed()) == 9  # visible before any merge
+    parts = {p.name: p.read_bytes() for p in (tmp_path / "index-parts").glob("*.parquet")}
+    store.compact()
+    assert not (tmp_path / "index-parts").exists() and (tmp_path / "index.parquet").is_file()
+    # a merge interrupted after writing index.parquet leaves parts that repeat its rows
+    (tmp_path / "index-parts").mkdir()
+    for name, data in parts.items():
+        (tmp_path / "index-parts" / name).write_bytes(data)
+    again = ActivationStore(tmp_path)
+    assert len(again.index()) == 9 and again.timesteps() == [999.0]
+    again.write_batch(*batch(30))
+    assert len(again.completed()) == 12
+    values = dict(ActivationStore(tmp_path).iter_units(sorted(again.completed())))
+    assert float(values[f"{31:016d}"][0, 0]) == 31.0

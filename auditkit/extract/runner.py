@@ -149,5 +149,6 @@ def extract_activations(
         stats.forward_passes += session.denoiser_calls
         stats.h_shape = list(stacked.shape[2:])
         progress.advance(len(batch))
+    store.compact()
     stats.seconds = round(time.perf_counter() - started, 3)
     return stats

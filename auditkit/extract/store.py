@@ -1,13 +1,17 @@
 """The activation store: safetensors shards plus a parquet index, written atomically.
 
 A shard holds one tensor per work unit, keyed by unit id, shaped [kept_steps, C, H, W] (or
-[kept_steps, C] when spatially pooled). A unit counts as done only once the index lists it, and
-the index is rewritten atomically after its shard is on disk, so an interrupted run loses at
-most the batch in flight.
+[kept_steps, C] when spatially pooled). A unit counts as done only once the index lists it.
+Each batch writes its shard, then a small index part (``index-parts/<shard>.parquet``, atomic)
+that makes it visible, so an interrupted run loses at most the batch in flight and a batch costs
+the same however many units are stored already. :meth:`ActivationStore.compact` merges the parts
+into ``index.parquet`` (atomic, then the parts are removed; a part left over by an interruption
+repeats rows the merged index already has, which the reader drops).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -29,23 +33,27 @@ class ActivationStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.index_path = root / "index.parquet"
+        self.parts_dir = root / "index-parts"
         self._index: pd.DataFrame | None = None
+        self._pending: list[pd.DataFrame] = []
 
     def index(self) -> pd.DataFrame:
-        """One row per completed unit."""
+        """One row per completed unit (the merged index and every part, later rows winning)."""
         if self._index is None:
-            if self.index_path.is_file():
-                frame = pd.read_parquet(self.index_path)
-                version = _meta_version(self.index_path)
-                if version > STORE_SCHEMA_VERSION:
-                    raise SchemaVersionError(
-                        f"{self.index_path} has schema_version {version}; this auditkit reads "
-                        f"up to {STORE_SCHEMA_VERSION}.",
-                        hint="upgrade auditkit to read this run directory.",
-                    )
-                self._index = frame
+            frames = [self._read(self.index_path)] if self.index_path.is_file() else []
+            frames += [self._read(path) for path in self._parts()]
+            frames += self._pending
+            self._pending = []
+            if frames:
+                frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+                frame = frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
             else:
-                self._index = pd.DataFrame({c: pd.Series(dtype=object) for c in INDEX_COLUMNS})
+                frame = pd.DataFrame({c: pd.Series(dtype=object) for c in INDEX_COLUMNS})
+            self._index = frame
+        elif self._pending:
+            frame = pd.concat([self._index, *self._pending], ignore_index=True)
+            self._index = frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
+            self._pending = []
         return self._index
 
     def completed(self) -> set[str]:
@@ -53,25 +61,48 @@ class ActivationStore:
         return set(self.index()["unit_id"].astype(str))
 
     def write_batch(self, tensors: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """Store one batch: the shard first, then the index that makes it visible."""
+        """Store one batch: the shard first, then the index part that makes it visible."""
         from safetensors.torch import save
 
         if not tensors:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        shard = f"shard-{sorted(tensors)[0][:16]}.safetensors"
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"shard-{sorted(tensors)[0][:16]}"
+        shard = f"{stem}.safetensors"
         payload = {k: v.contiguous().cpu() for k, v in tensors.items()}
         write_bytes_atomic(self.root / shard, save(payload, metadata={"schema_version": "1"}))
         new = pd.DataFrame([{**r, "shard": shard} for r in rows], columns=INDEX_COLUMNS)
-        frame = new if self.index().empty else pd.concat([self.index(), new], ignore_index=True)
-        frame = frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
-        buffer = io.BytesIO()
-        table = _with_version(frame)
-        import pyarrow.parquet as pq
+        write_bytes_atomic(self.parts_dir / f"{stem}.parquet", _parquet_bytes(new))
+        if self._index is not None:
+            self._pending.append(new)
 
-        pq.write_table(table, buffer)
-        write_bytes_atomic(self.index_path, buffer.getvalue())
-        self._index = frame
+    def compact(self) -> None:
+        """Merge the index parts into ``index.parquet`` (atomically) and remove them."""
+        parts = self._parts()
+        if not parts:
+            return
+        self._index = None
+        self._pending = []
+        frame = self.index()
+        write_bytes_atomic(self.index_path, _parquet_bytes(frame))
+        for path in parts:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another writer's part appeared
+            self.parts_dir.rmdir()
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.parts_dir.glob("*.parquet")) if self.parts_dir.is_dir() else []
+
+    @staticmethod
+    def _read(path: Path) -> pd.DataFrame:
+        version = _meta_version(path)
+        if version > STORE_SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path} has schema_version {version}; this auditkit reads up to "
+                f"{STORE_SCHEMA_VERSION}.",
+                hint="upgrade auditkit to read this run directory.",
+            )
+        return pd.read_parquet(path)
 
     def iter_units(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
         """Yield (unit_id, tensor [kept_steps, ...] float32) shard by shard."""
@@ -94,6 +125,14 @@ class ActivationStore:
         if frame.empty:
             return []
         return [float(t) for t in json.loads(str(frame["timesteps"].iloc[0]))]
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(_with_version(frame), buffer)
+    return buffer.getvalue()
 
 
 def _with_version(frame: pd.DataFrame) -> Any:
