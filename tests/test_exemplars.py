@@ -181,14 +181,16 @@ def test_budget_is_filled_breadth_first() -> None:
     assert encoded_size(b"x" * 3) == 4 and encoded_size(b"x" * 4) == 8
 
 
-def test_report_shows_the_grids_escaped_and_within_budget(
+def test_report_shows_grids_guidance_and_summary_escaped_and_rerenders_identically(
     tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     from auditkit.run import run_audit
 
     path = tmp_path / "spec.yaml"
     path.write_text(
-        BODY.format(model=tiny_pipeline_dirs["lcm"], hostile=HOSTILE, exemplars="")
+        BODY.format(
+            model=tiny_pipeline_dirs["lcm"], hostile=HOSTILE, exemplars="  guidance: [1.0]\n"
+        )
         + "report: {formats: [html, pdf]}\n"
     )
     run = run_audit(path, tmp_path / "run", cache_dir=tmp_path, show_progress=False).run_dir
@@ -215,5 +217,15 @@ def test_report_shows_the_grids_escaped_and_within_budget(
 
     text = "".join(p.extract_text() for p in PdfReader(run / "report" / "report.pdf").pages)
     assert "Exemplar images" in text and "12 of 12 stored thumbnails shown" in text
+    for heading in ("How much does guidance push the shares?", "Findings in detail"):
+        assert heading in html and heading in text, heading
+    assert "Guidance." in text and "95% CI" in text  # the executive summary's guidance line
+    from click.testing import CliRunner
+
+    from auditkit.cli import main
+
+    first = (run / "report" / "report.html").read_bytes()
+    assert CliRunner().invoke(main, ["report", str(run), "--format", "html"]).exit_code == 0
+    assert (run / "report" / "report.html").read_bytes() == first  # identical re-render
     images = sum(len(p.images) for p in PdfReader(run / "report" / "report.pdf").pages)
     assert images >= 12
