@@ -108,7 +108,11 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
             "(check it with `sha256sum report.html`).",
             "",
         ]
-    lines += [f"Results hash: `{results_hash(results)}`.", "", "### Findings", ""]
+    lines += [f"Results hash: `{results_hash(results)}`.", ""]
+    summary_lines = _executive_lines(run_dir, summary, model_id)
+    if summary_lines:
+        lines += ["### Summary", "", *summary_lines]
+    lines += ["### Findings", ""]
     lines += [f"- {finding}" for finding in summary.get("findings", [])]
     if gates:
         verdict = "all pass" if gates["passed"] else f"{gates['failed']} of {gates['total']} fail"
@@ -125,6 +129,26 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
         "",
     ]
     return metadata, "\n".join(lines)
+
+
+def _executive_lines(run_dir: Path, summary: dict[str, Any], model_id: str) -> list[str]:
+    """The report's executive summary as Markdown paragraphs (none without a readable spec)."""
+    from auditkit.analyze.summary import read_extra_tables
+    from auditkit.report.executive import executive_summary
+    from auditkit.spec import parse_spec
+
+    spec_path = run_dir / "spec.yaml"
+    if not spec_path.is_file():
+        return []
+    spec = parse_spec(spec_path.read_text(encoding="utf-8"), source=str(spec_path))
+    tables = {}
+    for name in ("lean", "outputs", "agreement", "amplification"):
+        path = run_dir / "results" / f"{name}.parquet"
+        tables[name] = pd.read_parquet(path) if path.is_file() else None
+    paragraphs = executive_summary(
+        spec, tables, read_extra_tables(run_dir), summary.get("gates"), model_id
+    )
+    return [line for p in paragraphs for line in (f"**{p['topic']}.** {p['text']}", "")]
 
 
 def write_model_card(run_dir: Path, out: Path) -> Path:

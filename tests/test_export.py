@@ -37,6 +37,8 @@ def test_model_card_round_trips_through_huggingface_hub(tmp_path: Path) -> None:
     summary = json.loads((run / "results" / "summary.json").read_text())
     assert summary["findings"][0] in card.text
     assert "Limitations" in card.text
+    assert "### Summary" in card.text and "**Scope.** This audit of" in card.text
+    assert "95% CI" in card.text.split("### Findings")[0]  # the summary gives intervals
 
 
 def test_model_card_of_an_unfinished_run_is_a_usage_error(tmp_path: Path) -> None:

@@ -124,9 +124,13 @@ def _axis(axis: str, rows: pd.DataFrame) -> str:
         return text
     strongest = _extreme(rows, rows["score"].abs(), True)
     toward = first if float(strongest["score"]) > 0 else second
+    why = {
+        "significantly": "which is not significant once every test of the audit is counted",
+        "clearly (95% interval clear of 0)": "whose interval includes 0",
+    }.get(rule, "with no interval to judge it by")
     return (
         f"Along {axis}, no concept leans {rule}; the largest lean is {_lean_text(strongest)} "
-        f"towards {toward}, which the seeds cannot tell apart from noise."
+        f"towards {toward}, {why}."
     )
 
 
