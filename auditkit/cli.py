@@ -116,7 +116,9 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     model_dir = existing_model_folder(loaded.model, cache_dir or default_cache_dir())
     target = device or loaded.model.device
     if target == "auto":
-        target = "cuda (assumed)"
+        from auditkit.models.loading import resolve_device
+
+        target = f"{resolve_device('auto')} (auto: this machine)"
     cost = estimate_cost(loaded, audit_plan, device=target.split(" ")[0], model_dir=model_dir)
     click.echo(f"plan {audit_plan.plan_hash[:16]} for audit '{loaded.name}'")
     click.echo(f"  prompts            {cost.prompts}")
@@ -128,8 +130,10 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     )
     click.echo(f"  h per step         {'x'.join(str(d) for d in cost.h_shape)}")
     click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
+    estimate = format_seconds(cost.seconds) if cost.seconds >= 1 else "under 1s"
     click.echo(
-        f"  estimated time     {format_seconds(cost.seconds)} on {target} (rough: {cost.basis})"
+        f"  estimated time     {estimate} on {target} for extraction (rough: {cost.basis}; "
+        "captioning passes come on top)"
     )
 
 
