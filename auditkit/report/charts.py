@@ -147,17 +147,22 @@ def _with_interval_text(frame: pd.DataFrame, measure: str) -> pd.DataFrame:
     return frame.assign(**{f"{measure}_ci": text})
 
 
-def finding_text(row: Any) -> str:
-    """Plain words for a lean's significance test (and fragility, when known)."""
+def finding_text(row: Any, *, short: bool = False) -> str:
+    """Plain words for a lean's significance test (and fragility, when known).
+
+    Long form (tooltips): 'significant (q = 0.004); fragile'. Short form (tables, which show
+    q in a column of its own): '★ significant, fragile'.
+    """
     q = getattr(row, "q_value", float("nan"))
-    if q is None or not math.isfinite(float(q)):
-        text = "not tested (no null axes)"
-    elif bool(row.significant):
-        text = f"significant (q = {float(q):.3g})"
+    tested = q is not None and math.isfinite(float(q))
+    if not tested:
+        text = "not tested" if short else "not tested (no null axes)"
     else:
-        text = f"not significant (q = {float(q):.3g})"
+        verdict = "significant" if bool(row.significant) else "not significant"
+        text = ("★ " if short and bool(row.significant) else "") + verdict
+        text += "" if short else f" (q = {float(q):.3g})"
     if bool(getattr(row, "fragile", False)):
-        text += "; fragile"
+        text += ", fragile" if short else "; fragile"
     return text
 
 

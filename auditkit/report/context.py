@@ -379,15 +379,6 @@ def _axis_sections(
     return sections
 
 
-def _finding_short(row: Any) -> str:
-    """'★ significant', 'not significant' or 'not tested', with ', fragile' when it is."""
-    q = _num(row.q_value)
-    text = (
-        "not tested" if q is None else ("★ significant" if row.significant else "not significant")
-    )
-    return text + (", fragile" if bool(getattr(row, "fragile", False)) else "")
-
-
 def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] | None:
     """Audit-wide numbers of the null-model test, or None for runs without it."""
     if lean is None or "significant" not in lean.columns:
@@ -415,7 +406,7 @@ def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
             )
         record["finding"] = charts.finding_text(row) if tested else None
         record["q_value"] = _num(row.q_value) if tested else None
-        record["finding_short"] = _finding_short(row) if tested else None
+        record["finding_short"] = charts.finding_text(row, short=True) if tested else None
         record["significant"] = bool(row.significant) if tested else None
         record["fragile"] = bool(row.fragile) if fragile else None
     return records
