@@ -80,6 +80,21 @@ def versioned_parquet_bytes(frame: Any, version: int, meta: dict[str, str] | Non
     return buffer.getvalue()
 
 
+def read_versioned_parquet(path: Path, *, newest: int) -> Any:
+    """Read a parquet table written by :func:`versioned_parquet_bytes` (a missing version counts
+    as 1); refuse one newer than ``newest``."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    version = int((pq.read_schema(path).metadata or {}).get(PARQUET_VERSION_KEY, b"1"))
+    if version > newest:
+        raise SchemaVersionError(
+            f"{path} has schema_version {version}; this auditkit reads up to {newest}.",
+            hint="upgrade auditkit to read this run directory.",
+        )
+    return pd.read_parquet(path)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -172,6 +172,31 @@ def _load_model(
     return loaded
 
 
+class _OnDemand:
+    """The diffusion pipeline for a stage: the one already loaded, or loaded at the stage's
+    first call (only a stage with missing work calls it)."""
+
+    def __init__(self, spec: AuditSpec, loaded: LoadedPipeline | None, cache_dir: Path) -> None:
+        self.spec, self.loaded, self.cache_dir = spec, loaded, cache_dir
+        self.used: LoadedPipeline | None = None
+
+    def __call__(self) -> LoadedPipeline:
+        if self.used is None:
+            from auditkit.models.loading import load_pipeline
+
+            self.used = self.loaded or load_pipeline(self.spec.model, cache_dir=self.cache_dir)
+        return self.used
+
+    @property
+    def current(self) -> LoadedPipeline | None:
+        """The pipeline in memory after the stage (for the next one), if any."""
+        return self.used or self.loaded
+
+    def where(self) -> dict[str, Any]:
+        """Device and dtype for the manifest, when the stage used the pipeline."""
+        return {"device": self.used.device, "dtype": self.used.dtype} if self.used else {}
+
+
 def _caption(
     spec: AuditSpec,
     plan: AuditPlan,
@@ -186,7 +211,6 @@ def _caption(
     Returns the captioner, its record and the pipeline if one is loaded by now (for the
     causal check), or None without a captions section."""
     from auditkit.caption import stage
-    from auditkit.models.loading import load_pipeline
 
     if spec.captions is None:
         return None
@@ -194,14 +218,9 @@ def _caption(
     record = stage.captioner_record(spec.captions.captioner, captioner)
     manifest["captioner"] = record
     write_json_atomic(run_dir / "manifest.json", manifest)
-    used: list[LoadedPipeline] = []
-
-    def pipeline() -> LoadedPipeline:
-        # When extraction was already complete the manifest keeps the provenance of the run
-        # that did it (same extraction fingerprint); where this pass ran is in stages.caption.
-        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
-        return used[-1]
-
+    # When extraction was already complete the manifest keeps the provenance of the run that
+    # did it (same extraction fingerprint); where this pass ran is in stages.caption.
+    pipeline = _OnDemand(spec, loaded, cache_dir)
     stats = stage.caption_images(
         spec,
         plan,
@@ -211,10 +230,10 @@ def _caption(
         pipeline=pipeline,
         show_progress=show_progress,
     )
-    where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+    where = pipeline.where()
     manifest["stages"]["caption"] = {**stats.to_json(), **where, "captioner_key": record["key"]}
     write_json_atomic(run_dir / "manifest.json", manifest)
-    return captioner, record, used[-1] if used else loaded
+    return captioner, record, pipeline.current
 
 
 def _guidance(
@@ -231,14 +250,8 @@ def _guidance(
     """The guidance sweep (captions.guidance); the pipeline is loaded only if some image at some
     scale is missing. Returns the captioner, its record and the pipeline if loaded by now."""
     from auditkit.caption.guidance import run_guidance_sweep
-    from auditkit.models.loading import load_pipeline
 
-    used: list[LoadedPipeline] = []
-
-    def pipeline() -> LoadedPipeline:
-        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
-        return used[-1]
-
+    pipeline = _OnDemand(spec, loaded, cache_dir)
     stats = run_guidance_sweep(
         spec,
         plan,
@@ -249,10 +262,10 @@ def _guidance(
         show_progress=show_progress,
     )
     if stats["scales"]:
-        where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+        where = pipeline.where()
         manifest["stages"]["guidance"] = {**stats, **where}
         write_json_atomic(run_dir / "manifest.json", manifest)
-    return captioner, record, used[-1] if used else loaded
+    return captioner, record, pipeline.current
 
 
 def _causal(
@@ -270,16 +283,10 @@ def _causal(
     image is missing."""
     from auditkit.caption.causal import read_causal, run_causal_check
     from auditkit.extract.store import ActivationStore
-    from auditkit.models.loading import load_pipeline
 
     if spec.captions is None or spec.captions.causal is None:
         return
-    used: list[LoadedPipeline] = []
-
-    def pipeline() -> LoadedPipeline:
-        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
-        return used[-1]
-
+    pipeline = _OnDemand(spec, loaded, cache_dir)
     stats = run_causal_check(
         spec,
         plan,
@@ -290,7 +297,7 @@ def _causal(
         pipeline=pipeline,
         show_progress=show_progress,
     )
-    where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+    where = pipeline.where()
     axes = read_causal(run_dir / "captions")["causal_axes"]
     keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
     summary = [{k: _plain(row[k]) for k in keys} for row in axes.to_dict("records")]
@@ -342,18 +349,12 @@ def _discover(
     """Open-vocabulary discovery (results/discovery.parquet); the pipeline is loaded only if
     some term prompt's units are not in the activation store."""
     from auditkit.caption.discovery import run_discovery
-    from auditkit.models.loading import load_pipeline
 
     if spec.captions is None or spec.captions.discovery is None:
         return
-    used: list[LoadedPipeline] = []
-
-    def pipeline() -> LoadedPipeline:
-        used.append(loaded or load_pipeline(spec.model, cache_dir=cache_dir))
-        return used[-1]
-
+    pipeline = _OnDemand(spec, loaded, cache_dir)
     stats = run_discovery(spec, plan, run_dir, pipeline=pipeline, show_progress=show_progress)
-    where = {"device": used[-1].device, "dtype": used[-1].dtype} if used else {}
+    where = pipeline.where()
     manifest["stages"]["discovery"] = {**stats.to_json(), **where}
     write_json_atomic(run_dir / "manifest.json", manifest)
 

@@ -34,6 +34,7 @@ from auditkit.caption.stage import (
     _typed,
     caption_prompts,
     generate_images,
+    reading_records,
     select_caption_units,
 )
 from auditkit.models.loading import LoadedPipeline
@@ -133,20 +134,8 @@ def _write_readings(
             values = json.loads(str(stored.loc[unit.unit_id, "readings"]))
             for p in by_prompt[unit.prompt_id]:
                 rows.extend(
-                    {
-                        "guidance": float(scale),
-                        "unit_id": unit.unit_id,
-                        "prompt_id": p.prompt_id,
-                        "role": p.role,
-                        "concept_set": p.set_name,
-                        "concept": p.term,
-                        "group": p.group,
-                        "template": p.template,
-                        "seed": int(unit.seed),
-                        "attribute": attribute,
-                        "value": value,
-                    }
-                    for attribute, value in values.items()
+                    {"guidance": float(scale), **record}
+                    for record in reading_records(unit, p, values)
                 )
     frame = pd.DataFrame(rows, columns=GUIDANCE_READING_COLUMNS)
     guidance = frame.pop("guidance").astype("float64")

@@ -38,12 +38,12 @@ from auditkit.caption.thumbnails import (
     exemplar_table,
     write_exemplars,
 )
-from auditkit.errors import SchemaVersionError
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.progress import Progress
 from auditkit.provenance import (
     read_versioned_json,
+    read_versioned_parquet,
     versioned_parquet_bytes,
     write_bytes_atomic,
     write_json_atomic,
@@ -320,21 +320,7 @@ def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan:
                     "caption": str(row["caption"]),
                 }
             )
-            reading_rows.extend(
-                {
-                    "unit_id": unit.unit_id,
-                    "prompt_id": p.prompt_id,
-                    "role": p.role,
-                    "concept_set": p.set_name,
-                    "concept": p.term,
-                    "group": p.group,
-                    "template": p.template,
-                    "seed": int(unit.seed),
-                    "attribute": attribute,
-                    "value": value,
-                }
-                for attribute, value in values.items()
-            )
+            reading_rows.extend(reading_records(unit, p, values))
     meta = {"captioner_id": str(store.record["id"]), "captioner_sha256": store.record["sha256"]}
     tables = {
         "captions.parquet": _typed(pd.DataFrame(caption_rows, columns=CAPTION_COLUMNS)),
@@ -348,6 +334,28 @@ def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan:
     chosen = captions[captions["seed"].isin(exemplar)] if exemplar else captions.iloc[:0]
     thumbs = ThumbnailStore(root, _section(spec).exemplars)
     write_exemplars(root, exemplar_table(chosen, stored["readings"], thumbs), meta)
+
+
+def reading_records(
+    unit: WorkUnit, prompt: PlannedPrompt, values: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Rows of the readings table (:data:`READING_COLUMNS`) for one unit read as ``values``,
+    under one of its prompt's occurrences."""
+    return [
+        {
+            "unit_id": unit.unit_id,
+            "prompt_id": prompt.prompt_id,
+            "role": prompt.role,
+            "concept_set": prompt.set_name,
+            "concept": prompt.term,
+            "group": prompt.group,
+            "template": prompt.template,
+            "seed": int(unit.seed),
+            "attribute": attribute,
+            "value": value,
+        }
+        for attribute, value in values.items()
+    ]
 
 
 def read_captions(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -383,16 +391,7 @@ def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:
 
 
 def _read_versioned(path: Path) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    version = int((pq.read_schema(path).metadata or {}).get(_VERSION_KEY, b"1"))
-    if version > CAPTIONS_SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{path} has schema_version {version}; this auditkit reads up to "
-            f"{CAPTIONS_SCHEMA_VERSION}.",
-            hint="upgrade auditkit to read this run directory.",
-        )
-    return pd.read_parquet(path)
+    return read_versioned_parquet(path, newest=CAPTIONS_SCHEMA_VERSION)
 
 
 __all__ = [
@@ -407,6 +406,7 @@ __all__ = [
     "generate_images",
     "load_spec_captioner",
     "read_captions",
+    "reading_records",
     "select_caption_units",
     "write_caption_tables",
 ]

@@ -12,7 +12,6 @@ repeats rows the merged index already has, which the reader drops).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.errors import SchemaVersionError
-from auditkit.provenance import write_bytes_atomic
+from auditkit.provenance import read_versioned_parquet, versioned_parquet_bytes, write_bytes_atomic
 
 STORE_SCHEMA_VERSION = 1
 INDEX_COLUMNS = ["unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype"]
@@ -95,14 +93,8 @@ class ActivationStore:
 
     @staticmethod
     def _read(path: Path) -> pd.DataFrame:
-        version = _meta_version(path)
-        if version > STORE_SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{path} has schema_version {version}; this auditkit reads up to "
-                f"{STORE_SCHEMA_VERSION}.",
-                hint="upgrade auditkit to read this run directory.",
-            )
-        return pd.read_parquet(path)
+        frame: pd.DataFrame = read_versioned_parquet(path, newest=STORE_SCHEMA_VERSION)
+        return frame
 
     def iter_units(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
         """Yield (unit_id, tensor [kept_steps, ...] float32) shard by shard."""
@@ -128,24 +120,4 @@ class ActivationStore:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    import pyarrow.parquet as pq
-
-    buffer = io.BytesIO()
-    pq.write_table(_with_version(frame), buffer)
-    return buffer.getvalue()
-
-
-def _with_version(frame: pd.DataFrame) -> Any:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"auditkit_schema_version"] = str(STORE_SCHEMA_VERSION).encode()
-    return table.replace_schema_metadata(meta)
-
-
-def _meta_version(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    return int(meta.get(b"auditkit_schema_version", b"1"))
+    return versioned_parquet_bytes(frame, STORE_SCHEMA_VERSION)

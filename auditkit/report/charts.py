@@ -53,46 +53,37 @@ def compact_chart(spec: dict[str, Any]) -> dict[str, Any]:
     report's charts shrink several-fold.
     """
 
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            out: dict[str, Any] = {}
-            for key, value in node.items():
-                if (
-                    key == "values"
-                    and isinstance(value, list)
-                    and all(isinstance(v, dict) for v in value)
-                ):
-                    out[key] = []
-                else:
-                    out[key] = strip(value)
-            return out
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
+    reference = json.dumps(_map_inline_data(spec, lambda records: []))
+    return dict(
+        _map_inline_data(
+            spec,
+            lambda records: [
+                {k: _round(v) for k, v in record.items() if _named(k, reference)}
+                for record in records
+            ],
+        )
+    )
 
-    reference = json.dumps(strip(spec))
 
-    def compact(node: Any) -> Any:
-        if isinstance(node, dict):
-            out: dict[str, Any] = {}
-            for key, value in node.items():
-                if (
-                    key == "values"
-                    and isinstance(value, list)
-                    and all(isinstance(v, dict) for v in value)
-                ):
-                    out[key] = [
-                        {k: _round(v) for k, v in record.items() if _named(k, reference)}
-                        for record in value
-                    ]
-                else:
-                    out[key] = compact(value)
-            return out
-        if isinstance(node, list):
-            return [compact(v) for v in node]
-        return node
+def _map_inline_data(node: Any, change: Any) -> Any:
+    """A copy of a chart spec with every inline ``values`` list of records replaced by
+    ``change(records)``."""
+    if isinstance(node, dict):
+        return {
+            key: change(value)
+            if key == "values"
+            and isinstance(value, list)
+            and all(isinstance(v, dict) for v in value)
+            else _map_inline_data(value, change)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_map_inline_data(v, change) for v in node]
+    return node
 
-    return dict(compact(spec))
+
+def _records(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
 
 
 def _named(field: str, reference: str) -> bool:

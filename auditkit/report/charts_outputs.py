@@ -97,19 +97,27 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
         x=x("share"), color=color, tooltip=tooltip
     )
     uniform = not has_reference or bool((frame["reference_kind"] == "uniform").all())
-    if uniform:
-        even = pd.DataFrame({"x": [1.0 / max(1, len(groups))], "what": ["even split"]})
-        reference: Any = (
-            alt.Chart(_values(even))
+    even = 1.0 / max(1, len(groups)) if uniform else None
+    reference = _reference_layer(base, x, tooltip, even, "even split")
+    height = max(60, _ROW_PX * len(order) * max(2, len(groups)))
+    return _configure(alt.layer(reference, error, dots).properties(width=width, height=height))
+
+
+def _reference_layer(
+    base: alt.Chart, x: Any, tooltip: list[alt.Tooltip], even: float | None, label: str
+) -> Any:
+    """A dashed line at ``even`` (a uniform reference), else a dark tick per row at its
+    ``reference`` value."""
+    if even is not None:
+        line = pd.DataFrame({"x": [even], "what": [label]})
+        return (
+            alt.Chart(_values(line))
             .mark_rule(strokeDash=[4, 3], color="#5b6270")
             .encode(x=x("x"), tooltip=[alt.Tooltip("what:N", title="line")])
         )
-    else:
-        reference = base.mark_tick(color=INTERVAL_COLOR, thickness=2, size=12).encode(
-            x=x("reference"), tooltip=tooltip
-        )
-    height = max(60, _ROW_PX * len(order) * max(2, len(groups)))
-    return _configure(alt.layer(reference, error, dots).properties(width=width, height=height))
+    return base.mark_tick(color=INTERVAL_COLOR, thickness=2, size=12).encode(
+        x=x("reference"), tooltip=tooltip
+    )
 
 
 GUIDANCE_COLORS = ("#9aa3af", "#1d232c")
@@ -172,17 +180,9 @@ def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerC
     dots = base.mark_point(filled=True, size=60, opacity=1).encode(
         x=x("share"), color=color, tooltip=tooltip
     )
-    if bool((frame["reference_kind"] == "uniform").all()):
-        even = pd.DataFrame({"x": [float(frame["reference"].iloc[0])], "what": ["reference"]})
-        reference: Any = (
-            alt.Chart(_values(even))
-            .mark_rule(strokeDash=[4, 3], color="#5b6270")
-            .encode(x=x("x"), tooltip=[alt.Tooltip("what:N", title="line")])
-        )
-    else:
-        reference = base.mark_tick(color=INTERVAL_COLOR, thickness=2, size=12).encode(
-            x=x("reference"), tooltip=tooltip
-        )
+    uniform = bool((frame["reference_kind"] == "uniform").all())
+    even = float(frame["reference"].iloc[0]) if uniform else None
+    reference = _reference_layer(base, x, tooltip, even, "reference")
     height = max(60, 22 * len(order))
     return _configure(
         alt.layer(reference, line, error, dots).properties(width=width, height=height)
