@@ -168,6 +168,15 @@ def _frame(rows: int, per_row: int, cost: int) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def test_marked_and_axis_prompts_get_a_row_per_group() -> None:
+    from auditkit.report.exemplars import _row_label
+
+    assert _row_label("concept", "", "doctor") == "doctor"
+    assert _row_label("marked", "woman", "doctor") == "woman: doctor"
+    assert _row_label("axis", "man", "man") == "man: man"
+    assert _row_label("base", "", "") == "base prompt"
+
+
 def test_budget_is_filled_breadth_first() -> None:
     ranked = _frame(rows=5, per_row=3, cost=100)
     chosen, used = _fit(ranked, budget=1000)

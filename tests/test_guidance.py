@@ -55,10 +55,14 @@ def test_guidance_scales_are_checked_and_default_leaves_hashes_unchanged() -> No
         ("[3.0]", "captions.guidance[0] (line 19): 3 is the audit's own guidance scale"),
         ("[1.0, 1.0]", "captions.guidance[1] (line 19): 1 is listed twice"),
         ("[-1.0]", "captions.guidance[0] (line 19): -1.0 is not a guidance scale"),
+        ("[0.5]", "captions.guidance[0] (line 19): 0.5 is not a guidance scale between 1"),
     ):
         with pytest.raises(SpecError) as err:
             parse_spec(_spec_text("builtin:tiny-lcm", f"  guidance: {bad}\n"))
         assert any(p.startswith(message) for p in err.value.problems), err.value.problems
+    with pytest.raises(SpecError) as err:
+        parse_spec(_spec_text("builtin:tiny-lcm", "  guidance: [1.0]\n  roles: [axis]\n"))
+    assert any("captions.roles does not caption them" in p for p in err.value.problems)
 
 
 def _shares(audit: dict[str, float], other: dict[str, float], scale: float) -> pd.DataFrame:
@@ -100,8 +104,28 @@ def test_amplification_interval_covers_one_when_guidance_changes_nothing() -> No
     row = amplification(_shares(noisy, base, 1.0), resamples=1000, seed=0).iloc[0]
     assert row["amplification_ci_low"] < 1.0 < row["amplification_ci_high"], row
     assert amplification_verdict(row) == "no clear change"
-    dampened = amplification(_shares(base, {c: 0.95 for c in base}, 9.0), seed=0).iloc[0]
-    assert amplification_verdict(dampened) == "dampens"
+    # a higher swept scale is compared the same way: higher over lower
+    sharper = amplification(_shares(base, {c: 0.95 for c in base}, 9.0), seed=0).iloc[0]
+    assert sharper["amplification"] > 1 and amplification_verdict(sharper) == "amplifies"
+    assert "Guidance 9 vs 4" in amplification_sentence(sharper)
+    flatter = amplification(_shares(base, {c: 0.5 for c in base}, 9.0), seed=0).iloc[0]
+    assert flatter["amplification"] == 0 and amplification_verdict(flatter) == "dampens"
+
+
+def test_no_spread_at_the_lower_scale_is_infinite_amplification_not_missing() -> None:
+    row = amplification(_shares({"a": 0.9, "b": 0.8}, {"a": 0.5, "b": 0.5}, 1.0)).iloc[0]
+    assert np.isinf(row["amplification"]) and amplification_verdict(row) == "amplifies"
+    assert "only at the higher scale" in amplification_sentence(row)
+    # one concept far off at the lower scale: resamples without it are infinite, and the
+    # interval keeps them (its upper end), so a ratio of 1 is not called 'dampens'
+    audit = {c: 0.6 for c in "abcde"}
+    lower = {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5, "e": 1.0}
+    even = amplification(_shares(audit, lower, 1.0), resamples=2000, seed=0).iloc[0]
+    assert even["amplification"] == pytest.approx(1.0)
+    assert np.isinf(even["amplification_ci_high"]) and even["amplification_ci_low"] < 1
+    assert amplification_verdict(even) == "no clear change"
+    neither = amplification(_shares({"a": 0.5}, {"a": 0.5}, 1.0)).iloc[0]
+    assert np.isnan(neither["amplification"]) and "not measured" in amplification_sentence(neither)
 
 
 def test_unread_concepts_are_left_out_of_the_comparison() -> None:

@@ -298,3 +298,30 @@ def test_share_and_agreement_charts_are_valid_vega_lite_with_tooltips() -> None:
     assert {t["field"] for t in _tooltips(spec)[0]} >= {"concept", "score", "share"}
     assert len(spec["data"]["values"]) == 3
     agreement_chart(points.iloc[:0]).to_dict()  # no points: still a valid chart
+
+
+def test_executive_summary_survives_an_attribute_no_image_was_read_as() -> None:
+    """Every image read as 'unknown': the shares are NaN, and the summary says so."""
+    from auditkit.analyze.outputs import compare_to_reference, output_shares
+    from auditkit.report.executive import executive_summary
+    from auditkit.spec import parse_spec
+
+    spec = parse_spec(
+        "spec_version: 1\nname: x\nmodel: {id: builtin:tiny-sd}\nseeds: 2\n"
+        "axes: [{name: gender, templates: ['a {term}'], groups: {man: [man], woman: [woman]}}]\n"
+        "concepts: [{name: jobs, templates: ['a {term}'], terms: [doctor, nurse]}]\n"
+    )
+    readings = pd.DataFrame(
+        [
+            {"concept_set": "jobs", "concept": c, "seed": s, "attribute": "gender"}
+            | {"value": "unknown"}
+            for c in ("doctor", "nurse")
+            for s in (0, 1)
+        ]
+    )
+    shares = output_shares(readings, {"gender": ["man", "woman"]})
+    outputs = compare_to_reference(shares, {"gender": "uniform"})
+    assert outputs["share"].isna().all()
+    paragraphs = executive_summary(spec, {"outputs": outputs}, {}, None, "m")
+    texts = [p["text"] for p in paragraphs if p["topic"] == "Images"]
+    assert texts == ["No image was read as a gender group, so there is no share to report."]

@@ -329,3 +329,21 @@ def _hover_until(page: Any, selector: str) -> dict[str, Any]:
         if "onerror" in tooltip["text"]:
             return tooltip
     raise AssertionError("no bar's tooltip showed the hostile concept")
+
+
+def test_compact_chart_keeps_every_named_field_and_enough_digits() -> None:
+    from auditkit.report.charts import compact_chart
+
+    spec = {
+        "data": {"values": [{"score": 0.0123456, "unused": "x" * 50, "größe": 1.23456789}]},
+        "encoding": {
+            "x": {"field": "score", "type": "quantitative"},
+            "tooltip": [{"field": "größe", "type": "quantitative"}],
+        },
+        "layer": [{"data": {"values": [{"q": 0.000234567, "big": 28.0728431}]}}],
+        "transform": [{"calculate": "datum.q * 2 + datum.big", "as": "z"}],
+    }
+    compact = compact_chart(spec)
+    assert compact["data"]["values"] == [{"score": 0.01235, "größe": 1.2346}]
+    assert compact["layer"][0]["data"]["values"] == [{"q": 0.0002346, "big": 28.0728}]
+    assert compact["encoding"] == spec["encoding"]  # only data changes

@@ -5,9 +5,10 @@ guidance scales. Per scale this module computes the same output shares as the ou
 (:func:`auditkit.analyze.outputs.output_shares`, one image per unit, Wilson intervals) and, per
 attribute, the *spread*: the mean over concepts of the total-variation distance between a
 concept's shares and its reference (for two groups: |share of the first group - its reference|).
-The amplification of the audit's guidance over a swept scale is the ratio of the two spreads:
-above 1, the audited guidance draws the concepts further from the reference than that scale
-does (at scale 1, the model's learned distribution). Its 95% interval resamples concepts.
+The amplification between the audit's scale and a swept one is the spread at the higher scale
+divided by the spread at the lower: above 1, more guidance draws the concepts further from the
+reference (against scale 1: further than the model's learned distribution). Its 95% interval
+resamples concepts.
 
 Tables (``results/``):
 
@@ -67,7 +68,10 @@ def amplification(
 ) -> pd.DataFrame:
     """Per attribute and swept scale: spreads, their ratio and a concept-bootstrap interval.
 
-    Concepts with an unread share at either scale are left out of that comparison.
+    The ratio is always the spread at the *higher* of the two scales over the spread at the
+    lower one, so above 1 means "more guidance, further from the reference" whichever scale the
+    audit used. It is infinite when only the higher scale spreads the shares at all, NaN when
+    neither does. Concepts with an unread share at either scale are left out of that comparison.
     """
     rows = []
     audit = shares[shares["audit"]]
@@ -80,17 +84,20 @@ def amplification(
         at_audit = distance[(distance["attribute"] == attribute) & distance["audit"]]
         paired = part.merge(at_audit, on=["concept_set", "concept"], suffixes=("", "_audit"))
         paired = paired[np.isfinite(paired["tv"]) & np.isfinite(paired["tv_audit"])]
-        base, top = paired["tv"].to_numpy(), paired["tv_audit"].to_numpy()
+        swept, at_audit_scale = paired["tv"].to_numpy(), paired["tv_audit"].to_numpy()
+        higher_is_audit = audit_guidance > float(str(scale))
+        top, base = (at_audit_scale, swept) if higher_is_audit else (swept, at_audit_scale)
         n = len(paired)
         ratio = _ratio(top.mean(), base.mean()) if n else math.nan
         low = high = math.nan
         if n >= 2 and resamples > 0:
             picks = rng.integers(0, n, size=(resamples, n))
             ratios = np.array([_ratio(top[p].mean(), base[p].mean()) for p in picks])
-            ratios = ratios[np.isfinite(ratios)]
+            ratios = np.sort(ratios[~np.isnan(ratios)])  # +inf kept: it is the upper tail
             if len(ratios):
-                tail = (1 - confidence) / 2 * 100
-                low, high = (float(v) for v in np.percentile(ratios, [tail, 100 - tail]))
+                tail = (1 - confidence) / 2
+                low = float(ratios[int(np.floor(tail * (len(ratios) - 1)))])
+                high = float(ratios[int(np.ceil((1 - tail) * (len(ratios) - 1)))])
         first = shares[shares["attribute"] == attribute]["group"].iloc[0]
         kinds = shares[shares["attribute"] == attribute].get("reference_kind")
         rows.append(
@@ -98,8 +105,8 @@ def amplification(
                 **{"attribute": attribute, "positive_group": str(first)},
                 "reference_kind": "uniform" if kinds is None else str(kinds.iloc[0]),
                 **{"guidance": float(str(scale)), "audit_guidance": audit_guidance},
-                **{"n_concepts": n, "spread": float(base.mean()) if n else math.nan},
-                "audit_spread": float(top.mean()) if n else math.nan,
+                **{"n_concepts": n, "spread": float(swept.mean()) if n else math.nan},
+                "audit_spread": float(at_audit_scale.mean()) if n else math.nan,
                 **{"amplification": ratio, "amplification_ci_low": low},
                 **{"amplification_ci_high": high, "resamples": resamples, "seed": seed},
             }
@@ -107,33 +114,54 @@ def amplification(
     return pd.DataFrame(rows, columns=list(AMPLIFICATION_COLUMNS))
 
 
+RATIO_TOLERANCE: Final = 1e-9
+"""How far past 1 an interval end must lie to count as above or below 1 (float noise)."""
+
+
 def amplification_verdict(row: Mapping[Any, Any]) -> str:
-    """'amplifies' / 'dampens' when the interval lies above / below 1, else 'no clear change'."""
+    """'amplifies' / 'dampens' when the interval lies above / below 1 (more guidance moves the
+    shares further from / closer to the reference), else 'no clear change'. Without an interval
+    (a single concept) the point estimate decides only when it is infinite."""
     low, high = _float(row.get("amplification_ci_low")), _float(row.get("amplification_ci_high"))
-    if math.isfinite(low) and low > 1:
+    ratio = _float(row.get("amplification"))
+    if math.isnan(low) and math.isinf(ratio):
         return "amplifies"
-    if math.isfinite(high) and high < 1:
+    if not math.isnan(low) and low > 1 + RATIO_TOLERANCE:
+        return "amplifies"
+    if not math.isnan(high) and high < 1 - RATIO_TOLERANCE:
         return "dampens"
     return "no clear change"
 
 
 def amplification_sentence(row: Mapping[Any, Any]) -> str:
-    """One plain sentence for an amplification row."""
+    """One plain sentence for an amplification row (the higher scale against the lower)."""
     audit, scale = _float(row["audit_guidance"]), _float(row["guidance"])
+    spreads = {audit: _float(row["audit_spread"]), scale: _float(row["spread"])}
+    high_scale, low_scale = max(audit, scale), min(audit, scale)
     ratio = _float(row["amplification"])
-    if not math.isfinite(ratio):
+    head = f"Guidance {high_scale:g} vs {low_scale:g} on '{row['attribute']}'"
+    distances = (
+        f"mean distance {spreads[low_scale]:.2f} at guidance {low_scale:g}, "
+        f"{spreads[high_scale]:.2f} at {high_scale:g}, over {row['n_concepts']} concepts"
+    )
+    if math.isnan(ratio):
+        return f"{head}: not measured (no concept read at both scales, or no spread at either)."
+    if math.isinf(ratio):
         return (
-            f"Guidance {audit:g} vs {scale:g} on '{row['attribute']}': not measured (no concept "
-            "read at both scales, or no spread at the lower one)."
+            f"{head}: {amplification_verdict(row)} — the shares move away from the reference "
+            f"only at the higher scale ({distances})."
         )
     low, high = _float(row["amplification_ci_low"]), _float(row["amplification_ci_high"])
-    interval = f", 95% CI ×{low:.2f} to ×{high:.2f}" if math.isfinite(low) else ""
+    interval = f", 95% CI {times_text(low)} to {times_text(high)}" if not math.isnan(low) else ""
     return (
-        f"Guidance {audit:g} vs {scale:g} on '{row['attribute']}': {amplification_verdict(row)} "
-        f"— the images are ×{ratio:.2f} as far from the reference{interval} (mean distance "
-        f"{_float(row['spread']):.2f} at guidance {scale:g}, {_float(row['audit_spread']):.2f} at "
-        f"{audit:g}, over {row['n_concepts']} concepts)."
+        f"{head}: {amplification_verdict(row)} — at the higher scale the images are "
+        f"{times_text(ratio)} as far from the reference{interval} ({distances})."
     )
+
+
+def times_text(value: float) -> str:
+    """A ratio as '×1.66' ('×∞' when infinite)."""
+    return "×∞" if math.isinf(value) else f"×{value:.2f}"
 
 
 def _float(value: object) -> float:
@@ -157,7 +185,10 @@ def _distances(shares: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ratio(top: float, base: float) -> float:
-    return float(top / base) if base > 0 else math.nan
+    """top / base; +inf when only ``top`` is above 0, NaN when neither is."""
+    if base > 0:
+        return float(top / base)
+    return math.inf if top > 0 else math.nan
 
 
 __all__ = [
@@ -167,4 +198,5 @@ __all__ = [
     "amplification_sentence",
     "amplification_verdict",
     "guidance_shares",
+    "times_text",
 ]

@@ -128,8 +128,9 @@ def summarize(
 
 
 def _num(value: Any) -> float | None:
+    """A number for JSON: None when NaN or infinite (JSON has neither)."""
     value = float(value)
-    return None if math.isnan(value) else round(value, 6)
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def _lean_sentence(axis: str, rows: pd.DataFrame, ordered: pd.DataFrame) -> str:

@@ -45,15 +45,15 @@ def _values(frame: pd.DataFrame) -> alt.Data:
 
 def compact_chart(spec: dict[str, Any]) -> dict[str, Any]:
     """A chart spec with smaller inline data: fields the spec never names are dropped from the
-    records, and numbers are rounded (4 decimals, or 3 significant digits below 0.01; the
-    charts show at most 3 decimals).
+    records, and numbers are rounded to 4 decimals or 4 significant digits, whichever keeps
+    more (the charts show at most 3 decimals or 4 significant digits).
 
     A field is kept when the spec names it anywhere outside the data (an encoding, a tooltip,
     a sort, a transform or its expression), so nothing a chart shows is lost; a 200-concept
     report's charts shrink several-fold.
     """
 
-    reference = json.dumps(_map_inline_data(spec, lambda records: []))
+    reference = json.dumps(_map_inline_data(spec, lambda records: []), ensure_ascii=False)
     return dict(
         _map_inline_data(
             spec,
@@ -96,8 +96,10 @@ def _named(field: str, reference: str) -> bool:
 
 
 def _round(value: Any) -> Any:
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value, 4) if abs(value) >= 0.01 else float(f"{value:.3g}")
+    """At least 4 decimals and at least 4 significant digits (tooltips show up to 3 decimals
+    or 4 significant digits)."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0:
+        return round(value, max(4, 3 - math.floor(math.log10(abs(value)))))
     if isinstance(value, list):
         return [_round(v) for v in value]
     return value

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from auditkit.analyze.guidance import times_text
 from auditkit.analyze.summary import alpha_text
 from auditkit.spec import AuditSpec
 
@@ -123,6 +124,8 @@ def _axis(axis: str, rows: pd.DataFrame) -> str:
             text += f" Towards {group}: {named}{more}."
         return text
     strongest = _extreme(rows, rows["score"].abs(), True)
+    if strongest is None:
+        return f"Along {axis}, no lean could be computed."
     toward = first if float(strongest["score"]) > 0 else second
     why = {
         "significantly": "which is not significant once every test of the audit is counted",
@@ -166,9 +169,12 @@ def _outputs(spec: AuditSpec, outputs: pd.DataFrame, agreement: pd.DataFrame | N
         rows = outputs[outputs["attribute"].astype(str) == attribute]
         group = first_group.get(attribute)
         part = rows[rows["group"].astype(str) == group] if group else rows.iloc[:0]
+        part = part[part["share"].notna()]
         if part.empty:
+            out.append(f"No image was read as a {attribute} group, so there is no share to report.")
             continue
         low, high = _extreme(part, part["share"], False), _extreme(part, part["share"], True)
+        assert low is not None and high is not None
         reference = _reference(part)
         text = (
             f"In the images, the share read as {group} ({attribute}) ranges from "
@@ -199,23 +205,21 @@ def _reference(part: pd.DataFrame) -> str:
 def _guidance(amplified: pd.DataFrame) -> str:
     parts = []
     for _, row in amplified.iterrows():
-        if not _finite(row["amplification"]):
-            parts.append(f"{row['attribute']}: not measured")
+        scales = sorted((float(row["guidance"]), float(row["audit_guidance"])))
+        between = f"guidance {scales[1]:g} against {scales[0]:g}"
+        ratio = float(row["amplification"])
+        if math.isnan(ratio):
+            parts.append(f"{row['attribute']}: not measured ({between})")
             continue
-        interval = ""
-        if _finite(row["amplification_ci_low"]) and _finite(row["amplification_ci_high"]):
-            interval = (
-                f", 95% CI ×{float(row['amplification_ci_low']):.2f} to "
-                f"×{float(row['amplification_ci_high']):.2f}"
-            )
-        parts.append(
-            f"{row['attribute']} ×{float(row['amplification']):.2f}{interval} against guidance "
-            f"{float(row['guidance']):g}"
+        low, high = float(row["amplification_ci_low"]), float(row["amplification_ci_high"])
+        interval = (
+            f", 95% CI {times_text(low)} to {times_text(high)}" if not math.isnan(low) else ""
         )
-    audit = float(amplified["audit_guidance"].iloc[0])
+        parts.append(f"{row['attribute']} {times_text(ratio)}{interval} ({between})")
     return (
-        f"At the audit's guidance scale {audit:g}, the images are this many times as far from "
-        f"the reference as at the lower scale: " + "; ".join(parts) + "."
+        "How much further from the reference the images are at the higher guidance scale: "
+        + "; ".join(parts)
+        + "."
     )
 
 
@@ -252,9 +256,12 @@ def _causal(curve: pd.DataFrame, axes: pd.DataFrame) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def _extreme(frame: pd.DataFrame, values: pd.Series, largest: bool) -> pd.Series:
-    """The row of ``frame`` where ``values`` is largest (or smallest), NaN ignored."""
+def _extreme(frame: pd.DataFrame, values: pd.Series, largest: bool) -> pd.Series | None:
+    """The row of ``frame`` where ``values`` is largest (or smallest), NaN ignored; None when
+    every value is NaN."""
     numbers = values.astype(float).to_numpy()
+    if not np.isfinite(numbers).any():
+        return None
     index = np.nanargmax(numbers) if largest else np.nanargmin(numbers)
     return frame.iloc[int(index)]
 

@@ -79,8 +79,7 @@ def _ranked(table: pd.DataFrame, spec: AuditSpec) -> pd.DataFrame:
     """
     frame = table.copy()
     frame["row_label"] = [
-        str(term) if role != "axis" else f"{group}: {term}"
-        for role, group, term in zip(frame["role"], frame["group"], frame["term"], strict=True)
+        _row_label(*row) for row in zip(frame["role"], frame["group"], frame["term"], strict=True)
     ]
     seed_rank = _seed_order(spec)
     frame["seed_rank"] = [seed_rank(int(s)) for s in frame["seed"]]
@@ -94,6 +93,13 @@ def _ranked(table: pd.DataFrame, spec: AuditSpec) -> pd.DataFrame:
     frame["rank"] = frame.groupby("row_rank").cumcount()
     frame["cost"] = [encoded_size(bytes(data)) for data in frame["image"]]
     return frame.reset_index(drop=True)
+
+
+def _row_label(role: str, group: str, term: str) -> str:
+    """A grid row: the concept; for marked and axis prompts the group too ("woman: doctor")."""
+    if role == "base":
+        return "base prompt"
+    return f"{group}: {term}" if role in ("axis", "marked") and group else str(term)
 
 
 def _fit(ranked: pd.DataFrame, budget: int) -> tuple[set[int], int]:

@@ -8,11 +8,16 @@ scale the amplification with its interval and a plain verdict.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from auditkit.analyze.guidance import amplification_sentence, amplification_verdict
+from auditkit.analyze.guidance import (
+    amplification_sentence,
+    amplification_verdict,
+    times_text,
+)
 from auditkit.report import charts_outputs
 
 
@@ -50,6 +55,10 @@ def guidance_section(
                         "high": _num(r["amplification_ci_high"]),
                         "n_concepts": int(r["n_concepts"]),
                         "verdict": amplification_verdict(r),
+                        "ratio_text": times_text(float(r["amplification"])),
+                        "interval_text": _interval(r),
+                        "low_scale": min(float(r["guidance"]), float(r["audit_guidance"])),
+                        "high_scale": max(float(r["guidance"]), float(r["audit_guidance"])),
                         "sentence": amplification_sentence(r),
                     }
                     for r in amplified.to_dict("records")
@@ -62,6 +71,13 @@ def guidance_section(
         "audit_guidance": _num(audit["guidance"].iloc[0]) if not audit.empty else None,
         "scales": sorted({float(g) for g in guidance["guidance"]}),
     }
+
+
+def _interval(row: Mapping[Any, Any]) -> str:
+    low, high = float(row["amplification_ci_low"]), float(row["amplification_ci_high"])
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    return f"[{times_text(low)}, {times_text(high)}]"
 
 
 def in_order(values: pd.Series, order: list[str]) -> list[str]:

@@ -847,14 +847,20 @@ class AuditSpec(_Frozen):
         scales = self.captions.guidance if self.captions is not None else []
         for j, scale in enumerate(scales):
             message = None
-            if not (math.isfinite(scale) and 0.0 <= scale <= 100.0):
-                message = f"{scale} is not a guidance scale between 0 and 100"
+            if not (math.isfinite(scale) and 1.0 <= scale <= 100.0):
+                message = (
+                    f"{scale} is not a guidance scale between 1 and 100 (every scale up to 1 "
+                    "samples without guidance, as 1 does)"
+                )
             elif scale == self.model.guidance_scale:
                 message = f"{scale:g} is the audit's own guidance scale (model.guidance_scale)"
             elif scale in scales[:j]:
                 message = f"{scale:g} is listed twice"
             if message is not None:
                 raise _located_error(("captions", "guidance", j), scale, message)
+        if scales and self.captions is not None and "concept" not in self.captions.roles:
+            message = "sweeps the concept prompts, but captions.roles does not caption them"
+            raise _located_error(("captions", "guidance"), scales, message)
         return self
 
     @model_validator(mode="after")
