@@ -101,3 +101,22 @@ def test_200_concept_report_renders_in_chromium(big_run: Path, tmp_path: Path) -
         shot = tmp_path / "similarity.png"
         visit.page.query_selector("#similarity").screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
+
+
+def test_large_similarity_matrix_is_a_page_wide_overview_in_cluster_order(big_run: Path) -> None:
+    import pandas as pd
+
+    from auditkit.report import build_report_context
+    from auditkit.report.charts import UNLABELLED_MATRIX
+
+    context = build_report_context(big_run)
+    chart = context["charts"]["similarity-0"]
+    assert chart["width"] <= 640 and chart["height"] <= 644  # fits a page, square cells
+    cells = chart["layer"][0]
+    assert "stroke" not in cells["mark"]  # no cell borders to drown 2-3 px cells
+    assert CONCEPTS > UNLABELLED_MATRIX and cells["encoding"]["x"]["axis"]["labels"] is False
+    structure = pd.read_parquet(big_run / "results" / "structure.parquet")
+    leaves = list(structure.sort_values("leaf_order")["concept"])
+    assert cells["encoding"]["x"]["sort"] == leaves == cells["encoding"]["y"]["sort"]
+    section = context["similarity"][0]
+    assert section["ordered"] and not section["labelled"]

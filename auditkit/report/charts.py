@@ -365,14 +365,26 @@ def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.Laye
     )
 
 
-def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
-    """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows).
+LARGE_MATRIX: Final = 40
+"""Matrices with more rows than this are drawn as an overview: cells shrink to fit a page
+width, without borders; row and column names are left to the tooltips above
+:data:`UNLABELLED_MATRIX` rows."""
+UNLABELLED_MATRIX: Final = 80
+_MATRIX_WIDTH_PX = 640
+
+
+def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None) -> alt.LayerChart:
+    """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows), rows
+    and columns in ``order`` (the clustering's leaf order, so clusters show as blocks; default
+    the table's order).
 
     The data is inlined as one record per row of the matrix, its cosines (and interval ends)
     as arrays that a ``flatten`` transform unrolls and a ``lookup`` names: an n-concept matrix
     costs n records instead of n², which keeps a 200-concept report small.
     """
-    order = list(dict.fromkeys(similarity["concept_a"].tolist()))
+    present = list(dict.fromkeys(similarity["concept_a"].tolist()))
+    wanted = [c for c in order or [] if c in present]
+    order = wanted + [c for c in present if c not in wanted]
     position = {name: i for i, name in enumerate(order)}
     intervals = has_interval(similarity, "cosine")
     arrays = ["cosine", "cosine_ci_low", "cosine_ci_high"] if intervals else ["cosine"]
@@ -398,6 +410,7 @@ def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
             cosine_ci=f"isValid(datum.cosine_ci_low) ? '[' + {text.format('low')} + ', ' + "
             f"{text.format('high')} + ']' : '—'"
         )
+    labels = len(order) <= UNLABELLED_MATRIX
     return _heatmap(
         similarity,
         chart=chart,
@@ -405,9 +418,16 @@ def similarity_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
             "concept_b:N",
             sort=order,
             title=None,
-            axis=alt.Axis(orient="top", labelAngle=-40, labelLimit=140),
+            axis=alt.Axis(
+                orient="top", labelAngle=-40, labelLimit=140, labels=labels, ticks=labels
+            ),
         ),
-        y=alt.Y("concept_a:N", sort=order, title=None, axis=alt.Axis(labelLimit=170)),
+        y=alt.Y(
+            "concept_a:N",
+            sort=order,
+            title=None,
+            axis=alt.Axis(labelLimit=170, labels=labels, ticks=labels),
+        ),
         n_x=len(order),
         n_y=len(order),
         tooltip=[
@@ -466,7 +486,10 @@ def _heatmap(
         legend=alt.Legend(orient="right", gradientLength=max(80, min(200, _ROW_PX * n_y))),
     )
     base = (chart if chart is not None else alt.Chart(_values(frame))).encode(x=x, y=y)
-    cells = base.mark_rect(stroke="white", strokeWidth=1).encode(color=color, tooltip=tooltip)
+    large = max(n_x, n_y) > LARGE_MATRIX
+    cells = (base.mark_rect() if large else base.mark_rect(stroke="white", strokeWidth=1)).encode(
+        color=color, tooltip=tooltip
+    )
     layers: list[Any] = [cells]
     if n_x * n_y <= 400:
         text = base.mark_text(fontSize=10).encode(
@@ -478,7 +501,10 @@ def _heatmap(
         )
         layers.append(text)
     cell_w = _CELL_PX + 14 if n_x * n_y <= 400 else _CELL_PX
-    layered = alt.layer(*layers).properties(width=cell_w * n_x, height=_ROW_PX * max(n_y, 1) + 4)
+    cell_h = _ROW_PX
+    if large:  # an overview that fits the page: square cells of at least 2 px
+        cell_w = cell_h = max(2, _MATRIX_WIDTH_PX // max(n_x, 1))
+    layered = alt.layer(*layers).properties(width=cell_w * n_x, height=cell_h * max(n_y, 1) + 4)
     return _configure(layered)
 
 

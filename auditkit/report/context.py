@@ -717,11 +717,15 @@ def _similarity_sections(
     for index, name in enumerate(dict.fromkeys(similarity["concept_set"].tolist())):
         part = similarity[similarity["concept_set"] == name]
         chart_id = f"similarity-{index}"
-        chart_specs[chart_id] = charts.similarity_heatmap(part).to_dict()
-        map_id = None
-        clusters: list[list[str]] = []
+        points = None
         if structure is not None and (structure["concept_set"] == name).any():
             points = structure[structure["concept_set"] == name]
+        leaves = None if points is None else points.sort_values("leaf_order")["concept"]
+        order = None if leaves is None else [str(c) for c in leaves]
+        chart_specs[chart_id] = charts.similarity_heatmap(part, order).to_dict()
+        map_id = None
+        clusters: list[list[str]] = []
+        if points is not None:
             map_id = f"concept-map-{index}"
             chart_specs[map_id] = charts_outputs_map(points)
             ordered = points.sort_values("leaf_order")
@@ -737,6 +741,8 @@ def _similarity_sections(
                 "closest": _records(top, ["concept_a", "concept_b", "cosine"]),
                 "map_chart_id": map_id,
                 "clusters": clusters,
+                "ordered": order is not None,
+                "labelled": int(part["concept_a"].nunique()) <= charts.UNLABELLED_MATRIX,
             }
         )
     return sections
