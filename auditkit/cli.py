@@ -130,11 +130,20 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     )
     click.echo(f"  h per step         {'x'.join(str(d) for d in cost.h_shape)}")
     click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
-    estimate = format_seconds(cost.seconds) if cost.seconds >= 1 else "under 1s"
-    click.echo(
-        f"  estimated time     {estimate} on {target} for extraction (rough: {cost.basis}; "
-        "captioning passes come on top)"
-    )
+    from auditkit.caption.cost import later_passes
+
+    passes = later_passes(loaded, audit_plan, uses_cfg=cost.uses_cfg)
+    for step in passes:
+        bound = "at most " if step.upper_bound else ""
+        what = f"{bound}{step.images} images, " if step.images else f"{bound}"
+        click.echo(f"  {step.name:<18} {what}{step.unet_evaluations} U-Net evaluations")
+    later = sum(p.unet_evaluations for p in passes) * cost.seconds_per_evaluation
+
+    def rough(seconds: float) -> str:
+        return format_seconds(seconds) if seconds >= 1 else "under 1s"
+
+    total = rough(cost.seconds) + (f" + {rough(later)} for the later passes" if passes else "")
+    click.echo(f"  estimated time     {total} on {target} (rough: {cost.basis})")
 
 
 def _bytes(count: float) -> str:

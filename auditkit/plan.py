@@ -61,6 +61,8 @@ class CostEstimate:
     seconds: float
     device: str
     basis: str
+    uses_cfg: bool = True
+    seconds_per_evaluation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def estimate_cost(
     forwards = -(-units // spec.batch_size) * steps
     kind = device.split(":")[0]
     scale = (info["params"] / _REFERENCE_PARAMS) * (info["latent_area"] / _REFERENCE_LATENT_AREA)
-    seconds = evaluations * _REFERENCE_SECONDS.get(kind, 4.0) * scale
+    per_evaluation = _REFERENCE_SECONDS.get(kind, 4.0) * scale
+    seconds = evaluations * per_evaluation
     basis = "U-Net size read from the model folder" if info["known"] else "SD 1.5-sized U-Net"
     return CostEstimate(
         prompts=len({p.prompt_id for p in plan.prompts}),
@@ -245,6 +248,8 @@ def estimate_cost(
         seconds=seconds,
         device=device,
         basis=basis,
+        uses_cfg=doubled == 2,
+        seconds_per_evaluation=per_evaluation,
     )
 
 

@@ -22,7 +22,15 @@ def test_plan_counts_the_default_audit_and_names_this_machines_device() -> None:
     assert "43520" in lines["U-Net evaluations"]  # 2176 units x 10 steps x 2 (guidance)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"on {expected} (auto: this machine)" in lines["estimated time"]
+    assert "for the later passes" in lines["estimated time"]
+    # the passes after extraction: 8 occupations x 2 templates x 32 seeds are captioned and
+    # swept at guidance 1 (no second, unconditional half); the causal check steers 16
+    # prompts x 4 seeds x 3 alphas along gender; discovery extracts at most 8 terms x 32 seeds
+    assert "512 images, 10240 U-Net evaluations" in lines["captions"]
+    assert "512 images, 5120 U-Net evaluations" in lines["guidance 1"]
+    assert "192 images, 3840 U-Net evaluations" in lines["causal"]
+    assert "at most 5120 U-Net evaluations" in lines["discovery"]
     forced = CliRunner().invoke(
         main, ["plan", str(ROOT / "audits" / "toyworld.yaml"), "--device", "cuda"]
     )
-    assert forced.exit_code == 0 and "on cuda for extraction" in forced.output
+    assert forced.exit_code == 0 and "later passes on cuda (rough" in forced.output

@@ -153,3 +153,19 @@ def test_diff_flags_the_planted_occupations_as_regressions(
     rates = _planted("biased")["gender"]
     strong = {("gender", o) for o, rate in rates.items() if rate <= 0.3 or rate >= 0.7}
     assert strong <= flagged, strong - flagged
+
+
+def test_plan_counts_the_images_the_run_sampled(runs: dict[str, Path]) -> None:
+    """`auditkit plan`'s later passes match the stages the default audit actually ran."""
+    from auditkit.caption.cost import later_passes
+    from auditkit.plan import plan_audit
+    from auditkit.run import load_run_spec
+
+    spec = load_run_spec(runs["biased"])
+    stages = json.loads((runs["biased"] / "manifest.json").read_text())["stages"]
+    passes = {p.name: p for p in later_passes(spec, plan_audit(spec), uses_cfg=True)}
+    assert passes["captions"].images == stages["caption"]["units_total"]
+    assert passes["guidance 1"].images == stages["guidance"]["units_total"]
+    assert passes["causal"].images == stages["causal"]["units_total"]
+    per_unit = spec.model.steps * 2
+    assert stages["discovery"]["units_total"] * per_unit <= passes["discovery"].unet_evaluations

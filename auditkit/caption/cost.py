@@ -1,0 +1,61 @@
+"""What the stages after extraction will sample, counted from the spec (for ``auditkit plan``).
+
+Extraction is counted by :func:`auditkit.plan.estimate_cost`. The captioning stage, the
+guidance sweep and the causal check sample images again (U-Net steps plus one VAE decode and one
+captioner forward per image); discovery extracts the units of its mined terms, which are known
+only once captions exist, so it is counted at its upper bound (``max_terms`` terms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from auditkit.plan import AuditPlan
+from auditkit.spec.models import AuditSpec
+
+
+@dataclass(frozen=True)
+class SamplingPass:
+    """One pass after extraction: images decoded and U-Net evaluations (at most, if bounded)."""
+
+    name: str
+    images: int
+    unet_evaluations: int
+    upper_bound: bool = False
+
+
+def later_passes(spec: AuditSpec, plan: AuditPlan, *, uses_cfg: bool) -> list[SamplingPass]:
+    """The passes the spec's ``captions`` section asks for, in stage order (none without it).
+
+    ``uses_cfg``: whether the pipeline runs classifier-free guidance at the audit's scale
+    (each image then costs two U-Net evaluations per step); a swept scale of 1 runs without.
+    """
+    if spec.captions is None:
+        return []
+    from auditkit.caption.causal import causal_units
+    from auditkit.caption.guidance import sweep_units
+    from auditkit.caption.stage import select_caption_units
+
+    steps = spec.model.steps
+    per_image = steps * (2 if uses_cfg else 1)
+    passes = []
+    captioned = len(select_caption_units(spec, plan))
+    passes.append(SamplingPass("captions", captioned, captioned * per_image))
+    swept = len(sweep_units(spec, plan))
+    for scale in spec.captions.guidance:
+        per = steps * (2 if uses_cfg and scale > 1.0 else 1)
+        passes.append(SamplingPass(f"guidance {scale:g}", swept, swept * per))
+    causal = spec.captions.causal
+    if causal is not None:
+        named = causal.axes
+        axes = len(named) if named is not None else sum(len(a.groups) == 2 for a in spec.axes)
+        images = len(causal_units(spec, plan)) * len(causal.alphas) * axes
+        passes.append(SamplingPass("causal", images, images * per_image, named is None))
+    discovery = spec.captions.discovery
+    if discovery is not None:
+        units = discovery.max_terms * len(spec.seed_list)
+        passes.append(SamplingPass("discovery", 0, units * per_image, upper_bound=True))
+    return passes
+
+
+__all__ = ["SamplingPass", "later_passes"]
