@@ -214,7 +214,7 @@ def _caption(
 
     if spec.captions is None:
         return None
-    captioner = stage.load_spec_captioner(spec.captions.captioner)
+    captioner = stage.load_spec_captioner(spec.captions.captioner, deferred=True)
     record = stage.captioner_record(spec.captions.captioner, captioner)
     manifest["captioner"] = record
     write_json_atomic(run_dir / "manifest.json", manifest)

@@ -334,3 +334,84 @@ def test_toyworld_captioner_reads_renders_end_to_end() -> None:
         assert accuracy >= 0.95, (head, accuracy)
     captions = captioner.caption(images[:3])
     assert all(c.startswith("a photo of") for c in captions)
+
+
+def test_deferred_captioner_names_itself_from_its_files_and_loads_at_the_first_read(
+    blip_dir: Path, clip_dir: Path, tmp_path: Path
+) -> None:
+    from auditkit.caption.models import DeferredCaptioner, deferred_captioner
+
+    for kind, folder, options in (
+        ("image-to-text", blip_dir, {"max_new_tokens": 2}),
+        ("clip", clip_dir, {"attributes": LABELS}),
+    ):
+        deferred = deferred_captioner(kind, str(folder), **options)  # type: ignore[arg-type]
+        assert isinstance(deferred, DeferredCaptioner) and not deferred.is_loaded
+        loaded = load_captioner(kind, str(folder), **options)  # type: ignore[arg-type]
+        # the same identity and attribute table as the loaded captioner, without loading
+        assert (deferred.id, deferred.sha256) == (loaded.id, loaded.sha256)
+        assert deferred.attributes == loaded.attributes  # type: ignore[attr-defined]
+        assert not deferred.is_loaded
+        images = _images(2)
+        assert deferred.read(images) == loaded.read(images) and deferred.is_loaded
+    # weights that change after the identity was taken are refused at load time
+    copy = shutil.copytree(blip_dir, tmp_path / "blip")
+    deferred = deferred_captioner("image-to-text", str(copy), max_new_tokens=2)
+    _save_tiny_blip(copy, seed=1)
+    with pytest.raises(ModelLoadError, match="changed while auditkit ran"):
+        deferred.caption(_images(1))
+    # the toyworld captioner, and sources with no weight files to hash, load at once
+    assert not isinstance(deferred_captioner("toyworld"), DeferredCaptioner)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        deferred_captioner("image-to-text", str(tmp_path / "missing"))
+
+
+def test_a_finished_run_with_a_clip_captioner_never_loads_it_again(
+    clip_dir: Path,
+    tiny_pipeline_dirs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from auditkit.run import run_audit
+
+    spec = f"""\
+spec_version: 1
+name: clip-rerun
+model: {{id: {tiny_pipeline_dirs["lcm"]}, device: cpu, steps: 2, resolution: 32}}
+seeds: 2
+axes:
+  - name: gender
+    templates: ["a photo of a {{term}}"]
+    groups: {{man: [man], woman: [woman]}}
+concepts:
+  - name: jobs
+    templates: ["a photo of a {{term}}"]
+    terms: [doctor, nurse]
+analyses: [lean]
+statistics: {{bootstrap_resamples: 0}}
+captions:
+  captioner:
+    kind: clip
+    id: {clip_dir}
+    attributes: {json.dumps(LABELS)}
+  guidance: [3.0]
+  causal: {{alphas: [-1.0, 1.0], seeds: 1}}
+"""
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+    first = run_audit(path, tmp_path / "run", cache_dir=tmp_path, show_progress=False, render=False)
+    assert first.manifest["stages"]["caption"]["units_run"] == 4
+    assert first.manifest["captioner"]["sha256"] == weights_sha256(clip_dir)
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("a finished run loaded its captioner or its pipeline")
+
+    monkeypatch.setattr("auditkit.caption.models.load_captioner", refuse)
+    monkeypatch.setattr("auditkit.models.loading.load_pipeline", refuse)
+    again = run_audit(path, tmp_path / "run", cache_dir=tmp_path, show_progress=False, render=False)
+    stages = again.manifest["stages"]
+    assert stages["caption"]["units_run"] == 0 and stages["guidance"]["units_run"] == 0
+    assert stages["causal"]["units_run"] == 0
+    assert again.manifest["captioner"] == first.manifest["captioner"]

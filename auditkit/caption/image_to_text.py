@@ -139,6 +139,36 @@ def tensors_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def local_folder(source: str | Path) -> Path | None:
+    """The folder ``source`` names (a Path, a path-like string, or an existing path), or None
+    for a hub id. A local folder is never looked up on the hub."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if isinstance(source, Path) or text.startswith((".", "/", "~")) or path.exists():
+        return path
+    return None
+
+
+def weights_identity(
+    source: str | Path, revision: str | None = None, cache_dir: str | Path | None = None
+) -> tuple[str, str] | None:
+    """The (id, sha256) that :func:`load_pretrained` will report for ``source``, from its
+    safetensors files alone (no model is loaded); None when that needs the loaded model (no
+    local folder or cached snapshot with safetensors weights)."""
+    text = str(source)
+    folder = local_folder(source)
+    if folder is not None and not folder.is_dir():
+        return None
+    weights = folder or _hub_snapshot(text, revision, Path(cache_dir) if cache_dir else None)
+    if weights is None:
+        return None
+    try:
+        sha256 = weights_sha256(weights)
+    except ModelLoadError:
+        return None
+    return (f"{text}@{revision}" if revision else text), sha256
+
+
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None) -> Path | None:
     """The cached snapshot folder of a hub model, without touching the network."""
     from huggingface_hub import snapshot_download
@@ -191,12 +221,7 @@ def load_pretrained(
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     text = str(source)
-    path = Path(text).expanduser()
-    folder = (
-        path
-        if isinstance(source, Path) or text.startswith((".", "/", "~")) or path.exists()
-        else None
-    )
+    folder = local_folder(source)
     if folder is not None and not folder.is_dir():
         raise ModelLoadError(f"captioner folder {text!r} does not exist.")
     if device == "auto":

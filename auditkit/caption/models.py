@@ -22,6 +22,8 @@ from auditkit.caption.image_to_text import (
     UNKNOWN,
     ImageToTextCaptioner,
     read_keywords,
+    validate_table,
+    weights_identity,
     weights_sha256,
 )
 from auditkit.errors import ModelLoadError
@@ -33,7 +35,9 @@ __all__ = [
     "UNKNOWN",
     "CaptionerKind",
     "ClipZeroShotCaptioner",
+    "DeferredCaptioner",
     "ImageToTextCaptioner",
+    "deferred_captioner",
     "load_captioner",
     "read_keywords",
     "weights_sha256",
@@ -46,6 +50,73 @@ TOYWORLD_CAPTIONER = (
     Path(__file__).resolve().parents[1] / "toyworld" / "checkpoints" / "toyworld-captioner"
 )
 """The toyworld captioner shipped inside the package."""
+
+
+class DeferredCaptioner:
+    """A transformers captioner whose model loads at its first read.
+
+    ``id`` and ``sha256`` come from the weight files (:func:`weights_identity`), exactly as the
+    loaded captioner reports them, and ``attributes`` from the options, so a finished stage can
+    find its stored captions under the captioner key without loading the model. On load the
+    weights are checked against that sha256.
+    """
+
+    def __init__(
+        self, kind: CaptionerKind, source: str | Path, identity: tuple[str, str], **options: Any
+    ) -> None:
+        self.kind, self.source, self.options = kind, source, options
+        self.id, self.sha256 = identity
+        table = options.get("attributes")
+        if kind == "clip":
+            if table is None:
+                raise ValueError("a 'clip' captioner needs attributes (label prompts)")
+            self.attributes = validate_table(table, min_values=2)
+        else:
+            self.attributes = validate_table(DEFAULT_KEYWORDS if table is None else table)
+        self._loaded: Captioner | None = None
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the model has been loaded (by a read)."""
+        return self._loaded is not None
+
+    def model(self) -> Captioner:
+        """The loaded captioner (loaded now if needed).
+
+        Raises:
+            ModelLoadError: the weights changed since the sha256 was computed.
+        """
+        if self._loaded is None:
+            loaded = load_captioner(self.kind, self.source, **self.options)
+            if loaded.sha256 != self.sha256:
+                raise ModelLoadError(
+                    f"captioner {self.id!r} changed while auditkit ran: its weights' sha256 is "
+                    f"now {loaded.sha256[:16]}…, not {self.sha256[:16]}….",
+                    hint="rerun; the captions are keyed by the weights they were read with.",
+                )
+            self._loaded = loaded
+        return self._loaded
+
+    def caption(self, images: Any) -> list[str]:
+        """See :class:`auditkit.caption.Captioner`."""
+        return self.model().caption(images)
+
+    def read(self, images: Any) -> list[dict[str, str]]:
+        """See :class:`auditkit.caption.Captioner`."""
+        return self.model().read(images)
+
+
+def deferred_captioner(
+    kind: CaptionerKind, source: str | Path | None = None, **options: Any
+) -> Captioner:
+    """:func:`load_captioner`, deferred to the first read where the weight files name the
+    captioner (image-to-text and CLIP from a local folder or cached snapshot); loaded now
+    otherwise (the toyworld captioner loads in a moment)."""
+    if kind != "toyworld" and source is not None and (kind != "clip" or "attributes" in options):
+        identity = weights_identity(source, options.get("revision"), options.get("cache_dir"))
+        if identity is not None:
+            return DeferredCaptioner(kind, source, identity, **options)
+    return load_captioner(kind, source, **options)
 
 
 def load_captioner(

@@ -113,11 +113,17 @@ def caption_options(spec: CaptionerSpec) -> dict[str, Any]:
     return options
 
 
-def load_spec_captioner(spec: CaptionerSpec) -> Captioner:
-    """Load the captioner a spec names (see :func:`auditkit.caption.models.load_captioner`)."""
-    from auditkit.caption.models import load_captioner
+def load_spec_captioner(spec: CaptionerSpec, *, deferred: bool = False) -> Captioner:
+    """Load the captioner a spec names (see :func:`auditkit.caption.models.load_captioner`).
 
-    return load_captioner(spec.kind, spec.id, **caption_options(spec))
+    ``deferred``: where the weight files name it, return a captioner whose model loads at its
+    first read (:func:`auditkit.caption.models.deferred_captioner`), so a finished stage never
+    loads it.
+    """
+    from auditkit.caption.models import deferred_captioner, load_captioner
+
+    load = deferred_captioner if deferred else load_captioner
+    return load(spec.kind, spec.id, **caption_options(spec))
 
 
 def captioner_record(spec: CaptionerSpec, captioner: Captioner) -> dict[str, Any]:
@@ -287,7 +293,10 @@ def _readings(captioner: Captioner, images: np.ndarray, texts: list[str]) -> lis
     """``captioner.read(images)``; an image-to-text captioner reads the captions just made
     instead of generating them a second time (what its ``read`` would do)."""
     from auditkit.caption.image_to_text import ImageToTextCaptioner, read_keywords
+    from auditkit.caption.models import DeferredCaptioner
 
+    if isinstance(captioner, DeferredCaptioner):
+        captioner = captioner.model()
     if isinstance(captioner, ImageToTextCaptioner):
         return [read_keywords(captioner._generated_part(t), captioner.attributes) for t in texts]
     return captioner.read(images)
