@@ -132,7 +132,7 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
     click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
     from auditkit.caption.cost import later_passes
 
-    passes = later_passes(loaded, audit_plan, uses_cfg=cost.uses_cfg)
+    passes = later_passes(loaded, audit_plan, cfg_capable=cost.cfg_capable)
     for step in passes:
         bound = "at most " if step.upper_bound else ""
         what = f"{bound}{step.images} images, " if step.images else f"{bound}"

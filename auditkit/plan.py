@@ -63,6 +63,7 @@ class CostEstimate:
     basis: str
     uses_cfg: bool = True
     seconds_per_evaluation: float = 0.0
+    cfg_capable: bool = True
 
 
 @dataclass(frozen=True)
@@ -250,13 +251,17 @@ def estimate_cost(
         basis=basis,
         uses_cfg=doubled == 2,
         seconds_per_evaluation=per_evaluation,
+        cfg_capable=not _distilled(spec, info),
     )
 
 
+def _distilled(spec: AuditSpec, info: dict[str, Any]) -> bool:
+    """An LCM-style model: guidance is an input of the U-Net, never a second batch half."""
+    return spec.model.pipeline == "lcm" or bool(info.get("lcm"))
+
+
 def _uses_cfg(spec: AuditSpec, info: dict[str, Any]) -> bool:
-    if spec.model.pipeline == "lcm" or info.get("lcm"):
-        return False
-    return spec.model.guidance_scale > 1.0
+    return not _distilled(spec, info) and spec.model.guidance_scale > 1.0
 
 
 def _unet_geometry(model_dir: Path | None, resolution: int) -> dict[str, Any]:

@@ -415,3 +415,28 @@ captions:
     assert stages["caption"]["units_run"] == 0 and stages["guidance"]["units_run"] == 0
     assert stages["causal"]["units_run"] == 0
     assert again.manifest["captioner"] == first.manifest["captioner"]
+
+
+def test_deferred_hub_captioner_loads_the_snapshot_it_hashed(
+    blip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    from auditkit.caption.models import DeferredCaptioner, deferred_captioner
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    repo = tmp_path / "hub" / "models--tiny--blip"
+    first, second = "1" * 40, "2" * 40
+    shutil.copytree(blip_dir, repo / "snapshots" / first)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(first)
+    deferred = deferred_captioner(
+        "image-to-text", "tiny/blip", cache_dir=tmp_path / "hub", max_new_tokens=2
+    )
+    assert isinstance(deferred, DeferredCaptioner) and deferred.id == "tiny/blip"
+    assert deferred.sha256 == weights_sha256(blip_dir)
+    # the cache moves on to a newer commit whose snapshot holds other weights
+    _save_tiny_blip(repo / "snapshots" / second, seed=1)
+    (repo / "refs" / "main").write_text(second)
+    assert deferred.caption(_images(1))  # loads the hashed snapshot, not the newer one
+    assert deferred.model().sha256 == deferred.sha256

@@ -34,3 +34,19 @@ def test_plan_counts_the_default_audit_and_names_this_machines_device() -> None:
         main, ["plan", str(ROOT / "audits" / "toyworld.yaml"), "--device", "cuda"]
     )
     assert forced.exit_code == 0 and "later passes on cuda (rough" in forced.output
+
+
+def test_a_sweep_above_an_unguided_audit_counts_both_batch_halves(tmp_path: Path) -> None:
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "audits" / "toyworld.yaml").read_text())
+    spec["model"]["guidance_scale"] = 1.0
+    spec["captions"]["guidance"] = [4.0]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(main, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
+    assert "21760 (" in lines["U-Net evaluations"]  # no guidance: one batch half
+    assert "512 images, 5120 U-Net evaluations" in lines["captions"]
+    assert "512 images, 10240 U-Net evaluations" in lines["guidance 4"]  # both halves

@@ -107,14 +107,15 @@ def test_large_similarity_matrix_is_a_page_wide_overview_in_cluster_order(big_ru
     import pandas as pd
 
     from auditkit.report import build_report_context
-    from auditkit.report.charts import UNLABELLED_MATRIX
+    from auditkit.report.charts import matrix_labelled
 
     context = build_report_context(big_run)
     chart = context["charts"]["similarity-0"]
     assert chart["width"] <= 640 and chart["height"] <= 644  # fits a page, square cells
     cells = chart["layer"][0]
     assert "stroke" not in cells["mark"]  # no cell borders to drown 2-3 px cells
-    assert CONCEPTS > UNLABELLED_MATRIX and cells["encoding"]["x"]["axis"]["labels"] is False
+    assert not matrix_labelled(CONCEPTS) and cells["encoding"]["x"]["axis"]["labels"] is False
+    assert matrix_labelled(40) and matrix_labelled(53) and not matrix_labelled(54)
     structure = pd.read_parquet(big_run / "results" / "structure.parquet")
     leaves = list(structure.sort_values("leaf_order")["concept"])
     assert cells["encoding"]["x"]["sort"] == leaves == cells["encoding"]["y"]["sort"]

@@ -163,7 +163,7 @@ def test_plan_counts_the_images_the_run_sampled(runs: dict[str, Path]) -> None:
 
     spec = load_run_spec(runs["biased"])
     stages = json.loads((runs["biased"] / "manifest.json").read_text())["stages"]
-    passes = {p.name: p for p in later_passes(spec, plan_audit(spec), uses_cfg=True)}
+    passes = {p.name: p for p in later_passes(spec, plan_audit(spec), cfg_capable=True)}
     assert passes["captions"].images == stages["caption"]["units_total"]
     assert passes["guidance 1"].images == stages["guidance"]["units_total"]
     assert passes["causal"].images == stages["causal"]["units_total"]

@@ -24,11 +24,12 @@ class SamplingPass:
     upper_bound: bool = False
 
 
-def later_passes(spec: AuditSpec, plan: AuditPlan, *, uses_cfg: bool) -> list[SamplingPass]:
+def later_passes(spec: AuditSpec, plan: AuditPlan, *, cfg_capable: bool) -> list[SamplingPass]:
     """The passes the spec's ``captions`` section asks for, in stage order (none without it).
 
-    ``uses_cfg``: whether the pipeline runs classifier-free guidance at the audit's scale
-    (each image then costs two U-Net evaluations per step); a swept scale of 1 runs without.
+    ``cfg_capable``: whether the pipeline runs classifier-free guidance as a second batch half
+    (not an LCM-style model); then every image sampled at a scale above 1 costs two U-Net
+    evaluations per step, at the audit's scale and at each swept one alike.
     """
     if spec.captions is None:
         return []
@@ -37,14 +38,17 @@ def later_passes(spec: AuditSpec, plan: AuditPlan, *, uses_cfg: bool) -> list[Sa
     from auditkit.caption.stage import select_caption_units
 
     steps = spec.model.steps
-    per_image = steps * (2 if uses_cfg else 1)
+
+    def per_image_at(scale: float) -> int:
+        return steps * (2 if cfg_capable and scale > 1.0 else 1)
+
+    per_image = per_image_at(spec.model.guidance_scale)
     passes = []
     captioned = len(select_caption_units(spec, plan))
     passes.append(SamplingPass("captions", captioned, captioned * per_image))
     swept = len(sweep_units(spec, plan))
     for scale in spec.captions.guidance:
-        per = steps * (2 if uses_cfg and scale > 1.0 else 1)
-        passes.append(SamplingPass(f"guidance {scale:g}", swept, swept * per))
+        passes.append(SamplingPass(f"guidance {scale:g}", swept, swept * per_image_at(scale)))
     causal = spec.captions.causal
     if causal is not None:
         named = causal.axes

@@ -151,10 +151,11 @@ def local_folder(source: str | Path) -> Path | None:
 
 def weights_identity(
     source: str | Path, revision: str | None = None, cache_dir: str | Path | None = None
-) -> tuple[str, str] | None:
+) -> tuple[str, str, Path] | None:
     """The (id, sha256) that :func:`load_pretrained` will report for ``source``, from its
-    safetensors files alone (no model is loaded); None when that needs the loaded model (no
-    local folder or cached snapshot with safetensors weights)."""
+    safetensors files alone (no model is loaded), and the folder they are in (``source``'s, or
+    the cached hub snapshot); None when that needs the loaded model (no local folder or cached
+    snapshot with safetensors weights)."""
     text = str(source)
     folder = local_folder(source)
     if folder is not None and not folder.is_dir():
@@ -166,7 +167,7 @@ def weights_identity(
         sha256 = weights_sha256(weights)
     except ModelLoadError:
         return None
-    return (f"{text}@{revision}" if revision else text), sha256
+    return (f"{text}@{revision}" if revision else text), sha256, weights
 
 
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None) -> Path | None:

@@ -57,15 +57,21 @@ class DeferredCaptioner:
 
     ``id`` and ``sha256`` come from the weight files (:func:`weights_identity`), exactly as the
     loaded captioner reports them, and ``attributes`` from the options, so a finished stage can
-    find its stored captions under the captioner key without loading the model. On load the
-    weights are checked against that sha256.
+    find its stored captions under the captioner key without loading the model. The model is
+    loaded from the folder that was hashed and checked against that sha256. Problems that only
+    loading reveals (a folder of another model kind, a missing processor) surface at the first
+    read.
     """
 
     def __init__(
-        self, kind: CaptionerKind, source: str | Path, identity: tuple[str, str], **options: Any
+        self,
+        kind: CaptionerKind,
+        source: str | Path,
+        identity: tuple[str, str, Path],
+        **options: Any,
     ) -> None:
         self.kind, self.source, self.options = kind, source, options
-        self.id, self.sha256 = identity
+        self.id, self.sha256, self.folder = identity
         table = options.get("attributes")
         if kind == "clip":
             if table is None:
@@ -87,7 +93,10 @@ class DeferredCaptioner:
             ModelLoadError: the weights changed since the sha256 was computed.
         """
         if self._loaded is None:
-            loaded = load_captioner(self.kind, self.source, **self.options)
+            # the very folder that was hashed (for a hub id: that snapshot, so a hub cache that
+            # moves to a newer commit in between is not mistaken for changed weights)
+            options = {k: v for k, v in self.options.items() if k != "revision"}
+            loaded = load_captioner(self.kind, self.folder, **options)
             if loaded.sha256 != self.sha256:
                 raise ModelLoadError(
                     f"captioner {self.id!r} changed while auditkit ran: its weights' sha256 is "

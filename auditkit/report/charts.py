@@ -367,9 +367,9 @@ def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.Laye
 
 LARGE_MATRIX: Final = 40
 """Matrices with more rows than this are drawn as an overview: cells shrink to fit a page
-width, without borders; row and column names are left to the tooltips above
-:data:`UNLABELLED_MATRIX` rows."""
-UNLABELLED_MATRIX: Final = 80
+width, without borders; names are left to the tooltips once a cell is smaller than
+:data:`MIN_LABELLED_CELL_PX` (labels of 11 px would overlap)."""
+MIN_LABELLED_CELL_PX: Final = 12
 _MATRIX_WIDTH_PX = 640
 
 
@@ -410,7 +410,7 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
             cosine_ci=f"isValid(datum.cosine_ci_low) ? '[' + {text.format('low')} + ', ' + "
             f"{text.format('high')} + ']' : '—'"
         )
-    labels = len(order) <= UNLABELLED_MATRIX
+    labels = matrix_labelled(len(order))
     return _heatmap(
         similarity,
         chart=chart,
@@ -438,6 +438,11 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
         ],
         symmetric_to_one=True,
     )
+
+
+def matrix_labelled(n: int) -> bool:
+    """Whether an n x n heatmap names its rows and columns (see :data:`LARGE_MATRIX`)."""
+    return n <= LARGE_MATRIX or _MATRIX_WIDTH_PX // max(n, 1) >= MIN_LABELLED_CELL_PX
 
 
 def _json_number(value: Any) -> float | None:

@@ -742,7 +742,7 @@ def _similarity_sections(
                 "map_chart_id": map_id,
                 "clusters": clusters,
                 "ordered": order is not None,
-                "labelled": int(part["concept_a"].nunique()) <= charts.UNLABELLED_MATRIX,
+                "labelled": charts.matrix_labelled(int(part["concept_a"].nunique())),
             }
         )
     return sections
