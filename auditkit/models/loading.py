@@ -119,7 +119,22 @@ def existing_model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
             folder = cache_dir / f"tiny-{BUILTINS.get(name, name)}"
         return folder if (folder / "model_index.json").is_file() else None
     path = Path(model.id).expanduser()
-    return path if (path / "model_index.json").is_file() else None
+    if (path / "model_index.json").is_file():
+        return path
+    return _cached_hub_snapshot(model.id, model.revision)
+
+
+def _cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The hub cache's snapshot of ``repo_id`` if one is already on disk (no network)."""
+    if "/" not in repo_id or repo_id.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except Exception:  # not cached, or not a valid repo id: nothing to read
+        return None
+    return folder if (folder / "model_index.json").is_file() else None
 
 
 def _toyworld_folder(name: str) -> Path:
