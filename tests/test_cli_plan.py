@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from auditkit.cli import main
@@ -50,3 +51,25 @@ def test_a_sweep_above_an_unguided_audit_counts_both_batch_halves(tmp_path: Path
     assert "21760 (" in lines["U-Net evaluations"]  # no guidance: one batch half
     assert "512 images, 5120 U-Net evaluations" in lines["captions"]
     assert "512 images, 10240 U-Net evaluations" in lines["guidance 4"]  # both halves
+
+
+def test_a_cached_hub_model_is_read_for_the_plan(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import huggingface_hub.constants
+
+    from auditkit.models.loading import existing_model_folder
+    from auditkit.spec.models import ModelSpec
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--tiny--lcm"
+    commit = "3" * 40
+    shutil.copytree(tiny_pipeline_dirs["lcm"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    found = existing_model_folder(ModelSpec(id="tiny/lcm"), tmp_path)
+    assert found == repo / "snapshots" / commit
+    assert existing_model_folder(ModelSpec(id="tiny/absent"), tmp_path) is None
