@@ -192,14 +192,14 @@ def _outputs(spec: AuditSpec, outputs: pd.DataFrame, agreement: pd.DataFrame | N
 
 def _share_text(row: Any) -> str:
     interval = _interval(row.get("share_low"), row.get("share_high"), percent=True)
-    return f"{_percent(row['share'])} for {row['concept']}{interval}"
+    return f"{_percent(row['share'])} ({row['concept']}{interval})"
 
 
 def _reference(part: pd.DataFrame) -> str:
     kinds = set(part["reference_kind"].astype(str)) if "reference_kind" in part else set()
     if kinds == {"uniform"}:
-        return f" (a uniform reference would be {_percent(part['reference'].iloc[0])})"
-    return " (references per concept are in the outputs section)" if kinds else ""
+        return f"; a uniform reference would be {_percent(part['reference'].iloc[0])}"
+    return "; the references per concept are in the outputs section" if kinds else ""
 
 
 def _guidance(amplified: pd.DataFrame) -> str:
