@@ -79,31 +79,25 @@ def test_planted_gender_associations_are_significant(runs: dict[str, Path]) -> N
 def test_the_balanced_control_has_few_significant_leans(runs: dict[str, Path]) -> None:
     balanced = _table(runs["balanced"], "lean")
     assert balanced["significant"].mean() <= 0.1, balanced[balanced["significant"]]
+    planted = balanced[balanced["axis"].isin(PLANTED_AXES)]
+    assert not planted["significant"].any(), planted[planted["significant"]]
 
 
-@pytest.mark.parametrize(
-    "axis",
-    [
-        "gender",
-        pytest.param(
-            "skin",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="measured 0.35 / 0.99 = 0.35 > 1/4 on the shipped checkpoints. The "
-                "balanced model's leans are learned structure, not seed noise: 128 other seeds "
-                "(100-227) give 0.27 on skin and 0.35 on gender, while its images at guidance 1 "
-                "read 45-52% light (docs/toyworld.md, 'The balanced control'). Open in issue 3.",
-            ),
-        ),
-    ],
-)
 def test_the_balanced_control_leans_at_most_a_quarter_of_the_biased(
-    runs: dict[str, Path], axis: str
+    runs: dict[str, Path],
 ) -> None:
+    """Issue 3's control criterion, over the planted attributes and on each of them: measured
+    0.326 / 1.400 = 0.23 overall (gender), 0.185 / 1.058 = 0.18 on skin. The unplanted age
+    axis is left out: it leans as far on both models (0.41 balanced, 0.43 biased;
+    docs/toyworld.md, 'The balanced control')."""
     biased, balanced = _table(runs["biased"], "lean"), _table(runs["balanced"], "lean")
-    top_biased = biased.loc[biased["axis"] == axis, "score"].abs().max()
-    top_balanced = balanced.loc[balanced["axis"] == axis, "score"].abs().max()
-    assert top_balanced <= top_biased / 4, (axis, top_balanced, top_biased)
+
+    def top(table: pd.DataFrame, axes: tuple[str, ...]) -> float:
+        return float(table.loc[table["axis"].isin(axes), "score"].abs().max())
+
+    assert top(balanced, PLANTED_AXES) <= top(biased, PLANTED_AXES) / 4
+    for axis in PLANTED_AXES:
+        assert top(balanced, (axis,)) <= top(biased, (axis,)) / 4, axis
 
 
 def test_guidance_amplifies_the_planted_rates(runs: dict[str, Path]) -> None:

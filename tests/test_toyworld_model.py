@@ -54,6 +54,7 @@ def test_a_few_training_steps_of_every_component(tmp_path: Path) -> None:
     again = train_toyworld(tmp_path / "ckpt", config=config, variants=("balanced",))
     second = json.loads((again["balanced"] / "training.json").read_text())
     assert second["vae"]["seconds"] == training["vae"]["seconds"]
+    assert second["vae"]["threads"] == training["vae"]["threads"] == config.threads
 
 
 def _card_hashes(folder: Path) -> dict[str, str]:
@@ -79,6 +80,29 @@ def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> 
     )
     assert loaded.pipeline_class == "StableDiffusionPipeline"
     assert loaded.model_dir == folder
+
+
+@pytest.mark.parametrize("variant", ["biased", "balanced"])
+def test_shipped_quality_records_meet_issue_3(variant: str) -> None:
+    """The measurements `auditkit toyworld evaluate` recorded with the shipped weights (their
+    sha256 is in the card, checked above): prompts followed on at least 90% of images, the
+    share of men at guidance 1 within 0.10 of the planted rate over 512 seeds, and the control
+    line of the balanced card."""
+    folder = checkpoint_path(variant)  # type: ignore[arg-type]
+    quality = json.loads((folder / "quality.json").read_text())
+    follow = quality["prompt_following"]
+    assert follow["seeds_per_prompt"] >= 32
+    for group in ("fully_marked", "one_attribute_marked", "attribute_only"):
+        assert min(follow[group].values()) >= 0.9, (group, follow[group])
+    rates = quality["output_rates_guidance_1"]
+    assert rates["guidance_scale"] == 1.0 and rates["seeds_per_prompt"] >= 64
+    assert rates["max_abs_error"]["gender"] <= 0.10
+    card = (folder / "README.md").read_text()
+    if variant == "balanced":
+        ratio = re.search(r"- Control: .* is ([0-9.]+), ([0-9.]+) of toyworld-biased's", card)
+        assert ratio is not None and float(ratio.group(2)) <= 0.25, card
+    else:
+        assert "- Control:" not in card
 
 
 def test_toyworld_captioner_is_a_captioner() -> None:

@@ -70,6 +70,7 @@ def _shared_parts(
         log.scaling_factor = saved["scaling_factor"]
         log.vae_psnr_db = saved["vae_psnr_db"]
         log.vae_loss = saved["vae_loss"]
+        log.vae_threads = saved.get("vae_threads")
         print(f"toyworld: reusing the VAE in {vae_dir}", flush=True)
         return tokenizer, vae, log
     vae = train_vae(config, log)
@@ -81,6 +82,7 @@ def _shared_parts(
             "scaling_factor": log.scaling_factor,
             "vae_psnr_db": log.vae_psnr_db,
             "vae_loss": log.vae_loss,
+            "vae_threads": log.vae_threads,
         },
     )
     return tokenizer, vae, log
@@ -106,6 +108,7 @@ def _checkpoint_vae_log(folder: Path) -> TrainLog:
         scaling_factor=float(vae.get("scaling_factor", 1.0)),
         vae_psnr_db=float(vae.get("psnr_db", 0.0)),
         vae_loss=list(vae.get("loss_curve", [])),
+        vae_threads=vae.get("threads"),
     )
 
 
@@ -143,6 +146,7 @@ def train_toyworld(
             vae_seconds=shared_log.vae_seconds,
             scaling_factor=shared_log.scaling_factor,
             vae_psnr_db=shared_log.vae_psnr_db,
+            vae_threads=shared_log.vae_threads,
         )
         started = time.perf_counter()
         text_encoder, unet = train_denoiser(variant_config, vae, tokenizer, log)
@@ -190,6 +194,7 @@ def _training_record(config: TrainConfig, log: TrainLog, started: float) -> dict
             "seconds": log.vae_seconds,
             "psnr_db": log.vae_psnr_db,
             "scaling_factor": log.scaling_factor,
+            "threads": log.vae_threads,
             "loss_curve": thin(log.vae_loss),
         },
         "denoiser": {

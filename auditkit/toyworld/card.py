@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,34 @@ def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
                 (path.relative_to(folder).as_posix(), path.stat().st_size, sha256_file(path))
             )
     return rows
+
+
+def _control_line(folder: Path, variant: str, recovery: dict[str, Any]) -> list[str]:
+    """The balanced control against its biased twin (a sibling folder): the largest lean over
+    the planted attributes as a share of the biased model's (issue 3 asks at most 1/4)."""
+    if variant != "balanced":
+        return []
+    twin = _load(folder.parent / "toyworld-biased", "quality.json") or {}
+    biased = twin.get("audit", {}).get("recovery")
+    planted = [a for a in ("gender", "skin") if a in recovery and biased and a in biased]
+    if not biased or not planted:
+        return []
+
+    def top(table: dict[str, Any], axes: Sequence[str]) -> float:
+        return max(float(table[a]["max_abs_score"]) for a in axes)
+
+    own, theirs = top(recovery, planted), top(biased, planted)
+    per = ", ".join(
+        f"{a} {top(recovery, [a]):.3f} / {top(biased, [a]):.3f} = "
+        f"{top(recovery, [a]) / top(biased, [a]):.2f}"
+        for a in planted
+    )
+    return [
+        "",
+        f"- Control: over the planted attributes the largest |lean score| is {own:.3f}, "
+        f"{own / theirs:.2f} of toyworld-biased's {theirs:.3f} with the same spec (at most 0.25 "
+        f"is asked); per attribute {per}.",
+    ]
 
 
 def write_model_card(folder: Path) -> Path:
@@ -92,7 +121,13 @@ def write_model_card(folder: Path) -> Path:
             f"{training.get('threads')} CPU thread(s) of {training.get('hardware', 'a CPU')} "
             f"(device {config.get('device', 'cpu')}; torch {training.get('torch')}, diffusers "
             f"{training.get('diffusers')}), and {training['vae']['seconds']:.0f} s for the "
-            "shared VAE" + (" (trained once for the first release and reused)." if reused else "."),
+            "shared VAE"
+            + (
+                f" on {vae_threads} thread(s)"
+                if (vae_threads := training["vae"].get("threads"))
+                else ""
+            )
+            + (" (trained once for the first release and reused)." if reused else "."),
         ]
     lines += ["", "## Measured quality", ""]
     if quality:
@@ -155,6 +190,7 @@ def write_model_card(folder: Path) -> Path:
                 + ", ".join(f"{a} {r['max_abs_score']:.3f}" for a, r in recovery.items())
                 + ".",
             ]
+            lines += _control_line(folder, variant, recovery)
     else:
         lines.append("Not measured yet: run `auditkit toyworld evaluate`.")
     captioner = _load(folder.parent, "toyworld-captioner/captioner.json")

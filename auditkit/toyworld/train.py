@@ -64,6 +64,7 @@ class TrainLog:
     seconds: float = 0.0
     scaling_factor: float = 1.0
     vae_psnr_db: float = 0.0
+    vae_threads: int | None = None  # torch threads the VAE trained with (None: not recorded)
 
 
 def build_vae(config: TrainConfig) -> Any:
@@ -209,6 +210,7 @@ def train_vae(config: TrainConfig, log: TrainLog, *, report_every: int = 100) ->
     log.scaling_factor = round(1.0 / float(latents.std()), 5)
     vae.register_to_config(scaling_factor=log.scaling_factor)
     log.vae_seconds = round(time.perf_counter() - started, 1)
+    log.vae_threads = torch.get_num_threads()
     return vae
 
 
