@@ -66,16 +66,14 @@ def run_audit(
         run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
     )
     write_json_atomic(run_dir / "manifest.json", manifest)
+    stages = _Stages(spec, plan, run_dir, manifest, cache_dir, show_progress)
     try:
-        loaded = _extract(spec, plan, run_dir, manifest, previous, cache_dir, show_progress)
-        captioned = _caption(spec, plan, run_dir, manifest, loaded, cache_dir, show_progress)
+        _extract(stages, previous)
+        captioned = _caption(stages)
         if captioned is not None:
-            captioned = _guidance(
-                spec, plan, run_dir, manifest, *captioned, cache_dir, show_progress
-            )
-            _causal(spec, plan, run_dir, manifest, *captioned, cache_dir, show_progress)
-        pipe = captioned[2] if captioned is not None else loaded
-        _discover(spec, plan, run_dir, manifest, pipe, cache_dir, show_progress)
+            _guidance(stages, *captioned)
+            _causal(stages, *captioned)
+        _discover(stages)
         _analyze(spec, plan, run_dir, manifest)
     except BaseException as exc:
         manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -104,19 +102,40 @@ def _previous_manifest(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _extract(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    run_dir: Path,
-    manifest: dict[str, Any],
-    previous: dict[str, Any] | None,
-    cache_dir: Path,
-    show_progress: bool,
-) -> LoadedPipeline | None:
-    """Extract pending units; return the pipeline if it had to be loaded (for captioning)."""
+@dataclass
+class _Stages:
+    """What the stages of one run share: spec and plan, the run folder and its manifest, and
+    the pipeline once a stage has loaded it (so that it is loaded at most once per run)."""
+
+    spec: AuditSpec
+    plan: AuditPlan
+    run_dir: Path
+    manifest: dict[str, Any]
+    cache_dir: Path
+    show_progress: bool
+    pipe: LoadedPipeline | None = None
+
+    def save(self) -> None:
+        write_json_atomic(self.run_dir / "manifest.json", self.manifest)
+
+    def pipeline(self) -> _OnDemand:
+        """The pipeline for the next stage: the loaded one, or loaded at its first call."""
+        return _OnDemand(self.spec, self.pipe, self.cache_dir)
+
+    def record(self, name: str, stats: dict[str, Any], used: _OnDemand, **extra: Any) -> None:
+        """Record a finished stage (its stats, where it ran if it used the pipeline, and
+        ``extra``) in the manifest, and keep the pipeline it may have loaded."""
+        self.manifest["stages"][name] = {**stats, **used.where(), **extra}
+        self.pipe = used.current
+        self.save()
+
+
+def _extract(stages: _Stages, previous: dict[str, Any] | None) -> None:
+    """Extract pending units, loading the pipeline only if some are pending."""
     from auditkit.extract.store import ActivationStore
 
-    store = ActivationStore(run_dir / "activations")
+    spec, plan, manifest = stages.spec, stages.plan, stages.manifest
+    store = ActivationStore(stages.run_dir / "activations")
     pending = len(plan.units) - len(store.completed() & {u.unit_id for u in plan.units})
     reusable = (
         previous is not None
@@ -137,25 +156,23 @@ def _extract(
             "seconds": 0.0,
             "model_loaded": False,
         }
-        write_json_atomic(run_dir / "manifest.json", manifest)
-        return None
+        stages.save()
+        return
 
     from auditkit.extract.runner import extract_activations
 
-    loaded = _load_model(spec, plan, run_dir, manifest, cache_dir)
-    stats = extract_activations(loaded, spec, plan, store, show_progress=show_progress)
+    stages.pipe = _load_model(stages)
+    stats = extract_activations(stages.pipe, spec, plan, store, show_progress=stages.show_progress)
     manifest["stages"]["extract"] = {**stats.to_json(), "model_loaded": True}
-    write_json_atomic(run_dir / "manifest.json", manifest)
-    return loaded
+    stages.save()
 
 
-def _load_model(
-    spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any], cache_dir: Path
-) -> LoadedPipeline:
+def _load_model(stages: _Stages) -> LoadedPipeline:
     """Load the pipeline and record its provenance in the manifest."""
     from auditkit.models.loading import load_pipeline
 
-    loaded = load_pipeline(spec.model, cache_dir=cache_dir)
+    spec, plan, manifest = stages.spec, stages.plan, stages.manifest
+    loaded = load_pipeline(spec.model, cache_dir=stages.cache_dir)
     manifest["device"] = loaded.device
     manifest["dtype"] = loaded.dtype
     manifest["extraction_fingerprint"] = plan.extraction_fingerprint
@@ -168,7 +185,7 @@ def _load_model(
         "uses_cfg": loaded.uses_cfg,
         "files": _model_files(loaded.model_dir, spec),
     }
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    stages.save()
     return loaded
 
 
@@ -197,117 +214,79 @@ class _OnDemand:
         return {"device": self.used.device, "dtype": self.used.dtype} if self.used else {}
 
 
-def _caption(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    run_dir: Path,
-    manifest: dict[str, Any],
-    loaded: LoadedPipeline | None,
-    cache_dir: Path,
-    show_progress: bool,
-) -> tuple[Captioner, dict[str, Any], LoadedPipeline | None] | None:
+def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
     """Caption the selected units; the pipeline is loaded only if some are missing.
 
-    Returns the captioner, its record and the pipeline if one is loaded by now (for the
-    causal check), or None without a captions section."""
+    Returns the captioner and its record (for the guidance sweep and the causal check), or None
+    without a captions section."""
     from auditkit.caption import stage
 
+    spec = stages.spec
     if spec.captions is None:
         return None
     captioner = stage.load_spec_captioner(spec.captions.captioner, deferred=True)
     record = stage.captioner_record(spec.captions.captioner, captioner)
-    manifest["captioner"] = record
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    stages.manifest["captioner"] = record
+    stages.save()
     # When extraction was already complete the manifest keeps the provenance of the run that
     # did it (same extraction fingerprint); where this pass ran is in stages.caption.
-    pipeline = _OnDemand(spec, loaded, cache_dir)
+    pipeline = stages.pipeline()
     stats = stage.caption_images(
         spec,
-        plan,
-        run_dir / "captions",
+        stages.plan,
+        stages.run_dir / "captions",
         captioner,
         record,
         pipeline=pipeline,
-        show_progress=show_progress,
+        show_progress=stages.show_progress,
     )
-    where = pipeline.where()
-    manifest["stages"]["caption"] = {**stats.to_json(), **where, "captioner_key": record["key"]}
-    write_json_atomic(run_dir / "manifest.json", manifest)
-    return captioner, record, pipeline.current
+    stages.record("caption", stats.to_json(), pipeline, captioner_key=record["key"])
+    return captioner, record
 
 
-def _guidance(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    run_dir: Path,
-    manifest: dict[str, Any],
-    captioner: Captioner,
-    record: dict[str, Any],
-    loaded: LoadedPipeline | None,
-    cache_dir: Path,
-    show_progress: bool,
-) -> tuple[Captioner, dict[str, Any], LoadedPipeline | None]:
+def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> None:
     """The guidance sweep (captions.guidance); the pipeline is loaded only if some image at some
-    scale is missing. Returns the captioner, its record and the pipeline if loaded by now."""
+    scale is missing."""
     from auditkit.caption.guidance import run_guidance_sweep
 
-    pipeline = _OnDemand(spec, loaded, cache_dir)
+    pipeline = stages.pipeline()
     stats = run_guidance_sweep(
-        spec,
-        plan,
-        run_dir / "captions",
+        stages.spec,
+        stages.plan,
+        stages.run_dir / "captions",
         captioner,
         record,
         pipeline=pipeline,
-        show_progress=show_progress,
+        show_progress=stages.show_progress,
     )
     if stats["scales"]:
-        where = pipeline.where()
-        manifest["stages"]["guidance"] = {**stats, **where}
-        write_json_atomic(run_dir / "manifest.json", manifest)
-    return captioner, record, pipeline.current
+        stages.record("guidance", stats, pipeline)
 
 
-def _causal(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    run_dir: Path,
-    manifest: dict[str, Any],
-    captioner: Captioner,
-    record: dict[str, Any],
-    loaded: LoadedPipeline | None,
-    cache_dir: Path,
-    show_progress: bool,
-) -> None:
+def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> None:
     """The causal check (dose-response per axis); the pipeline is loaded only if some steered
     image is missing."""
     from auditkit.caption.causal import read_causal, run_causal_check
     from auditkit.extract.store import ActivationStore
 
+    spec, captions = stages.spec, stages.run_dir / "captions"
     if spec.captions is None or spec.captions.causal is None:
         return
-    pipeline = _OnDemand(spec, loaded, cache_dir)
+    pipeline = stages.pipeline()
     stats = run_causal_check(
         spec,
-        plan,
-        run_dir / "captions",
-        ActivationStore(run_dir / "activations"),
+        stages.plan,
+        captions,
+        ActivationStore(stages.run_dir / "activations"),
         captioner,
         record,
         pipeline=pipeline,
-        show_progress=show_progress,
+        show_progress=stages.show_progress,
     )
-    where = pipeline.where()
-    axes = read_causal(run_dir / "captions")["causal_axes"]
+    axes = read_causal(captions)["causal_axes"]
     keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
     summary = [{k: _plain(row[k]) for k in keys} for row in axes.to_dict("records")]
-    manifest["stages"]["causal"] = {
-        **stats.to_json(),
-        **where,
-        "captioner_key": record["key"],
-        "axes": summary,
-    }
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    stages.record("causal", stats.to_json(), pipeline, captioner_key=record["key"], axes=summary)
 
 
 def _plain(value: Any) -> Any:
@@ -337,26 +316,19 @@ def _cuda_version() -> str | None:
     return torch.version.cuda if torch.cuda.is_available() else None
 
 
-def _discover(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    run_dir: Path,
-    manifest: dict[str, Any],
-    loaded: LoadedPipeline | None,
-    cache_dir: Path,
-    show_progress: bool,
-) -> None:
+def _discover(stages: _Stages) -> None:
     """Open-vocabulary discovery (results/discovery.parquet); the pipeline is loaded only if
     some term prompt's units are not in the activation store."""
     from auditkit.caption.discovery import run_discovery
 
+    spec = stages.spec
     if spec.captions is None or spec.captions.discovery is None:
         return
-    pipeline = _OnDemand(spec, loaded, cache_dir)
-    stats = run_discovery(spec, plan, run_dir, pipeline=pipeline, show_progress=show_progress)
-    where = pipeline.where()
-    manifest["stages"]["discovery"] = {**stats.to_json(), **where}
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    pipeline = stages.pipeline()
+    stats = run_discovery(
+        spec, stages.plan, stages.run_dir, pipeline=pipeline, show_progress=stages.show_progress
+    )
+    stages.record("discovery", stats.to_json(), pipeline)
 
 
 def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ alignments), and an end-to-end run on the shipped toyworld-biased model with its
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -324,3 +325,31 @@ def test_toyworld_discovery_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert empty.manifest["stages"]["discovery"]["terms"] == 0
     terms, ranking = read_discovery(run_dir / "results")
     assert terms.empty and ranking.empty and list(ranking.columns) == DISCOVERY_COLUMNS
+
+
+def test_one_pipeline_load_serves_the_causal_check_and_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Extraction and captions already done, the causal check and discovery both need the
+    pipeline: the first of them loads it and the second reuses it."""
+    from auditkit.models import loading
+    from auditkit.run import run_audit
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(_spec_text(discovery=""))
+    run_dir = tmp_path / "run"
+    run_audit(spec_path, run_dir, show_progress=False, render=False)
+    calls: list[str] = []
+    real = loading.load_pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("load")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_pipeline", counted)
+    causal = "  causal: {alphas: [-1.0, 1.0], seeds: 2, axes: [gender]}\n"
+    spec_path.write_text(_spec_text(causal + DISCOVERY))
+    stages = run_audit(spec_path, run_dir, show_progress=False, render=False).manifest["stages"]
+    assert stages["extract"]["model_loaded"] is False
+    assert stages["causal"]["units_run"] > 0 and stages["discovery"]["units_run"] > 0
+    assert calls == ["load"]
