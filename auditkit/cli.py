@@ -101,12 +101,22 @@ def schema() -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--device", default=None, help="Device to estimate time for (default: the spec's).")
+@click.option(
+    "--rate-from",
+    "rate_from",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A run directory of the same model on the same kind of device: estimate time from "
+    "the rate its extraction measured instead of from the model's size.",
+)
 @cache_dir_option
 @handle_errors
-def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
+def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path | None) -> None:
     """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
+    from dataclasses import replace
+
     from auditkit.models.loading import existing_model_folder
-    from auditkit.plan import estimate_cost, plan_audit
+    from auditkit.plan import estimate_cost, measured_rate, plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
     from auditkit.spec import load_spec
@@ -120,6 +130,14 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
 
         target = f"{resolve_device('auto')} (auto: this machine)"
     cost = estimate_cost(loaded, audit_plan, device=target.split(" ")[0], model_dir=model_dir)
+    if rate_from is not None:
+        rate = measured_rate(rate_from, loaded, cost.device)
+        cost = replace(
+            cost,
+            seconds=cost.unet_evaluations * rate,
+            seconds_per_evaluation=rate,
+            basis=f"measured: {rate * 1e3:.2f} ms per U-Net evaluation in {rate_from}",
+        )
     click.echo(f"plan {audit_plan.plan_hash[:16]} for audit '{loaded.name}'")
     click.echo(f"  prompts            {cost.prompts}")
     click.echo(f"  seeds per prompt   {len(loaded.seed_list)}")
@@ -143,7 +161,8 @@ def plan(spec: Path, device: str | None, cache_dir: Path | None) -> None:
         return format_seconds(seconds) if seconds >= 1 else "under 1s"
 
     total = rough(cost.seconds) + (f" + {rough(later)} for the later passes" if passes else "")
-    click.echo(f"  estimated time     {total} on {target} (rough: {cost.basis})")
+    quality = "" if rate_from is not None else "rough: "
+    click.echo(f"  estimated time     {total} on {target} ({quality}{cost.basis})")
 
 
 def _bytes(count: float) -> str:

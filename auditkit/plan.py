@@ -255,6 +255,44 @@ def estimate_cost(
     )
 
 
+def measured_rate(run_dir: Path, spec: AuditSpec, device: str) -> float:
+    """Seconds per U-Net evaluation that the extraction of an earlier run of the same model on
+    the same kind of device took (its manifest), for a time estimate better than the rough one.
+
+    Raises :class:`UsageError` when the run cannot tell: no manifest, another model or device
+    kind, or an extraction that computed nothing (a rerun keeps no rate)."""
+    import json
+
+    from auditkit.errors import UsageError
+
+    path = run_dir / "manifest.json"
+    where = f"--rate-from {str(run_dir)!r}"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{where}: no readable manifest.json there ({exc}).") from exc
+    model = (manifest.get("model") or {}).get("id")
+    if model != spec.model.id:
+        raise UsageError(
+            f"{where}: that run audited model {model!r}, this spec {spec.model.id!r}; a rate "
+            "only carries over for the same model."
+        )
+    ran_on = str(manifest.get("device") or "").split(":")[0]
+    if ran_on != device.split(":")[0]:
+        raise UsageError(
+            f"{where}: that run extracted on {ran_on or 'an unrecorded device'}, the estimate "
+            f"is for {device}; pass --device {ran_on} or a run made on {device}."
+        )
+    extract = (manifest.get("stages") or {}).get("extract") or {}
+    evaluations, seconds = extract.get("unet_evaluations") or 0, extract.get("seconds") or 0.0
+    if evaluations <= 0 or seconds <= 0:
+        raise UsageError(
+            f"{where}: its extraction computed nothing (a rerun over finished units), so it "
+            "has no measured rate; use a run that extracted."
+        )
+    return float(seconds) / float(evaluations)
+
+
 def _distilled(spec: AuditSpec, info: dict[str, Any]) -> bool:
     """An LCM-style model: guidance is an input of the U-Net, never a second batch half."""
     return spec.model.pipeline == "lcm" or bool(info.get("lcm"))

@@ -73,3 +73,59 @@ def test_a_cached_hub_model_is_read_for_the_plan(
     found = existing_model_folder(ModelSpec(id="tiny/lcm"), tmp_path)
     assert found == repo / "snapshots" / commit
     assert existing_model_folder(ModelSpec(id="tiny/absent"), tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (None, "no readable manifest.json there"),
+        (
+            {"model": {"id": "someone/else"}, "device": "cpu", "stages": {}},
+            "a rate only carries over for the same model",
+        ),
+        (
+            {"model": {"id": "builtin:toyworld-biased"}, "device": "cuda:0", "stages": {}},
+            "that run extracted on cuda, the estimate is for cpu",
+        ),
+        (
+            {
+                "model": {"id": "builtin:toyworld-biased"},
+                "device": "cpu",
+                "stages": {"extract": {"unet_evaluations": 0, "seconds": 0.0}},
+            },
+            "its extraction computed nothing",
+        ),
+    ],
+)
+def test_rate_from_refuses_a_run_that_cannot_tell(
+    tmp_path: Path, manifest: dict[str, object] | None, message: str
+) -> None:
+    import json
+
+    if manifest is not None:
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    spec = str(ROOT / "audits" / "toyworld.yaml")
+    args = ["plan", spec, "--device", "cpu", "--rate-from", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert f"--rate-from '{tmp_path}'" in result.output and message in result.output
+
+
+def test_rate_from_scales_extraction_and_later_passes() -> None:
+    """2 ms per evaluation: 43,520 evaluations take 87 s, the later passes' 24,320 take 49 s."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = {
+            "model": {"id": "builtin:toyworld-biased"},
+            "device": "cpu",
+            "stages": {"extract": {"unet_evaluations": 1000, "seconds": 2.0}},
+        }
+        (Path(folder) / "manifest.json").write_text(json.dumps(manifest))
+        spec = str(ROOT / "audits" / "toyworld.yaml")
+        args = ["plan", spec, "--device", "cpu", "--rate-from", folder]
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "estimated time" in x)
+    assert "1m27s + 49s for the later passes on cpu (measured: 2.00 ms" in line, line

@@ -163,3 +163,24 @@ def test_plan_counts_the_images_the_run_sampled(runs: dict[str, Path]) -> None:
     assert passes["causal"].images == stages["causal"]["units_total"]
     per_unit = spec.model.steps * 2
     assert stages["discovery"]["units_total"] * per_unit <= passes["discovery"].unet_evaluations
+
+
+def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path]) -> None:
+    """`auditkit plan --rate-from RUN`: extraction time from the run's own rate; refused for
+    another model."""
+    from auditkit.cli import main
+
+    manifest = json.loads((runs["biased"] / "manifest.json").read_text())
+    extract = manifest["stages"]["extract"]
+    rate = extract["seconds"] / extract["unet_evaluations"]
+    spec, device = str(ROOT / "audits" / "toyworld.yaml"), manifest["device"].split(":")[0]
+    args = ["plan", spec, "--device", device, "--rate-from", str(runs["biased"])]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "estimated time" in x)
+    assert f"(measured: {rate * 1e3:.2f} ms per U-Net evaluation in" in line
+    other = str(ROOT / "audits" / "toyworld-balanced.yaml")
+    refused = CliRunner().invoke(main, ["plan", other, "--rate-from", str(runs["biased"])])
+    assert refused.exit_code == 2 and "a rate only carries over for the same model" in (
+        refused.output
+    )
