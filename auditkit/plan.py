@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditkit.errors import SchemaVersionError
+from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.spec.models import AuditSpec, fill
 
 PLAN_SCHEMA_VERSION = 1
@@ -261,10 +261,6 @@ def measured_rate(run_dir: Path, spec: AuditSpec, device: str) -> float:
 
     Raises :class:`UsageError` when the run cannot tell: no manifest, another model or device
     kind, or an extraction that computed nothing (a rerun keeps no rate)."""
-    import json
-
-    from auditkit.errors import UsageError
-
     path = run_dir / "manifest.json"
     where = f"--rate-from {str(run_dir)!r}"
     try:
