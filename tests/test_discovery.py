@@ -23,7 +23,7 @@ from auditkit.caption.discovery import (
     mine_terms,
     read_discovery,
 )
-from auditkit.errors import SpecError
+from auditkit.errors import SchemaVersionError, SpecError
 from auditkit.plan import plan_audit, prompt_id
 from auditkit.spec import dump_spec, parse_spec, spec_hash
 
@@ -353,3 +353,23 @@ def test_one_pipeline_load_serves_the_causal_check_and_discovery(
     assert stages["extract"]["model_loaded"] is False
     assert stages["causal"]["units_run"] > 0 and stages["discovery"]["units_run"] > 0
     assert calls == ["load"]
+
+
+def test_discovery_tables_keep_their_template_and_refuse_a_newer_schema(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from auditkit.caption.discovery import DISCOVERY_SCHEMA_VERSION, write_discovery
+    from auditkit.provenance import versioned_parquet_bytes
+
+    terms, ranking = pd.DataFrame({"term": ["white hat"]}), pd.DataFrame({"cosine": [0.5]})
+    write_discovery(tmp_path, terms, ranking, "a photo of a {term}")
+    meta = pq.read_schema(tmp_path / "discovery.parquet").metadata
+    assert meta[b"auditkit_discovery_template"] == b"a photo of a {term}"
+    assert meta[b"auditkit_schema_version"] == str(DISCOVERY_SCHEMA_VERSION).encode()
+    read_terms, read_ranking = read_discovery(tmp_path)
+    pd.testing.assert_frame_equal(read_terms, terms)
+    pd.testing.assert_frame_equal(read_ranking, ranking)
+    newer = versioned_parquet_bytes(ranking, DISCOVERY_SCHEMA_VERSION + 1)
+    (tmp_path / "discovery.parquet").write_bytes(newer)
+    with pytest.raises(SchemaVersionError, match="this auditkit reads up to"):
+        read_discovery(tmp_path)

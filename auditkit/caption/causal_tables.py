@@ -24,9 +24,12 @@ import pandas as pd
 
 from auditkit.analyze.stats import spearman, wilson_interval
 from auditkit.caption.stage import CaptionStore
-from auditkit.errors import SchemaVersionError
 from auditkit.plan import PlannedPrompt
-from auditkit.provenance import versioned_parquet_bytes, write_bytes_atomic
+from auditkit.provenance import (
+    read_versioned_parquet,
+    versioned_parquet_bytes,
+    write_bytes_atomic,
+)
 
 if TYPE_CHECKING:
     from auditkit.caption.causal import CausalJob, SteeringDirection
@@ -45,7 +48,6 @@ AXIS_COLUMNS = [
     *("n_images", "alpha_low", "alpha_high", "share_at_low", "share_at_high", "effect"),
     *("rho", "monotone", "slope", "direction_norm", "direction_sha256"),
 ]
-_VERSION_KEY = b"auditkit_schema_version"
 
 
 def write_causal_tables(
@@ -161,20 +163,10 @@ def read_causal(root: Path) -> dict[str, pd.DataFrame]:
         FileNotFoundError: the run has no causal check.
         SchemaVersionError: a table was written by a newer auditkit.
     """
-    import pyarrow.parquet as pq
-
-    tables = {}
-    for name in ("causal", "causal_curve", "causal_axes"):
-        path = root / f"{name}.parquet"
-        version = int((pq.read_schema(path).metadata or {}).get(_VERSION_KEY, b"1"))
-        if version > CAUSAL_SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{path} has schema_version {version}; this auditkit reads up to "
-                f"{CAUSAL_SCHEMA_VERSION}.",
-                hint="upgrade auditkit to read this run directory.",
-            )
-        tables[name] = pd.read_parquet(path)
-    return tables
+    return {
+        name: read_versioned_parquet(root / f"{name}.parquet", newest=CAUSAL_SCHEMA_VERSION)
+        for name in ("causal", "causal_curve", "causal_axes")
+    }
 
 
 def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:

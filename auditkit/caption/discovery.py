@@ -26,7 +26,6 @@ with per-concept counts) and ``results/discovery.parquet`` (the ranking).
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -37,10 +36,9 @@ from typing import Any
 import pandas as pd
 
 from auditkit.caption.stage import CaptionStats
-from auditkit.errors import SchemaVersionError
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, plan_audit
-from auditkit.provenance import write_bytes_atomic
+from auditkit.provenance import read_versioned_parquet, versioned_parquet_bytes, write_bytes_atomic
 from auditkit.spec.models import AuditSpec, CentringSpec, ConceptSetSpec, DiscoverySpec, fill
 
 DISCOVERY_SCHEMA_VERSION = 1
@@ -75,7 +73,6 @@ STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
 
 _SEGMENT = re.compile(r"[.,;:!?()\[\]{}\"“”/|]+")
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
-_VERSION_KEY = b"auditkit_schema_version"
 
 
 @dataclass
@@ -318,17 +315,10 @@ def write_discovery(
     results_dir: Path, terms: pd.DataFrame, ranking: pd.DataFrame, template: str
 ) -> None:
     """Write ``discovered_terms.parquet`` and ``discovery.parquet`` atomically (versioned)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    meta = {"discovery_template": template}
     for name, frame in (("discovered_terms.parquet", terms), ("discovery.parquet", ranking)):
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        meta = dict(table.schema.metadata or {})
-        meta[_VERSION_KEY] = str(DISCOVERY_SCHEMA_VERSION).encode()
-        meta[b"auditkit_discovery_template"] = template.encode()
-        buffer = io.BytesIO()
-        pq.write_table(table.replace_schema_metadata(meta), buffer)
-        write_bytes_atomic(results_dir / name, buffer.getvalue())
+        data = versioned_parquet_bytes(frame, DISCOVERY_SCHEMA_VERSION, meta)
+        write_bytes_atomic(results_dir / name, data)
 
 
 def read_discovery(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -338,20 +328,11 @@ def read_discovery(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         FileNotFoundError: the run has no discovery tables.
         SchemaVersionError: a table was written by a newer auditkit.
     """
-    import pyarrow.parquet as pq
-
-    frames = []
-    for name in ("discovered_terms.parquet", "discovery.parquet"):
-        path = results_dir / name
-        version = int((pq.read_schema(path).metadata or {}).get(_VERSION_KEY, b"1"))
-        if version > DISCOVERY_SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{path} has schema_version {version}; this auditkit reads up to "
-                f"{DISCOVERY_SCHEMA_VERSION}.",
-                hint="upgrade auditkit to read this run directory.",
-            )
-        frames.append(pd.read_parquet(path))
-    return frames[0], frames[1]
+    terms, ranking = (
+        read_versioned_parquet(results_dir / name, newest=DISCOVERY_SCHEMA_VERSION)
+        for name in ("discovered_terms.parquet", "discovery.parquet")
+    )
+    return terms, ranking
 
 
 __all__ = [

@@ -76,7 +76,6 @@ READING_COLUMNS = [
     "value",
 ]
 _CHUNK_COLUMNS = ["unit_id", "prompt_id", "seed", "caption", "readings"]
-_VERSION_KEY = b"auditkit_schema_version"
 
 
 @dataclass
