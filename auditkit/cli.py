@@ -586,3 +586,13 @@ def toyworld_evaluate(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _register_command_groups() -> None:
+    """Command groups that live in modules of their own."""
+    from auditkit.cli_calibrate import calibrate
+
+    main.add_command(calibrate)
+
+
+_register_command_groups()

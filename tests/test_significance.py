@@ -127,9 +127,30 @@ def test_planted_leans_are_significant_and_unplanted_are_not(spec) -> None:  # t
 
 
 def test_significance_columns_are_consistent(spec) -> None:  # type: ignore[no-untyped-def]
-    lean = analyze(spec, plan_audit(spec), _simulate(spec, np.random.default_rng(5), {}))["lean"]
+    legacy = parse_spec(SPEC.replace("alpha: 0.05", "alpha: 0.05, null_model: labels"))
+    lean = analyze(legacy, plan_audit(legacy), _simulate(legacy, np.random.default_rng(5), {}))[
+        "lean"
+    ]
     assert {"null_model", "p_value", "q_value", "significant"} <= set(lean.columns)
     assert set(lean["null_model"]) == {"labels"}
     assert ((lean["p_value"] > 0) & (lean["p_value"] <= 1)).all()
     assert (lean["q_value"] >= lean["p_value"] - 1e-12).all()
+    assert not (lean["significant"] & (lean["q_value"] >= 0.05)).any()
+
+
+def test_min_effect_rule_columns_are_consistent(spec) -> None:  # type: ignore[no-untyped-def]
+    """The default rule records itself and its band, and a finding's score interval lies
+    beyond the band on the side of its lean."""
+    planted = {"job0": 1.0, "job1": -1.0, "job2": 0.25}
+    lean = analyze(spec, plan_audit(spec), _simulate(spec, np.random.default_rng(5), planted))[
+        "lean"
+    ]
+    assert {"rule", "min_effect", "p_value", "q_value", "significant"} <= set(lean.columns)
+    assert set(lean["rule"]) == {"min_effect"}
+    assert set(lean["min_effect"]) == {spec.statistics.min_effect}
+    assert (lean["q_value"] >= lean["p_value"] - 1e-12).all()
+    hits = lean[lean["significant"]]
+    band = spec.statistics.min_effect
+    assert not hits.empty
+    assert ((hits["score_ci_low"] > band) | (hits["score_ci_high"] < -band)).all()
     assert not (lean["significant"] & (lean["q_value"] >= 0.05)).any()

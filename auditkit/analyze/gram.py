@@ -28,42 +28,114 @@ class VectorBasis:
         return self.index[key]
 
 
-def build_basis(layout: AuditLayout, n_prompts: int) -> VectorBasis:
-    """Coefficient rows for references, concepts, groups and single prompts used by defaults."""
-    rows: list[np.ndarray] = []
-    index: dict[tuple[str, ...], int] = {}
+Component = tuple[int, str, int, str, int, float]
+"""One term of a basis vector: (prompt row, template-list key, template index, term-list key,
+term index, factor). The vector is the sum over its components of factor x the weight of its
+template x the weight of its term; an empty key has weight 1. With uniform weights the vectors
+are the plain means of the method."""
 
-    def add(key: tuple[str, ...], vec: np.ndarray) -> None:
-        if key not in index:
-            index[key] = len(rows)
-            rows.append(vec)
 
-    def unit(row: int) -> np.ndarray:
-        vec = np.zeros(n_prompts)
-        vec[row] = 1.0
-        return vec
+def template_key(templates: tuple[str, ...] | list[str]) -> str:
+    """Key shared by every list with exactly these templates (their resamples are paired)."""
+    return "templates:" + "\x1f".join(templates)
 
-    def mean_of(rows_: list[int]) -> np.ndarray:
-        return np.mean([unit(r) for r in rows_], axis=0)
+
+def term_key(axis: str, group: str) -> str:
+    """Key of one group's term list."""
+    return f"terms:{axis}\x1f{group}"
+
+
+def basis_components(layout: AuditLayout) -> dict[tuple[str, ...], list[Component]]:
+    """Every vector the measures use, as components over prompt rows (see :data:`Component`):
+    references, concepts, groups, and the single prompts the defaults compare."""
+    out: dict[tuple[str, ...], list[Component]] = {}
+
+    def add(key: tuple[str, ...], parts: list[Component]) -> None:
+        out.setdefault(key, parts)
 
     for cset in layout.concepts:
-        all_rows = [r for rows_ in cset.terms.values() for r in rows_]
+        tkey = template_key(cset.templates) if cset.templates else ""
+        per_concept = 1.0 / max(len(cset.terms), 1)
         if layout.centring == "base" and layout.base is not None:
-            add(("ref", cset.name), unit(layout.base))
+            add(("ref", cset.name), [(layout.base, "", 0, "", 0, 1.0)])
         else:
-            add(("ref", cset.name), mean_of(all_rows))
+            add(
+                ("ref", cset.name),
+                [
+                    (r, tkey, t, "", 0, per_concept / (1 if tkey else len(rows_)))
+                    for rows_ in cset.terms.values()
+                    for t, r in enumerate(rows_)
+                ],
+            )
         for concept, rows_ in cset.terms.items():
-            add(("concept", cset.name, concept), mean_of(rows_))
+            add(
+                ("concept", cset.name, concept),
+                [
+                    (r, tkey, t, "", 0, 1.0 if tkey else 1.0 / len(rows_))
+                    for t, r in enumerate(rows_)
+                ],
+            )
             for r in rows_:
-                add(("row", str(r)), unit(r))
+                add(("row", str(r)), [(r, "", 0, "", 0, 1.0)])
     for axis in layout.axes:
+        tkey = template_key(axis.templates) if axis.templates else ""
         for group, per_template in axis.groups.items():
-            vec = np.mean([mean_of(terms) for terms in per_template], axis=0)
-            add(("group", axis.name, group), vec)
+            kkey = term_key(axis.name, group)
+            add(
+                ("group", axis.name, group),
+                [
+                    (r, tkey, t, kkey, k, 1.0 if tkey else 1.0 / len(per_template))
+                    for t, terms in enumerate(per_template)
+                    for k, r in enumerate(terms)
+                ],
+            )
     for marked_rows in layout.marked.values():
         for r in marked_rows:
-            add(("row", str(r)), unit(r))
-    return VectorBasis(index, np.asarray(rows))
+            add(("row", str(r)), [(r, "", 0, "", 0, 1.0)])
+    return out
+
+
+def uniform_weights(layout: AuditLayout) -> dict[str, np.ndarray]:
+    """Equal weights for every template list and term list: [1, size] each."""
+    weights: dict[str, np.ndarray] = {}
+    for cset in layout.concepts:
+        if cset.templates:
+            n = len(cset.templates)
+            weights[template_key(cset.templates)] = np.full((1, n), 1.0 / n)
+    for axis in layout.axes:
+        if axis.templates:
+            n = len(axis.templates)
+            weights[template_key(axis.templates)] = np.full((1, n), 1.0 / n)
+        for group, per_template in axis.groups.items():
+            k = len(per_template[0]) if per_template else 1
+            weights[term_key(axis.name, group)] = np.full((1, k), 1.0 / k)
+    return weights
+
+
+def weighted_coeffs(
+    components: dict[tuple[str, ...], list[Component]],
+    n_prompts: int,
+    weights: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Coefficient matrices [B, V, P] of the vectors for B draws of template and term weights
+    (``weights``: list key -> [B, size], each row summing to 1)."""
+    B = next(iter(weights.values())).shape[0] if weights else 1
+    out = np.zeros((B, len(components), n_prompts))
+    ones = np.ones(B)
+    for v, parts in enumerate(components.values()):
+        for row, tkey, t, kkey, k, factor in parts:
+            w = weights[tkey][:, t] if tkey else ones
+            u = weights[kkey][:, k] if kkey else ones
+            out[:, v, row] += factor * w * u
+    return out
+
+
+def build_basis(layout: AuditLayout, n_prompts: int) -> VectorBasis:
+    """Coefficient rows for references, concepts, groups and single prompts used by defaults
+    (every template and term weighted equally)."""
+    components = basis_components(layout)
+    coeffs = weighted_coeffs(components, n_prompts, uniform_weights(layout))[0]
+    return VectorBasis({key: i for i, key in enumerate(components)}, coeffs)
 
 
 def gram_of(H: np.ndarray) -> np.ndarray:
@@ -88,6 +160,11 @@ def inner_products(basis: VectorBasis, grams: np.ndarray) -> np.ndarray:
     """Q = C M Cᵀ for one Gram [P, P] or a stack [B, P, P]."""
     C = basis.coeffs
     return np.einsum("vp,...pq,wq->...vw", C, grams, C, optimize=True)
+
+
+def paired_inner_products(coeffs: np.ndarray, grams: np.ndarray) -> np.ndarray:
+    """Q_b = C_b M_b C_bᵀ for coefficient matrices [B, V, P] paired with Grams [B, P, P]."""
+    return np.einsum("bvp,bpq,bwq->bvw", coeffs, grams, coeffs, optimize=True)
 
 
 def _centred(Q: np.ndarray, a: int, b: int, r: int) -> np.ndarray:

@@ -22,6 +22,7 @@ class AxisLayout:
     name: str
     group_names: tuple[str, ...]
     groups: dict[str, list[list[int]]]
+    templates: tuple[str, ...] = ()
 
     @property
     def two_group(self) -> bool:
@@ -36,6 +37,7 @@ class ConceptLayout:
     name: str
     term_names: tuple[str, ...]
     terms: dict[str, list[int]]
+    templates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ def build_layout(spec: AuditSpec, rows: dict[str, int]) -> AuditLayout:
                 g: [[row(fill(t, term)) for term in terms] for t in axis.templates]
                 for g, terms in axis.groups.items()
             },
+            templates=tuple(axis.templates),
         )
         for axis in spec.analysis_axes
     )
@@ -72,6 +75,7 @@ def build_layout(spec: AuditSpec, rows: dict[str, int]) -> AuditLayout:
             name=cs.name,
             term_names=tuple(cs.terms),
             terms={c: [row(fill(t, c)) for t in cs.templates] for c in cs.terms},
+            templates=tuple(cs.templates),
         )
         for cs in spec.concepts
     )

@@ -1,6 +1,16 @@
-"""Null models and multiple testing: which leans are findings, and which are noise?
+"""What makes a lean a finding: one rule per run, chosen by ``statistics.rule``.
 
-Two null models give a p-value per (axis, concept); the spec's ``statistics.null_model`` picks one.
+``min_effect`` (default): a lean is a finding when its score is beyond the equivalence band
+``±statistics.min_effect`` with 95% confidence. Its p-value tests "the lean is no larger than
+the band" against "it is larger" on the side of the estimate, from the bootstrap's standard
+error (``z = (|score| − band) / se``, ``p = 2·(1 − Φ(z))``); Benjamini–Hochberg adjusts the
+p-values of the whole audit, and a finding also needs the 95% score interval entirely beyond
+the band, so a finding is never shown next to an interval that reaches 0. A lean much smaller
+than the band is never a finding however many seeds are drawn: seeds change the precision, not
+the verdict (docs/method.md measures it).
+
+The two rules of earlier runs remain, to reproduce them; docs/method.md measures why neither
+is the default:
 
 ``labels`` (default): permuted group labels. At each seed the concept's centred latent is
 projected on that seed's axis contrast; under the null the two groups' labels are
@@ -17,14 +27,15 @@ the set: *is the concept more aligned with the axis than with arbitrary contrast
 concepts?* It is much stricter with few concepts (the null axes then live in the same small
 subspace as the concepts) and needs at least three concepts.
 
-Benjamini–Hochberg adjusts the p-values of every (axis, concept) pair of the audit together,
-and a lean is labelled *significant* when its q-value is below ``statistics.alpha`` **and** the
-seed-bootstrap interval of its cosine excludes 0.
+With either, Benjamini–Hochberg adjusts the p-values of every (axis, concept) pair of the audit
+together, and a lean is labelled *significant* when its q-value is below ``statistics.alpha``
+**and** the bootstrap interval of its cosine excludes 0.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -40,7 +51,42 @@ from auditkit.analyze.stats import benjamini_hochberg
 MAX_NULL_PAIRS = 2000
 """Null axes per (axis, concept) at most; beyond that a seeded random subset is used."""
 
-SIGNIFICANCE_COLUMNS = ["null_model", "p_value", "q_value", "significant"]
+SIGNIFICANCE_COLUMNS = ["rule", "min_effect", "p_value", "q_value", "significant"]
+"""Columns the rule adds to the lean table (runs of the legacy rules also have ``null_model``;
+runs made before the rule was recorded have ``null_model`` only)."""
+
+
+def rule_of(lean: pd.DataFrame) -> tuple[str | None, float | None]:
+    """The rule a lean table was judged by and its band: (``rule``, ``min_effect``), read from
+    the table so that an older run keeps its own; (None, None) when it was never tested."""
+    if lean.empty or "significant" not in lean.columns:
+        return None, None
+    if "rule" in lean.columns:
+        rule = str(lean["rule"].iloc[0])
+    elif "null_model" in lean.columns:
+        rule = str(lean["null_model"].iloc[0])
+    else:
+        rule = "labels"
+    band = None
+    if rule == "min_effect" and "min_effect" in lean.columns:
+        band = float(lean["min_effect"].iloc[0])
+    return rule, band
+
+
+def min_effect_p_values(scores: np.ndarray, samples: np.ndarray | None, band: float) -> np.ndarray:
+    """p-values of "|lean| ≤ band" against "|lean| > band" on the side of the estimate.
+
+    ``samples`` [resamples, rows] are the bootstrap's scores; their standard deviation is the
+    standard error. NaN where there are no resamples.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if samples is None or samples.shape[0] < 2:
+        return np.full(scores.shape, np.nan)
+    se = np.std(samples, axis=0, ddof=1)
+    excess = np.abs(scores) - band
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
+    return np.clip(np.asarray([math.erfc(v / math.sqrt(2.0)) for v in z]), 0.0, 1.0)
 
 
 def _demographic_basis(H: np.ndarray, layout: AuditLayout) -> np.ndarray:
@@ -177,32 +223,49 @@ def add_significance(
     per_seed: np.ndarray,
     *,
     alpha: float,
-    null: str = "labels",
+    rule: str = "min_effect",
+    min_effect: float = 0.0,
+    score_samples: np.ndarray | None = None,
     seed: int = 0,
 ) -> None:
-    """Add ``null_model``, ``p_value``, ``q_value`` and ``significant`` to the lean table.
+    """Add ``rule``, ``min_effect``, ``p_value``, ``q_value`` and ``significant`` to the lean
+    table (and ``null_model`` under the legacy rules).
 
-    ``null`` picks the null model: ``labels`` (permuted group labels per seed, the default) or
-    ``vocabulary`` (null axes from the audit's other concepts). Rows that cannot be tested
-    (one seed; fewer than three concepts for ``vocabulary``) get NaN p- and q-values and
-    ``significant = False``.
+    ``rule`` is ``min_effect`` (the score beyond ±``min_effect``, tested with the bootstrap's
+    ``score_samples`` [resamples, rows]), or a legacy null model: ``labels`` (permuted group
+    labels per seed) or ``vocabulary`` (null axes from the audit's other concepts). Rows that
+    cannot be tested (one seed or no resamples; fewer than three concepts for ``vocabulary``)
+    get NaN p- and q-values and ``significant = False``.
     """
     if lean.empty:
         for column in SIGNIFICANCE_COLUMNS:
-            kind = {"significant": "bool", "null_model": "object"}.get(column, "float64")
+            kind = {"significant": "bool", "rule": "object"}.get(column, "float64")
             lean[column] = pd.Series(dtype=kind)
         return
-    if null == "vocabulary":
+    scores = lean["score"].to_numpy(dtype=np.float64)
+    if rule == "min_effect":
+        p_values = min_effect_p_values(scores, score_samples, min_effect)
+    elif rule == "vocabulary":
         p_values, _ = vocabulary_null_p_values(lean, H, layout, seed=seed)
     else:
         p_values = label_null_p_values(lean, layout, per_seed, seed=seed)
     q_values = benjamini_hochberg(p_values)
     significant = np.nan_to_num(q_values, nan=1.0) < alpha
-    if {"cosine_ci_low", "cosine_ci_high"} <= set(lean.columns):
+    if rule == "min_effect":
+        if {"score_ci_low", "score_ci_high"} <= set(lean.columns):
+            low = lean["score_ci_low"].to_numpy(dtype=np.float64)
+            high = lean["score_ci_high"].to_numpy(dtype=np.float64)
+            significant &= (low > min_effect) | (high < -min_effect)
+        else:
+            significant[:] = False
+    elif {"cosine_ci_low", "cosine_ci_high"} <= set(lean.columns):
         low = lean["cosine_ci_low"].to_numpy(dtype=np.float64)
         high = lean["cosine_ci_high"].to_numpy(dtype=np.float64)
         significant &= (low > 0) | (high < 0)
-    lean["null_model"] = null
+    lean["rule"] = rule
+    lean["min_effect"] = float(min_effect) if rule == "min_effect" else np.nan
+    if rule != "min_effect":
+        lean["null_model"] = rule
     lean["p_value"] = p_values
     lean["q_value"] = q_values
     lean["significant"] = significant

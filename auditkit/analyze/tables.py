@@ -139,22 +139,27 @@ def analyze(
     if "similarity" in spec.analyses:
         results.tables["similarity"] = _similarity_table(H, layout)
         results.tables["structure"] = _structure_table(H, layout)
-    add_bootstrap_intervals(
+    stats = spec.statistics
+    samples = add_bootstrap_intervals(
         results.tables,
         layout,
         latents,
-        resamples=spec.statistics.bootstrap_resamples,
-        seed=spec.statistics.seed,
+        resamples=stats.bootstrap_resamples,
+        seed=stats.seed,
+        hierarchical=stats.resampling == "hierarchical",
     )
     if "lean" in results:
+        lean_samples = samples.get("lean")
         add_significance(
             results.tables["lean"],
             H,
             layout,
             latents.per_seed,
-            alpha=spec.statistics.alpha,
-            null=spec.statistics.null_model,
-            seed=spec.statistics.seed,
+            alpha=stats.alpha,
+            rule=stats.rule,
+            min_effect=stats.min_effect,
+            score_samples=None if lean_samples is None else lean_samples[:, :, 0],
+            seed=stats.seed,
         )
     if readings is not None and spec.captions is not None:
         add_output_tables(results.tables, spec, readings, swept)

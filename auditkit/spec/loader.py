@@ -173,7 +173,10 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("report", "paper"), "a4"),
     (("report", "image_budget_mb"), 4.0),
     (("statistics", "alpha"), 0.05),
-    (("statistics", "null_model"), "labels"),
+    (("statistics", "null_model"), None),
+    (("statistics", "rule"), "min_effect"),
+    (("statistics", "min_effect"), 0.3),
+    (("statistics", "resampling"), "hierarchical"),
 )
 """Keys added to the spec format after its first release, with their defaults: a key at its
 default is left out of the resolved spec, so adding it left the hash of every earlier spec

@@ -1,0 +1,171 @@
+"""Run the calibration suite and write its tables: the rates per method x scenario x seeds
+(``calibration.md`` / ``rates.parquet``), every call (``calls.parquet``) and the lean-to-share
+mapping (``mapping.json``, which reports show beside the band)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditkit.calibration.suite import (
+    LARGE,
+    METHODS,
+    NULL_SIZED,
+    lean_share_mapping,
+    load_stored_scenario,
+    rates,
+    replicate_calls,
+    stored_scenarios,
+    synthetic_calls,
+)
+
+SYNTHETIC = ("synthetic", "synthetic-nuisance")
+MAPPING_FILE = Path(__file__).resolve().parent / "mapping.json"
+"""The lean-to-share mapping shipped with auditkit (written by ``auditkit calibrate run``
+over the stored scenarios; reports read it)."""
+
+
+def run_suite(
+    work: Path,
+    *,
+    scenarios: Sequence[str] | None = None,
+    seed_counts: Sequence[int] = (16, 32, 64, 128),
+    replicates: int = 8,
+    quick: bool = False,
+    methods: Sequence[str] = tuple(METHODS),
+    echo: Callable[[str], None] = print,
+) -> list[Path]:
+    """Score every method on every scenario; write the results under ``work``."""
+    from auditkit.errors import UsageError
+
+    known = [*stored_scenarios(), *SYNTHETIC]
+    chosen = list(scenarios or (SYNTHETIC if quick else known))
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown calibration scenario(s): {', '.join(unknown)}.",
+            hint=f"choose among: {', '.join(known)}.",
+        )
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    frames = []
+    for name in chosen:
+        if name in SYNTHETIC:
+            frames.append(
+                synthetic_calls(
+                    name,
+                    seed_counts,
+                    replicates=min(replicates, 4) if quick else replicates,
+                    methods=methods,
+                    resamples=300 if quick else 1000,
+                    progress=echo,
+                )
+            )
+        else:
+            scenario = load_stored_scenario(name, work / "stores")
+            frames.append(
+                replicate_calls(
+                    scenario,
+                    seed_counts,
+                    max_replicates=replicates,
+                    methods=methods,
+                    progress=echo,
+                )
+            )
+    calls = pd.concat(frames, ignore_index=True)
+    table = rates(calls)
+    mapping = lean_share_mapping(calls[~calls["scenario"].isin(SYNTHETIC)])
+    seconds = time.perf_counter() - started
+    out = [work / "calls.parquet", work / "rates.parquet", work / "calibration.md"]
+    calls.to_parquet(out[0], index=False)
+    table.to_parquet(out[1], index=False)
+    out[2].write_text(
+        markdown(table, mapping, chosen, seed_counts, replicates, seconds), encoding="utf-8"
+    )
+    if not mapping.empty:
+        path = work / "mapping.json"
+        path.write_text(json.dumps(mapping_document(mapping), indent=2) + "\n")
+        out.append(path)
+    return out
+
+
+def mapping_document(mapping: pd.DataFrame) -> dict[str, Any]:
+    """The lean-to-share mapping as the JSON that reports read."""
+    return {
+        "schema_version": 1,
+        "kind": "auditkit.calibration.mapping",
+        "meaning": "per |lean score| bin: the skew of the true image share towards the lean's "
+        "group (share - 0.5), over the calibration models' (axis, concept) pairs",
+        "bins": [
+            {k: (None if isinstance(v, float) and v == float("inf") else v) for k, v in r.items()}
+            for r in mapping.to_dict("records")
+        ],
+    }
+
+
+def read_mapping(path: Path = MAPPING_FILE) -> list[dict[str, Any]]:
+    """The shipped lean-to-share mapping's bins ([] when none is shipped)."""
+    if not path.is_file():
+        return []
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return list(document.get("bins", []))
+
+
+def _pct(value: float) -> str:
+    return "–" if pd.isna(value) else f"{100 * value:.0f}%"
+
+
+def markdown(
+    table: pd.DataFrame,
+    mapping: pd.DataFrame,
+    scenarios: Sequence[str],
+    seed_counts: Sequence[int],
+    replicates: int,
+    seconds: float,
+) -> str:
+    """The rates and the mapping as Markdown tables (docs/method.md embeds them)."""
+    counts = list(seed_counts)
+    lines = [
+        f"Null-sized: true share within ±{NULL_SIZED} of parity; large: at least {LARGE} "
+        f"from parity. Each cell: null-sized pairs called findings / large pairs found, over "
+        f"up to {replicates} disjoint seed replicates (simulated audits for the synthetic "
+        f"scenarios). {len(scenarios)} scenarios, {seconds / 60:.0f} min.",
+        "",
+        "| scenario | method | pairs (null / large) | "
+        + " | ".join(f"{n} seeds" for n in counts)
+        + " |",
+        "|---|---|---|" + "---|" * len(counts),
+    ]
+    for (scenario, method), group in table.groupby(["scenario", "method"], sort=False):
+        by_seeds = group.set_index("seeds")
+        cells = [
+            f"{_pct(by_seeds.loc[n, 'null_called'])} / {_pct(by_seeds.loc[n, 'large_found'])}"
+            if n in by_seeds.index
+            else "–"
+            for n in counts
+        ]
+        first = group.iloc[0]
+        lines.append(
+            f"| {scenario} | {method} | {int(first['null_pairs'])} / {int(first['large_pairs'])} "
+            f"| " + " | ".join(cells) + " |"
+        )
+    if not mapping.empty:
+        lines += [
+            "",
+            "| lean score | pairs | skew of the drawn share towards the lean (median, 10th–90th "
+            "percentile) |",
+            "|---|---|---|",
+        ]
+        for r in mapping.itertuples():
+            high = "∞" if r.score_high == float("inf") else f"{r.score_high:.2f}"
+            lines.append(
+                f"| {r.score_low:.2f}–{high} | {r.pairs} | {r.median_skew:+.2f} "
+                f"({r.skew_p10:+.2f} to {r.skew_p90:+.2f}) |"
+            )
+    return "\n".join(lines) + "\n"

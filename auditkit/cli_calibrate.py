@@ -1,0 +1,101 @@
+"""``auditkit calibrate``: the calibration suite that scores every significance rule against
+what the known-answer models draw (docs/method.md, "Calibration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditkit.cli import handle_errors
+
+DEFAULT_SEEDS = "16,32,64,128"
+
+
+@click.group()
+def calibrate() -> None:
+    """Measure the truth of the calibration models, and score every rule against it."""
+
+
+@calibrate.command("truth")
+@click.argument("scenario")
+@click.option("--seeds", default=512, show_default=True, help="Images per concept.")
+@click.option("--device", default="cpu", show_default=True)
+@handle_errors
+def calibrate_truth(scenario: str, seeds: int, device: str) -> None:
+    """Sample a stored scenario's model at many seeds, read every image with the model's own
+    reader, and store the shares as truth.json beside the model's weights."""
+    from auditkit.calibration.suite import SCENARIO_DIR, scenario_model_folder, stored_scenarios
+    from auditkit.calibration.truth import toyworld_truth
+    from auditkit.errors import UsageError
+    from auditkit.spec import load_spec
+    from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
+
+    if scenario not in stored_scenarios():
+        raise UsageError(
+            f"no stored scenario {scenario!r}.",
+            hint=f"choose one of: {', '.join(stored_scenarios())}.",
+        )
+    spec = load_spec(SCENARIO_DIR / f"{scenario}.yaml")
+    folder = scenario_model_folder(spec)
+    attributes = {
+        axis.name: tuple(list(axis.groups)[:2])
+        for axis in spec.analysis_axes
+        if len(axis.groups) == 2
+    }
+    path = toyworld_truth(
+        folder,
+        Path(PACKAGE_CHECKPOINTS) / "toyworld-captioner",
+        templates=spec.concepts[0].templates,
+        concepts=spec.concepts[0].terms,
+        attributes=attributes,  # type: ignore[arg-type]
+        seeds=seeds,
+        guidance_scale=spec.model.guidance_scale,
+        steps=spec.model.steps,
+        device=device,
+    )
+    click.echo(f"truth: {path}")
+
+
+@calibrate.command("run")
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    help="Scenarios to score (default: every stored one and both synthetic ones).",
+)
+@click.option("--seeds", "seed_counts", default=DEFAULT_SEEDS, show_default=True)
+@click.option(
+    "--replicates",
+    default=8,
+    show_default=True,
+    help="Disjoint seed replicates per seed count at most (stored scenarios), simulated audits "
+    "per seed count (synthetic ones).",
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    default=Path("runs/calibration"),
+    show_default=True,
+    help="Folder for the scenarios' activation stores (resumable) and the results.",
+)
+@click.option("--quick", is_flag=True, help="Synthetic scenarios only, few replicates.")
+@handle_errors
+def calibrate_run(
+    scenarios: tuple[str, ...], seed_counts: str, replicates: int, work: Path, quick: bool
+) -> None:
+    """Judge disjoint seed replicates of every scenario with every rule, and write the rates
+    (calibration.md and .parquet) and the lean-to-share mapping under --work."""
+    from auditkit.calibration.report import run_suite
+
+    counts = [int(s) for s in seed_counts.split(",") if s.strip()]
+    paths = run_suite(
+        work,
+        scenarios=list(scenarios) or None,
+        seed_counts=counts,
+        replicates=replicates,
+        quick=quick,
+        echo=click.echo,
+    )
+    for path in paths:
+        click.echo(f"wrote {path}")
