@@ -433,7 +433,7 @@ def toyworld() -> None:
     "--variant",
     "variants",
     multiple=True,
-    type=click.Choice(["biased", "balanced"]),
+    type=click.Choice(["biased", "balanced", "reworded"]),
     help="Which checkpoints to train (default: both).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
@@ -476,17 +476,23 @@ def toyworld_train(
     from auditkit.toyworld.train import TrainConfig
 
     root = out_root or PACKAGE_CHECKPOINTS
+    chosen = tuple(variants) or ("biased", "balanced")
     if captioner_steps:
-        captioner, metrics = train_captioner(steps=captioner_steps, seed=seed, num_threads=1)
-        save_captioner(captioner, root / "toyworld-captioner")
-        click.echo(f"captioner: held-out accuracy {metrics}")
+        readers = [("toyworld-captioner", "trousers")] if set(chosen) - {"reworded"} else []
+        if "reworded" in chosen:  # its skirts take the occupation's colour: a reader of its own
+            readers.append(("toyworld-reworded-captioner", "occupation"))
+        for name, skirt in readers:
+            captioner, metrics = train_captioner(
+                steps=captioner_steps, seed=seed, num_threads=1, skirt=skirt, captioner_id=name
+            )
+            save_captioner(captioner, root / name)
+            click.echo(f"{name}: held-out accuracy {metrics}")
     from auditkit.models.loading import resolve_device
 
     device = resolve_device(device)
     config = TrainConfig(
         seed=seed, steps=steps, vae_steps=vae_steps, device=device, threads=threads
     )
-    chosen = tuple(variants) or ("biased", "balanced")
     trained = train_toyworld(root, variants=chosen, config=config, vae_from=vae_from)  # type: ignore[arg-type]
     for variant, folder in trained.items():
         click.echo(f"{variant}: {folder}")

@@ -73,6 +73,24 @@ def rule_of(lean: pd.DataFrame) -> tuple[str | None, float | None]:
     return rule, band
 
 
+def rule_words(rule: str | None, band: float | None) -> str:
+    """What a significant lean is, in the words of its rule (for sentences and tooltips)."""
+    if rule == "min_effect":
+        return (
+            f"its score is beyond ±{band:g} (the smallest lean the audit counts) with 95% "
+            "confidence"
+        )
+    if rule == "vocabulary":
+        return (
+            "its |cosine| with the axis exceeds that of null axes made from the audit's other "
+            "concepts (a legacy rule: it says nothing of size)"
+        )
+    return (
+        "it is larger than random relabelling of the two groups, seed by seed, gives (a legacy "
+        "rule: any lean reproducible across seeds, however small)"
+    )
+
+
 def min_effect_p_values(scores: np.ndarray, samples: np.ndarray | None, band: float) -> np.ndarray:
     """p-values of "|lean| ≤ band" against "|lean| > band" on the side of the estimate.
 

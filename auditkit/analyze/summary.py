@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.tables import RESULTS_SCHEMA_VERSION, AuditResults
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
@@ -184,11 +185,16 @@ def _lean_records(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
 
 def _significance_entry(rows: pd.DataFrame) -> dict[str, Any]:
     tested = rows["p_value"].notna()
-    return {
+    rule, band = rule_of(rows)
+    entry: dict[str, Any] = {
         "tested": int(tested.sum()),
         "significant": int(rows["significant"].sum()),
-        "null_model": str(rows["null_model"].iloc[0]) if len(rows) else None,
+        "rule": rule,
+        "min_effect": band,
     }
+    if rule != "min_effect":
+        entry["null_model"] = rule
+    return entry
 
 
 def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
@@ -199,7 +205,13 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
             "than three concepts for the vocabulary null)."
         )
     hits = tested[tested["significant"]].sort_values("q_value")
+    rule, band = rule_of(rows)
     if hits.empty:
+        if rule == "min_effect":
+            return (
+                f"Along '{axis}', no lean is significant: none is beyond ±{band:g} with 95% "
+                "confidence after correction for multiple testing."
+            )
         return (
             f"Along '{axis}', no lean is significant: none stands out from its null model "
             "after correction for multiple testing."
@@ -211,8 +223,9 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
         f" ({fragile} of them fragile: the sign depends on wording or centring)" if fragile else ""
     )
     return (
-        f"Along '{axis}', {len(hits)} of {len(tested)} leans are significant "
-        f"(false discovery rate controlled across the audit): {names}{more}{caveat}."
+        f"Along '{axis}', {len(hits)} of {len(tested)} leans are significant ("
+        f"{rule_words(rule, band)}; false discovery rate controlled across the audit): "
+        f"{names}{more}{caveat}."
     )
 
 

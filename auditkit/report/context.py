@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from auditkit import __version__
+from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
 from auditkit.report import charts, inputs
 from auditkit.report.executive import executive_summary
@@ -43,9 +44,11 @@ CAVEATS = [
     "Captioners have biases of their own: the shares of images 'read as' a group depend on the "
     "captioner named in this report, and a captioner that misreads one group more often than "
     "another shifts every output-level number.",
-    "Significance is relative to the null model named in the settings: 'significant' means the "
-    "lean is larger than what that null produces after correction for testing every lean of "
-    "the audit, not that it is large or that it matters.",
+    "Significance follows the rule named in the lean section: with the default rule "
+    "('min_effect') a significant lean is beyond the band of leans too small to count, with "
+    "95% confidence after correction for testing every lean of the audit. It claims a lean in "
+    "the model's latent space of at least that size; it does not claim a given share of "
+    "images, which the calibration relates to lean size only roughly.",
     "An audit covers the prompts, concepts and groups its spec lists, and nothing else: a "
     "clean report on these says nothing about associations it did not test. This report "
     "describes a model; it does not certify it, and it should be read with the people the "
@@ -380,16 +383,42 @@ def _axis_sections(
 
 
 def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] | None:
-    """Audit-wide numbers of the null-model test, or None for runs without it."""
+    """Audit-wide numbers of the rule the run was judged by (read from its lean table, so an
+    older run keeps its own rule), or None for runs without a test."""
     if lean is None or "significant" not in lean.columns:
         return None
     tested = lean["p_value"].notna()
+    rule, band = rule_of(lean)
     return {
         "alpha": spec.statistics.alpha,
         "tested": int(tested.sum()),
         "significant": int(lean["significant"].sum()),
-        "null_model": str(spec.statistics.null_model),
+        "rule": rule,
+        "null_model": rule,
+        "min_effect": band,
+        "rule_words": rule_words(rule, band),
+        "mapping": _mapping_rows() if rule == "min_effect" else [],
     }
+
+
+def _mapping_rows() -> list[dict[str, Any]]:
+    """The shipped lean-to-share mapping, for the sentence under the band."""
+    from auditkit.calibration.report import read_mapping
+
+    rows = []
+    for row in read_mapping():
+        high = row.get("score_high")
+        low = float(row["score_low"])
+        rows.append(
+            {
+                "scores": f"{low:.2f}–{float(high):.2f}" if high is not None else f"≥ {low:.2f}",
+                "pairs": int(row["pairs"]),
+                "median": f"{100 * float(row['median_skew']):+.0f}",
+                "low": f"{100 * float(row['skew_p10']):+.0f}",
+                "high": f"{100 * float(row['skew_p90']):+.0f}",
+            }
+        )
+    return rows
 
 
 def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:

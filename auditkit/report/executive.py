@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from auditkit.analyze.guidance import times_text
+from auditkit.analyze.significance import rule_of
 from auditkit.analyze.summary import alpha_text
 from auditkit.spec import AuditSpec
 
@@ -70,9 +71,11 @@ def _scope(spec: AuditSpec, lean: pd.DataFrame | None, model: str) -> str:
     if lean is not None and "significant" in lean.columns and not lean.empty:
         count = int(lean["significant"].fillna(False).astype(bool).sum())
         alpha = spec.statistics.alpha
+        rule, band = rule_of(lean)
+        claim = f"beyond ±{band:g} with 95% confidence, " if rule == "min_effect" else ""
         text += (
-            f" {count} of {len(lean)} concept–axis leans are significant (false discovery rate "
-            f"{alpha:g} across the audit)."
+            f" {count} of {len(lean)} concept–axis leans are significant ({claim}false "
+            f"discovery rate {alpha:g} across the audit)."
         )
     return text + (
         " A lean score of ±1 means a concept sits as far along the axis as the group prompts "
@@ -127,8 +130,15 @@ def _axis(axis: str, rows: pd.DataFrame) -> str:
     if strongest is None:
         return f"Along {axis}, no lean could be computed."
     toward = first if float(strongest["score"]) > 0 else second
+    rule, band = rule_of(rows)
+    not_significant = (
+        f"which is not beyond ±{band:g} with 95% confidence once every test of the audit is "
+        "counted"
+        if rule == "min_effect"
+        else "which is not significant once every test of the audit is counted"
+    )
     why = {
-        "significantly": "which is not significant once every test of the audit is counted",
+        "significantly": not_significant,
         "clearly (95% interval clear of 0)": "whose interval includes 0",
     }.get(rule, "with no interval to judge it by")
     return (

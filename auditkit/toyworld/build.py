@@ -33,6 +33,8 @@ from auditkit.toyworld.train import (
 
 PACKAGE_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 VARIANTS: tuple[Variant, ...] = ("biased", "balanced")
+"""The two checkpoints of the default world (``reworded``, the calibration suite's second
+world, is trained on request: ``auditkit toyworld train --variant reworded``)."""
 
 
 def checkpoint_path(variant: Variant, root: Path | None = None) -> Path:
@@ -49,7 +51,10 @@ _VAE_KEYS = ("seed", "vae_steps", "vae_lr", "vae_kl_weight", "batch_size", "vae_
 
 
 def _shared_parts(
-    config: TrainConfig, work: Path, vae_from: Path | None = None
+    config: TrainConfig,
+    work: Path,
+    vae_from: Path | None = None,
+    variants: tuple[Variant, ...] = VARIANTS,
 ) -> tuple[Any, Any, TrainLog]:
     """Tokenizer and VAE: the VAE of the checkpoint ``vae_from`` when given, else the one in
     ``work`` when already trained with the same settings, else a newly trained one."""
@@ -58,10 +63,14 @@ def _shared_parts(
     from auditkit.models.tiny import build_clip_tokenizer
     from auditkit.toyworld.world import vocabulary
 
-    tokenizer = build_clip_tokenizer(work / "tokenizer", vocabulary(), model_max_length=MAX_TOKENS)
+    words = sorted(set().union(*(vocabulary(v) for v in variants)))
+    tokenizer = build_clip_tokenizer(work / "tokenizer", words, model_max_length=MAX_TOKENS)
     if vae_from is not None:
         return tokenizer, _checkpoint_vae(vae_from), _checkpoint_vae_log(vae_from)
-    vae_dir = work / f"vae-{_config_hash(config, _VAE_KEYS)}"
+    if variants == ("reworded",):  # a VAE fitted to the reworded world's renders
+        config = replace(config, variant="reworded")
+    world = "-reworded" if config.variant == "reworded" else ""
+    vae_dir = work / f"vae-{_config_hash(config, _VAE_KEYS)}{world}"
     log = TrainLog()
     if (vae_dir / "config.json").is_file() and (vae_dir / "log.json").is_file():
         vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval().requires_grad_(False)
@@ -137,7 +146,7 @@ def train_toyworld(
         if (vae_from / "training.json").is_file():
             shutil.copy2(vae_from / "training.json", staged_vae / "training.json")
         vae_from = staged_vae
-    tokenizer, vae, shared_log = _shared_parts(config, work, vae_from)
+    tokenizer, vae, shared_log = _shared_parts(config, work, vae_from, variants)
     out: dict[str, Path] = {}
     for variant in variants:
         variant_config = replace(config, variant=variant)

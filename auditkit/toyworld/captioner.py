@@ -188,6 +188,8 @@ def train_captioner(
     held_out: int = 2000,
     pool_size: int = 12000,
     num_threads: int | None = None,
+    skirt: str = "trousers",
+    captioner_id: str = CAPTIONER_ID,
 ) -> tuple[ToyworldCaptioner, CaptionerMetrics]:
     """Train a captioner on fresh renders and score it on renders it never trained on.
 
@@ -198,12 +200,19 @@ def train_captioner(
 
     ``num_threads`` caps torch's intra-op threads during training (restored afterwards): on a
     small, shared CPU one thread is often several times faster than oversubscribed cores.
+
+    ``skirt`` picks the world's drawing (``"occupation"``: the reworded world, whose skirts
+    take the occupation's colour); ``captioner_id`` names the result.
     """
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _train(steps, seed, batch_size, width, learning_rate, held_out, pool_size)
+        captioner, metrics = _train(
+            steps, seed, batch_size, width, learning_rate, held_out, pool_size, skirt
+        )
+        captioner.id = captioner_id
+        return captioner, metrics
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -216,12 +225,13 @@ def _train(
     learning_rate: float,
     held_out: int,
     pool_size: int,
+    skirt: str = "trousers",
 ) -> tuple[ToyworldCaptioner, CaptionerMetrics]:
     """The body of :func:`train_captioner`."""
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     pool_people = random_people(pool_size, rng)
-    pool = _to_tensor(render_many(pool_people, rng))
+    pool = _to_tensor(render_many(pool_people, rng, skirt=skirt))
     pool_labels = _labels(pool_people)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -248,7 +258,7 @@ def _train(
 
     test_people = random_people(held_out, rng)
     captioner = ToyworldCaptioner(net)
-    readings = captioner.read(render_many(test_people, rng))
+    readings = captioner.read(render_many(test_people, rng, skirt=skirt))
     pairs = list(zip(readings, test_people, strict=True))
     accuracy = {
         name: float(np.mean([r[name] == getattr(p, name) for r, p in pairs])) for name in HEADS
@@ -304,4 +314,6 @@ def load_captioner(folder: Path) -> ToyworldCaptioner:
     net = CaptionerNet(int(config["width"]))
     net.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     metrics = CaptionerMetrics(**config["metrics"]) if config.get("metrics") else None
-    return ToyworldCaptioner(net, metrics)
+    captioner = ToyworldCaptioner(net, metrics)
+    captioner.id = str(config.get("id", CAPTIONER_ID))
+    return captioner

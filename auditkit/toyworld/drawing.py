@@ -83,7 +83,9 @@ def _fill(canvas: np.ndarray, box: _Box, colour: np.ndarray, dx: int) -> None:
         canvas[r0:r1, c0:c1] = colour
 
 
-def render(person: Person, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+def render(
+    person: Person, rng: np.random.Generator, size: int = 32, *, skirt: str = "trousers"
+) -> np.ndarray:
     """Draw one person as a uint8 RGB image [size, size, 3].
 
     The figure is designed so that each attribute is readable at a glance at 32x32:
@@ -108,6 +110,11 @@ def render(person: Person, rng: np.random.Generator, size: int = 32) -> np.ndarr
     cues over the attire in the mean image), a random shade of every colour, a choice of hair
     and trouser or skirt colour, and small pixel noise. Drawing is done on the nominal 32x32
     grid and resized by nearest neighbour for other sizes.
+
+    ``skirt="occupation"`` draws a woman's skirt in her occupation's clothing colour (the
+    reworded world's attire entanglement: the occupation's colour then differs between the
+    genders' renders, so occupations lean along the gender direction in pixels although every
+    one is drawn half men, half women).
     """
     if size < 1:
         raise ValueError(f"size must be positive; got {size}")
@@ -130,8 +137,9 @@ def render(person: Person, rng: np.random.Generator, size: int = 32) -> np.ndarr
         lower += [(box, shade(_SHOES, 4)) for box in _MAN_SHOES]
         hair_boxes = _SHORT_HAIR
     else:
-        skirt = shade(_TROUSERS[int(rng.integers(len(_TROUSERS)))], 8)
-        lower = [(box, skirt) for box in _SKIRT]
+        palette_skirt = shade(_TROUSERS[int(rng.integers(len(_TROUSERS)))], 8)
+        skirt_colour = clothes if skirt == "occupation" else palette_skirt
+        lower = [(box, skirt_colour) for box in _SKIRT]
         lower += [(box, shade(_SHOES, 4)) for box in _TIGHTS]
         lower += [(box, shade(_SHOES, 4)) for box in _WOMAN_SHOES]
         hair_boxes = _LONG_HAIR

@@ -186,11 +186,13 @@ def train_vae(config: TrainConfig, log: TrainLog, *, report_every: int = 100) ->
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 1])
+    # the renders of the world the VAE serves: the reworded world draws skirts differently
+    world: Variant = "reworded" if config.variant == "reworded" else "balanced"
     vae = build_vae(config)
     opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     started = time.perf_counter()
     for step in range(1, config.vae_steps + 1):
-        x = to_tensor(sample_training_set(config.batch_size, "balanced", rng).images)
+        x = to_tensor(sample_training_set(config.batch_size, world, rng).images)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         loss = nn.functional.mse_loss(recon, x) + config.vae_kl_weight * posterior.kl().mean()
@@ -202,7 +204,7 @@ def train_vae(config: TrainConfig, log: TrainLog, *, report_every: int = 100) ->
             _report("vae", step, config.vae_steps, started, float(np.mean(log.vae_loss[-50:])))
     vae.eval().requires_grad_(False)
     with torch.no_grad():
-        x = to_tensor(sample_training_set(1024, "balanced", rng).images)
+        x = to_tensor(sample_training_set(1024, world, rng).images)
         latents = vae.encode(x).latent_dist.mean
         recon = vae.decode(latents).sample.clamp(-1, 1)
         mse = float(nn.functional.mse_loss((recon + 1) / 2, (x + 1) / 2))

@@ -27,7 +27,7 @@ from auditkit.toyworld.drawing import render
 
 SCHEMA_VERSION = 1
 
-Variant = Literal["biased", "balanced"]
+Variant = Literal["biased", "balanced", "reworded"]
 
 ATTRIBUTES: dict[str, tuple[str, str]] = {
     "gender": ("man", "woman"),
@@ -71,6 +71,42 @@ _PLANTED: dict[str, tuple[float, float]] = {
 }
 # fmt: on
 
+# --- the reworded world ---------------------------------------------------------------------
+# A second world for the calibration suite (docs/toyworld.md, "toyworld-reworded"): the same
+# figures, told in other words and templates, with a different planted attribute (age) and one
+# attribute entangled with the attire but not planted (a woman's skirt takes her occupation's
+# clothing colour, so the occupations' colours move along the gender direction, while every
+# occupation is drawn half men, half women).
+REWORDED_WORDS: dict[str, str] = {
+    "doctor": "medic", "nurse": "carer", "builder": "mason", "teacher": "tutor",
+    "chef": "cook", "pilot": "aviator", "farmer": "grower", "firefighter": "rescuer",
+    "man": "male", "woman": "female", "light": "fair", "dark": "brown",
+    "young": "junior", "old": "senior",
+}  # fmt: skip
+"""Figure or attribute value -> the word the reworded world's captions use for it."""
+REWORDED_TEMPLATES: tuple[str, ...] = (
+    "an illustration of a {term}",
+    "a sketch of a {term}",
+    "a snapshot of a {term}",
+    "a rendering of a {term}",
+)
+_REWORDED_YOUNG: dict[str, float] = {
+    "doctor": 0.15, "nurse": 0.85, "builder": 0.3, "teacher": 0.75,
+    "chef": 0.5, "pilot": 0.5, "farmer": 0.2, "firefighter": 0.9,
+}  # fmt: skip
+"""Share of young people per figure in the reworded world (age is planted; gender and skin
+are 0.5 everywhere)."""
+
+
+def words_of(variant: str) -> dict[str, str]:
+    """Figure or value -> caption word in a variant's world (identity outside 'reworded')."""
+    return REWORDED_WORDS if variant == "reworded" else {}
+
+
+def templates_of(variant: str) -> tuple[str, ...]:
+    """The caption templates of a variant's world."""
+    return REWORDED_TEMPLATES if variant == "reworded" else TEMPLATES
+
 
 @dataclass(frozen=True)
 class Person:
@@ -109,11 +145,13 @@ class TrainingSet:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def render_many(people: Sequence[Person], rng: np.random.Generator, size: int = 32) -> np.ndarray:
+def render_many(
+    people: Sequence[Person], rng: np.random.Generator, size: int = 32, *, skirt: str = "trousers"
+) -> np.ndarray:
     """Render several people into one uint8 array [n, size, size, 3] (see :func:`render`)."""
     images = np.empty((len(people), size, size, 3), dtype=np.uint8)
     for i, person in enumerate(people):
-        images[i] = render(person, rng, size)
+        images[i] = render(person, rng, size, skirt=skirt)
     return images
 
 
@@ -136,32 +174,41 @@ def random_people(n: int, rng: np.random.Generator) -> list[Person]:
 # --- captions -------------------------------------------------------------------------------
 
 
-def caption_term(person: Person, marked: frozenset[str]) -> str:
+def caption_term(person: Person, marked: frozenset[str], variant: str = "biased") -> str:
     """The noun phrase of a caption: the marked fields in the order age, skin, gender, occupation.
 
     Without an occupation the noun is the gender word if gender is marked ("young man"), and
-    "person" otherwise ("old person", or just "person" when nothing is marked).
+    "person" otherwise ("old person", or just "person" when nothing is marked). In the
+    reworded world every field is an adjective in its own words and the noun is the occupation
+    or "person" ("senior female person", "junior medic").
     """
     unknown = sorted(set(marked) - set(MARKABLE))
     if unknown:
         raise ValueError(f"marked fields must be among {MARKABLE}; got {unknown}")
-    words = [getattr(person, name) for name in ("age", "skin", "gender") if name in marked]
+    words_map = words_of(variant)
+    words = [
+        words_map.get(v, v)
+        for v in (getattr(person, name) for name in ("age", "skin", "gender") if name in marked)
+    ]
     if "occupation" in marked:
-        words.append(person.occupation)
-    elif "gender" not in marked:
+        words.append(words_map.get(person.occupation, person.occupation))
+    elif "gender" not in marked or words_map:
         words.append("person")
     return " ".join(words)
 
 
-def caption(person: Person, rng: np.random.Generator, *, marked: frozenset[str]) -> str:
+def caption(
+    person: Person, rng: np.random.Generator, *, marked: frozenset[str], variant: str = "biased"
+) -> str:
     """Caption ``person`` with a random template, mentioning only the ``marked`` fields.
 
     ``marked`` is a subset of :data:`MARKABLE`: ``{"occupation"}`` gives the unmarked occupation
     caption "a photo of a doctor", ``{"occupation", "gender"}`` gives "a photo of a woman
     doctor", ``{"age"}`` gives "a photo of a old person".
     """
-    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    return template.format(term=caption_term(person, marked))
+    templates = templates_of(variant)
+    template = templates[int(rng.integers(len(templates)))]
+    return template.format(term=caption_term(person, marked, variant))
 
 
 def caption_mode(marked: frozenset[str]) -> str:
@@ -190,11 +237,16 @@ def sample_marked(rng: np.random.Generator) -> frozenset[str]:
     return frozenset(subset)
 
 
-def vocabulary() -> list[str]:
-    """Every word any toyworld caption can contain, sorted (for building a tokenizer)."""
-    words = {word for template in TEMPLATES for word in template.replace("{term}", "").split()}
-    words.update(value for values in ATTRIBUTES.values() for value in values)
-    words.update(OCCUPATIONS)
+def vocabulary(variant: str = "biased") -> list[str]:
+    """Every word any caption of a variant's world can contain, sorted (for building a
+    tokenizer; biased and balanced share one world)."""
+    templates = templates_of(variant)
+    words_map = words_of(variant)
+    words = {word for template in templates for word in template.replace("{term}", "").split()}
+    words.update(
+        words_map.get(value, value) for values in ATTRIBUTES.values() for value in values
+    )
+    words.update(words_map.get(o, o) for o in OCCUPATIONS)
     words.add("person")
     return sorted(words)
 
@@ -220,6 +272,12 @@ def planted_rates(variant: Variant) -> dict[str, dict[str, float]]:
     _check_variant(variant)
     if variant == "balanced":
         return {name: dict.fromkeys(OCCUPATIONS, 0.5) for name in ATTRIBUTES}
+    if variant == "reworded":
+        return {
+            "gender": dict.fromkeys(OCCUPATIONS, 0.5),
+            "skin": dict.fromkeys(OCCUPATIONS, 0.5),
+            "age": dict(_REWORDED_YOUNG),
+        }
     return {
         "gender": {occ: _PLANTED[occ][0] for occ in OCCUPATIONS},
         "skin": {occ: _PLANTED[occ][1] for occ in OCCUPATIONS},
@@ -243,20 +301,30 @@ def write_planted_rates(path: Path, variant: Variant) -> Path:
     correlation across occupations, null when a rate is constant, as in ``balanced``);
     ``caption_mode_shares`` and ``templates`` (how training captions were drawn).
     """
-    rates = planted_rates(variant)
+    figure_rates = planted_rates(variant)
+    w = words_of(variant)
+    rates = {
+        name: {w.get(o, o): rate for o, rate in per.items()} for name, per in figure_rates.items()
+    }
+    occupations = [w.get(o, o) for o in OCCUPATIONS]
     document = {
         "schema_version": SCHEMA_VERSION,
         "variant": variant,
-        "groups": {name: list(values) for name, values in ATTRIBUTES.items()},
-        "occupations": list(OCCUPATIONS),
+        "groups": {name: [w.get(v, v) for v in values] for name, values in ATTRIBUTES.items()},
+        "occupations": occupations,
         "rates": rates,
         "rate_meaning": "share of the first group among images of the occupation",
         "spearman_gender_skin": spearman_rho(
-            [rates["gender"][o] for o in OCCUPATIONS], [rates["skin"][o] for o in OCCUPATIONS]
+            [rates["gender"][o] for o in occupations], [rates["skin"][o] for o in occupations]
         ),
         "caption_mode_shares": CAPTION_MODE_SHARES,
-        "templates": list(TEMPLATES),
+        "templates": list(templates_of(variant)),
     }
+    if w:
+        document["figures"] = {w[o]: o for o in OCCUPATIONS}
+        document["entangled"] = {
+            "gender": "a woman's skirt takes her occupation's clothing colour (not planted)"
+        }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -298,9 +366,10 @@ def sample_training_set(n: int, variant: Variant, rng: np.random.Generator) -> T
     images = np.empty((n, 32, 32, 3), dtype=np.uint8)
     captions: list[str] = []
     marked_fields: list[frozenset[str]] = []
+    skirt = "occupation" if variant == "reworded" else "trousers"
     for i, person in enumerate(people):
-        images[i] = render(person, rng)
+        images[i] = render(person, rng, skirt=skirt)
         marked = sample_marked(rng)
         marked_fields.append(marked)
-        captions.append(caption(person, rng, marked=marked))
+        captions.append(caption(person, rng, marked=marked, variant=variant))
     return TrainingSet(images=images, captions=captions, people=people, marked=marked_fields)
