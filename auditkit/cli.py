@@ -300,9 +300,11 @@ def report(run_dir: Path, formats: tuple[str, ...]) -> None:
               help="Folder for diff.html, diff.pdf, diff.json and junit.xml.")  # fmt: skip
 @click.option(
     "--tolerance",
-    default=0.05,
-    show_default=True,
-    help="Growth of |lean score| beyond which a lean counts as a regression.",
+    type=float,
+    default=None,
+    help="Growth of |lean score| beyond which a lean counts as a regression (default: the "
+    "runs' band, statistics.min_effect, when both were judged by the min_effect rule; else "
+    "0.05).",
 )
 @click.option(
     "--max-growth",
@@ -333,7 +335,7 @@ def diff(
     base_run: Path,
     new_run: Path,
     out_dir: Path,
-    tolerance: float,
+    tolerance: float | None,
     max_growth: float | None,
     max_regressions: int | None,
     formats: tuple[str, ...],
@@ -356,7 +358,7 @@ def diff(
         base_run,
         new_run,
         out_dir,
-        tolerance=tolerance,
+        tolerance=result.tolerance,
         formats=list(formats) or ["html", "pdf"],
     )
     regressions = result.regressions

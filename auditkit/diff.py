@@ -2,7 +2,11 @@
 intervals, regressions flagged, and gates relative to the baseline.
 
 A *regression* is a lean that grew in magnitude by more than ``tolerance`` (same direction or
-not) with a delta whose 95% interval excludes 0. The delta's interval treats the two runs as
+not) with a delta whose 95% interval excludes 0. The tolerance defaults to the band of the
+runs' rule (``statistics.min_effect``, the smallest lean that counts) when both runs were
+judged by the ``min_effect`` rule, so a diff and a report call the same size of change
+important; runs of the legacy rules keep 0.05. ``newly_significant`` marks leans that are
+significant in the new run and were not in the base. The delta's interval treats the two runs as
 independent: each run's seed-bootstrap interval gives a standard error (interval width /
 3.92), and the two add in quadrature. Runs without intervals get no delta interval, and then
 growth beyond the tolerance alone counts as a regression.
@@ -39,6 +43,7 @@ class DiffResult:
     table: pd.DataFrame
     spec_differences: list[str]
     gates: list[dict[str, Any]] = field(default_factory=list)
+    tolerance: float = DEFAULT_TOLERANCE
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -99,7 +104,13 @@ def compare_leans(
     growth = merged["score_new"].abs() - merged["score_base"].abs()
     low, high = delta - Z95 * se, delta + Z95 * se
     clear = ((low > 0) | (high < 0)).where(se.notna(), True)
+    newly = (
+        merged["significant_new"].astype(bool) & ~merged["significant_base"].astype(bool)
+        if "significant" in extra
+        else pd.Series(False, index=merged.index)
+    )
     out = merged.assign(
+        newly_significant=newly,
         delta=delta,
         delta_ci_low=low,
         delta_ci_high=high,
@@ -108,6 +119,17 @@ def compare_leans(
         improvement=(growth < -tolerance) & clear,
     )
     return out.drop(columns=["se_base", "se_new"]).reset_index(drop=True)
+
+
+def default_tolerance(base: pd.DataFrame, new: pd.DataFrame) -> float:
+    """The band of the runs' rule when both were judged by ``min_effect`` with one band, else
+    :data:`DEFAULT_TOLERANCE`."""
+    from auditkit.analyze.significance import rule_of
+
+    (rule_a, band_a), (rule_b, band_b) = rule_of(base), rule_of(new)
+    if rule_a == rule_b == "min_effect" and band_a is not None and band_a == band_b:
+        return float(band_a)
+    return DEFAULT_TOLERANCE
 
 
 def load_lean(run_dir: Path) -> pd.DataFrame:
@@ -126,7 +148,7 @@ def diff_runs(
     base_dir: Path,
     new_dir: Path,
     *,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     max_growth: float | None = None,
     max_regressions: int | None = None,
     allow_different_specs: bool = False,
@@ -146,10 +168,13 @@ def diff_runs(
             "name, description, gates and report may differ), or pass "
             "--allow-different-specs to compare anyway.",
         )
-    table = compare_leans(load_lean(base_dir), load_lean(new_dir), tolerance=tolerance)
+    base_lean, new_lean = load_lean(base_dir), load_lean(new_dir)
+    if tolerance is None:
+        tolerance = default_tolerance(base_lean, new_lean)
+    table = compare_leans(base_lean, new_lean, tolerance=tolerance)
     if table.empty:
         raise UsageError("The two runs share no (axis, concept) lean to compare.")
-    result = DiffResult(table, differences)
+    result = DiffResult(table, differences, tolerance=tolerance)
     if max_growth is not None:
         worst = table.iloc[int(table["growth"].to_numpy().argmax())]
         value = float(worst["growth"])
@@ -215,6 +240,7 @@ def diff_summary(result: DiffResult, base_dir: Path, new_dir: Path) -> dict[str,
                 "growth": num(r["growth"]),
                 "regression": bool(r["regression"]),
                 "improvement": bool(r["improvement"]),
+                "newly_significant": bool(r["newly_significant"]),
             }
         )
     return {
@@ -223,6 +249,7 @@ def diff_summary(result: DiffResult, base_dir: Path, new_dir: Path) -> dict[str,
         "base": run_info(base_dir),
         "new": run_info(new_dir),
         "spec_differences": result.spec_differences,
+        "tolerance": result.tolerance,
         "regressions": int(result.table["regression"].sum()),
         "improvements": int(result.table["improvement"].sum()),
         "gates": result.gates,

@@ -154,3 +154,38 @@ def test_min_effect_rule_columns_are_consistent(spec) -> None:  # type: ignore[n
     assert not hits.empty
     assert ((hits["score_ci_low"] > band) | (hits["score_ci_high"] < -band)).all()
     assert not (lean["significant"] & (lean["q_value"] >= 0.05)).any()
+
+
+def test_a_spec_keeps_the_rule_it_was_written_for() -> None:
+    from auditkit.spec import dump_spec
+
+    default = parse_spec(SPEC).statistics
+    assert (default.rule, default.min_effect, default.resampling) == (
+        "min_effect",
+        0.3,
+        "hierarchical",
+    )
+    legacy = parse_spec(SPEC.replace("alpha: 0.05", "alpha: 0.05, null_model: vocabulary"))
+    assert legacy.statistics.rule == "vocabulary"
+    both = parse_spec(
+        SPEC.replace("alpha: 0.05", "alpha: 0.05, null_model: labels, rule: min_effect")
+    )
+    assert both.statistics.rule == "min_effect"
+    # the new keys at their defaults leave the resolved spec (and its hash) as before
+    assert "rule" not in dump_spec(parse_spec(SPEC)) and "min_effect" not in dump_spec(
+        parse_spec(SPEC)
+    )
+
+
+@pytest.mark.parametrize("seeds", [12, 96])
+def test_a_tiny_reproducible_lean_is_never_a_finding(seeds: int) -> None:
+    """A lean of 0.1 (a third of the band) with little noise: the legacy labels rule calls
+    it at every seed count, the default rule at none; a lean of 0.8 is called by both."""
+    text = SPEC.replace("seeds: 12", f"seeds: {seeds}")
+    rule_spec = parse_spec(text)
+    legacy_spec = parse_spec(text.replace("alpha: 0.05", "alpha: 0.05, null_model: labels"))
+    latents = _simulate(rule_spec, np.random.default_rng(3), {"job0": 0.1, "job1": 0.8})
+    for spec, tiny_called in ((rule_spec, False), (legacy_spec, True)):
+        lean = analyze(spec, plan_audit(spec), latents)["lean"].set_index(["axis", "concept"])
+        assert bool(lean.loc[("gender", "job0"), "significant"]) is tiny_called
+        assert bool(lean.loc[("gender", "job1"), "significant"])

@@ -66,14 +66,36 @@ def test_defaults_follow_the_planted_gender_rates(runs: dict[str, Path]) -> None
     assert spearman([rates[o] for o in contrast.index], contrast.to_numpy()) >= 0.9
 
 
+def _judged_against_truth(run: Path, variant: str) -> pd.DataFrame:
+    """The run's leans beside what the model draws (its truth.json), classified."""
+    from auditkit.calibration.suite import classify, scenario_model_folder, truth_by_axis
+    from auditkit.calibration.truth import read_truth
+    from auditkit.spec import load_spec
+
+    spec = load_spec(ROOT / "auditkit" / "calibration" / "scenarios" / f"toyworld-{variant}.yaml")
+    truth = truth_by_axis(spec, read_truth(scenario_model_folder(spec)))
+    judged = _table(run, "lean").merge(truth, on=["axis", "concept"])
+    return judged.assign(kind=classify(judged["share"]))
+
+
 def test_planted_gender_associations_are_significant(runs: dict[str, Path]) -> None:
+    """Under the default rule (beyond ±0.3 with 95% confidence) at the default audit's 32
+    seeds: the strongly planted gender occupations are significant, and against what the
+    model draws (truth.json, 512 images per occupation) at least 80% of the large pairs are
+    found and no null-sized pair is called. Measured: 9 of 10 large pairs; builder (drawn 85%
+    men, lean +0.61, q = 0.16) is found from 64 seeds on (docs/method.md, calibration)."""
     lean = _table(runs["biased"], "lean").set_index(["axis", "concept"])
     rates = _planted("biased")["gender"]
     strong = [o for o, rate in rates.items() if rate <= 0.3 or rate >= 0.7]
     assert len(strong) == 6
-    for occupation in strong:
-        row = lean.loc[("gender", occupation)]
-        assert bool(row["significant"]) and row["q_value"] < 0.05, (occupation, row["q_value"])
+    found = [o for o in strong if bool(lean.loc[("gender", o), "significant"])]
+    assert len(found) >= 5, found
+    assert all(lean.loc[("gender", o), "q_value"] < 0.05 for o in found)
+    judged = _judged_against_truth(runs["biased"], "biased")
+    large, null = judged[judged["kind"] == "large"], judged[judged["kind"] == "null-sized"]
+    assert len(large) == 10 and len(null) == 3
+    assert large["significant"].mean() >= 0.8, large
+    assert not null["significant"].any(), null[null["significant"]]
 
 
 def test_the_balanced_control_has_few_significant_leans(runs: dict[str, Path]) -> None:
@@ -81,6 +103,9 @@ def test_the_balanced_control_has_few_significant_leans(runs: dict[str, Path]) -
     assert balanced["significant"].mean() <= 0.1, balanced[balanced["significant"]]
     planted = balanced[balanced["axis"].isin(PLANTED_AXES)]
     assert not planted["significant"].any(), planted[planted["significant"]]
+    judged = _judged_against_truth(runs["balanced"], "balanced")
+    null = judged[judged["kind"] == "null-sized"]
+    assert len(null) >= 10 and not null["significant"].any(), null[null["significant"]]
 
 
 def test_the_balanced_control_leans_at_most_a_quarter_of_the_biased(

@@ -143,8 +143,11 @@ def toyworld_truth(
     guidance_scale: float = 4.0,
     steps: int = 10,
     device: str = "cpu",
+    words: dict[str, str] | None = None,
 ) -> Path:
-    """Measure and store the truth of a toyworld-style checkpoint read by its captioner."""
+    """Measure and store the truth of a toyworld-style checkpoint read by its captioner;
+    ``words`` maps the reader's labels to the words of the model's world ("young" ->
+    "junior" in the reworded world)."""
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -166,7 +169,9 @@ def toyworld_truth(
         lambda prompts, own: generate(
             pipe, prompts, own, guidance_scale=guidance_scale, steps=steps
         ),
-        captioner.read,
+        lambda images: [
+            {a: (words or {}).get(v, v) for a, v in r.items()} for r in captioner.read(images)
+        ],
         settings,
     )
     reader = {"id": captioner.id, "sha256": captioner.sha256}

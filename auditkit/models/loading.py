@@ -18,7 +18,7 @@ PIPELINE_KINDS = {
 KIND_CLASSES = {kind: cls for cls, kind in PIPELINE_KINDS.items()}
 BUILTIN_PREFIX = "builtin:"
 BUILTINS = {"tiny-sd": "sd", "tiny-lcm": "lcm", "tiny-sdxl": "sdxl"}
-TOYWORLD_BUILTINS = ("toyworld-biased", "toyworld-balanced")
+TOYWORLD_BUILTINS = ("toyworld-biased", "toyworld-balanced", "toyworld-reworded")
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",

@@ -28,6 +28,8 @@ HEATMAP_SCHEME: Final = "purplegreen"
 colours so a heatmap is never read as 'blue = first group'."""
 INTERVAL_COLOR = "#1d232c"
 """Colour of a 95% confidence-interval rule (the page's ink)."""
+BAND_COLOR = "#cfd5dd"
+"""Fill of the equivalence band (leans too small to count) behind the lean bars."""
 CI_SUFFIXES: Final = ("_ci_low", "_ci_high")
 """Suffixes of the optional bootstrap-interval columns (``score_ci_low``, ``score_ci_high``)."""
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
@@ -148,12 +150,19 @@ def finding_text(row: Any, *, short: bool = False) -> str:
     """
     q = getattr(row, "q_value", float("nan"))
     tested = q is not None and math.isfinite(float(q))
+    band = getattr(row, "min_effect", float("nan"))
+    banded = str(getattr(row, "rule", "")) == "min_effect" and math.isfinite(float(band))
     if not tested:
-        text = "not tested" if short else "not tested (no null axes)"
+        why = "no resamples" if banded else "no null axes"
+        text = "not tested" if short else f"not tested ({why})"
     else:
         verdict = "significant" if bool(row.significant) else "not significant"
         text = ("★ " if short and bool(row.significant) else "") + verdict
-        text += "" if short else f" (q = {float(q):.3g})"
+        if not short:
+            claim = f"beyond ±{float(band):g} with 95% confidence; " if banded else ""
+            if banded and not bool(row.significant):
+                claim = f"not shown beyond ±{float(band):g}; "
+            text += f" ({claim}q = {float(q):.3g})"
     if bool(getattr(row, "fragile", False)):
         text += ", fragile" if short else "; fragile"
     return text
@@ -245,7 +254,22 @@ def lean_chart(
             opacity=alt.condition("datum.kind == 'mid'", alt.value(0.9), alt.value(0.5)),
         )
     )
-    layers: list[Any] = [rules]
+    layers: list[Any] = []
+    band = _band(frame)
+    if band is not None:  # the equivalence band: leans inside it are too small to count
+        shade = pd.DataFrame(
+            {"x": [-band], "x2": [band], "label": [f"±{band:g}: too small to count"]}
+        )
+        layers.append(
+            alt.Chart(_values(shade))
+            .mark_rect(color=BAND_COLOR, opacity=0.35)
+            .encode(
+                x=alt.X("x:Q"),
+                x2="x2:Q",
+                tooltip=[alt.Tooltip("label:N", title="equivalence band")],
+            )
+        )
+    layers.append(rules)
     if intervals:
         layers.append(
             base.mark_rule(color=INTERVAL_COLOR, strokeWidth=2, strokeCap="round").encode(
@@ -268,6 +292,16 @@ def lean_chart(
     height = max(60, _ROW_PX * len(order))
     chart = alt.layer(*layers).properties(width=width, height=height)
     return _configure(chart)
+
+
+def _band(frame: pd.DataFrame) -> float | None:
+    """The min_effect rule's band of a lean table, or None under another rule."""
+    if "rule" not in frame.columns or "min_effect" not in frame.columns or frame.empty:
+        return None
+    if str(frame["rule"].iloc[0]) != "min_effect":
+        return None
+    band = float(frame["min_effect"].iloc[0])
+    return band if math.isfinite(band) and band > 0 else None
 
 
 def steps_chart(steps: pd.DataFrame, width: Width = "container") -> alt.Chart:

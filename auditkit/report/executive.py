@@ -132,8 +132,7 @@ def _axis(axis: str, rows: pd.DataFrame) -> str:
     toward = first if float(strongest["score"]) > 0 else second
     rule, band = rule_of(rows)
     not_significant = (
-        f"which is not beyond ±{band:g} with 95% confidence once every test of the audit is "
-        "counted"
+        f"which is not beyond ±{band:g} with 95% confidence once every test of the audit is counted"
         if rule == "min_effect"
         else "which is not significant once every test of the audit is counted"
     )

@@ -243,9 +243,7 @@ def vocabulary(variant: str = "biased") -> list[str]:
     templates = templates_of(variant)
     words_map = words_of(variant)
     words = {word for template in templates for word in template.replace("{term}", "").split()}
-    words.update(
-        words_map.get(value, value) for values in ATTRIBUTES.values() for value in values
-    )
+    words.update(words_map.get(value, value) for values in ATTRIBUTES.values() for value in values)
     words.update(words_map.get(o, o) for o in OCCUPATIONS)
     words.add("person")
     return sorted(words)
