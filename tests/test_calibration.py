@@ -119,7 +119,7 @@ def test_classify_and_mapping_on_known_rows() -> None:
     mapping = lean_share_mapping(calls).set_index("score_low")
     assert mapping.loc[0.5, "median_skew"] == pytest.approx(0.3)  # -0.6 with 0.2: 0.3 towards
     assert mapping.loc[0.8, "median_skew"] == pytest.approx(0.4)
-    assert mapping.loc[0.0, "pairs"] == 2
+    assert mapping.loc[0.0, "pairs"] == 1 and mapping.loc[0.15, "pairs"] == 1
 
 
 @pytest.mark.parametrize("name", stored_scenarios())

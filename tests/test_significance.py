@@ -179,12 +179,13 @@ def test_a_spec_keeps_the_rule_it_was_written_for() -> None:
 
 @pytest.mark.parametrize("seeds", [12, 96])
 def test_a_tiny_reproducible_lean_is_never_a_finding(seeds: int) -> None:
-    """A lean of 0.1 (a third of the band) with little noise: the legacy labels rule calls
-    it at every seed count, the default rule at none; a lean of 0.8 is called by both."""
+    """A small planted lean (score about 0.12, under half the band) with little noise: the
+    legacy labels rule calls it at 12 and at 96 seeds, the default rule at neither; a lean of
+    0.8 is called by both."""
     text = SPEC.replace("seeds: 12", f"seeds: {seeds}")
     rule_spec = parse_spec(text)
     legacy_spec = parse_spec(text.replace("alpha: 0.05", "alpha: 0.05, null_model: labels"))
-    latents = _simulate(rule_spec, np.random.default_rng(3), {"job0": 0.1, "job1": 0.8})
+    latents = _simulate(rule_spec, np.random.default_rng(3), {"job0": 0.2, "job1": 0.8})
     for spec, tiny_called in ((rule_spec, False), (legacy_spec, True)):
         lean = analyze(spec, plan_audit(spec), latents)["lean"].set_index(["axis", "concept"])
         assert bool(lean.loc[("gender", "job0"), "significant"]) is tiny_called

@@ -35,12 +35,16 @@ from auditkit.analyze.measures import AuditLayout
 CI_LEVEL = 0.95
 
 
-def bootstrap_weights(n_seeds: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """[resamples, n_seeds] weights: multiplicities of a with-replacement draw, over n_seeds."""
-    draws = rng.integers(0, n_seeds, size=(resamples, n_seeds))
+def bootstrap_weights(
+    n_seeds: int, resamples: int, rng: np.random.Generator, draws: int | None = None
+) -> np.ndarray:
+    """[resamples, n_seeds] weights: multiplicities of a with-replacement draw of ``draws``
+    items (default ``n_seeds``) out of n_seeds, over ``draws``."""
+    size = n_seeds if draws is None else draws
+    picks = rng.integers(0, n_seeds, size=(resamples, size))
     counts = np.zeros((resamples, n_seeds))
-    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
-    return counts / n_seeds
+    np.add.at(counts, (np.arange(resamples)[:, None], picks), 1.0)
+    return counts / size
 
 
 def wording_weights(
@@ -48,12 +52,19 @@ def wording_weights(
 ) -> dict[str, np.ndarray]:
     """Resampled template and term weights (list key -> [resamples, size]): each template list
     and each group's term list drawn with replacement. Lists with the same templates share one
-    draw, so a concept and an axis worded alike stay paired, as in the point estimate."""
+    draw, so a concept and an axis worded alike stay paired, as in the point estimate.
+
+    A list of k items is drawn k − 1 times, not k: for a mean over few items (two templates,
+    two terms) the plain bootstrap's variance is (k − 1)/k of the unbiased one, half of it for
+    k = 2, and drawing k − 1 makes it unbiased (measured coverage: docs/method.md).
+    """
     weights: dict[str, np.ndarray] = {}
     for key, uniform in uniform_weights(layout).items():
         size = uniform.shape[1]
         weights[key] = (
-            bootstrap_weights(size, resamples, rng) if size > 1 else np.ones((resamples, 1))
+            bootstrap_weights(size, resamples, rng, draws=size - 1)
+            if size > 1
+            else np.ones((resamples, 1))
         )
     return weights
 

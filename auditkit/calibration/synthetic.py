@@ -5,8 +5,9 @@ so a rule can be scored without a model: each concept's planted lean along each 
 a share of images through a fixed link (:data:`SHARE_PER_SCORE`), and everything else in the
 latents is nuisance that no image would show:
 
-* seed noise, and a per-seed component shared by every prompt (the paired noise of a real
-  audit, which cancels in differences);
+* seed noise, most of it along the axes as in a real model's h-space, and a per-seed
+  component shared by every prompt (the paired noise of a real audit, which cancels in
+  differences);
 * every concept's own direction, with chance alignment to the axes;
 * a shift of every concept along the first axis (as a model whose group prompts are worded
   unevenly shows: every concept leans a little towards one group);
@@ -57,7 +58,8 @@ class Nuisance:
 
     templates: int = 1
     terms: int = 1
-    seed_noise: float = 0.35
+    seed_noise: float = 0.25
+    axis_noise: float = 0.8
     shared_seed: float = 1.0
     own_direction: float = 1.5
     shift: float = 0.0
@@ -163,6 +165,11 @@ def simulate(
             population[(axis, concept)] = values[k] + shift + chance
     n_seeds = len(spec.seed_list)
     noise = rng.normal(scale=nuisance.seed_noise, size=(len(ids), n_seeds, D))
+    # most of a real model's seed noise along an axis is in few directions; isotropic noise
+    # alone would shrink the score (a noisy axis is longer) more than real h-space does
+    for unit in axis_unit.values():
+        along = rng.normal(scale=nuisance.axis_noise, size=(len(ids), n_seeds, 1))
+        noise += along * unit
     per_seed_shared = rng.normal(scale=nuisance.shared_seed, size=(1, n_seeds, D))
     per_seed = (means[:, None, :] + noise + per_seed_shared).astype(np.float32)
     latents = LatentSet(

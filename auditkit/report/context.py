@@ -81,6 +81,8 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
     chart_specs: dict[str, dict[str, Any]] = {}
     model = _model(spec, manifest, summary)
     bootstrap = _bootstrap(spec, spec_text, tables)
+    if bootstrap is not None:  # recorded by the run; runs before it resampled seeds only
+        bootstrap["resampling"] = summary.get("settings", {}).get("resampling", "seeds")
     context: dict[str, Any] = {
         "title": spec.report.title,
         "audit": {"name": spec.name, "description": spec.description, "owner": spec.report.owner},

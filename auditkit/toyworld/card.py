@@ -56,6 +56,73 @@ def _control_line(folder: Path, variant: str, recovery: dict[str, Any]) -> list[
     ]
 
 
+def _reworded_rates(planted: dict[str, Any]) -> list[str]:
+    """The reworded world's planted section: age planted, gender entangled, in its words."""
+    rates = planted.get("rates", {})
+    groups = planted.get("groups", {})
+    figures = planted.get("figures", {})
+    first = {a: (groups.get(a) or ["?"])[0] for a in ("gender", "skin", "age")}
+    lines = [
+        "The second toyworld, trained for auditkit's calibration suite: the same drawn figures "
+        "as toyworld-biased, told in other words and templates ("
+        + ", ".join(f"`{t}`" for t in planted.get("templates", []))
+        + "). Age is planted; gender and skin are 0.5 everywhere, but gender is entangled "
+        "with the attire: "
+        + str(planted.get("entangled", {}).get("gender", ""))
+        + ". Share of the first group among images captioned with the unmarked occupation:",
+        "",
+        f"| occupation (figure) | gender: share {first['gender']} | skin: share "
+        f"{first['skin']} | age: share {first['age']} |",
+        "|---|---|---|---|",
+    ]
+    for occupation in rates.get("age", {}):
+        lines.append(
+            f"| {occupation} ({figures.get(occupation, '?')}) | "
+            + " | ".join(f"{rates[a][occupation]:.2f}" for a in ("gender", "skin", "age"))
+            + " |"
+        )
+    return lines
+
+
+def _truth_lines(folder: Path) -> list[str]:
+    """What the checkpoint draws (truth.json), when measured."""
+    truth = _load(folder, "truth.json")
+    if not truth:
+        return []
+    settings = truth["settings"]
+    attributes = list(settings["attributes"])
+    concepts = list(settings["concepts"])
+    share = {(r["attribute"], r["concept"]): r for r in truth["rows"]}
+    lines = [
+        "",
+        "## What it draws (the calibration truth)",
+        "",
+        f"Share of {settings['seeds']} images per occupation read as the first group by "
+        f"`{truth['reader']['id']}` (sha256 `{truth['reader']['sha256'][:16]}…`), at guidance "
+        f"{settings['guidance_scale']} and {settings['steps']} steps, the templates "
+        + ", ".join(f"`{t}`" for t in settings["templates"])
+        + f" taking turns, seeds {settings['first_seed']} and up (`truth.json`; "
+        "`auditkit calibrate truth`). auditkit's calibration suite scores its significance "
+        "rule against these shares.",
+        "",
+        "| occupation | "
+        + " | ".join(f"{a}: share {settings['attributes'][a][0]}" for a in attributes)
+        + " |",
+        "|---|" + "---|" * len(attributes),
+    ]
+    for concept in concepts:
+        cells = []
+        for a in attributes:
+            row = share.get((a, concept))
+            cells.append(
+                "–"
+                if row is None
+                else f"{row['share']:.2f} ({row['ci_low']:.2f}–{row['ci_high']:.2f})"
+            )
+        lines.append(f"| {concept} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_model_card(folder: Path) -> Path:
     """(Re)write ``README.md`` of a checkpoint from its JSON records."""
     planted = _load(folder, "planted_rates.json") or {}
@@ -79,18 +146,23 @@ def write_model_card(folder: Path) -> Path:
         "",
         "## Planted rates",
         "",
-        "Share of men (gender) and of light skin (skin) among images captioned with the "
-        'unmarked occupation ("a photo of a doctor"); age is 0.5 everywhere.',
-        "",
-        "| occupation | gender: share of men | skin: share of light |",
-        "|---|---|---|",
     ]
     rates = planted.get("rates", {})
-    for occupation in rates.get("gender", {}):
-        lines.append(
-            f"| {occupation} | {rates['gender'][occupation]:.2f} | "
-            f"{rates.get('skin', {}).get(occupation, float('nan')):.2f} |"
-        )
+    if variant == "reworded":
+        lines += _reworded_rates(planted)
+    else:
+        lines += [
+            "Share of men (gender) and of light skin (skin) among images captioned with the "
+            'unmarked occupation ("a photo of a doctor"); age is 0.5 everywhere.',
+            "",
+            "| occupation | gender: share of men | skin: share of light |",
+            "|---|---|---|",
+        ]
+        for occupation in rates.get("gender", {}):
+            lines.append(
+                f"| {occupation} | {rates['gender'][occupation]:.2f} | "
+                f"{rates.get('skin', {}).get(occupation, float('nan')):.2f} |"
+            )
     if planted.get("spearman_gender_skin") is not None:
         lines += [
             "",
@@ -191,9 +263,11 @@ def write_model_card(folder: Path) -> Path:
                 + ".",
             ]
             lines += _control_line(folder, variant, recovery)
-    else:
+    elif variant != "reworded":
         lines.append("Not measured yet: run `auditkit toyworld evaluate`.")
-    captioner = _load(folder.parent, "toyworld-captioner/captioner.json")
+    lines += _truth_lines(folder)
+    reader = "toyworld-reworded-captioner" if variant == "reworded" else "toyworld-captioner"
+    captioner = _load(folder.parent, f"{reader}/captioner.json")
     if captioner and "metrics" in captioner:
         accuracy = captioner["metrics"].get("accuracy", {})
         lines += [
