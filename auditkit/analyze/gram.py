@@ -151,6 +151,15 @@ def seed_gram_tensor(per_seed: np.ndarray) -> np.ndarray:
     return (X @ X.T).reshape(P, N, P, N)
 
 
+def weighted_grams(per_seed: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Prompt Gram matrices for seed weights [B, N] straight from the latents [P, N, D]: the
+    resampled means first, then their Gram. The same numbers as :func:`resampled_grams`,
+    cheaper whenever h is smaller than prompts x seeds (B·P·N·D against B·P²·N²)."""
+    X = np.asarray(per_seed, dtype=np.float64)
+    means = np.einsum("bn,pnd->bpd", weights, X, optimize=True)
+    return np.einsum("bpd,bqd->bpq", means, means, optimize=True)
+
+
 def resampled_grams(K: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Prompt Gram matrices for seed weights [B, N] (each row sums to 1): [B, P, P]."""
     return np.einsum("bn,pnqm,bm->bpq", weights, K, weights, optimize=True)

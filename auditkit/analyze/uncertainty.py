@@ -28,6 +28,7 @@ from auditkit.analyze.gram import (
     template_key,
     uniform_weights,
     weighted_coeffs,
+    weighted_grams,
 )
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import AuditLayout
@@ -103,7 +104,8 @@ def add_bootstrap_intervals(
     components = basis_components(layout)
     n_prompts = len(latents.prompt_ids)
     basis = build_basis(layout, n_prompts)
-    K = seed_gram_tensor(latents.per_seed)
+    P, N, D = latents.per_seed.shape
+    K = seed_gram_tensor(latents.per_seed) if D > P * N else None
     weights = bootstrap_weights(len(latents.seeds), resamples, np.random.default_rng(seed))
     wording = (
         wording_weights(layout, resamples, np.random.default_rng([seed, 13]))
@@ -112,7 +114,11 @@ def add_bootstrap_intervals(
     )
     collected: dict[str, list[np.ndarray]] = {}
     for part in _chunks(resamples):
-        grams = resampled_grams(K, weights[part])
+        grams = (
+            resampled_grams(K, weights[part])
+            if K is not None
+            else weighted_grams(latents.per_seed, weights[part])
+        )
         if wording is not None:
             chunk_wording = {key: w[part] for key, w in wording.items()}
             Q = paired_inner_products(weighted_coeffs(components, n_prompts, chunk_wording), grams)
