@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from auditkit.analyze.stats import wilson_interval
-from auditkit.errors import SchemaVersionError, UsageError
+from auditkit.errors import UsageError
+from auditkit.provenance import read_versioned_json
 
 TRUTH_FILE = "truth.json"
 TRUTH_SCHEMA_VERSION = 1
@@ -121,15 +122,7 @@ def read_truth(folder: Path) -> dict[str, Any]:
             f"{str(path)!r} does not exist: this model has no stored truth.",
             hint="measure it with 'auditkit calibrate truth MODEL_FOLDER'.",
         )
-    document = json.loads(path.read_text(encoding="utf-8"))
-    version = int(document.get("schema_version", 0))
-    if version > TRUTH_SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{str(path)!r} has schema_version {version}; this auditkit reads up to "
-            f"{TRUTH_SCHEMA_VERSION}.",
-            hint="upgrade auditkit.",
-        )
-    return document
+    return read_versioned_json(path, newest=TRUTH_SCHEMA_VERSION, kind="calibration truth")
 
 
 def toyworld_truth(
