@@ -143,11 +143,10 @@ def markdown(
         "|---|---|---|" + "---|" * len(counts),
     ]
     for (scenario, method), group in table.groupby(["scenario", "method"], sort=False):
-        by_seeds = group.set_index("seeds")
+        null = dict(zip(group["seeds"], group["null_called"], strict=True))
+        large = dict(zip(group["seeds"], group["large_found"], strict=True))
         cells = [
-            f"{_pct(by_seeds.loc[n, 'null_called'])} / {_pct(by_seeds.loc[n, 'large_found'])}"
-            if n in by_seeds.index
-            else "–"
+            f"{_pct(float(null[n]))} / {_pct(float(large[n]))}" if n in null else "–"
             for n in counts
         ]
         first = group.iloc[0]

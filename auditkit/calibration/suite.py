@@ -172,7 +172,7 @@ def rates(calls: pd.DataFrame) -> pd.DataFrame:
             {
                 "scenario": scenario,
                 "method": method,
-                "seeds": int(seeds),
+                "seeds": int(str(seeds)),
                 "replicates": int(group["replicate"].nunique()),
                 "null_pairs": int(null[["axis", "concept"]].drop_duplicates().shape[0]),
                 "null_called": float(null["significant"].mean()) if len(null) else np.nan,

@@ -130,10 +130,10 @@ def _axis(axis: str, rows: pd.DataFrame) -> str:
     if strongest is None:
         return f"Along {axis}, no lean could be computed."
     toward = first if float(strongest["score"]) > 0 else second
-    rule, band = rule_of(rows)
+    rule_name, band = rule_of(rows)
     not_significant = (
         f"which is not beyond ±{band:g} with 95% confidence once every test of the audit is counted"
-        if rule == "min_effect"
+        if rule_name == "min_effect"
         else "which is not significant once every test of the audit is counted"
     )
     why = {

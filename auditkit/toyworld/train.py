@@ -22,7 +22,7 @@ from torch import nn
 
 from auditkit.progress import format_seconds
 
-Variant = Literal["biased", "balanced"]
+Variant = Literal["biased", "balanced", "reworded"]
 RESOLUTION = 32
 MAX_TOKENS = 16
 

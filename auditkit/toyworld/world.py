@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -305,7 +305,7 @@ def write_planted_rates(path: Path, variant: Variant) -> Path:
         name: {w.get(o, o): rate for o, rate in per.items()} for name, per in figure_rates.items()
     }
     occupations = [w.get(o, o) for o in OCCUPATIONS]
-    document = {
+    document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "variant": variant,
         "groups": {name: [w.get(v, v) for v in values] for name, values in ATTRIBUTES.items()},
