@@ -209,3 +209,14 @@ def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path])
     assert refused.exit_code == 2 and "a rate only carries over for the same model" in (
         refused.output
     )
+
+
+def test_the_executive_summary_states_the_rule(runs: dict[str, Path]) -> None:
+    """The report's opening sentences name the band: the balanced control's strongest lean is
+    'not beyond ±0.3 with 95% confidence', the biased model's findings are counted as such."""
+    from auditkit.report.context import build_report_context
+
+    balanced = " ".join(e["text"] for e in build_report_context(runs["balanced"])["executive"])
+    assert "not beyond ±0.3 with 95% confidence" in balanced, balanced
+    biased = " ".join(e["text"] for e in build_report_context(runs["biased"])["executive"])
+    assert "are significant (beyond ±0.3 with 95% confidence" in biased, biased
