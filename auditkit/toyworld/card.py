@@ -175,6 +175,7 @@ def write_model_card(folder: Path) -> Path:
         reused = bool(training["vae"].get("reused_from_checkpoint"))
         command = (
             f"auditkit toyworld train --seed {config.get('seed')} --steps {config.get('steps')}"
+            + (" --variant reworded" if variant == "reworded" else "")
             + (" --vae-from <the first toyworld-biased release>" if reused else "")
             + (f" --threads {config.get('threads')}" if config.get("threads", 2) != 2 else "")
         )
@@ -202,7 +203,26 @@ def write_model_card(folder: Path) -> Path:
             + (" (trained once for the first release and reused)." if reused else "."),
         ]
     lines += ["", "## Measured quality", ""]
-    if quality:
+    if quality and variant == "reworded":
+        follow = quality["prompt_following"]
+        lines += [
+            f"Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} "
+            f"seeds, guidance {follow['guidance_scale']}, read by `{quality['captioner']['id']}`"
+            "), share of images read as the prompted value: "
+            + "; ".join(
+                f"{label} " + ", ".join(f"{k} {v:.1%}" for k, v in follow[kind].items())
+                for kind, label in (
+                    (
+                        "one_attribute_marked",
+                        "one attribute marked ('an illustration of a female medic'):",
+                    ),
+                    ("fully_marked", "all three marked:"),
+                    ("attribute_only", "attributes alone ('an illustration of a senior person'):"),
+                )
+            )
+            + ".",
+        ]
+    elif quality:
         follow = quality["prompt_following"]
         at_one = quality["output_rates_guidance_1"]
         at_audit = quality["output_rates_audit_guidance"]

@@ -52,7 +52,7 @@ def generate(
     return np.concatenate(out)
 
 
-def _term(values: dict[str, str], occupation: str | None) -> str:
+def _default_term(values: dict[str, str], occupation: str | None) -> str:
     words = [values[a] for a in ("age", "skin", "gender") if a in values]
     if occupation:
         words.append(occupation)
@@ -62,11 +62,33 @@ def _term(values: dict[str, str], occupation: str | None) -> str:
 
 
 def prompt_following(
-    pipe: Any, captioner: ToyworldCaptioner, *, seeds: int, guidance_scale: float, steps: int
+    pipe: Any,
+    captioner: ToyworldCaptioner,
+    *,
+    seeds: int,
+    guidance_scale: float,
+    steps: int,
+    variant: str = "biased",
 ) -> dict[str, Any]:
     """Fully marked prompts (every attribute combination x occupation) and single-attribute
-    prompts: the share of images the captioner reads as the prompted value, per attribute."""
-    template = TEMPLATES[0]
+    prompts: the share of images the captioner reads as the prompted value, per attribute.
+    ``variant`` picks the world's words and first template (the reworded world's own)."""
+    from auditkit.toyworld.world import Person, caption_term, templates_of
+
+    template = templates_of(variant)[0]
+    if variant == "reworded":
+
+        def _term(values: dict[str, str], occupation: str | None) -> str:
+            person = Person(
+                gender=values.get("gender", "man"),
+                skin=values.get("skin", "light"),
+                age=values.get("age", "young"),
+                occupation=occupation or OCCUPATIONS[0],
+            )
+            marked = frozenset(values) | ({"occupation"} if occupation else set())
+            return caption_term(person, marked, variant)
+    else:
+        _term = _default_term
     combos = list(itertools.product(*(ATTRIBUTES[a] for a in ("gender", "skin", "age"))))
     cases: list[tuple[dict[str, str], str | None]] = []
     for (gender, skin, age), occupation in itertools.product(combos, OCCUPATIONS):
@@ -217,6 +239,21 @@ def evaluate_folder(
     pipe = StableDiffusionPipeline.from_pretrained(
         str(folder), local_files_only=True, **{dtype_keyword(): torch.float32}
     ).to(device)
+    if variant == "reworded":  # its truth is truth.json; here how well it follows prompts
+        pipe.set_progress_bar_config(disable=True)
+        reader = load_captioner(Path(captioner_dir).parent / "toyworld-reworded-captioner")
+        record = {
+            "schema_version": 1,
+            "kind": "auditkit.toyworld.quality",
+            "variant": variant,
+            "sampling_steps": steps,
+            "captioner": {"id": reader.id, "sha256": reader.sha256},
+            "prompt_following": prompt_following(
+                pipe, reader, seeds=32, guidance_scale=guidance, steps=steps, variant=variant
+            ),
+        }
+        (folder / "quality.json").write_text(json.dumps(record, indent=2) + "\n")
+        return write_model_card(folder)
     quality = evaluate_checkpoint(
         pipe,
         load_captioner(Path(captioner_dir)),
