@@ -62,7 +62,7 @@ def _card_hashes(folder: Path) -> dict[str, str]:
     return dict(re.findall(r"^\| `([^`]+)` \| \d+ \| `([0-9a-f]{64})` \|$", card, re.M))
 
 
-@pytest.mark.parametrize("variant", ["biased", "balanced"])
+@pytest.mark.parametrize("variant", ["biased", "balanced", "reworded"])
 def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> None:
     from auditkit.models.loading import load_pipeline
     from auditkit.spec import ModelSpec
@@ -103,6 +103,26 @@ def test_shipped_quality_records_meet_issue_3(variant: str) -> None:
         assert ratio is not None and float(ratio.group(2)) <= 0.25, card
     else:
         assert "- Control:" not in card
+
+
+def test_the_reworded_world_follows_its_own_prompts_and_draws_its_planted_age() -> None:
+    """toyworld-reworded, the calibration suite's second world: prompts in its own words are
+    followed (read by its own reader), and what it draws at the audit's guidance ranks like
+    its planted age rates while gender and skin stay near parity (truth.json)."""
+    from auditkit.analyze.stats import spearman
+
+    folder = checkpoint_path("reworded")
+    follow = json.loads((folder / "quality.json").read_text())["prompt_following"]
+    assert follow["seeds_per_prompt"] >= 32
+    for group in ("fully_marked", "one_attribute_marked", "attribute_only"):
+        assert min(follow[group].values()) >= 0.95, (group, follow[group])
+    planted = json.loads((folder / "planted_rates.json").read_text())
+    truth = json.loads((folder / "truth.json").read_text())
+    drawn = {(r["attribute"], r["concept"]): r["share"] for r in truth["rows"]}
+    ages = planted["rates"]["age"]
+    assert spearman([ages[c] for c in ages], [drawn[("age", c)] for c in ages]) >= 0.9
+    for attribute in ("gender", "skin"):
+        assert all(abs(drawn[(attribute, c)] - 0.5) <= 0.2 for c in ages), attribute
 
 
 def test_toyworld_captioner_is_a_captioner() -> None:

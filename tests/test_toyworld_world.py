@@ -292,3 +292,35 @@ def test_render_leans_measure_what_the_drawing_ties_to_the_attributes() -> None:
 
     coupled = render_leans("balanced", n=1000, seed=0, draw=dressed)
     assert max(abs(v) for v in coupled["gender"].values()) > 0.5, coupled["gender"]
+
+
+def test_the_reworded_world_speaks_its_own_words_and_couples_skirt_to_attire() -> None:
+    """The calibration suite's second world: captions only in its vocabulary and templates,
+    age planted, and a woman's skirt in her occupation's colour (the default world's skirt
+    ignores the occupation, and its renders are unchanged by the option's existence)."""
+    from auditkit.toyworld.world import (
+        REWORDED_TEMPLATES,
+        Person,
+        planted_rates,
+        render,
+        sample_training_set,
+        vocabulary,
+    )
+
+    batch = sample_training_set(300, "reworded", np.random.default_rng(4))
+    words = set(vocabulary("reworded"))
+    assert all(set(c.split()) <= words for c in batch.captions)
+    assert not words & {"doctor", "man", "woman", "photo", "young"}
+    assert all(
+        any(c.startswith(t.split("{")[0]) for t in REWORDED_TEMPLATES) for c in batch.captions
+    )
+    rates = planted_rates("reworded")
+    assert set(rates["gender"].values()) == {0.5} and set(rates["skin"].values()) == {0.5}
+    assert max(rates["age"].values()) - min(rates["age"].values()) >= 0.7
+    woman = Person(gender="woman", skin="light", age="young", occupation="nurse")
+    coloured = render(woman, np.random.default_rng(0), skirt="occupation")
+    plain = render(woman, np.random.default_rng(0))
+    skirt_row = coloured[25, 12:20].astype(int)
+    assert np.abs(skirt_row - np.array([238, 118, 170])).max() <= 20  # the nurse's pink
+    assert np.abs(plain[25, 12:20].astype(int) - np.array([238, 118, 170])).max() > 40
+    assert np.array_equal(plain, render(woman, np.random.default_rng(0), skirt="trousers"))
