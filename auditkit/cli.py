@@ -588,7 +588,7 @@ def toyworld_evaluate(
         quality_path.write_text(json.dumps(quality, indent=2) + "\n")
         click.echo(f"{folder.name}: audit recovery {record['recovery']}")
     for variant in (*VARIANTS, "reworded"):
-        folder = checkpoint_path(variant, root)  # type: ignore[arg-type]
+        folder = checkpoint_path(variant, root)
         if folder.is_dir():
             click.echo(f"model card: {write_model_card(folder)}")
 

@@ -325,3 +325,44 @@ def test_executive_summary_survives_an_attribute_no_image_was_read_as() -> None:
     paragraphs = executive_summary(spec, {"outputs": outputs}, {}, None, "m")
     texts = [p["text"] for p in paragraphs if p["topic"] == "Images"]
     assert texts == ["No image was read as a gender group, so there is no share to report."]
+
+
+def test_add_witness_sets_each_lean_beside_its_images() -> None:
+    """Each flag on hand-made rows: a finding the images back, images that lean while the
+    latent lean does not count (a weak witness), a finding the images do not show, a finding
+    the images contradict, and neither."""
+    import pandas as pd
+
+    from auditkit.analyze.outputs import add_witness
+
+    concepts = ["agree", "images", "latent", "opposite", "neither"]
+    lean = pd.DataFrame(
+        {
+            "axis": ["gender"] * 5,
+            "concept_set": ["s"] * 5,
+            "concept": concepts,
+            "positive_group": ["man"] * 5,
+            "score": [0.9, 0.2, 0.8, 0.9, 0.1],
+            "significant": [True, False, True, True, False],
+        }
+    )
+    men = {"agree": 90, "images": 90, "latent": 50, "opposite": 5, "neither": 52}
+    readings = pd.DataFrame(
+        [
+            {"concept_set": "s", "concept": c, "seed": i, "attribute": "gender",
+             "value": "man" if i < men[c] else "woman"}
+            for c in concepts
+            for i in range(100)
+        ]
+    )  # fmt: skip
+    shares = output_shares(readings, {"gender": ["man", "woman"]})
+    add_witness(lean, shares, {"gender": "gender"})
+    assert lean["witness"].tolist() == [
+        "agree",
+        "images only",
+        "latent only",
+        "opposite",
+        "neither",
+    ]
+    assert lean.loc[0, "image_share"] == pytest.approx(0.9)
+    assert lean.loc[0, "image_share_low"] < 0.9 < lean.loc[0, "image_share_high"]

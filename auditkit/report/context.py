@@ -378,6 +378,7 @@ def _axis_sections(
                 "rows": _lean_rows(rows, intervals),
                 "intervals": intervals,
                 "tested": "significant" in rows.columns,
+                "witnessed": "witness" in rows.columns and rows["witness"].astype(str).ne("").any(),
                 "n_seeds": int(rows["n_seeds"].max()),
             }
         )
@@ -440,7 +441,23 @@ def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
         record["finding_short"] = charts.finding_text(row, short=True) if tested else None
         record["significant"] = bool(row.significant) if tested else None
         record["fragile"] = bool(row.fragile) if fragile else None
+        record["images"] = _image_text(row)
     return records
+
+
+def _image_text(row: Any) -> dict[str, Any] | None:
+    """The images beside a lean (the lean table's witness columns), or None without them."""
+    share = getattr(row, "image_share", None)
+    if share is None or not math.isfinite(float(share)):
+        return None
+    low, high = float(row.image_share_low), float(row.image_share_high)
+    witness = str(row.witness)
+    return {
+        "share": f"{100 * float(share):.0f}% {row.positive_group}",
+        "interval": f"{100 * low:.0f}–{100 * high:.0f}%",
+        "witness": witness,
+        "flag": witness in ("images only", "latent only", "opposite"),
+    }
 
 
 def _clear_of_zero(low: float | None, high: float | None) -> bool | None:

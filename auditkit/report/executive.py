@@ -110,6 +110,35 @@ def _lean_text(row: Any) -> str:
 
 
 def _axis(axis: str, rows: pd.DataFrame) -> str:
+    return _axis_leans(axis, rows) + _witness_text(rows)
+
+
+def _witness_text(rows: pd.DataFrame) -> str:
+    """Where the images and the latent finding part ways (the lean table's ``witness``)."""
+    if "witness" not in rows.columns:
+        return ""
+    first = str(rows["positive_group"].iloc[0])
+    out = ""
+    for kind, lead in (
+        ("images only", "The images lean clearly where the latent lean does not count for"),
+        ("latent only", "The images do not show the significant lean of"),
+        ("opposite", "The images lean the other way from the significant lean of"),
+    ):
+        part = rows[rows["witness"].astype(str) == kind]
+        if part.empty:
+            continue
+        named = ", ".join(
+            f"{r['concept']} ({_percent(r['image_share'])} {first}"
+            f"{_interval(r['image_share_low'], r['image_share_high'], percent=True)})"
+            for _, r in part.head(TOP_PER_END).iterrows()
+        )
+        more = f" and {len(part) - TOP_PER_END} more" if len(part) > TOP_PER_END else ""
+        out += f" {lead} {named}{more}"
+        out += ": the latent lean is a weak witness there." if kind == "images only" else "."
+    return out
+
+
+def _axis_leans(axis: str, rows: pd.DataFrame) -> str:
     first, second = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
     stands_out, rule = _stands_out(rows)
     n = len(rows)
