@@ -152,6 +152,7 @@ def test_intervals_are_shown_when_the_tables_have_them(tmp_path: Path) -> None:
         "intervals": True,
         "status": None,
         "missing": None,
+        "resampling": "seeds",  # the fixture's summary, like a run's before it, names none
     }
 
     (path,) = render_report(run, ["html"])
