@@ -481,10 +481,11 @@ def toyworld_train(
     root = out_root or PACKAGE_CHECKPOINTS
     chosen = tuple(variants) or ("biased", "balanced")
     if captioner_steps:
-        readers = [("toyworld-captioner", "trousers")] if set(chosen) - {"reworded"} else []
-        if "reworded" in chosen:  # its skirts take the occupation's colour: a reader of its own
-            readers.append(("toyworld-reworded-captioner", "occupation"))
-        for name, skirt in readers:
+        from auditkit.toyworld.world import reader_of
+
+        # one reader per world drawn: the reworded world's skirts take the occupation's colour
+        worlds = {reader_of(v): "occupation" if v == "reworded" else "trousers" for v in chosen}
+        for name, skirt in worlds.items():
             captioner, metrics = train_captioner(
                 steps=captioner_steps, seed=seed, num_threads=1, skirt=skirt, captioner_id=name
             )

@@ -43,13 +43,12 @@ def calibrate_truth(scenario: str, seeds: int, device: str) -> None:
         for axis in spec.analysis_axes
         if len(axis.groups) == 2
     }
-    from auditkit.toyworld.world import words_of
+    from auditkit.toyworld.world import reader_of, words_of
 
     variant = folder.name.removeprefix("toyworld-")
-    reader = "toyworld-reworded-captioner" if variant == "reworded" else "toyworld-captioner"
     path = toyworld_truth(
         folder,
-        Path(PACKAGE_CHECKPOINTS) / reader,
+        Path(PACKAGE_CHECKPOINTS) / reader_of(variant),
         words=words_of(variant),
         templates=spec.concepts[0].templates,
         concepts=spec.concepts[0].terms,

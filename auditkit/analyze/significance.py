@@ -39,6 +39,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from auditkit.analyze.measures import (
     AuditLayout,
@@ -104,7 +105,7 @@ def min_effect_p_values(scores: np.ndarray, samples: np.ndarray | None, band: fl
     excess = np.abs(scores) - band
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
-    return np.clip(np.asarray([math.erfc(v / math.sqrt(2.0)) for v in z]), 0.0, 1.0)
+    return np.clip(special.erfc(z / math.sqrt(2.0)), 0.0, 1.0)
 
 
 def _demographic_basis(H: np.ndarray, layout: AuditLayout) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -214,7 +215,7 @@ def lean_share_mapping(calls: pd.DataFrame, *, method: str = "min_effect") -> pd
     return pd.DataFrame(out)
 
 
-SCENARIO_DIR = __import__("pathlib").Path(__file__).resolve().parent / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 """The stored scenarios' audit specs (one YAML per known-answer model)."""
 
 
@@ -223,10 +224,8 @@ def stored_scenarios() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 
 
-def scenario_model_folder(spec: AuditSpec) -> Any:
+def scenario_model_folder(spec: AuditSpec) -> Path:
     """The folder of a scenario's builtin checkpoint (where its truth is stored)."""
-    from pathlib import Path
-
     from auditkit.errors import UsageError
     from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
 
@@ -260,11 +259,9 @@ def truth_by_axis(spec: AuditSpec, truth: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_stored_scenario(name: str, work: Any, *, show_progress: bool = True) -> Scenario:
+def load_stored_scenario(name: str, work: Path, *, show_progress: bool = True) -> Scenario:
     """Extract (or resume) a stored scenario's audit into ``work/name`` and read its per-seed
     latents and the truth stored with its model."""
-    from pathlib import Path
-
     from auditkit.analyze.latents import load_latents
     from auditkit.calibration.truth import read_truth
     from auditkit.extract.store import ActivationStore

@@ -397,7 +397,6 @@ def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] 
         "tested": int(tested.sum()),
         "significant": int(lean["significant"].sum()),
         "rule": rule,
-        "null_model": rule,
         "min_effect": band,
         "rule_words": rule_words(rule, band),
         "mapping": _mapping_rows() if rule == "min_effect" else [],

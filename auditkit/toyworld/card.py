@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.provenance import sha256_file
+from auditkit.toyworld.world import reader_of
 
 CARD = "README.md"
 
@@ -54,6 +55,21 @@ def _control_line(folder: Path, variant: str, recovery: dict[str, Any]) -> list[
         f"{own / theirs:.2f} of toyworld-biased's {theirs:.3f} with the same spec (at most 0.25 "
         f"is asked); per attribute {per}.",
     ]
+
+
+def _following_line(follow: dict[str, Any], reader: str, labels: Sequence[str]) -> str:
+    """One sentence of prompt-following shares, labelled per kind of prompt."""
+    kinds = ("one_attribute_marked", "fully_marked", "attribute_only")
+    return (
+        f"Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} seeds, "
+        f"guidance {follow['guidance_scale']}{reader}), share of images read as the prompted "
+        "value: "
+        + "; ".join(
+            f"{label} " + ", ".join(f"{k} {v:.1%}" for k, v in follow[kind].items())
+            for kind, label in zip(kinds, labels, strict=True)
+        )
+        + "."
+    )
 
 
 def _reworded_rates(planted: dict[str, Any]) -> list[str]:
@@ -204,24 +220,17 @@ def write_model_card(folder: Path) -> Path:
         ]
     lines += ["", "## Measured quality", ""]
     if quality and variant == "reworded":
-        follow = quality["prompt_following"]
-        lines += [
-            f"Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} "
-            f"seeds, guidance {follow['guidance_scale']}, read by `{quality['captioner']['id']}`"
-            "), share of images read as the prompted value: "
-            + "; ".join(
-                f"{label} " + ", ".join(f"{k} {v:.1%}" for k, v in follow[kind].items())
-                for kind, label in (
-                    (
-                        "one_attribute_marked",
-                        "one attribute marked ('an illustration of a female medic'):",
-                    ),
-                    ("fully_marked", "all three marked:"),
-                    ("attribute_only", "attributes alone ('an illustration of a senior person'):"),
-                )
+        lines.append(
+            _following_line(
+                quality["prompt_following"],
+                f", read by `{quality['captioner']['id']}`",
+                (
+                    "one attribute marked ('an illustration of a female medic'):",
+                    "all three marked:",
+                    "attributes alone ('an illustration of a senior person'):",
+                ),
             )
-            + ".",
-        ]
+        )
     elif quality:
         follow = quality["prompt_following"]
         at_one = quality["output_rates_guidance_1"]
@@ -232,18 +241,16 @@ def write_model_card(folder: Path) -> Path:
             f"({quality.get('rate_sampling_steps', quality['sampling_steps'])} for the rates at "
             "guidance 1).",
             "",
-            f"- Prompt following ({follow['prompts']} prompts x {follow['seeds_per_prompt']} "
-            f"seeds, guidance {follow['guidance_scale']}), share of images read as the "
-            "prompted value: "
-            + "; ".join(
-                f"{label} " + ", ".join(f"{k} {v:.1%}" for k, v in follow[kind].items())
-                for kind, label in (
-                    ("one_attribute_marked", "one attribute marked ('a woman doctor'):"),
-                    ("fully_marked", "all three marked ('a young dark woman doctor'):"),
-                    ("attribute_only", "attributes alone ('a woman'):"),
-                )
-            )
-            + ".",
+            "- "
+            + _following_line(
+                follow,
+                "",
+                (
+                    "one attribute marked ('a woman doctor'):",
+                    "all three marked ('a young dark woman doctor'):",
+                    "attributes alone ('a woman'):",
+                ),
+            ),
             f"- Output rates at guidance 1 ({at_one['seeds_per_prompt']} seeds per "
             f"occupation, unmarked prompt 'a photo of a <occupation>'): largest error against "
             "the planted rate "
@@ -286,8 +293,7 @@ def write_model_card(folder: Path) -> Path:
     elif variant != "reworded":
         lines.append("Not measured yet: run `auditkit toyworld evaluate`.")
     lines += _truth_lines(folder)
-    reader = "toyworld-reworded-captioner" if variant == "reworded" else "toyworld-captioner"
-    captioner = _load(folder.parent, f"{reader}/captioner.json")
+    captioner = _load(folder.parent, f"{reader_of(variant)}/captioner.json")
     if captioner and "metrics" in captioner:
         accuracy = captioner["metrics"].get("accuracy", {})
         lines += [

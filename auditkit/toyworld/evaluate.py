@@ -52,13 +52,19 @@ def generate(
     return np.concatenate(out)
 
 
-def _default_term(values: dict[str, str], occupation: str | None) -> str:
-    words = [values[a] for a in ("age", "skin", "gender") if a in values]
-    if occupation:
-        words.append(occupation)
-    elif "gender" not in values:
-        words.append("person")
-    return " ".join(words)
+def _prompt_term(values: dict[str, str], occupation: str | None, variant: str) -> str:
+    """The caption term of a prompt marking ``values`` (and the occupation, when given), in
+    the variant's words: the training captions' own grammar (:func:`caption_term`)."""
+    from auditkit.toyworld.world import Person, caption_term
+
+    person = Person(
+        gender=values.get("gender", "man"),
+        skin=values.get("skin", "light"),
+        age=values.get("age", "young"),
+        occupation=occupation or OCCUPATIONS[0],
+    )
+    marked = frozenset(values) | ({"occupation"} if occupation else set())
+    return caption_term(person, marked, variant)
 
 
 def prompt_following(
@@ -73,22 +79,9 @@ def prompt_following(
     """Fully marked prompts (every attribute combination x occupation) and single-attribute
     prompts: the share of images the captioner reads as the prompted value, per attribute.
     ``variant`` picks the world's words and first template (the reworded world's own)."""
-    from auditkit.toyworld.world import Person, caption_term, templates_of
+    from auditkit.toyworld.world import templates_of
 
     template = templates_of(variant)[0]
-    if variant == "reworded":
-
-        def _term(values: dict[str, str], occupation: str | None) -> str:
-            person = Person(
-                gender=values.get("gender", "man"),
-                skin=values.get("skin", "light"),
-                age=values.get("age", "young"),
-                occupation=occupation or OCCUPATIONS[0],
-            )
-            marked = frozenset(values) | ({"occupation"} if occupation else set())
-            return caption_term(person, marked, variant)
-    else:
-        _term = _default_term
     combos = list(itertools.product(*(ATTRIBUTES[a] for a in ("gender", "skin", "age"))))
     cases: list[tuple[dict[str, str], str | None]] = []
     for (gender, skin, age), occupation in itertools.product(combos, OCCUPATIONS):
@@ -99,7 +92,7 @@ def prompt_following(
     for attribute, options in ATTRIBUTES.items():
         for option in options:
             cases.append(({attribute: option}, None))
-    prompts = [template.replace("{term}", _term(v, occ)) for v, occ in cases]
+    prompts = [template.replace("{term}", _prompt_term(v, occ, variant)) for v, occ in cases]
     images = generate(pipe, prompts, list(range(seeds)), guidance_scale=guidance_scale, steps=steps)
     readings = captioner.read(images)
     kinds = ("fully_marked", "one_attribute_marked", "attribute_only")
@@ -230,6 +223,7 @@ def evaluate_folder(
 
     from auditkit.toyworld.captioner import load_captioner
     from auditkit.toyworld.card import write_model_card
+    from auditkit.toyworld.world import reader_of
 
     folder = Path(folder)
     variant = json.loads((folder / "planted_rates.json").read_text())["variant"]
@@ -241,7 +235,7 @@ def evaluate_folder(
     ).to(device)
     if variant == "reworded":  # its truth is truth.json; here how well it follows prompts
         pipe.set_progress_bar_config(disable=True)
-        reader = load_captioner(Path(captioner_dir).parent / "toyworld-reworded-captioner")
+        reader = load_captioner(Path(captioner_dir).parent / reader_of(variant))
         record = {
             "schema_version": 1,
             "kind": "auditkit.toyworld.quality",

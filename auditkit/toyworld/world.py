@@ -103,6 +103,12 @@ def words_of(variant: str) -> dict[str, str]:
     return REWORDED_WORDS if variant == "reworded" else {}
 
 
+def reader_of(variant: str) -> str:
+    """Folder name of the captioner that reads a variant's world (the reworded world's skirts
+    take the occupation's colour, so it has a reader of its own)."""
+    return "toyworld-reworded-captioner" if variant == "reworded" else "toyworld-captioner"
+
+
 def templates_of(variant: str) -> tuple[str, ...]:
     """The caption templates of a variant's world."""
     return REWORDED_TEMPLATES if variant == "reworded" else TEMPLATES
