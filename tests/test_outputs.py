@@ -333,7 +333,7 @@ def test_add_witness_sets_each_lean_beside_its_images() -> None:
     the images contradict, and neither."""
     import pandas as pd
 
-    from auditkit.analyze.outputs import add_witness
+    from auditkit.analyze.witness import add_witness
 
     concepts = ["agree", "images", "latent", "opposite", "neither"]
     lean = pd.DataFrame(

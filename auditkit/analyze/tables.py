@@ -211,7 +211,7 @@ def add_output_tables(
     lean = tables.get("lean")
     two_group = {a: a for a, g in groups.items() if len(g) == 2}
     if lean is not None and not lean.empty and two_group:
-        from auditkit.analyze.outputs import add_witness
+        from auditkit.analyze.witness import add_witness
 
         add_witness(lean, shares, two_group)
         tables["agreement"] = agreement(
