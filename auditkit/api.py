@@ -15,7 +15,7 @@ import pandas as pd
 
 from auditkit.errors import UsageError
 from auditkit.plan import AuditPlan, plan_audit
-from auditkit.provenance import read_manifest
+from auditkit.rundir import RunDir
 from auditkit.spec import AuditSpec, load_spec, parse_spec
 
 __all__ = ["AuditRun", "load_spec", "open_run", "parse_spec", "plan", "run"]
@@ -71,10 +71,11 @@ def open_run(run_dir: str | Path) -> AuditRun:
 
     run_dir = Path(run_dir)
     spec = load_run_spec(run_dir)
-    if not (run_dir / "results" / "summary.json").is_file():
+    run = RunDir(run_dir)
+    if not run.is_finished():
         raise UsageError(
             f"{str(run_dir)!r} has no results yet.",
             hint="run the audit (auditkit run SPEC --out RUN_DIR) to finish it.",
         )
-    results, summary = read_results(run_dir / "results")
-    return AuditRun(run_dir, spec, read_manifest(run_dir), summary, dict(results.tables))
+    results, summary = read_results(run)
+    return AuditRun(run_dir, spec, run.read_json("manifest"), summary, dict(results.tables))

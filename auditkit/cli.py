@@ -17,6 +17,7 @@ import click
 
 from auditkit import __version__
 from auditkit.errors import AuditkitError
+from auditkit.rundir import RunDir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,24 +199,33 @@ def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) ->
     )
     for path in outcome.report_paths:
         click.echo(f"report: {path.resolve()}")
-    click.echo(f"results: {(outcome.run_dir / 'results').resolve()}")
+    click.echo(f"results: {RunDir(outcome.run_dir).results.resolve()}")
     _exit_on_gates(outcome.run_dir)
 
 
 def _exit_on_gates(run_dir: Path) -> None:
     """Print every gate's outcome; exit 1 when one failed."""
-    import json
-
-    path = run_dir / "results" / "gates.json"
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.gates.is_file():
         return
-    record = json.loads(path.read_text())
+    record = run.read_json("gates")
     for gate in record["gates"]:
         click.echo(("PASS  " if gate["passed"] else "FAIL  ") + gate["message"])
-    click.echo(f"junit: {(run_dir / 'results' / 'junit.xml').resolve()}")
+    click.echo(f"junit: {run.junit.resolve()}")
     if not record["passed"]:
         click.echo(f"auditkit: {record['failed']} of {record['total']} gates failed.", err=True)
         sys.exit(1)
+
+
+def _require_results(run_dir: Path) -> None:
+    """A UsageError unless RUN_DIR's analysis finished."""
+    from auditkit.errors import UsageError
+
+    if not RunDir(run_dir).is_finished():
+        raise UsageError(
+            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
+            hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
+        )
 
 
 @main.command()
@@ -244,20 +254,16 @@ def check(run_dir: Path, junit: Path | None, json_out: Path | None) -> None:
     from auditkit.run import load_run_spec
 
     spec = load_run_spec(run_dir)
-    if not (run_dir / "results" / "summary.json").is_file():
-        raise UsageError(
-            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
-            hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
-        )
+    _require_results(run_dir)
     if not spec.gates:
         raise UsageError(
             f"{run_dir / 'spec.yaml'}: the audit has no gates to check.",
             hint="add a 'gates:' list to the spec (see 'auditkit schema') and run it again.",
         )
-    results, summary = read_results(run_dir / "results")
+    results, summary = read_results(run_dir)
     outcomes = evaluate_gates(spec, results.tables)
     json_path, xml_path = write_gate_files(
-        run_dir / "results", outcomes, suite=spec.name, run_id=str(summary.get("run_id"))
+        run_dir, outcomes, suite=spec.name, run_id=str(summary.get("run_id"))
     )
     for target, source in ((junit, xml_path), (json_out, json_path)):
         if target is not None:
@@ -282,13 +288,7 @@ def report(run_dir: Path, formats: tuple[str, ...]) -> None:
     from auditkit.run import load_run_spec
 
     spec = load_run_spec(run_dir)
-    if not (run_dir / "results" / "summary.json").is_file():
-        from auditkit.errors import UsageError
-
-        raise UsageError(
-            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
-            hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
-        )
+    _require_results(run_dir)
     for path in render_report(run_dir, list(formats) or list(spec.report.formats)):
         click.echo(f"report: {path}")
 

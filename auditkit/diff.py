@@ -14,7 +14,6 @@ growth beyond the tolerance alone counts as a regression.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from auditkit.errors import UsageError
+from auditkit.rundir import RunDir
 from auditkit.spec.models import AuditSpec
 
 DIFF_SCHEMA_VERSION = 1
@@ -134,14 +134,14 @@ def default_tolerance(base: pd.DataFrame, new: pd.DataFrame) -> float:
 
 def load_lean(run_dir: Path) -> pd.DataFrame:
     """A run's lean table, or a clear usage error."""
-    path = run_dir / "results" / "lean.parquet"
-    if not path.is_file():
+    lean = RunDir(run_dir).table("lean")
+    if lean is None:
         raise UsageError(
             f"{str(run_dir)!r} has no results/lean.parquet: not a finished auditkit run with "
             "the lean analysis.",
             hint=f"run 'auditkit run SPEC --out {run_dir}' first.",
         )
-    return pd.read_parquet(path)
+    return lean
 
 
 def diff_runs(
@@ -216,7 +216,7 @@ def diff_summary(result: DiffResult, base_dir: Path, new_dir: Path) -> dict[str,
         return None if math.isnan(number) else round(number, 6)
 
     def run_info(run_dir: Path) -> dict[str, Any]:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest = RunDir(run_dir).read_json("manifest")
         model = manifest.get("model") or {}
         return {
             "run_dir": str(run_dir),

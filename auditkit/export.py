@@ -9,8 +9,6 @@ that the report they were given is the one the card describes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +17,10 @@ import yaml
 
 from auditkit.errors import UsageError
 from auditkit.provenance import sha256_file
+from auditkit.rundir import RunDir
 
 TASK_TYPE = "text-to-image"
 DATASET_TYPE = "auditkit-audit"
-
-
-def results_hash(results_dir: Path) -> str:
-    """A content hash of a run's result tables (sorted names and bytes of every parquet)."""
-    digest = hashlib.sha256()
-    for path in sorted(results_dir.glob("*.parquet")):
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
-    return digest.hexdigest()
 
 
 def _axis_metrics(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
@@ -59,19 +50,16 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     """(metadata for the card's YAML header, the Markdown section) of one run directory."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    results = run_dir / "results"
-    summary_path = results / "summary.json"
-    if not summary_path.is_file():
+    run = RunDir(run_dir)
+    if not run.is_finished():
         raise UsageError(
             f"{str(run_dir)!r} has no results/summary.json: not a finished auditkit run.",
             hint=f"run 'auditkit run SPEC --out {run_dir}' first.",
         )
-    summary = json.loads(summary_path.read_text())
-    manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    lean_path = results / "lean.parquet"
-    lean = pd.read_parquet(lean_path) if lean_path.is_file() else None
-    report = run_dir / "report" / "report.html"
+    summary = run.read_json("summary")
+    manifest = run.read_json("manifest") if run.manifest.is_file() else {}
+    lean = run.table("lean")
+    report = run.report / "report.html"
     report_hash = sha256_file(report) if report.is_file() else None
     model_id = str((manifest.get("model") or {}).get("id") or summary["model"]["id"])
     audit = str(summary["audit"])
@@ -108,7 +96,7 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
             "(check it with `sha256sum report.html`).",
             "",
         ]
-    lines += [f"Results hash: `{results_hash(results)}`.", ""]
+    lines += [f"Results hash: `{run.results_hash()}`.", ""]
     summary_lines = _executive_lines(run_dir, summary, model_id)
     if summary_lines:
         lines += ["### Summary", "", *summary_lines]
@@ -137,14 +125,11 @@ def _executive_lines(run_dir: Path, summary: dict[str, Any], model_id: str) -> l
     from auditkit.report.executive import executive_summary
     from auditkit.spec import parse_spec
 
-    spec_path = run_dir / "spec.yaml"
-    if not spec_path.is_file():
+    run = RunDir(run_dir)
+    if not run.spec.is_file():
         return []
-    spec = parse_spec(spec_path.read_text(encoding="utf-8"), source=str(spec_path))
-    tables = {}
-    for name in ("lean", "outputs", "agreement", "amplification"):
-        path = run_dir / "results" / f"{name}.parquet"
-        tables[name] = pd.read_parquet(path) if path.is_file() else None
+    spec = parse_spec(run.spec.read_text(encoding="utf-8"), source=str(run.spec))
+    tables = {name: run.table(name) for name in ("lean", "outputs", "agreement", "amplification")}
     paragraphs = executive_summary(
         spec, tables, read_extra_tables(run_dir), summary.get("gates"), model_id
     )

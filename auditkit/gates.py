@@ -17,10 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.provenance import write_bytes_atomic, write_json_atomic
+from auditkit.rundir import JSON_FILES, RunDir, as_run_dir, write_bytes_atomic
 from auditkit.spec.models import AuditSpec, GateSpec
-
-GATES_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ def gates_summary(outcomes: list[GateOutcome]) -> dict[str, Any]:
     """The gates block of summary.json and gates.json."""
     failed = [o for o in outcomes if not o.passed]
     return {
-        "schema_version": GATES_SCHEMA_VERSION,
+        "schema_version": JSON_FILES["gates"].version,
         "kind": "auditkit.gates",
         "total": len(outcomes),
         "failed": len(failed),
@@ -183,11 +181,10 @@ def junit_xml(outcomes: list[GateOutcome], *, suite: str, run_id: str) -> bytes:
 
 
 def write_gate_files(
-    results_dir: Path, outcomes: list[GateOutcome], *, suite: str, run_id: str
+    run_dir: Path | RunDir, outcomes: list[GateOutcome], *, suite: str, run_id: str
 ) -> tuple[Path, Path]:
-    """results/gates.json and results/junit.xml, each written atomically."""
-    json_path = results_dir / "gates.json"
-    xml_path = results_dir / "junit.xml"
-    write_json_atomic(json_path, {**gates_summary(outcomes), "run_id": run_id})
-    write_bytes_atomic(xml_path, junit_xml(outcomes, suite=suite, run_id=run_id))
-    return json_path, xml_path
+    """The run's results/gates.json and results/junit.xml, each written atomically."""
+    run = as_run_dir(run_dir)
+    json_path = run.write_json("gates", {**gates_summary(outcomes), "run_id": run_id})
+    write_bytes_atomic(run.junit, junit_xml(outcomes, suite=suite, run_id=run_id))
+    return json_path, run.junit

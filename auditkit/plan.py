@@ -110,7 +110,7 @@ class AuditPlan:
 
     def write(self, path: Path) -> None:
         """Write ``plan.json`` atomically."""
-        from auditkit.provenance import write_json_atomic
+        from auditkit.rundir import write_json_atomic
 
         write_json_atomic(path, self.to_json())
 
@@ -261,11 +261,12 @@ def measured_rate(run_dir: Path, spec: AuditSpec, device: str) -> float:
 
     Raises :class:`UsageError` when the run cannot tell: no manifest, another model or device
     kind, or an extraction that computed nothing (a rerun keeps no rate)."""
-    path = run_dir / "manifest.json"
+    from auditkit.rundir import RunDir
+
     where = f"--rate-from {str(run_dir)!r}"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        manifest = RunDir(run_dir).read_json("manifest")
+    except (OSError, ValueError, UsageError) as exc:
         raise UsageError(f"{where}: no readable manifest.json there ({exc}).") from exc
     model = (manifest.get("model") or {}).get("id")
     if model != spec.model.id:

@@ -7,16 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from auditkit.analyze.stage import analyze_run
 from auditkit.errors import UsageError
 from auditkit.plan import AuditPlan, plan_audit
-from auditkit.provenance import (
-    hash_model_files,
-    new_manifest,
-    read_manifest,
-    utc_now,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from auditkit.provenance import hash_model_files, new_manifest, utc_now
+from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
 from auditkit.spec import AuditSpec, dump_spec, load_spec, spec_hash
 
 if TYPE_CHECKING:
@@ -30,6 +25,7 @@ class RunOutcome:
 
     run_dir: Path
     manifest: dict[str, Any]
+    """The sealed manifest's JSON object."""
     report_paths: list[Path]
 
 
@@ -55,18 +51,19 @@ def run_audit(
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
     run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
     cache_dir = cache_dir or default_cache_dir()
     plan = plan_audit(spec)
     s_hash = spec_hash(spec)
-    previous = _previous_manifest(run_dir)
+    previous = _previous_manifest(run)
     run_id = _run_id(s_hash, plan.plan_hash)
-    write_bytes_atomic(run_dir / "spec.yaml", dump_spec(spec).encode())
-    plan.write(run_dir / "plan.json")
+    write_bytes_atomic(run.spec, dump_spec(spec).encode())
+    plan.write(run.plan)
     manifest = new_manifest(
         run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
     )
-    write_json_atomic(run_dir / "manifest.json", manifest)
-    stages = _Stages(spec, plan, run_dir, manifest, cache_dir, show_progress)
+    stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress)
+    stages.save()
     try:
         _extract(stages, previous)
         captioned = _caption(stages)
@@ -74,30 +71,29 @@ def run_audit(
             _guidance(stages, *captioned)
             _causal(stages, *captioned)
         _discover(stages)
-        _analyze(spec, plan, run_dir, manifest)
+        analyze_run(spec, plan, run, stages.manifest)
     except BaseException as exc:
-        manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        manifest["error"] = str(exc) or type(exc).__name__
-        manifest["finished_utc"] = utc_now()
-        write_json_atomic(run_dir / "manifest.json", manifest)
+        stages.update(
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+            error=str(exc) or type(exc).__name__,
+            finished_utc=utc_now(),
+        )
         raise
-    manifest["status"] = "complete"
-    manifest["finished_utc"] = utc_now()
-    write_json_atomic(run_dir / "manifest.json", manifest)
+    stages.update(status="complete", finished_utc=utc_now())
     # The report is rendered from the sealed run; if rendering fails, 'auditkit report' redoes it.
     reports = _render(run_dir, spec) if render else []
-    return RunOutcome(run_dir, manifest, reports)
+    return RunOutcome(run_dir, stages.manifest.to_json(), reports)
 
 
 def _run_id(s_hash: str, plan_hash: str) -> str:
     return hashlib.sha256(f"{s_hash}:{plan_hash}".encode()).hexdigest()[:12]
 
 
-def _previous_manifest(run_dir: Path) -> dict[str, Any] | None:
-    if not (run_dir / "manifest.json").is_file():
+def _previous_manifest(run: RunDir) -> Manifest | None:
+    if not run.manifest.is_file():
         return None
     try:
-        return read_manifest(run_dir)
+        return run.read_manifest()
     except (ValueError, OSError):
         return None
 
@@ -109,14 +105,23 @@ class _Stages:
 
     spec: AuditSpec
     plan: AuditPlan
-    run_dir: Path
-    manifest: dict[str, Any]
+    run: RunDir
+    manifest: Manifest
     cache_dir: Path
     show_progress: bool
     pipe: LoadedPipeline | None = None
 
+    @property
+    def run_dir(self) -> Path:
+        return self.run.root
+
     def save(self) -> None:
-        write_json_atomic(self.run_dir / "manifest.json", self.manifest)
+        self.run.write_manifest(self.manifest)
+
+    def update(self, **fields: Any) -> None:
+        """Replace manifest fields and write the manifest."""
+        self.manifest = self.manifest.evolve(**fields)
+        self.save()
 
     def pipeline(self) -> _OnDemand:
         """The pipeline for the next stage: the loaded one, or loaded at its first call."""
@@ -125,37 +130,42 @@ class _Stages:
     def record(self, name: str, stats: dict[str, Any], used: _OnDemand, **extra: Any) -> None:
         """Record a finished stage (its stats, where it ran if it used the pipeline, and
         ``extra``) in the manifest, and keep the pipeline it may have loaded."""
-        self.manifest["stages"][name] = {**stats, **used.where(), **extra}
         self.pipe = used.current
+        self.manifest = self.manifest.with_stage(name, {**stats, **used.where(), **extra})
         self.save()
 
 
-def _extract(stages: _Stages, previous: dict[str, Any] | None) -> None:
+def _extract(stages: _Stages, previous: Manifest | None) -> None:
     """Extract pending units, loading the pipeline only if some are pending."""
     from auditkit.extract.store import ActivationStore
 
-    spec, plan, manifest = stages.spec, stages.plan, stages.manifest
-    store = ActivationStore(stages.run_dir / "activations")
+    spec, plan = stages.spec, stages.plan
+    store = ActivationStore(stages.run.activations)
     pending = len(plan.units) - len(store.completed() & {u.unit_id for u in plan.units})
     reusable = (
         previous is not None
-        and previous.get("model") is not None
-        and previous.get("extraction_fingerprint") == plan.extraction_fingerprint
+        and previous.model is not None
+        and previous.extraction_fingerprint == plan.extraction_fingerprint
     )
     if pending == 0 and reusable and previous is not None:
         # Nothing to compute: keep the provenance of the run that computed the activations.
-        for key in ("model", "device", "dtype"):
-            manifest[key] = previous[key]
-        manifest["extraction_fingerprint"] = plan.extraction_fingerprint
-        manifest["stages"]["extract"] = {
-            "units_total": len(plan.units),
-            "units_run": 0,
-            "units_skipped": len(plan.units),
-            "unet_evaluations": 0,
-            "forward_passes": 0,
-            "seconds": 0.0,
-            "model_loaded": False,
-        }
+        stages.manifest = stages.manifest.evolve(
+            model=previous.model,
+            device=previous.device,
+            dtype=previous.dtype,
+            extraction_fingerprint=plan.extraction_fingerprint,
+        ).with_stage(
+            "extract",
+            {
+                "units_total": len(plan.units),
+                "units_run": 0,
+                "units_skipped": len(plan.units),
+                "unet_evaluations": 0,
+                "forward_passes": 0,
+                "seconds": 0.0,
+                "model_loaded": False,
+            },
+        )
         stages.save()
         return
 
@@ -163,7 +173,9 @@ def _extract(stages: _Stages, previous: dict[str, Any] | None) -> None:
 
     stages.pipe = _load_model(stages)
     stats = extract_activations(stages.pipe, spec, plan, store, show_progress=stages.show_progress)
-    manifest["stages"]["extract"] = {**stats.to_json(), "model_loaded": True}
+    stages.manifest = stages.manifest.with_stage(
+        "extract", {**stats.to_json(), "model_loaded": True}
+    )
     stages.save()
 
 
@@ -171,21 +183,22 @@ def _load_model(stages: _Stages) -> LoadedPipeline:
     """Load the pipeline and record its provenance in the manifest."""
     from auditkit.models.loading import load_pipeline
 
-    spec, plan, manifest = stages.spec, stages.plan, stages.manifest
+    spec, plan = stages.spec, stages.plan
     loaded = load_pipeline(spec.model, cache_dir=stages.cache_dir)
-    manifest["device"] = loaded.device
-    manifest["dtype"] = loaded.dtype
-    manifest["extraction_fingerprint"] = plan.extraction_fingerprint
-    manifest["packages"]["cuda"] = _cuda_version()
-    manifest["model"] = {
-        "id": spec.model.id,
-        "revision": spec.model.revision,
-        "pipeline_class": loaded.pipeline_class,
-        "kind": loaded.kind,
-        "uses_cfg": loaded.uses_cfg,
-        "files": _model_files(loaded.model_dir, spec),
-    }
-    stages.save()
+    stages.update(
+        device=loaded.device,
+        dtype=loaded.dtype,
+        extraction_fingerprint=plan.extraction_fingerprint,
+        packages={**stages.manifest.packages, "cuda": _cuda_version()},
+        model={
+            "id": spec.model.id,
+            "revision": spec.model.revision,
+            "pipeline_class": loaded.pipeline_class,
+            "kind": loaded.kind,
+            "uses_cfg": loaded.uses_cfg,
+            "files": _model_files(loaded.model_dir, spec),
+        },
+    )
     return loaded
 
 
@@ -226,8 +239,7 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
         return None
     captioner = stage.load_spec_captioner(spec.captions.captioner, deferred=True)
     record = stage.captioner_record(spec.captions.captioner, captioner)
-    stages.manifest["captioner"] = record
-    stages.save()
+    stages.update(captioner=record)
     # When extraction was already complete the manifest keeps the provenance of the run that
     # did it (same extraction fingerprint); where this pass ran is in stages.caption.
     pipeline = stages.pipeline()
@@ -285,14 +297,8 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
     )
     axes = read_causal(captions)["causal_axes"]
     keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
-    summary = [{k: _plain(row[k]) for k in keys} for row in axes.to_dict("records")]
+    summary = [json_safe({k: row[k] for k in keys}) for row in axes.to_dict("records")]
     stages.record("causal", stats.to_json(), pipeline, captioner_key=record["key"], axes=summary)
-
-
-def _plain(value: Any) -> Any:
-    """A table cell as plain JSON: numpy scalars unboxed, NaN as null."""
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and value != value else value
 
 
 def _model_files(folder: Path | None, spec: AuditSpec) -> list[dict[str, Any]]:
@@ -329,66 +335,6 @@ def _discover(stages: _Stages) -> None:
         spec, stages.plan, stages.run_dir, pipeline=pipeline, show_progress=stages.show_progress
     )
     stages.record("discovery", stats.to_json(), pipeline)
-
-
-def _analyze(spec: AuditSpec, plan: AuditPlan, run_dir: Path, manifest: dict[str, Any]) -> None:
-    from auditkit.analyze.latents import load_latents
-    from auditkit.analyze.summary import read_extra_tables, summarize, write_results
-    from auditkit.analyze.tables import analyze
-    from auditkit.extract.store import ActivationStore
-
-    latents = load_latents(ActivationStore(run_dir / "activations"), plan, spec.probe.aggregation)
-    readings = None
-    if spec.captions is not None and (run_dir / "captions" / "readings.parquet").is_file():
-        from auditkit.caption.stage import read_captions
-
-        readings = read_captions(run_dir / "captions")[1]
-    from auditkit.caption.guidance import read_guidance_readings
-
-    swept = read_guidance_readings(run_dir / "captions") if spec.captions is not None else None
-    results = analyze(spec, plan, latents, readings, swept)
-    _drop_stale_results(spec, results.tables, run_dir)
-    summary = summarize(
-        spec,
-        results,
-        run_id=manifest["run_id"],
-        spec_hash=manifest["spec_hash"],
-        plan_hash=manifest["plan_hash"],
-        extra=read_extra_tables(run_dir),
-    )
-    if spec.gates:
-        from auditkit.gates import evaluate_gates, gates_summary, write_gate_files
-
-        outcomes = evaluate_gates(spec, results.tables)
-        summary["gates"] = gates_summary(outcomes)
-        write_results(results, summary, run_dir / "results")
-        write_gate_files(
-            run_dir / "results", outcomes, suite=spec.name, run_id=str(manifest["run_id"])
-        )
-        return
-    write_results(results, summary, run_dir / "results")
-
-
-def _drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run_dir: Path) -> None:
-    """Remove result files an earlier run in this folder wrote and this spec no longer makes
-    (a dropped analysis, captions section, causal check, discovery or gates), so that nothing
-    downstream (summary, report, gates, diff) reads them as this run's."""
-    results, captions = run_dir / "results", run_dir / "captions"
-    keep = {f"{name}.parquet" for name in tables}
-    section = spec.captions
-    if section is not None and section.discovery is not None:
-        keep |= {"discovery.parquet", "discovered_terms.parquet"}
-    stale = [p for p in results.glob("*.parquet") if p.name not in keep]
-    if not spec.gates:
-        stale += [results / "gates.json", results / "junit.xml"]
-    if section is None or section.causal is None:
-        stale += [captions / f"{n}.parquet" for n in ("causal", "causal_curve", "causal_axes")]
-    if section is None:
-        stale.append(captions / "exemplars.parquet")
-    if section is None or not section.guidance:
-        stale.append(captions / "guidance_readings.parquet")
-    for path in stale:
-        path.unlink(missing_ok=True)
 
 
 def _render(run_dir: Path, spec: AuditSpec) -> list[Path]:

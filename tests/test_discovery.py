@@ -359,7 +359,7 @@ def test_discovery_tables_keep_their_template_and_refuse_a_newer_schema(tmp_path
     import pyarrow.parquet as pq
 
     from auditkit.caption.discovery import DISCOVERY_SCHEMA_VERSION, write_discovery
-    from auditkit.provenance import versioned_parquet_bytes
+    from auditkit.rundir import parquet_bytes
 
     terms, ranking = pd.DataFrame({"term": ["white hat"]}), pd.DataFrame({"cosine": [0.5]})
     write_discovery(tmp_path, terms, ranking, "a photo of a {term}")
@@ -369,7 +369,7 @@ def test_discovery_tables_keep_their_template_and_refuse_a_newer_schema(tmp_path
     read_terms, read_ranking = read_discovery(tmp_path)
     pd.testing.assert_frame_equal(read_terms, terms)
     pd.testing.assert_frame_equal(read_ranking, ranking)
-    newer = versioned_parquet_bytes(ranking, DISCOVERY_SCHEMA_VERSION + 1)
+    newer = parquet_bytes(ranking, DISCOVERY_SCHEMA_VERSION + 1)
     (tmp_path / "discovery.parquet").write_bytes(newer)
     with pytest.raises(SchemaVersionError, match="this auditkit reads up to"):
         read_discovery(tmp_path)

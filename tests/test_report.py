@@ -14,6 +14,7 @@ from report_fixtures import HOSTILE, build_run_dir
 
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.report import build_report_context, render_report, templates_dir
+from auditkit.rundir import VERSION_KEY
 from auditkit.report.render import format_number
 
 DEMO_WARNING = "random-weight demo pipeline: the numbers are meaningless"
@@ -240,7 +241,7 @@ def test_newer_table_schema_in_parquet_metadata_is_refused(tmp_path: Path) -> No
     run = build_run_dir(tmp_path)
     path = run / "results" / "lean.parquet"
     table = pq.read_table(path)
-    meta = {**(table.schema.metadata or {}), b"schema_version": b"3"}
+    meta = {**(table.schema.metadata or {}), VERSION_KEY: b"3"}  # the key every writer uses
     pq.write_table(table.replace_schema_metadata(meta), path)
     with pytest.raises(SchemaVersionError, match="schema_version 3"):
         build_report_context(run)

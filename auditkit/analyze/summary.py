@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,26 +10,11 @@ from typing import Any
 import pandas as pd
 
 from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.tables import RESULTS_SCHEMA_VERSION, AuditResults
-from auditkit.errors import SchemaVersionError, UsageError
-from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
+from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
+from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.models import AuditSpec
 
-TABLE_NAMES = (
-    "prompts",
-    "axes",
-    "lean",
-    "steps",
-    "step_agreement",
-    "defaults",
-    "descriptors",
-    "similarity",
-    "structure",
-    "outputs",
-    "agreement",
-    "guidance",
-    "amplification",
-)
+EXTRA_TABLES = ("causal", "causal_curve", "causal_axes", "discovery")
 
 
 def summarize(
@@ -89,7 +73,7 @@ def summarize(
     findings.extend(discovery_sentences(discovery, _axis_groups(spec)))
     prompts = results["prompts"]
     summary: dict[str, Any] = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
+        "schema_version": JSON_FILES["summary"].version,
         "kind": "auditkit.summary",
         "audit": spec.name,
         "run_id": run_id,
@@ -346,7 +330,7 @@ def _descriptor_sentences(results: AuditResults) -> list[str]:
 # --- causal check and discovery (optional tables outside analyze()) --------------------------
 
 
-def read_extra_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+def read_extra_tables(run_dir: Path | RunDir) -> dict[str, pd.DataFrame]:
     """The optional tables a run directory has, by name: the causal check's ``causal``,
     ``causal_curve`` and ``causal_axes`` (``captions/``) and the discovery ranking
     ``discovery`` (``results/``). A missing file is left out.
@@ -355,44 +339,7 @@ def read_extra_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
         SchemaVersionError: a table was written by a newer auditkit.
         UsageError: a table lacks a column its schema requires.
     """
-    import pyarrow.parquet as pq
-
-    from auditkit.analyze.discovery import DISCOVERY_COLUMNS
-    from auditkit.caption.causal import (
-        AXIS_COLUMNS,
-        CAUSAL_COLUMNS,
-        CAUSAL_SCHEMA_VERSION,
-        CURVE_COLUMNS,
-    )
-    from auditkit.caption.discovery import DISCOVERY_SCHEMA_VERSION
-
-    captions, results = Path(run_dir) / "captions", Path(run_dir) / "results"
-    wanted = {
-        "causal": (captions / "causal.parquet", CAUSAL_SCHEMA_VERSION, CAUSAL_COLUMNS),
-        "causal_curve": (captions / "causal_curve.parquet", CAUSAL_SCHEMA_VERSION, CURVE_COLUMNS),
-        "causal_axes": (captions / "causal_axes.parquet", CAUSAL_SCHEMA_VERSION, AXIS_COLUMNS),
-        "discovery": (results / "discovery.parquet", DISCOVERY_SCHEMA_VERSION, DISCOVERY_COLUMNS),
-    }
-    tables = {}
-    for name, (path, newest, columns) in wanted.items():
-        if not path.is_file():
-            continue
-        metadata = pq.read_schema(path).metadata or {}
-        version = int(metadata.get(b"auditkit_schema_version", b"1"))
-        if version > newest:
-            raise SchemaVersionError(
-                f"{path} has schema_version {version}; this auditkit reads up to {newest}.",
-                hint="upgrade auditkit to read this run directory.",
-            )
-        frame = pd.read_parquet(path)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise UsageError(
-                f"{path} lacks the columns {missing} that its schema requires.",
-                hint="rerun 'auditkit run' on this run directory to rewrite it.",
-            )
-        tables[name] = frame
-    return tables
+    return as_run_dir(run_dir).tables(list(EXTRA_TABLES))
 
 
 def alpha_text(alpha: float) -> str:
@@ -604,23 +551,16 @@ def discovery_sentences(
     return out
 
 
-def write_results(results: AuditResults, summary: dict[str, Any], out_dir: Path) -> None:
-    """Write every table as parquet and the summary as JSON, each atomically."""
+def write_results(results: AuditResults, summary: dict[str, Any], run_dir: Path | RunDir) -> None:
+    """Write every table (stamped with its schema version) and the summary, each atomically."""
+    run = as_run_dir(run_dir)
     for name, frame in results.tables.items():
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        write_bytes_atomic(out_dir / f"{name}.parquet", buffer.getvalue())
-    write_json_atomic(out_dir / "summary.json", summary)
+        run.write_table(name, frame)
+    run.write_json("summary", summary)
 
 
-def read_results(out_dir: Path) -> tuple[AuditResults, dict[str, Any]]:
-    """Read tables and summary back (refusing a newer schema)."""
-    summary = read_versioned_json(
-        out_dir / "summary.json", newest=RESULTS_SCHEMA_VERSION, kind="results summary"
-    )
-    results = AuditResults()
-    for name in TABLE_NAMES:
-        path = out_dir / f"{name}.parquet"
-        if path.is_file():
-            results.tables[name] = pd.read_parquet(path)
-    return results, summary
+def read_results(run_dir: Path | RunDir) -> tuple[AuditResults, dict[str, Any]]:
+    """Read the analysis tables and the summary back (migrating older tables, refusing newer)."""
+    run = as_run_dir(run_dir)
+    summary = run.read_json("summary")
+    return AuditResults(tables=run.tables(list(ANALYSIS_TABLES))), summary

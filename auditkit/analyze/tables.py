@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from auditkit.analyze.guidance import AMPLIFICATION_COLUMNS, GUIDANCE_COLUMNS
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
@@ -21,79 +20,33 @@ from auditkit.analyze.measures import (
     reference,
     step_consistency,
 )
-from auditkit.analyze.outputs import AGREEMENT_COLUMNS, COMPARISON_COLUMNS
 from auditkit.analyze.robustness import add_robustness
 from auditkit.analyze.significance import add_significance
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
+from auditkit.rundir import REGISTRY
 from auditkit.spec.models import AuditSpec, fill
 
-RESULTS_SCHEMA_VERSION = 1
-
-TABLE_COLUMNS: dict[str, list[str]] = {
-    "prompts": [
-        "prompt_id",
-        "prompt",
-        "role",
-        "set_name",
-        "group",
-        "term",
-        "template",
-        "n_seeds",
-        "latent_norm",
-    ],
-    "axes": [
-        "axis",
-        "groups",
-        "n_groups",
-        "positive_group",
-        "negative_group",
-        "norm",
-        "n_prompts",
-        "step_consistency",
-    ],
-    "lean": [
-        "axis",
-        "concept_set",
-        "concept",
-        "positive_group",
-        "negative_group",
-        "cosine",
-        "projection",
-        "score",
-        "toward",
-        "n_seeds",
-    ],
-    "steps": ["axis", "concept_set", "concept", "step", "timestep", "score"],
-    "step_agreement": ["axis", "step_a", "step_b", "timestep_a", "timestep_b", "cosine"],
-    "defaults": [
-        "axis",
-        "concept_set",
-        "concept",
-        "group",
-        "marked_prompt",
-        "cosine",
-        "rank",
-        "margin",
-    ],
-    "descriptors": ["axis", "concept_set", "concept", "group", "cosine", "rank"],
-    "similarity": ["concept_set", "concept_a", "concept_b", "cosine"],
-    "structure": [
-        "concept_set",
-        "concept",
-        "x",
-        "y",
-        "cluster",
-        "leaf_order",
-        "variance_x",
-        "variance_y",
-    ],
-    "outputs": list(COMPARISON_COLUMNS),
-    "agreement": list(AGREEMENT_COLUMNS),
-    "guidance": list(GUIDANCE_COLUMNS),
-    "amplification": list(AMPLIFICATION_COLUMNS),
-}
-"""Columns of every result table, in order (docs/run-directory.md documents each)."""
+ANALYSIS_TABLES = (
+    "prompts",
+    "axes",
+    "lean",
+    "steps",
+    "step_agreement",
+    "defaults",
+    "descriptors",
+    "similarity",
+    "structure",
+    "outputs",
+    "agreement",
+    "guidance",
+    "amplification",
+)
+"""The tables :func:`~auditkit.analyze.tables.analyze` writes (the others of ``results/`` come
+from the discovery pass)."""
+TABLE_COLUMNS: dict[str, list[str]] = {name: REGISTRY[name].required for name in ANALYSIS_TABLES}
+"""Required columns of every analysis table, in order (the table registry declares them and
+docs/run-directory.md shows them)."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 
 from auditkit.analyze.stats import wilson_interval
 from auditkit.errors import UsageError
-from auditkit.provenance import read_versioned_json
+from auditkit.rundir import read_versioned_json
 
 TRUTH_FILE = "truth.json"
 TRUTH_SCHEMA_VERSION = 1

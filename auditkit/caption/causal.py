@@ -58,7 +58,7 @@ from auditkit.caption.causal_tables import (
     read_causal,
     write_causal_tables,
 )
-from auditkit.caption.stage import CaptionStats, CaptionStore, _read_batch
+from auditkit.caption.stage import CaptionStats, CaptionStore, read_batch
 from auditkit.errors import RuntimeFailure, UsageError
 from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
@@ -339,7 +339,7 @@ def run_causal_check(
                     WorkUnit(j.job_id, u.prompt_id, u.prompt, u.seed)
                     for j, u in zip(batch, units, strict=True)
                 ]
-                chunks.write_chunk(_read_batch(captioner, keyed, images))
+                chunks.write_chunk(read_batch(captioner, keyed, images))
                 stats.units_run += len(batch)
                 progress.advance(len(batch))
     write_causal_tables(root, chunks, causal_prompts(spec, plan), directions, jobs)

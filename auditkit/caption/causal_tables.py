@@ -25,11 +25,7 @@ import pandas as pd
 from auditkit.analyze.stats import spearman, wilson_interval
 from auditkit.caption.stage import CaptionStore
 from auditkit.plan import PlannedPrompt
-from auditkit.provenance import (
-    read_versioned_parquet,
-    versioned_parquet_bytes,
-    write_bytes_atomic,
-)
+from auditkit.rundir import RunDir
 
 if TYPE_CHECKING:
     from auditkit.caption.causal import CausalJob, SteeringDirection
@@ -100,12 +96,13 @@ def write_causal_tables(
         axis_rows.append(_axis_summary(name, direction, curve, read, len(set(mine["concept"]))))
     meta = {"captioner_id": str(chunks.record["id"]), "captioner_sha256": chunks.record["sha256"]}
     tables = {
-        "causal.parquet": pd.DataFrame(concept_rows, columns=CAUSAL_COLUMNS),
-        "causal_curve.parquet": pd.DataFrame(curve_rows, columns=CURVE_COLUMNS),
-        "causal_axes.parquet": pd.DataFrame(axis_rows, columns=AXIS_COLUMNS),
+        "causal": pd.DataFrame(concept_rows, columns=CAUSAL_COLUMNS),
+        "causal_curve": pd.DataFrame(curve_rows, columns=CURVE_COLUMNS),
+        "causal_axes": pd.DataFrame(axis_rows, columns=AXIS_COLUMNS),
     }
-    for file, frame in tables.items():
-        write_bytes_atomic(root / file, _parquet_bytes(frame, meta))
+    run = RunDir.of_folder(root)
+    for name, frame in tables.items():
+        run.write_table(name, frame, meta)
 
 
 def _number(value: object) -> float:
@@ -160,17 +157,14 @@ def read_causal(root: Path) -> dict[str, pd.DataFrame]:
     ``causal_curve``, ``causal_axes``).
 
     Raises:
-        FileNotFoundError: the run has no causal check.
+        UsageError: the run has no causal check.
         SchemaVersionError: a table was written by a newer auditkit.
     """
+    run = RunDir.of_folder(root)
     return {
-        name: read_versioned_parquet(root / f"{name}.parquet", newest=CAUSAL_SCHEMA_VERSION)
+        name: cast(pd.DataFrame, run.table(name, required=True))
         for name in ("causal", "causal_curve", "causal_axes")
     }
-
-
-def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:
-    return versioned_parquet_bytes(frame, CAUSAL_SCHEMA_VERSION, meta)
 
 
 __all__ = [

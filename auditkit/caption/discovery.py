@@ -38,7 +38,7 @@ import pandas as pd
 from auditkit.caption.stage import CaptionStats
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, plan_audit
-from auditkit.provenance import read_versioned_parquet, versioned_parquet_bytes, write_bytes_atomic
+from auditkit.rundir import RunDir
 from auditkit.spec.models import AuditSpec, CentringSpec, ConceptSetSpec, DiscoverySpec, fill
 
 DISCOVERY_SCHEMA_VERSION = 1
@@ -316,22 +316,21 @@ def write_discovery(
 ) -> None:
     """Write ``discovered_terms.parquet`` and ``discovery.parquet`` atomically (versioned)."""
     meta = {"discovery_template": template}
-    for name, frame in (("discovered_terms.parquet", terms), ("discovery.parquet", ranking)):
-        data = versioned_parquet_bytes(frame, DISCOVERY_SCHEMA_VERSION, meta)
-        write_bytes_atomic(results_dir / name, data)
+    run = RunDir.of_folder(results_dir)
+    run.write_table("discovered_terms", terms, meta)
+    run.write_table("discovery", ranking, meta)
 
 
 def read_discovery(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(discovered terms, ranking) of a run's ``results/``.
 
     Raises:
-        FileNotFoundError: the run has no discovery tables.
+        UsageError: the run has no discovery tables.
         SchemaVersionError: a table was written by a newer auditkit.
     """
-    terms, ranking = (
-        read_versioned_parquet(results_dir / name, newest=DISCOVERY_SCHEMA_VERSION)
-        for name in ("discovered_terms.parquet", "discovery.parquet")
-    )
+    run = RunDir.of_folder(results_dir)
+    terms, ranking = (run.table(name, required=True) for name in ("discovered_terms", "discovery"))
+    assert terms is not None and ranking is not None
     return terms, ranking
 
 

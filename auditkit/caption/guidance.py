@@ -28,23 +28,20 @@ from auditkit.caption import Captioner
 from auditkit.caption.stage import (
     READING_COLUMNS,
     CaptionStore,
-    _parquet_bytes,
-    _read_batch,
-    _read_versioned,
-    _typed,
     caption_prompts,
     generate_images,
+    read_batch,
     reading_records,
     select_caption_units,
+    typed_strings,
 )
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.progress import Progress
-from auditkit.provenance import write_bytes_atomic
+from auditkit.rundir import RunDir
 from auditkit.spec.models import AuditSpec
 
 GUIDANCE_READING_COLUMNS = ["guidance", *READING_COLUMNS]
-FILE = "guidance_readings.parquet"
 
 
 def sweep_record(record: dict[str, Any], scale: float) -> dict[str, Any]:
@@ -99,7 +96,7 @@ def run_guidance_sweep(
             for start in range(0, len(todo[scale]), size):
                 batch = todo[scale][start : start + size]
                 images = generate_images(loaded, sampling, batch)
-                stores[scale].write_chunk(_read_batch(captioner, batch, images))
+                stores[scale].write_chunk(read_batch(captioner, batch, images))
                 progress.advance(len(batch))
     _write_readings(root, spec, plan, stores, units)
     return {
@@ -119,9 +116,9 @@ def _write_readings(
     stores: dict[float, CaptionStore],
     units: list[WorkUnit],
 ) -> None:
-    path = root / FILE
+    run = RunDir.of_folder(root)
     if not stores:
-        path.unlink(missing_ok=True)
+        run.table_path("guidance_readings").unlink(missing_ok=True)
         return
     by_prompt: dict[str, list[PlannedPrompt]] = {}
     for prompt in caption_prompts(spec, plan):
@@ -139,9 +136,9 @@ def _write_readings(
                 )
     frame = pd.DataFrame(rows, columns=GUIDANCE_READING_COLUMNS)
     guidance = frame.pop("guidance").astype("float64")
-    frame = _typed(frame)
+    frame = typed_strings(frame)
     frame.insert(0, "guidance", guidance)
-    write_bytes_atomic(path, _parquet_bytes(frame, {"captioner_id": str(_first(stores)["id"])}))
+    run.write_table("guidance_readings", frame, {"captioner_id": str(_first(stores)["id"])})
 
 
 def _first(stores: dict[float, CaptionStore]) -> dict[str, Any]:
@@ -150,12 +147,10 @@ def _first(stores: dict[float, CaptionStore]) -> dict[str, Any]:
 
 def read_guidance_readings(root: Path) -> pd.DataFrame | None:
     """``captions/guidance_readings.parquet`` of a run's captions folder, or None."""
-    path = Path(root) / FILE
-    return _read_versioned(path) if path.is_file() else None
+    return RunDir.of_folder(root).table("guidance_readings")
 
 
 __all__ = [
-    "FILE",
     "GUIDANCE_READING_COLUMNS",
     "at_scale",
     "read_guidance_readings",

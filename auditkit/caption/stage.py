@@ -41,10 +41,10 @@ from auditkit.caption.thumbnails import (
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.progress import Progress
-from auditkit.provenance import (
-    read_versioned_json,
+from auditkit.rundir import (
+    RunDir,
+    parquet_bytes,
     read_versioned_parquet,
-    versioned_parquet_bytes,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -188,7 +188,10 @@ class CaptionStore:
 
     def rows(self) -> pd.DataFrame:
         """Every stored unit of this captioner (one row each)."""
-        frames = [_read_versioned(path) for path in sorted(self.folder.glob("chunk-*.parquet"))]
+        frames = [
+            read_versioned_parquet(path, newest=CAPTIONS_SCHEMA_VERSION)
+            for path in sorted(self.folder.glob("chunk-*.parquet"))
+        ]
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in _CHUNK_COLUMNS})
         frame = pd.concat(frames, ignore_index=True)
@@ -206,7 +209,7 @@ class CaptionStore:
             write_json_atomic(self.folder / "captioner.json", self.captioner_json())
         frame = pd.DataFrame(rows, columns=_CHUNK_COLUMNS)
         path = self.folder / f"chunk-{rows[0]['unit_id']}.parquet"
-        write_bytes_atomic(path, _parquet_bytes(frame, {}))
+        write_bytes_atomic(path, parquet_bytes(frame, CAPTIONS_SCHEMA_VERSION))
 
     def captioner_json(self) -> dict[str, Any]:
         """The content of ``captioner.json``: the record, versioned."""
@@ -254,7 +257,7 @@ def caption_images(
             images = generate_images(loaded, spec, batch)
             unread = [i for i, u in enumerate(batch) if u.unit_id not in done]
             if unread:
-                rows = _read_batch(captioner, [batch[i] for i in unread], images[unread])
+                rows = read_batch(captioner, [batch[i] for i in unread], images[unread])
                 store.write_chunk(rows)
                 stats.units_run += len(unread)
             wanted = [i for i, u in enumerate(batch) if u.unit_id in need_thumb]
@@ -266,7 +269,7 @@ def caption_images(
     return stats
 
 
-def _read_batch(
+def read_batch(
     captioner: Captioner, units: Sequence[WorkUnit], images: np.ndarray
 ) -> list[dict[str, Any]]:
     texts = captioner.caption(images)
@@ -331,14 +334,15 @@ def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan:
             reading_rows.extend(reading_records(unit, p, values))
     meta = {"captioner_id": str(store.record["id"]), "captioner_sha256": store.record["sha256"]}
     tables = {
-        "captions.parquet": _typed(pd.DataFrame(caption_rows, columns=CAPTION_COLUMNS)),
-        "readings.parquet": _typed(pd.DataFrame(reading_rows, columns=READING_COLUMNS)),
+        "captions": typed_strings(pd.DataFrame(caption_rows, columns=CAPTION_COLUMNS)),
+        "readings": typed_strings(pd.DataFrame(reading_rows, columns=READING_COLUMNS)),
     }
+    run = RunDir.of_folder(root)
     for name, frame in tables.items():
-        write_bytes_atomic(root / name, _parquet_bytes(frame, meta))
-    write_json_atomic(root / "captioner.json", store.captioner_json())
+        run.write_table(name, frame, meta)
+    run.write_json("captioner", store.captioner_json())
     exemplar = set(exemplar_seeds(spec))
-    captions = tables["captions.parquet"]
+    captions = tables["captions"]
     chosen = captions[captions["seed"].isin(exemplar)] if exemplar else captions.iloc[:0]
     thumbs = ThumbnailStore(root, _section(spec).exemplars)
     write_exemplars(root, exemplar_table(chosen, stored["readings"], thumbs), meta)
@@ -370,14 +374,14 @@ def read_captions(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any
     """The captions and readings tables of a run's ``captions/`` folder and its captioner.
 
     Raises:
-        FileNotFoundError: the run has no captions.
+        UsageError: the run has no captions.
         SchemaVersionError: a file was written by a newer auditkit.
     """
-    record = read_versioned_json(
-        root / "captioner.json", newest=CAPTIONS_SCHEMA_VERSION, kind="captioner"
-    )
-    captions = _read_versioned(root / "captions.parquet")
-    readings = _read_versioned(root / "readings.parquet")
+    run = RunDir.of_folder(root)
+    record = run.read_json("captioner")
+    captions = run.table("captions", required=True)
+    readings = run.table("readings", required=True)
+    assert captions is not None and readings is not None
     return captions, readings, dict(record["captioner"])
 
 
@@ -387,19 +391,11 @@ def _section(spec: AuditSpec) -> CaptionsSpec:
     return spec.captions
 
 
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+def typed_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Strings as str and ``seed`` as int64, also for an empty table."""
     for column in frame.columns:
         frame[column] = frame[column].astype("int64" if column == "seed" else str)
     return frame
-
-
-def _parquet_bytes(frame: pd.DataFrame, meta: dict[str, str]) -> bytes:
-    return versioned_parquet_bytes(frame, CAPTIONS_SCHEMA_VERSION, meta)
-
-
-def _read_versioned(path: Path) -> pd.DataFrame:
-    return read_versioned_parquet(path, newest=CAPTIONS_SCHEMA_VERSION)
 
 
 __all__ = [

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from auditkit.plan import WorkUnit
-from auditkit.provenance import write_bytes_atomic, write_json_atomic
+from auditkit.rundir import RunDir, write_bytes_atomic, write_json_atomic
 from auditkit.spec.models import AuditSpec, ExemplarSpec
 
 THUMBNAIL_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
@@ -141,14 +141,11 @@ def exemplar_table(
 
 def write_exemplars(root: Path, table: pd.DataFrame, meta: dict[str, str]) -> None:
     """Write ``captions/exemplars.parquet`` (removed when there is nothing to show)."""
-    from auditkit.caption.stage import CAPTIONS_SCHEMA_VERSION
-    from auditkit.provenance import versioned_parquet_bytes
-
-    path = root / "exemplars.parquet"
+    run = RunDir.of_folder(root)
     if table.empty:
-        path.unlink(missing_ok=True)
+        run.table_path("exemplars").unlink(missing_ok=True)
         return
-    write_bytes_atomic(path, versioned_parquet_bytes(table, CAPTIONS_SCHEMA_VERSION, meta))
+    run.write_table("exemplars", table, meta)
 
 
 def read_exemplars(run_dir: Path) -> pd.DataFrame | None:
@@ -157,12 +154,7 @@ def read_exemplars(run_dir: Path) -> pd.DataFrame | None:
     Raises:
         SchemaVersionError: the file was written by a newer auditkit.
     """
-    from auditkit.caption.stage import _read_versioned
-
-    path = Path(run_dir) / "captions" / "exemplars.parquet"
-    if not path.is_file():
-        return None
-    return _read_versioned(path)
+    return RunDir(run_dir).table("exemplars")
 
 
 def data_uri(mime: str, data: bytes) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.provenance import read_versioned_parquet, versioned_parquet_bytes, write_bytes_atomic
+from auditkit.rundir import parquet_bytes, read_versioned_parquet, write_bytes_atomic
 
 STORE_SCHEMA_VERSION = 1
 INDEX_COLUMNS = ["unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype"]
@@ -120,4 +120,4 @@ class ActivationStore:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    return versioned_parquet_bytes(frame, STORE_SCHEMA_VERSION)
+    return parquet_bytes(frame, STORE_SCHEMA_VERSION)

@@ -68,15 +68,10 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
     auditkit.
     """
     run_dir = Path(run_dir)
-    manifest = inputs.read_json(run_dir / "manifest.json", "auditkit.manifest")
-    summary = inputs.read_json(run_dir / "results" / "summary.json", "auditkit.summary")
-    spec_text = inputs.read_text(run_dir / "spec.yaml")
-    spec = inputs.read_spec(spec_text, run_dir / "spec.yaml")
-    tables = {
-        name: inputs.read_table(run_dir / "results" / f"{name}.parquet", name)
-        for name in inputs.TABLE_COLUMNS
-    }
-    extra = read_extra_tables(run_dir)
+    read = inputs.read_run(run_dir)
+    manifest, summary, spec_text, spec = read.manifest, read.summary, read.spec_text, read.spec
+    tables = read.tables
+    extra = read_extra_tables(read.run)
 
     chart_specs: dict[str, dict[str, Any]] = {}
     model = _model(spec, manifest, summary)
@@ -92,7 +87,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "formats": list(spec.report.formats),
         "paper": spec.report.paper,
         "report_schema_version": REPORT_SCHEMA_VERSION,
-        "results_hash": _results_hash(run_dir),
+        "results_hash": read.run.results_hash(),
         "weights_hash": _weights_hash(manifest),
         "banners": _banners(model, manifest),
         "findings": [str(f) for f in summary.get("findings", [])],
@@ -132,13 +127,6 @@ def _model(spec: AuditSpec, manifest: dict[str, Any], summary: dict[str, Any]) -
         "pipeline_class": recorded.get("pipeline_class"),
         "is_demo": model_id.startswith(DEMO_MODEL_PREFIX),
     }
-
-
-def _results_hash(run_dir: Path) -> str:
-    """Content hash of the run's result tables (the report's identity with the run id)."""
-    from auditkit.export import results_hash
-
-    return results_hash(run_dir / "results")
 
 
 def _weights_hash(manifest: dict[str, Any]) -> str | None:

@@ -142,8 +142,8 @@ def render_diff(
     """Write diff.json, junit.xml, and diff.html / diff.pdf into ``out_dir``."""
     import json
 
-    from auditkit.provenance import write_bytes_atomic, write_json_atomic
     from auditkit.report.render import render_html, render_pdf
+    from auditkit.rundir import write_bytes_atomic, write_json_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     context = build_diff_context(result, base_dir, new_dir, tolerance=tolerance)

@@ -1,0 +1,267 @@
+"""Declared data: every table of a run directory and its columns (the table registry).
+
+One entry per table: folder, schema version, what a row is, and its columns as compact rows
+``(names, type, unit, meaning[, optional])``. ``docs/run-directory.md`` shows these tables
+(:mod:`auditkit.rundir.docs`), writers refuse undeclared columns
+(:meth:`auditkit.rundir.RunDir.write_table`) and readers require the non-optional ones. A table
+written before tables were stamped reads as version 1; the migrations at the end bring older
+versions up to date.
+
+Version history of the ``results/`` tables: 1, unstamped (auditkit 0.1.0 before the registry);
+2, stamped with ``auditkit_schema_version`` (``lean`` gains ``rule`` from ``null_model``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from auditkit.rundir.registry import Registry, Table, columns
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+RESULTS_VERSION = 2
+"""Schema version of the ``results/`` tables."""
+CAPTIONS_VERSION = 1
+"""Schema version of the ``captions/`` tables (stamped since they were introduced)."""
+
+CI = "95% interval of `{}`: 2.5% and 97.5% bootstrap quantiles (see Confidence intervals)"
+SHARE = (
+    ("concept_set, concept", "str", "", "the concept whose images were read"),
+    ("attribute", "str", "", "the captioner attribute"),
+    ("group", "str", "", "one value of the attribute"),
+    ("n_images", "int", "images", "images read as one of the attribute's groups (the share's denominator)"),
+    ("n_unread", "int", "images", "images read as anything else (e.g. `unknown`)"),
+    ("count", "int", "images", "images read as `group`"),
+    ("share", "float", "share", "count / n_images (NaN when n_images is 0)"),
+    ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
+)  # fmt: skip
+CAUSAL_SHARE = (
+    ("attribute", "str", "", "the captioner attribute scored (the axis's name)"),
+    ("positive_group", "str", "", "the axis's first group, whose share is reported"),
+    ("n_images", "int", "images", "images read as either group of the axis (the share's denominator)"),
+    ("n_unread", "int", "images", "images read as anything else (e.g. `unknown`)"),
+    ("count", "int", "images", "images read as `positive_group`"),
+    ("share", "float", "share", "count / n_images (NaN when n_images is 0)"),
+    ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
+)  # fmt: skip
+UNIT = (
+    ("unit_id", "str", "", "the work unit (prompt x seed) whose image was read"),
+    ("prompt_id", "str", "", "as in prompts.parquet"),
+)  # fmt: skip
+PROMPT = (
+    ("prompt", "str", "", "the prompt as sent to the model"),
+    ("role", "str", "", "`axis`, `concept`, `marked` or `base`"),
+    ("set_name", "str", "", "axis or concept-set name"),
+    ("group", "str", "", "axis group (`\"\"` where none)"),
+    ("term", "str", "", "the term in the template slot"),
+    ("template", "str", "", "the template the prompt came from"),
+    ("seed", "int", "", "the unit's seed"),
+    ("caption", "str", "", "the caption the captioner wrote"),
+)  # fmt: skip
+READINGS = (
+    *UNIT,
+    ("role", "str", "", "`axis`, `concept`, `marked` or `base`"),
+    ("concept_set", "str", "", "the prompt's set (axis or concept set)"),
+    ("concept", "str", "", "the prompt's term"),
+    ("group", "str", "", "axis group (`\"\"` where none)"),
+    ("template", "str", "", "the template the prompt came from"),
+    ("seed", "int", "", "the unit's seed"),
+    ("attribute", "str", "", "the attribute read"),
+    ("value", "str", "", "the value read (one of the attribute's values, or `unknown`)"),
+)  # fmt: skip
+
+TABLES = [
+    Table("prompts", "results", RESULTS_VERSION, "one row per prompt", columns(
+        ("prompt_id", "str", "", "content id of the prompt text (first 16 hex of sha256)"),
+        ("prompt", "str", "", "the prompt as sent to the model"),
+        ("role", "str", "", "`axis`, `concept`, `marked` (defaults analysis) or `base`"),
+        ("set_name", "str", "", "axis or concept-set name (`\"\"` for base)"),
+        ("group", "str", "", "axis group (`\"\"` where none)"),
+        ("term", "str", "", "the term in the template slot"),
+        ("template", "str", "", "the template the prompt came from"),
+        ("n_seeds", "int", "seeds", "seeds averaged"),
+        ("latent_norm", "float", "h-space", "L2 norm of H(p)"),
+    )),
+    Table("axes", "results", RESULTS_VERSION, "one row per axis", columns(
+        ("axis", "str", "", "axis name"),
+        ("groups", "str", "", "group names joined by `,` in spec order"),
+        ("n_groups", "int", "", "number of groups"),
+        ("positive_group, negative_group", "str", "", "for two-group axes: lean > 0 means towards positive_group; `\"\"` for k-way"),
+        ("norm", "float", "h-space", "L2 norm of the axis vector g (0 for k-way)"),
+        ("n_prompts", "int", "prompts", "axis prompts used"),
+        ("step_consistency", "float", "cosine", "mean pairwise cosine of per-step axes (NaN with one step or k-way)"),
+    )),
+    Table("lean", "results", RESULTS_VERSION, "one row per (two-group axis, concept)", columns(
+        ("axis, concept_set, concept", "str", "", "which concept along which axis"),
+        ("positive_group, negative_group", "str", "", "as in axes.parquet"),
+        ("cosine", "float", "cosine", "cos(H(c) − R, g), in [−1, 1]"),
+        ("projection", "float", "h-space", "(H(c) − m)·ĝ, m the midpoint of the two group means"),
+        ("score", "float", "score", "projection / (‖g‖/2): 0 = midpoint, +1 = at the positive group's mean, −1 = at the negative's"),
+        ("toward", "str", "", "group the concept leans towards (sign of score)"),
+        ("n_seeds", "int", "seeds", "seeds per prompt"),
+        ("score_ci_low, score_ci_high", "float", "score", CI.format("score"), True),
+        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
+        ("loto_min_score, loto_max_score", "float", "score", "smallest and largest `score` when one axis template, or one concept template, is left out in turn (equal to `score` with one template)", True),
+        ("cosine_alt_centring", "float", "cosine", "`cosine` with the other centring reference (set mean for a base-prompt audit; the base prompt for a set-mean audit when it was planned, else NaN)", True),
+        ("fragile", "bool", "", "the score's sign flips when a template is left out, or the cosine's sign flips with the other centring", True),
+        ("rule", "str", "", "the rule the lean was judged by: `min_effect` (default), `labels` or `vocabulary` (see Significance)", True),
+        ("min_effect", "float", "score", "the band of the `min_effect` rule (`statistics.min_effect`); NaN under the legacy rules", True),
+        ("null_model", "str", "", "`labels` or `vocabulary` under those legacy rules (and in runs made before `rule`)", True),
+        ("p_value", "float", "probability", "the rule's p-value (NaN when the lean cannot be tested)", True),
+        ("q_value", "float", "probability", "Benjamini–Hochberg adjusted p-value across every row of the table", True),
+        ("image_share, image_share_low, image_share_high", "float", "share", "with `captions:`: share of the concept's images read as the axis's first group, with its 95% Wilson interval (NaN where the axis's attribute was not read)", True),
+        ("witness", "str", "", "with `captions:`: the lean beside its images: `agree` (a finding, images past parity on its side), `images only` (images wholly beyond 40–60% but no finding: the latent lean is a weak witness), `latent only` (a finding the images do not show: their interval includes 0.5), `opposite`, `neither`; empty where not read", True),
+        ("significant", "bool", "", "`min_effect`: `q_value < statistics.alpha` and the score's 95% interval lies wholly beyond ±`min_effect`; legacy rules: `q_value < statistics.alpha` and the cosine's interval excludes 0", True),
+    )),
+    Table("steps", "results", RESULTS_VERSION, "one row per (two-group axis, concept, step); `per_step` aggregation only", columns(
+        ("axis, concept_set, concept", "str", "", "which concept along which axis"),
+        ("step", "int", "", "denoising step (0-based, of the kept steps)"),
+        ("timestep", "float", "", "scheduler timestep of that step"),
+        ("score", "float", "score", "lean score computed from that step's h alone"),
+    )),
+    Table("step_agreement", "results", RESULTS_VERSION, "one row per (two-group axis, step, step); runs keeping more than one step", columns(
+        ("axis", "str", "", "a two-group axis"),
+        ("step_a, step_b", "int", "", "denoising step indices"),
+        ("timestep_a, timestep_b", "float", "", "the scheduler's timesteps of those steps"),
+        ("cosine", "float", "cosine", "cos(g at step_a, g at step_b), each axis from that step's seed-mean latents; `step_consistency` in axes.parquet is the mean off the diagonal"),
+    )),
+    Table("defaults", "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
+        ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
+        ("marked_prompt", "str", "", "the concept marked with the group (one template shown)"),
+        ("cosine", "float", "cosine", "mean over templates of cos(H(unmarked) − R, H(marked) − R)"),
+        ("rank", "int", "", "1 = the group whose marked variant is closest to the unmarked prompt"),
+        ("margin", "float", "cosine", "cosine of rank 1 minus cosine of rank 2 (same for every row of a concept)"),
+        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
+        ("margin_ci_low, margin_ci_high", "float", "cosine", "95% interval of the margin of this concept's default (the rank-1 group of the point estimate) over the best other group; a lower end below 0 means the default flips in some resamples", True),
+    )),
+    Table("descriptors", "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
+        ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
+        ("cosine", "float", "cosine", "cos(H(c) − R, G(group) − R), G the mean latent of the group's prompts"),
+        ("rank", "int", "", "1 = most aligned group"),
+        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
+    )),
+    Table("similarity", "results", RESULTS_VERSION, "one row per (concept set, concept pair), both orders and the diagonal", columns(
+        ("concept_set, concept_a, concept_b", "str", "", "the set and the two concepts"),
+        ("cosine", "float", "cosine", "cos(H(a) − R, H(b) − R)"),
+        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine") + " (`[1, 1]` on the diagonal)", True),
+    )),
+    Table("structure", "results", RESULTS_VERSION, "one row per concept", columns(
+        ("concept_set, concept", "str", "", "the concept"),
+        ("x, y", "float", "h-space", "the concept's coordinates on the set's first two principal components of H(c) − R"),
+        ("cluster", "int", "", "flat cluster of the set's hierarchical clustering on cosine distance (1-based, numbered in leaf order)"),
+        ("leaf_order", "int", "", "the concept's position in the dendrogram's optimal leaf order (0-based)"),
+        ("variance_x, variance_y", "float", "share", "share of the set's variance along each of the two components (same on every row of a set)"),
+    )),
+    Table("outputs", "results", RESULTS_VERSION, "with `captions:`: one row per (concept, attribute, group)", columns(
+        *SHARE,
+        ("reference_kind", "str", "", "`uniform` or `table` (the spec's `captions.reference`)"),
+        ("reference", "float", "share", "the group's expected share under the reference"),
+        ("difference", "float", "share", "share − reference"),
+        ("ratio", "float", "", "share / reference (NaN where the reference is 0)"),
+        ("kl_bits", "float", "bits", "KL divergence of the concept's shares from the reference (smoothed with 1e-3 of uniform); same on every group row of a concept"),
+        ("entropy_bits", "float", "bits", "entropy of the concept's observed shares"),
+        ("normalized_entropy", "float", "", "entropy / log2 k: 1 = even split, 0 = one group only"),
+        ("max_abs_gap", "float", "share", "largest |share − reference| over the concept's groups"),
+        ("max_gap_group", "str", "", "the group with that gap"),
+    )),
+    Table("agreement", "results", RESULTS_VERSION, "with `captions:`: one row per two-group axis whose attribute was read", columns(
+        ("axis, attribute, positive_group", "str", "", "the axis, the attribute read and its first group"),
+        ("n_concepts", "int", "", "concepts with both a lean and a share"),
+        ("rho", "float", "", "Spearman's rank correlation of lean score and image share of `positive_group` across concepts (NaN with fewer than 3 concepts or a constant side)"),
+        ("rho_ci_low, rho_ci_high", "float", "", "95% percentile interval from resampling concepts"),
+        ("resamples, seed", "int", "", "of that bootstrap"),
+        ("statement", "str", "", "`agree` (rho ≥ 0.5, interval above 0), `disagree` (rho ≤ −0.5, interval below 0) or `unclear`"),
+    )),
+    Table("guidance", "results", RESULTS_VERSION, "guidance sweep only: one row per (scale, concept, attribute, group)", columns(
+        ("guidance", "float", "", "the guidance scale the images were sampled at"),
+        ("audit", "bool", "", "true for the audit's own `model.guidance_scale`"),
+        *SHARE,
+        ("reference_kind", "str", "", "`uniform` or `table`"),
+        ("reference", "float", "share", "the group's expected share under the reference"),
+    )),
+    Table("amplification", "results", RESULTS_VERSION, "guidance sweep only: one row per (attribute, swept scale)", columns(
+        ("attribute, positive_group", "str", "", "the attribute and its first group"),
+        ("reference_kind", "str", "", "`uniform` or `table`"),
+        ("guidance, audit_guidance", "float", "", "the swept scale and the audit's scale"),
+        ("n_concepts", "int", "", "concepts read at both scales"),
+        ("spread, audit_spread", "float", "share", "mean over concepts of the total-variation distance between a concept's shares and its reference, at the swept and at the audit's scale"),
+        ("amplification", "float", "", "the spread at the higher of the two scales divided by the spread at the lower: above 1, more guidance draws the concepts further from the reference; +inf when only the higher scale spreads them, NaN when neither does"),
+        ("amplification_ci_low, amplification_ci_high", "float", "", "95% percentile interval from resampling concepts (NaN with fewer than 2 concepts)"),
+        ("resamples, seed", "int", "", "of that bootstrap (`statistics.bootstrap_resamples`, or 1000 when it is 0)"),
+    )),
+    Table("discovery", "results", CAPTIONS_VERSION, "discovery only: one row per (concept, term) and per (set, axis, term)", columns(
+        ("concept_set", "str", "", "the concept set (its R is used)"),
+        ("concept", "str", "", "the concept; `\"\"` on axis rows"),
+        ("axis, positive_group", "str", "", "the two-group axis and its first group; `\"\"` on concept rows"),
+        ("term", "str", "", "the mined word or phrase"),
+        ("count", "int", "captions", "captions of that concept containing the term (axis rows: summed over the set's concepts)"),
+        ("cosine", "float", "cosine", "concept rows: cos(H(c) − R, H(w) − R); axis rows: cos(H(w) − R, g)"),
+        ("cosine_ci_low, cosine_ci_high", "float", "cosine", "95% seed-bootstrap interval (NaN without resamples)"),
+        ("rank", "int", "", "1 = highest cosine, within (concept set, concept, axis); ties by term"),
+        ("top", "bool", "", "concept rows: rank ≤ top_k; axis rows: the top_k at each end"),
+    )),
+    Table("discovered_terms", "results", CAPTIONS_VERSION, "discovery only: one row per (mined term, concept)", columns(
+        ("term", "str", "", "the mined word or phrase"),
+        ("term_rank", "int", "", "1 = most frequent over all concept captions"),
+        ("n_words", "int", "words", "words in the term"),
+        ("prompt, prompt_id", "str", "", "the term's prompt and its id (as in `activations/index.parquet`)"),
+        ("total_count", "int", "captions", "concept captions containing the term"),
+        ("concept_set, concept", "str", "", "one row per concept captioned"),
+        ("n_captions", "int", "captions", "captions of that concept"),
+        ("count", "int", "captions", "of them, captions containing the term"),
+    )),
+    Table("captions", "captions", CAPTIONS_VERSION, "one row per (captioned prompt, seed)", columns(
+        *UNIT, *PROMPT,
+    )),
+    Table("readings", "captions", CAPTIONS_VERSION, "one row per (captioned prompt, seed, attribute)", columns(
+        *READINGS,
+    )),
+    Table("guidance_readings", "captions", CAPTIONS_VERSION, "guidance sweep only: one row per (scale, concept prompt, seed, attribute)", columns(
+        ("guidance", "float", "", "the swept guidance scale"),
+        *READINGS,
+    )),
+    Table("exemplars", "captions", CAPTIONS_VERSION, "one row per thumbnail kept for the report", columns(
+        *UNIT, *PROMPT,
+        ("readings", "json", "", "the unit's values read, a JSON object attribute → value"),
+        ("mime", "str", "", "`image/webp`, `image/png` or `image/jpeg`"),
+        ("width, height", "int", "pixels", "the thumbnail's size"),
+        ("image", "bytes", "", "the compressed thumbnail"),
+    )),
+    Table("causal", "captions", CAPTIONS_VERSION, "causal check only: one row per (axis, alpha, concept set, concept)", columns(
+        ("axis", "str", "", "the steered axis"),
+        ("alpha", "float", "g", "steering strength (units of g)"),
+        ("concept_set, concept", "str", "", "the concept (its images pooled over the set's templates and the causal seeds)"),
+        *CAUSAL_SHARE,
+    )),
+    Table("causal_curve", "captions", CAPTIONS_VERSION, "causal check only: one row per (axis, alpha), pooled over the steered concepts", columns(
+        ("axis", "str", "", "the steered axis"),
+        ("alpha", "float", "g", "steering strength (units of g)"),
+        *CAUSAL_SHARE,
+    )),
+    Table("causal_axes", "captions", CAPTIONS_VERSION, "causal check only: one row per steered axis (the dose-response)", columns(
+        ("axis, attribute", "str", "", "the steered axis and the attribute scored"),
+        ("positive_group, negative_group", "str", "", "the axis's first and second group"),
+        ("n_alphas, n_concepts", "int", "", "alphas and concepts steered"),
+        ("n_images", "int", "images", "steered images read as either group, over all alphas and concepts"),
+        ("alpha_low, alpha_high", "float", "g", "the smallest and largest alpha"),
+        ("share_at_low, share_at_high", "float", "share", "the pooled share at those alphas"),
+        ("effect", "float", "share", "share_at_high − share_at_low"),
+        ("rho", "float", "", "Spearman's rho of alpha against the reading (1 = positive group, 0 = negative) over all images read as either group; NaN if constant"),
+        ("monotone", "bool", "", "whether the pooled share is non-decreasing in alpha (no tolerance; false with a NaN share)"),
+        ("slope", "float", "share per g", "least-squares slope of the reading on alpha: change in share per unit alpha"),
+        ("direction_norm", "float", "h-space", "Euclidean norm of g"),
+        ("direction_sha256", "str", "", "sha256 of g (float32 bytes and shape), part of every job id"),
+    )),
+]  # fmt: skip
+
+REGISTRY = Registry(TABLES)
+
+
+@REGISTRY.migration("lean", 1)
+def _lean_rule(frame: pd.DataFrame) -> pd.DataFrame:
+    """Version 1 lean tables judged by a legacy rule recorded it in ``null_model`` only."""
+    if "rule" not in frame.columns and "null_model" in frame.columns:
+        frame = frame.assign(rule=frame["null_model"])
+    return frame

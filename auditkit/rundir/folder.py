@@ -1,0 +1,310 @@
+"""The run directory: every path, and the one versioned reader and writer of each file.
+
+``RunDir(path)`` is the only place that spells the run directory's layout (docs/run-directory.md):
+other modules ask it for ``run.results``, ``run.table("lean")`` or ``run.write_table(...)``.
+Readers refuse a file written by a newer auditkit (:class:`SchemaVersionError`, naming the file
+and both versions), migrate an older one (:meth:`Registry.migrate`), and turn a missing or
+malformed file into a :class:`UsageError` that names it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from auditkit import __version__
+from auditkit.errors import SchemaVersionError, UsageError
+from auditkit.rundir import storage
+from auditkit.rundir.manifest import Manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VERSION_KEY = b"auditkit_schema_version"
+"""The one parquet schema-metadata key that carries a table's schema version."""
+
+META_PREFIX = "auditkit_"
+"""Prefix of every auditkit entry in a parquet table's schema metadata."""
+
+
+@dataclass(frozen=True)
+class JsonFile:
+    """A versioned JSON file of the run directory."""
+
+    path: str
+    kind: str
+    version: int
+
+
+JSON_FILES: dict[str, JsonFile] = {
+    "manifest": JsonFile("manifest.json", "auditkit.manifest", 1),
+    "plan": JsonFile("plan.json", "auditkit.plan", 1),
+    "summary": JsonFile("results/summary.json", "auditkit.summary", 1),
+    "gates": JsonFile("results/gates.json", "auditkit.gates", 1),
+    "captioner": JsonFile("captions/captioner.json", "auditkit.captioner", 1),
+}
+"""Every versioned JSON file, by name."""
+
+
+def newer_error(path: object, found: int, newest: int) -> SchemaVersionError:
+    """The one message for a file written by a newer auditkit."""
+    return SchemaVersionError(
+        f"{path} has schema_version {found}, newer than this auditkit ({__version__}) reads "
+        f"(up to {newest}).",
+        hint="upgrade auditkit (pip install -U auditkit) to read this run directory.",
+    )
+
+
+def check_version(version: Any, newest: int, path: object) -> int:
+    """``version`` as an int when this auditkit reads it; a missing or non-integer version is a
+    UsageError, a newer one a SchemaVersionError."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UsageError(
+            f"{path} has no integer schema_version, so it was not written by auditkit.",
+            hint="rerun the analysis with auditkit to regenerate it.",
+        )
+    if version > newest:
+        raise newer_error(path, version, newest)
+    return version
+
+
+def parquet_bytes(frame: pd.DataFrame, version: int, meta: dict[str, str] | None = None) -> bytes:
+    """A DataFrame as parquet bytes with its schema version and ``auditkit_<key>`` entries for
+    ``meta`` in the schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[VERSION_KEY] = str(version).encode()
+    metadata.update({f"{META_PREFIX}{k}".encode(): v.encode() for k, v in (meta or {}).items()})
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buffer)
+    return buffer.getvalue()
+
+
+def parquet_version(path: Path, *, default: int = 1) -> int:
+    """The schema version stamped in a parquet file (``default`` when it has none: the files
+    written before tables were stamped)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(VERSION_KEY)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"{path} has a schema_version that is not an integer ({raw!r}).") from None
+
+
+def read_versioned_parquet(path: Path, *, newest: int) -> pd.DataFrame:
+    """A stamped parquet file outside the table registry (e.g. the activation index, per-unit
+    chunks); refuses one newer than ``newest``."""
+    version = parquet_version(path)
+    if version > newest:
+        raise newer_error(path, version, newest)
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+
+
+def read_versioned_json(path: Path, *, newest: int, kind: str) -> dict[str, Any]:
+    """A JSON object carrying ``schema_version`` (missing counts as 0, the oldest); refuses a
+    newer one. ``kind`` names the file in messages."""
+    data = load_json(path)
+    version = data.get("schema_version", 0)
+    if isinstance(version, int) and version > newest:
+        raise newer_error(f"{path} ({kind})", version, newest)
+    return data
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run file, or a UsageError naming the file."""
+    if not storage.exists(path):
+        raise UsageError(
+            f"{path} is missing, so {path.parent} is not a complete auditkit run directory.",
+            hint="point at the folder given to 'auditkit run --out', after the run has finished.",
+        )
+    try:
+        data = json.loads(storage.read_bytes(path).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} must hold a JSON object.")
+    return data
+
+
+class RunDir:
+    """One run directory. Paths are attributes; files are read and written through methods."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.spec = self.root / "spec.yaml"
+        self.plan = self.root / "plan.json"
+        self.manifest = self.root / "manifest.json"
+        self.activations = self.root / "activations"
+        self.captions = self.root / "captions"
+        self.results = self.root / "results"
+        self.report = self.root / "report"
+        self.summary = self.results / "summary.json"
+        self.gates = self.results / "gates.json"
+        self.junit = self.results / "junit.xml"
+
+    @classmethod
+    def of_folder(cls, folder: str | Path) -> RunDir:
+        """The run directory holding ``folder`` (its ``captions/`` or ``results/``)."""
+        return cls(Path(folder).parent)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # --- tables -------------------------------------------------------------------------------
+
+    def table_path(self, name: str) -> Path:
+        """Where the registered table ``name`` lives."""
+        from auditkit.rundir.columns import REGISTRY
+
+        return self.root / REGISTRY[name].path
+
+    def has_table(self, name: str) -> bool:
+        return storage.exists(self.table_path(name))
+
+    def write_table(
+        self, name: str, frame: pd.DataFrame, meta: dict[str, str] | None = None
+    ) -> Path:
+        """Write a registered table, stamped with its schema version. Refuses a frame whose
+        columns the registry does not declare, or that lacks a required one, so a table and its
+        documentation cannot drift apart."""
+        from auditkit.rundir.columns import REGISTRY
+
+        table = REGISTRY[name]
+        unknown = [c for c in frame.columns if c not in table.names]
+        missing = [c for c in table.required if c not in frame.columns]
+        if unknown or missing:
+            raise ValueError(
+                f"{table.path}: columns not in the table registry {unknown}, required columns "
+                f"missing {missing} (declare them in auditkit/rundir/columns.py)."
+            )
+        path = self.root / table.path
+        storage.write_bytes_atomic(path, parquet_bytes(frame, table.version, meta))
+        return path
+
+    def table(self, name: str, *, required: bool = False) -> pd.DataFrame | None:
+        """A registered table, migrated to this auditkit's version; None when the run did not
+        write it (a UsageError when ``required``)."""
+        from auditkit.rundir.columns import REGISTRY
+
+        table = REGISTRY[name]
+        path = self.root / table.path
+        if not storage.exists(path):
+            if required:
+                raise UsageError(
+                    f"{path} is missing: {self.root} is not a finished auditkit run with a "
+                    f"{name} table.",
+                    hint="point at the folder given to 'auditkit run --out', after it finished.",
+                )
+            return None
+        version = parquet_version(path)
+        if version > table.version:
+            raise newer_error(path, version, table.version)
+        import pandas as pd
+
+        frame = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+        frame = REGISTRY.migrate(name, frame, version)
+        absent = [c for c in table.required if c not in frame.columns]
+        if absent:
+            raise UsageError(
+                f"{path} lacks the columns {absent} that schema version {table.version} requires.",
+                hint="rerun the analysis with this auditkit to regenerate the result tables.",
+            )
+        return frame
+
+    def table_meta(self, name: str) -> dict[str, str]:
+        """A table's ``auditkit_<key>`` metadata entries (without the prefix)."""
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_schema(self.table_path(name)).metadata or {}
+        return {
+            k.decode()[len(META_PREFIX) :]: v.decode()
+            for k, v in metadata.items()
+            if k.decode().startswith(META_PREFIX) and k != VERSION_KEY
+        }
+
+    def tables(self, names: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        """Every registered table of ``results/`` the run wrote (or those of ``names``)."""
+        from auditkit.rundir.columns import REGISTRY
+
+        wanted = names if names is not None else [t.name for t in REGISTRY.in_folder("results")]
+        out = {}
+        for name in wanted:
+            frame = self.table(name)
+            if frame is not None:
+                out[name] = frame
+        return out
+
+    def results_hash(self) -> str:
+        """A content hash of the result tables: sha256 over the sorted names and the sha256 of
+        the bytes of every ``results/*.parquet``."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for path in sorted(self.results.glob("*.parquet")):
+            file_hash = hashlib.sha256(storage.read_bytes(path)).hexdigest()
+            digest.update(path.name.encode() + b"\0" + file_hash.encode() + b"\n")
+        return digest.hexdigest()
+
+    # --- JSON files ---------------------------------------------------------------------------
+
+    def json_path(self, name: str) -> Path:
+        return self.root / JSON_FILES[name].path
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        """A versioned JSON file by name (``manifest``, ``summary``, ``gates``, ``plan``,
+        ``captioner``), checked for its kind and version."""
+        spec = JSON_FILES[name]
+        path = self.root / spec.path
+        data = load_json(path)
+        check_version(data.get("schema_version"), spec.version, path)
+        if data.get("kind", spec.kind) != spec.kind:
+            raise UsageError(f"{path} has kind {data.get('kind')!r}, expected {spec.kind!r}.")
+        return data
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> Path:
+        path = self.json_path(name)
+        storage.write_json_atomic(path, payload)
+        return path
+
+    def read_manifest(self) -> Manifest:
+        """The typed manifest (schema-checked)."""
+        from pydantic import ValidationError
+
+        data = self.read_json("manifest")
+        try:
+            return Manifest.model_validate(data)
+        except ValidationError as exc:
+            raise UsageError(f"{self.manifest} is not an auditkit manifest ({exc}).") from None
+
+    def write_manifest(self, manifest: Manifest) -> Path:
+        storage.write_json_atomic(self.manifest, manifest.to_json())
+        return self.manifest
+
+    def is_finished(self) -> bool:
+        """Whether the analysis has written its summary."""
+        return storage.exists(self.summary)
+
+    def require_finished(self, what: str = "this command") -> None:
+        """A UsageError unless the run's analysis finished."""
+        if not self.is_finished():
+            raise UsageError(
+                f"{str(self.root)!r} has no results/summary.json: not a finished auditkit run, "
+                f"so {what} has nothing to read.",
+                hint="run 'auditkit run SPEC --out DIR' to completion first.",
+            )
+
+
+def as_run_dir(run_dir: str | Path | RunDir) -> RunDir:
+    """``run_dir`` as a :class:`RunDir` (a path is wrapped, a RunDir passes through)."""
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
