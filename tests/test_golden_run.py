@@ -14,17 +14,18 @@ from auditkit.cli import main
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "toyworld-0.1.0"
 SECTIONS = (
-    "Summary of findings",
     "Gates",
     "Lean along each axis",
     "Defaults",
     "Descriptor ranking",
     "Concept similarity",
     "What the model draws",
-    "Limitations and ethics",
+    "Causal check",
+    "Discovered associations",
     "Scope.",  # the executive summary, built from an older run's tables too
     "Findings in detail",
 )
+"""Sections rendered only when their tables (or summary blocks) are read from the run."""
 
 
 @pytest.fixture()
@@ -35,12 +36,24 @@ def run(tmp_path: Path) -> Path:
 
 
 def test_golden_run_directory_renders_every_section(run: Path) -> None:
+    import json
+
+    import pandas as pd
+
     result = CliRunner().invoke(main, ["report", str(run), "--format", "html", "--format", "pdf"])
     assert result.exit_code == 0, result.output
     html = (run / "report" / "report.html").read_text()
     for section in SECTIONS:
         assert section in html, section
     assert "Exemplar images" not in html  # this run stored no thumbnails: no empty section
+    # the sections show this run's numbers, not just their headings
+    lean = pd.read_parquet(run / "results" / "lean.parquet")
+    for concept in lean["concept"].unique():
+        assert f">{concept}<" in html, concept
+    for gate in json.loads((run / "results" / "gates.json").read_text())["gates"]:
+        assert gate["name"] in html, gate["name"]
+    terms = pd.read_parquet(run / "results" / "discovery.parquet")["term"]
+    assert sum(term in html for term in terms.unique()) >= 3
     from pypdf import PdfReader
 
     text = "\n".join(page.extract_text() for page in PdfReader(run / "report" / "report.pdf").pages)
@@ -56,10 +69,20 @@ def test_rendering_twice_gives_identical_files(run: Path) -> None:
     assert (run / "report" / "report.html").read_bytes() == first
 
 
-def test_golden_run_passes_its_own_gate_check_unchanged(run: Path) -> None:
+def test_golden_run_fails_its_gates_again_with_the_same_values(run: Path) -> None:
+    """'auditkit check' re-evaluates the gates of an old run from its tables: toyworld-biased
+    fails them by design (exit 1), with the values the run recorded."""
+    import json
+
+    stored = json.loads((run / "results" / "gates.json").read_text())
     result = CliRunner().invoke(main, ["check", str(run)])
-    assert result.exit_code == 1  # toyworld-biased fails its gates by design
-    assert result.output.count("FAIL") >= 3
+    assert result.exit_code == 1, result.output
+    again = json.loads((run / "results" / "gates.json").read_text())
+    assert again["failed"] == stored["failed"] >= 3
+    assert result.output.count("FAIL  ") == stored["failed"]  # one line per failed gate
+    for old, new in zip(stored["gates"], again["gates"], strict=True):
+        assert (new["name"], new["passed"]) == (old["name"], old["passed"])
+        assert new["value"] == pytest.approx(old["value"], nan_ok=True)
 
 
 @pytest.mark.parametrize(("paper", "size"), [("a4", (595, 842)), ("letter", (612, 792))])

@@ -8,9 +8,12 @@ below reads their run directories.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -29,10 +32,43 @@ def _run(spec: str, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("toyworld-audits")
-    return {
-        "biased": _run("toyworld.yaml", root / "biased"),
-        "balanced": _run("toyworld-balanced.yaml", root / "balanced"),
-    }
+    old = os.umask(0o022)  # as on a usual shared machine; restored for the other tests
+    try:
+        return {
+            "biased": _run("toyworld.yaml", root / "biased"),
+            "balanced": _run("toyworld-balanced.yaml", root / "balanced"),
+        }
+    finally:
+        os.umask(old)
+
+
+def test_every_file_of_a_fresh_run_is_readable_by_group_and_others(runs: dict[str, Path]) -> None:
+    files = [p for p in runs["biased"].rglob("*") if p.is_file()]
+    assert len(files) > 50
+    private = [p for p in files if stat.S_IMODE(p.stat().st_mode) & 0o044 != 0o044]
+    assert not private, private[:5]
+
+
+def test_every_table_of_the_default_audit_is_registered_with_its_columns(
+    runs: dict[str, Path],
+) -> None:
+    """The default audit writes nearly every table (captions, guidance sweep, causal check,
+    discovery): each is in the registry with the version it was stamped with, and has no
+    column the registry (and so docs/run-directory.md) does not declare."""
+    from auditkit.rundir import REGISTRY, VERSION_KEY, RunDir
+
+    run = RunDir(runs["biased"])
+    seen = set()
+    for folder in (run.results, run.captions):
+        for path in folder.glob("*.parquet"):
+            table = REGISTRY[path.stem]
+            assert path == run.table_path(path.stem)
+            assert pq.read_schema(path).metadata[VERSION_KEY] == str(table.version).encode()
+            columns = pq.read_schema(path).names
+            assert set(columns) <= set(table.names), (path.name, set(columns) - set(table.names))
+            assert set(table.required) <= set(columns), path.name
+            seen.add(path.stem)
+    assert len(seen) >= 18, sorted(set(REGISTRY.tables) - seen)
 
 
 def _table(run: Path, name: str) -> pd.DataFrame:

@@ -192,7 +192,8 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
             f"Along '{axis}', no lean could be tested for significance (one seed, or fewer "
             "than three concepts for the vocabulary null)."
         )
-    hits = tested[tested["significant"]].sort_values("q_value")
+    hits = tested[tested["significant"]]
+    hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
     rule, band = rule_of(rows)
     if hits.empty:
         if rule == "min_effect":

@@ -86,12 +86,23 @@ def _scope(spec: AuditSpec, lean: pd.DataFrame | None, model: str) -> str:
 def _gates(gates: Mapping[str, Any]) -> str:
     results = list(gates.get("gates", []))
     total = int(gates.get("total", len(results)))
-    failed = [g for g in results if not g.get("passed")]
+    failed = sorted(
+        (g for g in results if not g.get("passed")), key=_gate_excess, reverse=True
+    )  # the furthest beyond its bound first
     if not failed:
         return f"All {total} gate{_s(total)} set in the spec pass."
     names = "; ".join(_gate_text(g) for g in failed[:3])
     more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
     return f"{len(failed)} of {total} gate{_s(total)} fail, so CI fails this audit: {names}{more}."
+
+
+def _gate_excess(gate: Mapping[str, Any]) -> float:
+    """How far a failed gate's value lies beyond its bound (infinite when it has no value)."""
+    value, threshold = gate.get("value"), gate.get("threshold")
+    if not (_finite(value) and _finite(threshold)):
+        return float("inf")
+    excess = float(value) - float(threshold)
+    return excess if gate.get("bound") == "max" else -excess
 
 
 def _gate_text(gate: Mapping[str, Any]) -> str:
@@ -127,6 +138,8 @@ def _witness_text(rows: pd.DataFrame) -> str:
         part = rows[rows["witness"].astype(str) == kind]
         if part.empty:
             continue
+        skew = (part["image_share"].astype(float) - 0.5).abs()
+        part = part.loc[skew.sort_values(ascending=False, kind="stable").index]  # strongest first
         named = ", ".join(
             f"{r['concept']} ({_percent(r['image_share'])} {first}"
             f"{_interval(r['image_share_low'], r['image_share_high'], percent=True)})"

@@ -47,29 +47,24 @@ CAUSAL_SHARE = (
     ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
 )  # fmt: skip
 UNIT = (
-    ("unit_id", "str", "", "the work unit (prompt x seed) whose image was read"),
+    ("unit_id", "str", "", "the work unit (as in `activations/index.parquet`)"),
     ("prompt_id", "str", "", "as in prompts.parquet"),
 )  # fmt: skip
 PROMPT = (
-    ("prompt", "str", "", "the prompt as sent to the model"),
-    ("role", "str", "", "`axis`, `concept`, `marked` or `base`"),
-    ("set_name", "str", "", "axis or concept-set name"),
-    ("group", "str", "", "axis group (`\"\"` where none)"),
-    ("term", "str", "", "the term in the template slot"),
-    ("template", "str", "", "the template the prompt came from"),
+    ("prompt", "str", "", "as in prompts.parquet"),
+    ("role, set_name, group, term, template", "str", "", "as in prompts.parquet; a prompt text planned under two selected roles or sets appears once for each, with the same unit_id"),
     ("seed", "int", "", "the unit's seed"),
-    ("caption", "str", "", "the caption the captioner wrote"),
+    ("caption", "str", "", "the captioner's free-text caption (toyworld: \"a photo of a young light man doctor\"; clip: the values read, joined by \", \")"),
 )  # fmt: skip
 READINGS = (
-    *UNIT,
-    ("role", "str", "", "`axis`, `concept`, `marked` or `base`"),
-    ("concept_set", "str", "", "the prompt's set (axis or concept set)"),
+    ("unit_id, prompt_id, role", "str", "", "as in captions.parquet"),
+    ("concept_set", "str", "", "set_name of the prompt (concept set; axis name for axis prompts; `axis/set` for marked prompts)"),
     ("concept", "str", "", "the prompt's term"),
-    ("group", "str", "", "axis group (`\"\"` where none)"),
+    ("group", "str", "", "axis group (`\"\"` for concept prompts)"),
     ("template", "str", "", "the template the prompt came from"),
     ("seed", "int", "", "the unit's seed"),
-    ("attribute", "str", "", "the attribute read"),
-    ("value", "str", "", "the value read (one of the attribute's values, or `unknown`)"),
+    ("attribute", "str", "", "attribute read (toyworld: gender, skin, age, occupation; otherwise the spec's attributes)"),
+    ("value", "str", "", "the value read; `unknown` when an image-to-text caption names no value, or several"),
 )  # fmt: skip
 
 TABLES = [
