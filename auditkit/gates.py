@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from auditkit.provenance import write_bytes_atomic, write_json_atomic
-from auditkit.spec.models import AuditSpec, GateSpec
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.gates import GateSpec
 
 GATES_SCHEMA_VERSION = 1
 

@@ -29,7 +29,7 @@ from auditkit.models.loading import LoadedPipeline, load_pipeline
 from auditkit.plan import plan_audit
 from auditkit.report.exemplars import _fit, _ranked, encoded_size, exemplar_section
 from auditkit.spec import AuditSpec, dump_spec, parse_spec, spec_hash
-from auditkit.spec.models import ExemplarSpec
+from auditkit.spec.captions import ExemplarSpec
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 BODY = """\

@@ -14,7 +14,7 @@ from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.tables import RESULTS_SCHEMA_VERSION, AuditResults
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.provenance import read_versioned_json, write_bytes_atomic, write_json_atomic
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 TABLE_NAMES = (
     "prompts",

@@ -41,7 +41,7 @@ from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.progress import Progress
 from auditkit.provenance import write_bytes_atomic
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 GUIDANCE_READING_COLUMNS = ["guidance", *READING_COLUMNS]
 FILE = "guidance_readings.parquet"

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from auditkit.errors import SpecError, UsageError
-from auditkit.spec.models import SPEC_VERSION, AuditSpec
+from auditkit.spec.audit import SPEC_VERSION, AuditSpec
 
 
 def load_spec(path: str | Path) -> AuditSpec:
@@ -125,9 +125,7 @@ def _walk(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | Non
 def _did_you_mean(loc: tuple[Any, ...], root: yaml.Node | None) -> str:
     import difflib
 
-    from auditkit.spec import models
-
-    owner: Any = models.AuditSpec
+    owner: Any = AuditSpec
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
