@@ -116,44 +116,21 @@ class AuditSpec(FrozenModel):
         return value
 
     @model_validator(mode="after")
-    def _unique_names(self) -> AuditSpec:
-        names = (
-            [a.name for a in self.axes]
-            + [c.name for c in self.concepts]
-            + [x.name for x in self.crossings]
-        )
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(
-                f"axis, crossing and concept-set names must be unique; repeated: {dupes}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _crossings(self) -> AuditSpec:
-        known = {a.name: a for a in self.axes}
-        for i, crossing in enumerate(self.crossings):
-            for j, name in enumerate(crossing.axes):
-                if name not in known:
-                    message = f"unknown axis {name!r}; the spec's axes are {sorted(known)}"
-                    raise _located_error(("crossings", i, "axes", j), name, message)
-            size = math.prod(len(known[n].groups) for n in crossing.axes)
-            if size > MAX_CROSSING_GROUPS:
-                message = f"gives {size} groups, more than {MAX_CROSSING_GROUPS}"
-                raise _located_error(("crossings", i, "axes"), crossing.axes, message)
-        return self
-
-    @model_validator(mode="after")
-    def _gate_scopes(self) -> AuditSpec:
-        axes = {a.name for a in self.axes}
-        sets = {c.name for c in self.concepts}
-        for i, gate in enumerate(self.gates):
-            if gate.axis is not None and gate.axis not in axes:
-                message = f"unknown axis {gate.axis!r}; the spec's axes are {sorted(axes)}"
-                raise _located_error(("gates", i, "axis"), gate.axis, message)
-            if gate.concept_set is not None and gate.concept_set not in sets:
-                message = f"unknown concept set {gate.concept_set!r}; the spec has {sorted(sets)}"
-                raise _located_error(("gates", i, "concept_set"), gate.concept_set, message)
+    def _cross_field(self) -> AuditSpec:
+        """The checks that span sections. Each check lists every problem it finds and all of
+        them are raised together, each at its own location (one ``model_validator`` per check
+        would stop at the first that fails)."""
+        problems = [
+            *_name_problems(self),
+            *_crossing_problems(self),
+            *_gate_problems(self),
+            *_caption_seed_problems(self),
+            *_guidance_problems(self),
+            *_causal_problems(self),
+            *_discovery_problems(self),
+        ]
+        if problems:
+            raise _located_errors(problems)
         return self
 
     @property
@@ -161,96 +138,6 @@ class AuditSpec(FrozenModel):
         """The spec's axes followed by one k-way axis per crossing."""
         known = {a.name: a for a in self.axes}
         return [*self.axes, *(cross_axes(x, known) for x in self.crossings)]
-
-    @model_validator(mode="after")
-    def _caption_seeds(self) -> AuditSpec:
-        wanted = self.captions.seeds if self.captions is not None else None
-        if wanted is not None and wanted > len(self.seed_list):
-            # Raised with its own location so the loader points at captions.seeds, not the top.
-            message = f"asks for {wanted} seeds but the audit has {len(self.seed_list)}"
-            raise _located_error(("captions", "seeds"), wanted, message)
-        return self
-
-    @model_validator(mode="after")
-    def _guidance(self) -> AuditSpec:
-        scales = self.captions.guidance if self.captions is not None else []
-        for j, scale in enumerate(scales):
-            message = None
-            if not (math.isfinite(scale) and 1.0 <= scale <= 100.0):
-                message = (
-                    f"{scale} is not a guidance scale between 1 and 100 (every scale up to 1 "
-                    "samples without guidance, as 1 does)"
-                )
-            elif scale == self.model.guidance_scale:
-                message = f"{scale:g} is the audit's own guidance scale (model.guidance_scale)"
-            elif scale in scales[:j]:
-                message = f"{scale:g} is listed twice"
-            if message is not None:
-                raise _located_error(("captions", "guidance", j), scale, message)
-        if scales and self.captions is not None and "concept" not in self.captions.roles:
-            message = "sweeps the concept prompts, but captions.roles does not caption them"
-            raise _located_error(("captions", "guidance"), scales, message)
-        return self
-
-    @model_validator(mode="after")
-    def _causal(self) -> AuditSpec:
-        causal = self.captions.causal if self.captions is not None else None
-        if causal is None:
-            return self
-        where = ("captions", "causal")
-        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
-        if self.probe.aggregation != "mean" or self.probe.spatial_pool != "none":
-            problems.append(
-                (
-                    where,
-                    None,
-                    "needs probe.aggregation 'mean' and probe.spatial_pool 'none' (got "
-                    f"{self.probe.aggregation!r} and {self.probe.spatial_pool!r}): the axis is "
-                    "added to the hook point's output, so it must be one step-mean h of the "
-                    "output's full shape",
-                )
-            )
-        axes = {a.name: a for a in self.axes}
-        crossings = {x.name for x in self.crossings}
-        for j, name in enumerate(causal.axes or []):
-            if name in crossings:
-                message = f"{name!r} is a crossing (k-way); only two-group axes can be steered"
-            elif name not in axes:
-                message = f"unknown axis {name!r}; the spec's axes are {sorted(axes)}"
-            elif len(axes[name].groups) != 2:
-                message = (
-                    f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
-                    "have a direction to steer along"
-                )
-            else:
-                continue
-            problems.append(((*where, "axes", j), name, message))
-        terms = sorted({t for cs in self.concepts for t in cs.terms})
-        for j, term in enumerate(causal.concepts or []):
-            if term not in terms:
-                message = f"unknown concept {term!r}; the spec's concepts are {terms}"
-                problems.append(((*where, "concepts", j), term, message))
-        if causal.seeds is not None and causal.seeds > len(self.seed_list):
-            message = f"asks for {causal.seeds} seeds but the audit has {len(self.seed_list)}"
-            problems.append(((*where, "seeds"), causal.seeds, message))
-        if problems:
-            raise _located_errors(problems)
-        return self
-
-    @model_validator(mode="after")
-    def _discovery(self) -> AuditSpec:
-        captions = self.captions
-        if (
-            captions is not None
-            and captions.discovery is not None
-            and ("concept" not in captions.roles)
-        ):
-            message = (
-                "mines the captions of the concept prompts, but captions.roles does not "
-                "caption them; add 'concept' to captions.roles"
-            )
-            raise _located_error(("captions", "discovery"), None, message)
-        return self
 
     @property
     def seed_list(self) -> list[int]:
@@ -260,15 +147,15 @@ class AuditSpec(FrozenModel):
         return list(self.seeds)
 
 
-def _located_error(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError:
-    """A validation error at ``loc`` (a cross-field check would otherwise sit at the top level)."""
-    error = PydanticCustomError("value_error", message)
-    detail = InitErrorDetails(type=error, loc=loc, input=value)
-    return ValidationError.from_exception_data("AuditSpec", [detail])
+Location = tuple[str | int, ...]
+Problem = tuple[Location, Any, str]
+"""A cross-field problem: where in the spec it is, the value found there, and what is wrong.
+The location is what the loader shows (``crossings[0].axes[1]``); ``()`` is the top level."""
 
 
-def _located_errors(problems: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
-    """One validation error listing every (location, value, message) of ``problems``."""
+def _located_errors(problems: list[Problem]) -> ValidationError:
+    """One validation error listing every problem, each at its own location (a cross-field
+    check would otherwise sit at the top level)."""
     details = [
         InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
         for loc, value, message in problems
@@ -276,4 +163,140 @@ def _located_errors(problems: list[tuple[tuple[str | int, ...], Any, str]]) -> V
     return ValidationError.from_exception_data("AuditSpec", details)
 
 
-__all__ = ["SPEC_VERSION", "AnalysisName", "AuditSpec", "ReportFormat", "ReportSpec"]
+def _name_problems(spec: AuditSpec) -> list[Problem]:
+    names = (
+        [a.name for a in spec.axes]
+        + [c.name for c in spec.concepts]
+        + [x.name for x in spec.crossings]
+    )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if not dupes:
+        return []
+    message = f"axis, crossing and concept-set names must be unique; repeated: {dupes}"
+    return [((), None, message)]
+
+
+def _crossing_problems(spec: AuditSpec) -> list[Problem]:
+    known = {a.name: a for a in spec.axes}
+    problems: list[Problem] = []
+    for i, crossing in enumerate(spec.crossings):
+        unknown = [(j, name) for j, name in enumerate(crossing.axes) if name not in known]
+        for j, name in unknown:
+            message = f"unknown axis {name!r}; the spec's axes are {sorted(known)}"
+            problems.append((("crossings", i, "axes", j), name, message))
+        if unknown:
+            continue  # the size needs every axis
+        size = math.prod(len(known[n].groups) for n in crossing.axes)
+        if size > MAX_CROSSING_GROUPS:
+            message = f"gives {size} groups, more than {MAX_CROSSING_GROUPS}"
+            problems.append((("crossings", i, "axes"), crossing.axes, message))
+    return problems
+
+
+def _gate_problems(spec: AuditSpec) -> list[Problem]:
+    axes = {a.name for a in spec.axes}
+    sets = {c.name for c in spec.concepts}
+    problems: list[Problem] = []
+    for i, gate in enumerate(spec.gates):
+        if gate.axis is not None and gate.axis not in axes:
+            message = f"unknown axis {gate.axis!r}; the spec's axes are {sorted(axes)}"
+            problems.append((("gates", i, "axis"), gate.axis, message))
+        if gate.concept_set is not None and gate.concept_set not in sets:
+            message = f"unknown concept set {gate.concept_set!r}; the spec has {sorted(sets)}"
+            problems.append((("gates", i, "concept_set"), gate.concept_set, message))
+    return problems
+
+
+def _caption_seed_problems(spec: AuditSpec) -> list[Problem]:
+    wanted = spec.captions.seeds if spec.captions is not None else None
+    if wanted is None or wanted <= len(spec.seed_list):
+        return []
+    message = f"asks for {wanted} seeds but the audit has {len(spec.seed_list)}"
+    return [(("captions", "seeds"), wanted, message)]
+
+
+def _guidance_problems(spec: AuditSpec) -> list[Problem]:
+    if spec.captions is None:
+        return []
+    scales = spec.captions.guidance
+    problems: list[Problem] = []
+    for j, scale in enumerate(scales):
+        if not (math.isfinite(scale) and 1.0 <= scale <= 100.0):
+            message = (
+                f"{scale} is not a guidance scale between 1 and 100 (every scale up to 1 "
+                "samples without guidance, as 1 does)"
+            )
+        elif scale == spec.model.guidance_scale:
+            message = f"{scale:g} is the audit's own guidance scale (model.guidance_scale)"
+        elif scale in scales[:j]:
+            message = f"{scale:g} is listed twice"
+        else:
+            continue
+        problems.append((("captions", "guidance", j), scale, message))
+    if scales and "concept" not in spec.captions.roles:
+        message = "sweeps the concept prompts, but captions.roles does not caption them"
+        problems.append((("captions", "guidance"), scales, message))
+    return problems
+
+
+def _causal_problems(spec: AuditSpec) -> list[Problem]:
+    causal = spec.captions.causal if spec.captions is not None else None
+    if causal is None:
+        return []
+    where = ("captions", "causal")
+    problems: list[Problem] = []
+    if spec.probe.aggregation != "mean" or spec.probe.spatial_pool != "none":
+        problems.append(
+            (
+                where,
+                None,
+                "needs probe.aggregation 'mean' and probe.spatial_pool 'none' (got "
+                f"{spec.probe.aggregation!r} and {spec.probe.spatial_pool!r}): the axis is "
+                "added to the hook point's output, so it must be one step-mean h of the "
+                "output's full shape",
+            )
+        )
+    axes = {a.name: a for a in spec.axes}
+    crossings = {x.name for x in spec.crossings}
+    for j, name in enumerate(causal.axes or []):
+        if name in crossings:
+            message = f"{name!r} is a crossing (k-way); only two-group axes can be steered"
+        elif name not in axes:
+            message = f"unknown axis {name!r}; the spec's axes are {sorted(axes)}"
+        elif len(axes[name].groups) != 2:
+            message = (
+                f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
+                "have a direction to steer along"
+            )
+        else:
+            continue
+        problems.append(((*where, "axes", j), name, message))
+    terms = sorted({t for cs in spec.concepts for t in cs.terms})
+    for j, term in enumerate(causal.concepts or []):
+        if term not in terms:
+            message = f"unknown concept {term!r}; the spec's concepts are {terms}"
+            problems.append(((*where, "concepts", j), term, message))
+    if causal.seeds is not None and causal.seeds > len(spec.seed_list):
+        message = f"asks for {causal.seeds} seeds but the audit has {len(spec.seed_list)}"
+        problems.append(((*where, "seeds"), causal.seeds, message))
+    return problems
+
+
+def _discovery_problems(spec: AuditSpec) -> list[Problem]:
+    captions = spec.captions
+    if captions is None or captions.discovery is None or "concept" in captions.roles:
+        return []
+    message = (
+        "mines the captions of the concept prompts, but captions.roles does not "
+        "caption them; add 'concept' to captions.roles"
+    )
+    return [(("captions", "discovery"), None, message)]
+
+
+__all__ = [
+    "SPEC_VERSION",
+    "AnalysisName",
+    "AuditSpec",
+    "ReportFormat",
+    "ReportSpec",
+]
