@@ -24,7 +24,7 @@ import pandas as pd
 
 from auditkit.errors import UsageError
 from auditkit.rundir import RunDir
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 DIFF_SCHEMA_VERSION = 1
 Z95 = 1.959963984540054

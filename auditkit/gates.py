@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir, write_bytes_atomic
-from auditkit.spec.models import AuditSpec, GateSpec
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.gates import GateSpec
 
 
 @dataclass(frozen=True)

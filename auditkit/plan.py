@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.errors import SchemaVersionError, UsageError
-from auditkit.spec.models import AuditSpec, fill
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.vocabulary import fill
 
 PLAN_SCHEMA_VERSION = 1
 

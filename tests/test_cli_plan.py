@@ -61,7 +61,7 @@ def test_a_cached_hub_model_is_read_for_the_plan(
     import huggingface_hub.constants
 
     from auditkit.models.loading import existing_model_folder
-    from auditkit.spec.models import ModelSpec
+    from auditkit.spec.sampling import ModelSpec
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

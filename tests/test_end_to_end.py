@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from browser import open_report
 from click.testing import CliRunner
 
 from auditkit.cli import main
+from auditkit.spec import load_spec, spec_hash
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -57,6 +59,11 @@ def test_run_directory_is_complete(run_dir: Path) -> None:
     for name in ("lean", "axes", "defaults", "descriptors", "similarity", "steps", "prompts"):
         assert (run_dir / "results" / f"{name}.parquet").is_file(), name
     assert (run_dir / "report" / "report.pdf").read_bytes().startswith(b"%PDF")
+    # spec.yaml records every effective value, defaults the spec left out included
+    statistics = yaml.safe_load((run_dir / "spec.yaml").read_text())["statistics"]
+    assert statistics["alpha"] == 0.05 and statistics["rule"] == "min_effect"
+    assert statistics["resampling"] == "hierarchical" and statistics["min_effect"] == 0.3
+    assert spec_hash(load_spec(run_dir / "spec.yaml")) == manifest["spec_hash"]
 
 
 def test_report_rerenders_identically(run_dir: Path) -> None:

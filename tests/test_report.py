@@ -14,8 +14,8 @@ from report_fixtures import HOSTILE, build_run_dir
 
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.report import build_report_context, render_report, templates_dir
-from auditkit.rundir import VERSION_KEY
 from auditkit.report.render import format_number
+from auditkit.rundir import VERSION_KEY
 
 DEMO_WARNING = "random-weight demo pipeline: the numbers are meaningless"
 

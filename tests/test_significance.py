@@ -157,7 +157,7 @@ def test_min_effect_rule_columns_are_consistent(spec) -> None:  # type: ignore[n
 
 
 def test_a_spec_keeps_the_rule_it_was_written_for() -> None:
-    from auditkit.spec import dump_spec
+    from auditkit.spec import dump_spec, spec_hash
 
     default = parse_spec(SPEC).statistics
     assert (default.rule, default.min_effect, default.resampling) == (
@@ -171,10 +171,12 @@ def test_a_spec_keeps_the_rule_it_was_written_for() -> None:
         SPEC.replace("alpha: 0.05", "alpha: 0.05, null_model: labels, rule: min_effect")
     )
     assert both.statistics.rule == "min_effect"
-    # the new keys at their defaults leave the resolved spec (and its hash) as before
-    assert "rule" not in dump_spec(parse_spec(SPEC)) and "min_effect" not in dump_spec(
-        parse_spec(SPEC)
-    )
+    # spec.yaml records the new keys at their defaults, and they leave the hash as before
+    resolved = dump_spec(parse_spec(SPEC))
+    assert "rule: min_effect" in resolved and "min_effect: 0.3" in resolved
+    assert "resampling: hierarchical" in resolved and "null_model: null" in resolved
+    explicit = SPEC.replace("alpha: 0.05", "alpha: 0.05, rule: min_effect, min_effect: 0.3")
+    assert spec_hash(parse_spec(explicit)) == spec_hash(parse_spec(SPEC))
 
 
 @pytest.mark.parametrize("seeds", [12, 96])

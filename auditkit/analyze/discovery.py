@@ -32,7 +32,7 @@ from auditkit.analyze.gram import (
 from auditkit.analyze.measures import AuditLayout, build_layout
 from auditkit.analyze.uncertainty import CI_LEVEL, bootstrap_weights
 from auditkit.plan import expand_prompts
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 DISCOVERY_COLUMNS = [
     "concept_set",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditkit.plan import prompt_id
-from auditkit.spec.models import AuditSpec, fill
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.vocabulary import fill
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from auditkit.plan import AuditPlan
 from auditkit.rundir import Manifest, RunDir
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 CAUSAL_TABLES = ("causal", "causal_curve", "causal_axes")
 DISCOVERY_TABLES = ("discovery", "discovered_terms")

@@ -12,7 +12,7 @@ import pandas as pd
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 EXTRA_TABLES = ("causal", "causal_curve", "causal_axes", "discovery")
 

@@ -25,7 +25,8 @@ from auditkit.analyze.significance import add_significance
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.rundir import REGISTRY
-from auditkit.spec.models import AuditSpec, fill
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.vocabulary import fill
 
 ANALYSIS_TABLES = (
     "prompts",

@@ -64,7 +64,9 @@ from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit, prompt_id
 from auditkit.progress import Progress
-from auditkit.spec.models import AuditSpec, AxisSpec, CausalSpec, fill
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.captions import CausalSpec
+from auditkit.spec.vocabulary import AxisSpec, fill
 
 DEFAULT_CAUSAL_SEEDS = 16
 """Seeds per concept prompt and alpha when ``captions.causal.seeds`` is not given."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auditkit.plan import AuditPlan
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ from auditkit.caption.stage import CaptionStats
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.rundir import RunDir
-from auditkit.spec.models import AuditSpec, CentringSpec, ConceptSetSpec, DiscoverySpec, fill
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.captions import DiscoverySpec
+from auditkit.spec.vocabulary import CentringSpec, ConceptSetSpec, fill
 
 DISCOVERY_SCHEMA_VERSION = 1
 DISCOVERED_ROLE = "discovered"

@@ -39,7 +39,7 @@ from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.progress import Progress
 from auditkit.rundir import RunDir
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 GUIDANCE_READING_COLUMNS = ["guidance", *READING_COLUMNS]
 

@@ -48,7 +48,8 @@ from auditkit.rundir import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from auditkit.spec.models import AuditSpec, CaptionerSpec, CaptionsSpec
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.captions import CaptionerSpec, CaptionsSpec
 
 CAPTIONS_SCHEMA_VERSION = 1
 CAPTION_COLUMNS = [

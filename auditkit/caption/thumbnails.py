@@ -24,7 +24,8 @@ import pandas as pd
 
 from auditkit.plan import WorkUnit
 from auditkit.rundir import RunDir, write_bytes_atomic, write_json_atomic
-from auditkit.spec.models import AuditSpec, ExemplarSpec
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.captions import ExemplarSpec
 
 THUMBNAIL_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
 _STORE_COLUMNS = ["unit_id", "mime", "width", "height", "image"]

@@ -23,7 +23,7 @@ from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, WorkUnit
 from auditkit.progress import Progress
-from auditkit.spec.models import AuditSpec
+from auditkit.spec.audit import AuditSpec
 
 
 @dataclass

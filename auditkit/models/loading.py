@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.errors import ModelLoadError, PrerequisiteError
-from auditkit.spec.models import ModelSpec
+from auditkit.spec.sampling import ModelSpec
 
 PIPELINE_KINDS = {
     "StableDiffusionPipeline": "stable-diffusion",

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from auditkit.errors import SpecError, UsageError
-from auditkit.spec.models import SPEC_VERSION, AuditSpec
+from auditkit.spec.audit import SPEC_VERSION, AuditSpec
 
 
 def load_spec(path: str | Path) -> AuditSpec:
@@ -125,9 +125,7 @@ def _walk(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[yaml.Node | Non
 def _did_you_mean(loc: tuple[Any, ...], root: yaml.Node | None) -> str:
     import difflib
 
-    from auditkit.spec import models
-
-    owner: Any = models.AuditSpec
+    owner: Any = AuditSpec
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -178,15 +176,24 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "min_effect"), 0.3),
     (("statistics", "resampling"), "hierarchical"),
 )
-"""Keys added to the spec format after its first release, with their defaults: a key at its
-default is left out of the resolved spec, so adding it left the hash of every earlier spec
-unchanged."""
+"""Keys added to the spec format after its first release, with their defaults. The spec hash
+is taken of a form that leaves each out while it is at this default, so adding a key left the
+hash of every earlier spec unchanged. A new key with a default joins this list (its default
+written out here, not read from the model, so a later change of default cannot move a hash)."""
 
 
 def _resolved(spec: AuditSpec) -> dict[str, Any]:
-    """The spec with defaults filled in, less the later additions still at their defaults
-    (:data:`_LATE_DEFAULTS`); an absent optional section (``captions``) stays absent."""
-    data = spec.model_dump(mode="json")
+    """Every effective value of the spec, defaults included (an absent ``captions`` section is
+    written as null: no captioning)."""
+    return spec.model_dump(mode="json")
+
+
+def _hash_form(spec: AuditSpec) -> dict[str, Any]:
+    """What the spec hash is taken of: the resolved spec less the keys added after the first
+    release that are still at their defaults (:data:`_LATE_DEFAULTS`), and less ``captions``
+    when absent (itself a later addition). This is the form spec.yaml had before it recorded
+    every value, so the hash of a spec, and of a run made before, is unchanged."""
+    data = _resolved(spec)
     if data.get("captions") is None:
         data.pop("captions", None)
     for path, default in _LATE_DEFAULTS:
@@ -199,11 +206,13 @@ def _resolved(spec: AuditSpec) -> dict[str, Any]:
 
 
 def spec_hash(spec: AuditSpec) -> str:
-    """sha256 of the spec's canonical JSON (defaults filled in)."""
-    canonical = json.dumps(_resolved(spec), sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON of the spec's hash form (:func:`_hash_form`): defaults
+    filled in, except the later additions still at their defaults."""
+    canonical = json.dumps(_hash_form(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def dump_spec(spec: AuditSpec) -> str:
-    """The resolved spec (defaults filled in) as YAML."""
+    """The resolved spec as YAML: every effective value, defaults included, so a run directory
+    records what it was run with (``statistics.alpha`` too when the spec left it out)."""
     return yaml.safe_dump(_resolved(spec), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,104 @@
+"""How the audited pipeline is sampled (:class:`ModelSpec`) and where h is read from it
+(:class:`ProbeSpec`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from auditkit.spec.base import FrozenModel, NonEmptyStr
+
+
+class ModelSpec(FrozenModel):
+    """Which diffusion pipeline to audit and how to sample it."""
+
+    id: NonEmptyStr = Field(
+        description=(
+            "Hub id (e.g. 'SimianLuo/LCM_Dreamshaper_v7'), a local diffusers folder (relative "
+            "paths are resolved against the spec file), or 'builtin:tiny-sd' for the tiny "
+            "random-weight pipeline auditkit builds from configs (meaningless numbers)."
+        )
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    pipeline: Literal["auto", "stable-diffusion", "lcm", "sdxl"] = Field(
+        "auto", description="Pipeline kind; 'auto' reads model_index.json."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights and compute dtype; 'auto' is float16 on CUDA, else float32."
+    )
+    device: str = Field(
+        "auto", description="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."
+    )
+    scheduler: Literal["default", "ddim", "euler", "dpm-solver", "pndm", "lcm"] = Field(
+        "default", description="Scheduler to sample with; 'default' keeps the pipeline's own."
+    )
+    steps: int = Field(4, ge=1, le=1000, description="Denoising steps per image.")
+    guidance_scale: float = Field(
+        8.0, ge=0.0, description="Classifier-free guidance scale (LCM: the distilled w)."
+    )
+    resolution: int = Field(
+        512, ge=8, le=4096, description="Image height and width in pixels (multiple of 8)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow custom pipeline code from the model repository."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError("must be a multiple of 8")
+        return value
+
+
+class ProbeSpec(FrozenModel):
+    """Where h is read and how it is reduced."""
+
+    hook: NonEmptyStr = Field(
+        "unet.mid_block",
+        description=(
+            "Dotted module path, starting with a pipeline component, whose forward output is h "
+            "(U-Net bottleneck by default; a middle transformer block for DiT-style models)."
+        ),
+    )
+    steps: Literal["all"] | list[Annotated[int, Field(ge=0)]] = Field(
+        "all", description="Which denoising steps (0-based) to keep: 'all' or a list."
+    )
+    aggregation: Literal["mean", "per_step"] = Field(
+        "mean",
+        description=(
+            "'mean' averages h over the kept steps; 'per_step' keeps the trajectory "
+            "(concatenated steps) as the latent."
+        ),
+    )
+    spatial_pool: Literal["none", "mean"] = Field(
+        "none", description="'mean' averages h over spatial positions (or tokens) on device."
+    )
+    guidance_half: Literal["cond", "uncond"] = Field(
+        "cond", description="Which half of a classifier-free-guidance batch is the prompt's h."
+    )
+    store_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="Dtype of stored activations."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: Literal["all"] | list[int]) -> Literal["all"] | list[int]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must list at least one step, or be 'all'")
+            if len(set(value)) != len(value):
+                raise ValueError("lists a step twice")
+        return value
+
+
+__all__ = ["ModelSpec", "ProbeSpec"]

@@ -1,0 +1,78 @@
+"""How uncertainty is estimated and what counts as a finding (:class:`StatisticsSpec`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from auditkit.spec.base import FrozenModel
+
+SignificanceRule = Literal["min_effect", "labels", "vocabulary"]
+
+DEFAULT_MIN_EFFECT = 0.3
+"""Default half-width of the equivalence band, in lean-score units (docs/method.md, "Choosing
+the band": on the calibration models a lean of 0.3 went with images about 10 points from
+parity, between the null-sized 5 and the large 20)."""
+
+
+class StatisticsSpec(FrozenModel):
+    """How uncertainty is estimated and what counts as a finding."""
+
+    bootstrap_resamples: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Bootstrap resamples for confidence intervals (0 turns them off, and with "
+        "them the min_effect rule's test).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap's random generator.")
+    resampling: Literal["hierarchical", "seeds"] = Field(
+        "hierarchical",
+        description="What one bootstrap resample draws again: 'hierarchical' draws the seeds, "
+        "the templates (shared between lists with the same templates) and each group's terms, "
+        "so that intervals carry the wording as well as the noise; 'seeds' draws the seeds "
+        "only.",
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="False discovery rate for calling a lean a finding (Benjamini-Hochberg "
+        "across every axis and concept of the audit).",
+    )
+    rule: SignificanceRule = Field(
+        "min_effect",
+        description="What makes a lean a finding. 'min_effect' (default): the lean score is "
+        "beyond the equivalence band ±min_effect with 95% confidence, after "
+        "Benjamini-Hochberg correction; seeds then change the precision, not the verdict on a "
+        "lean smaller than the band. 'labels' and 'vocabulary' are the rules of runs made "
+        "before it (any lean reproducible across seeds; |cosine| above null axes made from "
+        "the audit's own concepts) and are kept to reproduce them: docs/method.md measures "
+        "why neither is the default.",
+    )
+    min_effect: float = Field(
+        DEFAULT_MIN_EFFECT,
+        ge=0.0,
+        le=10.0,
+        description="Smallest lean score that matters (half-width of the equivalence band "
+        "around 0, in the units of the lean score: ±1 is the distance from the midpoint to a "
+        "group's latent). The report shows what share skew a lean of this size went with on "
+        "the calibration models.",
+    )
+    null_model: Literal["labels", "vocabulary"] | None = Field(
+        None,
+        description="Legacy name of the rule, from specs written before 'rule': when set and "
+        "'rule' is not, the rule is this null model.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_null_model(cls, data: Any) -> Any:
+        """A spec that names only ``null_model`` keeps the rule it was written for."""
+        if isinstance(data, dict) and data.get("null_model") and "rule" not in data:
+            data = {**data, "rule": data["null_model"]}
+        return data
+
+
+__all__ = ["DEFAULT_MIN_EFFECT", "SignificanceRule", "StatisticsSpec"]

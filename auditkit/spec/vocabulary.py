@@ -1,0 +1,197 @@
+"""The audit's words: demographic axes, concept sets, crossings of axes, the centring
+reference, and the prompt templates they are put into."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
+
+TERM_SLOT = "{term}"
+"""The one slot of a prompt template."""
+
+
+class AxisSpec(FrozenModel):
+    """A demographic descriptor set: two or more groups, each given as terms x templates."""
+
+    name: Name = Field(description="Axis name, e.g. 'gender'.")
+    templates: list[NonEmptyStr] = Field(
+        description="Prompt templates with a '{term}' slot, e.g. 'a photo of a {term}'.",
+        min_length=1,
+    )
+    groups: dict[Name, list[NonEmptyStr]] = Field(
+        description=(
+            "Group name -> terms. With two groups the axis points from the second to the "
+            "first (positive lean = towards the first group)."
+        )
+    )
+    markers: dict[Name, NonEmptyStr] | None = Field(
+        None,
+        description=(
+            "Word that marks a concept with each group in the defaults analysis ('a man "
+            "doctor'); defaults to each group's first term."
+        ),
+    )
+    defaults: bool = Field(
+        True,
+        description=(
+            "Include this axis in the defaults analysis (it adds one marked prompt per group, "
+            "concept and template)."
+        ),
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        return check_templates(value)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if len(value) < 2:
+            raise ValueError(f"an axis needs at least two groups, got {len(value)}")
+        for group, terms in value.items():
+            if not terms:
+                raise ValueError(f"group '{group}' has no terms")
+        return value
+
+    @model_validator(mode="after")
+    def _markers(self) -> AxisSpec:
+        if self.markers is not None:
+            missing = set(self.groups) - set(self.markers)
+            extra = set(self.markers) - set(self.groups)
+            if missing or extra:
+                raise ValueError(
+                    f"markers must name exactly the groups {sorted(self.groups)}"
+                    f" (missing {sorted(missing)}, unknown {sorted(extra)})"
+                )
+        return self
+
+    def marker(self, group: str) -> str:
+        """The word that marks a concept as belonging to ``group``."""
+        if self.markers is not None:
+            return self.markers[group]
+        return self.groups[group][0]
+
+
+class ConceptSetSpec(FrozenModel):
+    """Neutral concepts (occupations, traits, objects) whose lean is measured."""
+
+    name: Name = Field(description="Concept set name, e.g. 'occupations'.")
+    templates: list[NonEmptyStr] = Field(
+        description="Prompt templates with a '{term}' slot.", min_length=1
+    )
+    terms: list[NonEmptyStr] = Field(description="Concept terms, e.g. 'doctor'.", min_length=1)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        return check_templates(value)
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, value: list[str]) -> list[str]:
+        dupes = sorted({t for t in value if value.count(t) > 1})
+        if dupes:
+            raise ValueError(f"terms repeat: {dupes}")
+        return value
+
+
+class CentringSpec(FrozenModel):
+    """The reference subtracted from prompt latents before cosines are taken."""
+
+    reference: Literal["base", "set_mean"] = Field(
+        "base",
+        description=(
+            "'base': subtract the latent of base_prompt; 'set_mean': subtract the mean latent "
+            "of the prompts being compared (each concept set, each axis)."
+        ),
+    )
+    base_prompt: NonEmptyStr = Field(
+        "a photo of a person", description="The base prompt for reference 'base'."
+    )
+
+
+class CrossingSpec(FrozenModel):
+    """An intersectional descriptor set: every combination of the groups of two or more axes
+    ("dark woman", "light man", ...), analysed like a k-way axis (descriptor ranking)."""
+
+    name: Name = Field(description="Name of the crossing, e.g. 'gender_x_skin'.")
+    axes: list[Name] = Field(
+        description=(
+            "Axes to cross, in the order their words appear in a prompt: [skin, gender] gives "
+            "'a photo of a dark woman'."
+        ),
+        min_length=2,
+        max_length=4,
+    )
+    templates: list[NonEmptyStr] | None = Field(
+        None, description="Prompt templates (default: the first crossed axis's templates)."
+    )
+
+    @field_validator("axes")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names an axis twice")
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_templates(value)
+
+
+MAX_CROSSING_GROUPS = 64
+"""Largest number of groups (product of the crossed axes' group counts) a crossing may have."""
+
+
+def cross_axes(crossing: CrossingSpec, axes: dict[str, AxisSpec]) -> AxisSpec:
+    """The k-way axis a crossing stands for: one group per combination of groups, named
+    'dark_woman', with every combination of the groups' terms ('dark woman')."""
+    parts = [axes[name] for name in crossing.axes]
+    groups: dict[str, list[str]] = {}
+    for combo in itertools.product(*(list(a.groups.items()) for a in parts)):
+        name = "_".join(group for group, _ in combo)
+        terms = [" ".join(words) for words in itertools.product(*(t for _, t in combo))]
+        groups[name] = terms
+    return AxisSpec(
+        name=crossing.name,
+        templates=list(crossing.templates or parts[0].templates),
+        groups=groups,
+        defaults=False,
+    )
+
+
+def check_templates(templates: list[str]) -> list[str]:
+    """``templates`` unchanged, or a ValueError naming the first without exactly one
+    ``{term}`` slot or with any other brace (templates are filled by :func:`fill`, not
+    ``str.format``)."""
+    for template in templates:
+        if template.count(TERM_SLOT) != 1:
+            raise ValueError(f"template {template!r} must contain '{{term}}' exactly once")
+        rest = template.replace(TERM_SLOT, "")
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"template {template!r} has a brace other than the '{{term}}' slot")
+    return templates
+
+
+def fill(template: str, term: str) -> str:
+    """Put ``term`` into a template's ``{term}`` slot (no other formatting is applied)."""
+    return template.replace(TERM_SLOT, term)
+
+
+__all__ = [
+    "MAX_CROSSING_GROUPS",
+    "TERM_SLOT",
+    "AxisSpec",
+    "CentringSpec",
+    "ConceptSetSpec",
+    "CrossingSpec",
+    "check_templates",
+    "cross_axes",
+    "fill",
+]

@@ -1,0 +1,225 @@
+"""The spec as a whole: cross-field problems reported together, the resolved spec a run records,
+the spec hash that must not move, and the import paths that must keep working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from auditkit.calibration.synthetic import SCENARIOS, scenario_spec
+from auditkit.cli import main
+from auditkit.errors import SpecError
+from auditkit.spec import AuditSpec, dump_spec, load_spec, parse_spec, spec_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = """\
+spec_version: 1
+name: whole
+model: {id: builtin:tiny-sd, device: cpu, guidance_scale: 3.0}
+seeds: [0, 1, 2, 5]
+axes:
+  - name: gender
+    templates: ["a photo of a {term}"]
+    groups: {man: [man], woman: [woman]}
+  - name: skin
+    templates: ["a photo of a {term}"]
+    groups: {dark: [dark-skinned person], light: [light-skinned person]}
+concepts:
+  - name: jobs
+    templates: ["a photo of a {term}"]
+    terms: [doctor, nurse]
+"""
+
+RICH = (
+    BASE
+    + """\
+crossings:
+  - {name: skin_x_gender, axes: [skin, gender]}
+statistics: {alpha: 0.1, rule: labels, resampling: seeds}
+report: {paper: letter, image_budget_mb: 2.0}
+gates:
+  - {metric: max_abs_lean, axis: gender, max: 0.5}
+captions:
+  captioner: {kind: toyworld}
+  seeds: 2
+  guidance: [1.0]
+  reference: {gender: uniform}
+  exemplars: {seeds: 2}
+  causal: {axes: [gender]}
+  discovery: {}
+"""
+)
+
+# Five cross-field problems from four independent checks (names, gates, caption seeds, guidance).
+TANGLED = (
+    BASE
+    + """\
+crossings:
+  - {name: jobs, axes: [skin, gender]}
+gates:
+  - {metric: max_abs_lean, concept_set: foods, max: 0.5}
+captions:
+  captioner: {kind: toyworld}
+  seeds: 9
+  roles: [marked]
+  guidance: [3.0, 1.0]
+"""
+)
+TANGLED_PROBLEMS = [
+    "(top level) (line 1): axis, crossing and concept-set names must be unique; repeated: ['jobs']",
+    "gates[0].concept_set (line 19): unknown concept set 'foods'; the spec has ['jobs']",
+    "captions.seeds (line 22): asks for 9 seeds but the audit has 4",
+    "captions.guidance[0] (line 24): 3 is the audit's own guidance scale (model.guidance_scale)",
+    "captions.guidance (line 24): sweeps the concept prompts, but captions.roles does not "
+    "caption them",
+]
+
+
+# --- every cross-field problem at once -------------------------------------------------------
+
+
+def test_every_cross_field_problem_is_in_one_validation_error() -> None:
+    with pytest.raises(ValidationError) as err:
+        AuditSpec.model_validate(yaml.safe_load(TANGLED))
+    assert [e["loc"] for e in err.value.errors()] == [
+        (),
+        ("gates", 0, "concept_set"),
+        ("captions", "seeds"),
+        ("captions", "guidance", 0),
+        ("captions", "guidance"),
+    ]
+
+
+def test_the_loader_lists_every_cross_field_problem_with_its_location() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(TANGLED, source="tangled.yaml")
+    assert err.value.problems == TANGLED_PROBLEMS
+    assert str(err.value).startswith("tangled.yaml: 5 problems found:")
+
+
+def test_the_cli_shows_every_cross_field_problem(tmp_path: Path) -> None:
+    path = tmp_path / "tangled.yaml"
+    path.write_text(TANGLED)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "5 problems found" in result.output
+    for problem in TANGLED_PROBLEMS:
+        assert problem in result.output
+
+
+def test_one_check_reports_each_of_its_problems() -> None:
+    """Within one check too: both unknown axes of a crossing, both bad scales of a sweep."""
+    crossing = BASE + "crossings:\n  - {name: x, axes: [age, colour]}\n"
+    with pytest.raises(SpecError) as err:
+        parse_spec(crossing)
+    assert [p.split(" (line")[0] for p in err.value.problems] == [
+        "crossings[0].axes[0]",
+        "crossings[0].axes[1]",
+    ]
+
+
+# --- the resolved spec records every effective value -----------------------------------------
+
+
+def test_the_resolved_spec_of_a_minimal_spec_records_every_default() -> None:
+    spec = parse_spec(BASE)
+    resolved = yaml.safe_load(dump_spec(spec))
+    assert resolved == spec.model_dump(mode="json")
+    assert resolved["statistics"] == {
+        "bootstrap_resamples": 1000,
+        "seed": 0,
+        "resampling": "hierarchical",
+        "alpha": 0.05,
+        "rule": "min_effect",
+        "min_effect": 0.3,
+        "null_model": None,
+    }
+    assert resolved["report"]["paper"] == "a4" and resolved["report"]["image_budget_mb"] == 4.0
+    assert resolved["crossings"] == [] and resolved["gates"] == []
+    assert resolved["captions"] is None
+    again = parse_spec(dump_spec(spec))
+    assert again == spec and spec_hash(again) == spec_hash(spec)
+
+
+@pytest.mark.parametrize("text", [RICH, BASE + "statistics: {null_model: vocabulary}\n"])
+def test_the_resolved_spec_reads_back_to_the_same_spec_and_hash(text: str) -> None:
+    spec = parse_spec(text)
+    resolved = yaml.safe_load(dump_spec(spec))
+    assert resolved == spec.model_dump(mode="json")
+    again = parse_spec(dump_spec(spec))
+    assert again == spec and spec_hash(again) == spec_hash(spec)
+
+
+# --- the spec hash does not move --------------------------------------------------------------
+
+# Computed on commit d9b091a, before spec.yaml recorded every value; a change here re-keys every
+# run made from these specs (resumption, diff, provenance).
+SHIPPED_HASHES = {
+    "audits/tiny-demo.yaml": "a729c62ddb726d8867d2050d04f21e43e297c57e276d81c998b0ebf64afd13b3",
+    "audits/toyworld-balanced.yaml": (
+        "b09d4bcd381679d730fe1a1b697488a1b8c1af9eb8a52f00ec2d5377249a67d8"
+    ),
+    "audits/toyworld.yaml": "c5cc1aafc52a3f15a631d836208e56d470bc4f143890e4233a65ea0e5cd396e4",
+    "auditkit/calibration/scenarios/toyworld-balanced.yaml": (
+        "db242bf261e499d6908b3fd5585152048279c2384099931b5aa039f97f1a2fa7"
+    ),
+    "auditkit/calibration/scenarios/toyworld-biased.yaml": (
+        "96471b1e8cef991b36cb9fae0ea313148db676a85beba900c1f2c12d4e64c24c"
+    ),
+    "auditkit/calibration/scenarios/toyworld-reworded.yaml": (
+        "d47d8d654828d9ab7149e82f0685e29152a42c3dee447672c217f1f6e9c13632"
+    ),
+    "tests/golden/toyworld-0.1.0/spec.yaml": (
+        "1257c4c1a4612cbc3326fdd9c75f09ed4968b38fb210609e1e2b0c51151f0843"
+    ),
+}
+SYNTHETIC_HASHES = {  # the synthetic calibration scenarios' specs at 8 seeds
+    "synthetic": "62a9ba5488dae33e1d13fcb2ad137298a14122467319c720cf098084f676e769",
+    "synthetic-nuisance": "30adfe0953490b5124b430a6144607e69590c87b10d8b31d7c77c67843d03571",
+}
+TEXT_HASHES = {  # every later key away from its default; a spec naming only the legacy key
+    "rich": (RICH, "36face5eb85c2d0a3f6e33a8645972bc6daa53e0d29160d14f460fbfdba6f294"),
+    "legacy": (
+        BASE + "statistics: {null_model: vocabulary}\n",
+        "6f8eebeaf24cddd04df2647386b46bd3d337e7d5ab096de331b94d6433b0252f",
+    ),
+}
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED_HASHES))
+def test_the_hash_of_a_shipped_spec_is_unchanged(path: str) -> None:
+    spec = load_spec(ROOT / path)
+    assert spec_hash(spec) == SHIPPED_HASHES[path]
+    assert spec_hash(parse_spec(dump_spec(spec))) == SHIPPED_HASHES[path]
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC_HASHES))
+def test_the_hash_of_a_synthetic_scenario_is_unchanged(name: str) -> None:
+    assert spec_hash(scenario_spec(SCENARIOS[name], 8)) == SYNTHETIC_HASHES[name]
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_HASHES))
+def test_the_hash_of_a_spec_using_later_keys_is_unchanged(name: str) -> None:
+    text, expected = TEXT_HASHES[name]
+    assert spec_hash(parse_spec(text)) == expected
+
+
+# --- import paths ------------------------------------------------------------------------------
+
+
+def test_the_models_facade_re_exports_each_name_from_its_home() -> None:
+    import importlib
+
+    from auditkit.spec import models
+
+    homes = ("audit", "base", "captions", "gates", "sampling", "statistics", "vocabulary")
+    owners = [importlib.import_module(f"auditkit.spec.{home}") for home in homes]
+    for name in models.__all__:
+        owner = [m for m in owners if name in getattr(m, "__all__", ())]
+        assert len(owner) == 1, name
+        assert getattr(models, name) is getattr(owner[0], name), name
