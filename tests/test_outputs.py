@@ -23,7 +23,7 @@ from auditkit.analyze.outputs import (
     row_spearman,
 )
 from auditkit.analyze.stats import spearman
-from auditkit.report.charts_outputs import agreement_chart, share_chart
+from auditkit.charts import agreement_chart, share_chart
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

@@ -334,7 +334,7 @@ def _hover_until(page: Any, selector: str) -> dict[str, Any]:
 
 
 def test_compact_chart_keeps_every_named_field_and_enough_digits() -> None:
-    from auditkit.report.charts import compact_chart
+    from auditkit.charts import compact_chart
 
     spec = {
         "data": {"values": [{"score": 0.0123456, "unused": "x" * 50, "größe": 1.23456789}]},

@@ -106,8 +106,8 @@ def test_200_concept_report_renders_in_chromium(big_run: Path, tmp_path: Path) -
 def test_large_similarity_matrix_is_a_page_wide_overview_in_cluster_order(big_run: Path) -> None:
     import pandas as pd
 
+    from auditkit.charts import matrix_labelled
     from auditkit.report import build_report_context
-    from auditkit.report.charts import matrix_labelled
 
     context = build_report_context(big_run)
     chart = context["charts"]["similarity-0"]

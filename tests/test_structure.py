@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from auditkit.analyze.structure import MAP_COLUMNS, cluster_concepts, concept_map
-from auditkit.report.charts_outputs import concept_map_chart
+from auditkit.charts import concept_map_chart
 
 scipy_distance = pytest.importorskip("scipy.spatial.distance")
 scipy_hierarchy = pytest.importorskip("scipy.cluster.hierarchy")

@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from auditkit import __version__
+from auditkit import __version__, charts
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
-from auditkit.report import charts, inputs
+from auditkit.report import inputs
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
 from auditkit.report.guidance_section import guidance_section, in_order
@@ -555,8 +555,8 @@ def _output_sections(
 ) -> dict[str, Any] | None:
     """Captioned outputs: shares per attribute vs the reference, and agreement per axis; the
     attributes in the spec's axis order."""
+    from auditkit import charts
     from auditkit.analyze.outputs import agreement_points
-    from auditkit.report import charts_outputs
 
     outputs, agreement, lean = tables["outputs"], tables["agreement"], tables["lean"]
     if outputs is None or outputs.empty:
@@ -565,7 +565,7 @@ def _output_sections(
     for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
         part = outputs[outputs["attribute"].astype(str) == name]
         chart_id = f"shares-{index}"
-        chart_specs[chart_id] = charts_outputs.share_chart(part).to_dict()
+        chart_specs[chart_id] = charts.share_chart(part).to_dict()
         per_concept = part.drop_duplicates(["concept_set", "concept"])
         top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
         attributes.append(
@@ -587,7 +587,7 @@ def _output_sections(
             points = agreement_points(lean, shares, axis_map)
             chart_id = f"agreement-{index}"
             summary_row = {str(k): v for k, v in row.items()}
-            chart_specs[chart_id] = charts_outputs.agreement_chart(points, summary_row).to_dict()
+            chart_specs[chart_id] = charts.agreement_chart(points, summary_row).to_dict()
             axes.append(
                 {
                     "axis": str(row["axis"]),
@@ -618,7 +618,7 @@ def _causal_section(
     chart_specs: dict[str, dict[str, Any]],
 ) -> dict[str, Any] | None:
     """The causal check: per steered axis its dose-response chart, statement and shares."""
-    from auditkit.report import charts_causal
+    from auditkit import charts
 
     records = causal_records(extra, spec.probe.hook)
     if not records:
@@ -631,7 +631,7 @@ def _causal_section(
         if per_concept is not None:
             concepts = per_concept[per_concept["axis"] == record["axis"]]
         chart_id = f"causal-{index}"
-        chart_specs[chart_id] = charts_causal.dose_response_chart(points, concepts).to_dict()
+        chart_specs[chart_id] = charts.dose_response_chart(points, concepts).to_dict()
         alphas = [float(a) for a in points["alpha"]]
         rows = []
         if concepts is not None and len(concepts):
@@ -785,9 +785,9 @@ def _similarity_sections(
 
 def charts_outputs_map(points: pd.DataFrame) -> dict[str, Any]:
     """The concept map chart's spec (structure rows of one concept set)."""
-    from auditkit.report import charts_outputs
+    from auditkit import charts
 
-    return dict(charts_outputs.concept_map_chart(points).to_dict())
+    return dict(charts.concept_map_chart(points).to_dict())
 
 
 def _provenance(

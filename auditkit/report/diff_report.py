@@ -9,8 +9,8 @@ import altair as alt
 import pandas as pd
 
 from auditkit import __version__
+from auditkit.charts import FONT, compact_chart
 from auditkit.diff import DiffResult, diff_summary
-from auditkit.report.charts import FONT, compact_chart
 
 REGRESSION_COLOR = "#9b1c1c"
 IMPROVEMENT_COLOR = "#1f7a4d"

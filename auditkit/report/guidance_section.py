@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit import charts
 from auditkit.analyze.guidance import (
     amplification_sentence,
     amplification_verdict,
     times_text,
 )
-from auditkit.report import charts_outputs
 
 
 def guidance_section(
@@ -37,7 +37,7 @@ def guidance_section(
         first = str(part["group"].iloc[0])
         chart_id = f"guidance-{index}"
         rows = part[part["group"].astype(str) == first]
-        chart_specs[chart_id] = charts_outputs.guidance_chart(rows).to_dict()
+        chart_specs[chart_id] = charts.guidance_chart(rows).to_dict()
         amplified = amplification[amplification["attribute"].astype(str) == name]
         attributes.append(
             {

@@ -1,6 +1,6 @@
 """Report charts for the output side and concept structure: pure DataFrame -> Altair functions.
 
-Companions of :mod:`auditkit.report.charts` (same colours, fonts and inlined data): output
+Companions of :mod:`auditkit.charts.style` (same colours, fonts and inlined data): output
 shares with their intervals against a reference, latent lean against output share, and the
 2-D concept map coloured by cluster. Each reads only the rows it is given.
 """
@@ -14,15 +14,15 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from auditkit.report.charts import (
+from auditkit.charts.style import (
     GROUP_SCHEME,
     INTERVAL_COLOR,
     POSITIVE_COLOR,
     Width,
-    _configure,
-    _group_scale,
-    _labels,
-    _values,
+    concept_labels,
+    configure,
+    group_scale,
+    inline_values,
 )
 
 _ROW_PX = 16
@@ -51,7 +51,7 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
     """
     groups = list(dict.fromkeys(shares["group"].astype(str)))
     frame = shares.assign(
-        label=_labels(shares),
+        label=concept_labels(shares),
         share_ci=[
             share_text(lo, hi)
             for lo, hi in zip(shares["share_low"], shares["share_high"], strict=True)
@@ -85,8 +85,8 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
             axis=alt.Axis(format="%"),
         )
 
-    color = alt.Color("group:N", title="read as", scale=_group_scale(groups), sort=groups)
-    base = alt.Chart(_values(frame)).encode(y=y, yOffset=y_offset)
+    color = alt.Color("group:N", title="read as", scale=group_scale(groups), sort=groups)
+    base = alt.Chart(inline_values(frame)).encode(y=y, yOffset=y_offset)
     error = base.mark_rule(strokeWidth=2, strokeCap="round", opacity=0.8).encode(
         x=x("share_low"),
         x2="share_high:Q",
@@ -100,7 +100,7 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
     even = 1.0 / max(1, len(groups)) if uniform else None
     reference = _reference_layer(base, x, tooltip, even, "even split")
     height = max(60, _ROW_PX * len(order) * max(2, len(groups)))
-    return _configure(alt.layer(reference, error, dots).properties(width=width, height=height))
+    return configure(alt.layer(reference, error, dots).properties(width=width, height=height))
 
 
 def _reference_layer(
@@ -111,7 +111,7 @@ def _reference_layer(
     if even is not None:
         line = pd.DataFrame({"x": [even], "what": [label]})
         return (
-            alt.Chart(_values(line))
+            alt.Chart(inline_values(line))
             .mark_rule(strokeDash=[4, 3], color="#5b6270")
             .encode(x=x("x"), tooltip=[alt.Tooltip("what:N", title="line")])
         )
@@ -133,7 +133,7 @@ def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerC
     a dashed line when uniform, else a tick per concept.
     """
     frame = rows.assign(
-        label=_labels(rows),
+        label=concept_labels(rows),
         scale=[
             f"guidance {g:g}" + (" (audit)" if audit else "")
             for g, audit in zip(rows["guidance"], rows["audit"], strict=True)
@@ -170,7 +170,7 @@ def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerC
     color = alt.Color(
         "scale:N", title=None, sort=scales, scale=alt.Scale(domain=scales, range=colors)
     )
-    base = alt.Chart(_values(frame)).encode(y=y)
+    base = alt.Chart(inline_values(frame)).encode(y=y)
     line = base.mark_line(color="#c3c8cf", strokeWidth=2).encode(
         x=x("share"), detail="label:N", order="guidance:Q"
     )
@@ -184,9 +184,7 @@ def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerC
     even = float(frame["reference"].iloc[0]) if uniform else None
     reference = _reference_layer(base, x, tooltip, even, "reference")
     height = max(60, 22 * len(order))
-    return _configure(
-        alt.layer(reference, line, error, dots).properties(width=width, height=height)
-    )
+    return configure(alt.layer(reference, line, error, dots).properties(width=width, height=height))
 
 
 def agreement_chart(
@@ -202,7 +200,7 @@ def agreement_chart(
     """
     positive = str(points["positive_group"].iloc[0]) if len(points) else "the positive group"
     frame = points.assign(
-        label=_labels(points) if len(points) else [],
+        label=concept_labels(points) if len(points) else [],
         share_ci=[
             share_text(lo, hi)
             for lo, hi in zip(points["share_low"], points["share_high"], strict=True)
@@ -226,7 +224,7 @@ def agreement_chart(
             axis=alt.Axis(format="%"),
         )
 
-    base = alt.Chart(_values(frame))
+    base = alt.Chart(inline_values(frame))
     error = base.mark_rule(color=INTERVAL_COLOR, opacity=0.45, strokeWidth=1.5).encode(
         x=x,
         y=y("share_low"),
@@ -240,7 +238,7 @@ def agreement_chart(
     chart = alt.layer(error, dots).properties(width=width, height=260)
     if subtitle:
         chart = chart.properties(title=alt.TitleParams(text="", subtitle=subtitle))
-    return _configure(chart)
+    return configure(chart)
 
 
 def _agreement_subtitle(summary: Mapping[str, Any]) -> str:
@@ -277,7 +275,7 @@ def concept_map_chart(points: pd.DataFrame, width: Width = "container") -> alt.L
 
     x = alt.X("x:Q", title=title(1, "variance_x"), scale=alt.Scale(zero=False, padding=20))
     y = alt.Y("y:Q", title=title(2, "variance_y"), scale=alt.Scale(zero=False, padding=20))
-    base = alt.Chart(_values(frame)).encode(x=x, y=y, tooltip=tooltip)
+    base = alt.Chart(inline_values(frame)).encode(x=x, y=y, tooltip=tooltip)
     style: dict[str, Any] = {}
     if clustered:
         style["color"] = alt.Color(
@@ -291,4 +289,4 @@ def concept_map_chart(points: pd.DataFrame, width: Width = "container") -> alt.L
                 text="concept:N"
             )
         )
-    return _configure(alt.layer(*layers).properties(width=width, height=320))
+    return configure(alt.layer(*layers).properties(width=width, height=320))

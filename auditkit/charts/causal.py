@@ -1,6 +1,6 @@
 """Report chart for the causal check: a pure DataFrame -> Altair function.
 
-Companion of :mod:`auditkit.report.charts` (same colours, fonts and inlined data): the
+Companion of :mod:`auditkit.charts.style` (same colours, fonts and inlined data): the
 dose-response of one steered axis, the share of images read as its first group against the
 steering strength alpha, pooled over concepts with Wilson intervals, each concept a faint line.
 """
@@ -10,16 +10,16 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from auditkit.report.charts import (
+from auditkit.charts.outputs import share_text
+from auditkit.charts.style import (
     INTERVAL_COLOR,
     NEUTRAL_COLOR,
     POSITIVE_COLOR,
     Width,
-    _configure,
-    _labels,
-    _values,
+    concept_labels,
+    configure,
+    inline_values,
 )
-from auditkit.report.charts_outputs import share_text
 
 
 def _alpha_label(alpha: float) -> str:
@@ -79,17 +79,17 @@ def dose_response_chart(
     if alphas and alphas[0] <= 0 <= alphas[-1]:
         zero = pd.DataFrame({"alpha": [0.0], "what": ["α = 0: sampled as in the audit"]})
         layers.append(
-            alt.Chart(_values(zero))
+            alt.Chart(inline_values(zero))
             .mark_rule(strokeDash=[2, 3], color="#5b6270", opacity=0.7)
             .encode(x=x(), tooltip=[alt.Tooltip("what:N", title="line")])
         )
     if per_concept is not None and len(per_concept):
         concepts = per_concept.assign(
-            label=_labels(per_concept),
+            label=concept_labels(per_concept),
             alpha_label=[_alpha_label(float(a)) for a in per_concept["alpha"]],
         )
         layers.append(
-            alt.Chart(_values(concepts))
+            alt.Chart(inline_values(concepts))
             .mark_line(color=NEUTRAL_COLOR, opacity=0.35, strokeWidth=1, point=False)
             .encode(
                 x=x(),
@@ -104,7 +104,7 @@ def dose_response_chart(
                 ],
             )
         )
-    base = alt.Chart(_values(frame))
+    base = alt.Chart(inline_values(frame))
     layers += [
         base.mark_rule(color=INTERVAL_COLOR, strokeWidth=2, strokeCap="round").encode(
             x=x(), y=y("share_low"), y2="share_high:Q", tooltip=tooltip
@@ -116,7 +116,7 @@ def dose_response_chart(
             x=x(), y=y("share"), tooltip=tooltip
         ),
     ]
-    return _configure(alt.layer(*layers).properties(width=width, height=260))
+    return configure(alt.layer(*layers).properties(width=width, height=260))
 
 
 __all__ = ["dose_response_chart"]

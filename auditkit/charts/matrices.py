@@ -1,0 +1,193 @@
+"""Matrix charts: descriptor and similarity heatmaps, per-step axis agreement."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import altair as alt
+import pandas as pd
+
+from auditkit.charts.style import (
+    _CELL_PX,
+    _ROW_PX,
+    HEATMAP_SCHEME,
+    concept_labels,
+    configure,
+    has_interval,
+    inline_values,
+    interval_tooltip,
+    json_number,
+    with_interval_text,
+)
+
+
+def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.LayerChart:
+    """Concept x group heatmap of cos(H(c) − R, G(group) − R) for one axis."""
+    frame = with_interval_text(descriptors, "cosine").assign(label=concept_labels(descriptors))
+    top = frame[frame["rank"] == 1].sort_values(["group", "cosine"], ascending=[True, False])
+    order = list(dict.fromkeys(top["label"].tolist() + frame["label"].tolist()))
+    return _heatmap(
+        frame,
+        x=alt.X(
+            "group:N",
+            sort=list(groups),
+            title=None,
+            axis=alt.Axis(orient="top", labelAngle=0, labelLimit=90),
+        ),
+        y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170)),
+        n_x=len(groups),
+        n_y=len(order),
+        tooltip=[
+            alt.Tooltip("concept:N", title="concept"),
+            alt.Tooltip("group:N", title="group"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+            *interval_tooltip(frame),
+            alt.Tooltip("rank:Q", title="rank"),
+        ],
+        symmetric_to_one=False,
+    )
+
+
+LARGE_MATRIX: Final = 40
+"""Matrices with more rows than this are drawn as an overview: cells shrink to fit a page
+width, without borders; names are left to the tooltips once a cell is smaller than
+:data:`MIN_LABELLED_CELL_PX` (labels of 11 px would overlap)."""
+MIN_LABELLED_CELL_PX: Final = 12
+
+
+_MATRIX_WIDTH_PX = 640
+
+
+def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None) -> alt.LayerChart:
+    """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows), rows
+    and columns in ``order`` (the clustering's leaf order, so clusters show as blocks; default
+    the table's order).
+
+    The data is inlined as one record per row of the matrix, its cosines (and interval ends)
+    as arrays that a ``flatten`` transform unrolls and a ``lookup`` names: an n-concept matrix
+    costs n records instead of n², which keeps a 200-concept report small.
+    """
+    present = list(dict.fromkeys(similarity["concept_a"].tolist()))
+    wanted = [c for c in order or [] if c in present]
+    order = wanted + [c for c in present if c not in wanted]
+    position = {name: i for i, name in enumerate(order)}
+    intervals = has_interval(similarity, "cosine")
+    arrays = ["cosine", "cosine_ci_low", "cosine_ci_high"] if intervals else ["cosine"]
+    records = []
+    for name, rows in similarity.groupby("concept_a", sort=False):
+        rows = rows.sort_values("concept_b", key=lambda c: c.map(position))
+        record: dict[str, Any] = {
+            "concept_a": str(name),
+            "k": [position[b] for b in rows["concept_b"]],
+        }
+        for column in arrays:
+            record[column] = [json_number(v) for v in rows[column]]
+        records.append(record)
+    names = alt.Data(values=[{"k": i, "concept_b": name} for i, name in enumerate(order)])
+    chart = (
+        alt.Chart(alt.Data(values=records))
+        .transform_flatten(["k", *arrays])
+        .transform_lookup(lookup="k", from_=alt.LookupData(names, key="k", fields=["concept_b"]))
+    )
+    if intervals:
+        text = "replace(format(datum.cosine_ci_{0}, '+.3f'), '-', '−')"
+        chart = chart.transform_calculate(
+            cosine_ci=f"isValid(datum.cosine_ci_low) ? '[' + {text.format('low')} + ', ' + "
+            f"{text.format('high')} + ']' : '—'"
+        )
+    labels = matrix_labelled(len(order))
+    return _heatmap(
+        similarity,
+        chart=chart,
+        x=alt.X(
+            "concept_b:N",
+            sort=order,
+            title=None,
+            axis=alt.Axis(
+                orient="top", labelAngle=-40, labelLimit=140, labels=labels, ticks=labels
+            ),
+        ),
+        y=alt.Y(
+            "concept_a:N",
+            sort=order,
+            title=None,
+            axis=alt.Axis(labelLimit=170, labels=labels, ticks=labels),
+        ),
+        n_x=len(order),
+        n_y=len(order),
+        tooltip=[
+            alt.Tooltip("concept_a:N", title="concept"),
+            alt.Tooltip("concept_b:N", title="with"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+            *([alt.Tooltip("cosine_ci:N", title="95% CI")] if intervals else []),
+        ],
+        symmetric_to_one=True,
+    )
+
+
+def step_agreement_heatmap(rows: pd.DataFrame) -> alt.LayerChart:
+    """Cosine between the axis computed at each pair of denoising steps (one axis)."""
+    frame = rows.assign(
+        a=[f"step {s}" for s in rows["step_a"]], b=[f"step {s}" for s in rows["step_b"]]
+    )
+    order = [f"step {s}" for s in sorted(set(rows["step_a"]))]
+    return _heatmap(
+        frame,
+        x=alt.X("b:N", sort=order, title=None, axis=alt.Axis(orient="top", labelAngle=-40)),
+        y=alt.Y("a:N", sort=order, title=None),
+        n_x=len(order),
+        n_y=len(order),
+        tooltip=[
+            alt.Tooltip("a:N", title="axis at"),
+            alt.Tooltip("b:N", title="against"),
+            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
+        ],
+        symmetric_to_one=True,
+    )
+
+
+def _heatmap(
+    frame: pd.DataFrame,
+    *,
+    x: alt.X,
+    y: alt.Y,
+    n_x: int,
+    n_y: int,
+    tooltip: list[alt.Tooltip],
+    symmetric_to_one: bool,
+    chart: alt.Chart | None = None,
+) -> alt.LayerChart:
+    finite = frame["cosine"].abs().dropna()
+    peak = 1.0 if symmetric_to_one or finite.empty else max(float(finite.max()), 1e-6)
+    color = alt.Color(
+        "cosine:Q",
+        title="cosine",
+        scale=alt.Scale(scheme=HEATMAP_SCHEME, domain=[-peak, peak]),
+        legend=alt.Legend(orient="right", gradientLength=max(80, min(200, _ROW_PX * n_y))),
+    )
+    base = (chart if chart is not None else alt.Chart(inline_values(frame))).encode(x=x, y=y)
+    large = max(n_x, n_y) > LARGE_MATRIX
+    cells = (base.mark_rect() if large else base.mark_rect(stroke="white", strokeWidth=1)).encode(
+        color=color, tooltip=tooltip
+    )
+    layers: list[Any] = [cells]
+    if n_x * n_y <= 400:
+        text = base.mark_text(fontSize=10).encode(
+            text=alt.Text("cosine:Q", format=".2f"),
+            color=alt.condition(
+                f"abs(datum.cosine) > {0.6 * peak}", alt.value("white"), alt.value("#1d232c")
+            ),
+            tooltip=tooltip,
+        )
+        layers.append(text)
+    cell_w = _CELL_PX + 14 if n_x * n_y <= 400 else _CELL_PX
+    cell_h = _ROW_PX
+    if large:  # an overview that fits the page: square cells of at least 2 px
+        cell_w = cell_h = max(2, _MATRIX_WIDTH_PX // max(n_x, 1))
+    layered = alt.layer(*layers).properties(width=cell_w * n_x, height=cell_h * max(n_y, 1) + 4)
+    return configure(layered)
+
+
+def matrix_labelled(n: int) -> bool:
+    """Whether an n x n heatmap names its rows and columns (see :data:`LARGE_MATRIX`)."""
+    return n <= LARGE_MATRIX or _MATRIX_WIDTH_PX // max(n, 1) >= MIN_LABELLED_CELL_PX
