@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit.analyses import slices
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir, write_bytes_atomic
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.gates import GateSpec
@@ -55,6 +56,10 @@ def _scoped(frame: pd.DataFrame, gate: GateSpec, *, axis_column: str = "axis") -
 
 def _measure(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float | None, str | None]:
     """The gate's value and a description of the worst row (None, reason when unavailable)."""
+    for analysis in slices().values():
+        for metric in analysis.gate_metrics:
+            if metric.name == gate.metric:
+                return metric.measure(gate, tables)
     if gate.metric in ("max_abs_lean", "significant_leans"):
         lean = tables.get("lean")
         if lean is None or lean.empty:
@@ -71,6 +76,7 @@ def _measure(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float | N
         if "significant" not in rows.columns:
             return None, "the run has no significance test (re-run the analysis)"
         hits = rows[rows["significant"].astype(bool)]
+        hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
         names = ", ".join(f"'{r.concept}' on '{r.axis}'" for r in hits.head(5).itertuples())
         return float(len(hits)), names or None
     if gate.metric == "max_output_gap":

@@ -28,7 +28,7 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
 
         readings = read_captions(run.captions)[1]
     swept = read_guidance_readings(run.captions) if spec.captions is not None else None
-    results = analyze(spec, plan, latents, readings, swept)
+    results = analyze(spec, plan, latents, readings, swept, store=ActivationStore(run.activations))
     drop_stale_results(spec, results.tables, run)
     summary = summarize(
         spec,

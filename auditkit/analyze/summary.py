@@ -9,8 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit.analyses import slices
 from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
+from auditkit.analyze.tables import AuditResults, analysis_tables
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.audit import AuditSpec
 
@@ -67,6 +68,13 @@ def summarize(
     findings.extend(_output_sentences(results))
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
+    blocks: dict[str, Any] = {}
+    for name, analysis in slices().items():
+        if name in spec.analyses:
+            findings.extend(analysis.findings(spec, results.tables))
+            block = analysis.summary(spec, results.tables)
+            if block is not None:
+                blocks[name] = block
     causal = causal_records(extra, spec.probe.hook)
     findings.extend(str(entry["statement"]) for entry in causal or [])
     discovery = extra.get("discovery")
@@ -109,6 +117,8 @@ def summarize(
             "concepts": sum(len(c.terms) for c in spec.concepts),
         },
     }
+    if blocks:
+        summary["analyses"] = blocks
     if causal is not None:
         summary["causal"] = causal
     if discovery is not None:
@@ -564,4 +574,4 @@ def read_results(run_dir: Path | RunDir) -> tuple[AuditResults, dict[str, Any]]:
     """Read the analysis tables and the summary back (migrating older tables, refusing newer)."""
     run = as_run_dir(run_dir)
     summary = run.read_json("summary")
-    return AuditResults(tables=run.tables(list(ANALYSIS_TABLES))), summary
+    return AuditResults(tables=run.tables(list(analysis_tables()))), summary

@@ -18,12 +18,14 @@ import pandas as pd
 import yaml
 
 from auditkit import __version__, charts
+from auditkit.analyses.base import SectionContext
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
 from auditkit.report import inputs
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
 from auditkit.report.guidance_section import guidance_section, in_order
+from auditkit.report.sections import report_sections
 from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
@@ -109,8 +111,11 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "discovery": _discovery_section(extra, spec),
         "caveats": list(CAVEATS),
         "provenance": _provenance(manifest, spec_text, tables["prompts"]),
-        "charts": {name: charts.compact_chart(chart) for name, chart in chart_specs.items()},
     }
+    sink = SectionContext(spec, tables)
+    context["sections"] = report_sections(context, sink)
+    chart_specs.update(sink.charts)
+    context["charts"] = {name: charts.compact_chart(chart) for name, chart in chart_specs.items()}
     return context
 
 

@@ -89,6 +89,14 @@ class Registry:
             raise ValueError("two registered tables share a name")
         self._migrations: dict[tuple[str, int], Migration] = {}
 
+    def add(self, table: Table) -> None:
+        """Register a table declared elsewhere (an analysis slice's); the same declaration
+        twice is fine, two different ones under one name are not."""
+        known = self.tables.get(table.name)
+        if known is not None and known != table:
+            raise ValueError(f"two different tables are registered as {table.name!r}")
+        self.tables[table.name] = table
+
     def __getitem__(self, name: str) -> Table:
         try:
             return self.tables[name]

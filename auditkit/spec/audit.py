@@ -6,11 +6,19 @@ Every field carries a description, which ``auditkit schema`` prints as part of t
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from auditkit.analyses import slice_names
 from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
 from auditkit.spec.captions import CaptionsSpec
 from auditkit.spec.gates import GateSpec
@@ -28,12 +36,32 @@ from auditkit.spec.vocabulary import (
 SPEC_VERSION = 1
 """The newest spec version this auditkit reads."""
 
-AnalysisName = Literal["lean", "defaults", "descriptors", "similarity"]
+BUILTIN_ANALYSES = ("lean", "defaults", "descriptors", "similarity")
+"""Analyses built into auditkit.analyze; the slices of :mod:`auditkit.analyses` add theirs."""
+ANALYSIS_NAMES: tuple[str, ...] = BUILTIN_ANALYSES + slice_names()
+"""Every name valid under ``analyses:``."""
+
+
+def _known_analysis(name: str) -> str:
+    if name not in ANALYSIS_NAMES:
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be {expected}",
+            {"expected": ", ".join(map(repr, ANALYSIS_NAMES[:-1])) + f" or {ANALYSIS_NAMES[-1]!r}"},
+        )
+    return name
+
+
+AnalysisName = Annotated[
+    str,
+    AfterValidator(_known_analysis),
+    WithJsonSchema({"enum": list(ANALYSIS_NAMES), "type": "string"}),
+]
 ReportFormat = Literal["html", "pdf"]
 
 
-def _default_analyses() -> list[AnalysisName]:
-    return ["lean", "defaults", "descriptors", "similarity"]
+def _default_analyses() -> list[str]:
+    return list(BUILTIN_ANALYSES)
 
 
 def _default_formats() -> list[ReportFormat]:

@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
+from auditkit.analyses import slices
 from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
 
-GateMetric = Literal["max_abs_lean", "significant_leans", "max_output_gap", "min_agreement"]
+BUILTIN_METRICS: dict[str, Literal["max", "min"]] = {
+    "max_abs_lean": "max",
+    "significant_leans": "max",
+    "max_output_gap": "max",
+    "min_agreement": "min",
+}
+METRIC_BOUNDS: dict[str, Literal["max", "min"]] = {
+    **BUILTIN_METRICS,
+    **{m.name: m.bound for a in slices().values() for m in a.gate_metrics},
+}
+"""Every gate metric and the bound it takes (the analysis slices declare theirs)."""
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRIC_BOUNDS:
+        names = list(METRIC_BOUNDS)
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be {expected}",
+            {"expected": ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"},
+        )
+    return name
+
+
+GateMetric = Annotated[
+    str,
+    AfterValidator(_known_metric),
+    WithJsonSchema({"enum": list(METRIC_BOUNDS), "type": "string"}),
+]
 
 
 class GateSpec(FrozenModel):
@@ -35,9 +65,9 @@ class GateSpec(FrozenModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> GateSpec:
-        wants_min = self.metric == "min_agreement"
+        wants_min = METRIC_BOUNDS[self.metric] == "min"
         if wants_min and (self.min is None or self.max is not None):
-            raise ValueError("min_agreement takes 'min' (and no 'max')")
+            raise ValueError(f"{self.metric} takes 'min' (and no 'max')")
         if not wants_min and (self.max is None or self.min is not None):
             raise ValueError(f"{self.metric} takes 'max' (and no 'min')")
         if wants_min and self.axis is None:

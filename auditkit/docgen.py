@@ -1,7 +1,8 @@
-"""The column tables of ``docs/run-directory.md``, generated from the table registry.
+"""Generated parts of the docs: the column tables of ``docs/run-directory.md``, from the table
+registry (the run directory's own tables and those the analysis slices register).
 
 Each registered table appears in the doc between ``<!-- table:NAME -->`` and
-``<!-- /table:NAME -->``; ``python -m auditkit.rundir.docs [--write]`` shows (or rewrites) the
+``<!-- /table:NAME -->``; ``python -m auditkit.docgen [--write]`` shows (or rewrites) the
 doc with every marked block regenerated, and a test checks that the doc agrees.
 """
 
@@ -12,10 +13,11 @@ import sys
 from itertools import groupby
 from pathlib import Path
 
+from auditkit.analyses import slices
 from auditkit.rundir.columns import REGISTRY
 from auditkit.rundir.registry import Column, Table
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "run-directory.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "run-directory.md"
 PIPE = "\\|"
 BLOCK = re.compile(r"<!-- table:(?P<name>\w+) -->\n.*?<!-- /table:(?P=name) -->", re.S)
 
@@ -44,6 +46,7 @@ def column_table(table: Table) -> str:
 
 def regenerate(text: str) -> str:
     """``text`` with every marked block replaced by its generated table."""
+    slices()  # the analysis slices register their tables on import
     return BLOCK.sub(lambda m: column_table(REGISTRY[m.group("name")]), text)
 
 
@@ -54,7 +57,7 @@ def documented(text: str) -> set[str]:
 
 def main(argv: list[str]) -> int:
     text = DOC.read_text(encoding="utf-8")
-    new = regenerate(text)
+    new = regenerate(text)  # imports the slices first
     missing = sorted(t.name for t in REGISTRY if t.name not in documented(text))
     if "--write" in argv:
         DOC.write_text(new, encoding="utf-8")

@@ -1,0 +1,117 @@
+"""What an analysis slice declares, in one place, and what it is given.
+
+An :class:`Analysis` is one vertical slice: its spec name (listed under ``analyses:``), its
+tables (registered with the run directory's table registry, so docs and readers know them),
+its table builder with its bootstrap statistic, its summary block and findings, its gate
+metrics, and its report section (a context builder and its charts; the template partial is
+``templates/sections/<name>.html.j2``). :mod:`auditkit.analyses` lists the slices, with the
+report's other sections, in the one ordered list the report follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from auditkit.rundir import REGISTRY, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditkit.analyze.latents import LatentSet
+    from auditkit.analyze.measures import AuditLayout
+    from auditkit.extract.store import ActivationStore
+    from auditkit.plan import AuditPlan
+    from auditkit.spec.audit import AuditSpec
+    from auditkit.spec.gates import GateSpec
+
+Tables = Mapping[str, "pd.DataFrame | None"]
+Measure = Callable[["GateSpec", Tables], tuple["float | None", str]]
+"""A gate metric's measurement: (value, or None when it cannot be measured; the worst case or
+why not)."""
+
+
+@dataclass(frozen=True)
+class GateMetric:
+    """A number a gate can bound (``gates: [{metric: NAME, max: ...}]``)."""
+
+    name: str
+    bound: Literal["max", "min"]
+    meaning: str
+    measure: Measure
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    """What a slice's table builder is given: the spec and plan, the audit's latents and
+    layout, the tables computed so far, and the activation store (None when the caller has
+    latents only, e.g. the calibration suite)."""
+
+    spec: AuditSpec
+    plan: AuditPlan
+    latents: LatentSet
+    layout: AuditLayout
+    store: ActivationStore | None = None
+
+
+@dataclass
+class SectionContext:
+    """What a slice's report section is given: the spec, every table the run has (None where
+    absent), and a sink for its charts (:meth:`chart` returns the id the partial embeds)."""
+
+    spec: AuditSpec
+    tables: Tables
+    charts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def chart(self, chart_id: str, chart: Any) -> str:
+        """Keep an Altair chart (or a Vega-Lite dict) under ``chart_id``; returns the id."""
+        self.charts[chart_id] = chart if isinstance(chart, dict) else chart.to_dict()
+        return chart_id
+
+
+class Analysis:
+    """One analysis slice. Subclasses set the class attributes and implement the methods."""
+
+    name: str
+    """Spec name (``analyses: [..., NAME]``), report anchor and template partial name."""
+    title: str
+    """The report section's heading and its entry in the table of contents."""
+    tables: tuple[Table, ...]
+    """The tables the slice writes (``results/<table>.parquet``)."""
+    statistic: str
+    """The bootstrap statistic, in words (what the intervals are intervals of)."""
+    gate_metrics: tuple[GateMetric, ...] = ()
+
+    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+        """The slice's tables, with their bootstrap intervals."""
+        raise NotImplementedError
+
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+        """The slice's block of ``summary.json`` (JSON-ready), or None without its tables."""
+        raise NotImplementedError
+
+    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+        """Plain sentences for the summary's findings."""
+        raise NotImplementedError
+
+    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+        """The report section's data (the partial reads it as ``section.data``), or None to
+        leave the section out."""
+        raise NotImplementedError
+
+    def toc(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+        """Sub-entries of the section in the table of contents: (anchor, label)."""
+        return []
+
+
+def register_tables(*tables: Table) -> tuple[Table, ...]:
+    """Add a slice's tables to the run directory's registry (idempotent) and return them."""
+    for table in tables:
+        REGISTRY.add(table)
+    return tables
+
+
+PARTS = ("name", "title", "tables", "statistic", "gate_metrics")
+"""Attributes every slice must set (the completeness test checks them and the methods)."""
+METHODS = ("build", "summary", "findings", "section")

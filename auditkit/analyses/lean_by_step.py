@@ -1,0 +1,349 @@
+"""Lean by denoising step: where along the trajectory a concept's lean forms.
+
+For every kept denoising step the lean score of each concept along each two-group axis is
+computed from that step's h alone (the seed mean at that step, measured exactly as
+``lean.parquet`` measures the aggregated h), with a 95% bootstrap interval drawn the way the lean
+table's are (``statistics``: resamples, seed, resampling). The summary says per axis at which
+step the leans reach half their peak strength and how many concepts then already lean to the
+side they end on; the report draws one line per concept per axis, with its interval band.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from auditkit.analyses.base import (
+    Analysis,
+    AnalysisContext,
+    GateMetric,
+    SectionContext,
+    Tables,
+    register_tables,
+)
+from auditkit.rundir.registry import Table, columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from auditkit.spec.audit import AuditSpec
+    from auditkit.spec.gates import GateSpec
+
+NAME = "lean_by_step"
+MEMORY_BUDGET = 2 << 30
+"""Bytes of per-step, per-seed latents held at once; above it the steps are read in groups."""
+HALF = 0.5
+"""A lean has formed at the first step whose mean |score| reaches this share of its peak."""
+
+SCORE = "the lean score from that step's seed-mean h alone, measured as in lean.parquet"
+INTERVAL = (
+    "95% bootstrap interval of `score` at that step, resampled as the lean table's (absent "
+    "without resamples, with one seed, or without the activation store)"
+)
+TABLE = Table(
+    NAME,
+    "results",
+    1,
+    "`lean_by_step` analysis: one row per (two-group axis, concept, kept denoising step)",
+    columns(
+        ("axis, concept_set, concept", "str", "", "which concept along which axis"),
+        ("positive_group, negative_group", "str", "", "as in axes.parquet"),
+        ("step", "int", "", "denoising step (0-based, of the kept steps)"),
+        ("timestep", "float", "", "the scheduler's timestep at that step"),
+        ("score", "float", "score", SCORE),
+        ("score_ci_low, score_ci_high", "float", "score", INTERVAL, True),
+        ("n_seeds", "int", "seeds", "seeds per prompt"),
+    ),
+)  # fmt: skip
+register_tables(TABLE)
+
+
+def _step_leans(H: np.ndarray, ctx: AnalysisContext) -> pd.DataFrame:
+    """The lean rows of one step's prompt latents ``H`` (as lean.parquet's, fewer columns)."""
+    import pandas as pd
+
+    from auditkit.analyze.measures import concept_latents, group_means, lean, reference
+
+    rows = []
+    for axis in ctx.layout.axes:
+        if not axis.two_group:
+            continue
+        means = group_means(H, axis)
+        for cset in ctx.layout.concepts:
+            ref = reference(H, ctx.layout, cset)
+            for concept, vec in concept_latents(H, cset).items():
+                found = lean(vec, ref, means, axis.group_names)
+                rows.append(
+                    {
+                        "axis": axis.name,
+                        "concept_set": cset.name,
+                        "concept": concept,
+                        "positive_group": axis.group_names[0],
+                        "negative_group": axis.group_names[1],
+                        "cosine": found.cosine,
+                        "projection": found.projection,
+                        "score": found.score,
+                        "toward": axis.group_names[0 if found.score >= 0 else 1],
+                        "n_seeds": len(ctx.latents.seeds),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _step_groups(ctx: AnalysisContext) -> list[list[int]]:
+    """Kept-step indices in groups whose per-seed latents fit :data:`MEMORY_BUDGET`."""
+    P, N, _ = ctx.latents.per_seed.shape
+    width = ctx.latents.step_means.shape[-1]
+    per_step = max(P * N * width * 4, 1)
+    size = max(1, MEMORY_BUDGET // per_step)
+    steps = list(range(len(ctx.latents.steps)))
+    return [steps[i : i + size] for i in range(0, len(steps), size)]
+
+
+def _per_step_latents(ctx: AnalysisContext, group: list[int]) -> np.ndarray:
+    """[len(group), prompts, seeds, width] float32: each unit's h at the grouped steps."""
+    import numpy as np
+
+    assert ctx.store is not None
+    latents = ctx.latents
+    p_row, s_row = latents.row_map(), {seed: i for i, seed in enumerate(latents.seeds)}
+    where = {u.unit_id: (p_row[u.prompt_id], s_row[u.seed]) for u in ctx.plan.units}
+    width = latents.step_means.shape[-1]
+    out = np.zeros((len(group), len(latents.prompt_ids), len(latents.seeds), width), np.float32)
+    for uid, tensor in ctx.store.iter_units(where):
+        p, n = where[uid]
+        out[:, p, n] = tensor.numpy().reshape(tensor.shape[0], -1)[group]
+    return out
+
+
+class LeanByStep(Analysis):
+    name = NAME
+    title = "Lean by denoising step"
+    tables = (TABLE,)
+    statistic = "the lean score at each kept step, from that step's seed-mean h"
+
+    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+        import numpy as np
+        import pandas as pd
+
+        from auditkit.analyze.latents import LatentSet
+        from auditkit.analyze.uncertainty import add_bootstrap_intervals
+
+        latents, stats = ctx.latents, ctx.spec.statistics
+        intervals = ctx.store is not None and stats.bootstrap_resamples > 0
+        intervals = intervals and len(latents.seeds) > 1
+        frames = []
+        for group in _step_groups(ctx) if intervals else [list(range(len(latents.steps)))]:
+            block = _per_step_latents(ctx, group) if intervals else None
+            for k, s in enumerate(group):
+                if block is None:
+                    H = latents.step_means[:, s].astype(np.float64)
+                    frame = _step_leans(H, ctx)
+                else:
+                    at_step = LatentSet(
+                        latents.prompt_ids, latents.seeds, block[k], block[k].mean(axis=1)[:, None],
+                        (latents.steps[s],), (latents.timesteps[s],), "mean",
+                    )  # fmt: skip
+                    frame = _step_leans(at_step.means().astype(np.float64), ctx)
+                    add_bootstrap_intervals(
+                        {"lean": frame},
+                        ctx.layout,
+                        at_step,
+                        resamples=stats.bootstrap_resamples,
+                        seed=stats.seed,
+                        hierarchical=stats.resampling == "hierarchical",
+                    )
+                frames.append(
+                    frame.assign(
+                        step=s, timestep=float(latents.timesteps[s]), position=range(len(frame))
+                    )
+                )
+        table = pd.concat(frames, ignore_index=True)  # spec order, then steps
+        table = table.sort_values(["position", "step"], kind="stable")
+        wanted = [c for c in TABLE.names if c in table.columns]
+        return {NAME: table[wanted].reset_index(drop=True)}
+
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+        table = tables.get(NAME)
+        if table is None or table.empty:
+            return None
+        return {
+            "axes": [_formation(axis, rows) for axis, rows in table.groupby("axis", sort=False)]
+        }
+
+    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+        block = self.summary(spec, tables)
+        return [_sentence(entry) for entry in block["axes"]] if block else []
+
+    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+        table = ctx.tables.get(NAME)
+        if table is None or table.empty:
+            return None
+        intervals = "score_ci_low" in table.columns
+        axes = []
+        for i, (axis, rows) in enumerate(table.groupby("axis", sort=False)):
+            entry = _formation(axis, rows)
+            steps = sorted(rows["step"].unique())
+            axes.append(
+                {
+                    "axis": axis,
+                    "anchor": f"lean-by-step-{i}",
+                    "positive_group": str(rows["positive_group"].iloc[0]),
+                    "negative_group": str(rows["negative_group"].iloc[0]),
+                    "sentence": _sentence(entry),
+                    "chart_id": ctx.chart(f"lean-by-step-{i}", chart(rows, intervals)),
+                    "steps": [
+                        {
+                            "step": int(s),
+                            "timestep": float(rows[rows["step"] == s]["timestep"].iloc[0]),
+                        }
+                        for s in steps
+                    ],
+                    "rows": _wide_rows(rows, steps, intervals),
+                }
+            )
+        return {"axes": axes, "intervals": intervals, "n_steps": int(table["step"].nunique())}
+
+    def toc(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(a["anchor"], a["axis"]) for a in data["axes"]]
+
+
+def _formation(axis: Any, rows: pd.DataFrame) -> dict[str, Any]:
+    """Where the leans of one axis form: the first step whose mean |score| over concepts reaches
+    :data:`HALF` of its peak, and how many concepts then lean to the side they end on."""
+    strength = rows.assign(strength=rows["score"].abs()).groupby("step")["strength"].mean()
+    steps = list(strength.index)
+    peak_step = int(strength.idxmax())
+    peak = float(strength.max())
+    formed = next(int(s) for s in steps if strength[s] >= HALF * peak)
+    last = rows[rows["step"] == steps[-1]].set_index(["concept_set", "concept"])["score"]
+    at = rows[rows["step"] == formed].set_index(["concept_set", "concept"])["score"]
+    same = int(((at > 0) == (last.reindex(at.index) > 0)).sum())
+    position = steps.index(formed)
+    return {
+        "axis": str(axis),
+        "steps": len(steps),
+        "peak_step": peak_step,
+        "peak_mean_abs_score": round(peak, 6),
+        "forms_at_step": formed,
+        "forms_at_position": position + 1,
+        "forms_at_timestep": float(rows[rows["step"] == formed]["timestep"].iloc[0]),
+        "concepts": len(at),
+        "final_side_at_forms": same,
+        "phase": _phase(position, len(steps)),
+    }
+
+
+def _phase(position: int, n: int) -> str:
+    if n < 3:
+        return "within the kept steps"
+    return "early" if position < n / 3 else ("late" if position >= 2 * n / 3 else "midway")
+
+
+def _sentence(entry: dict[str, Any]) -> str:
+    where = (
+        f"form {entry['phase']} in denoising"
+        if entry["phase"] != "within the kept steps"
+        else "are measured at only a few kept steps"
+    )
+    return (
+        f"Lean by denoising step along '{entry['axis']}': the leans {where}; their mean |score| "
+        f"reaches half its peak ({entry['peak_mean_abs_score']:.2f}) at kept step "
+        f"{entry['forms_at_position']} of {entry['steps']} (timestep "
+        f"{entry['forms_at_timestep']:.0f}), where {entry['final_side_at_forms']} of "
+        f"{entry['concepts']} concepts already lean to the side they end on."
+    )
+
+
+def _wide_rows(rows: pd.DataFrame, steps: list[Any], intervals: bool) -> list[dict[str, Any]]:
+    """One row per concept: its score (and interval) at each step, for the report's table."""
+    out = []
+    for (cset, concept), part in rows.groupby(["concept_set", "concept"], sort=False):
+        by_step = part.set_index("step")
+        cells = []
+        for s in steps:
+            row = by_step.loc[s]
+            cell = {"score": float(row["score"])}
+            if intervals:
+                cell |= {"low": float(row["score_ci_low"]), "high": float(row["score_ci_high"])}
+            cells.append(cell)
+        out.append({"concept_set": cset, "concept": concept, "cells": cells})
+    return out
+
+
+def chart(rows: pd.DataFrame, intervals: bool) -> Any:
+    """One axis: a line per concept of its lean score against the kept step (x: the step, its
+    timestep in the tooltip), with the 95% interval as a band; ±1 and 0 marked."""
+    import altair as alt
+
+    from auditkit.charts.style import GROUP_SCHEME, concept_labels, configure, inline_values
+
+    frame = rows.assign(label=concept_labels(rows))
+    color = alt.Color(
+        "label:N",
+        title="concept",
+        scale=alt.Scale(scheme=GROUP_SCHEME if frame["label"].nunique() <= 10 else "tableau20"),
+        legend=alt.Legend(orient="right", labelLimit=150),
+    )
+    x = alt.X(
+        "step:Q", title="denoising step (kept steps, 0 = first)", axis=alt.Axis(tickMinStep=1)
+    )
+    tooltip = [
+        alt.Tooltip("concept:N", title="concept"),
+        alt.Tooltip("step:Q", title="step"),
+        alt.Tooltip("timestep:Q", title="timestep", format=".0f"),
+        alt.Tooltip("score:Q", title="lean score", format="+.3f"),
+    ]
+    base = alt.Chart(inline_values(frame))
+    layers = [
+        base.mark_rule(color="#8a8f98", strokeDash=[2, 3]).encode(y=alt.datum(v)) for v in (-1, 1)
+    ] + [base.mark_rule(color="#8a8f98").encode(y=alt.datum(0))]
+    if intervals:
+        tooltip += [
+            alt.Tooltip("score_ci_low:Q", title="95% CI low", format="+.3f"),
+            alt.Tooltip("score_ci_high:Q", title="95% CI high", format="+.3f"),
+        ]
+        layers.append(
+            base.mark_area(opacity=0.15).encode(
+                x=x,
+                y=alt.Y("score_ci_low:Q", title="lean score"),
+                y2="score_ci_high:Q",
+                color=color,
+            )
+        )
+    layers.append(
+        base.mark_line(point=True, strokeWidth=1.5).encode(
+            x=x, y=alt.Y("score:Q", title="lean score"), color=color, tooltip=tooltip
+        )
+    )
+    return configure(alt.layer(*layers).properties(width="container", height=240))
+
+
+def _max_step_lean(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+    table = tables.get(NAME)
+    if table is None or table.empty:
+        return None, "the run has no lean_by_step table (add lean_by_step to analyses)"
+    rows = table
+    if gate.axis is not None:
+        rows = rows[rows["axis"].astype(str) == gate.axis]
+    if gate.concept_set is not None:
+        rows = rows[rows["concept_set"].astype(str) == gate.concept_set]
+    if rows.empty:
+        return None, "no lean_by_step rows in scope"
+    worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
+    return float(abs(worst["score"])), (
+        f"'{worst['concept']}' on '{worst['axis']}' at kept step {int(worst['step'])} "
+        f"(score {float(worst['score']):+.3f})"
+    )
+
+
+LeanByStep.gate_metrics = (
+    GateMetric(
+        "max_step_lean",
+        "max",
+        "the largest |lean score| at any kept denoising step (optionally one axis or set)",
+        _max_step_lean,
+    ),
+)
+
+ANALYSIS = LeanByStep()
