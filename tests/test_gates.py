@@ -172,7 +172,8 @@ def test_check_without_gates_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_a_rerun_drops_result_files_its_spec_no_longer_makes(tmp_path: Path) -> None:
-    from auditkit.run import _drop_stale_results
+    from auditkit.analyze.stage import drop_stale_results
+    from auditkit.rundir import RunDir
 
     results, captions = tmp_path / "results", tmp_path / "captions"
     results.mkdir()
@@ -183,6 +184,6 @@ def test_a_rerun_drops_result_files_its_spec_no_longer_makes(tmp_path: Path) -> 
         (results / name).write_text("{}")
     (captions / "causal.parquet").write_bytes(b"x")
     (captions / "readings.parquet").write_bytes(b"x")
-    _drop_stale_results(_spec([]), {"lean": pd.DataFrame()}, tmp_path)
+    drop_stale_results(_spec([]), {"lean": pd.DataFrame()}, RunDir(tmp_path))
     assert sorted(p.name for p in results.iterdir()) == ["lean.parquet"]
     assert sorted(p.name for p in captions.iterdir()) == ["readings.parquet"]

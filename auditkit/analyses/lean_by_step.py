@@ -59,35 +59,10 @@ register_tables(TABLE)
 
 
 def _step_leans(H: np.ndarray, ctx: AnalysisContext) -> pd.DataFrame:
-    """The lean rows of one step's prompt latents ``H`` (as lean.parquet's, fewer columns)."""
-    import pandas as pd
+    """The lean rows of one step's prompt latents ``H`` (lean.parquet's required columns)."""
+    from auditkit.analyze.tables import lean_table
 
-    from auditkit.analyze.measures import concept_latents, group_means, lean, reference
-
-    rows = []
-    for axis in ctx.layout.axes:
-        if not axis.two_group:
-            continue
-        means = group_means(H, axis)
-        for cset in ctx.layout.concepts:
-            ref = reference(H, ctx.layout, cset)
-            for concept, vec in concept_latents(H, cset).items():
-                found = lean(vec, ref, means, axis.group_names)
-                rows.append(
-                    {
-                        "axis": axis.name,
-                        "concept_set": cset.name,
-                        "concept": concept,
-                        "positive_group": axis.group_names[0],
-                        "negative_group": axis.group_names[1],
-                        "cosine": found.cosine,
-                        "projection": found.projection,
-                        "score": found.score,
-                        "toward": axis.group_names[0 if found.score >= 0 else 1],
-                        "n_seeds": len(ctx.latents.seeds),
-                    }
-                )
-    return pd.DataFrame(rows)
+    return lean_table(H, ctx.layout, len(ctx.latents.seeds))
 
 
 def _step_groups(ctx: AnalysisContext) -> list[list[int]]:

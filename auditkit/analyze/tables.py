@@ -96,7 +96,7 @@ def analyze(
     if step_axes:
         results.tables["step_agreement"] = _step_agreement_table(latents, step_axes)
     if "lean" in spec.analyses:
-        results.tables["lean"] = _lean_table(H, layout, len(latents.seeds))
+        results.tables["lean"] = lean_table(H, layout, len(latents.seeds))
         add_robustness(results.tables["lean"], H, layout)
         if latents.aggregation == "per_step" and len(latents.steps) > 1:
             results.tables["steps"] = _steps_table(latents, layout)
@@ -274,7 +274,9 @@ def _step_agreement_table(
     return pd.DataFrame(records, columns=TABLE_COLUMNS["step_agreement"])
 
 
-def _lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame:
+def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame:
+    """The lean rows of prompt latents ``H`` (one per two-group axis and concept; columns of
+    lean.parquet without the optional ones)."""
     records = []
     for axis in layout.axes:
         if not axis.two_group:

@@ -6,20 +6,18 @@ Every field carries a description, which ``auditkit schema`` prints as part of t
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     Field,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from auditkit.analyses import slice_names
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, one_of
 from auditkit.spec.captions import CaptionsSpec
 from auditkit.spec.gates import GateSpec
 from auditkit.spec.sampling import ModelSpec, ProbeSpec
@@ -42,21 +40,7 @@ ANALYSIS_NAMES: tuple[str, ...] = BUILTIN_ANALYSES + slice_names()
 """Every name valid under ``analyses:``."""
 
 
-def _known_analysis(name: str) -> str:
-    if name not in ANALYSIS_NAMES:
-        raise PydanticCustomError(
-            "literal_error",
-            "Input should be {expected}",
-            {"expected": ", ".join(map(repr, ANALYSIS_NAMES[:-1])) + f" or {ANALYSIS_NAMES[-1]!r}"},
-        )
-    return name
-
-
-AnalysisName = Annotated[
-    str,
-    AfterValidator(_known_analysis),
-    WithJsonSchema({"enum": list(ANALYSIS_NAMES), "type": "string"}),
-]
+AnalysisName = one_of(ANALYSIS_NAMES)
 ReportFormat = Literal["html", "pdf"]
 
 

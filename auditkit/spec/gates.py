@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, model_validator
 
 from auditkit.analyses import slices
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, one_of
 
 BUILTIN_METRICS: dict[str, Literal["max", "min"]] = {
     "max_abs_lean": "max",
@@ -23,22 +22,7 @@ METRIC_BOUNDS: dict[str, Literal["max", "min"]] = {
 """Every gate metric and the bound it takes (the analysis slices declare theirs)."""
 
 
-def _known_metric(name: str) -> str:
-    if name not in METRIC_BOUNDS:
-        names = list(METRIC_BOUNDS)
-        raise PydanticCustomError(
-            "literal_error",
-            "Input should be {expected}",
-            {"expected": ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"},
-        )
-    return name
-
-
-GateMetric = Annotated[
-    str,
-    AfterValidator(_known_metric),
-    WithJsonSchema({"enum": list(METRIC_BOUNDS), "type": "string"}),
-]
+GateMetric = one_of(list(METRIC_BOUNDS))
 
 
 class GateSpec(FrozenModel):
