@@ -106,3 +106,40 @@ def test_descriptors_recover_planted_intersections() -> None:
     }
     assert "skin_x_gender" not in set(tables["lean"]["axis"])
     assert "cosine_ci_low" in d.columns
+
+
+def test_crossing_prompts_read_naturally_by_default_and_as_declared() -> None:
+    """'light person' x 'man' reads 'a photo of a light man', not '... a light person man';
+    an axis's qualifiers say it exactly ('light-skinned man')."""
+    from auditkit.spec.vocabulary import cross_axes
+
+    text = SPEC.replace(
+        "{light: [light], dark: [dark]}", "{light: [light person], dark: [dark person]}"
+    )
+    spec = parse_spec(text)
+    crossed = cross_axes(spec.crossings[0], {a.name: a for a in spec.axes})
+    assert crossed.groups == {
+        "light_man": ["light man"],
+        "light_woman": ["light woman"],
+        "dark_man": ["dark man"],
+        "dark_woman": ["dark woman"],
+    }
+    prompts = {p.prompt for p in plan_audit(spec).prompts if p.set_name == "skin_x_gender"}
+    assert "a photo of a dark woman" in prompts and not any("person" in p for p in prompts)
+    declared = parse_spec(
+        text.replace(
+            "groups: {light: [light person], dark: [dark person]}",
+            "groups: {light: [light person], dark: [dark person]}\n"
+            "    qualifiers: {light: light-skinned, dark: dark-skinned}",
+        )
+    )
+    crossed = cross_axes(declared.crossings[0], {a.name: a for a in declared.axes})
+    assert crossed.groups["dark_woman"] == ["dark-skinned woman"]
+    with pytest.raises(SpecError, match=r"qualifiers must name exactly the groups"):
+        parse_spec(
+            text.replace(
+                "groups: {light: [light person], dark: [dark person]}",
+                "groups: {light: [light person], dark: [dark person]}\n"
+                "    qualifiers: {light: pale}",
+            )
+        )

@@ -196,6 +196,9 @@ def _hash_form(spec: AuditSpec) -> dict[str, Any]:
     data = _resolved(spec)
     if data.get("captions") is None:
         data.pop("captions", None)
+    for axis in data.get("axes") or []:
+        if axis.get("qualifiers") is None:
+            axis.pop("qualifiers", None)  # a later addition, at its default
     for path, default in _LATE_DEFAULTS:
         parent = data
         for key in path[:-1]:

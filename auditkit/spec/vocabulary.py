@@ -42,6 +42,15 @@ class AxisSpec(FrozenModel):
             "concept and template)."
         ),
     )
+    qualifiers: dict[Name, NonEmptyStr] | None = Field(
+        None,
+        description=(
+            "How each group reads when it qualifies another axis's term in a crossing, e.g. "
+            "{light: light-skinned, dark: dark-skinned} gives 'a photo of a light-skinned man'. "
+            "Default: each term without a trailing 'person', 'people' or 'individual' "
+            "('light person' qualifies as 'light': 'a light man')."
+        ),
+    )
 
     @field_validator("templates")
     @classmethod
@@ -60,15 +69,30 @@ class AxisSpec(FrozenModel):
 
     @model_validator(mode="after")
     def _markers(self) -> AxisSpec:
-        if self.markers is not None:
-            missing = set(self.groups) - set(self.markers)
-            extra = set(self.markers) - set(self.groups)
+        for key, given in (("markers", self.markers), ("qualifiers", self.qualifiers)):
+            if given is None:
+                continue
+            missing = set(self.groups) - set(given)
+            extra = set(given) - set(self.groups)
             if missing or extra:
                 raise ValueError(
-                    f"markers must name exactly the groups {sorted(self.groups)}"
+                    f"{key} must name exactly the groups {sorted(self.groups)}"
                     f" (missing {sorted(missing)}, unknown {sorted(extra)})"
                 )
         return self
+
+    def qualifier_terms(self, group: str) -> list[str]:
+        """How ``group`` reads in front of another axis's term (a crossing): its declared
+        qualifier, or each term less a trailing generic noun ('light person' -> 'light')."""
+        if self.qualifiers is not None:
+            return [self.qualifiers[group]]
+        out = []
+        for term in self.groups[group]:
+            words = term.split()
+            if len(words) > 1 and words[-1].lower() in GENERIC_NOUNS:
+                words = words[:-1]
+            out.append(" ".join(words))
+        return list(dict.fromkeys(out))
 
     def marker(self, group: str) -> str:
         """The word that marks a concept as belonging to ``group``."""
@@ -145,19 +169,26 @@ class CrossingSpec(FrozenModel):
         return None if value is None else check_templates(value)
 
 
+GENERIC_NOUNS = ("person", "people", "individual")
+"""Head nouns a qualifier drops by default ('light person' qualifies a noun as 'light')."""
 MAX_CROSSING_GROUPS = 64
 """Largest number of groups (product of the crossed axes' group counts) a crossing may have."""
 
 
 def cross_axes(crossing: CrossingSpec, axes: dict[str, AxisSpec]) -> AxisSpec:
     """The k-way axis a crossing stands for: one group per combination of groups, named
-    'dark_woman', with every combination of the groups' terms ('dark woman')."""
+    'dark_woman'. Its terms read naturally: the last crossed axis gives the noun (its terms as
+    they are), the others qualify it (:meth:`AxisSpec.qualifier_terms`): skin x gender with
+    terms 'dark person' and 'woman' gives 'dark woman', or 'dark-skinned woman' with the
+    qualifier declared."""
     parts = [axes[name] for name in crossing.axes]
     groups: dict[str, list[str]] = {}
-    for combo in itertools.product(*(list(a.groups.items()) for a in parts)):
-        name = "_".join(group for group, _ in combo)
-        terms = [" ".join(words) for words in itertools.product(*(t for _, t in combo))]
-        groups[name] = terms
+    for combo in itertools.product(*(list(a.groups) for a in parts)):
+        name = "_".join(combo)
+        words = [a.qualifier_terms(g) for a, g in zip(parts[:-1], combo[:-1], strict=True)]
+        words.append(parts[-1].groups[combo[-1]])
+        terms = [" ".join(chosen) for chosen in itertools.product(*words)]
+        groups[name] = list(dict.fromkeys(terms))
     return AxisSpec(
         name=crossing.name,
         templates=list(crossing.templates or parts[0].templates),
