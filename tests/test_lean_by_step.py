@@ -43,11 +43,12 @@ analyses: [lean, lean_by_step]
 
 def test_every_registered_analysis_declares_every_part() -> None:
     found = slices()
-    assert "lean_by_step" in found
+    assert {"lean_by_step", "defaults", "descriptors", "similarity"} <= set(found)
     for name, analysis in found.items():
         assert name in ORDER
         for part in PARTS:
             assert getattr(analysis, part, None) not in (None, "", ()), (name, part)
+        assert "gate_metrics" in vars(type(analysis)), (name, "gate_metrics")  # () allowed
         for method in METHODS:
             assert getattr(type(analysis), method) is not getattr(Analysis, method), (name, method)
         assert (ROOT / "templates" / "sections" / f"{name}.html.j2").is_file(), name

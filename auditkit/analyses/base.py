@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from auditkit.rundir import REGISTRY, Table
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from auditkit.analyze.latents import LatentSet
     from auditkit.analyze.measures import AuditLayout
+    from auditkit.analyze.uncertainty import Resamples
     from auditkit.extract.store import ActivationStore
     from auditkit.plan import AuditPlan
     from auditkit.spec.audit import AuditSpec
@@ -30,6 +33,9 @@ Tables = Mapping[str, "pd.DataFrame | None"]
 Measure = Callable[["GateSpec", Tables], tuple["float | None", str]]
 """A gate metric's measurement: (value, or None when it cannot be measured; the worst case or
 why not)."""
+Samples = Callable[["pd.DataFrame", "Resamples"], "np.ndarray"]
+"""A bootstrap statistic: (the table, one chunk of resamples) -> the resampled measures,
+[resamples, rows, measures]."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,20 @@ class GateMetric:
 
 
 @dataclass(frozen=True)
+class Resampled:
+    """A table whose 95% intervals the audit's one bootstrap pass adds after the slices built
+    it (:func:`auditkit.analyze.uncertainty.add_bootstrap_intervals`). Every table resampled
+    there shares each resample's draw of seeds (and of wording), with the lean table too, so
+    their intervals pair and the numbers do not depend on which analyses the spec lists."""
+
+    table: str
+    measures: tuple[str, ...]
+    """The columns that gain ``<measure>_ci_low`` and ``<measure>_ci_high``, in the order
+    ``samples`` returns them."""
+    samples: Samples
+
+
+@dataclass(frozen=True)
 class AnalysisContext:
     """What a slice's table builder is given: the spec and plan, the audit's latents and
     layout, the tables computed so far, and the activation store (None when the caller has
@@ -53,6 +73,13 @@ class AnalysisContext:
     latents: LatentSet
     layout: AuditLayout
     store: ActivationStore | None = None
+
+    @cached_property
+    def H(self) -> np.ndarray:
+        """Every prompt's latent H(p), the mean over seeds (float64), as the tables measure it."""
+        import numpy as np
+
+        return self.latents.means().astype(np.float64)
 
 
 @dataclass
@@ -81,10 +108,16 @@ class Analysis:
     """The tables the slice writes (``results/<table>.parquet``)."""
     statistic: str
     """The bootstrap statistic, in words (what the intervals are intervals of)."""
-    gate_metrics: tuple[GateMetric, ...] = ()
+    resampled: tuple[Resampled, ...] = ()
+    """The slice's tables whose intervals the audit's shared bootstrap pass adds; a slice that
+    resamples on its own (e.g. at every step) adds its intervals in :meth:`build` instead."""
+    gate_metrics: tuple[GateMetric, ...]
+    """The gate metrics the slice offers; every slice declares them, an empty tuple when no
+    number of its tables makes a meaningful gate."""
 
     def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
-        """The slice's tables, with their bootstrap intervals."""
+        """The slice's tables: with their bootstrap intervals, except those of
+        :attr:`resampled`, which the shared pass adds."""
         raise NotImplementedError
 
     def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
@@ -105,6 +138,16 @@ class Analysis:
         return []
 
 
+def gate_rows(frame: pd.DataFrame, gate: GateSpec) -> pd.DataFrame:
+    """The rows of ``frame`` in a gate's scope: its ``axis`` and ``concept_set``, when given."""
+    rows = frame
+    if gate.axis is not None:
+        rows = rows[rows["axis"].astype(str) == gate.axis]
+    if gate.concept_set is not None:
+        rows = rows[rows["concept_set"].astype(str) == gate.concept_set]
+    return rows
+
+
 def register_tables(*tables: Table) -> tuple[Table, ...]:
     """Add a slice's tables to the run directory's registry (idempotent) and return them."""
     for table in tables:
@@ -112,6 +155,7 @@ def register_tables(*tables: Table) -> tuple[Table, ...]:
     return tables
 
 
-PARTS = ("name", "title", "tables", "statistic", "gate_metrics")
-"""Attributes every slice must set (the completeness test checks them and the methods)."""
+PARTS = ("name", "title", "tables", "statistic")
+"""Attributes every slice must set (the completeness test checks them, ``gate_metrics``, which
+may be empty but must be declared on the slice's class, and the methods)."""
 METHODS = ("build", "summary", "findings", "section")

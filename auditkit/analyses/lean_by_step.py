@@ -18,6 +18,7 @@ from auditkit.analyses.base import (
     GateMetric,
     SectionContext,
     Tables,
+    gate_rows,
     register_tables,
 )
 from auditkit.rundir.registry import Table, columns
@@ -298,11 +299,7 @@ def _max_step_lean(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
     table = tables.get(NAME)
     if table is None or table.empty:
         return None, "the run has no lean_by_step table (add lean_by_step to analyses)"
-    rows = table
-    if gate.axis is not None:
-        rows = rows[rows["axis"].astype(str) == gate.axis]
-    if gate.concept_set is not None:
-        rows = rows[rows["concept_set"].astype(str) == gate.concept_set]
+    rows = gate_rows(table, gate)
     if rows.empty:
         return None, "no lean_by_step rows in scope"
     worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]

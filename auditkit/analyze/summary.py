@@ -66,8 +66,6 @@ def summarize(
                 findings.append(_significance_sentence(str(row.axis), rows))
         axes_out.append(entry)
     findings.extend(_output_sentences(results))
-    findings.extend(_defaults_sentences(results))
-    findings.extend(_descriptor_sentences(results))
     blocks: dict[str, Any] = {}
     for name, analysis in slices().items():
         if name in spec.analyses:
@@ -303,38 +301,6 @@ def _output_sentences(results: AuditResults) -> list[str]:
         from auditkit.analyze.guidance import amplification_sentence
 
         out.extend(amplification_sentence(r) for r in amplified.to_dict("records"))
-    return out
-
-
-def _defaults_sentences(results: AuditResults) -> list[str]:
-    table = results.tables.get("defaults")
-    if table is None or table.empty:
-        return []
-    out = []
-    firsts = table[table["rank"] == 1]
-    for axis, rows in firsts.groupby("axis", sort=False):
-        counts = rows["group"].value_counts()
-        group, count = str(counts.index[0]), int(counts.iloc[0])
-        out.append(
-            f"Defaults on '{axis}': for {count} of {len(rows)} concepts the unmarked prompt is "
-            f"closest to its '{group}'-marked variant."
-        )
-    return out
-
-
-def _descriptor_sentences(results: AuditResults) -> list[str]:
-    table = results.tables.get("descriptors")
-    axes = results["axes"]
-    if table is None or table.empty:
-        return []
-    out = []
-    for axis in axes[axes["n_groups"] > 2]["axis"]:
-        firsts = table[(table["axis"] == axis) & (table["rank"] == 1)]
-        counts = firsts["group"].value_counts()
-        out.append(
-            f"Descriptors on '{axis}': '{counts.index[0]}' ranks first for "
-            f"{int(counts.iloc[0])} of {len(firsts)} concepts."
-        )
     return out
 
 

@@ -16,7 +16,6 @@ from auditkit.analyze.measures import (
     build_layout,
     concept_latents,
     cosine,
-    default_cosines,
     group_means,
     lean,
     reference,
@@ -29,7 +28,6 @@ from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.rundir import REGISTRY
 from auditkit.spec.audit import AuditSpec
-from auditkit.spec.vocabulary import fill
 
 ANALYSIS_TABLES = (
     "prompts",
@@ -37,17 +35,13 @@ ANALYSIS_TABLES = (
     "lean",
     "steps",
     "step_agreement",
-    "defaults",
-    "descriptors",
-    "similarity",
-    "structure",
     "outputs",
     "agreement",
     "guidance",
     "amplification",
 )
-"""The tables :func:`~auditkit.analyze.tables.analyze` writes (the others of ``results/`` come
-from the discovery pass)."""
+"""The tables :func:`~auditkit.analyze.tables.analyze` writes itself (the analysis slices'
+come from their modules, the others of ``results/`` from the discovery pass)."""
 
 
 def analysis_tables() -> tuple[str, ...]:
@@ -85,10 +79,13 @@ def analyze(
     """Compute every table the spec's analyses ask for; with the captioning stage's
     ``readings``, the output-level tables too (``outputs`` and ``agreement``), and with the
     guidance sweep's readings ``swept``, ``guidance`` and ``amplification``. The analysis
-    slices the spec lists (:mod:`auditkit.analyses`) add theirs; ``store`` is the activation
-    store, for slices that read more than the aggregated latents."""
-    H = latents.means().astype(np.float64)
+    slices the spec lists (:mod:`auditkit.analyses`) add theirs, and the one bootstrap pass
+    adds the intervals of the lean table and of every table a slice declares ``resampled``;
+    ``store`` is the activation store, for slices that read more than the aggregated
+    latents."""
     layout = build_layout(spec, latents.row_map())
+    context = AnalysisContext(spec, plan, latents, layout, store)
+    H = context.H
     results = AuditResults()
     results.tables["prompts"] = _prompts_table(plan, latents, H)
     step_axes = _per_step_axes(latents, layout)
@@ -100,21 +97,18 @@ def analyze(
         add_robustness(results.tables["lean"], H, layout)
         if latents.aggregation == "per_step" and len(latents.steps) > 1:
             results.tables["steps"] = _steps_table(latents, layout)
-    if "defaults" in spec.analyses:
-        results.tables["defaults"] = _defaults_table(spec, H, layout)
-    if "descriptors" in spec.analyses:
-        results.tables["descriptors"] = _descriptors_table(H, layout)
-    if "similarity" in spec.analyses:
-        results.tables["similarity"] = _similarity_table(H, layout)
-        results.tables["structure"] = _structure_table(H, layout)
+    chosen = [analysis for name, analysis in slices().items() if name in spec.analyses]
+    for analysis in chosen:
+        results.tables.update(analysis.build(context))
     stats = spec.statistics
-    samples = add_bootstrap_intervals(
+    samples = add_bootstrap_intervals(  # one pass: every resampled table shares the draws
         results.tables,
         layout,
         latents,
         resamples=stats.bootstrap_resamples,
         seed=stats.seed,
         hierarchical=stats.resampling == "hierarchical",
+        statistics=[statistic for analysis in chosen for statistic in analysis.resampled],
     )
     if "lean" in results:
         lean_samples = samples.get("lean")
@@ -131,10 +125,6 @@ def analyze(
         )
     if readings is not None and spec.captions is not None:
         add_output_tables(results.tables, spec, readings, swept)
-    context = AnalysisContext(spec, plan, latents, layout, store)
-    for name, analysis in slices().items():
-        if name in spec.analyses:
-            results.tables.update(analysis.build(context))
     return results
 
 
@@ -326,103 +316,3 @@ def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
                         }
                     )
     return pd.DataFrame(records, columns=TABLE_COLUMNS["steps"])
-
-
-def _defaults_table(spec: AuditSpec, H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
-    records = []
-    axis_specs = {a.name: a for a in spec.analysis_axes}
-    for axis in layout.axes:
-        axis_spec = axis_specs[axis.name]
-        if not axis_spec.defaults:
-            continue
-        for cset in layout.concepts:
-            ref = reference(H, layout, cset)
-            template = next(cs.templates[0] for cs in spec.concepts if cs.name == cset.name)
-            for concept, unmarked in cset.terms.items():
-                marked = {
-                    g: layout.marked[(axis.name, cset.name, g, concept)] for g in axis.group_names
-                }
-                sims = default_cosines(H, unmarked, marked, ref)
-                ordered = sorted(sims, key=lambda g: -sims[g])
-                margin = sims[ordered[0]] - sims[ordered[1]]
-                for rank, g in enumerate(ordered, start=1):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "group": g,
-                            "marked_prompt": fill(template, f"{axis_spec.marker(g)} {concept}"),
-                            "cosine": sims[g],
-                            "rank": rank,
-                            "margin": margin,
-                        }
-                    )
-    return pd.DataFrame(records, columns=TABLE_COLUMNS["defaults"])
-
-
-def _descriptors_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
-    records = []
-    for axis in layout.axes:
-        means = group_means(H, axis)
-        for cset in layout.concepts:
-            ref = reference(H, layout, cset)
-            for concept, vec in concept_latents(H, cset).items():
-                sims = {g: cosine(vec - ref, means[g] - ref) for g in axis.group_names}
-                ordered = sorted(sims, key=lambda g: -sims[g])
-                for rank, g in enumerate(ordered, start=1):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "group": g,
-                            "cosine": sims[g],
-                            "rank": rank,
-                        }
-                    )
-    return pd.DataFrame(records, columns=TABLE_COLUMNS["descriptors"])
-
-
-def _structure_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
-    """Per concept set: hierarchical clusters (cosine distance of centred latents) and a 2-D
-    map (first two principal components of the unit-length centred latents)."""
-    from auditkit.analyze.structure import cluster_concepts, concept_map
-
-    frames = []
-    for cset in layout.concepts:
-        names = list(cset.term_names)
-        if len(names) < 3:
-            continue
-        ref = reference(H, layout, cset)
-        latents = concept_latents(H, cset)
-        vectors = np.asarray([latents[n] - ref for n in names])
-        clusters = cluster_concepts(vectors, names)
-        order = {name: i for i, name in enumerate(clusters["leaf_names"])}
-        frame = concept_map(vectors, names).assign(
-            concept_set=cset.name,
-            cluster=[int(c) for c in clusters["labels"]],
-            leaf_order=[order[n] for n in names],
-        )
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=TABLE_COLUMNS["structure"])
-    return pd.concat(frames, ignore_index=True)[TABLE_COLUMNS["structure"]]
-
-
-def _similarity_table(H: np.ndarray, layout: AuditLayout) -> pd.DataFrame:
-    records = []
-    for cset in layout.concepts:
-        ref = reference(H, layout, cset)
-        vecs = concept_latents(H, cset)
-        for a, va in vecs.items():
-            for b, vb in vecs.items():
-                records.append(
-                    {
-                        "concept_set": cset.name,
-                        "concept_a": a,
-                        "concept_b": b,
-                        "cosine": cosine(va - ref, vb - ref),
-                    }
-                )
-    return pd.DataFrame(records, columns=TABLE_COLUMNS["similarity"])

@@ -10,11 +10,13 @@ resamples cheap enough to be always on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from auditkit.analyses.base import Resampled
 from auditkit.analyze.gram import (
     VectorBasis,
     basis_components,
@@ -25,7 +27,6 @@ from auditkit.analyze.gram import (
     paired_inner_products,
     resampled_grams,
     seed_gram_tensor,
-    template_key,
     uniform_weights,
     weighted_coeffs,
     weighted_grams,
@@ -81,6 +82,19 @@ def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+@dataclass(frozen=True)
+class Resamples:
+    """One chunk of bootstrap resamples, as a statistic sees it: the audit's layout and vector
+    basis, the resampled inner products ``Q`` [resamples, vectors, vectors] and, with
+    hierarchical resampling, the chunk's template and term weights (list key -> [resamples,
+    size]; None when only the seeds are resampled)."""
+
+    layout: AuditLayout
+    basis: VectorBasis
+    Q: np.ndarray
+    wording: dict[str, np.ndarray] | None
+
+
 def add_bootstrap_intervals(
     tables: dict[str, pd.DataFrame],
     layout: AuditLayout,
@@ -89,18 +103,23 @@ def add_bootstrap_intervals(
     resamples: int,
     seed: int,
     hierarchical: bool = False,
+    statistics: Iterable[Resampled] = (),
 ) -> dict[str, np.ndarray]:
-    """Add ``*_ci_low`` / ``*_ci_high`` columns to lean, defaults, descriptors, similarity, and
-    return the resampled values by table ([resamples, rows, measures], in ``_COLUMNS`` order).
+    """Add ``*_ci_low`` / ``*_ci_high`` columns to the lean table (:data:`LEAN`) and to the
+    tables of ``statistics`` (those the analysis slices declare as
+    :attr:`~auditkit.analyses.base.Analysis.resampled`), and return the resampled values by
+    table ([resamples, rows, measures], in the statistic's ``measures`` order).
 
-    Every resample draws the seeds with replacement (the same draw for every prompt); with
-    ``hierarchical`` it also draws the templates and each group's terms
-    (:func:`wording_weights`), so the interval carries the wording. The seed draws are the
-    same in both modes (their own generator), so ``hierarchical=False`` reproduces the
-    seed-only intervals of earlier runs exactly.
+    Every resample draws the seeds with replacement (the same draw for every prompt and every
+    table); with ``hierarchical`` it also draws the templates and each group's terms
+    (:func:`wording_weights`), so the interval carries the wording. The draws come from
+    generators seeded here, so a table's intervals are the same whichever other tables share
+    the pass; the seed draws are the same in both modes (their own generator), so
+    ``hierarchical=False`` reproduces the seed-only intervals of earlier runs exactly.
     """
     if resamples <= 0 or len(latents.seeds) < 2:
         return {}
+    chosen = [s for s in (LEAN, *statistics) if s.table in tables and not tables[s.table].empty]
     components = basis_components(layout)
     n_prompts = len(latents.prompt_ids)
     basis = build_basis(layout, n_prompts)
@@ -125,29 +144,23 @@ def add_bootstrap_intervals(
         else:
             chunk_wording = None
             Q = inner_products(basis, grams)
-        for name, frame in tables.items():
-            if frame.empty:
-                continue
-            if name == "defaults":
-                collected.setdefault(name, []).append(
-                    _defaults_samples(frame, layout, basis, Q, chunk_wording)
-                )
-                continue
-            extractor = _EXTRACTORS.get(name)
-            if extractor is not None:
-                collected.setdefault(name, []).append(extractor(frame, basis, Q))
+        chunk = Resamples(layout, basis, Q, chunk_wording)
+        for statistic in chosen:
+            frame = tables[statistic.table]
+            collected.setdefault(statistic.table, []).append(statistic.samples(frame, chunk))
     samples_by_table: dict[str, np.ndarray] = {}
-    for name, parts in collected.items():
-        samples = np.concatenate(parts, axis=0)  # [B, rows, measures]
-        samples_by_table[name] = samples
+    for statistic in chosen:
+        samples = np.concatenate(collected[statistic.table], axis=0)  # [B, rows, measures]
+        samples_by_table[statistic.table] = samples
         low, high = _interval(samples)
-        for j, column in enumerate(_COLUMNS[name]):
-            tables[name][f"{column}_ci_low"] = low[:, j]
-            tables[name][f"{column}_ci_high"] = high[:, j]
+        for j, column in enumerate(statistic.measures):
+            tables[statistic.table][f"{column}_ci_low"] = low[:, j]
+            tables[statistic.table][f"{column}_ci_high"] = high[:, j]
     return samples_by_table
 
 
-def _lean_samples(frame: pd.DataFrame, basis: VectorBasis, Q: np.ndarray) -> np.ndarray:
+def _lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
+    basis, Q = draw.basis, draw.Q
     out = np.empty((Q.shape[0], len(frame), 2))
     for i, row in enumerate(frame.itertuples()):
         cosine, _, score = lean_from_gram(
@@ -162,90 +175,17 @@ def _lean_samples(frame: pd.DataFrame, basis: VectorBasis, Q: np.ndarray) -> np.
     return out
 
 
-def _defaults_samples(
-    frame: pd.DataFrame,
-    layout: AuditLayout,
-    basis: VectorBasis,
-    Q: np.ndarray,
-    wording: dict[str, np.ndarray] | None = None,
+def cosine_samples(
+    draw: Resamples, rows: list[tuple[tuple[str, ...], tuple[str, ...], str]]
 ) -> np.ndarray:
-    """Per row: the resampled cosine of the group's marked variant, and the resampled margin
-    of the concept's point-estimate default (rank 1) over the best other group, which turns
-    negative in resamples where the default flips. With ``wording`` the mean over the concept
-    set's templates uses the resampled template weights."""
-    out = np.empty((Q.shape[0], len(frame), 2))
-    cosines: dict[tuple[str, str, str, str], np.ndarray] = {}
-    sets = {c.name: c for c in layout.concepts}
-    for row in frame.itertuples():
-        key = (str(row.axis), str(row.concept_set), str(row.group), str(row.concept))
-        cset = sets[key[1]]
-        unmarked = cset.terms[key[3]]
-        ref = basis[("ref", key[1])]
-        per_template = np.stack(
-            [
-                centred_cosine(Q, basis[("row", str(u))], basis[("row", str(m))], ref)
-                for u, m in zip(unmarked, layout.marked[key], strict=True)
-            ],
-            axis=-1,
-        )  # [B, T]
-        tkey = template_key(cset.templates)
-        if wording is not None and cset.templates and tkey in wording:
-            cosines[key] = np.sum(per_template * wording[tkey], axis=-1)
-        else:
-            cosines[key] = per_template.mean(axis=-1)
-    groups: dict[tuple[str, str, str], list[str]] = {}
-    firsts: dict[tuple[str, str, str], str] = {}
-    for row in frame.itertuples():
-        concept_key = (str(row.axis), str(row.concept_set), str(row.concept))
-        groups.setdefault(concept_key, []).append(str(row.group))
-        if int(str(row.rank)) == 1:
-            firsts[concept_key] = str(row.group)
-    for i, row in enumerate(frame.itertuples()):
-        axis, set_name, concept = str(row.axis), str(row.concept_set), str(row.concept)
-        out[:, i, 0] = cosines[(axis, set_name, str(row.group), concept)]
-        first = firsts[(axis, set_name, concept)]
-        others = [
-            cosines[(axis, set_name, g, concept)]
-            for g in groups[(axis, set_name, concept)]
-            if g != first
-        ]
-        best_other = np.max(np.stack(others), axis=0) if others else np.zeros(Q.shape[0])
-        out[:, i, 1] = cosines[(axis, set_name, first, concept)] - best_other
+    """[resamples, rows, 1]: per row (vector a, vector b, concept set) the resampled cosine of
+    the two basis vectors, both centred on the set's reference."""
+    basis, Q = draw.basis, draw.Q
+    out = np.empty((Q.shape[0], len(rows), 1))
+    for i, (a, b, concept_set) in enumerate(rows):
+        out[:, i, 0] = centred_cosine(Q, basis[a], basis[b], basis[("ref", concept_set)])
     return out
 
 
-def _descriptor_samples(frame: pd.DataFrame, basis: VectorBasis, Q: np.ndarray) -> np.ndarray:
-    out = np.empty((Q.shape[0], len(frame), 1))
-    for i, row in enumerate(frame.itertuples()):
-        out[:, i, 0] = centred_cosine(
-            Q,
-            basis[("concept", str(row.concept_set), str(row.concept))],
-            basis[("group", str(row.axis), str(row.group))],
-            basis[("ref", str(row.concept_set))],
-        )
-    return out
-
-
-def _similarity_samples(frame: pd.DataFrame, basis: VectorBasis, Q: np.ndarray) -> np.ndarray:
-    out = np.empty((Q.shape[0], len(frame), 1))
-    for i, row in enumerate(frame.itertuples()):
-        out[:, i, 0] = centred_cosine(
-            Q,
-            basis[("concept", str(row.concept_set), str(row.concept_a))],
-            basis[("concept", str(row.concept_set), str(row.concept_b))],
-            basis[("ref", str(row.concept_set))],
-        )
-    return out
-
-
-_COLUMNS = {
-    "lean": ("score", "cosine"),
-    "defaults": ("cosine", "margin"),
-    "descriptors": ("cosine",),
-    "similarity": ("cosine",),
-}
-_EXTRACTORS = {
-    "lean": _lean_samples,
-    "descriptors": _descriptor_samples,
-    "similarity": _similarity_samples,
-}
+LEAN = Resampled("lean", ("score", "cosine"), _lean_samples)
+"""The lean table's statistic: its score and cosine, recomputed from every resample."""

@@ -19,6 +19,7 @@ import yaml
 
 from auditkit import __version__, charts
 from auditkit.analyses.base import SectionContext
+from auditkit.analyses.values import axis_info, clear_of_zero, finite, frame_records
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
 from auditkit.report import inputs
@@ -102,9 +103,6 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "settings": _settings(spec, manifest, bootstrap),
         "definitions": _definitions(spec),
         "axes": _axis_sections(tables, chart_specs),
-        "defaults": _defaults_sections(tables["defaults"], tables["axes"], chart_specs),
-        "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
-        "similarity": _similarity_sections(tables["similarity"], tables["structure"], chart_specs),
         "outputs": _output_sections(tables, manifest, chart_specs, [a.name for a in spec.axes]),
         "exemplars": exemplar_section(run_dir, spec),
         "causal": _causal_section(extra, spec, manifest, chart_specs),
@@ -197,7 +195,7 @@ def _strongest(summary: dict[str, Any], axes: pd.DataFrame | None) -> list[dict[
     consistency: dict[str, float | None] = {}
     if axes is not None and "step_consistency" in axes.columns:
         consistency = {
-            str(a): _num(v) for a, v in zip(axes["axis"], axes["step_consistency"], strict=True)
+            str(a): finite(v) for a, v in zip(axes["axis"], axes["step_consistency"], strict=True)
         }
     out = []
     for entry in summary.get("axes", []):
@@ -206,7 +204,7 @@ def _strongest(summary: dict[str, Any], axes: pd.DataFrame | None) -> list[dict[
             {
                 "concept_set": str(t.get("concept_set", "")),
                 "concept": str(t.get("concept", "")),
-                "score": _num(t.get("score")),
+                "score": finite(t.get("score")),
                 "toward": str(t.get("toward", "")),
             }
             for t in entry.get("top", [])
@@ -216,8 +214,8 @@ def _strongest(summary: dict[str, Any], axes: pd.DataFrame | None) -> list[dict[
                 "axis": str(entry.get("axis", "")),
                 "groups": groups,
                 "two_group": len(groups) == 2,
-                "max_abs_score": _num(entry.get("max_abs_score")),
-                "mean_score": _num(entry.get("mean_score")),
+                "max_abs_score": finite(entry.get("max_abs_score")),
+                "mean_score": finite(entry.get("mean_score")),
                 "step_consistency": consistency.get(str(entry.get("axis"))),
                 "top": top,
             }
@@ -342,7 +340,7 @@ def _axis_sections(
     for index, name in enumerate(names):
         rows = lean[lean["axis"] == name].sort_values("score", ascending=False)
         pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
-        info = _axis_info(axes, name)
+        info = axis_info(axes, name)
         chart_id = f"lean-{index}"
         chart_specs[chart_id] = charts.lean_chart(rows, pos, neg).to_dict()
         intervals = charts.has_interval(rows, "score")
@@ -420,16 +418,14 @@ def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
     columns = ["concept_set", "concept", "toward", "score", "cosine", "projection"]
     if intervals:
         columns += ["score_ci_low", "score_ci_high"]
-    records = _records(rows, columns)
+    records = frame_records(rows, columns)
     tested = "significant" in rows.columns
     fragile = "fragile" in rows.columns
     for record, row in zip(records, rows.itertuples(), strict=True):
         if intervals:
-            record["clear_of_zero"] = _clear_of_zero(
-                record["score_ci_low"], record["score_ci_high"]
-            )
+            record["clear_of_zero"] = clear_of_zero(record["score_ci_low"], record["score_ci_high"])
         record["finding"] = charts.finding_text(row) if tested else None
-        record["q_value"] = _num(row.q_value) if tested else None
+        record["q_value"] = finite(row.q_value) if tested else None
         record["finding_short"] = charts.finding_text(row, short=True) if tested else None
         record["significant"] = bool(row.significant) if tested else None
         record["fragile"] = bool(row.fragile) if fragile else None
@@ -450,106 +446,6 @@ def _image_text(row: Any) -> dict[str, Any] | None:
         "witness": witness,
         "flag": witness in ("images only", "latent only", "opposite"),
     }
-
-
-def _clear_of_zero(low: float | None, high: float | None) -> bool | None:
-    """True when the whole interval lies on one side of 0, None when it is missing."""
-    if low is None or high is None:
-        return None
-    return low > 0 or high < 0
-
-
-def _axis_info(axes: pd.DataFrame | None, name: str) -> dict[str, Any]:
-    if axes is None or not (axes["axis"] == name).any():
-        return {}
-    row = axes[axes["axis"] == name].iloc[0]
-    return {
-        "groups": str(row["groups"]).split(","),
-        "norm": _num(row["norm"]),
-        "n_prompts": int(row["n_prompts"]) if "n_prompts" in row else None,
-        "step_consistency": _num(row.get("step_consistency")),
-    }
-
-
-def _groups(frame: pd.DataFrame, axes: pd.DataFrame | None, name: str) -> list[str]:
-    groups = _axis_info(axes, name).get("groups")
-    return list(groups) if groups else list(dict.fromkeys(frame["group"].astype(str)))
-
-
-def _defaults_sections(
-    defaults: pd.DataFrame | None,
-    axes: pd.DataFrame | None,
-    chart_specs: dict[str, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    if defaults is None:
-        return []
-    sections = []
-    for index, name in enumerate(dict.fromkeys(defaults["axis"].tolist())):
-        part = defaults[defaults["axis"] == name]
-        groups = _groups(part, axes, name)
-        chart_id = f"defaults-{index}"
-        chart_specs[chart_id] = charts.defaults_chart(part, groups).to_dict()
-        wide = part.pivot_table(
-            index=["concept_set", "concept"], columns="group", values="cosine", sort=False
-        )
-        firsts = part[part["rank"] == 1].set_index(["concept_set", "concept"])
-        rows = []
-        for key, first in firsts.sort_values("margin", ascending=False).iterrows():
-            rows.append(
-                {
-                    "concept_set": key[0],
-                    "concept": key[1],
-                    "default": str(first["group"]),
-                    "margin": _num(first["margin"]),
-                    "cosines": [_num(wide.loc[key].get(g)) for g in groups],
-                }
-            )
-        sections.append({"axis": name, "groups": groups, "chart_id": chart_id, "rows": rows})
-    return sections
-
-
-def _descriptor_sections(
-    descriptors: pd.DataFrame | None,
-    axes: pd.DataFrame | None,
-    chart_specs: dict[str, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    if descriptors is None:
-        return []
-    sections = []
-    for index, name in enumerate(dict.fromkeys(descriptors["axis"].tolist())):
-        part = descriptors[descriptors["axis"] == name]
-        groups = _groups(part, axes, name)
-        chart_id = f"descriptors-{index}"
-        chart_specs[chart_id] = charts.descriptor_heatmap(part, groups).to_dict()
-        intervals = charts.has_interval(part, "cosine")
-        rows = []
-        for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
-            ranked = block.sort_values("rank")
-            rows.append(
-                {
-                    "concept_set": cset,
-                    "concept": concept,
-                    "ranking": [
-                        {
-                            "group": str(r["group"]),
-                            "cosine": _num(r["cosine"]),
-                            "ci_low": _num(r["cosine_ci_low"]) if intervals else None,
-                            "ci_high": _num(r["cosine_ci_high"]) if intervals else None,
-                        }
-                        for _, r in ranked.iterrows()
-                    ],
-                }
-            )
-        sections.append(
-            {
-                "axis": name,
-                "groups": groups,
-                "chart_id": chart_id,
-                "rows": rows,
-                "intervals": intervals,
-            }
-        )
-    return sections
 
 
 def _output_sections(
@@ -579,7 +475,7 @@ def _output_sections(
                 "chart_id": chart_id,
                 "reference": str(part["reference_kind"].iloc[0]),
                 "n_images": int(part["n_images"].max()),
-                "largest_gaps": _records(
+                "largest_gaps": frame_records(
                     top, ["concept", "max_gap_group", "max_abs_gap", "kl_bits"]
                 ),
             }
@@ -597,9 +493,9 @@ def _output_sections(
                 {
                     "axis": str(row["axis"]),
                     "positive_group": str(row["positive_group"]),
-                    "rho": _num(row["rho"]),
-                    "rho_ci_low": _num(row["rho_ci_low"]),
-                    "rho_ci_high": _num(row["rho_ci_high"]),
+                    "rho": finite(row["rho"]),
+                    "rho_ci_low": finite(row["rho_ci_low"]),
+                    "rho_ci_high": finite(row["rho_ci_high"]),
                     "n_concepts": int(row["n_concepts"]),
                     "statement": str(row["statement"]),
                     "chart_id": chart_id,
@@ -647,7 +543,7 @@ def _causal_section(
                 {
                     "concept_set": str(key[0]),
                     "concept": str(key[1]),
-                    "shares": [_num(wide.loc[key].get(a)) for a in alphas],
+                    "shares": [finite(wide.loc[key].get(a)) for a in alphas],
                 }
                 for key in wide.index
             ]
@@ -682,16 +578,16 @@ def _term_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
     """Discovered terms for a table: text, cosine, its interval and captions containing it."""
     out = []
     for row in rows.to_dict("records"):
-        low, high = _num(row["cosine_ci_low"]), _num(row["cosine_ci_high"])
+        low, high = finite(row["cosine_ci_low"]), finite(row["cosine_ci_high"])
         out.append(
             {
                 "term": str(row["term"]),
                 "rank": int(row["rank"]),
                 "count": int(row["count"]),
-                "cosine": _num(row["cosine"]),
+                "cosine": finite(row["cosine"]),
                 "ci_low": low,
                 "ci_high": high,
-                "clear_of_zero": _clear_of_zero(low, high),
+                "clear_of_zero": clear_of_zero(low, high),
             }
         )
     return out
@@ -746,55 +642,6 @@ def _discovery_section(extra: dict[str, pd.DataFrame], spec: AuditSpec) -> dict[
     }
 
 
-def _similarity_sections(
-    similarity: pd.DataFrame | None,
-    structure: pd.DataFrame | None,
-    chart_specs: dict[str, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    if similarity is None:
-        return []
-    sections = []
-    for index, name in enumerate(dict.fromkeys(similarity["concept_set"].tolist())):
-        part = similarity[similarity["concept_set"] == name]
-        chart_id = f"similarity-{index}"
-        points = None
-        if structure is not None and (structure["concept_set"] == name).any():
-            points = structure[structure["concept_set"] == name]
-        leaves = None if points is None else points.sort_values("leaf_order")["concept"]
-        order = None if leaves is None else [str(c) for c in leaves]
-        chart_specs[chart_id] = charts.similarity_heatmap(part, order).to_dict()
-        map_id = None
-        clusters: list[list[str]] = []
-        if points is not None:
-            map_id = f"concept-map-{index}"
-            chart_specs[map_id] = charts_outputs_map(points)
-            ordered = points.sort_values("leaf_order")
-            for _, members in ordered.groupby("cluster", sort=False):
-                clusters.append([str(c) for c in members["concept"]])
-        pairs = part[part["concept_a"].astype(str) < part["concept_b"].astype(str)]
-        top = pairs.sort_values("cosine", ascending=False).head(5)
-        sections.append(
-            {
-                "concept_set": name,
-                "n_concepts": int(part["concept_a"].nunique()),
-                "chart_id": chart_id,
-                "closest": _records(top, ["concept_a", "concept_b", "cosine"]),
-                "map_chart_id": map_id,
-                "clusters": clusters,
-                "ordered": order is not None,
-                "labelled": charts.matrix_labelled(int(part["concept_a"].nunique())),
-            }
-        )
-    return sections
-
-
-def charts_outputs_map(points: pd.DataFrame) -> dict[str, Any]:
-    """The concept map chart's spec (structure rows of one concept set)."""
-    from auditkit import charts
-
-    return dict(charts.concept_map_chart(points).to_dict())
-
-
 def _provenance(
     manifest: dict[str, Any], spec_text: str, prompts: pd.DataFrame | None
 ) -> dict[str, Any]:
@@ -806,7 +653,7 @@ def _provenance(
     flat = _flatten({**manifest, "model": model})
     prompt_rows = []
     if prompts is not None:
-        prompt_rows = _records(prompts, ["prompt_id", "role", "set_name", "group", "prompt"])
+        prompt_rows = frame_records(prompts, ["prompt_id", "role", "set_name", "group", "prompt"])
     return {
         "manifest": [{"key": k, "value": v} for k, v in flat],
         "files": files,
@@ -836,29 +683,3 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if value is None or isinstance(value, bool) or value == {}:
         return [(prefix, json.dumps(value))]
     return [(prefix, str(value))]
-
-
-def _num(value: Any) -> float | None:
-    """A finite float, or None (NaN, missing)."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for row in frame[columns].itertuples(index=False):
-        record: dict[str, Any] = {}
-        for column, value in zip(columns, row, strict=True):
-            if isinstance(value, str):
-                record[column] = value
-            elif pd.api.types.is_number(value) and not isinstance(value, bool):
-                record[column] = _num(value)
-            else:
-                record[column] = value if value is None else str(value)
-        out.append(record)
-    return out

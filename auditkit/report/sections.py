@@ -35,9 +35,6 @@ BUILT_IN: dict[str, BuiltIn] = {
     "gates": BuiltIn("Gates", "gates"),
     "settings": BuiltIn("Settings"),
     "lean": BuiltIn("Lean along each axis", "axes", _axis_children),
-    "defaults": BuiltIn("Defaults", "defaults"),
-    "descriptors": BuiltIn("Descriptor ranking", "descriptors"),
-    "similarity": BuiltIn("Concept similarity", "similarity"),
     "outputs": BuiltIn(
         "What the model draws",
         "outputs",

@@ -1,11 +1,12 @@
 """Declared data: every table of a run directory and its columns (the table registry).
 
 One entry per table: folder, schema version, what a row is, and its columns as compact rows
-``(names, type, unit, meaning[, optional])``. ``docs/run-directory.md`` shows these tables
-(:mod:`auditkit.rundir.docs`), writers refuse undeclared columns
-(:meth:`auditkit.rundir.RunDir.write_table`) and readers require the non-optional ones. A table
-written before tables were stamped reads as version 1; the migrations at the end bring older
-versions up to date.
+``(names, type, unit, meaning[, optional])``; the analysis slices (:mod:`auditkit.analyses`)
+declare theirs in their own modules and add them to the registry when imported.
+``docs/run-directory.md`` shows these tables (:mod:`auditkit.docgen`), writers refuse
+undeclared columns (:meth:`auditkit.rundir.RunDir.write_table`) and readers require the
+non-optional ones. A table written before tables were stamped reads as version 1; the
+migrations at the end bring older versions up to date.
 
 Version history of the ``results/`` tables: 1, unstamped (auditkit 0.1.0 before the registry);
 2, stamped with ``auditkit_schema_version`` (``lean`` gains ``rule`` from ``null_model``).
@@ -121,33 +122,6 @@ TABLES = [
         ("step_a, step_b", "int", "", "denoising step indices"),
         ("timestep_a, timestep_b", "float", "", "the scheduler's timesteps of those steps"),
         ("cosine", "float", "cosine", "cos(g at step_a, g at step_b), each axis from that step's seed-mean latents; `step_consistency` in axes.parquet is the mean off the diagonal"),
-    )),
-    Table("defaults", "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
-        ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
-        ("marked_prompt", "str", "", "the concept marked with the group (one template shown)"),
-        ("cosine", "float", "cosine", "mean over templates of cos(H(unmarked) − R, H(marked) − R)"),
-        ("rank", "int", "", "1 = the group whose marked variant is closest to the unmarked prompt"),
-        ("margin", "float", "cosine", "cosine of rank 1 minus cosine of rank 2 (same for every row of a concept)"),
-        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
-        ("margin_ci_low, margin_ci_high", "float", "cosine", "95% interval of the margin of this concept's default (the rank-1 group of the point estimate) over the best other group; a lower end below 0 means the default flips in some resamples", True),
-    )),
-    Table("descriptors", "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
-        ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
-        ("cosine", "float", "cosine", "cos(H(c) − R, G(group) − R), G the mean latent of the group's prompts"),
-        ("rank", "int", "", "1 = most aligned group"),
-        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
-    )),
-    Table("similarity", "results", RESULTS_VERSION, "one row per (concept set, concept pair), both orders and the diagonal", columns(
-        ("concept_set, concept_a, concept_b", "str", "", "the set and the two concepts"),
-        ("cosine", "float", "cosine", "cos(H(a) − R, H(b) − R)"),
-        ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine") + " (`[1, 1]` on the diagonal)", True),
-    )),
-    Table("structure", "results", RESULTS_VERSION, "one row per concept", columns(
-        ("concept_set, concept", "str", "", "the concept"),
-        ("x, y", "float", "h-space", "the concept's coordinates on the set's first two principal components of H(c) − R"),
-        ("cluster", "int", "", "flat cluster of the set's hierarchical clustering on cosine distance (1-based, numbered in leaf order)"),
-        ("leaf_order", "int", "", "the concept's position in the dendrogram's optimal leaf order (0-based)"),
-        ("variance_x, variance_y", "float", "share", "share of the set's variance along each of the two components (same on every row of a set)"),
     )),
     Table("outputs", "results", RESULTS_VERSION, "with `captions:`: one row per (concept, attribute, group)", columns(
         *SHARE,

@@ -186,7 +186,8 @@ class RunDir:
         if unknown or missing:
             raise ValueError(
                 f"{table.path}: columns not in the table registry {unknown}, required columns "
-                f"missing {missing} (declare them in auditkit/rundir/columns.py)."
+                f"missing {missing} (declare them in auditkit/rundir/columns.py, or in the "
+                "module of the analysis slice that writes the table)."
             )
         path = self.root / table.path
         storage.write_bytes_atomic(path, parquet_bytes(frame, table.version, meta))

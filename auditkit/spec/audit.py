@@ -34,10 +34,12 @@ from auditkit.spec.vocabulary import (
 SPEC_VERSION = 1
 """The newest spec version this auditkit reads."""
 
-BUILTIN_ANALYSES = ("lean", "defaults", "descriptors", "similarity")
+BUILTIN_ANALYSES = ("lean",)
 """Analyses built into auditkit.analyze; the slices of :mod:`auditkit.analyses` add theirs."""
 ANALYSIS_NAMES: tuple[str, ...] = BUILTIN_ANALYSES + slice_names()
-"""Every name valid under ``analyses:``."""
+"""Every name valid under ``analyses:`` (the slices' in report order)."""
+DEFAULT_ANALYSES = ("lean", "defaults", "descriptors", "similarity")
+"""What ``analyses:`` is when a spec leaves it out."""
 
 
 AnalysisName = one_of(ANALYSIS_NAMES)
@@ -45,7 +47,7 @@ ReportFormat = Literal["html", "pdf"]
 
 
 def _default_analyses() -> list[str]:
-    return list(BUILTIN_ANALYSES)
+    return list(DEFAULT_ANALYSES)
 
 
 def _default_formats() -> list[ReportFormat]:

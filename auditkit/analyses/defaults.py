@@ -1,0 +1,230 @@
+"""Defaults: which group's marked variant an unmarked prompt is closest to.
+
+For every axis with ``defaults`` on and every concept, the unmarked prompt ("a photo of a
+doctor") is compared with its variants marked with each group ("a photo of a man doctor"): the
+cosine of their centred latents, averaged over the concept set's templates. The closest group is
+the model's default for that concept, and the margin is how much closer it is than the runner-up;
+its 95% interval says whether the default flips in some resamples.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from auditkit.analyses.base import (
+    Analysis,
+    AnalysisContext,
+    GateMetric,
+    Resampled,
+    SectionContext,
+    Tables,
+    gate_rows,
+    register_tables,
+)
+from auditkit.rundir.columns import CI, RESULTS_VERSION
+from auditkit.rundir.registry import Table, columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from auditkit.analyze.uncertainty import Resamples
+    from auditkit.spec.audit import AuditSpec
+    from auditkit.spec.gates import GateSpec
+
+NAME = "defaults"
+MARGIN = "cosine of rank 1 minus cosine of rank 2 (same for every row of a concept)"
+MARGIN_INTERVAL = (
+    "95% interval of the margin of this concept's default (the rank-1 group of the point "
+    "estimate) over the best other group; a lower end below 0 means the default flips in some "
+    "resamples"
+)
+TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
+    ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
+    ("marked_prompt", "str", "", "the concept marked with the group (one template shown)"),
+    ("cosine", "float", "cosine", "mean over templates of cos(H(unmarked) − R, H(marked) − R)"),
+    ("rank", "int", "", "1 = the group whose marked variant is closest to the unmarked prompt"),
+    ("margin", "float", "cosine", MARGIN),
+    ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
+    ("margin_ci_low, margin_ci_high", "float", "cosine", MARGIN_INTERVAL, True),
+))  # fmt: skip
+register_tables(TABLE)
+
+
+def defaults_table(ctx: AnalysisContext) -> pd.DataFrame:
+    """One row per (axis with ``defaults``, concept, group), the groups in rank order."""
+    import pandas as pd
+
+    from auditkit.analyze.measures import default_cosines, reference
+    from auditkit.spec.vocabulary import fill
+
+    spec, layout, H = ctx.spec, ctx.layout, ctx.H
+    records = []
+    axis_specs = {a.name: a for a in spec.analysis_axes}
+    for axis in layout.axes:
+        axis_spec = axis_specs[axis.name]
+        if not axis_spec.defaults:
+            continue
+        for cset in layout.concepts:
+            ref = reference(H, layout, cset)
+            template = next(cs.templates[0] for cs in spec.concepts if cs.name == cset.name)
+            for concept, unmarked in cset.terms.items():
+                marked = {
+                    g: layout.marked[(axis.name, cset.name, g, concept)] for g in axis.group_names
+                }
+                sims = default_cosines(H, unmarked, marked, ref)
+                ordered = sorted(sims, key=lambda g: -sims[g])
+                margin = sims[ordered[0]] - sims[ordered[1]]
+                for rank, g in enumerate(ordered, start=1):
+                    records.append(
+                        {
+                            "axis": axis.name,
+                            "concept_set": cset.name,
+                            "concept": concept,
+                            "group": g,
+                            "marked_prompt": fill(template, f"{axis_spec.marker(g)} {concept}"),
+                            "cosine": sims[g],
+                            "rank": rank,
+                            "margin": margin,
+                        }
+                    )
+    return pd.DataFrame(records, columns=TABLE.required)
+
+
+def defaults_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
+    """Per row: the resampled cosine of the group's marked variant, and the resampled margin
+    of the concept's point-estimate default (rank 1) over the best other group, which turns
+    negative in resamples where the default flips. With resampled wording the mean over the
+    concept set's templates uses the resampled template weights."""
+    import numpy as np
+
+    from auditkit.analyze.gram import centred_cosine, template_key
+
+    layout, basis, Q, wording = draw.layout, draw.basis, draw.Q, draw.wording
+    out = np.empty((Q.shape[0], len(frame), 2))
+    cosines: dict[tuple[str, str, str, str], np.ndarray] = {}
+    sets = {c.name: c for c in layout.concepts}
+    for row in frame.itertuples():
+        key = (str(row.axis), str(row.concept_set), str(row.group), str(row.concept))
+        cset = sets[key[1]]
+        unmarked = cset.terms[key[3]]
+        ref = basis[("ref", key[1])]
+        per_template = np.stack(
+            [
+                centred_cosine(Q, basis[("row", str(u))], basis[("row", str(m))], ref)
+                for u, m in zip(unmarked, layout.marked[key], strict=True)
+            ],
+            axis=-1,
+        )  # [B, T]
+        tkey = template_key(cset.templates)
+        if wording is not None and cset.templates and tkey in wording:
+            cosines[key] = np.sum(per_template * wording[tkey], axis=-1)
+        else:
+            cosines[key] = per_template.mean(axis=-1)
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    firsts: dict[tuple[str, str, str], str] = {}
+    for row in frame.itertuples():
+        concept_key = (str(row.axis), str(row.concept_set), str(row.concept))
+        groups.setdefault(concept_key, []).append(str(row.group))
+        if int(str(row.rank)) == 1:
+            firsts[concept_key] = str(row.group)
+    for i, row in enumerate(frame.itertuples()):
+        axis, set_name, concept = str(row.axis), str(row.concept_set), str(row.concept)
+        out[:, i, 0] = cosines[(axis, set_name, str(row.group), concept)]
+        first = firsts[(axis, set_name, concept)]
+        others = [
+            cosines[(axis, set_name, g, concept)]
+            for g in groups[(axis, set_name, concept)]
+            if g != first
+        ]
+        best_other = np.max(np.stack(others), axis=0) if others else np.zeros(Q.shape[0])
+        out[:, i, 1] = cosines[(axis, set_name, first, concept)] - best_other
+    return out
+
+
+class Defaults(Analysis):
+    name = NAME
+    title = "Defaults"
+    tables = (TABLE,)
+    statistic = (
+        "the cosine of each marked variant with the unmarked prompt, and the default's margin "
+        "over the best other group"
+    )
+    resampled = (Resampled(NAME, ("cosine", "margin"), defaults_samples),)
+
+    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+        return {NAME: defaults_table(ctx)}
+
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+        return None  # the findings say it; summary.json has no defaults block
+
+    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+        table = tables.get(NAME)
+        if table is None or table.empty:
+            return []
+        out = []
+        firsts = table[table["rank"] == 1]
+        for axis, rows in firsts.groupby("axis", sort=False):
+            counts = rows["group"].value_counts()
+            group, count = str(counts.index[0]), int(counts.iloc[0])
+            out.append(
+                f"Defaults on '{axis}': for {count} of {len(rows)} concepts the unmarked prompt "
+                f"is closest to its '{group}'-marked variant."
+            )
+        return out
+
+    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+        from auditkit import charts
+        from auditkit.analyses.values import axis_parts, finite
+
+        defaults = ctx.tables.get(NAME)
+        if defaults is None:
+            return None
+        sections = []
+        for index, name, part, groups in axis_parts(defaults, ctx.tables.get("axes")):
+            chart_id = ctx.chart(f"defaults-{index}", charts.defaults_chart(part, groups))
+            wide = part.pivot_table(
+                index=["concept_set", "concept"], columns="group", values="cosine", sort=False
+            ).to_dict("index")  # (concept set, concept) -> {group: cosine}
+            firsts = part[part["rank"] == 1].set_index(["concept_set", "concept"])
+            rows = []
+            for index_key, first in firsts.sort_values("margin", ascending=False).iterrows():
+                key = cast("tuple[str, str]", index_key)  # (concept set, concept)
+                rows.append(
+                    {
+                        "concept_set": key[0],
+                        "concept": key[1],
+                        "default": str(first["group"]),
+                        "margin": finite(first["margin"]),
+                        "cosines": [finite(wide[key].get(g)) for g in groups],
+                    }
+                )
+            sections.append({"axis": name, "groups": groups, "chart_id": chart_id, "rows": rows})
+        return {"axes": sections} if sections else None
+
+
+def _max_default_margin(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+    table = tables.get(NAME)
+    if table is None or table.empty:
+        return None, "the run has no defaults table (add defaults to analyses)"
+    rows = gate_rows(table[table["rank"] == 1], gate)
+    if rows.empty:
+        return None, "no defaults rows in scope"
+    worst = rows.iloc[int(rows["margin"].to_numpy().argmax())]
+    return float(worst["margin"]), (
+        f"'{worst['concept']}' defaults to '{worst['group']}' on '{worst['axis']}' "
+        f"(margin {float(worst['margin']):.3f})"
+    )
+
+
+Defaults.gate_metrics = (
+    GateMetric(
+        "max_default_margin",
+        "max",
+        "the largest margin by which an unmarked concept is closer to its default group's marked "
+        "variant than to the runner-up's (defaults.parquet; optionally one axis or set)",
+        _max_default_margin,
+    ),
+)
+
+ANALYSIS = Defaults()

@@ -1,0 +1,188 @@
+"""Descriptor ranking: which group of an axis each concept is most aligned with.
+
+For every axis (two groups or more) and every concept, the cosine between the concept's centred
+latent and each group's centred latent (the mean over the group's prompts), ranked. It is the
+analysis for k-way axes, where a single lean score does not apply.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from auditkit.analyses.base import (
+    Analysis,
+    AnalysisContext,
+    GateMetric,
+    Resampled,
+    SectionContext,
+    Tables,
+    gate_rows,
+    register_tables,
+)
+from auditkit.rundir.columns import CI, RESULTS_VERSION
+from auditkit.rundir.registry import Table, columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from auditkit.analyze.uncertainty import Resamples
+    from auditkit.spec.audit import AuditSpec
+    from auditkit.spec.gates import GateSpec
+
+NAME = "descriptors"
+COSINE = "cos(H(c) − R, G(group) − R), G the mean latent of the group's prompts"
+TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
+    ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
+    ("cosine", "float", "cosine", COSINE),
+    ("rank", "int", "", "1 = most aligned group"),
+    ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
+))  # fmt: skip
+register_tables(TABLE)
+
+
+def descriptors_table(ctx: AnalysisContext) -> pd.DataFrame:
+    """One row per (axis, concept, group), the groups in rank order."""
+    import pandas as pd
+
+    from auditkit.analyze.measures import concept_latents, cosine, group_means, reference
+
+    layout, H = ctx.layout, ctx.H
+    records = []
+    for axis in layout.axes:
+        means = group_means(H, axis)
+        for cset in layout.concepts:
+            ref = reference(H, layout, cset)
+            for concept, vec in concept_latents(H, cset).items():
+                sims = {g: cosine(vec - ref, means[g] - ref) for g in axis.group_names}
+                ordered = sorted(sims, key=lambda g: -sims[g])
+                for rank, g in enumerate(ordered, start=1):
+                    records.append(
+                        {
+                            "axis": axis.name,
+                            "concept_set": cset.name,
+                            "concept": concept,
+                            "group": g,
+                            "cosine": sims[g],
+                            "rank": rank,
+                        }
+                    )
+    return pd.DataFrame(records, columns=TABLE.required)
+
+
+def descriptor_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
+    """Per row: the resampled cosine of the concept with the group."""
+    from auditkit.analyze.uncertainty import cosine_samples
+
+    return cosine_samples(
+        draw,
+        [
+            (
+                ("concept", str(row.concept_set), str(row.concept)),
+                ("group", str(row.axis), str(row.group)),
+                str(row.concept_set),
+            )
+            for row in frame.itertuples()
+        ],
+    )
+
+
+class Descriptors(Analysis):
+    name = NAME
+    title = "Descriptor ranking"
+    tables = (TABLE,)
+    statistic = "the cosine of each concept with each group of an axis"
+    resampled = (Resampled(NAME, ("cosine",), descriptor_samples),)
+
+    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+        return {NAME: descriptors_table(ctx)}
+
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+        return None  # the findings say it; summary.json has no descriptors block
+
+    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+        """For each axis of more than two groups, the group that ranks first most often."""
+        table, axes = tables.get(NAME), tables.get("axes")
+        if table is None or table.empty or axes is None:
+            return []
+        out = []
+        for axis in axes[axes["n_groups"] > 2]["axis"]:
+            firsts = table[(table["axis"] == axis) & (table["rank"] == 1)]
+            counts = firsts["group"].value_counts()
+            out.append(
+                f"Descriptors on '{axis}': '{counts.index[0]}' ranks first for "
+                f"{int(counts.iloc[0])} of {len(firsts)} concepts."
+            )
+        return out
+
+    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+        from auditkit import charts
+        from auditkit.analyses.values import axis_parts, finite
+
+        descriptors = ctx.tables.get(NAME)
+        if descriptors is None:
+            return None
+        sections = []
+        for index, name, part, groups in axis_parts(descriptors, ctx.tables.get("axes")):
+            chart_id = ctx.chart(f"descriptors-{index}", charts.descriptor_heatmap(part, groups))
+            intervals = charts.has_interval(part, "cosine")
+            rows = []
+            for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
+                ranked = block.sort_values("rank")
+                rows.append(
+                    {
+                        "concept_set": cset,
+                        "concept": concept,
+                        "ranking": [
+                            {
+                                "group": str(r["group"]),
+                                "cosine": finite(r["cosine"]),
+                                "ci_low": finite(r["cosine_ci_low"]) if intervals else None,
+                                "ci_high": finite(r["cosine_ci_high"]) if intervals else None,
+                            }
+                            for _, r in ranked.iterrows()
+                        ],
+                    }
+                )
+            sections.append(
+                {
+                    "axis": name,
+                    "groups": groups,
+                    "chart_id": chart_id,
+                    "rows": rows,
+                    "intervals": intervals,
+                }
+            )
+        return {"axes": sections} if sections else None
+
+
+def _max_descriptor_spread(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+    table = tables.get(NAME)
+    if table is None or table.empty:
+        return None, "the run has no descriptors table (add descriptors to analyses)"
+    rows = gate_rows(table, gate)
+    if rows.empty:
+        return None, "no descriptors rows in scope"
+    keys = ["axis", "concept_set", "concept"]
+    cosines = rows.groupby(keys, sort=False)["cosine"]
+    spread = (cosines.transform("max") - cosines.transform("min")).to_numpy()
+    worst = rows.iloc[int(spread.argmax())]
+    block = rows[(rows[keys] == worst[keys]).all(axis=1)].sort_values("rank")
+    first, last = block.iloc[0], block.iloc[-1]
+    return float(spread.max()), (
+        f"'{worst['concept']}' on '{worst['axis']}': '{first['group']}' "
+        f"({float(first['cosine']):+.3f}) against '{last['group']}' ({float(last['cosine']):+.3f})"
+    )
+
+
+Descriptors.gate_metrics = (
+    GateMetric(
+        "max_descriptor_spread",
+        "max",
+        "the largest gap between a concept's most and least aligned group of an axis "
+        "(descriptors.parquet; optionally one axis or set)",
+        _max_descriptor_spread,
+    ),
+)
+
+ANALYSIS = Descriptors()

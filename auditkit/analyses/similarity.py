@@ -1,0 +1,190 @@
+"""Concept similarity: which concepts of a set the model represents alike.
+
+For every concept set, the cosine between the centred latents of every pair of its concepts
+(``similarity``), and the set's structure (``structure``): a hierarchical clustering on cosine
+distance and a 2-D map of the concepts (:mod:`auditkit.analyze.structure`). The report draws the
+matrix in the clustering's leaf order beside the map.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from auditkit.analyses.base import (
+    Analysis,
+    AnalysisContext,
+    GateMetric,
+    Resampled,
+    SectionContext,
+    Tables,
+    register_tables,
+)
+from auditkit.rundir.columns import CI, RESULTS_VERSION
+from auditkit.rundir.registry import Table, columns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from auditkit.analyze.uncertainty import Resamples
+    from auditkit.spec.audit import AuditSpec
+
+NAME = "similarity"
+PAIRS = "one row per (concept set, concept pair), both orders and the diagonal"
+DIAGONAL = CI.format("cosine") + " (`[1, 1]` on the diagonal)"
+MAP = "the concept's coordinates on the set's first two principal components of H(c) − R"
+CLUSTER = (
+    "flat cluster of the set's hierarchical clustering on cosine distance (1-based, numbered "
+    "in leaf order)"
+)
+LEAF = "the concept's position in the dendrogram's optimal leaf order (0-based)"
+VARIANCE = (
+    "share of the set's variance along each of the two components (same on every row of a set)"
+)
+TABLE = Table(NAME, "results", RESULTS_VERSION, PAIRS, columns(
+    ("concept_set, concept_a, concept_b", "str", "", "the set and the two concepts"),
+    ("cosine", "float", "cosine", "cos(H(a) − R, H(b) − R)"),
+    ("cosine_ci_low, cosine_ci_high", "float", "cosine", DIAGONAL, True),
+))  # fmt: skip
+STRUCTURE = Table("structure", "results", RESULTS_VERSION, "one row per concept", columns(
+    ("concept_set, concept", "str", "", "the concept"),
+    ("x, y", "float", "h-space", MAP),
+    ("cluster", "int", "", CLUSTER),
+    ("leaf_order", "int", "", LEAF),
+    ("variance_x, variance_y", "float", "share", VARIANCE),
+))  # fmt: skip
+register_tables(TABLE, STRUCTURE)
+
+
+def similarity_table(ctx: AnalysisContext) -> pd.DataFrame:
+    """One row per (concept set, concept, concept): both orders and the diagonal."""
+    import pandas as pd
+
+    from auditkit.analyze.measures import concept_latents, cosine, reference
+
+    layout, H = ctx.layout, ctx.H
+    records = []
+    for cset in layout.concepts:
+        ref = reference(H, layout, cset)
+        vecs = concept_latents(H, cset)
+        for a, va in vecs.items():
+            for b, vb in vecs.items():
+                records.append(
+                    {
+                        "concept_set": cset.name,
+                        "concept_a": a,
+                        "concept_b": b,
+                        "cosine": cosine(va - ref, vb - ref),
+                    }
+                )
+    return pd.DataFrame(records, columns=TABLE.required)
+
+
+def structure_table(ctx: AnalysisContext) -> pd.DataFrame:
+    """Per concept set of three concepts or more: hierarchical clusters (cosine distance of
+    centred latents) and a 2-D map (first two principal components of the unit-length centred
+    latents)."""
+    import numpy as np
+    import pandas as pd
+
+    from auditkit.analyze.measures import concept_latents, reference
+    from auditkit.analyze.structure import cluster_concepts, concept_map
+
+    layout, H = ctx.layout, ctx.H
+    frames = []
+    for cset in layout.concepts:
+        names = list(cset.term_names)
+        if len(names) < 3:
+            continue
+        ref = reference(H, layout, cset)
+        latents = concept_latents(H, cset)
+        vectors = np.asarray([latents[n] - ref for n in names])
+        clusters = cluster_concepts(vectors, names)
+        order = {name: i for i, name in enumerate(clusters["leaf_names"])}
+        frame = concept_map(vectors, names).assign(
+            concept_set=cset.name,
+            cluster=[int(c) for c in clusters["labels"]],
+            leaf_order=[order[n] for n in names],
+        )
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=STRUCTURE.required)
+    return pd.concat(frames, ignore_index=True)[STRUCTURE.required]
+
+
+def similarity_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
+    """Per row: the resampled cosine of the two concepts."""
+    from auditkit.analyze.uncertainty import cosine_samples
+
+    return cosine_samples(
+        draw,
+        [
+            (
+                ("concept", str(row.concept_set), str(row.concept_a)),
+                ("concept", str(row.concept_set), str(row.concept_b)),
+                str(row.concept_set),
+            )
+            for row in frame.itertuples()
+        ],
+    )
+
+
+class Similarity(Analysis):
+    name = NAME
+    title = "Concept similarity"
+    tables = (TABLE, STRUCTURE)
+    statistic = "the cosine of each pair of concepts of a set (the structure has no intervals)"
+    resampled = (Resampled(NAME, ("cosine",), similarity_samples),)
+    gate_metrics: tuple[GateMetric, ...] = ()
+    """None: how alike two concepts are is not a bias to bound."""
+
+    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+        return {NAME: similarity_table(ctx), "structure": structure_table(ctx)}
+
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+        return None  # summary.json has no similarity block
+
+    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+        return []  # the report shows the matrices; no sentence summarises them
+
+    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+        from auditkit import charts
+        from auditkit.analyses.values import frame_records
+
+        similarity, structure = ctx.tables.get(NAME), ctx.tables.get("structure")
+        if similarity is None:
+            return None
+        sections = []
+        for index, name in enumerate(dict.fromkeys(similarity["concept_set"].tolist())):
+            part = similarity[similarity["concept_set"] == name]
+            points = None
+            if structure is not None and (structure["concept_set"] == name).any():
+                points = structure[structure["concept_set"] == name]
+            leaves = None if points is None else points.sort_values("leaf_order")["concept"]
+            order = None if leaves is None else [str(c) for c in leaves]
+            chart_id = ctx.chart(f"similarity-{index}", charts.similarity_heatmap(part, order))
+            map_id = None
+            clusters: list[list[str]] = []
+            if points is not None:
+                map_id = ctx.chart(f"concept-map-{index}", charts.concept_map_chart(points))
+                ordered = points.sort_values("leaf_order")
+                for _, members in ordered.groupby("cluster", sort=False):
+                    clusters.append([str(c) for c in members["concept"]])
+            pairs = part[part["concept_a"].astype(str) < part["concept_b"].astype(str)]
+            top = pairs.sort_values("cosine", ascending=False).head(5)
+            sections.append(
+                {
+                    "concept_set": name,
+                    "n_concepts": int(part["concept_a"].nunique()),
+                    "chart_id": chart_id,
+                    "closest": frame_records(top, ["concept_a", "concept_b", "cosine"]),
+                    "map_chart_id": map_id,
+                    "clusters": clusters,
+                    "ordered": order is not None,
+                    "labelled": charts.matrix_labelled(int(part["concept_a"].nunique())),
+                }
+            )
+        return {"sets": sections} if sections else None
+
+
+ANALYSIS = Similarity()
