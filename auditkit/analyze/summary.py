@@ -69,12 +69,12 @@ def summarize(
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
     blocks: dict[str, Any] = {}
-    for name, analysis in slices().items():
-        if name in spec.analyses:
+    for analysis in slices().values():
+        if analysis.applies(spec):
             findings.extend(analysis.findings(spec, results.tables))
             block = analysis.summary(spec, results.tables)
             if block is not None:
-                blocks[name] = block
+                blocks[analysis.name] = block
     causal = causal_records(extra, spec.probe.hook)
     findings.extend(str(entry["statement"]) for entry in causal or [])
     discovery = extra.get("discovery")

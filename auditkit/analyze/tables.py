@@ -132,8 +132,8 @@ def analyze(
     if readings is not None and spec.captions is not None:
         add_output_tables(results.tables, spec, readings, swept)
     context = AnalysisContext(spec, plan, latents, layout, store)
-    for name, analysis in slices().items():
-        if name in spec.analyses:
+    for analysis in slices().values():
+        if analysis.applies(spec):
             results.tables.update(analysis.build(context))
     return results
 
