@@ -60,7 +60,7 @@ def _shared_parts(
     ``work`` when already trained with the same settings, else a newly trained one."""
     from diffusers import AutoencoderKL
 
-    from auditkit.models.tiny import build_clip_tokenizer
+    from auditkit.models.tokenizer import build_clip_tokenizer
     from auditkit.toyworld.world import vocabulary
 
     words = sorted(set().union(*(vocabulary(v) for v in variants)))
