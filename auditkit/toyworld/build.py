@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from auditkit.models.builtin import SHIPPED_CHECKPOINTS
 from auditkit.toyworld.train import (
     MAX_TOKENS,
     TrainConfig,
@@ -31,7 +32,8 @@ from auditkit.toyworld.train import (
     write_json,
 )
 
-PACKAGE_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+PACKAGE_CHECKPOINTS = SHIPPED_CHECKPOINTS
+"""The shipped checkpoints' folder, where ``builtin:toyworld-*`` models load from."""
 VARIANTS: tuple[Variant, ...] = ("biased", "balanced")
 """The two checkpoints of the default world (``reworded``, the calibration suite's second
 world, is trained on request: ``auditkit toyworld train --variant reworded``)."""
