@@ -9,7 +9,6 @@ that the report they were given is the one the card describes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,10 @@ import pandas as pd
 import yaml
 
 from auditkit.errors import UsageError
-from auditkit.provenance import sha256_file
+from auditkit.provenance import results_hash, sha256_file
 
 TASK_TYPE = "text-to-image"
 DATASET_TYPE = "auditkit-audit"
-
-
-def results_hash(results_dir: Path) -> str:
-    """A content hash of a run's result tables (sorted names and bytes of every parquet)."""
-    digest = hashlib.sha256()
-    for path in sorted(results_dir.glob("*.parquet")):
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
-    return digest.hexdigest()
 
 
 def _axis_metrics(lean: pd.DataFrame | None) -> list[dict[str, Any]]:

@@ -104,6 +104,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def results_hash(results_dir: Path) -> str:
+    """A content hash of a run's result tables (sorted names and bytes of every parquet)."""
+    digest = hashlib.sha256()
+    for path in sorted(results_dir.glob("*.parquet")):
+        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
 def hash_model_files(folder: Path) -> list[dict[str, Any]]:
     """sha256 and size of every weight and config file in a local model folder."""
     files = []

@@ -136,7 +136,7 @@ def _model(spec: AuditSpec, manifest: dict[str, Any], summary: dict[str, Any]) -
 
 def _results_hash(run_dir: Path) -> str:
     """Content hash of the run's result tables (the report's identity with the run id)."""
-    from auditkit.export import results_hash
+    from auditkit.provenance import results_hash
 
     return results_hash(run_dir / "results")
 
