@@ -19,42 +19,11 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "auditkit"
 
-_ANALYZE_CAPTION = (
-    "analyze reads the caption stage's tables (analyze/summary.py) while caption's causal "
-    "check and discovery use analyze's statistics; being broken in another change."
-)
-_TOYWORLD_HARNESS = (
-    "caption loads the toyworld captioner (caption/models.py, caption/causal.py), while "
-    "toyworld's evaluation harness runs audits (toyworld/evaluate.py: score_audit -> run) and "
-    "uses analyze's Spearman (toyworld/world.py: spearman_rho). To break: move the harness "
-    "above run, or the loadable captioner below caption."
-)
-_CALIBRATION_MAPPING = (
-    "the report reads the shipped lean-to-share mapping (report/context.py -> "
-    "calibration/report.py: read_mapping) while the calibration suite runs audits "
-    "(calibration/suite.py -> run). To break: the mapping's reader (and mapping.json) beside "
-    "the min_effect rule, below report."
-)
-_DIFF_REPORT = (
-    "report/diff_report.py renders the diff (imports diff) while diff.py reads a run's spec "
-    "with run.load_run_spec, and run renders the report. To break: load_run_spec in the run "
-    "directory's own reader, or the diff report beside diff."
-)
-
-KNOWN_CYCLES: dict[str, str] = {
-    "analyze -> caption -> analyze": _ANALYZE_CAPTION,
-    "analyze -> caption -> toyworld -> analyze": _TOYWORLD_HARNESS,
-    "analyze -> caption -> toyworld -> run -> analyze": _TOYWORLD_HARNESS,
-    "analyze -> caption -> toyworld -> run -> report -> analyze": _TOYWORLD_HARNESS,
-    "analyze -> caption -> toyworld -> run -> report -> calibration -> analyze": _TOYWORLD_HARNESS,
-    "analyze -> caption -> toyworld -> run -> report -> diff -> analyze": _TOYWORLD_HARNESS,
-    "caption -> toyworld -> run -> caption": _TOYWORLD_HARNESS,
-    "caption -> toyworld -> run -> report -> caption": _TOYWORLD_HARNESS,
-    "calibration -> toyworld -> run -> report -> calibration": _TOYWORLD_HARNESS,
-    "calibration -> run -> report -> calibration": _CALIBRATION_MAPPING,
-    "diff -> run -> report -> diff": _DIFF_REPORT,
-}
-"""Cycles not broken yet, each written from its alphabetically first package, with why."""
+KNOWN_CYCLES: dict[str, str] = {}
+"""Cycles not broken yet, each written from its alphabetically first package, with why (none
+left: the last ones went with the run directory's owner, the analysis stage above analyze,
+the toyworld audit harness in the CLI, the lean-to-share mapping beside the min_effect rule
+and load_run_spec in the spec loader)."""
 
 FORBIDDEN_IMPORTS = {("models", "toyworld"): "builtin models resolve through models/builtin.py"}
 """Imports that must not come back even where they would close no cycle."""

@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from functools import cache
 
-from auditkit.analyses.base import Analysis
+from auditkit.analyses.base import Analysis, Measure
 
 ORDER: tuple[str, ...] = (
     "summary",
@@ -32,7 +32,8 @@ ORDER: tuple[str, ...] = (
     "provenance",
 )
 """The report's own sections and the built-in analyses, in report order."""
-NOT_SLICES = frozenset({"base"})
+NOT_SLICES = frozenset({"base", "checks", "stage"})
+"""Modules of this package that are not analysis slices."""
 
 
 @cache
@@ -69,4 +70,28 @@ def slice_names() -> tuple[str, ...]:
     return tuple(slices())
 
 
-__all__ = ["ORDER", "Analysis", "report_order", "slice_names", "slices"]
+def slice_tables() -> tuple[str, ...]:
+    """The tables the analysis slices write (``results/``)."""
+    return tuple(t.name for a in slices().values() for t in a.tables)
+
+
+def gate_measures() -> dict[str, Measure]:
+    """The analysis slices' gate metrics: name -> measurement (for ``auditkit.gates``)."""
+    return {m.name: m.measure for a in slices().values() for m in a.gate_metrics}
+
+
+def gate_bounds() -> dict[str, str]:
+    """The analysis slices' gate metrics: name -> the bound each takes (``max`` or ``min``)."""
+    return {m.name: m.bound for a in slices().values() for m in a.gate_metrics}
+
+
+__all__ = [
+    "ORDER",
+    "Analysis",
+    "gate_bounds",
+    "gate_measures",
+    "report_order",
+    "slice_names",
+    "slice_tables",
+    "slices",
+]

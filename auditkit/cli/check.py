@@ -30,10 +30,11 @@ def check(run_dir: Path, junit: Path | None, json_out: Path | None) -> None:
     """Evaluate the gates of RUN_DIR's spec on its results; exit 1 if one fails."""
     import shutil
 
+    from auditkit.analyses import gate_measures, slice_tables
     from auditkit.analyze.summary import read_results
     from auditkit.errors import UsageError
     from auditkit.gates import evaluate_gates, write_gate_files
-    from auditkit.run import load_run_spec
+    from auditkit.spec import load_run_spec
 
     spec = load_run_spec(run_dir)
     require_results(run_dir)
@@ -42,8 +43,8 @@ def check(run_dir: Path, junit: Path | None, json_out: Path | None) -> None:
             f"{run_dir / 'spec.yaml'}: the audit has no gates to check.",
             hint="add a 'gates:' list to the spec (see 'auditkit schema') and run it again.",
         )
-    results, summary = read_results(run_dir)
-    outcomes = evaluate_gates(spec, results.tables)
+    results, summary = read_results(run_dir, slice_tables())
+    outcomes = evaluate_gates(spec, results.tables, gate_measures())
     json_path, xml_path = write_gate_files(
         run_dir, outcomes, suite=spec.name, run_id=str(summary.get("run_id"))
     )

@@ -17,7 +17,7 @@ from auditkit.cli.options import formats_option, run_dir_argument
 def report(run_dir: Path, formats: tuple[str, ...]) -> None:
     """Re-render the report of RUN_DIR from its stored results."""
     from auditkit.report import render_report
-    from auditkit.run import load_run_spec
+    from auditkit.spec import load_run_spec
 
     spec = load_run_spec(run_dir)
     require_results(run_dir)

@@ -16,9 +16,10 @@ from auditkit.cli.options import cache_dir_option, device_option, spec_argument
 @handle_errors
 def validate(spec: Path) -> None:
     """Check an audit spec and list every problem with its YAML path and line."""
+    from auditkit.analyses.checks import check_spec
     from auditkit.spec import load_spec
 
-    loaded = load_spec(spec)
+    loaded = check_spec(load_spec(spec), source=str(spec))
     n_axes, n_sets = len(loaded.axes), len(loaded.concepts)
     click.echo(
         f"{spec}: valid (spec_version {loaded.spec_version}, {n_axes} axes, "
@@ -53,13 +54,14 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
     """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
     from dataclasses import replace
 
+    from auditkit.analyses.checks import check_spec
     from auditkit.models.loading import existing_model_folder
     from auditkit.plan import estimate_cost, measured_rate, plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
     from auditkit.spec import load_spec
 
-    loaded = load_spec(spec)
+    loaded = check_spec(load_spec(spec), source=str(spec))
     audit_plan = plan_audit(loaded)
     model_dir = existing_model_folder(loaded.model, cache_dir or default_cache_dir())
     target = device or loaded.model.device

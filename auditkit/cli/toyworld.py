@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -142,7 +143,7 @@ def toyworld_evaluate(
     from auditkit.models.loading import resolve_device
     from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, VARIANTS, checkpoint_path
     from auditkit.toyworld.card import write_model_card
-    from auditkit.toyworld.evaluate import evaluate_folder, score_audit
+    from auditkit.toyworld.evaluate import evaluate_folder
 
     device = resolve_device(device)
     root = root or PACKAGE_CHECKPOINTS
@@ -159,7 +160,7 @@ def toyworld_evaluate(
             )
             click.echo(f"{variant}: measured {folder / 'quality.json'}")
     for spec in audits:
-        folder, record = score_audit(spec, runs, root)
+        folder, record = _score_audit(spec, runs, root)
         quality_path = folder / "quality.json"
         quality = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
         quality["audit"] = record
@@ -169,3 +170,37 @@ def toyworld_evaluate(
         folder = checkpoint_path(variant, root)
         if folder.is_dir():
             click.echo(f"model card: {write_model_card(folder)}")
+
+
+def _score_audit(spec_path: Any, runs: Any, root: Any) -> tuple[Any, dict[str, Any]]:
+    """Run a toyworld audit spec and score its leans against the checkpoint's planted rates
+    (the harness runs audits, so it lives here, above the run, not in toyworld)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from auditkit.errors import UsageError
+    from auditkit.run import run_audit
+    from auditkit.rundir import RunDir
+    from auditkit.spec import load_spec
+    from auditkit.toyworld.evaluate import planted_recovery
+
+    spec = load_spec(spec_path)
+    name = spec.model.id.removeprefix("builtin:")
+    folder = Path(root) / name
+    if not (folder / "planted_rates.json").is_file():
+        raise UsageError(
+            f"{spec_path}: model.id {spec.model.id!r} is not a toyworld checkpoint under {root}."
+        )
+    started = time.perf_counter()
+    outcome = run_audit(spec, Path(runs) / spec.name, show_progress=False)
+    lean = RunDir(outcome.run_dir).table("lean", required=True)
+    planted = json.loads((folder / "planted_rates.json").read_text())
+    return folder, {
+        "spec": spec.name,
+        "seeds": len(spec.seed_list),
+        "steps": spec.model.steps,
+        "guidance_scale": spec.model.guidance_scale,
+        "seconds": round(time.perf_counter() - started, 1),
+        "recovery": planted_recovery(lean, planted),
+    }

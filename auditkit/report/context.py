@@ -398,7 +398,7 @@ def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] 
 
 def _mapping_rows() -> list[dict[str, Any]]:
     """The shipped lean-to-share mapping, for the sentence under the band."""
-    from auditkit.calibration.report import read_mapping
+    from auditkit.analyze.significance import read_mapping
 
     rows = []
     for row in read_mapping():
