@@ -206,3 +206,24 @@ def test_the_slice_touches_two_files_of_the_product() -> None:
     ], hits
     assert inspect.getsourcefile(type(slices()["lean_by_step"])).endswith("lean_by_step.py")
     assert SectionContext  # the section builder's input type is public
+
+
+def test_names_only_the_slices_know_are_checked_with_their_location(tmp_path: Path) -> None:
+    """The spec takes any well-formed analysis or metric name; every command that plans or
+    runs refuses one that no analysis declares, and a slice's metric bounded the wrong way."""
+    from auditkit.cli import main
+
+    bad = SPEC.replace("analyses: [lean, lean_by_step]", "analyses: [lean, lean_by_stepp]")
+    bad += "gates:\n  - {metric: max_step_lean, min: 0.2}\n  - {metric: no_such_metric, max: 1}\n"
+    path = tmp_path / "spec.yaml"
+    path.write_text(bad)
+    for command in (["validate", str(path)], ["plan", str(path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert "3 problems found" in result.output
+        assert "analyses[1]: unknown analysis 'lean_by_stepp'" in result.output
+        assert "lean_by_step" in result.output.split("known:")[1]
+        assert "gates[0]: max_step_lean takes 'max'" in result.output
+        assert "gates[1].metric: unknown metric 'no_such_metric'" in result.output
+    path.write_text(SPEC)
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
