@@ -34,7 +34,7 @@ class AuditRun:
     @property
     def report_html(self) -> Path | None:
         """The HTML report, if rendered."""
-        path = self.run_dir / "report" / "report.html"
+        path = RunDir(self.run_dir).report_html
         return path if path.is_file() else None
 
 

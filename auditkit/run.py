@@ -248,7 +248,7 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
     stats = stage.caption_images(
         spec,
         stages.plan,
-        stages.run_dir / "captions",
+        stages.run.captions,
         captioner,
         record,
         pipeline=pipeline,
@@ -267,7 +267,7 @@ def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> 
     stats = run_guidance_sweep(
         stages.spec,
         stages.plan,
-        stages.run_dir / "captions",
+        stages.run.captions,
         captioner,
         record,
         pipeline=pipeline,
@@ -283,7 +283,7 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
     from auditkit.caption.causal import read_causal, run_causal_check
     from auditkit.extract.store import ActivationStore
 
-    spec, captions = stages.spec, stages.run_dir / "captions"
+    spec, captions = stages.spec, stages.run.captions
     if spec.captions is None or spec.captions.causal is None:
         return
     pipeline = stages.pipeline()
@@ -291,7 +291,7 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
         spec,
         stages.plan,
         captions,
-        ActivationStore(stages.run_dir / "activations"),
+        ActivationStore(stages.run.activations),
         captioner,
         record,
         pipeline=pipeline,

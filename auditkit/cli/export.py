@@ -27,6 +27,7 @@ def export() -> None:
 def export_model_card(run_dir: Path, out: Path | None) -> None:
     """Write a model-card section with model-index evaluation results for RUN_DIR."""
     from auditkit.export import write_model_card
+    from auditkit.rundir import RunDir
 
-    path = write_model_card(run_dir, out or run_dir / "report" / "model-card.md")
+    path = write_model_card(run_dir, out or RunDir(run_dir).model_card)
     click.echo(f"model card: {path.resolve()}")
