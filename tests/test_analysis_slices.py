@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from test_analysis_synthetic import AGE_OF, DEFAULT_OF, SPEC, _planted
 
-from auditkit.analyses import slices
+from auditkit.analyses import gate_measures, report_order, slices
 from auditkit.analyses.base import SectionContext
-from auditkit.analyze.tables import analyze
-from auditkit.gates import evaluate_gate
+from auditkit.analyses.stage import analyze_audit
+from auditkit.gates import GateOutcome
+from auditkit.gates import evaluate_gate as evaluate_builtin
 from auditkit.plan import plan_audit
 from auditkit.spec import parse_spec
 from auditkit.spec.gates import GateSpec
@@ -29,7 +30,7 @@ def _tables(analyses: list[str], resampling: str = "hierarchical") -> dict[str, 
     text += f"statistics: {{bootstrap_resamples: 300, resampling: {resampling}}}\n"
     spec = parse_spec(text)
     latents, _ = _planted(parse_spec(SPEC))
-    return analyze(spec, plan_audit(spec), latents).tables
+    return analyze_audit(spec, plan_audit(spec), latents).tables
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,10 @@ def test_structure_is_written_with_similarity(every: dict[str, pd.DataFrame]) ->
     assert list(structure.columns) == slices()["similarity"].tables[1].required
     assert sorted(structure["concept"]) == sorted(AGE_OF)
     assert "ci" not in " ".join(structure.columns)
+
+
+def evaluate_gate(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> GateOutcome:
+    return evaluate_builtin(gate, tables, gate_measures())
 
 
 def _gate(text: str) -> GateSpec:
@@ -122,7 +127,12 @@ def test_findings_and_sections(every: dict[str, pd.DataFrame]) -> None:
     assert found["defaults"].section(SectionContext(spec, {"lean": every["lean"]})) is None
 
 
-def test_the_default_analyses_are_unchanged() -> None:
+def test_the_default_analyses_and_their_report_order_are_unchanged() -> None:
     spec = parse_spec(SPEC)
     assert spec.analyses == ["lean", "defaults", "descriptors", "similarity"]
     assert np.all([name in slices() for name in spec.analyses[1:]])
+    order = report_order()
+    start = order.index("lean")
+    assert order[start : start + 6] == (
+        "lean", "lean_by_step", "defaults", "descriptors", "similarity", "outputs",
+    )  # fmt: skip

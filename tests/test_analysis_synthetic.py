@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze.latents import LatentSet
-from auditkit.analyze.tables import analyze
 from auditkit.plan import plan_audit
 from auditkit.spec import AuditSpec, parse_spec
 
@@ -91,7 +91,7 @@ def _planted(spec: AuditSpec) -> tuple[LatentSet, dict[str, np.ndarray]]:
 def results():  # type: ignore[no-untyped-def]
     spec = parse_spec(SPEC)
     latents, truth = _planted(spec)
-    return analyze(spec, plan_audit(spec), latents), truth
+    return analyze_audit(spec, plan_audit(spec), latents), truth
 
 
 def test_lean_scores_recovered_exactly(results) -> None:  # type: ignore[no-untyped-def]
@@ -163,6 +163,6 @@ def test_set_mean_centring_changes_cosine_not_score() -> None:
         latents.timesteps,
         "mean",
     )
-    lean = analyze(spec, plan, sub)["lean"].set_index("concept")
+    lean = analyze_audit(spec, plan, sub)["lean"].set_index("concept")
     for job, score in SCORES.items():
         assert lean.loc[job, "score"] == pytest.approx(score, abs=1e-6)

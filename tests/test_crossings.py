@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze.latents import LatentSet
-from auditkit.analyze.tables import analyze
 from auditkit.errors import SpecError
 from auditkit.plan import plan_audit
 from auditkit.spec import load_spec, parse_spec
@@ -93,7 +93,7 @@ def test_descriptors_recover_planted_intersections() -> None:
     )
     latents = LatentSet(ids, tuple(spec.seed_list), per_seed, per_seed.mean(1, keepdims=True),
                         (0,), (1.0,), "mean")  # fmt: skip
-    tables = analyze(spec, plan, latents)
+    tables = analyze_audit(spec, plan, latents)
     d = tables["descriptors"]
     firsts = d[(d["axis"] == "skin_x_gender") & (d["rank"] == 1)].set_index("concept")["group"]
     assert {c: firsts[c] for c in PLANTED} == {c: "_".join(v) for c, v in PLANTED.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze.gram import (
     build_basis,
     gram_of,
@@ -129,7 +130,7 @@ def test_defaults_margin_interval_matches_a_direct_recomputation() -> None:
     spec = parse_spec(text)
     plan = plan_audit(spec)
     latents, _ = _simulate_with_marked(spec, np.random.default_rng(3))
-    table = analyze(spec, plan, latents)["defaults"]
+    table = analyze_audit(spec, plan, latents)["defaults"]
     assert {"margin_ci_low", "margin_ci_high", "cosine_ci_low", "cosine_ci_high"} <= set(table)
     assert (table["margin_ci_low"] <= table["margin"] + 1e-9).all()
     assert (table["margin"] <= table["margin_ci_high"] + 1e-9).all()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
+from auditkit.analyze.resampled import Resampled
 from auditkit.rundir import REGISTRY, Table
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
     from auditkit.analyze.latents import LatentSet
     from auditkit.analyze.measures import AuditLayout
-    from auditkit.analyze.uncertainty import Resamples
     from auditkit.extract.store import ActivationStore
     from auditkit.plan import AuditPlan
     from auditkit.spec.audit import AuditSpec
@@ -33,9 +33,6 @@ Tables = Mapping[str, "pd.DataFrame | None"]
 Measure = Callable[["GateSpec", Tables], tuple["float | None", str]]
 """A gate metric's measurement: (value, or None when it cannot be measured; the worst case or
 why not)."""
-Samples = Callable[["pd.DataFrame", "Resamples"], "np.ndarray"]
-"""A bootstrap statistic: (the table, one chunk of resamples) -> the resampled measures,
-[resamples, rows, measures]."""
 
 
 @dataclass(frozen=True)
@@ -49,24 +46,10 @@ class GateMetric:
 
 
 @dataclass(frozen=True)
-class Resampled:
-    """A table whose 95% intervals the audit's one bootstrap pass adds after the slices built
-    it (:func:`auditkit.analyze.uncertainty.add_bootstrap_intervals`). Every table resampled
-    there shares each resample's draw of seeds (and of wording), with the lean table too, so
-    their intervals pair and the numbers do not depend on which analyses the spec lists."""
-
-    table: str
-    measures: tuple[str, ...]
-    """The columns that gain ``<measure>_ci_low`` and ``<measure>_ci_high``, in the order
-    ``samples`` returns them."""
-    samples: Samples
-
-
-@dataclass(frozen=True)
 class AnalysisContext:
     """What a slice's table builder is given: the spec and plan, the audit's latents and
-    layout, the tables computed so far, and the activation store (None when the caller has
-    latents only, e.g. the calibration suite)."""
+    layout, and the activation store (None when the caller has latents only, e.g. the
+    calibration suite)."""
 
     spec: AuditSpec
     plan: AuditPlan
@@ -104,16 +87,24 @@ class Analysis:
     """Spec name (``analyses: [..., NAME]``), report anchor and template partial name."""
     title: str
     """The report section's heading and its entry in the table of contents."""
+    after: str
+    """The section this one follows in the report (a name in ``ORDER`` or another slice's)."""
     tables: tuple[Table, ...]
-    """The tables the slice writes (``results/<table>.parquet``)."""
+    """The tables the slice writes (``results/<table>.parquet``); empty for a section that
+    reads other analyses' tables."""
     statistic: str
     """The bootstrap statistic, in words (what the intervals are intervals of)."""
     resampled: tuple[Resampled, ...] = ()
-    """The slice's tables whose intervals the audit's shared bootstrap pass adds; a slice that
-    resamples on its own (e.g. at every step) adds its intervals in :meth:`build` instead."""
+    """The slice's tables whose intervals the analysis stage adds, in one bootstrap pass shared
+    by every slice's (:func:`auditkit.analyses.stage.analyze_audit`); a slice that resamples
+    on its own (e.g. at every step) adds its intervals in :meth:`build` instead."""
     gate_metrics: tuple[GateMetric, ...]
     """The gate metrics the slice offers; every slice declares them, an empty tuple when no
     number of its tables makes a meaningful gate."""
+
+    def applies(self, spec: AuditSpec) -> bool:
+        """Whether the audit runs this slice: by default when ``analyses:`` lists it."""
+        return self.name in spec.analyses
 
     def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
         """The slice's tables: with their bootstrap intervals, except those of
@@ -155,7 +146,8 @@ def register_tables(*tables: Table) -> tuple[Table, ...]:
     return tables
 
 
-PARTS = ("name", "title", "tables", "statistic")
-"""Attributes every slice must set (the completeness test checks them, ``gate_metrics``, which
-may be empty but must be declared on the slice's class, and the methods)."""
+PARTS = ("name", "title", "after", "statistic")
+"""Attributes every slice must set, non-empty; ``tables`` and ``gate_metrics`` must be declared
+on the slice's class but may be empty (a report section over tables other analyses write)."""
+DECLARED = ("tables", "gate_metrics")
 METHODS = ("build", "summary", "findings", "section")

@@ -15,12 +15,12 @@ from auditkit.analyses.base import (
     Analysis,
     AnalysisContext,
     GateMetric,
-    Resampled,
     SectionContext,
     Tables,
     gate_rows,
     register_tables,
 )
+from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
 
@@ -145,6 +145,7 @@ def defaults_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 class Defaults(Analysis):
     name = NAME
     title = "Defaults"
+    after = "lean_by_step"
     tables = (TABLE,)
     statistic = (
         "the cosine of each marked variant with the unmarked prompt, and the default's margin "

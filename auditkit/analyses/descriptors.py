@@ -13,12 +13,12 @@ from auditkit.analyses.base import (
     Analysis,
     AnalysisContext,
     GateMetric,
-    Resampled,
     SectionContext,
     Tables,
     gate_rows,
     register_tables,
 )
+from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
 
@@ -90,6 +90,7 @@ def descriptor_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 class Descriptors(Analysis):
     name = NAME
     title = "Descriptor ranking"
+    after = "defaults"
     tables = (TABLE,)
     statistic = "the cosine of each concept with each group of an axis"
     resampled = (Resampled(NAME, ("cosine",), descriptor_samples),)

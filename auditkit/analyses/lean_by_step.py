@@ -95,6 +95,7 @@ def _per_step_latents(ctx: AnalysisContext, group: list[int]) -> np.ndarray:
 class LeanByStep(Analysis):
     name = NAME
     title = "Lean by denoising step"
+    after = "lean"
     tables = (TABLE,)
     statistic = "the lean score at each kept step, from that step's seed-mean h"
 

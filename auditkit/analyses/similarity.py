@@ -14,11 +14,11 @@ from auditkit.analyses.base import (
     Analysis,
     AnalysisContext,
     GateMetric,
-    Resampled,
     SectionContext,
     Tables,
     register_tables,
 )
+from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
 
@@ -132,6 +132,7 @@ def similarity_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 class Similarity(Analysis):
     name = NAME
     title = "Concept similarity"
+    after = "descriptors"
     tables = (TABLE, STRUCTURE)
     statistic = "the cosine of each pair of concepts of a set (the structure has no intervals)"
     resampled = (Resampled(NAME, ("cosine",), similarity_samples),)

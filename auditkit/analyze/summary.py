@@ -9,9 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.analyses import slices
 from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.tables import AuditResults, analysis_tables
+from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.audit import AuditSpec
 
@@ -26,6 +25,7 @@ def summarize(
     spec_hash: str,
     plan_hash: str,
     extra: Mapping[str, pd.DataFrame] | None = None,
+    slices: Mapping[str, tuple[list[str], dict[str, Any] | None]] | None = None,
 ) -> dict[str, Any]:
     """The versioned JSON summary: settings, per-axis headline numbers, plain findings.
 
@@ -67,12 +67,10 @@ def summarize(
         axes_out.append(entry)
     findings.extend(_output_sentences(results))
     blocks: dict[str, Any] = {}
-    for name, analysis in slices().items():
-        if name in spec.analyses:
-            findings.extend(analysis.findings(spec, results.tables))
-            block = analysis.summary(spec, results.tables)
-            if block is not None:
-                blocks[name] = block
+    for name, (sentences, block) in (slices or {}).items():
+        findings.extend(sentences)
+        if block is not None:
+            blocks[name] = block
     causal = causal_records(extra, spec.probe.hook)
     findings.extend(str(entry["statement"]) for entry in causal or [])
     discovery = extra.get("discovery")
@@ -536,8 +534,11 @@ def write_results(results: AuditResults, summary: dict[str, Any], run_dir: Path 
     run.write_json("summary", summary)
 
 
-def read_results(run_dir: Path | RunDir) -> tuple[AuditResults, dict[str, Any]]:
-    """Read the analysis tables and the summary back (migrating older tables, refusing newer)."""
+def read_results(
+    run_dir: Path | RunDir, more: tuple[str, ...] = ()
+) -> tuple[AuditResults, dict[str, Any]]:
+    """Read the analysis tables (the built-in ones and those named in ``more``, e.g. the
+    analysis slices') and the summary back (migrating older tables, refusing newer)."""
     run = as_run_dir(run_dir)
     summary = run.read_json("summary")
-    return AuditResults(tables=run.tables(list(analysis_tables()))), summary
+    return AuditResults(tables=run.tables([*ANALYSIS_TABLES, *more])), summary

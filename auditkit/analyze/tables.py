@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from auditkit.analyses import slices
-from auditkit.analyses.base import AnalysisContext
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
@@ -24,7 +22,6 @@ from auditkit.analyze.measures import (
 from auditkit.analyze.robustness import add_robustness
 from auditkit.analyze.significance import add_significance
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
-from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.rundir import REGISTRY
 from auditkit.spec.audit import AuditSpec
@@ -42,12 +39,6 @@ ANALYSIS_TABLES = (
 )
 """The tables :func:`~auditkit.analyze.tables.analyze` writes itself (the analysis slices'
 come from their modules, the others of ``results/`` from the discovery pass)."""
-
-
-def analysis_tables() -> tuple[str, ...]:
-    """Every table an analysis can write to ``results/``: the built-in ones, then the analysis
-    slices' (not discovery's, which its own pass writes)."""
-    return ANALYSIS_TABLES + tuple(t.name for a in slices().values() for t in a.tables)
 
 
 TABLE_COLUMNS: dict[str, list[str]] = {name: REGISTRY[name].required for name in ANALYSIS_TABLES}
@@ -74,18 +65,14 @@ def analyze(
     latents: LatentSet,
     readings: pd.DataFrame | None = None,
     swept: pd.DataFrame | None = None,
-    store: ActivationStore | None = None,
 ) -> AuditResults:
     """Compute every table the spec's analyses ask for; with the captioning stage's
     ``readings``, the output-level tables too (``outputs`` and ``agreement``), and with the
-    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``. The analysis
-    slices the spec lists (:mod:`auditkit.analyses`) add theirs, and the one bootstrap pass
-    adds the intervals of the lean table and of every table a slice declares ``resampled``;
-    ``store`` is the activation store, for slices that read more than the aggregated
-    latents."""
+    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``. (The analysis
+    slices, :mod:`auditkit.analyses`, add theirs in the analysis stage:
+    :func:`auditkit.analyses.stage.analyze_audit`.)"""
+    H = latents.means().astype(np.float64)
     layout = build_layout(spec, latents.row_map())
-    context = AnalysisContext(spec, plan, latents, layout, store)
-    H = context.H
     results = AuditResults()
     results.tables["prompts"] = _prompts_table(plan, latents, H)
     step_axes = _per_step_axes(latents, layout)
@@ -97,18 +84,14 @@ def analyze(
         add_robustness(results.tables["lean"], H, layout)
         if latents.aggregation == "per_step" and len(latents.steps) > 1:
             results.tables["steps"] = _steps_table(latents, layout)
-    chosen = [analysis for name, analysis in slices().items() if name in spec.analyses]
-    for analysis in chosen:
-        results.tables.update(analysis.build(context))
     stats = spec.statistics
-    samples = add_bootstrap_intervals(  # one pass: every resampled table shares the draws
+    samples = add_bootstrap_intervals(
         results.tables,
         layout,
         latents,
         resamples=stats.bootstrap_resamples,
         seed=stats.seed,
         hierarchical=stats.resampling == "hierarchical",
-        statistics=[statistic for analysis in chosen for statistic in analysis.resampled],
     )
     if "lean" in results:
         lean_samples = samples.get("lean")

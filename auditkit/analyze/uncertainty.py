@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from auditkit.analyses.base import Resampled
 from auditkit.analyze.gram import (
     VectorBasis,
     basis_components,
@@ -33,6 +32,7 @@ from auditkit.analyze.gram import (
 )
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import AuditLayout
+from auditkit.analyze.resampled import Resampled
 
 CI_LEVEL = 0.95
 
@@ -103,23 +103,27 @@ def add_bootstrap_intervals(
     resamples: int,
     seed: int,
     hierarchical: bool = False,
-    statistics: Iterable[Resampled] = (),
+    statistics: Iterable[Resampled] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Add ``*_ci_low`` / ``*_ci_high`` columns to the lean table (:data:`LEAN`) and to the
-    tables of ``statistics`` (those the analysis slices declare as
+    """Add ``*_ci_low`` / ``*_ci_high`` columns to the tables of ``statistics`` (by default the
+    lean table's, :data:`LEAN`; the analysis slices declare theirs as
     :attr:`~auditkit.analyses.base.Analysis.resampled`), and return the resampled values by
     table ([resamples, rows, measures], in the statistic's ``measures`` order).
 
     Every resample draws the seeds with replacement (the same draw for every prompt and every
-    table); with ``hierarchical`` it also draws the templates and each group's terms
+    table of the pass); with ``hierarchical`` it also draws the templates and each group's terms
     (:func:`wording_weights`), so the interval carries the wording. The draws come from
-    generators seeded here, so a table's intervals are the same whichever other tables share
-    the pass; the seed draws are the same in both modes (their own generator), so
-    ``hierarchical=False`` reproduces the seed-only intervals of earlier runs exactly.
+    generators seeded here, so a table's intervals are the same whichever pass resamples it and
+    whichever other tables share that pass; the seed draws are the same in both modes (their own
+    generator), so ``hierarchical=False`` reproduces the seed-only intervals of earlier runs
+    exactly.
     """
     if resamples <= 0 or len(latents.seeds) < 2:
         return {}
-    chosen = [s for s in (LEAN, *statistics) if s.table in tables and not tables[s.table].empty]
+    wanted = (LEAN,) if statistics is None else tuple(statistics)
+    chosen = [s for s in wanted if s.table in tables and not tables[s.table].empty]
+    if not chosen:
+        return {}
     components = basis_components(layout)
     n_prompts = len(latents.prompt_ids)
     basis = build_basis(layout, n_prompts)

@@ -1,0 +1,133 @@
+"""The analysis stage of a run: the built-in analyses' tables from the stored latents (and
+readings), then the analysis slices' (:mod:`auditkit.analyses`), the summary with every
+analysis's findings, and the gates, written into the run directory; result files the spec no
+longer makes are removed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from auditkit.analyses import gate_measures, slices
+from auditkit.analyses.base import Analysis, AnalysisContext
+from auditkit.plan import AuditPlan
+from auditkit.rundir import Manifest, RunDir
+from auditkit.spec.audit import AuditSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditkit.analyze.latents import LatentSet
+    from auditkit.analyze.tables import AuditResults
+    from auditkit.extract.store import ActivationStore
+
+CAUSAL_TABLES = ("causal", "causal_curve", "causal_axes")
+DISCOVERY_TABLES = ("discovery", "discovered_terms")
+
+
+def analyze_audit(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    latents: LatentSet,
+    readings: pd.DataFrame | None = None,
+    swept: pd.DataFrame | None = None,
+    store: ActivationStore | None = None,
+) -> AuditResults:
+    """Every table of the audit: the built-in analyses' (:func:`auditkit.analyze.tables.analyze`),
+    then those of the analysis slices the spec runs, and the slices' intervals in one bootstrap
+    pass over every table they declare ``resampled``.
+
+    A bootstrap pass seeds its own generators, so these intervals are the very ones a single
+    pass over the built-in and the slices' tables together would give (and the same whichever
+    other analyses the spec lists). ``store`` is the activation store, for slices that read more
+    than the aggregated latents (None: they do without).
+    """
+    from auditkit.analyze.measures import build_layout
+    from auditkit.analyze.tables import analyze
+    from auditkit.analyze.uncertainty import add_bootstrap_intervals
+
+    results = analyze(spec, plan, latents, readings, swept)
+    layout = build_layout(spec, latents.row_map())
+    context = AnalysisContext(spec, plan, latents, layout, store)
+    chosen = chosen_slices(spec)
+    built: dict[str, pd.DataFrame] = {}
+    for analysis in chosen:
+        built.update(analysis.build(context))
+    stats = spec.statistics
+    add_bootstrap_intervals(
+        built,
+        layout,
+        latents,
+        resamples=stats.bootstrap_resamples,
+        seed=stats.seed,
+        hierarchical=stats.resampling == "hierarchical",
+        statistics=[statistic for analysis in chosen for statistic in analysis.resampled],
+    )
+    results.tables.update(built)
+    return results
+
+
+def chosen_slices(spec: AuditSpec) -> list[Analysis]:
+    """The analysis slices the audit runs, in report order."""
+    return [a for a in slices().values() if a.applies(spec)]
+
+
+def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifest) -> None:
+    """Analyze a run whose extraction (and captioning, when asked) is done."""
+    from auditkit.analyze.latents import load_latents
+    from auditkit.analyze.summary import read_extra_tables, summarize, write_results
+    from auditkit.caption.guidance import read_guidance_readings
+    from auditkit.extract.store import ActivationStore
+
+    latents = load_latents(ActivationStore(run.activations), plan, spec.probe.aggregation)
+    readings = None
+    if spec.captions is not None and run.has_table("readings"):
+        from auditkit.caption.stage import read_captions
+
+        readings = read_captions(run.captions)[1]
+    swept = read_guidance_readings(run.captions) if spec.captions is not None else None
+    store = ActivationStore(run.activations)
+    results = analyze_audit(spec, plan, latents, readings, swept, store)
+    chosen = chosen_slices(spec)
+    drop_stale_results(spec, results.tables, run)
+    summary = summarize(
+        spec,
+        results,
+        run_id=manifest.run_id,
+        spec_hash=manifest.spec_hash,
+        plan_hash=manifest.plan_hash,
+        extra=read_extra_tables(run),
+        slices={
+            a.name: (a.findings(spec, results.tables), a.summary(spec, results.tables))
+            for a in chosen
+        },
+    )
+    if spec.gates:
+        from auditkit.gates import evaluate_gates, gates_summary, write_gate_files
+
+        outcomes = evaluate_gates(spec, results.tables, gate_measures())
+        summary["gates"] = gates_summary(outcomes)
+        write_results(results, summary, run)
+        write_gate_files(run, outcomes, suite=spec.name, run_id=manifest.run_id)
+        return
+    write_results(results, summary, run)
+
+
+def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> None:
+    """Remove result files an earlier run in this folder wrote and this spec no longer makes
+    (a dropped analysis, captions section, causal check, discovery or gates), so that nothing
+    downstream (summary, report, gates, diff) reads them as this run's."""
+    keep = set(tables)
+    section = spec.captions
+    if section is not None and section.discovery is not None:
+        keep |= set(DISCOVERY_TABLES)
+    stale = [p for p in run.results.glob("*.parquet") if p.stem not in keep]
+    if not spec.gates:
+        stale += [run.gates, run.junit]
+    if section is None or section.causal is None:
+        stale += [run.table_path(name) for name in CAUSAL_TABLES]
+    if section is None:
+        stale.append(run.table_path("exemplars"))
+    if section is None or not section.guidance:
+        stale.append(run.table_path("guidance_readings"))
+    for path in stale:
+        path.unlink(missing_ok=True)
