@@ -95,9 +95,9 @@ class Analysis:
     statistic: str
     """The bootstrap statistic, in words (what the intervals are intervals of)."""
     resampled: tuple[Resampled, ...] = ()
-    """The slice's tables whose intervals the analysis stage adds, in one bootstrap pass shared
-    by every slice's (:func:`auditkit.analyses.stage.analyze_audit`); a slice that resamples
-    on its own (e.g. at every step) adds its intervals in :meth:`build` instead."""
+    """The slice's tables whose intervals the audit's one bootstrap pass adds, from the same
+    resamples as the lean table's (:func:`auditkit.analyses.stage.analyze_audit`); a slice that
+    resamples on its own (e.g. at every step) adds its intervals in :meth:`build` instead."""
     gate_metrics: tuple[GateMetric, ...]
     """The gate metrics the slice offers; every slice declares them, an empty tuple when no
     number of its tables makes a meaningful gate."""

@@ -32,38 +32,22 @@ def analyze_audit(
     swept: pd.DataFrame | None = None,
     store: ActivationStore | None = None,
 ) -> AuditResults:
-    """Every table of the audit: the built-in analyses' (:func:`auditkit.analyze.tables.analyze`),
-    then those of the analysis slices the spec runs, and the slices' intervals in one bootstrap
-    pass over every table they declare ``resampled``.
-
-    A bootstrap pass seeds its own generators, so these intervals are the very ones a single
-    pass over the built-in and the slices' tables together would give (and the same whichever
-    other analyses the spec lists). ``store`` is the activation store, for slices that read more
-    than the aggregated latents (None: they do without).
+    """Every table of the audit: those of the analysis slices the spec runs, built first, then
+    the built-in analyses' (:func:`auditkit.analyze.tables.analyze`), whose one bootstrap pass
+    also adds the intervals of every table the slices declare ``resampled``: every interval of
+    the audit comes from the same resamples, computed once. ``store`` is the activation store,
+    for slices that read more than the aggregated latents (None: they do without).
     """
     from auditkit.analyze.measures import build_layout
     from auditkit.analyze.tables import analyze
-    from auditkit.analyze.uncertainty import add_bootstrap_intervals
 
-    results = analyze(spec, plan, latents, readings, swept)
-    layout = build_layout(spec, latents.row_map())
-    context = AnalysisContext(spec, plan, latents, layout, store)
+    context = AnalysisContext(spec, plan, latents, build_layout(spec, latents.row_map()), store)
     chosen = chosen_slices(spec)
     built: dict[str, pd.DataFrame] = {}
     for analysis in chosen:
         built.update(analysis.build(context))
-    stats = spec.statistics
-    add_bootstrap_intervals(
-        built,
-        layout,
-        latents,
-        resamples=stats.bootstrap_resamples,
-        seed=stats.seed,
-        hierarchical=stats.resampling == "hierarchical",
-        statistics=[statistic for analysis in chosen for statistic in analysis.resampled],
-    )
-    results.tables.update(built)
-    return results
+    statistics = [statistic for analysis in chosen for statistic in analysis.resampled]
+    return analyze(spec, plan, latents, readings, swept, extra=built, statistics=statistics)
 
 
 def chosen_slices(spec: AuditSpec) -> list[Analysis]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +20,10 @@ from auditkit.analyze.measures import (
     reference,
     step_consistency,
 )
+from auditkit.analyze.resampled import Resampled
 from auditkit.analyze.robustness import add_robustness
 from auditkit.analyze.significance import add_significance
-from auditkit.analyze.uncertainty import add_bootstrap_intervals
+from auditkit.analyze.uncertainty import LEAN, add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.rundir import REGISTRY
 from auditkit.spec.audit import AuditSpec
@@ -65,12 +67,19 @@ def analyze(
     latents: LatentSet,
     readings: pd.DataFrame | None = None,
     swept: pd.DataFrame | None = None,
+    *,
+    extra: Mapping[str, pd.DataFrame] | None = None,
+    statistics: Iterable[Resampled] = (),
 ) -> AuditResults:
-    """Compute every table the spec's analyses ask for; with the captioning stage's
+    """Compute every table the built-in analyses ask for; with the captioning stage's
     ``readings``, the output-level tables too (``outputs`` and ``agreement``), and with the
-    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``. (The analysis
-    slices, :mod:`auditkit.analyses`, add theirs in the analysis stage:
-    :func:`auditkit.analyses.stage.analyze_audit`.)"""
+    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``.
+
+    ``extra`` holds tables built elsewhere (the analysis slices', see
+    :func:`auditkit.analyses.stage.analyze_audit`); they join the results before the one
+    bootstrap pass, which adds the intervals of the lean table and of every table of
+    ``statistics``, all from the same resamples.
+    """
     H = latents.means().astype(np.float64)
     layout = build_layout(spec, latents.row_map())
     results = AuditResults()
@@ -84,6 +93,7 @@ def analyze(
         add_robustness(results.tables["lean"], H, layout)
         if latents.aggregation == "per_step" and len(latents.steps) > 1:
             results.tables["steps"] = _steps_table(latents, layout)
+    results.tables.update(extra or {})
     stats = spec.statistics
     samples = add_bootstrap_intervals(
         results.tables,
@@ -92,6 +102,7 @@ def analyze(
         resamples=stats.bootstrap_resamples,
         seed=stats.seed,
         hierarchical=stats.resampling == "hierarchical",
+        statistics=[LEAN, *statistics],
     )
     if "lean" in results:
         lean_samples = samples.get("lean")
