@@ -109,7 +109,7 @@ def test_planted_per_step_leans_are_recovered_exactly() -> None:
     assert entry["forms_at_step"] == 2 and entry["peak_step"] == 3 and entry["phase"] == "midway"
     assert entry["final_side_at_forms"] == 3 and entry["forms_at_timestep"] == 500
     (sentence,) = analysis.findings(ctx.spec, {"lean_by_step": table})
-    assert "'gender'" in sentence and "kept step 3 of 4" in sentence
+    assert "'gender'" in sentence and "at step 2 (kept step 3 of 4" in sentence
 
 
 TINY = """\
