@@ -32,9 +32,14 @@ def schema() -> None:
     """Print the JSON Schema of the audit spec."""
     import json
 
+    from auditkit.analyses.checks import known_analyses, known_metrics
     from auditkit.spec import AuditSpec
 
-    click.echo(json.dumps(AuditSpec.model_json_schema(), indent=2))
+    schema = AuditSpec.model_json_schema()
+    # the names the analysis slices add are known here, above the spec
+    schema["properties"]["analyses"]["items"]["enum"] = list(known_analyses())
+    schema["$defs"]["GateSpec"]["properties"]["metric"]["enum"] = list(known_metrics())
+    click.echo(json.dumps(schema, indent=2))
 
 
 @click.command()
