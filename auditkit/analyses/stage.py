@@ -72,7 +72,7 @@ def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> 
     section = spec.captions
     if section is not None and section.discovery is not None:
         keep |= set(DISCOVERY_TABLES)
-    stale = [p for p in run.results.glob("*.parquet") if p.stem not in keep]
+    stale = [p for p in run.files(run.results, "*.parquet") if p.stem not in keep]
     if not spec.gates:
         stale += [run.gates, run.junit]
     if section is None or section.causal is None:
@@ -81,5 +81,4 @@ def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> 
         stale.append(run.table_path("exemplars"))
     if section is None or not section.guidance:
         stale.append(run.table_path("guidance_readings"))
-    for path in stale:
-        path.unlink(missing_ok=True)
+    run.remove(*stale)
