@@ -136,3 +136,17 @@ def test_the_default_analyses_and_their_report_order_are_unchanged() -> None:
     assert order[start : start + 6] == (
         "lean", "lean_by_step", "defaults", "descriptors", "similarity", "outputs",
     )  # fmt: skip
+
+
+def test_findings_follow_the_order_the_spec_lists_the_analyses() -> None:
+    """The summary's findings of the slices come in the spec's order (a spec that lists the
+    slices after lean, defaults, descriptors and similarity keeps the findings of those first,
+    as when they were built in)."""
+    from auditkit.analyses.stage import chosen_slices, in_spec_order
+
+    spec = parse_spec(SPEC + "analyses: [lean, defaults, descriptors, similarity, lean_by_step]\n")
+    chosen = chosen_slices(spec)
+    assert [a.name for a in chosen] == ["lean_by_step", "defaults", "descriptors", "similarity"]
+    assert [a.name for a in in_spec_order(spec, chosen)] == [
+        "defaults", "descriptors", "similarity", "lean_by_step",
+    ]  # fmt: skip

@@ -109,7 +109,7 @@ def test_planted_per_step_leans_are_recovered_exactly() -> None:
     assert entry["forms_at_step"] == 2 and entry["peak_step"] == 3 and entry["phase"] == "midway"
     assert entry["final_side_at_forms"] == 3 and entry["forms_at_timestep"] == 500
     (sentence,) = analysis.findings(ctx.spec, {"lean_by_step": table})
-    assert "'gender'" in sentence and "kept step 3 of 4" in sentence
+    assert "'gender'" in sentence and "at step 2 (kept step 3 of 4" in sentence
 
 
 TINY = """\
@@ -235,3 +235,17 @@ def test_names_only_the_slices_know_are_checked_with_their_location(tmp_path: Pa
         assert "gates[1].metric: unknown metric 'no_such_metric'" in result.output
     path.write_text(SPEC)
     assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+
+
+def test_the_cli_lists_every_analysis_and_the_schema_names_them() -> None:
+    import json
+
+    from auditkit.cli import main
+
+    listed = CliRunner().invoke(main, ["analyses"])
+    assert listed.exit_code == 0, listed.output
+    assert "lean_by_step  Lean by denoising step" in listed.output
+    assert "gate metric max_step_lean (max)" in listed.output
+    schema = json.loads(CliRunner().invoke(main, ["schema"]).output)
+    assert "lean_by_step" in schema["properties"]["analyses"]["items"]["enum"]
+    assert "max_step_lean" in schema["$defs"]["GateSpec"]["properties"]["metric"]["enum"]

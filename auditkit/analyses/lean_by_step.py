@@ -190,7 +190,7 @@ def _formation(axis: Any, rows: pd.DataFrame) -> dict[str, Any]:
     :data:`HALF` of its peak, and how many concepts then lean to the side they end on."""
     strength = rows.assign(strength=rows["score"].abs()).groupby("step")["strength"].mean()
     steps = list(strength.index)
-    peak_step = int(strength.idxmax())
+    peak_step = int(steps[int(strength.to_numpy().argmax())])
     peak = float(strength.max())
     formed = next(int(s) for s in steps if strength[s] >= HALF * peak)
     last = rows[rows["step"] == steps[-1]].set_index(["concept_set", "concept"])["score"]
@@ -225,9 +225,9 @@ def _sentence(entry: dict[str, Any]) -> str:
     )
     return (
         f"Lean by denoising step along '{entry['axis']}': the leans {where}; their mean |score| "
-        f"reaches half its peak ({entry['peak_mean_abs_score']:.2f}) at kept step "
-        f"{entry['forms_at_position']} of {entry['steps']} (timestep "
-        f"{entry['forms_at_timestep']:.0f}), where {entry['final_side_at_forms']} of "
+        f"reaches half its peak ({entry['peak_mean_abs_score']:.2f}) at step "
+        f"{entry['forms_at_step']} (kept step {entry['forms_at_position']} of {entry['steps']}, "
+        f"timestep {entry['forms_at_timestep']:.0f}), where {entry['final_side_at_forms']} of "
         f"{entry['concepts']} concepts already lean to the side they end on."
     )
 
@@ -260,7 +260,13 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
         "label:N",
         title="concept",
         scale=alt.Scale(scheme=GROUP_SCHEME if frame["label"].nunique() <= 10 else "tableau20"),
-        legend=alt.Legend(orient="right", labelLimit=150),
+        legend=alt.Legend(
+            orient="right",
+            labelLimit=150,
+            symbolType="stroke",
+            symbolOpacity=1,
+            symbolStrokeWidth=2,
+        ),
     )
     x = alt.X(
         "step:Q", title="denoising step (kept steps, 0 = first)", axis=alt.Axis(tickMinStep=1)

@@ -55,6 +55,13 @@ def chosen_slices(spec: AuditSpec) -> list[Analysis]:
     return [a for a in slices().values() if a.applies(spec)]
 
 
+def in_spec_order(spec: AuditSpec, chosen: list[Analysis]) -> list[Analysis]:
+    """``chosen`` in the order the spec lists them under ``analyses:`` (the order of their
+    findings in the summary), those it does not list last, in report order."""
+    listed = {name: i for i, name in enumerate(spec.analyses)}
+    return sorted(chosen, key=lambda a: listed.get(a.name, len(listed)))
+
+
 def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifest) -> None:
     """Analyze a run whose extraction (and captioning, when asked) is done."""
     from auditkit.analyze.latents import load_latents
@@ -82,7 +89,7 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
         extra=read_extra_tables(run),
         slices={
             a.name: (a.findings(spec, results.tables), a.summary(spec, results.tables))
-            for a in chosen
+            for a in in_spec_order(spec, chosen)
         },
     )
     if spec.gates:
@@ -104,7 +111,7 @@ def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> 
     section = spec.captions
     if section is not None and section.discovery is not None:
         keep |= set(DISCOVERY_TABLES)
-    stale = [p for p in run.results.glob("*.parquet") if p.stem not in keep]
+    stale = [p for p in run.files(run.results, "*.parquet") if p.stem not in keep]
     if not spec.gates:
         stale += [run.gates, run.junit]
     if section is None or section.causal is None:
@@ -113,5 +120,4 @@ def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> 
         stale.append(run.table_path("exemplars"))
     if section is None or not section.guidance:
         stale.append(run.table_path("guidance_readings"))
-    for path in stale:
-        path.unlink(missing_ok=True)
+    run.remove(*stale)

@@ -5,7 +5,7 @@ instant. Exit codes: 0 ok, 1 gates failed, 2 spec or usage error, 3 runtime or p
 
 Modules: ``common`` (error handling, shared output), ``options`` (arguments and options that
 several commands share), and one per command group: ``spec`` (validate, schema, plan, hooks),
-``run``, ``check``, ``report``, ``diff``, ``export``, ``toyworld``, ``calibrate``.
+``analyses``, ``run``, ``check``, ``report``, ``diff``, ``export``, ``toyworld``, ``calibrate``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from auditkit import __version__
-from auditkit.cli import calibrate, check, diff, export, report, run, spec, toyworld
+from auditkit.cli import analyses, calibrate, check, diff, export, report, run, spec, toyworld
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +31,7 @@ for _command in (
     spec.schema,
     spec.plan,
     spec.hooks,
+    analyses.analyses,
     run.run,
     check.check,
     report.report,

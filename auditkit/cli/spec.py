@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import handle_errors
-from auditkit.cli.options import cache_dir_option, device_option, spec_argument
+from auditkit.cli.options import cache_dir_option, device_option, path_option, spec_argument
 
 
 @click.command()
@@ -32,19 +32,23 @@ def schema() -> None:
     """Print the JSON Schema of the audit spec."""
     import json
 
+    from auditkit.analyses.checks import known_analyses, known_metrics
     from auditkit.spec import AuditSpec
 
-    click.echo(json.dumps(AuditSpec.model_json_schema(), indent=2))
+    schema = AuditSpec.model_json_schema()
+    # the names the analysis slices add are known here, above the spec
+    schema["properties"]["analyses"]["items"]["enum"] = list(known_analyses())
+    schema["$defs"]["GateSpec"]["properties"]["metric"]["enum"] = list(known_metrics())
+    click.echo(json.dumps(schema, indent=2))
 
 
 @click.command()
 @spec_argument
 @device_option(None, help="Device to estimate time for (default: the spec's).")
-@click.option(
+@path_option(
     "--rate-from",
     "rate_from",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
+    file_okay=False,
     help="A run directory of the same model on the same kind of device: estimate time from "
     "the rate its extraction measured instead of from the model's size.",
 )
