@@ -9,24 +9,29 @@ Vega-Lite specs (plain dicts); the templates format and place values but never c
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from auditkit import __version__, charts
 from auditkit.analyses.base import SectionContext
-from auditkit.analyses.values import axis_info, clear_of_zero, finite, frame_records
-from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
+from auditkit.analyses.values import finite
+from auditkit.analyze.summary import read_extra_tables
 from auditkit.report import inputs
+from auditkit.report.causal_section import causal_section
+from auditkit.report.discovery_section import discovery_section
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
-from auditkit.report.guidance_section import guidance_section, in_order
+from auditkit.report.lean_section import axis_sections, significance
+from auditkit.report.outputs_section import output_sections
 from auditkit.report.sections import report_sections
+from auditkit.report.settings_section import (
+    bootstrap_block,
+    definitions,
+    provenance,
+    settings_blocks,
+)
 from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
@@ -78,7 +83,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
 
     chart_specs: dict[str, dict[str, Any]] = {}
     model = _model(spec, manifest, summary)
-    bootstrap = _bootstrap(spec, spec_text, tables)
+    bootstrap = bootstrap_block(spec, spec_text, tables)
     if bootstrap is not None:  # recorded by the run; runs before it resampled seeds only
         bootstrap["resampling"] = summary.get("settings", {}).get("resampling", "seeds")
     context: dict[str, Any] = {
@@ -99,16 +104,16 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "strongest": _strongest(summary, tables["axes"]),
         "counts": dict(summary.get("counts", {})),
         "bootstrap": bootstrap,
-        "significance": _significance(spec, tables["lean"]),
-        "settings": _settings(spec, manifest, bootstrap),
-        "definitions": _definitions(spec, tables["prompts"]),
-        "axes": _axis_sections(tables, chart_specs),
-        "outputs": _output_sections(tables, manifest, chart_specs, [a.name for a in spec.axes]),
+        "significance": significance(spec, tables["lean"]),
+        "settings": settings_blocks(spec, manifest, bootstrap),
+        "definitions": definitions(spec, tables["prompts"]),
+        "axes": axis_sections(tables, chart_specs),
+        "outputs": output_sections(tables, manifest, chart_specs, [a.name for a in spec.axes]),
         "exemplars": exemplar_section(run_dir, spec),
-        "causal": _causal_section(extra, spec, manifest, chart_specs),
-        "discovery": _discovery_section(extra, spec),
+        "causal": causal_section(extra, spec, manifest, chart_specs),
+        "discovery": discovery_section(extra, spec),
         "caveats": list(CAVEATS),
-        "provenance": _provenance(manifest, spec_text, tables["prompts"]),
+        "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }
     sink = SectionContext(spec, tables)
     context["sections"] = report_sections(context, sink)
@@ -221,478 +226,3 @@ def _strongest(summary: dict[str, Any], axes: pd.DataFrame | None) -> list[dict[
             }
         )
     return out
-
-
-def _bootstrap(
-    spec: AuditSpec, spec_text: str, tables: dict[str, pd.DataFrame | None]
-) -> dict[str, Any] | None:
-    """The seed bootstrap as run, or None for a run directory from before it existed.
-
-    ``statistics`` is read from the spec as written, not from the parsed model (which fills in a
-    default), so an older run directory is not credited with intervals it never computed.
-    ``intervals`` says whether any result table actually carries 95% interval columns.
-    """
-    raw = yaml.safe_load(spec_text)
-    in_spec = isinstance(raw, dict) and "statistics" in raw
-    measures = {"lean": "score", "descriptors": "cosine", "similarity": "cosine"}
-    intervals = False
-    for name, measure in measures.items():
-        frame = tables.get(name)
-        intervals = intervals or (frame is not None and charts.has_interval(frame, measure))
-    if not in_spec and not intervals:
-        return None
-    resamples = int(spec.statistics.bootstrap_resamples) if in_spec else None
-    seed = int(spec.statistics.seed) if in_spec else None
-    status = missing = None
-    if resamples == 0:
-        status = "off: no confidence intervals"
-        missing = "the spec turned the seed bootstrap off (statistics.bootstrap_resamples: 0)"
-    elif not intervals and len(spec.seed_list) < 2:
-        status = "not computed: one seed gives nothing to resample"
-        missing = "the seed bootstrap needs at least two seeds and this run had one"
-    return {
-        "resamples": resamples,
-        "seed": seed,
-        "n_seeds": len(spec.seed_list),
-        "intervals": intervals,
-        "status": status,
-        "missing": missing,
-    }
-
-
-def _settings(
-    spec: AuditSpec, manifest: dict[str, Any], bootstrap: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    seeds = spec.seed_list
-    shown = ", ".join(str(s) for s in seeds[:12]) + (" …" if len(seeds) > 12 else "")
-    probe_steps = "all" if spec.probe.steps == "all" else ", ".join(map(str, spec.probe.steps))
-    if spec.centring.reference == "base":
-        centring = f"base prompt “{spec.centring.base_prompt}”"
-    else:
-        centring = "mean latent of the compared set"
-    statistics: list[tuple[str, Any]] = []
-    if bootstrap is not None and bootstrap["resamples"] is not None:
-        resamples = f"{bootstrap['resamples']:,}"
-        if bootstrap["status"]:
-            resamples += f" ({bootstrap['status']})"
-        elif bootstrap["intervals"]:
-            resamples += " (seeds resampled together for all prompts; 95% intervals)"
-        statistics = [("Bootstrap resamples", resamples), ("Bootstrap seed", bootstrap["seed"])]
-    return [
-        {
-            "title": "Model and sampling",
-            "rows": [
-                ("Model", spec.model.id),
-                ("Revision", spec.model.revision or "(default branch)"),
-                ("Pipeline", spec.model.pipeline),
-                ("Scheduler", spec.model.scheduler),
-                ("Denoising steps", spec.model.steps),
-                ("Guidance scale", spec.model.guidance_scale),
-                ("Resolution", f"{spec.model.resolution} × {spec.model.resolution} px"),
-                ("Device / dtype (as run)", f"{manifest.get('device')} / {manifest.get('dtype')}"),
-            ],
-        },
-        {
-            "title": "Probe (h-space), seeds and centring",
-            "rows": [
-                ("Hook point", spec.probe.hook),
-                ("Steps kept", probe_steps),
-                ("Aggregation over steps", spec.probe.aggregation),
-                ("Spatial pooling", spec.probe.spatial_pool),
-                ("Guidance half", spec.probe.guidance_half),
-                ("Stored dtype", spec.probe.store_dtype),
-                ("Seeds", f"{len(seeds)} ({shown}), the same for every prompt"),
-                *statistics,
-                ("Centring reference", centring),
-                ("Analyses", ", ".join(spec.analyses)),
-            ],
-        },
-    ]
-
-
-def _definitions(spec: AuditSpec, prompts: pd.DataFrame | None) -> dict[str, Any]:
-    """The axes and concept sets as defined; an axis's terms are those the run prompted with
-    (its prompts table), so a run made by an earlier auditkit shows what it ran, e.g. the
-    crossing terms it composed then."""
-    prompted: dict[tuple[str, str], list[str]] = {}
-    if prompts is not None:
-        for row in prompts[prompts["role"] == "axis"].itertuples():
-            terms = prompted.setdefault((str(row.set_name), str(row.group)), [])
-            if str(row.term) not in terms:
-                terms.append(str(row.term))
-    axes = [
-        {
-            "name": a.name,
-            "templates": list(a.templates),
-            "groups": [
-                {
-                    "name": g,
-                    "terms": prompted.get((a.name, g), list(terms)),
-                    "marker": a.marker(g) if a.markers else prompted.get((a.name, g), terms)[0],
-                }
-                for g, terms in a.groups.items()
-            ],
-        }
-        for a in spec.analysis_axes
-    ]
-    concepts = [
-        {"name": c.name, "templates": list(c.templates), "terms": list(c.terms)}
-        for c in spec.concepts
-    ]
-    return {"axes": axes, "concepts": concepts}
-
-
-def _axis_sections(
-    tables: dict[str, pd.DataFrame | None], chart_specs: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    axes, lean, steps = tables["axes"], tables["lean"], tables["steps"]
-    if lean is None:
-        return []
-    names = list(dict.fromkeys(lean["axis"].tolist()))
-    sections = []
-    for index, name in enumerate(names):
-        rows = lean[lean["axis"] == name].sort_values("score", ascending=False)
-        pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
-        info = axis_info(axes, name)
-        chart_id = f"lean-{index}"
-        chart_specs[chart_id] = charts.lean_chart(rows, pos, neg).to_dict()
-        intervals = charts.has_interval(rows, "score")
-        steps_id = None
-        if steps is not None and (steps["axis"] == name).any():
-            steps_id = f"steps-{index}"
-            chart_specs[steps_id] = charts.steps_chart(steps[steps["axis"] == name]).to_dict()
-        agreement_id = None
-        step_agreement = tables.get("step_agreement")
-        if step_agreement is not None and (step_agreement["axis"] == name).any():
-            agreement_id = f"step-agreement-{index}"
-            part = step_agreement[step_agreement["axis"] == name]
-            chart_specs[agreement_id] = charts.step_agreement_heatmap(part).to_dict()
-        sections.append(
-            {
-                "anchor": f"axis-{index}",
-                "axis": name,
-                "positive_group": pos,
-                "negative_group": neg,
-                "norm": info.get("norm"),
-                "n_prompts": info.get("n_prompts"),
-                "step_consistency": info.get("step_consistency"),
-                "chart_id": chart_id,
-                "steps_chart_id": steps_id,
-                "step_agreement_chart_id": agreement_id,
-                "rows": _lean_rows(rows, intervals),
-                "intervals": intervals,
-                "tested": "significant" in rows.columns,
-                "witnessed": "witness" in rows.columns and rows["witness"].astype(str).ne("").any(),
-                "n_seeds": int(rows["n_seeds"].max()),
-            }
-        )
-    return sections
-
-
-def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] | None:
-    """Audit-wide numbers of the rule the run was judged by (read from its lean table, so an
-    older run keeps its own rule), or None for runs without a test."""
-    if lean is None or "significant" not in lean.columns:
-        return None
-    tested = lean["p_value"].notna()
-    rule, band = rule_of(lean)
-    return {
-        "alpha": spec.statistics.alpha,
-        "tested": int(tested.sum()),
-        "significant": int(lean["significant"].sum()),
-        "rule": rule,
-        "min_effect": band,
-        "rule_words": rule_words(rule, band),
-        "mapping": _mapping_rows() if rule == "min_effect" else [],
-    }
-
-
-def _mapping_rows() -> list[dict[str, Any]]:
-    """The shipped lean-to-share mapping, for the sentence under the band."""
-    from auditkit.analyze.significance import read_mapping
-
-    rows = []
-    for row in read_mapping():
-        high = row.get("score_high")
-        low = float(row["score_low"])
-        rows.append(
-            {
-                "scores": f"{low:.2f}–{float(high):.2f}" if high is not None else f"≥ {low:.2f}",
-                "pairs": int(row["pairs"]),
-                "median": f"{100 * float(row['median_skew']):+.0f}",
-                "low": f"{100 * float(row['skew_p10']):+.0f}",
-                "high": f"{100 * float(row['skew_p90']):+.0f}",
-            }
-        )
-    return rows
-
-
-def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
-    columns = ["concept_set", "concept", "toward", "score", "cosine", "projection"]
-    if intervals:
-        columns += ["score_ci_low", "score_ci_high"]
-    records = frame_records(rows, columns)
-    tested = "significant" in rows.columns
-    fragile = "fragile" in rows.columns
-    for record, row in zip(records, rows.itertuples(), strict=True):
-        if intervals:
-            record["clear_of_zero"] = clear_of_zero(record["score_ci_low"], record["score_ci_high"])
-        record["finding"] = charts.finding_text(row) if tested else None
-        record["q_value"] = finite(row.q_value) if tested else None
-        record["finding_short"] = charts.finding_text(row, short=True) if tested else None
-        record["significant"] = bool(row.significant) if tested else None
-        record["fragile"] = bool(row.fragile) if fragile else None
-        record["images"] = _image_text(row)
-    return records
-
-
-def _image_text(row: Any) -> dict[str, Any] | None:
-    """The images beside a lean (the lean table's witness columns), or None without them."""
-    share = getattr(row, "image_share", None)
-    if share is None or not math.isfinite(float(share)):
-        return None
-    low, high = float(row.image_share_low), float(row.image_share_high)
-    witness = str(row.witness)
-    return {
-        "share": f"{100 * float(share):.0f}% {row.positive_group}",
-        "interval": f"{100 * low:.0f}–{100 * high:.0f}%",
-        "witness": witness,
-        "flag": witness in ("images only", "latent only", "opposite"),
-    }
-
-
-def _output_sections(
-    tables: dict[str, pd.DataFrame | None],
-    manifest: dict[str, Any],
-    chart_specs: dict[str, dict[str, Any]],
-    axis_order: list[str],
-) -> dict[str, Any] | None:
-    """Captioned outputs: shares per attribute vs the reference, and agreement per axis; the
-    attributes in the spec's axis order."""
-    from auditkit import charts
-    from auditkit.analyze.outputs import agreement_points
-
-    outputs, agreement, lean = tables["outputs"], tables["agreement"], tables["lean"]
-    if outputs is None or outputs.empty:
-        return None
-    attributes = []
-    for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
-        part = outputs[outputs["attribute"].astype(str) == name]
-        chart_id = f"shares-{index}"
-        chart_specs[chart_id] = charts.share_chart(part).to_dict()
-        per_concept = part.drop_duplicates(["concept_set", "concept"])
-        top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
-        attributes.append(
-            {
-                "attribute": name,
-                "chart_id": chart_id,
-                "reference": str(part["reference_kind"].iloc[0]),
-                "n_images": int(part["n_images"].max()),
-                "largest_gaps": frame_records(
-                    top, ["concept", "max_gap_group", "max_abs_gap", "kl_bits"]
-                ),
-            }
-        )
-    axes = []
-    if agreement is not None and lean is not None:
-        shares = outputs[list(c for c in outputs.columns if not c.startswith("ref"))]
-        for index, row in enumerate(agreement.to_dict("records")):
-            axis_map = {str(row["attribute"]): str(row["axis"])}
-            points = agreement_points(lean, shares, axis_map)
-            chart_id = f"agreement-{index}"
-            summary_row = {str(k): v for k, v in row.items()}
-            chart_specs[chart_id] = charts.agreement_chart(points, summary_row).to_dict()
-            axes.append(
-                {
-                    "axis": str(row["axis"]),
-                    "positive_group": str(row["positive_group"]),
-                    "rho": finite(row["rho"]),
-                    "rho_ci_low": finite(row["rho_ci_low"]),
-                    "rho_ci_high": finite(row["rho_ci_high"]),
-                    "n_concepts": int(row["n_concepts"]),
-                    "statement": str(row["statement"]),
-                    "chart_id": chart_id,
-                }
-            )
-    captioner = dict(manifest.get("captioner") or {})
-    return {
-        "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
-        "attributes": attributes,
-        "agreement": axes,
-        "guidance": guidance_section(
-            tables["guidance"], tables["amplification"], chart_specs, axis_order
-        ),
-    }
-
-
-def _causal_section(
-    extra: dict[str, pd.DataFrame],
-    spec: AuditSpec,
-    manifest: dict[str, Any],
-    chart_specs: dict[str, dict[str, Any]],
-) -> dict[str, Any] | None:
-    """The causal check: per steered axis its dose-response chart, statement and shares."""
-    from auditkit import charts
-
-    records = causal_records(extra, spec.probe.hook)
-    if not records:
-        return None
-    curve, per_concept = extra["causal_curve"], extra.get("causal")
-    axes = []
-    for index, record in enumerate(records):
-        points = curve[curve["axis"] == record["axis"]].sort_values("alpha")
-        concepts = None
-        if per_concept is not None:
-            concepts = per_concept[per_concept["axis"] == record["axis"]]
-        chart_id = f"causal-{index}"
-        chart_specs[chart_id] = charts.dose_response_chart(points, concepts).to_dict()
-        alphas = [float(a) for a in points["alpha"]]
-        rows = []
-        if concepts is not None and len(concepts):
-            wide = concepts.pivot_table(
-                index=["concept_set", "concept"], columns="alpha", values="share", sort=False
-            )
-            rows = [
-                {
-                    "concept_set": str(key[0]),
-                    "concept": str(key[1]),
-                    "shares": [finite(wide.loc[key].get(a)) for a in alphas],
-                }
-                for key in wide.index
-            ]
-        axes.append(
-            {
-                **record,
-                "anchor": f"causal-{index}",
-                "chart_id": chart_id,
-                "alphas": [alpha_text(a) for a in alphas],
-                "points": [
-                    {**point, "alpha_text": alpha_text(float(point["alpha"]))}
-                    for point in record["shares"]
-                ],
-                "concept_rows": rows,
-            }
-        )
-    n_seeds = None
-    if spec.captions is not None and spec.captions.causal is not None:
-        from auditkit.caption.causal import causal_seeds
-
-        n_seeds = len(causal_seeds(spec))
-    captioner = dict(manifest.get("captioner") or {})
-    return {
-        "hook": spec.probe.hook,
-        "captioner": captioner.get("id"),
-        "n_seeds": n_seeds,
-        "axes": axes,
-    }
-
-
-def _term_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """Discovered terms for a table: text, cosine, its interval and captions containing it."""
-    out = []
-    for row in rows.to_dict("records"):
-        low, high = finite(row["cosine_ci_low"]), finite(row["cosine_ci_high"])
-        out.append(
-            {
-                "term": str(row["term"]),
-                "rank": int(row["rank"]),
-                "count": int(row["count"]),
-                "cosine": finite(row["cosine"]),
-                "ci_low": low,
-                "ci_high": high,
-                "clear_of_zero": clear_of_zero(low, high),
-            }
-        )
-    return out
-
-
-def _discovery_section(extra: dict[str, pd.DataFrame], spec: AuditSpec) -> dict[str, Any] | None:
-    """Open-vocabulary discovery: the top mined terms per concept and at each axis end."""
-    discovery = extra.get("discovery")
-    if discovery is None:
-        return None
-    template = None
-    if spec.captions is not None and spec.captions.discovery is not None:
-        from auditkit.caption.discovery import discovery_template
-
-        template = discovery_template(spec)
-    groups = {a.name: list(a.groups) for a in spec.axes}
-    concepts = []
-    on_concepts = discovery[discovery["axis"] == ""]
-    for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False):
-        top = block[block["top"].astype(bool)].sort_values("rank")
-        concepts.append(
-            {"concept_set": str(key[0]), "concept": str(key[1]), "terms": _term_rows(top)}
-        )
-    axes = []
-    on_axes = discovery[discovery["axis"] != ""]
-    for key, block in on_axes.groupby(["concept_set", "axis"], sort=False):
-        first, second = (_term_rows(end) for end in axis_ends(block))
-        names = groups.get(str(key[1]), [])
-        axes.append(
-            {
-                "concept_set": str(key[0]),
-                "axis": str(key[1]),
-                "positive_group": str(block["positive_group"].iloc[0]),
-                "negative_group": names[1] if len(names) == 2 else "the second group",
-                "rows": [
-                    {
-                        "first": first[i] if i < len(first) else None,
-                        "second": second[i] if i < len(second) else None,
-                    }
-                    for i in range(max(len(first), len(second)))
-                ],
-            }
-        )
-    intervals = bool(discovery[["cosine_ci_low", "cosine_ci_high"]].notna().all(axis=1).any())
-    return {
-        "n_terms": int(discovery["term"].nunique()),
-        "template": template,
-        "intervals": intervals,
-        "several_sets": int(discovery["concept_set"].nunique()) > 1,
-        "concepts": concepts,
-        "axes": axes,
-    }
-
-
-def _provenance(
-    manifest: dict[str, Any], spec_text: str, prompts: pd.DataFrame | None
-) -> dict[str, Any]:
-    model = dict(manifest.get("model") or {})
-    files = [
-        {"path": str(f.get("path")), "sha256": f.get("sha256"), "bytes": f.get("bytes")}
-        for f in model.pop("files", None) or []
-    ]
-    flat = _flatten({**manifest, "model": model})
-    prompt_rows = []
-    if prompts is not None:
-        prompt_rows = frame_records(prompts, ["prompt_id", "role", "set_name", "group", "prompt"])
-    return {
-        "manifest": [{"key": k, "value": v} for k, v in flat],
-        "files": files,
-        "manifest_json": json.dumps(manifest, indent=2, sort_keys=False),
-        "spec_yaml": spec_text,
-        "prompts": prompt_rows,
-    }
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested manifest -> (dotted key, display string) pairs, in file order."""
-    if isinstance(value, dict) and value:
-        out: list[tuple[str, str]] = []
-        for key, item in value.items():
-            out.extend(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, list) and value and any(isinstance(v, dict | list) for v in value):
-        out = []
-        for i, item in enumerate(value):
-            out.extend(_flatten(item, f"{prefix}[{i}]"))
-        return out
-    if isinstance(value, list):
-        return [(prefix, ", ".join(json.dumps(v) if v is None else str(v) for v in value))]
-    if value is None or isinstance(value, bool) or value == {}:
-        return [(prefix, json.dumps(value))]
-    return [(prefix, str(value))]

@@ -1,0 +1,133 @@
+"""The report's lean section: one block per two-group axis (chart, table, images beside the
+leans), and the rule that judged significance with the shipped lean-to-share mapping."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from auditkit import charts
+from auditkit.analyses.values import axis_info, clear_of_zero, finite, frame_records
+from auditkit.analyze.significance import rule_of, rule_words
+from auditkit.spec import AuditSpec
+
+
+def axis_sections(
+    tables: dict[str, pd.DataFrame | None], chart_specs: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    axes, lean, steps = tables["axes"], tables["lean"], tables["steps"]
+    if lean is None:
+        return []
+    names = list(dict.fromkeys(lean["axis"].tolist()))
+    sections = []
+    for index, name in enumerate(names):
+        rows = lean[lean["axis"] == name].sort_values("score", ascending=False)
+        pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
+        info = axis_info(axes, name)
+        chart_id = f"lean-{index}"
+        chart_specs[chart_id] = charts.lean_chart(rows, pos, neg).to_dict()
+        intervals = charts.has_interval(rows, "score")
+        steps_id = None
+        if steps is not None and (steps["axis"] == name).any():
+            steps_id = f"steps-{index}"
+            chart_specs[steps_id] = charts.steps_chart(steps[steps["axis"] == name]).to_dict()
+        agreement_id = None
+        step_agreement = tables.get("step_agreement")
+        if step_agreement is not None and (step_agreement["axis"] == name).any():
+            agreement_id = f"step-agreement-{index}"
+            part = step_agreement[step_agreement["axis"] == name]
+            chart_specs[agreement_id] = charts.step_agreement_heatmap(part).to_dict()
+        sections.append(
+            {
+                "anchor": f"axis-{index}",
+                "axis": name,
+                "positive_group": pos,
+                "negative_group": neg,
+                "norm": info.get("norm"),
+                "n_prompts": info.get("n_prompts"),
+                "step_consistency": info.get("step_consistency"),
+                "chart_id": chart_id,
+                "steps_chart_id": steps_id,
+                "step_agreement_chart_id": agreement_id,
+                "rows": _lean_rows(rows, intervals),
+                "intervals": intervals,
+                "tested": "significant" in rows.columns,
+                "witnessed": "witness" in rows.columns and rows["witness"].astype(str).ne("").any(),
+                "n_seeds": int(rows["n_seeds"].max()),
+            }
+        )
+    return sections
+
+
+def significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] | None:
+    """Audit-wide numbers of the rule the run was judged by (read from its lean table, so an
+    older run keeps its own rule), or None for runs without a test."""
+    if lean is None or "significant" not in lean.columns:
+        return None
+    tested = lean["p_value"].notna()
+    rule, band = rule_of(lean)
+    return {
+        "alpha": spec.statistics.alpha,
+        "tested": int(tested.sum()),
+        "significant": int(lean["significant"].sum()),
+        "rule": rule,
+        "min_effect": band,
+        "rule_words": rule_words(rule, band),
+        "mapping": _mapping_rows() if rule == "min_effect" else [],
+    }
+
+
+def _mapping_rows() -> list[dict[str, Any]]:
+    """The shipped lean-to-share mapping, for the sentence under the band."""
+    from auditkit.analyze.significance import read_mapping
+
+    rows = []
+    for row in read_mapping():
+        high = row.get("score_high")
+        low = float(row["score_low"])
+        rows.append(
+            {
+                "scores": f"{low:.2f}–{float(high):.2f}" if high is not None else f"≥ {low:.2f}",
+                "pairs": int(row["pairs"]),
+                "median": f"{100 * float(row['median_skew']):+.0f}",
+                "low": f"{100 * float(row['skew_p10']):+.0f}",
+                "high": f"{100 * float(row['skew_p90']):+.0f}",
+            }
+        )
+    return rows
+
+
+def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
+    columns = ["concept_set", "concept", "toward", "score", "cosine", "projection"]
+    if intervals:
+        columns += ["score_ci_low", "score_ci_high"]
+    records = frame_records(rows, columns)
+    tested = "significant" in rows.columns
+    fragile = "fragile" in rows.columns
+    for record, row in zip(records, rows.itertuples(), strict=True):
+        if intervals:
+            record["clear_of_zero"] = clear_of_zero(record["score_ci_low"], record["score_ci_high"])
+        record["finding"] = charts.finding_text(row) if tested else None
+        record["q_value"] = finite(row.q_value) if tested else None
+        record["finding_short"] = charts.finding_text(row, short=True) if tested else None
+        record["significant"] = bool(row.significant) if tested else None
+        record["fragile"] = bool(row.fragile) if fragile else None
+        record["images"] = _image_text(row)
+    return records
+
+
+def _image_text(row: Any) -> dict[str, Any] | None:
+    """The images beside a lean (the lean table's witness columns), or None without them."""
+    share = getattr(row, "image_share", None)
+    if share is None or not math.isfinite(float(share)):
+        return None
+    low, high = float(row.image_share_low), float(row.image_share_high)
+    witness = str(row.witness)
+    return {
+        "share": f"{100 * float(share):.0f}% {row.positive_group}",
+        "interval": f"{100 * low:.0f}–{100 * high:.0f}%",
+        "witness": witness,
+        "flag": witness in ("images only", "latent only", "opposite"),
+    }

@@ -1,0 +1,75 @@
+"""The report's "What the model draws" section: shares per attribute against the reference,
+agreement with the leans, and the guidance amplification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from auditkit import charts
+from auditkit.analyses.values import finite, frame_records
+from auditkit.report.guidance_section import guidance_section, in_order
+
+
+def output_sections(
+    tables: dict[str, pd.DataFrame | None],
+    manifest: dict[str, Any],
+    chart_specs: dict[str, dict[str, Any]],
+    axis_order: list[str],
+) -> dict[str, Any] | None:
+    """Captioned outputs: shares per attribute vs the reference, and agreement per axis; the
+    attributes in the spec's axis order."""
+    from auditkit.analyze.outputs import agreement_points
+
+    outputs, agreement, lean = tables["outputs"], tables["agreement"], tables["lean"]
+    if outputs is None or outputs.empty:
+        return None
+    attributes = []
+    for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
+        part = outputs[outputs["attribute"].astype(str) == name]
+        chart_id = f"shares-{index}"
+        chart_specs[chart_id] = charts.share_chart(part).to_dict()
+        per_concept = part.drop_duplicates(["concept_set", "concept"])
+        top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
+        attributes.append(
+            {
+                "attribute": name,
+                "chart_id": chart_id,
+                "reference": str(part["reference_kind"].iloc[0]),
+                "n_images": int(part["n_images"].max()),
+                "largest_gaps": frame_records(
+                    top, ["concept", "max_gap_group", "max_abs_gap", "kl_bits"]
+                ),
+            }
+        )
+    axes = []
+    if agreement is not None and lean is not None:
+        shares = outputs[list(c for c in outputs.columns if not c.startswith("ref"))]
+        for index, row in enumerate(agreement.to_dict("records")):
+            axis_map = {str(row["attribute"]): str(row["axis"])}
+            points = agreement_points(lean, shares, axis_map)
+            chart_id = f"agreement-{index}"
+            summary_row = {str(k): v for k, v in row.items()}
+            chart_specs[chart_id] = charts.agreement_chart(points, summary_row).to_dict()
+            axes.append(
+                {
+                    "axis": str(row["axis"]),
+                    "positive_group": str(row["positive_group"]),
+                    "rho": finite(row["rho"]),
+                    "rho_ci_low": finite(row["rho_ci_low"]),
+                    "rho_ci_high": finite(row["rho_ci_high"]),
+                    "n_concepts": int(row["n_concepts"]),
+                    "statement": str(row["statement"]),
+                    "chart_id": chart_id,
+                }
+            )
+    captioner = dict(manifest.get("captioner") or {})
+    return {
+        "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
+        "attributes": attributes,
+        "agreement": axes,
+        "guidance": guidance_section(
+            tables["guidance"], tables["amplification"], chart_specs, axis_order
+        ),
+    }
