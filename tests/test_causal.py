@@ -434,13 +434,14 @@ def test_causal_tables_are_versioned(
     from auditkit.errors import SchemaVersionError
 
     spec, plan, loaded, store = tiny_run
-    _check(spec, plan, tmp_path, store, load_captioner("toyworld"), lambda: loaded)
-    path = tmp_path / "causal_axes.parquet"
+    root = tmp_path / "captions"
+    _check(spec, plan, root, store, load_captioner("toyworld"), lambda: loaded)
+    path = root / "causal_axes.parquet"
     table = pq.read_table(path)
     meta = dict(table.schema.metadata or {})
     assert meta[b"auditkit_schema_version"] == b"1"
     meta[b"auditkit_schema_version"] = b"99"
     pq.write_table(table.replace_schema_metadata(meta), path)
     with pytest.raises(SchemaVersionError, match="schema_version 99"):
-        read_causal(tmp_path)
-    assert isinstance(pd.read_parquet(tmp_path / "causal.parquet"), pd.DataFrame)
+        read_causal(root)
+    assert isinstance(pd.read_parquet(root / "causal.parquet"), pd.DataFrame)

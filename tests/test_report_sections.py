@@ -105,7 +105,7 @@ def _add_discovery(run: Path, concepts: list[str], top_k: int = 3) -> None:
 
 def _resummarize(run: Path) -> dict[str, Any]:
     """Rewrite summary.json as ``auditkit run`` does with the optional tables passed in."""
-    results, old = read_results(run / "results")
+    results, old = read_results(run)
     spec = parse_spec((run / "spec.yaml").read_text(encoding="utf-8"))
     summary = summarize(
         spec,
