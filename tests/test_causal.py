@@ -16,25 +16,27 @@ import pandas as pd
 import pytest
 import torch
 
-from auditkit.caption import Captioner
-from auditkit.caption.causal import (
+from auditkit.analyze.causal import (
     AXIS_COLUMNS,
     CAUSAL_COLUMNS,
     CURVE_COLUMNS,
-    causal_seeds,
-    causal_units,
-    plan_jobs,
     read_causal,
-    run_causal_check,
-    select_axes,
     steering_directions,
 )
+from auditkit.caption import Captioner
 from auditkit.caption.stage import CaptionStore, captioner_record
 from auditkit.errors import SpecError, UsageError
 from auditkit.extract.hooks import capture_h, steer_h
 from auditkit.extract.runner import extract_activations, pipeline_inputs
 from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline, load_pipeline
+from auditkit.passes.causal import (
+    causal_seeds,
+    causal_units,
+    plan_jobs,
+    run_causal_check,
+    select_axes,
+)
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.spec import AuditSpec, dump_spec, parse_spec
 
@@ -336,7 +338,7 @@ def test_alpha_zero_reads_the_captioning_stage_image(
     tiny_run: tuple[AuditSpec, AuditPlan, LoadedPipeline, ActivationStore], tmp_path: Path
 ) -> None:
     from auditkit.caption.models import load_captioner
-    from auditkit.caption.stage import generate_images
+    from auditkit.sampling import generate_images
 
     spec, plan, loaded, store = tiny_run
     spec = parse_spec(_text(spec.model.id, causal="{alphas: [0.0, 1.0], seeds: 2}"))

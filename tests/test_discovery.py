@@ -13,7 +13,8 @@ import pytest
 
 from auditkit.analyze.discovery import DISCOVERY_COLUMNS, rank_terms, ranking_layout
 from auditkit.analyze.measures import AuditLayout, cosine
-from auditkit.caption.discovery import (
+from auditkit.errors import SchemaVersionError, SpecError
+from auditkit.passes.discovery import (
     DISCOVERED_ROLE,
     STOPWORDS,
     TERM_COLUMNS,
@@ -23,7 +24,6 @@ from auditkit.caption.discovery import (
     mine_terms,
     read_discovery,
 )
-from auditkit.errors import SchemaVersionError, SpecError
 from auditkit.plan import plan_audit, prompt_id
 from auditkit.spec import dump_spec, parse_spec, spec_hash
 
@@ -358,7 +358,7 @@ def test_one_pipeline_load_serves_the_causal_check_and_discovery(
 def test_discovery_tables_keep_their_template_and_refuse_a_newer_schema(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from auditkit.caption.discovery import DISCOVERY_SCHEMA_VERSION, write_discovery
+    from auditkit.passes.discovery import DISCOVERY_SCHEMA_VERSION, write_discovery
     from auditkit.rundir import parquet_bytes
 
     prompt = "a photo of a white hat"

@@ -18,16 +18,15 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
     from auditkit.analyze.latents import load_latents
     from auditkit.analyze.summary import read_extra_tables, summarize, write_results
     from auditkit.analyze.tables import analyze
-    from auditkit.caption.guidance import read_guidance_readings
     from auditkit.extract.store import ActivationStore
 
     latents = load_latents(ActivationStore(run.activations), plan, spec.probe.aggregation)
-    readings = None
-    if spec.captions is not None and run.has_table("readings"):
-        from auditkit.caption.stage import read_captions
-
-        readings = read_captions(run.captions)[1]
-    swept = read_guidance_readings(run.captions) if spec.captions is not None else None
+    readings = swept = None
+    if spec.captions is not None:
+        # The caption stage's tables, read through the run directory (analyze never imports
+        # caption): the readings of the audit's images and of the guidance sweep's.
+        readings = run.table("readings")
+        swept = run.table("guidance_readings")
     results = analyze(spec, plan, latents, readings, swept, store=ActivationStore(run.activations))
     drop_stale_results(spec, results.tables, run)
     summary = summarize(

@@ -19,8 +19,10 @@ import yaml
 
 from auditkit import __version__, charts
 from auditkit.analyses.base import SectionContext
+from auditkit.analyze.causal import alpha_text, causal_records
+from auditkit.analyze.discovery import axis_ends
 from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.summary import alpha_text, axis_ends, causal_records, read_extra_tables
+from auditkit.analyze.summary import read_extra_tables
 from auditkit.report import inputs
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
@@ -666,7 +668,7 @@ def _causal_section(
         )
     n_seeds = None
     if spec.captions is not None and spec.captions.causal is not None:
-        from auditkit.caption.causal import causal_seeds
+        from auditkit.passes.causal import causal_seeds
 
         n_seeds = len(causal_seeds(spec))
     captioner = dict(manifest.get("captioner") or {})
@@ -704,7 +706,7 @@ def _discovery_section(extra: dict[str, pd.DataFrame], spec: AuditSpec) -> dict[
         return None
     template = None
     if spec.captions is not None and spec.captions.discovery is not None:
-        from auditkit.caption.discovery import discovery_template
+        from auditkit.passes.discovery import discovery_template
 
         template = discovery_template(spec)
     groups = {a.name: list(a.groups) for a in spec.axes}
