@@ -34,13 +34,15 @@ class AuditRun:
     @property
     def report_html(self) -> Path | None:
         """The HTML report, if rendered."""
-        path = self.run_dir / "report" / "report.html"
+        path = RunDir(self.run_dir).report_html
         return path if path.is_file() else None
 
 
 def plan(spec: AuditSpec | str | Path) -> AuditPlan:
     """Expand a spec (object or YAML path) into its plan."""
-    return plan_audit(spec if isinstance(spec, AuditSpec) else load_spec(spec))
+    from auditkit.analyses.checks import check_spec
+
+    return plan_audit(check_spec(spec if isinstance(spec, AuditSpec) else load_spec(spec)))
 
 
 def run(
@@ -66,8 +68,9 @@ def run(
 
 def open_run(run_dir: str | Path) -> AuditRun:
     """Read a run directory: spec, manifest, summary and every result table."""
+    from auditkit.analyses import slice_tables
     from auditkit.analyze.summary import read_results
-    from auditkit.run import load_run_spec
+    from auditkit.spec import load_run_spec
 
     run_dir = Path(run_dir)
     spec = load_run_spec(run_dir)
@@ -77,5 +80,5 @@ def open_run(run_dir: str | Path) -> AuditRun:
             f"{str(run_dir)!r} has no results yet.",
             hint="run the audit (auditkit run SPEC --out RUN_DIR) to finish it.",
         )
-    results, summary = read_results(run)
+    results, summary = read_results(run, slice_tables())
     return AuditRun(run_dir, spec, run.read_json("manifest"), summary, dict(results.tables))

@@ -154,7 +154,7 @@ def diff_runs(
     allow_different_specs: bool = False,
 ) -> DiffResult:
     """Compare two run directories; refuses different specs unless allowed (and says why)."""
-    from auditkit.run import load_run_spec
+    from auditkit.spec import load_run_spec
 
     base_spec, new_spec = load_run_spec(base_dir), load_run_spec(new_dir)
     differences = spec_differences(base_spec, new_spec)

@@ -17,7 +17,7 @@ import yaml
 
 from auditkit.errors import UsageError
 from auditkit.provenance import sha256_file
-from auditkit.rundir import RunDir
+from auditkit.rundir import RunDir, write_bytes_atomic
 
 TASK_TYPE = "text-to-image"
 DATASET_TYPE = "auditkit-audit"
@@ -59,7 +59,7 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     summary = run.read_json("summary")
     manifest = run.read_json("manifest") if run.manifest.is_file() else {}
     lean = run.table("lean")
-    report = run.report / "report.html"
+    report = run.report_html
     report_hash = sha256_file(report) if report.is_file() else None
     model_id = str((manifest.get("model") or {}).get("id") or summary["model"]["id"])
     audit = str(summary["audit"])
@@ -141,5 +141,5 @@ def write_model_card(run_dir: Path, out: Path) -> Path:
     metadata, section = model_card_parts(run_dir)
     header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"---\n{header}---\n\n{section}", encoding="utf-8")
+    write_bytes_atomic(out, f"---\n{header}---\n\n{section}".encode())
     return out

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from auditkit.analyses import slices
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir, write_bytes_atomic
 from auditkit.spec.audit import AuditSpec
-from auditkit.spec.gates import GateSpec
+from auditkit.spec.gates import BUILTIN_METRICS, GateSpec
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,18 @@ def _scoped(frame: pd.DataFrame, gate: GateSpec, *, axis_column: str = "axis") -
     return out
 
 
-def _measure(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float | None, str | None]:
+Measure = Callable[[GateSpec, Mapping[str, pd.DataFrame]], tuple[float | None, str | None]]
+"""A gate metric declared outside this module (an analysis slice's): its measurement."""
+
+
+def _measure(
+    gate: GateSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure]
+) -> tuple[float | None, str | None]:
     """The gate's value and a description of the worst row (None, reason when unavailable)."""
-    for analysis in slices().values():
-        for metric in analysis.gate_metrics:
-            if metric.name == gate.metric:
-                return metric.measure(gate, tables)
+    if gate.metric in metrics:
+        return metrics[gate.metric](gate, tables)
+    if gate.metric not in BUILTIN_METRICS:
+        return None, f"no analysis declares the metric '{gate.metric}'"
     if gate.metric in ("max_abs_lean", "significant_leans"):
         lean = tables.get("lean")
         if lean is None or lean.empty:
@@ -103,9 +109,12 @@ def _measure(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float | N
     return rho, f"Spearman {rho:+.3f} ({rows['statement'].iloc[0]})"
 
 
-def evaluate_gate(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> GateOutcome:
-    """Evaluate one gate against the result tables."""
-    value, detail = _measure(gate, tables)
+def evaluate_gate(
+    gate: GateSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure] | None = None
+) -> GateOutcome:
+    """Evaluate one gate against the result tables; ``metrics`` measures the gate metrics the
+    analysis slices declare (:func:`auditkit.analyses.gate_measures`)."""
+    value, detail = _measure(gate, tables, metrics or {})
     threshold = float(gate.max if gate.max is not None else gate.min)  # type: ignore[arg-type]
     bound = "max" if gate.max is not None else "min"
     scope = {
@@ -137,9 +146,11 @@ def evaluate_gate(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> GateOutcom
     )
 
 
-def evaluate_gates(spec: AuditSpec, tables: dict[str, pd.DataFrame]) -> list[GateOutcome]:
-    """Every gate of the spec, in order."""
-    return [evaluate_gate(g, tables) for g in spec.gates]
+def evaluate_gates(
+    spec: AuditSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure] | None = None
+) -> list[GateOutcome]:
+    """Every gate of the spec, in order (``metrics``: as for :func:`evaluate_gate`)."""
+    return [evaluate_gate(g, tables, metrics) for g in spec.gates]
 
 
 def gates_summary(outcomes: list[GateOutcome]) -> dict[str, Any]:

@@ -262,11 +262,13 @@ def measured_rate(run_dir: Path, spec: AuditSpec, device: str) -> float:
 
     Raises :class:`UsageError` when the run cannot tell: no manifest, another model or device
     kind, or an extraction that computed nothing (a rerun keeps no rate)."""
-    from auditkit.rundir import RunDir
+    from auditkit.rundir import MANIFEST_VERSION, RunDir, read_versioned_json
 
     where = f"--rate-from {str(run_dir)!r}"
-    try:
-        manifest = RunDir(run_dir).read_json("manifest")
+    try:  # only the fields below are needed, so an incomplete manifest is read as far as it goes
+        manifest = read_versioned_json(
+            RunDir(run_dir).manifest, newest=MANIFEST_VERSION, kind="manifest"
+        )
     except (OSError, ValueError, UsageError) as exc:
         raise UsageError(f"{where}: no readable manifest.json there ({exc}).") from exc
     model = (manifest.get("model") or {}).get("id")

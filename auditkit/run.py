@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from auditkit.analyze.stage import analyze_run
+from auditkit.analyses.checks import check_spec
+from auditkit.analyses.stage import analyze_run
 from auditkit.errors import UsageError
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import hash_model_files, new_manifest, utc_now
@@ -47,6 +48,7 @@ def run_audit(
     into ``out_dir``."""
     if not isinstance(spec, AuditSpec):
         spec = load_spec(spec)
+    check_spec(spec)
     run_dir = Path(out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
@@ -246,7 +248,7 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
     stats = stage.caption_images(
         spec,
         stages.plan,
-        stages.run_dir / "captions",
+        stages.run.captions,
         captioner,
         record,
         pipeline=pipeline,
@@ -265,7 +267,7 @@ def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> 
     stats = run_guidance_sweep(
         stages.spec,
         stages.plan,
-        stages.run_dir / "captions",
+        stages.run.captions,
         captioner,
         record,
         pipeline=pipeline,
@@ -282,7 +284,7 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
     from auditkit.extract.store import ActivationStore
     from auditkit.passes.causal import run_causal_check
 
-    spec, captions = stages.spec, stages.run_dir / "captions"
+    spec, captions = stages.spec, stages.run.captions
     if spec.captions is None or spec.captions.causal is None:
         return
     pipeline = stages.pipeline()
@@ -290,7 +292,7 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
         spec,
         stages.plan,
         captions,
-        ActivationStore(stages.run_dir / "activations"),
+        ActivationStore(stages.run.activations),
         captioner,
         record,
         pipeline=pipeline,
@@ -344,15 +346,4 @@ def _render(run_dir: Path, spec: AuditSpec) -> list[Path]:
     return render_report(run_dir, list(spec.report.formats))
 
 
-def load_run_spec(run_dir: Path) -> AuditSpec:
-    """The spec a run directory was made with."""
-    path = run_dir / "spec.yaml"
-    if not path.is_file():
-        raise UsageError(
-            f"{str(run_dir)!r} is not an auditkit run directory (no spec.yaml in it).",
-            hint="pass the folder given to 'auditkit run --out'.",
-        )
-    return load_spec(path)
-
-
-__all__ = ["RunOutcome", "default_cache_dir", "load_run_spec", "run_audit"]
+__all__ = ["RunOutcome", "default_cache_dir", "run_audit"]

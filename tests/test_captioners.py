@@ -80,7 +80,7 @@ def _save_tiny_blip(folder: Path, seed: int = 0) -> Path:
 def _save_tiny_clip(folder: Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from auditkit.models.tiny import build_clip_tokenizer
+    from auditkit.models.tokenizer import build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer(folder, ["photo", "man", "woman", "young", "old"])
     small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}

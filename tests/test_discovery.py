@@ -286,7 +286,8 @@ def test_ranking_is_reproducible_and_intervals_optional() -> None:
 
 def test_toyworld_discovery_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from auditkit.models import loading
-    from auditkit.run import load_run_spec, run_audit
+    from auditkit.run import run_audit
+    from auditkit.spec import load_run_spec
 
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(_spec_text())

@@ -172,7 +172,7 @@ def test_check_without_gates_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_a_rerun_drops_result_files_its_spec_no_longer_makes(tmp_path: Path) -> None:
-    from auditkit.analyze.stage import drop_stale_results
+    from auditkit.analyses.stage import drop_stale_results
     from auditkit.rundir import RunDir
 
     results, captions = tmp_path / "results", tmp_path / "captions"

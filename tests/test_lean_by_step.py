@@ -12,8 +12,15 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from auditkit.analyses import ORDER, slices
-from auditkit.analyses.base import METHODS, PARTS, Analysis, AnalysisContext, SectionContext
+from auditkit.analyses import report_order, slices
+from auditkit.analyses.base import (
+    DECLARED,
+    METHODS,
+    PARTS,
+    Analysis,
+    AnalysisContext,
+    SectionContext,
+)
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import build_layout
 from auditkit.plan import plan_audit
@@ -45,9 +52,14 @@ def test_every_registered_analysis_declares_every_part() -> None:
     found = slices()
     assert "lean_by_step" in found
     for name, analysis in found.items():
-        assert name in ORDER
+        assert name in report_order()
+        assert report_order().index(name) == report_order().index(analysis.after) + 1 or (
+            analysis.after in found
+        )
         for part in PARTS:
             assert getattr(analysis, part, None) not in (None, "", ()), (name, part)
+        for part in DECLARED:  # may be empty, but said so on the slice itself
+            assert any(part in vars(cls) for cls in type(analysis).__mro__[:-2]), (name, part)
         for method in METHODS:
             assert getattr(type(analysis), method) is not getattr(Analysis, method), (name, method)
         assert (ROOT / "templates" / "sections" / f"{name}.html.j2").is_file(), name
@@ -97,7 +109,7 @@ def test_planted_per_step_leans_are_recovered_exactly() -> None:
     assert entry["forms_at_step"] == 2 and entry["peak_step"] == 3 and entry["phase"] == "midway"
     assert entry["final_side_at_forms"] == 3 and entry["forms_at_timestep"] == 500
     (sentence,) = analysis.findings(ctx.spec, {"lean_by_step": table})
-    assert "'gender'" in sentence and "kept step 3 of 4" in sentence
+    assert "'gender'" in sentence and "at step 2 (kept step 3 of 4" in sentence
 
 
 TINY = """\
@@ -177,9 +189,9 @@ def test_summary_findings_and_report_section(run_dir: Path) -> None:
     assert html.index('id="lean"') < html.index('id="lean_by_step"') < html.index('id="caveats"')
 
 
-def test_the_slice_touches_three_files_of_the_product() -> None:
-    """Its module, its partial and its name in the one ordered list: nothing else in auditkit/
-    or templates/ names it."""
+def test_the_slice_touches_two_files_of_the_product() -> None:
+    """Its module (which also places its section, after "lean") and its partial: nothing else
+    in auditkit/ or templates/ names it."""
     hits = [
         path.relative_to(ROOT).as_posix()
         for folder in ("auditkit", "templates")
@@ -189,9 +201,43 @@ def test_the_slice_touches_three_files_of_the_product() -> None:
         and "lean_by_step" in path.read_text(encoding="utf-8", errors="replace")
     ]
     assert sorted(hits) == [
-        "auditkit/analyses/__init__.py",
         "auditkit/analyses/lean_by_step.py",
         "templates/sections/lean_by_step.html.j2",
     ], hits
     assert inspect.getsourcefile(type(slices()["lean_by_step"])).endswith("lean_by_step.py")
     assert SectionContext  # the section builder's input type is public
+
+
+def test_names_only_the_slices_know_are_checked_with_their_location(tmp_path: Path) -> None:
+    """The spec takes any well-formed analysis or metric name; every command that plans or
+    runs refuses one that no analysis declares, and a slice's metric bounded the wrong way."""
+    from auditkit.cli import main
+
+    bad = SPEC.replace("analyses: [lean, lean_by_step]", "analyses: [lean, lean_by_stepp]")
+    bad += "gates:\n  - {metric: max_step_lean, min: 0.2}\n  - {metric: no_such_metric, max: 1}\n"
+    path = tmp_path / "spec.yaml"
+    path.write_text(bad)
+    for command in (["validate", str(path)], ["plan", str(path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert "3 problems found" in result.output
+        assert "analyses[1]: unknown analysis 'lean_by_stepp'" in result.output
+        assert "lean_by_step" in result.output.split("known:")[1]
+        assert "gates[0]: max_step_lean takes 'max'" in result.output
+        assert "gates[1].metric: unknown metric 'no_such_metric'" in result.output
+    path.write_text(SPEC)
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+
+
+def test_the_cli_lists_every_analysis_and_the_schema_names_them() -> None:
+    import json
+
+    from auditkit.cli import main
+
+    listed = CliRunner().invoke(main, ["analyses"])
+    assert listed.exit_code == 0, listed.output
+    assert "lean_by_step  Lean by denoising step" in listed.output
+    assert "gate metric max_step_lean (max)" in listed.output
+    schema = json.loads(CliRunner().invoke(main, ["schema"]).output)
+    assert "lean_by_step" in schema["properties"]["analyses"]["items"]["enum"]
+    assert "max_step_lean" in schema["$defs"]["GateSpec"]["properties"]["metric"]["enum"]

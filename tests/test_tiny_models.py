@@ -16,10 +16,10 @@ transformers = pytest.importorskip("transformers")
 from auditkit.models.tiny import (  # noqa: E402
     DEFAULT_WORDS,
     FINGERPRINT_KEY,
-    build_clip_tokenizer,
     build_tiny_pipeline,
     tiny_pipeline_path,
 )
+from auditkit.models.tokenizer import build_clip_tokenizer  # noqa: E402
 
 PROMPTS = ["a photo of a doctor", "a photo of a nurse"]
 EXPECTED_CLASS = {

@@ -217,7 +217,7 @@ def test_plan_counts_the_images_the_run_sampled(runs: dict[str, Path]) -> None:
     """`auditkit plan`'s later passes match the stages the default audit actually ran."""
     from auditkit.passes.cost import later_passes
     from auditkit.plan import plan_audit
-    from auditkit.run import load_run_spec
+    from auditkit.spec import load_run_spec
 
     spec = load_run_spec(runs["biased"])
     stages = json.loads((runs["biased"] / "manifest.json").read_text())["stages"]

@@ -154,7 +154,7 @@ def test_vocabulary_covers_every_caption_word(large_set: TrainingSet) -> None:
 
 
 def test_vocabulary_makes_a_one_token_per_word_tokenizer(tmp_path: Path) -> None:
-    from auditkit.models.tiny import build_clip_tokenizer
+    from auditkit.models.tokenizer import build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer(tmp_path, vocabulary())
     ids = tokenizer("a photo of a young dark woman firefighter", add_special_tokens=False)

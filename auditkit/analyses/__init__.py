@@ -1,26 +1,26 @@
 """Analyses as vertical slices, and the report's one ordered list of sections.
 
-:data:`ORDER` is the report's order and its table of contents. A name with a module in this
-package is an analysis slice (the module's ``ANALYSIS``, see :mod:`auditkit.analyses.base`);
-the others are the report's own sections or analyses built into ``auditkit.analyze``. Adding
-an analysis takes its module here, its partial ``templates/sections/<name>.html.j2`` and its
-name in :data:`ORDER`.
+:data:`ORDER` lists the report's own sections and the analyses built into ``auditkit.analyze``,
+in report order. Every module of this package other than ``base`` is an analysis slice (its
+``ANALYSIS``, see :mod:`auditkit.analyses.base`) and says where its section goes
+(``after``: the section it follows). :func:`report_order` merges the two into the one list the
+report and its table of contents follow. Adding an analysis takes its module here and its
+partial ``templates/sections/<name>.html.j2``; nothing else names it.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import pkgutil
 from functools import cache
 
-from auditkit.analyses.base import Analysis
+from auditkit.analyses.base import Analysis, Measure
 
 ORDER: tuple[str, ...] = (
     "summary",
     "gates",
     "settings",
     "lean",
-    "lean_by_step",
     "defaults",
     "descriptors",
     "similarity",
@@ -31,21 +31,38 @@ ORDER: tuple[str, ...] = (
     "caveats",
     "provenance",
 )
+"""The report's own sections and the built-in analyses, in report order."""
+NOT_SLICES = frozenset({"base", "checks", "stage"})
+"""Modules of this package that are not analysis slices."""
 
 
 @cache
 def slices() -> dict[str, Analysis]:
     """The analysis slices by name, in report order (their tables registered on import)."""
     found: dict[str, Analysis] = {}
-    for name in ORDER:
-        module_name = f"{__name__}.{name}"
-        if importlib.util.find_spec(module_name) is None:
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if module in NOT_SLICES:
             continue
-        analysis = importlib.import_module(module_name).ANALYSIS
-        if analysis.name != name:
-            raise ValueError(f"{module_name} declares the analysis {analysis.name!r}")
-        found[name] = analysis
-    return found
+        analysis = importlib.import_module(f"{__name__}.{module}").ANALYSIS
+        if analysis.name != module:
+            raise ValueError(f"{__name__}.{module} declares the analysis {analysis.name!r}")
+        found[module] = analysis
+    return {name: found[name] for name in report_order(found) if name in found}
+
+
+def report_order(found: dict[str, Analysis] | None = None) -> tuple[str, ...]:
+    """Every section of the report in order: :data:`ORDER`, each slice placed right after the
+    section its ``after`` names (slices after the same section in name order)."""
+    found = slices() if found is None else found
+    order = list(ORDER)
+    pending = dict(sorted(found.items()))
+    while pending:
+        placed = [n for n, a in pending.items() if a.after in order]
+        if not placed:
+            raise ValueError(f"analysis slices placed after unknown sections: {sorted(pending)}")
+        for name in reversed(placed):
+            order.insert(order.index(pending.pop(name).after) + 1, name)
+    return tuple(order)
 
 
 def slice_names() -> tuple[str, ...]:
@@ -53,4 +70,28 @@ def slice_names() -> tuple[str, ...]:
     return tuple(slices())
 
 
-__all__ = ["ORDER", "Analysis", "slice_names", "slices"]
+def slice_tables() -> tuple[str, ...]:
+    """The tables the analysis slices write (``results/``)."""
+    return tuple(t.name for a in slices().values() for t in a.tables)
+
+
+def gate_measures() -> dict[str, Measure]:
+    """The analysis slices' gate metrics: name -> measurement (for ``auditkit.gates``)."""
+    return {m.name: m.measure for a in slices().values() for m in a.gate_metrics}
+
+
+def gate_bounds() -> dict[str, str]:
+    """The analysis slices' gate metrics: name -> the bound each takes (``max`` or ``min``)."""
+    return {m.name: m.bound for a in slices().values() for m in a.gate_metrics}
+
+
+__all__ = [
+    "ORDER",
+    "Analysis",
+    "gate_bounds",
+    "gate_measures",
+    "report_order",
+    "slice_names",
+    "slice_tables",
+    "slices",
+]

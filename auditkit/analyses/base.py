@@ -77,11 +77,18 @@ class Analysis:
     """Spec name (``analyses: [..., NAME]``), report anchor and template partial name."""
     title: str
     """The report section's heading and its entry in the table of contents."""
+    after: str
+    """The section this one follows in the report (a name in ``ORDER`` or another slice's)."""
     tables: tuple[Table, ...]
-    """The tables the slice writes (``results/<table>.parquet``)."""
+    """The tables the slice writes (``results/<table>.parquet``); empty for a section that
+    reads other analyses' tables."""
     statistic: str
     """The bootstrap statistic, in words (what the intervals are intervals of)."""
     gate_metrics: tuple[GateMetric, ...] = ()
+
+    def applies(self, spec: AuditSpec) -> bool:
+        """Whether the audit runs this slice: by default when ``analyses:`` lists it."""
+        return self.name in spec.analyses
 
     def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
         """The slice's tables, with their bootstrap intervals."""
@@ -112,6 +119,8 @@ def register_tables(*tables: Table) -> tuple[Table, ...]:
     return tables
 
 
-PARTS = ("name", "title", "tables", "statistic", "gate_metrics")
-"""Attributes every slice must set (the completeness test checks them and the methods)."""
+PARTS = ("name", "title", "after", "statistic")
+"""Attributes every slice must set, non-empty; ``tables`` and ``gate_metrics`` must be declared
+on the slice's class but may be empty (a report section over tables other analyses write)."""
+DECLARED = ("tables", "gate_metrics")
 METHODS = ("build", "summary", "findings", "section")

@@ -94,6 +94,7 @@ def _per_step_latents(ctx: AnalysisContext, group: list[int]) -> np.ndarray:
 class LeanByStep(Analysis):
     name = NAME
     title = "Lean by denoising step"
+    after = "lean"
     tables = (TABLE,)
     statistic = "the lean score at each kept step, from that step's seed-mean h"
 
@@ -223,9 +224,9 @@ def _sentence(entry: dict[str, Any]) -> str:
     )
     return (
         f"Lean by denoising step along '{entry['axis']}': the leans {where}; their mean |score| "
-        f"reaches half its peak ({entry['peak_mean_abs_score']:.2f}) at kept step "
-        f"{entry['forms_at_position']} of {entry['steps']} (timestep "
-        f"{entry['forms_at_timestep']:.0f}), where {entry['final_side_at_forms']} of "
+        f"reaches half its peak ({entry['peak_mean_abs_score']:.2f}) at step "
+        f"{entry['forms_at_step']} (kept step {entry['forms_at_position']} of {entry['steps']}, "
+        f"timestep {entry['forms_at_timestep']:.0f}), where {entry['final_side_at_forms']} of "
         f"{entry['concepts']} concepts already lean to the side they end on."
     )
 
@@ -258,7 +259,13 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
         "label:N",
         title="concept",
         scale=alt.Scale(scheme=GROUP_SCHEME if frame["label"].nunique() <= 10 else "tableau20"),
-        legend=alt.Legend(orient="right", labelLimit=150),
+        legend=alt.Legend(
+            orient="right",
+            labelLimit=150,
+            symbolType="stroke",
+            symbolOpacity=1,
+            symbolStrokeWidth=2,
+        ),
     )
     x = alt.X(
         "step:Q", title="denoising step (kept steps, 0 = first)", axis=alt.Axis(tickMinStep=1)

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -288,3 +290,18 @@ def add_significance(
     lean["p_value"] = p_values
     lean["q_value"] = q_values
     lean["significant"] = significant
+
+
+MAPPING_FILE = Path(__file__).resolve().parent / "mapping.json"
+"""The shipped lean-to-share mapping, measured by the calibration suite (``auditkit calibrate
+run`` writes a new one under its --work folder; docs/method.md has the table)."""
+
+
+def read_mapping(path: Path = MAPPING_FILE) -> list[dict[str, Any]]:
+    """The shipped lean-to-share mapping's bins ([] when none is shipped)."""
+    import json
+
+    if not path.is_file():
+        return []
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return list(document.get("bins", []))

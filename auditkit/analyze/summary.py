@@ -8,12 +8,11 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.analyses import slices
 from auditkit.analyze.causal import causal_records
 from auditkit.analyze.discovery import discovery_records, discovery_sentences
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.stats import summary_number
-from auditkit.analyze.tables import AuditResults, analysis_tables
+from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.audit import AuditSpec
 
@@ -28,6 +27,7 @@ def summarize(
     spec_hash: str,
     plan_hash: str,
     extra: Mapping[str, pd.DataFrame] | None = None,
+    slices: Mapping[str, tuple[list[str], dict[str, Any] | None]] | None = None,
 ) -> dict[str, Any]:
     """The versioned JSON summary: settings, per-axis headline numbers, plain findings.
 
@@ -71,12 +71,10 @@ def summarize(
     findings.extend(_defaults_sentences(results))
     findings.extend(_descriptor_sentences(results))
     blocks: dict[str, Any] = {}
-    for name, analysis in slices().items():
-        if name in spec.analyses:
-            findings.extend(analysis.findings(spec, results.tables))
-            block = analysis.summary(spec, results.tables)
-            if block is not None:
-                blocks[name] = block
+    for name, (sentences, block) in (slices or {}).items():
+        findings.extend(sentences)
+        if block is not None:
+            blocks[name] = block
     causal = causal_records(extra, spec.probe.hook)
     findings.extend(str(entry["statement"]) for entry in causal or [])
     discovery = extra.get("discovery")
@@ -361,8 +359,11 @@ def write_results(results: AuditResults, summary: dict[str, Any], run_dir: Path 
     run.write_json("summary", summary)
 
 
-def read_results(run_dir: Path | RunDir) -> tuple[AuditResults, dict[str, Any]]:
-    """Read the analysis tables and the summary back (migrating older tables, refusing newer)."""
+def read_results(
+    run_dir: Path | RunDir, more: tuple[str, ...] = ()
+) -> tuple[AuditResults, dict[str, Any]]:
+    """Read the analysis tables (the built-in ones and those named in ``more``, e.g. the
+    analysis slices') and the summary back (migrating older tables, refusing newer)."""
     run = as_run_dir(run_dir)
     summary = run.read_json("summary")
-    return AuditResults(tables=run.tables(list(analysis_tables()))), summary
+    return AuditResults(tables=run.tables([*ANALYSIS_TABLES, *more])), summary

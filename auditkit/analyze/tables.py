@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from auditkit.analyses import slices
-from auditkit.analyses.base import AnalysisContext
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
@@ -25,7 +23,6 @@ from auditkit.analyze.measures import (
 from auditkit.analyze.robustness import add_robustness
 from auditkit.analyze.significance import add_significance
 from auditkit.analyze.uncertainty import add_bootstrap_intervals
-from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.rundir import REGISTRY
 from auditkit.spec.audit import AuditSpec
@@ -48,12 +45,6 @@ ANALYSIS_TABLES = (
 )
 """The tables :func:`~auditkit.analyze.tables.analyze` writes (the others of ``results/`` come
 from the discovery pass)."""
-
-
-def analysis_tables() -> tuple[str, ...]:
-    """Every table an analysis can write to ``results/``: the built-in ones, then the analysis
-    slices' (not discovery's, which its own pass writes)."""
-    return ANALYSIS_TABLES + tuple(t.name for a in slices().values() for t in a.tables)
 
 
 TABLE_COLUMNS: dict[str, list[str]] = {name: REGISTRY[name].required for name in ANALYSIS_TABLES}
@@ -80,13 +71,11 @@ def analyze(
     latents: LatentSet,
     readings: pd.DataFrame | None = None,
     swept: pd.DataFrame | None = None,
-    store: ActivationStore | None = None,
 ) -> AuditResults:
     """Compute every table the spec's analyses ask for; with the captioning stage's
     ``readings``, the output-level tables too (``outputs`` and ``agreement``), and with the
-    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``. The analysis
-    slices the spec lists (:mod:`auditkit.analyses`) add theirs; ``store`` is the activation
-    store, for slices that read more than the aggregated latents."""
+    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``. (The analysis
+    slices, :mod:`auditkit.analyses`, add theirs in the analysis stage.)"""
     H = latents.means().astype(np.float64)
     layout = build_layout(spec, latents.row_map())
     results = AuditResults()
@@ -131,10 +120,6 @@ def analyze(
         )
     if readings is not None and spec.captions is not None:
         add_output_tables(results.tables, spec, readings, swept)
-    context = AnalysisContext(spec, plan, latents, layout, store)
-    for name, analysis in slices().items():
-        if name in spec.analyses:
-            results.tables.update(analysis.build(context))
     return results
 
 

@@ -1,6 +1,7 @@
 """Run the calibration suite and write its tables: the rates per method x scenario x seeds
 (``calibration.md`` / ``rates.parquet``), every call (``calls.parquet``) and the lean-to-share
-mapping (``mapping.json``, which reports show beside the band)."""
+mapping (``mapping.json``; the copy that reports show beside the band ships as
+``auditkit/analyze/mapping.json``, read by :func:`auditkit.analyze.significance.read_mapping`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from auditkit.calibration.suite import (
 )
 
 SYNTHETIC = ("synthetic", "synthetic-nuisance")
-MAPPING_FILE = Path(__file__).resolve().parent / "mapping.json"
 """The lean-to-share mapping shipped with auditkit (written by ``auditkit calibrate run``
 over the stored scenarios; reports read it)."""
 
@@ -107,14 +107,6 @@ def mapping_document(mapping: pd.DataFrame) -> dict[str, Any]:
             for r in mapping.to_dict("records")
         ],
     }
-
-
-def read_mapping(path: Path = MAPPING_FILE) -> list[dict[str, Any]]:
-    """The shipped lean-to-share mapping's bins ([] when none is shipped)."""
-    if not path.is_file():
-        return []
-    document = json.loads(path.read_text(encoding="utf-8"))
-    return list(document.get("bins", []))
 
 
 def _pct(value: float) -> str:

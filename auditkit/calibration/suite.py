@@ -266,6 +266,7 @@ def load_stored_scenario(name: str, work: Path, *, show_progress: bool = True) -
     from auditkit.calibration.truth import read_truth
     from auditkit.extract.store import ActivationStore
     from auditkit.run import run_audit
+    from auditkit.rundir import RunDir
     from auditkit.spec import load_spec
 
     spec = load_spec(SCENARIO_DIR / f"{name}.yaml")
@@ -275,5 +276,7 @@ def load_stored_scenario(name: str, work: Path, *, show_progress: bool = True) -
     quick = with_statistics(spec, bootstrap_resamples=0)
     run_audit(quick, run_dir, show_progress=show_progress, render=False)
     plan = plan_audit(spec)
-    latents = load_latents(ActivationStore(run_dir / "activations"), plan, spec.probe.aggregation)
+    latents = load_latents(
+        ActivationStore(RunDir(run_dir).activations), plan, spec.probe.aggregation
+    )
     return Scenario(name, spec, latents, truth)

@@ -30,6 +30,7 @@ from auditkit.caption.image_to_text import (
     weights_sha256,
 )
 from auditkit.errors import ModelLoadError
+from auditkit.models.builtin import SHIPPED_CHECKPOINTS
 
 __all__ = [
     "CAPTIONER_KINDS",
@@ -50,9 +51,7 @@ __all__ = [
 CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
 CAPTIONER_KINDS: tuple[str, ...] = ("toyworld", "image-to-text", "clip")
 
-TOYWORLD_CAPTIONER = (
-    Path(__file__).resolve().parents[1] / "toyworld" / "checkpoints" / "toyworld-captioner"
-)
+TOYWORLD_CAPTIONER = SHIPPED_CHECKPOINTS / "toyworld-captioner"
 """The toyworld captioner shipped inside the package."""
 
 

@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.errors import ModelLoadError, PrerequisiteError
+from auditkit.models.builtin import (
+    SHIPPED_BUILTINS,
+    builtin_name,
+    existing_builtin_folder,
+    shipped_folder,
+    tiny_kind,
+)
 from auditkit.spec.sampling import ModelSpec
 
 PIPELINE_KINDS = {
@@ -16,9 +23,6 @@ PIPELINE_KINDS = {
     "StableDiffusionXLPipeline": "sdxl",
 }
 KIND_CLASSES = {kind: cls for cls, kind in PIPELINE_KINDS.items()}
-BUILTIN_PREFIX = "builtin:"
-BUILTINS = {"tiny-sd": "sd", "tiny-lcm": "lcm", "tiny-sdxl": "sdxl"}
-TOYWORLD_BUILTINS = ("toyworld-biased", "toyworld-balanced", "toyworld-reworded")
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",
@@ -75,20 +79,15 @@ def resolve_dtype(requested: str, device: str) -> str:
 
 def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
     """The local folder of the model, building a builtin one on first use; None for a hub id."""
-    if model.id.startswith(BUILTIN_PREFIX):
-        name = model.id[len(BUILTIN_PREFIX) :]
-        if name in TOYWORLD_BUILTINS:
-            return _toyworld_folder(name)
-        if name not in BUILTINS:
-            known = [*BUILTINS, *TOYWORLD_BUILTINS]
-            raise ModelLoadError(
-                f"model.id: unknown builtin model {model.id!r}.",
-                hint=f"use one of {', '.join(BUILTIN_PREFIX + b for b in known)}.",
-            )
+    name = builtin_name(model.id)
+    if name is not None:
+        if name in SHIPPED_BUILTINS:
+            return shipped_folder(name)
+        kind = tiny_kind(name)
         from auditkit.models.tiny import tiny_pipeline_path
 
         quiet_libraries()
-        return tiny_pipeline_path(BUILTINS[name], cache_dir)  # type: ignore[arg-type]
+        return tiny_pipeline_path(kind, cache_dir)
     path = Path(model.id).expanduser()
     looks_local = model.id.startswith((".", "/", "~")) or path.exists()
     if not looks_local:
@@ -109,15 +108,9 @@ def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
 
 def existing_model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
     """The model's local folder if it is already on disk (never builds or downloads)."""
-    if model.id.startswith(BUILTIN_PREFIX):
-        name = model.id[len(BUILTIN_PREFIX) :]
-        if name in TOYWORLD_BUILTINS:
-            from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
-
-            folder = PACKAGE_CHECKPOINTS / name
-        else:
-            folder = cache_dir / f"tiny-{BUILTINS.get(name, name)}"
-        return folder if (folder / "model_index.json").is_file() else None
+    name = builtin_name(model.id)
+    if name is not None:
+        return existing_builtin_folder(name, cache_dir)
     path = Path(model.id).expanduser()
     if (path / "model_index.json").is_file():
         return path
@@ -135,18 +128,6 @@ def _cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     except Exception:  # not cached, or not a valid repo id: nothing to read
         return None
     return folder if (folder / "model_index.json").is_file() else None
-
-
-def _toyworld_folder(name: str) -> Path:
-    from auditkit.toyworld.build import PACKAGE_CHECKPOINTS
-
-    folder = PACKAGE_CHECKPOINTS / name
-    if not (folder / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"model.id: the toyworld checkpoint {name!r} is not in this installation ({folder}).",
-            hint="train it with 'auditkit toyworld train' or reinstall auditkit.",
-        )
-    return folder
 
 
 def detect_kind(model: ModelSpec, folder: Path | None) -> tuple[str, str]:

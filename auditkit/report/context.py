@@ -102,7 +102,7 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "bootstrap": bootstrap,
         "significance": _significance(spec, tables["lean"]),
         "settings": _settings(spec, manifest, bootstrap),
-        "definitions": _definitions(spec),
+        "definitions": _definitions(spec, tables["prompts"]),
         "axes": _axis_sections(tables, chart_specs),
         "defaults": _defaults_sections(tables["defaults"], tables["axes"], chart_specs),
         "descriptors": _descriptor_sections(tables["descriptors"], tables["axes"], chart_specs),
@@ -314,13 +314,26 @@ def _settings(
     ]
 
 
-def _definitions(spec: AuditSpec) -> dict[str, Any]:
+def _definitions(spec: AuditSpec, prompts: pd.DataFrame | None) -> dict[str, Any]:
+    """The axes and concept sets as defined; an axis's terms are those the run prompted with
+    (its prompts table), so a run made by an earlier auditkit shows what it ran, e.g. the
+    crossing terms it composed then."""
+    prompted: dict[tuple[str, str], list[str]] = {}
+    if prompts is not None:
+        for row in prompts[prompts["role"] == "axis"].itertuples():
+            terms = prompted.setdefault((str(row.set_name), str(row.group)), [])
+            if str(row.term) not in terms:
+                terms.append(str(row.term))
     axes = [
         {
             "name": a.name,
             "templates": list(a.templates),
             "groups": [
-                {"name": g, "terms": list(terms), "marker": a.marker(g)}
+                {
+                    "name": g,
+                    "terms": prompted.get((a.name, g), list(terms)),
+                    "marker": a.marker(g) if a.markers else prompted.get((a.name, g), terms)[0],
+                }
                 for g, terms in a.groups.items()
             ],
         }
@@ -400,7 +413,7 @@ def _significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] 
 
 def _mapping_rows() -> list[dict[str, Any]]:
     """The shipped lean-to-share mapping, for the sentence under the band."""
-    from auditkit.calibration.report import read_mapping
+    from auditkit.analyze.significance import read_mapping
 
     rows = []
     for row in read_mapping():

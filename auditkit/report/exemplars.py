@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from auditkit.caption.thumbnails import data_uri, read_exemplars
+from auditkit.errors import AuditkitError
+from auditkit.rundir import RunDir
 from auditkit.spec import AuditSpec
 
 MIN_DISPLAY_PX = 64
@@ -139,10 +141,9 @@ def _image(item: Any, order: list[str]) -> dict[str, Any]:
 
 
 def _captioner(run_dir: Path) -> str | None:
-    path = Path(run_dir) / "captions" / "captioner.json"
     try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["captioner"]["id"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(RunDir(run_dir).read_json("captioner")["captioner"]["id"])
+    except (AuditkitError, OSError, KeyError, TypeError):
         return None
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from auditkit.analyze.tables import analysis_tables
+from auditkit.analyses import slice_tables
+from auditkit.analyze.tables import ANALYSIS_TABLES
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.rundir import RunDir
 from auditkit.spec import SPEC_VERSION, AuditSpec, parse_spec
@@ -46,7 +47,7 @@ def read_run(run_dir: Path | RunDir) -> RunInputs:
         )
     spec_text = run.spec.read_text(encoding="utf-8")
     spec = read_spec(spec_text, run.spec)
-    tables = {name: run.table(name) for name in analysis_tables()}
+    tables = {name: run.table(name) for name in (*ANALYSIS_TABLES, *slice_tables())}
     return RunInputs(run, manifest, summary, spec_text, spec, tables)
 
 

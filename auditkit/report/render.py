@@ -24,6 +24,7 @@ import markupsafe
 import auditkit
 from auditkit.errors import PrerequisiteError, RuntimeFailure, UsageError
 from auditkit.report.context import build_report_context
+from auditkit.rundir import RunDir, write_bytes_atomic
 
 FORMATS = ("html", "pdf")
 TEMPLATE = "report.html.j2"
@@ -61,17 +62,14 @@ def render_report(run_dir: Path, formats: Sequence[str] | None = None) -> list[P
         raise UsageError(
             f"Unknown report format(s) {unknown or wanted}; choose from {list(FORMATS)}."
         )
-    out_dir = run_dir / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
     written = []
     if "html" in wanted:
-        path = out_dir / "report.html"
-        path.write_text(render_html(context), encoding="utf-8")
-        written.append(path)
+        write_bytes_atomic(run.report_html, render_html(context).encode("utf-8"))
+        written.append(run.report_html)
     if "pdf" in wanted:
-        path = out_dir / "report.pdf"
-        path.write_bytes(render_pdf(context))
-        written.append(path)
+        write_bytes_atomic(run.report_pdf, render_pdf(context))
+        written.append(run.report_pdf)
     return written
 
 

@@ -1,4 +1,4 @@
-"""The report's sections, in the one ordered list :data:`auditkit.analyses.ORDER`.
+"""The report's sections, in the one ordered list :func:`auditkit.analyses.report_order`.
 
 Each section is a template partial ``templates/sections/<name>.html.j2`` and an entry in the
 table of contents. The report's own sections take their data from the report context (under
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from auditkit.analyses import ORDER, slices
+from auditkit.analyses import report_order, slices
 from auditkit.analyses.base import SectionContext
 
 
@@ -56,10 +56,10 @@ def report_sections(context: dict[str, Any], ctx: SectionContext) -> list[dict[s
     contents children and, for analysis slices, their data."""
     analyses = slices()
     out = []
-    for name in ORDER:
+    for name in report_order():
         if name in analyses:
             analysis = analyses[name]
-            data = analysis.section(ctx) if name in ctx.spec.analyses else None
+            data = analysis.section(ctx) if analysis.applies(ctx.spec) else None
             if data:
                 out.append(
                     {

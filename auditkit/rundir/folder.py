@@ -89,9 +89,8 @@ def parquet_bytes(frame: pd.DataFrame, version: int, meta: dict[str, str] | None
 def parquet_version(path: Path, *, default: int = 1) -> int:
     """The schema version stamped in a parquet file (``default`` when it has none: the files
     written before tables were stamped)."""
-    import pyarrow.parquet as pq
 
-    raw = (pq.read_schema(path).metadata or {}).get(VERSION_KEY)
+    raw = (storage.parquet_schema(path).metadata or {}).get(VERSION_KEY)
     if raw is None:
         return default
     try:
@@ -149,6 +148,9 @@ class RunDir:
         self.captions = self.root / "captions"
         self.results = self.root / "results"
         self.report = self.root / "report"
+        self.report_html = self.report / "report.html"
+        self.report_pdf = self.report / "report.pdf"
+        self.model_card = self.report / "model-card.md"
         self.summary = self.results / "summary.json"
         self.gates = self.results / "gates.json"
         self.junit = self.results / "junit.xml"
@@ -224,9 +226,8 @@ class RunDir:
 
     def table_meta(self, name: str) -> dict[str, str]:
         """A table's ``auditkit_<key>`` metadata entries (without the prefix)."""
-        import pyarrow.parquet as pq
 
-        metadata = pq.read_schema(self.table_path(name)).metadata or {}
+        metadata = storage.parquet_schema(self.table_path(name)).metadata or {}
         return {
             k.decode()[len(META_PREFIX) :]: v.decode()
             for k, v in metadata.items()
@@ -251,7 +252,7 @@ class RunDir:
         import hashlib
 
         digest = hashlib.sha256()
-        for path in sorted(self.results.glob("*.parquet")):
+        for path in storage.listing(self.results, "*.parquet"):
             file_hash = hashlib.sha256(storage.read_bytes(path)).hexdigest()
             digest.update(path.name.encode() + b"\0" + file_hash.encode() + b"\n")
         return digest.hexdigest()
@@ -290,6 +291,15 @@ class RunDir:
     def write_manifest(self, manifest: Manifest) -> Path:
         storage.write_json_atomic(self.manifest, manifest.to_json())
         return self.manifest
+
+    def files(self, folder: Path, pattern: str = "*") -> list[Path]:
+        """The files of one of the run's folders matching ``pattern``, sorted."""
+        return storage.listing(folder, pattern)
+
+    def remove(self, *paths: Path) -> None:
+        """Delete files of the run if they are there (a rerun's stale results)."""
+        for path in paths:
+            storage.remove(path)
 
     def is_finished(self) -> bool:
         """Whether the analysis has written its summary."""

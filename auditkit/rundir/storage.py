@@ -85,3 +85,20 @@ def exists(path: Path) -> bool:
 def read_bytes(path: Path) -> bytes:
     """A run-directory file's bytes."""
     return path.read_bytes()
+
+
+def listing(folder: Path, pattern: str) -> list[Path]:
+    """The files in ``folder`` whose names match ``pattern``, sorted (none when it is absent)."""
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+def remove(path: Path) -> None:
+    """Delete a file if it is there."""
+    path.unlink(missing_ok=True)
+
+
+def parquet_schema(path: Path) -> Any:
+    """A parquet file's schema (its footer only)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path)

@@ -219,3 +219,17 @@ def dump_spec(spec: AuditSpec) -> str:
     """The resolved spec as YAML: every effective value, defaults included, so a run directory
     records what it was run with (``statistics.alpha`` too when the spec left it out)."""
     return yaml.safe_dump(_resolved(spec), sort_keys=False, allow_unicode=True)
+
+
+def load_run_spec(run_dir: str | Path) -> AuditSpec:
+    """The spec a run directory was made with (its ``spec.yaml``)."""
+    from auditkit.errors import UsageError
+    from auditkit.rundir import RunDir
+
+    path = RunDir(run_dir).spec
+    if not path.is_file():
+        raise UsageError(
+            f"{str(run_dir)!r} is not an auditkit run directory (no spec.yaml in it).",
+            hint="pass the folder given to 'auditkit run --out'.",
+        )
+    return load_spec(path)

@@ -6,7 +6,7 @@ concepts, crossings, centring, templates), :mod:`~auditkit.spec.statistics`,
 :mod:`~auditkit.spec.captions` and :mod:`~auditkit.spec.gates`.
 """
 
-from auditkit.spec.audit import SPEC_VERSION, AnalysisName, AuditSpec, ReportFormat, ReportSpec
+from auditkit.spec.audit import SPEC_VERSION, AuditSpec, ReportFormat, ReportSpec
 from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
 from auditkit.spec.captions import (
     MAX_CAUSAL_ALPHA,
@@ -20,7 +20,7 @@ from auditkit.spec.captions import (
     ExemplarSpec,
     ThumbnailFormat,
 )
-from auditkit.spec.gates import GateMetric, GateSpec
+from auditkit.spec.gates import GateSpec
 from auditkit.spec.sampling import ModelSpec, ProbeSpec
 from auditkit.spec.statistics import DEFAULT_MIN_EFFECT, SignificanceRule, StatisticsSpec
 from auditkit.spec.vocabulary import (
@@ -39,7 +39,6 @@ __all__ = [
     "MAX_CROSSING_GROUPS",
     "MAX_DISCOVERY_NGRAM",
     "SPEC_VERSION",
-    "AnalysisName",
     "AuditSpec",
     "AxisSpec",
     "CaptionRole",
@@ -53,7 +52,6 @@ __all__ = [
     "DiscoverySpec",
     "ExemplarSpec",
     "FrozenModel",
-    "GateMetric",
     "GateSpec",
     "ModelSpec",
     "Name",

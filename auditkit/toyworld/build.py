@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from auditkit.models.builtin import SHIPPED_CHECKPOINTS
 from auditkit.toyworld.train import (
     MAX_TOKENS,
     TrainConfig,
@@ -31,7 +32,8 @@ from auditkit.toyworld.train import (
     write_json,
 )
 
-PACKAGE_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+PACKAGE_CHECKPOINTS = SHIPPED_CHECKPOINTS
+"""The shipped checkpoints' folder, where ``builtin:toyworld-*`` models load from."""
 VARIANTS: tuple[Variant, ...] = ("biased", "balanced")
 """The two checkpoints of the default world (``reworded``, the calibration suite's second
 world, is trained on request: ``auditkit toyworld train --variant reworded``)."""
@@ -60,7 +62,7 @@ def _shared_parts(
     ``work`` when already trained with the same settings, else a newly trained one."""
     from diffusers import AutoencoderKL
 
-    from auditkit.models.tiny import build_clip_tokenizer
+    from auditkit.models.tokenizer import build_clip_tokenizer
     from auditkit.toyworld.world import vocabulary
 
     words = sorted(set().union(*(vocabulary(v) for v in variants)))

@@ -290,36 +290,3 @@ def planted_recovery(lean: Any, planted: dict[str, Any]) -> dict[str, Any]:
             "scores": {o: round(float(scores[o]), 4) for o in occupations},
         }
     return out
-
-
-def score_audit(spec_path: Any, runs: Any, root: Any) -> tuple[Any, dict[str, Any]]:
-    """Run a toyworld audit spec and score its leans against the checkpoint's planted rates."""
-    import json
-    import time
-    from pathlib import Path
-
-    import pandas as pd
-
-    from auditkit.errors import UsageError
-    from auditkit.run import run_audit
-    from auditkit.spec import load_spec
-
-    spec = load_spec(spec_path)
-    name = spec.model.id.removeprefix("builtin:")
-    folder = Path(root) / name
-    if not (folder / "planted_rates.json").is_file():
-        raise UsageError(
-            f"{spec_path}: model.id {spec.model.id!r} is not a toyworld checkpoint under {root}."
-        )
-    started = time.perf_counter()
-    outcome = run_audit(spec, Path(runs) / spec.name, show_progress=False)
-    lean = pd.read_parquet(outcome.run_dir / "results" / "lean.parquet")
-    planted = json.loads((folder / "planted_rates.json").read_text())
-    return folder, {
-        "spec": spec.name,
-        "seeds": len(spec.seed_list),
-        "steps": spec.model.steps,
-        "guidance_scale": spec.model.guidance_scale,
-        "seconds": round(time.perf_counter() - started, 1),
-        "recovery": planted_recovery(lean, planted),
-    }

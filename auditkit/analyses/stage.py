@@ -1,10 +1,14 @@
-"""The analysis stage of a run: tables from the stored latents (and readings), the summary and
-the gates, written into the run directory; result files the spec no longer makes are removed."""
+"""The analysis stage of a run: the built-in analyses' tables from the stored latents (and
+readings), then the analysis slices' (:mod:`auditkit.analyses`), the summary with every
+analysis's findings, and the gates, written into the run directory; result files the spec no
+longer makes are removed."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from auditkit.analyses import gate_measures, slices
+from auditkit.analyses.base import AnalysisContext
 from auditkit.plan import AuditPlan
 from auditkit.rundir import Manifest, RunDir
 from auditkit.spec.audit import AuditSpec
@@ -16,18 +20,25 @@ DISCOVERY_TABLES = ("discovery", "discovered_terms")
 def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifest) -> None:
     """Analyze a run whose extraction (and captioning, when asked) is done."""
     from auditkit.analyze.latents import load_latents
+    from auditkit.analyze.measures import build_layout
     from auditkit.analyze.summary import read_extra_tables, summarize, write_results
     from auditkit.analyze.tables import analyze
     from auditkit.extract.store import ActivationStore
 
     latents = load_latents(ActivationStore(run.activations), plan, spec.probe.aggregation)
-    readings = swept = None
-    if spec.captions is not None:
-        # The caption stage's tables, read through the run directory (analyze never imports
-        # caption): the readings of the audit's images and of the guidance sweep's.
-        readings = run.table("readings")
-        swept = run.table("guidance_readings")
-    results = analyze(spec, plan, latents, readings, swept, store=ActivationStore(run.activations))
+    readings = None
+    if spec.captions is not None and run.has_table("readings"):
+        from auditkit.caption.stage import read_captions
+
+        readings = read_captions(run.captions)[1]
+    swept = run.table("guidance_readings") if spec.captions is not None else None
+    results = analyze(spec, plan, latents, readings, swept)
+    context = AnalysisContext(
+        spec, plan, latents, build_layout(spec, latents.row_map()), ActivationStore(run.activations)
+    )
+    chosen = [a for a in slices().values() if a.applies(spec)]
+    for analysis in chosen:
+        results.tables.update(analysis.build(context))
     drop_stale_results(spec, results.tables, run)
     summary = summarize(
         spec,
@@ -36,11 +47,15 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
         spec_hash=manifest.spec_hash,
         plan_hash=manifest.plan_hash,
         extra=read_extra_tables(run),
+        slices={
+            a.name: (a.findings(spec, results.tables), a.summary(spec, results.tables))
+            for a in chosen
+        },
     )
     if spec.gates:
         from auditkit.gates import evaluate_gates, gates_summary, write_gate_files
 
-        outcomes = evaluate_gates(spec, results.tables)
+        outcomes = evaluate_gates(spec, results.tables, gate_measures())
         summary["gates"] = gates_summary(outcomes)
         write_results(results, summary, run)
         write_gate_files(run, outcomes, suite=spec.name, run_id=manifest.run_id)
@@ -56,7 +71,7 @@ def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> 
     section = spec.captions
     if section is not None and section.discovery is not None:
         keep |= set(DISCOVERY_TABLES)
-    stale = [p for p in run.results.glob("*.parquet") if p.stem not in keep]
+    stale = [p for p in run.files(run.results, "*.parquet") if p.stem not in keep]
     if not spec.gates:
         stale += [run.gates, run.junit]
     if section is None or section.causal is None:
@@ -65,5 +80,4 @@ def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> 
         stale.append(run.table_path("exemplars"))
     if section is None or not section.guidance:
         stale.append(run.table_path("guidance_readings"))
-    for path in stale:
-        path.unlink(missing_ok=True)
+    run.remove(*stale)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from auditkit.cli import handle_errors
+from auditkit.cli.common import handle_errors
+from auditkit.cli.options import device_option
 
 DEFAULT_SEEDS = "16,32,64,128"
 
@@ -20,7 +21,7 @@ def calibrate() -> None:
 @calibrate.command("truth")
 @click.argument("scenario")
 @click.option("--seeds", default=512, show_default=True, help="Images per concept.")
-@click.option("--device", default="cpu", show_default=True)
+@device_option()
 @handle_errors
 def calibrate_truth(scenario: str, seeds: int, device: str) -> None:
     """Sample a stored scenario's model at many seeds, read every image with the model's own

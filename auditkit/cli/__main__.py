@@ -1,0 +1,5 @@
+"""``python -m auditkit.cli`` runs the CLI (as ``python -m auditkit`` does)."""
+
+from auditkit.cli import main
+
+main()

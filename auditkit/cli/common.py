@@ -1,0 +1,79 @@
+"""What every command shares: errors as one paragraph and an exit code, and the lines that
+several commands print about a run directory."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditkit.errors import AuditkitError, UsageError
+from auditkit.rundir import RunDir
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"auditkit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn auditkit errors into one paragraph and an exit code (traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(click.get_current_context().find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except AuditkitError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted. Completed work is kept; run the same command to resume.", 130)
+        except MemoryError:
+            _fail("out of memory. Lower batch_size in the spec and rerun to resume.", 3)
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc}. Completed work is kept in the run "
+                "directory; rerun with --debug for a traceback and report it if it persists.",
+                3,
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+def require_results(run_dir: Path) -> None:
+    """Refuse (exit 2) a run directory whose analysis has not finished."""
+    if not RunDir(run_dir).is_finished():
+        raise UsageError(
+            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
+            hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
+        )
+
+
+def exit_on_gates(run_dir: Path) -> None:
+    """Print every gate's outcome; exit 1 when one failed."""
+    run = RunDir(run_dir)
+    if not run.gates.is_file():
+        return
+    record = run.read_json("gates")
+    echo_gates(record["gates"])
+    click.echo(f"junit: {run.junit.resolve()}")
+    if not record["passed"]:
+        click.echo(f"auditkit: {record['failed']} of {record['total']} gates failed.", err=True)
+        sys.exit(1)
+
+
+def echo_gates(gates: list[dict[str, Any]]) -> None:
+    """One line per gate: PASS or FAIL, then its message."""
+    for gate in gates:
+        click.echo(("PASS  " if gate["passed"] else "FAIL  ") + gate["message"])

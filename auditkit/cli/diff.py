@@ -1,0 +1,89 @@
+"""``auditkit diff``: compare the audits of two checkpoints made with the same spec."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from auditkit.cli.common import echo_gates, handle_errors
+from auditkit.cli.options import formats_option
+
+
+@click.command()
+@click.argument("base_run", type=click.Path(path_type=Path))
+@click.argument("new_run", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for diff.html, diff.pdf, diff.json and junit.xml.")  # fmt: skip
+@click.option(
+    "--tolerance",
+    type=float,
+    default=None,
+    help="Growth of |lean score| beyond which a lean counts as a regression (default: the "
+    "runs' band, statistics.min_effect, when both were judged by the min_effect rule; else "
+    "0.05).",
+)
+@click.option(
+    "--max-growth",
+    type=float,
+    default=None,
+    help="Gate: fail (exit 1) when any |lean score| grows by more than this.",
+)
+@click.option(
+    "--max-regressions",
+    type=int,
+    default=None,
+    help="Gate: fail (exit 1) when there are more regressions than this.",
+)
+@formats_option(help="Report formats (default: html and pdf).")
+@click.option(
+    "--allow-different-specs",
+    is_flag=True,
+    help="Compare runs whose specs measure differently (normally refused).",
+)
+@handle_errors
+def diff(
+    base_run: Path,
+    new_run: Path,
+    out_dir: Path,
+    tolerance: float | None,
+    max_growth: float | None,
+    max_regressions: int | None,
+    formats: tuple[str, ...],
+    allow_different_specs: bool,
+) -> None:
+    """Compare the audits of two checkpoints (BASE_RUN, NEW_RUN) made with the same spec."""
+    from auditkit.diff import diff_runs
+    from auditkit.report.diff_report import render_diff
+
+    result = diff_runs(
+        base_run,
+        new_run,
+        tolerance=tolerance,
+        max_growth=max_growth,
+        max_regressions=max_regressions,
+        allow_different_specs=allow_different_specs,
+    )
+    paths = render_diff(
+        result,
+        base_run,
+        new_run,
+        out_dir,
+        tolerance=result.tolerance,
+        formats=list(formats) or ["html", "pdf"],
+    )
+    regressions = result.regressions
+    click.echo(
+        f"{len(regressions)} regressions, {int(result.table['improvement'].sum())} improvements"
+    )
+    for row in regressions.itertuples():
+        click.echo(
+            f"  regression: '{row.concept}' on '{row.axis}' {row.score_base:+.3f} -> "
+            f"{row.score_new:+.3f}"
+        )
+    echo_gates(result.gates)
+    for path in paths:
+        click.echo(f"wrote: {path.resolve()}")
+    if not result.passed:
+        sys.exit(1)

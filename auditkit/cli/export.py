@@ -1,0 +1,33 @@
+"""``auditkit export``: a run's results in other documents' formats (model cards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditkit.cli.common import handle_errors
+from auditkit.cli.options import run_dir_argument
+
+
+@click.group()
+def export() -> None:
+    """Export a run's results for other documents (model cards)."""
+
+
+@export.command("model-card")
+@run_dir_argument
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the card (default: RUN_DIR/report/model-card.md).",
+)
+@handle_errors
+def export_model_card(run_dir: Path, out: Path | None) -> None:
+    """Write a model-card section with model-index evaluation results for RUN_DIR."""
+    from auditkit.export import write_model_card
+    from auditkit.rundir import RunDir
+
+    path = write_model_card(run_dir, out or RunDir(run_dir).model_card)
+    click.echo(f"model card: {path.resolve()}")

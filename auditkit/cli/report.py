@@ -1,0 +1,25 @@
+"""``auditkit report``: render a run's report again from its stored results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditkit.cli.common import handle_errors, require_results
+from auditkit.cli.options import formats_option, run_dir_argument
+
+
+@click.command()
+@run_dir_argument
+@formats_option(help="Formats to render (default: the spec's).")
+@handle_errors
+def report(run_dir: Path, formats: tuple[str, ...]) -> None:
+    """Re-render the report of RUN_DIR from its stored results."""
+    from auditkit.report import render_report
+    from auditkit.spec import load_run_spec
+
+    spec = load_run_spec(run_dir)
+    require_results(run_dir)
+    for path in render_report(run_dir, list(formats) or list(spec.report.formats)):
+        click.echo(f"report: {path}")

@@ -1,0 +1,40 @@
+"""``auditkit run``: every stage of a spec into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from auditkit.cli.common import exit_on_gates, handle_errors
+from auditkit.cli.options import cache_dir_option, spec_argument
+from auditkit.rundir import RunDir
+
+
+@click.command()
+@spec_argument
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run directory (created; an existing one is resumed).",
+)
+@cache_dir_option
+@click.option("--no-progress", is_flag=True, help="Do not print progress.")
+@handle_errors
+def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) -> None:
+    """Run every stage of SPEC into RUN_DIR; completed units are never redone."""
+    from auditkit.run import run_audit
+
+    outcome = run_audit(spec, out_dir, cache_dir=cache_dir, show_progress=not no_progress)
+    extract = outcome.manifest["stages"].get("extract", {})
+    click.echo(
+        f"extracted {extract.get('units_run', 0)} units, reused "
+        f"{extract.get('units_skipped', 0)} ({extract.get('unet_evaluations', 0)} U-Net "
+        f"evaluations)"
+    )
+    for path in outcome.report_paths:
+        click.echo(f"report: {path.resolve()}")
+    click.echo(f"results: {RunDir(outcome.run_dir).results.resolve()}")
+    exit_on_gates(outcome.run_dir)
