@@ -58,6 +58,28 @@ Measure = Callable[[GateSpec, Mapping[str, pd.DataFrame]], tuple[float | None, s
 """A gate metric declared outside this module (an analysis slice's): its measurement."""
 
 
+class _Unmeasurable(Exception):
+    """Why a built-in gate metric has no value on this run."""
+
+
+def _rows_in_scope(
+    tables: dict[str, pd.DataFrame], name: str, gate: GateSpec, *, absent: str, empty: str
+) -> pd.DataFrame:
+    """The rows of table ``name`` that ``gate`` scopes.
+
+    Raises:
+        _Unmeasurable: ``absent`` when the run has no such table (or an empty one), ``empty``
+            when no row is in scope.
+    """
+    table = tables.get(name)
+    if table is None or table.empty:
+        raise _Unmeasurable(absent)
+    rows = _scoped(table, gate)
+    if rows.empty:
+        raise _Unmeasurable(empty)
+    return rows
+
+
 def _measure(
     gate: GateSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure]
 ) -> tuple[float | None, str | None]:
@@ -66,13 +88,18 @@ def _measure(
         return metrics[gate.metric](gate, tables)
     if gate.metric not in BUILTIN_METRICS:
         return None, f"no analysis declares the metric '{gate.metric}'"
+    try:
+        return _measure_builtin(gate, tables)
+    except _Unmeasurable as reason:
+        return None, str(reason)
+
+
+def _measure_builtin(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float, str | None]:
+    """A built-in metric's value and its worst row (raises :class:`_Unmeasurable`)."""
     if gate.metric in ("max_abs_lean", "significant_leans"):
-        lean = tables.get("lean")
-        if lean is None or lean.empty:
-            return None, "the run has no lean table"
-        rows = _scoped(lean, gate)
-        if rows.empty:
-            return None, "no lean rows in scope"
+        rows = _rows_in_scope(
+            tables, "lean", gate, absent="the run has no lean table", empty="no lean rows in scope"
+        )
         if gate.metric == "max_abs_lean":
             worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
             return float(abs(worst["score"])), (
@@ -80,32 +107,36 @@ def _measure(
                 f"(score {float(worst['score']):+.3f})"
             )
         if "significant" not in rows.columns:
-            return None, "the run has no significance test (re-run the analysis)"
+            raise _Unmeasurable("the run has no significance test (re-run the analysis)")
         hits = rows[rows["significant"].astype(bool)]
         hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
         names = ", ".join(f"'{r.concept}' on '{r.axis}'" for r in hits.head(5).itertuples())
         return float(len(hits)), names or None
     if gate.metric == "max_output_gap":
-        outputs = tables.get("outputs")
-        if outputs is None or outputs.empty:
-            return None, "the run has no captioned outputs (add a captions: section)"
-        rows = _scoped(outputs, gate)
-        if rows.empty:
-            return None, "no output rows in scope"
+        rows = _rows_in_scope(
+            tables,
+            "outputs",
+            gate,
+            absent="the run has no captioned outputs (add a captions: section)",
+            empty="no output rows in scope",
+        )
         worst = rows.iloc[int(rows["max_abs_gap"].to_numpy().argmax())]
         return float(worst["max_abs_gap"]), (
             f"'{worst['concept']}': the share of images read as '{worst['max_gap_group']}' "
             f"({worst['attribute']}) is {float(worst['max_abs_gap']):.3f} off the reference"
         )
-    agreement = tables.get("agreement")
-    if agreement is None or agreement.empty:
-        return None, "the run has no agreement table (add a captions: section)"
-    rows = _scoped(agreement, gate)
-    if rows.empty:
-        return None, f"no agreement row for axis '{gate.axis}'"
+    rows = _rows_in_scope(
+        tables,
+        "agreement",
+        gate,
+        absent="the run has no agreement table (add a captions: section)",
+        empty=f"no agreement row for axis '{gate.axis}'",
+    )
     rho = float(rows["rho"].iloc[0])
     if math.isnan(rho):
-        return None, f"agreement on '{gate.axis}' is undefined ({rows['statement'].iloc[0]})"
+        raise _Unmeasurable(
+            f"agreement on '{gate.axis}' is undefined ({rows['statement'].iloc[0]})"
+        )
     return rho, f"Spearman {rho:+.3f} ({rows['statement'].iloc[0]})"
 
 

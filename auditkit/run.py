@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from auditkit.analyses.checks import check_spec
 from auditkit.analyses.stage import analyze_run
@@ -18,6 +19,8 @@ from auditkit.spec import AuditSpec, dump_spec, load_spec, spec_hash
 if TYPE_CHECKING:
     from auditkit.caption import Captioner
     from auditkit.models.loading import LoadedPipeline
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -128,6 +131,21 @@ class _Stages:
     def pipeline(self) -> _OnDemand:
         """The pipeline for the next stage: the loaded one, or loaded at its first call."""
         return _OnDemand(self.spec, self.pipe, self.cache_dir)
+
+    def sample_and_read(self, stage: Callable[..., T], *inputs: Any) -> tuple[T, _OnDemand]:
+        """Run a stage that samples images and reads them into the run's captions folder:
+        ``stage(spec, plan, captions folder, *inputs, pipeline=..., show_progress=...)``.
+        Returns its stats and the pipeline it was given (for :meth:`record`)."""
+        pipeline = self.pipeline()
+        stats = stage(
+            self.spec,
+            self.plan,
+            self.run.captions,
+            *inputs,
+            pipeline=pipeline,
+            show_progress=self.show_progress,
+        )
+        return stats, pipeline
 
     def record(self, name: str, stats: dict[str, Any], used: _OnDemand, **extra: Any) -> None:
         """Record a finished stage (its stats, where it ran if it used the pipeline, and
@@ -244,16 +262,7 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
     stages.update(captioner=record)
     # When extraction was already complete the manifest keeps the provenance of the run that
     # did it (same extraction fingerprint); where this pass ran is in stages.caption.
-    pipeline = stages.pipeline()
-    stats = stage.caption_images(
-        spec,
-        stages.plan,
-        stages.run.captions,
-        captioner,
-        record,
-        pipeline=pipeline,
-        show_progress=stages.show_progress,
-    )
+    stats, pipeline = stages.sample_and_read(stage.caption_images, captioner, record)
     stages.record("caption", stats.to_json(), pipeline, captioner_key=record["key"])
     return captioner, record
 
@@ -263,16 +272,7 @@ def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> 
     scale is missing."""
     from auditkit.passes.guidance import run_guidance_sweep
 
-    pipeline = stages.pipeline()
-    stats = run_guidance_sweep(
-        stages.spec,
-        stages.plan,
-        stages.run.captions,
-        captioner,
-        record,
-        pipeline=pipeline,
-        show_progress=stages.show_progress,
-    )
+    stats, pipeline = stages.sample_and_read(run_guidance_sweep, captioner, record)
     if stats["scales"]:
         stages.record("guidance", stats, pipeline)
 
@@ -284,21 +284,12 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
     from auditkit.extract.store import ActivationStore
     from auditkit.passes.causal import run_causal_check
 
-    spec, captions = stages.spec, stages.run.captions
+    spec = stages.spec
     if spec.captions is None or spec.captions.causal is None:
         return
-    pipeline = stages.pipeline()
-    stats = run_causal_check(
-        spec,
-        stages.plan,
-        captions,
-        ActivationStore(stages.run.activations),
-        captioner,
-        record,
-        pipeline=pipeline,
-        show_progress=stages.show_progress,
-    )
-    axes = read_causal(captions)["causal_axes"]
+    store = ActivationStore(stages.run.activations)
+    stats, pipeline = stages.sample_and_read(run_causal_check, store, captioner, record)
+    axes = read_causal(stages.run.captions)["causal_axes"]
     keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
     summary = [json_safe({k: row[k] for k in keys}) for row in axes.to_dict("records")]
     stages.record("causal", stats.to_json(), pipeline, captioner_key=record["key"], axes=summary)

@@ -208,19 +208,3 @@ def test_the_hash_of_a_synthetic_scenario_is_unchanged(name: str) -> None:
 def test_the_hash_of_a_spec_using_later_keys_is_unchanged(name: str) -> None:
     text, expected = TEXT_HASHES[name]
     assert spec_hash(parse_spec(text)) == expected
-
-
-# --- import paths ------------------------------------------------------------------------------
-
-
-def test_the_models_facade_re_exports_each_name_from_its_home() -> None:
-    import importlib
-
-    from auditkit.spec import models
-
-    homes = ("audit", "base", "captions", "gates", "sampling", "statistics", "vocabulary")
-    owners = [importlib.import_module(f"auditkit.spec.{home}") for home in homes]
-    for name in models.__all__:
-        owner = [m for m in owners if name in getattr(m, "__all__", ())]
-        assert len(owner) == 1, name
-        assert getattr(models, name) is getattr(owner[0], name), name

@@ -189,7 +189,7 @@ def _formation(axis: Any, rows: pd.DataFrame) -> dict[str, Any]:
     :data:`HALF` of its peak, and how many concepts then lean to the side they end on."""
     strength = rows.assign(strength=rows["score"].abs()).groupby("step")["strength"].mean()
     steps = list(strength.index)
-    peak_step = int(strength.idxmax())
+    peak_step = int(steps[int(strength.to_numpy().argmax())])
     peak = float(strength.max())
     formed = next(int(s) for s in steps if strength[s] >= HALF * peak)
     last = rows[rows["step"] == steps[-1]].set_index(["concept_set", "concept"])["score"]

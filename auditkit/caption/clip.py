@@ -10,12 +10,13 @@ average out the wording of any one of them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from auditkit.caption.image_to_text import (
     AttributeTable,
+    HubOptions,
     load_pretrained,
     move_inputs,
     to_pil_images,
@@ -39,10 +40,9 @@ class ClipZeroShotCaptioner:
         attributes: attribute -> value -> label prompts, e.g.
             ``{"gender": {"man": ["a photo of a man"], "woman": ["a photo of a woman"]}}``;
             at least two values per attribute.
-        device, dtype: where and in which precision to run (``"auto"`` allowed).
         batch_size: images per forward pass.
-        revision, cache_dir, local_files_only: hub options (a local folder never hits the hub).
-        trust_remote_code: only when the spec asks for it.
+        hub: device, dtype and the hub options
+            (:class:`~auditkit.caption.image_to_text.HubOptions`).
     """
 
     id: str
@@ -53,28 +53,14 @@ class ClipZeroShotCaptioner:
         source: str | Path,
         *,
         attributes: AttributeTable,
-        device: str = "cpu",
-        dtype: str = "float32",
         batch_size: int = 32,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        trust_remote_code: bool = False,
+        **hub: Unpack[HubOptions],
     ) -> None:
         from transformers import CLIPModel
 
         self.attributes = validate_table(attributes, min_values=2)
         self.batch_size = max(1, batch_size)
-        self.loaded = load_pretrained(
-            CLIPModel,
-            source,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            local_files_only=local_files_only,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
+        self.loaded = load_pretrained(CLIPModel, source, **hub)
         self.id = self.loaded.id
         self.sha256 = self.loaded.sha256
         self._prompts = self._encode_prompts()

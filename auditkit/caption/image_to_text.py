@@ -19,11 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
 from auditkit.errors import ModelLoadError
+from auditkit.models.loading import load_errors_reported
 from auditkit.provenance import sha256_file
 
 if TYPE_CHECKING:
@@ -184,6 +185,23 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None) ->
         return None
 
 
+class HubOptions(TypedDict, total=False):
+    """Where and how a transformers captioner loads: the keyword arguments every captioner
+    passes on to :func:`load_pretrained` (its defaults apply to those left out).
+
+    ``device`` and ``dtype`` say where and in which precision to run (``"auto"`` allowed);
+    ``revision``, ``cache_dir`` and ``local_files_only`` are hub options (a local folder never
+    hits the hub); ``trust_remote_code`` only when the spec asks for it.
+    """
+
+    device: str
+    dtype: str
+    revision: str | None
+    cache_dir: str | Path | None
+    local_files_only: bool
+    trust_remote_code: bool
+
+
 @dataclass
 class LoadedModel:
     """A transformers model and its processor, in eval mode on ``device``, with provenance."""
@@ -240,15 +258,13 @@ def load_pretrained(
     if trust_remote_code:
         common["trust_remote_code"] = True
     name = str(folder) if folder is not None else text
-    try:
+    with load_errors_reported(
+        f"could not load captioner {text!r} with {model_class.__name__}",
+        hint="check the folder or hub id and revision; weights must be safetensors, and "
+        "without network access only local folders and cached hub models load.",
+    ):
         processor = AutoProcessor.from_pretrained(name, **common)
         model = model_class.from_pretrained(name, use_safetensors=True, dtype=torch_dtype, **common)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"could not load captioner {text!r} with {model_class.__name__}: {exc}".strip(),
-            hint="check the folder or hub id and revision; weights must be safetensors, and "
-            "without network access only local folders and cached hub models load.",
-        ) from None
     model = model.to(device).eval()
     weights = folder or _hub_snapshot(text, revision, Path(cache_dir) if cache_dir else None)
     sha256 = weights_sha256(weights) if weights is not None else tensors_sha256(model)
@@ -281,13 +297,11 @@ class ImageToTextCaptioner:
             ``AutoModelForImageTextToText`` loads and whose processor takes ``images=``).
         attributes: keyword table, attribute -> value -> words (default
             :data:`DEFAULT_KEYWORDS`); see :meth:`read`.
-        device, dtype: where and in which precision to run (``"auto"`` allowed).
         max_new_tokens: longest generated continuation.
         prompt: optional text the caption continues (BLIP conditional captioning,
             e.g. "a photography of"); captions then start with it, as in transformers.
         batch_size: images per ``generate`` call.
-        revision, cache_dir, local_files_only: hub options (a local folder never hits the hub).
-        trust_remote_code: only when the spec asks for it.
+        hub: device, dtype and the hub options (:class:`HubOptions`).
     """
 
     id: str
@@ -298,15 +312,10 @@ class ImageToTextCaptioner:
         source: str | Path,
         *,
         attributes: AttributeTable | None = None,
-        device: str = "cpu",
-        dtype: str = "float32",
         max_new_tokens: int = 30,
         prompt: str | None = None,
         batch_size: int = 16,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        trust_remote_code: bool = False,
+        **hub: Unpack[HubOptions],
     ) -> None:
         import transformers
 
@@ -318,16 +327,7 @@ class ImageToTextCaptioner:
         self.max_new_tokens = max_new_tokens
         self.prompt = " ".join(prompt.split()) or None if prompt else None
         self.batch_size = max(1, batch_size)
-        self.loaded = load_pretrained(
-            auto_class,
-            source,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            local_files_only=local_files_only,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-        )
+        self.loaded = load_pretrained(auto_class, source, **hub)
         self.id = self.loaded.id
         self.sha256 = self.loaded.sha256
 

@@ -18,7 +18,6 @@ from auditkit.charts.outputs import (
     concept_map_chart,
     guidance_chart,
     share_chart,
-    share_text,
 )
 from auditkit.charts.style import (
     BAND_COLOR,
@@ -27,6 +26,7 @@ from auditkit.charts.style import (
     finding_text,
     has_interval,
     interval_text,
+    share_text,
 )
 
 __all__ = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from auditkit.charts.outputs import share_text
 from auditkit.charts.style import (
     INTERVAL_COLOR,
     NEUTRAL_COLOR,
@@ -19,6 +18,8 @@ from auditkit.charts.style import (
     concept_labels,
     configure,
     inline_values,
+    share_interval_texts,
+    share_position,
 )
 
 
@@ -41,10 +42,7 @@ def dose_response_chart(
     positive = str(curve["positive_group"].iloc[0]) if len(curve) else "the first group"
     alphas = sorted(float(a) for a in curve["alpha"].unique())
     frame = curve.assign(
-        share_ci=[
-            share_text(lo, hi)
-            for lo, hi in zip(curve["share_low"], curve["share_high"], strict=True)
-        ],
+        share_ci=share_interval_texts(curve),
         alpha_label=[_alpha_label(float(a)) for a in curve["alpha"]],
     )
     label_expr = "datum.value > 0 ? '+' + format(datum.value, '~g') : format(datum.value, '~g')"
@@ -61,12 +59,7 @@ def dose_response_chart(
         )
 
     def y(field: str) -> alt.Y:
-        return alt.Y(
-            f"{field}:Q",
-            title=f"share of images read as {positive}",
-            scale=alt.Scale(domain=[0, 1], nice=False),
-            axis=alt.Axis(format="%"),
-        )
+        return share_position(alt.Y, field, f"share of images read as {positive}")
 
     tooltip = [
         alt.Tooltip("alpha_label:N", title="α"),

@@ -35,8 +35,6 @@ def descriptor_heatmap(descriptors: pd.DataFrame, groups: list[str]) -> alt.Laye
             axis=alt.Axis(orient="top", labelAngle=0, labelLimit=90),
         ),
         y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170)),
-        n_x=len(groups),
-        n_y=len(order),
         tooltip=[
             alt.Tooltip("concept:N", title="concept"),
             alt.Tooltip("group:N", title="group"),
@@ -113,8 +111,6 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
             title=None,
             axis=alt.Axis(labelLimit=170, labels=labels, ticks=labels),
         ),
-        n_x=len(order),
-        n_y=len(order),
         tooltip=[
             alt.Tooltip("concept_a:N", title="concept"),
             alt.Tooltip("concept_b:N", title="with"),
@@ -135,8 +131,6 @@ def step_agreement_heatmap(rows: pd.DataFrame) -> alt.LayerChart:
         frame,
         x=alt.X("b:N", sort=order, title=None, axis=alt.Axis(orient="top", labelAngle=-40)),
         y=alt.Y("a:N", sort=order, title=None),
-        n_x=len(order),
-        n_y=len(order),
         tooltip=[
             alt.Tooltip("a:N", title="axis at"),
             alt.Tooltip("b:N", title="against"),
@@ -151,12 +145,14 @@ def _heatmap(
     *,
     x: alt.X,
     y: alt.Y,
-    n_x: int,
-    n_y: int,
     tooltip: list[alt.Tooltip],
     symmetric_to_one: bool,
     chart: alt.Chart | None = None,
 ) -> alt.LayerChart:
+    """Cosine cells of ``frame`` (or of ``chart``, its data transformed), columns ``x`` and rows
+    ``y``; their ``sort`` lists name every column and row, so they size the matrix. The colour
+    scale spans ±1 when ``symmetric_to_one``, else the largest absolute cosine."""
+    n_x, n_y = len(x["sort"]), len(y["sort"])
     finite = frame["cosine"].abs().dropna()
     peak = 1.0 if symmetric_to_one or finite.empty else max(float(finite.max()), 1e-6)
     color = alt.Color(

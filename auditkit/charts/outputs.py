@@ -23,22 +23,13 @@ from auditkit.charts.style import (
     configure,
     group_scale,
     inline_values,
+    share_interval_texts,
+    share_position,
 )
 
 _ROW_PX = 16
 _LABELLED_POINTS = 40
 """Concept maps with at most this many points name every point beside it."""
-
-
-def share_text(low: Any, high: Any) -> str:
-    """``[low, high]`` of a proportion as percentages; an em dash when missing."""
-    try:
-        lo, hi = float(low), float(high)
-    except (TypeError, ValueError):
-        return "—"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "—"
-    return f"[{lo:.1%}, {hi:.1%}]"
 
 
 def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerChart:
@@ -50,13 +41,7 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
     1/k when it is uniform (or absent), else a dark tick per group at its reference value.
     """
     groups = list(dict.fromkeys(shares["group"].astype(str)))
-    frame = shares.assign(
-        label=concept_labels(shares),
-        share_ci=[
-            share_text(lo, hi)
-            for lo, hi in zip(shares["share_low"], shares["share_high"], strict=True)
-        ],
-    )
+    frame = shares.assign(label=concept_labels(shares), share_ci=share_interval_texts(shares))
     order = list(dict.fromkeys(frame["label"]))
     has_reference = "reference" in frame.columns
     tooltip = [
@@ -78,12 +63,8 @@ def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerCh
     y_offset = alt.YOffset("group:N", sort=groups)
 
     def x(field: str) -> alt.X:
-        return alt.X(
-            f"{field}:Q",
-            scale=alt.Scale(domain=[0, 1], nice=False),
-            title="share of images read as each group (dot) with 95% interval (rule)",
-            axis=alt.Axis(format="%"),
-        )
+        title = "share of images read as each group (dot) with 95% interval (rule)"
+        return share_position(alt.X, field, title)
 
     color = alt.Color("group:N", title="read as", scale=group_scale(groups), sort=groups)
     base = alt.Chart(inline_values(frame)).encode(y=y, yOffset=y_offset)
@@ -138,9 +119,7 @@ def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerC
             f"guidance {g:g}" + (" (audit)" if audit else "")
             for g, audit in zip(rows["guidance"], rows["audit"], strict=True)
         ],
-        share_ci=[
-            share_text(lo, hi) for lo, hi in zip(rows["share_low"], rows["share_high"], strict=True)
-        ],
+        share_ci=share_interval_texts(rows),
     )
     audit_rows = frame[frame["audit"].astype(bool)]
     order = list(audit_rows.sort_values("share", ascending=False)["label"].drop_duplicates())
@@ -160,12 +139,8 @@ def guidance_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerC
     y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
 
     def x(field: str) -> alt.X:
-        return alt.X(
-            f"{field}:Q",
-            scale=alt.Scale(domain=[0, 1], nice=False),
-            title=f"share of images read as {group} (dot) with 95% interval (rule)",
-            axis=alt.Axis(format="%"),
-        )
+        title = f"share of images read as {group} (dot) with 95% interval (rule)"
+        return share_position(alt.X, field, title)
 
     color = alt.Color(
         "scale:N", title=None, sort=scales, scale=alt.Scale(domain=scales, range=colors)
@@ -201,10 +176,7 @@ def agreement_chart(
     positive = str(points["positive_group"].iloc[0]) if len(points) else "the positive group"
     frame = points.assign(
         label=concept_labels(points) if len(points) else [],
-        share_ci=[
-            share_text(lo, hi)
-            for lo, hi in zip(points["share_low"], points["share_high"], strict=True)
-        ],
+        share_ci=share_interval_texts(points),
     )
     tooltip = [
         alt.Tooltip("concept_set:N", title="concept set"),
@@ -217,12 +189,7 @@ def agreement_chart(
     x = alt.X("score:Q", title=f"latent lean score (+ = towards {positive})")
 
     def y(field: str) -> alt.Y:
-        return alt.Y(
-            f"{field}:Q",
-            scale=alt.Scale(domain=[0, 1], nice=False),
-            title=f"share of images read as {positive}",
-            axis=alt.Axis(format="%"),
-        )
+        return share_position(alt.Y, field, f"share of images read as {positive}")
 
     base = alt.Chart(inline_values(frame))
     error = base.mark_rule(color=INTERVAL_COLOR, opacity=0.45, strokeWidth=1.5).encode(

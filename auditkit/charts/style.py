@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import altair as alt
 import pandas as pd
@@ -36,6 +36,7 @@ CI_SUFFIXES: Final = ("_ci_low", "_ci_high")
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 Width = int | Literal["container"]
+Position = TypeVar("Position", alt.X, alt.Y)
 _ROW_PX = 20
 _CELL_PX = 30
 
@@ -121,15 +122,50 @@ def has_interval(frame: pd.DataFrame, measure: str) -> bool:
     return all(f"{measure}{suffix}" in frame.columns for suffix in CI_SUFFIXES)
 
 
-def interval_text(low: Any, high: Any, digits: int = 3) -> str:
-    """``[low, high]`` with signed fixed digits and a true minus sign; an em dash when missing."""
+def _finite_pair(low: Any, high: Any) -> tuple[float, float] | None:
+    """An interval's two ends as floats, or None when either is missing or not finite."""
     try:
         lo, hi = float(low), float(high)
     except (TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def interval_text(low: Any, high: Any, digits: int = 3) -> str:
+    """``[low, high]`` with signed fixed digits and a true minus sign; an em dash when missing."""
+    ends = _finite_pair(low, high)
+    if ends is None:
         return "—"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "—"
+    lo, hi = ends
     return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]".replace("-", "−")
+
+
+def share_text(low: Any, high: Any) -> str:
+    """``[low, high]`` of a proportion as percentages; an em dash when missing."""
+    ends = _finite_pair(low, high)
+    if ends is None:
+        return "—"
+    lo, hi = ends
+    return f"[{lo:.1%}, {hi:.1%}]"
+
+
+def share_interval_texts(frame: pd.DataFrame) -> list[str]:
+    """The ``share_low``, ``share_high`` interval of every row as :func:`share_text`."""
+    return [
+        share_text(low, high)
+        for low, high in zip(frame["share_low"], frame["share_high"], strict=True)
+    ]
+
+
+def share_position(channel: type[Position], field: str, title: str) -> Position:
+    """A position channel (``alt.X`` or ``alt.Y``) of a share column: the whole range 0 to 1,
+    labelled in percent."""
+    return channel(
+        f"{field}:Q",
+        scale=alt.Scale(domain=[0, 1], nice=False),
+        title=title,
+        axis=alt.Axis(format="%"),
+    )
 
 
 def with_interval_text(frame: pd.DataFrame, measure: str) -> pd.DataFrame:

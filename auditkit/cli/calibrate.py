@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import handle_errors
-from auditkit.cli.options import device_option
+from auditkit.cli.options import device_option, path_option
 
 DEFAULT_SEEDS = "16,32,64,128"
 
@@ -77,9 +77,8 @@ def calibrate_truth(scenario: str, seeds: int, device: str) -> None:
     help="Disjoint seed replicates per seed count at most (stored scenarios), simulated audits "
     "per seed count (synthetic ones).",
 )
-@click.option(
+@path_option(
     "--work",
-    type=click.Path(path_type=Path),
     default=Path("runs/calibration"),
     show_default=True,
     help="Folder for the scenarios' activation stores (resumable) and the results.",

@@ -7,22 +7,18 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import exit_on_gates, handle_errors, require_results
-from auditkit.cli.options import run_dir_argument
+from auditkit.cli.options import path_option, run_dir_argument
 
 
 @click.command()
 @run_dir_argument
-@click.option(
+@path_option(
     "--junit",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Also write the JUnit XML here (default: RUN_DIR/results/junit.xml only).",
 )
-@click.option(
+@path_option(
     "--json",
     "json_out",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Also write the gates JSON here (default: RUN_DIR/results/gates.json only).",
 )
 @handle_errors

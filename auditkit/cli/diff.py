@@ -8,14 +8,18 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import echo_gates, handle_errors
-from auditkit.cli.options import formats_option
+from auditkit.cli.options import formats_option, path_argument, path_option
 
 
 @click.command()
-@click.argument("base_run", type=click.Path(path_type=Path))
-@click.argument("new_run", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder for diff.html, diff.pdf, diff.json and junit.xml.")  # fmt: skip
+@path_argument("base_run")
+@path_argument("new_run")
+@path_option(
+    "--out",
+    "out_dir",
+    required=True,
+    help="Folder for diff.html, diff.pdf, diff.json and junit.xml.",
+)
 @click.option(
     "--tolerance",
     type=float,

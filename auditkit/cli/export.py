@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import handle_errors
-from auditkit.cli.options import run_dir_argument
+from auditkit.cli.options import path_option, run_dir_argument
 
 
 @click.group()
@@ -17,10 +17,8 @@ def export() -> None:
 
 @export.command("model-card")
 @run_dir_argument
-@click.option(
+@path_option(
     "--out",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Where to write the card (default: RUN_DIR/report/model-card.md).",
 )
 @handle_errors

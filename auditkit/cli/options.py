@@ -14,16 +14,33 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-spec_argument = click.argument("spec", type=click.Path(path_type=Path))
+
+def _path_type(*, exists: bool = False, file_okay: bool = True) -> click.Path:
+    """A file or folder given on the command line, passed to the command as a :class:`Path`."""
+    return click.Path(path_type=Path, exists=exists, file_okay=file_okay)
+
+
+def path_argument(name: str) -> Callable[[F], F]:
+    """An argument that names a file or folder (a :class:`Path`)."""
+    return click.argument(name, type=_path_type())
+
+
+def path_option(
+    *param_decls: str, exists: bool = False, file_okay: bool = True, **attrs: Any
+) -> Callable[[F], F]:
+    """An option that names a file or folder (a :class:`Path`; None when it is not given and
+    ``attrs`` set no default); ``attrs`` are click's (``help``, ``default``, ``required``...)."""
+    return click.option(*param_decls, type=_path_type(exists=exists, file_okay=file_okay), **attrs)
+
+
+spec_argument = path_argument("spec")
 """SPEC: the audit spec (YAML) of validate, plan, run and hooks."""
 
-run_dir_argument = click.argument("run_dir", type=click.Path(path_type=Path))
+run_dir_argument = path_argument("run_dir")
 """RUN_DIR: a run directory that ``auditkit run --out`` made."""
 
-cache_dir_option = click.option(
+cache_dir_option = path_option(
     "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Where builtin models are built (default ~/.cache/auditkit).",
 )
 """The ``--cache-dir`` option shared by the commands that load a model."""

@@ -7,16 +7,15 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import exit_on_gates, handle_errors
-from auditkit.cli.options import cache_dir_option, spec_argument
+from auditkit.cli.options import cache_dir_option, path_option, spec_argument
 from auditkit.rundir import RunDir
 
 
 @click.command()
 @spec_argument
-@click.option(
+@path_option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
     required=True,
     help="Run directory (created; an existing one is resumed).",
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import handle_errors
-from auditkit.cli.options import cache_dir_option, device_option, spec_argument
+from auditkit.cli.options import cache_dir_option, device_option, path_option, spec_argument
 
 
 @click.command()
@@ -45,11 +45,10 @@ def schema() -> None:
 @click.command()
 @spec_argument
 @device_option(None, help="Device to estimate time for (default: the spec's).")
-@click.option(
+@path_option(
     "--rate-from",
     "rate_from",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
+    file_okay=False,
     help="A run directory of the same model on the same kind of device: estimate time from "
     "the rate its extraction measured instead of from the model's size.",
 )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from auditkit.cli.common import handle_errors
-from auditkit.cli.options import device_option, variants_option
+from auditkit.cli.options import device_option, path_option, variants_option
 
 
 @click.group()
@@ -17,11 +17,9 @@ def toyworld() -> None:
 
 
 @toyworld.command("train")
-@click.option(
+@path_option(
     "--out",
     "out_root",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Folder for the checkpoints (default: the package's shipped ones).",
 )
 @variants_option(
@@ -37,10 +35,10 @@ def toyworld() -> None:
     show_default=True,
     help="Captioner training steps (0: keep the existing captioner).",
 )
-@click.option(
+@path_option(
     "--vae-from",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
+    exists=True,
+    file_okay=False,
     help="Reuse the VAE of this checkpoint folder instead of training one.",
 )
 @device_option(help="Device for the denoiser training (cpu, cuda, cuda:1, ...).")
@@ -87,11 +85,9 @@ def toyworld_train(
 
 
 @toyworld.command("evaluate")
-@click.option(
+@path_option(
     "--checkpoints",
     "root",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Folder holding toyworld-* checkpoints (default: the shipped ones).",
 )
 @click.option(
@@ -101,17 +97,15 @@ def toyworld_train(
     help="The audit's guidance scale (amplification is measured there).",
 )
 @click.option("--steps", default=10, show_default=True, help="DDIM sampling steps.")
-@click.option(
+@path_option(
     "--audit",
     "audits",
     multiple=True,
-    type=click.Path(path_type=Path),
     help="Audit spec of a toyworld checkpoint to run and score against the planted "
     "rates (repeatable).",
 )
-@click.option(
+@path_option(
     "--runs",
-    type=click.Path(path_type=Path),
     default=Path("runs"),
     show_default=True,
     help="Where the audits' run directories go.",

@@ -10,7 +10,7 @@ the same way.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -133,18 +133,11 @@ def capture_h(
             session.denoiser_samples += int(sample.shape[0])
 
     def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-        state["seen"] += 1
-        if state["seen"] > 1:
-            raise RuntimeError(
-                f"hook point {hook!r} ran more than once in one denoiser call; "
-                "choose a module that runs once per step"
-            )
+        _count_run(state, hook)
         step = int(state["step"])
         if keep_steps is not None and step not in keep_steps:
             return
-        out = output[0] if isinstance(output, tuple | list) else output
-        if not isinstance(out, torch.Tensor):
-            raise RuntimeError(f"hook point {hook!r} returned {type(out).__name__}, not a tensor")
+        out = _tensor_of(output, hook)
         n = expected_batch
         if out.shape[0] == 2 * n:
             parts = {"uncond": out[:n], "cond": out[n:]}
@@ -161,15 +154,8 @@ def capture_h(
                     Capture(step, float(state["timestep"]), half, reduced)  # type: ignore[arg-type]
                 )
 
-    handles = [
-        denoiser.register_forward_pre_hook(before_denoiser, with_kwargs=True),
-        module.register_forward_hook(after_module),
-    ]
-    try:
+    with _hooked(denoiser, before_denoiser, module, after_module, with_kwargs=True):
         yield session
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass
@@ -216,15 +202,8 @@ def steer_h(
         session.denoiser_calls += 1
 
     def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
-        state["seen"] += 1
-        if state["seen"] > 1:
-            raise RuntimeError(
-                f"hook point {hook!r} ran more than once in one denoiser call; "
-                "choose a module that runs once per step"
-            )
-        out = output[0] if isinstance(output, tuple | list) else output
-        if not isinstance(out, torch.Tensor):
-            raise RuntimeError(f"hook point {hook!r} returned {type(out).__name__}, not a tensor")
+        _count_run(state, hook)
+        out = _tensor_of(output, hook)
         if tuple(out.shape[1:]) != tuple(direction.shape):
             raise RuntimeError(
                 f"cannot steer {hook!r}: its output per sample has shape "
@@ -248,12 +227,47 @@ def steer_h(
             return [steered, *output[1:]]
         return steered
 
+    with _hooked(denoiser, before_denoiser, module, after_module, with_kwargs=False):
+        yield session
+
+
+@contextmanager
+def _hooked(
+    denoiser: nn.Module,
+    before_denoiser: Callable[..., Any],
+    module: nn.Module,
+    after_module: Callable[..., Any],
+    *,
+    with_kwargs: bool,
+) -> Iterator[None]:
+    """``before_denoiser`` runs before every denoiser call (given its keyword arguments too
+    when ``with_kwargs``), ``after_module`` on the hook point's output, for the block; both
+    hooks are removed in ``finally``."""
     handles = [
-        denoiser.register_forward_pre_hook(before_denoiser),
+        denoiser.register_forward_pre_hook(before_denoiser, with_kwargs=with_kwargs),
         module.register_forward_hook(after_module),
     ]
     try:
-        yield session
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _count_run(state: dict[str, Any], hook: str) -> None:
+    """Count one run of the hook point in the current denoiser call; a second is refused (it
+    would be captured or steered twice)."""
+    state["seen"] += 1
+    if state["seen"] > 1:
+        raise RuntimeError(
+            f"hook point {hook!r} ran more than once in one denoiser call; "
+            "choose a module that runs once per step"
+        )
+
+
+def _tensor_of(output: Any, hook: str) -> torch.Tensor:
+    """The tensor a hook point returned (the first item of a tuple or list output)."""
+    out = output[0] if isinstance(output, tuple | list) else output
+    if not isinstance(out, torch.Tensor):
+        raise RuntimeError(f"hook point {hook!r} returned {type(out).__name__}, not a tensor")
+    return out

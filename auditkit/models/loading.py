@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,14 +176,12 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if model.trust_remote_code:
         kwargs["trust_remote_code"] = True
-    try:
+    with load_errors_reported(
+        f"model.id: could not load {model.id!r} as a diffusers pipeline",
+        hint="check the folder or hub id and revision; without network access only local "
+        "folders and cached hub models load.",
+    ):
         pipe = cls.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"model.id: could not load {model.id!r} as a diffusers pipeline: {exc}".strip(),
-            hint="check the folder or hub id and revision; without network access only local "
-            "folders and cached hub models load.",
-        ) from None
     if kind == "auto":
         kind = PIPELINE_KINDS.get(type(pipe).__name__, "stable-diffusion")
     if model.scheduler != "default":
@@ -201,6 +201,17 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         model_dir=folder,
         uses_cfg=uses_cfg,
     )
+
+
+@contextmanager
+def load_errors_reported(message: str, *, hint: str) -> Iterator[None]:
+    """Report what a ``from_pretrained`` call in the block raises (OSError, ValueError: a
+    missing folder or file, an unknown hub id, no network) as a :class:`ModelLoadError`:
+    ``message``, the error's own words, and how to fix it."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{message}: {exc}".strip(), hint=hint) from None
 
 
 def dtype_keyword() -> str:

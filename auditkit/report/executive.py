@@ -101,7 +101,7 @@ def _gate_excess(gate: Mapping[str, Any]) -> float:
     value, threshold = gate.get("value"), gate.get("threshold")
     if not (_finite(value) and _finite(threshold)):
         return float("inf")
-    excess = float(value) - float(threshold)
+    excess = float(value) - float(threshold)  # type: ignore[arg-type]
     return excess if gate.get("bound") == "max" else -excess
 
 

@@ -55,7 +55,7 @@ def report_sections(context: dict[str, Any], ctx: SectionContext) -> list[dict[s
     """The sections this report shows, in order: anchor (= partial name), title, table of
     contents children and, for analysis slices, their data."""
     analyses = slices()
-    out = []
+    out: list[dict[str, Any]] = []
     for name in report_order():
         if name in analyses:
             analysis = analyses[name]

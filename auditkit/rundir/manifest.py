@@ -59,4 +59,4 @@ class Manifest(BaseModel):
             data.pop("error", None)
         if data.get("extraction_fingerprint") is None:
             data.pop("extraction_fingerprint", None)
-        return json_safe(data)  # type: ignore[no-any-return]
+        return dict(json_safe(data))

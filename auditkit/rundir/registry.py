@@ -7,7 +7,7 @@ The declarations live in :mod:`auditkit.rundir.columns`; ``docs/run-directory.md
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,7 +106,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self.tables
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Table]:
         return iter(self.tables.values())
 
     def in_folder(self, folder: str) -> list[Table]:

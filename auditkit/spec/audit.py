@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_distinct, repeated
 from auditkit.spec.captions import CaptionsSpec
 from auditkit.spec.gates import GateSpec
 from auditkit.spec.sampling import ModelSpec, ProbeSpec
@@ -120,8 +120,7 @@ class AuditSpec(FrozenModel):
         if isinstance(value, list):
             if not value:
                 raise ValueError("zero seeds: list at least one seed")
-            if len(set(value)) != len(value):
-                raise ValueError("a seed is listed twice")
+            check_distinct(value, "a seed is listed twice")
             if any(s < 0 or s >= 2**63 for s in value):
                 raise ValueError("seeds must be between 0 and 2**63-1")
         return value
@@ -180,7 +179,7 @@ def _name_problems(spec: AuditSpec) -> list[Problem]:
         + [c.name for c in spec.concepts]
         + [x.name for x in spec.crossings]
     )
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = repeated(names)
     if not dupes:
         return []
     message = f"axis, crossing and concept-set names must be unique; repeated: {dupes}"

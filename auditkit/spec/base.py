@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Sequence
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,5 +21,40 @@ class FrozenModel(BaseModel):
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
+T = TypeVar("T")
 
-__all__ = ["NAME_PATTERN", "FrozenModel", "Name", "NonEmptyStr"]
+
+def repeated(values: Sequence[T]) -> list[T]:
+    """The values that occur more than once in ``values``, sorted."""
+    return sorted({v for v in values if values.count(v) > 1})  # type: ignore[type-var]
+
+
+def check_distinct(values: list[T], message: str) -> list[T]:
+    """``values``, when none repeats; else ValueError(``message``), in which ``{repeated}``
+    stands for the sorted repeated values (a validator's check of a list of names, seeds,
+    steps)."""
+    twice = repeated(values)
+    if twice:
+        raise ValueError(message.format(repeated=twice))
+    return values
+
+
+def check_device(value: str, devices: tuple[str, ...]) -> str:
+    """``value``, when it names one of ``devices`` (``"cuda:N"`` stands for every CUDA index);
+    else ValueError naming them."""
+    pattern = "|".join(r"cuda:\d+" if d == "cuda:N" else re.escape(d) for d in devices)
+    if not re.fullmatch(pattern, value):
+        quoted = [f"'{d}'" for d in devices]
+        raise ValueError(f"must be {', '.join(quoted[:-1])} or {quoted[-1]}")
+    return value
+
+
+__all__ = [
+    "NAME_PATTERN",
+    "FrozenModel",
+    "Name",
+    "NonEmptyStr",
+    "check_device",
+    "check_distinct",
+    "repeated",
+]

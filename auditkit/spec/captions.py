@@ -4,12 +4,11 @@ open-vocabulary discovery, exemplar thumbnails and the guidance sweep."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_device, check_distinct
 from auditkit.spec.vocabulary import check_templates
 
 CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
@@ -79,9 +78,7 @@ class CaptionerSpec(FrozenModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        return value
+        return check_device(value, ("auto", "cpu", "cuda", "cuda:N"))
 
     @field_validator("attributes")
     @classmethod
@@ -178,10 +175,7 @@ class CausalSpec(FrozenModel):
     def _alphas(cls, value: list[float]) -> list[float]:
         if any(not math.isfinite(a) or abs(a) > MAX_CAUSAL_ALPHA for a in value):
             raise ValueError(f"alphas must be finite numbers within +-{MAX_CAUSAL_ALPHA:g}")
-        repeated = sorted({a for a in value if value.count(a) > 1})
-        if repeated:
-            raise ValueError(f"alphas repeat: {repeated}")
-        return value
+        return check_distinct(value, "alphas repeat: {repeated}")
 
     @field_validator("axes", "concepts")
     @classmethod
@@ -189,9 +183,7 @@ class CausalSpec(FrozenModel):
         if value is not None:
             if not value:
                 raise ValueError("lists nothing; leave it out for the default")
-            repeated = sorted({v for v in value if value.count(v) > 1})
-            if repeated:
-                raise ValueError(f"lists {repeated} twice")
+            check_distinct(value, "lists {repeated} twice")
         return value
 
 
@@ -363,9 +355,7 @@ class CaptionsSpec(FrozenModel):
     @field_validator("roles")
     @classmethod
     def _roles(cls, value: list[CaptionRole]) -> list[CaptionRole]:
-        if len(set(value)) != len(value):
-            raise ValueError("lists a role twice")
-        return value
+        return check_distinct(value, "lists a role twice")
 
 
 __all__ = [

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from auditkit.spec.base import FrozenModel, NonEmptyStr
+from auditkit.spec.base import FrozenModel, NonEmptyStr, check_device, check_distinct
 
 
 class ModelSpec(FrozenModel):
@@ -48,9 +47,7 @@ class ModelSpec(FrozenModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-        return value
+        return check_device(value, ("auto", "cpu", "cuda", "cuda:N", "mps"))
 
     @field_validator("resolution")
     @classmethod
@@ -96,8 +93,7 @@ class ProbeSpec(FrozenModel):
         if isinstance(value, list):
             if not value:
                 raise ValueError("must list at least one step, or be 'all'")
-            if len(set(value)) != len(value):
-                raise ValueError("lists a step twice")
+            check_distinct(value, "lists a step twice")
         return value
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_distinct
 
 TERM_SLOT = "{term}"
 """The one slot of a prompt template."""
@@ -118,10 +118,7 @@ class ConceptSetSpec(FrozenModel):
     @field_validator("terms")
     @classmethod
     def _terms(cls, value: list[str]) -> list[str]:
-        dupes = sorted({t for t in value if value.count(t) > 1})
-        if dupes:
-            raise ValueError(f"terms repeat: {dupes}")
-        return value
+        return check_distinct(value, "terms repeat: {repeated}")
 
 
 class CentringSpec(FrozenModel):
@@ -159,9 +156,7 @@ class CrossingSpec(FrozenModel):
     @field_validator("axes")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("names an axis twice")
-        return value
+        return check_distinct(value, "names an axis twice")
 
     @field_validator("templates")
     @classmethod
