@@ -270,7 +270,7 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
 def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> None:
     """The guidance sweep (captions.guidance); the pipeline is loaded only if some image at some
     scale is missing."""
-    from auditkit.caption.guidance import run_guidance_sweep
+    from auditkit.passes.guidance import run_guidance_sweep
 
     stats, pipeline = stages.sample_and_read(run_guidance_sweep, captioner, record)
     if stats["scales"]:
@@ -280,8 +280,9 @@ def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> 
 def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> None:
     """The causal check (dose-response per axis); the pipeline is loaded only if some steered
     image is missing."""
-    from auditkit.caption.causal import read_causal, run_causal_check
+    from auditkit.analyze.causal import read_causal
     from auditkit.extract.store import ActivationStore
+    from auditkit.passes.causal import run_causal_check
 
     spec = stages.spec
     if spec.captions is None or spec.captions.causal is None:
@@ -318,7 +319,7 @@ def _cuda_version() -> str | None:
 def _discover(stages: _Stages) -> None:
     """Open-vocabulary discovery (results/discovery.parquet); the pipeline is loaded only if
     some term prompt's units are not in the activation store."""
-    from auditkit.caption.discovery import run_discovery
+    from auditkit.passes.discovery import run_discovery
 
     spec = stages.spec
     if spec.captions is None or spec.captions.discovery is None:

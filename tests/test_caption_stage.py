@@ -23,7 +23,6 @@ from auditkit.caption.stage import (
     CaptionStore,
     caption_images,
     captioner_record,
-    generate_images,
     load_spec_captioner,
     read_captions,
     select_caption_units,
@@ -31,6 +30,7 @@ from auditkit.caption.stage import (
 from auditkit.errors import SpecError
 from auditkit.models.loading import LoadedPipeline, load_pipeline
 from auditkit.plan import AuditPlan, plan_audit
+from auditkit.sampling import generate_images
 from auditkit.spec import AuditSpec, dump_spec, parse_spec, spec_hash
 
 BODY = """\

@@ -16,25 +16,27 @@ import pandas as pd
 import pytest
 import torch
 
-from auditkit.caption import Captioner
-from auditkit.caption.causal import (
+from auditkit.analyze.causal import (
     AXIS_COLUMNS,
     CAUSAL_COLUMNS,
     CURVE_COLUMNS,
-    causal_seeds,
-    causal_units,
-    plan_jobs,
     read_causal,
-    run_causal_check,
-    select_axes,
     steering_directions,
 )
+from auditkit.caption import Captioner
 from auditkit.caption.stage import CaptionStore, captioner_record
 from auditkit.errors import SpecError, UsageError
 from auditkit.extract.hooks import capture_h, steer_h
 from auditkit.extract.runner import extract_activations, pipeline_inputs
 from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline, load_pipeline
+from auditkit.passes.causal import (
+    causal_seeds,
+    causal_units,
+    plan_jobs,
+    run_causal_check,
+    select_axes,
+)
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.spec import AuditSpec, dump_spec, parse_spec
 
@@ -336,7 +338,7 @@ def test_alpha_zero_reads_the_captioning_stage_image(
     tiny_run: tuple[AuditSpec, AuditPlan, LoadedPipeline, ActivationStore], tmp_path: Path
 ) -> None:
     from auditkit.caption.models import load_captioner
-    from auditkit.caption.stage import generate_images
+    from auditkit.sampling import generate_images
 
     spec, plan, loaded, store = tiny_run
     spec = parse_spec(_text(spec.model.id, causal="{alphas: [0.0, 1.0], seeds: 2}"))
@@ -434,13 +436,14 @@ def test_causal_tables_are_versioned(
     from auditkit.errors import SchemaVersionError
 
     spec, plan, loaded, store = tiny_run
-    _check(spec, plan, tmp_path, store, load_captioner("toyworld"), lambda: loaded)
-    path = tmp_path / "causal_axes.parquet"
+    root = tmp_path / "captions"
+    _check(spec, plan, root, store, load_captioner("toyworld"), lambda: loaded)
+    path = root / "causal_axes.parquet"
     table = pq.read_table(path)
     meta = dict(table.schema.metadata or {})
     assert meta[b"auditkit_schema_version"] == b"1"
     meta[b"auditkit_schema_version"] = b"99"
     pq.write_table(table.replace_schema_metadata(meta), path)
     with pytest.raises(SchemaVersionError, match="schema_version 99"):
-        read_causal(tmp_path)
-    assert isinstance(pd.read_parquet(tmp_path / "causal.parquet"), pd.DataFrame)
+        read_causal(root)
+    assert isinstance(pd.read_parquet(root / "causal.parquet"), pd.DataFrame)

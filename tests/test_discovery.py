@@ -13,7 +13,8 @@ import pytest
 
 from auditkit.analyze.discovery import DISCOVERY_COLUMNS, rank_terms, ranking_layout
 from auditkit.analyze.measures import AuditLayout, cosine
-from auditkit.caption.discovery import (
+from auditkit.errors import SchemaVersionError, SpecError
+from auditkit.passes.discovery import (
     DISCOVERED_ROLE,
     STOPWORDS,
     TERM_COLUMNS,
@@ -23,7 +24,6 @@ from auditkit.caption.discovery import (
     mine_terms,
     read_discovery,
 )
-from auditkit.errors import SchemaVersionError, SpecError
 from auditkit.plan import plan_audit, prompt_id
 from auditkit.spec import dump_spec, parse_spec, spec_hash
 
@@ -359,18 +359,29 @@ def test_one_pipeline_load_serves_the_causal_check_and_discovery(
 def test_discovery_tables_keep_their_template_and_refuse_a_newer_schema(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from auditkit.caption.discovery import DISCOVERY_SCHEMA_VERSION, write_discovery
+    from auditkit.passes.discovery import DISCOVERY_SCHEMA_VERSION, write_discovery
     from auditkit.rundir import parquet_bytes
 
-    terms, ranking = pd.DataFrame({"term": ["white hat"]}), pd.DataFrame({"cosine": [0.5]})
-    write_discovery(tmp_path, terms, ranking, "a photo of a {term}")
-    meta = pq.read_schema(tmp_path / "discovery.parquet").metadata
+    prompt = "a photo of a white hat"
+    terms = pd.DataFrame(
+        [["white hat", 1, 2, prompt, prompt_id(prompt), 3, "jobs", "nurse", 4, 3]],
+        columns=TERM_COLUMNS,
+    )
+    ranking = pd.DataFrame(
+        [["jobs", "nurse", "", "", "white hat", 3, 0.5, 0.4, 0.6, 1, True]],
+        columns=DISCOVERY_COLUMNS,
+    )
+    results = tmp_path / "results"
+    write_discovery(results, terms, ranking, "a photo of a {term}")
+    meta = pq.read_schema(results / "discovery.parquet").metadata
     assert meta[b"auditkit_discovery_template"] == b"a photo of a {term}"
     assert meta[b"auditkit_schema_version"] == str(DISCOVERY_SCHEMA_VERSION).encode()
-    read_terms, read_ranking = read_discovery(tmp_path)
+    read_terms, read_ranking = read_discovery(results)
     pd.testing.assert_frame_equal(read_terms, terms)
     pd.testing.assert_frame_equal(read_ranking, ranking)
     newer = parquet_bytes(ranking, DISCOVERY_SCHEMA_VERSION + 1)
-    (tmp_path / "discovery.parquet").write_bytes(newer)
-    with pytest.raises(SchemaVersionError, match="this auditkit reads up to"):
-        read_discovery(tmp_path)
+    (results / "discovery.parquet").write_bytes(newer)
+    with pytest.raises(
+        SchemaVersionError, match=f"schema_version {DISCOVERY_SCHEMA_VERSION + 1}, newer"
+    ):
+        read_discovery(results)

@@ -20,7 +20,6 @@ from browser import open_report
 from auditkit.caption.stage import (
     caption_images,
     captioner_record,
-    generate_images,
     select_caption_units,
 )
 from auditkit.caption.thumbnails import encode_thumbnail, read_exemplars
@@ -28,6 +27,7 @@ from auditkit.errors import SpecError
 from auditkit.models.loading import LoadedPipeline, load_pipeline
 from auditkit.plan import plan_audit
 from auditkit.report.exemplars import _fit, _ranked, encoded_size, exemplar_section
+from auditkit.sampling import generate_images
 from auditkit.spec import AuditSpec, dump_spec, parse_spec, spec_hash
 from auditkit.spec.captions import ExemplarSpec
 

@@ -141,7 +141,7 @@ def test_sweep_is_stored_apart_resumes_and_feeds_the_analysis(
 ) -> None:
     import json
 
-    from auditkit.caption.guidance import read_guidance_readings
+    from auditkit.passes.guidance import read_guidance_readings
     from auditkit.run import run_audit
 
     path = tmp_path / "spec.yaml"

@@ -14,10 +14,10 @@ import pytest
 from browser import open_report
 from report_fixtures import HOSTILE, OCCUPATIONS, build_run_dir
 
+from auditkit.analyze.causal import AXIS_COLUMNS, CAUSAL_COLUMNS, CURVE_COLUMNS
 from auditkit.analyze.discovery import DISCOVERY_COLUMNS, empty_ranking
 from auditkit.analyze.stats import wilson_interval
 from auditkit.analyze.summary import read_extra_tables, read_results, summarize
-from auditkit.caption.causal import AXIS_COLUMNS, CAUSAL_COLUMNS, CURVE_COLUMNS
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.report import build_report_context, render_report
 from auditkit.spec import parse_spec

@@ -215,7 +215,7 @@ def test_diff_flags_the_planted_occupations_as_regressions(
 
 def test_plan_counts_the_images_the_run_sampled(runs: dict[str, Path]) -> None:
     """`auditkit plan`'s later passes match the stages the default audit actually ran."""
-    from auditkit.caption.cost import later_passes
+    from auditkit.passes.cost import later_passes
     from auditkit.plan import plan_audit
     from auditkit.spec import load_run_spec
 

@@ -66,7 +66,6 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
     """Analyze a run whose extraction (and captioning, when asked) is done."""
     from auditkit.analyze.latents import load_latents
     from auditkit.analyze.summary import read_extra_tables, summarize, write_results
-    from auditkit.caption.guidance import read_guidance_readings
     from auditkit.extract.store import ActivationStore
 
     latents = load_latents(ActivationStore(run.activations), plan, spec.probe.aggregation)
@@ -75,7 +74,7 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
         from auditkit.caption.stage import read_captions
 
         readings = read_captions(run.captions)[1]
-    swept = read_guidance_readings(run.captions) if spec.captions is not None else None
+    swept = run.table("guidance_readings") if spec.captions is not None else None
     store = ActivationStore(run.activations)
     results = analyze_audit(spec, plan, latents, readings, swept, store)
     chosen = chosen_slices(spec)

@@ -1,6 +1,6 @@
 """Rank discovered terms by their alignment with each concept and each two-group axis.
 
-A discovered term w (a word or phrase mined from captions, :mod:`auditkit.caption.discovery`)
+A discovered term w (a word or phrase mined from captions, :mod:`auditkit.passes.discovery`)
 has a prompt latent H(w) of its own. Per concept c of a concept set with centring reference R
 (the same R the set's other measures use), its alignment is cos(H(c) − R, H(w) − R); per
 two-group axis with direction g, it is the term's lean cosine cos(H(w) − R, g). Both come from
@@ -9,12 +9,15 @@ intervals use the convention of :mod:`auditkit.analyze.uncertainty`: one draw of
 shared by every prompt (concept, axis, base and term prompts alike), with the same generator
 seed, hence the same draws as the audit's other intervals.
 
-Everything here is pure: latents, layout and counts in, a tidy table out.
+Everything here is pure: latents, layout and counts in, a tidy table out; and from that table,
+the summary's ``discovery`` block and findings (:func:`discovery_records`,
+:func:`discovery_sentences`), whose axis ends (:func:`axis_ends`) the report shows too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +33,7 @@ from auditkit.analyze.gram import (
     seed_gram_tensor,
 )
 from auditkit.analyze.measures import AuditLayout, build_layout
+from auditkit.analyze.stats import summary_number
 from auditkit.analyze.uncertainty import CI_LEVEL, bootstrap_weights
 from auditkit.plan import expand_prompts
 from auditkit.spec.audit import AuditSpec
@@ -210,8 +214,113 @@ def _ranked(frame: pd.DataFrame, top_k: int) -> pd.DataFrame:
     return order[DISCOVERY_COLUMNS].reset_index(drop=True)
 
 
+# --- prose -------------------------------------------------------------------------------------
+
+
+def axis_ends(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``top`` terms of one (concept set, axis) block of ``discovery``: those at the first
+    group's end (highest lean cosine first) and at the second's (lowest first). A term is kept
+    at an end only if it leans that way (positive cosine at the first group's end, negative at
+    the second's), so an end can be empty."""
+    top = block[block["top"].astype(bool)]
+    half = (len(block) + 1) // 2
+    first = top[(top["rank"] <= half) & (top["cosine"] > 0)].sort_values("rank")
+    second = top[(top["rank"] > half) & (top["cosine"] < 0)]
+    return first, second.sort_values("rank", ascending=False)
+
+
+def _term_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {
+            "term": str(r["term"]),
+            "cosine": summary_number(r["cosine"]),
+            "cosine_ci": [summary_number(r["cosine_ci_low"]), summary_number(r["cosine_ci_high"])],
+            "count": int(r["count"]),
+            "rank": int(r["rank"]),
+        }
+        for r in rows.to_dict("records")
+    ]
+
+
+def discovery_records(discovery: pd.DataFrame, groups: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The summary's ``discovery`` block: the top terms per concept and at each axis end."""
+    on_concepts = discovery[discovery["axis"] == ""]
+    concepts = [
+        {
+            "concept_set": str(key[0]),
+            "concept": str(key[1]),
+            "top": _term_records(block[block["top"]].sort_values("rank")),
+        }
+        for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False)
+    ]
+    axes = []
+    for key, block in discovery[discovery["axis"] != ""].groupby(
+        ["concept_set", "axis"], sort=False
+    ):
+        first, second = axis_ends(block)
+        names = groups.get(str(key[1]), [])
+        axes.append(
+            {
+                "concept_set": str(key[0]),
+                "axis": str(key[1]),
+                "positive_group": str(block["positive_group"].iloc[0]),
+                "negative_group": names[1] if len(names) == 2 else "",
+                "toward_positive": _term_records(first),
+                "toward_negative": _term_records(second),
+            }
+        )
+    return {"n_terms": int(discovery["term"].nunique()), "concepts": concepts, "axes": axes}
+
+
+def _quoted_terms(rows: pd.DataFrame, limit: int = 3) -> str:
+    if rows.empty:
+        return "none"
+    return ", ".join(f"'{r.term}' ({_signed(r.cosine)})" for r in rows.head(limit).itertuples())
+
+
+def _signed(value: Any) -> str:
+    number = summary_number(value)
+    return "n/a" if number is None else f"{number:+.2f}"
+
+
+def discovery_sentences(
+    discovery: pd.DataFrame | None, groups: Mapping[str, list[str]]
+) -> list[str]:
+    """Findings from the discovery ranking: each concept's best-aligned mined term, and the
+    mined terms at each end of every two-group axis."""
+    if discovery is None:
+        return []
+    if discovery.empty:
+        return ["Open-vocabulary discovery kept no term: none was frequent enough in the captions."]
+    out = []
+    best = discovery[(discovery["axis"] == "") & (discovery["rank"] == 1)]
+    for cset, block in best.groupby("concept_set", sort=False):
+        pairs = "; ".join(
+            f"'{r.concept}': '{r.term}' ({_signed(r.cosine)})" for r in block.itertuples()
+        )
+        out.append(
+            f"Of the terms mined from the captions of '{cset}', the one most aligned with each "
+            f"concept's centred latent: {pairs}."
+        )
+    for key, block in discovery[discovery["axis"] != ""].groupby(
+        ["concept_set", "axis"], sort=False
+    ):
+        first, second = axis_ends(block)
+        names = groups.get(str(key[1]), [])
+        negative = names[1] if len(names) == 2 else "the second group"
+        out.append(
+            f"Of the terms mined for '{key[0]}', those leaning most towards "
+            f"'{block['positive_group'].iloc[0]}' along '{key[1]}' are {_quoted_terms(first)}; "
+            f"towards '{negative}': {_quoted_terms(second)}."
+        )
+    return out
+
+
 __all__ = [
     "DISCOVERY_COLUMNS",
+    "axis_ends",
+    "discovery_records",
+    "discovery_sentences",
     "empty_ranking",
     "rank_terms",
     "ranking_layout",

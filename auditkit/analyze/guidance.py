@@ -1,6 +1,6 @@
 """Guidance amplification: how far classifier-free guidance pushes output shares.
 
-The guidance sweep (:mod:`auditkit.caption.guidance`) reads the concept prompts' images at other
+The guidance sweep (:mod:`auditkit.passes.guidance`) reads the concept prompts' images at other
 guidance scales. Per scale this module computes the same output shares as the outputs table
 (:func:`auditkit.analyze.outputs.output_shares`, one image per unit, Wilson intervals) and, per
 attribute, the *spread*: the mean over concepts of the total-variation distance between a

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+
+def summary_number(value: Any) -> float | None:
+    """A number for the JSON summary: rounded to 6 decimals, None when NaN or infinite (JSON
+    has neither)."""
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from auditkit.analyze.causal import causal_records
+from auditkit.analyze.discovery import discovery_records, discovery_sentences
 from auditkit.analyze.significance import rule_of, rule_words
+from auditkit.analyze.stats import summary_number
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.audit import AuditSpec
@@ -42,19 +44,19 @@ def summarize(
         entry: dict[str, Any] = {
             "axis": row.axis,
             "groups": str(row.groups).split(","),
-            "norm": _num(row.norm),
-            "step_consistency": _num(row.step_consistency),
+            "norm": summary_number(row.norm),
+            "step_consistency": summary_number(row.step_consistency),
         }
         if lean_table is not None and not lean_table.empty and row.n_groups == 2:
             rows = lean_table[lean_table["axis"] == row.axis]
             ordered = rows.reindex(rows["score"].abs().sort_values(ascending=False).index)
-            entry["max_abs_score"] = _num(ordered["score"].abs().max())
-            entry["mean_score"] = _num(rows["score"].mean())
+            entry["max_abs_score"] = summary_number(ordered["score"].abs().max())
+            entry["mean_score"] = summary_number(rows["score"].mean())
             entry["top"] = [
                 {
                     "concept_set": r.concept_set,
                     "concept": r.concept,
-                    "score": _num(r.score),
+                    "score": summary_number(r.score),
                     "toward": r.toward,
                     **_labels(r),
                 }
@@ -122,12 +124,6 @@ def summarize(
     return summary
 
 
-def _num(value: Any) -> float | None:
-    """A number for JSON: None when NaN or infinite (JSON has neither)."""
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
-
-
 def _lean_sentence(axis: str, rows: pd.DataFrame, ordered: pd.DataFrame) -> str:
     top = ordered.iloc[0]
     pos = rows["positive_group"].iloc[0]
@@ -147,7 +143,7 @@ def _labels(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if hasattr(row, "significant"):
         out["significant"] = bool(row.significant)
-        out["q_value"] = _num(row.q_value)
+        out["q_value"] = summary_number(row.q_value)
         out["label"] = "significant" if row.significant else "not significant"
     if hasattr(row, "fragile"):
         out["fragile"] = bool(row.fragile)
@@ -165,13 +161,13 @@ def _lean_records(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
             "concept_set": r.concept_set,
             "concept": r.concept,
             "toward": r.toward,
-            "score": _num(r.score),
-            "cosine": _num(r.cosine),
+            "score": summary_number(r.score),
+            "cosine": summary_number(r.cosine),
         }
         if hasattr(r, "score_ci_low"):
-            record["score_ci"] = [_num(r.score_ci_low), _num(r.score_ci_high)]
+            record["score_ci"] = [summary_number(r.score_ci_low), summary_number(r.score_ci_high)]
         if hasattr(r, "p_value"):
-            record["p_value"] = _num(r.p_value)
+            record["p_value"] = summary_number(r.p_value)
         record.update(_labels(r))
         records.append(record)
     return records
@@ -239,8 +235,8 @@ def _output_records(results: AuditResults) -> dict[str, Any] | None:
                 "concept_set": r.concept_set,
                 "concept": r.concept,
                 "group": r.max_gap_group,
-                "gap": _num(r.max_abs_gap),
-                "kl_bits": _num(r.kl_bits),
+                "gap": summary_number(r.max_abs_gap),
+                "kl_bits": summary_number(r.kl_bits),
             }
             for r in per_concept.sort_values("max_abs_gap", ascending=False).itertuples()
         ],
@@ -249,8 +245,8 @@ def _output_records(results: AuditResults) -> dict[str, Any] | None:
         else [
             {
                 "axis": r.axis,
-                "rho": _num(r.rho),
-                "rho_ci": [_num(r.rho_ci_low), _num(r.rho_ci_high)],
+                "rho": summary_number(r.rho),
+                "rho_ci": [summary_number(r.rho_ci_low), summary_number(r.rho_ci_high)],
                 "n_concepts": int(str(r.n_concepts)),
                 "statement": str(r.statement),
             }
@@ -263,14 +259,14 @@ def _output_records(results: AuditResults) -> dict[str, Any] | None:
         records["amplification"] = [
             {
                 "attribute": str(r["attribute"]),
-                "guidance": _num(r["guidance"]),
-                "audit_guidance": _num(r["audit_guidance"]),
-                "spread": _num(r["spread"]),
-                "audit_spread": _num(r["audit_spread"]),
-                "amplification": _num(r["amplification"]),
+                "guidance": summary_number(r["guidance"]),
+                "audit_guidance": summary_number(r["audit_guidance"]),
+                "spread": summary_number(r["spread"]),
+                "audit_spread": summary_number(r["audit_spread"]),
+                "amplification": summary_number(r["amplification"]),
                 "amplification_ci": [
-                    _num(r["amplification_ci_low"]),
-                    _num(r["amplification_ci_high"]),
+                    summary_number(r["amplification_ci_low"]),
+                    summary_number(r["amplification_ci_high"]),
                 ],
                 "n_concepts": int(r["n_concepts"]),
                 "statement": amplification_verdict(r),
@@ -284,7 +280,7 @@ def _output_sentences(results: AuditResults) -> list[str]:
     agreement = results.tables.get("agreement")
     out = []
     for r in [] if agreement is None else agreement.to_dict("records"):
-        axis, statement, rho = str(r["axis"]), str(r["statement"]), _num(r["rho"])
+        axis, statement, rho = str(r["axis"]), str(r["statement"]), summary_number(r["rho"])
         if rho is None:
             out.append(f"Outputs vs latent lean on '{axis}': {statement}.")
             continue
@@ -302,7 +298,7 @@ def _output_sentences(results: AuditResults) -> list[str]:
     return out
 
 
-# --- causal check and discovery (optional tables outside analyze()) --------------------------
+# --- the causal check's and discovery's tables (outside analyze()) --------------------------
 
 
 def read_extra_tables(run_dir: Path | RunDir) -> dict[str, pd.DataFrame]:
@@ -317,213 +313,8 @@ def read_extra_tables(run_dir: Path | RunDir) -> dict[str, pd.DataFrame]:
     return as_run_dir(run_dir).tables(list(EXTRA_TABLES))
 
 
-def alpha_text(alpha: float) -> str:
-    """A steering strength for prose: ``−1``, ``0``, ``+0.5`` (true minus sign)."""
-    return "0" if alpha == 0 else f"{alpha:+g}".replace("-", "−")
-
-
-def causal_verdict(points: pd.DataFrame, monotone: bool) -> str:
-    """One axis's dose-response in a word, from its ``causal_curve`` rows.
-
-    ``causal``: the share of the first group at the largest alpha is clearly (disjoint 95%
-    Wilson intervals) above the share at the smallest, and never falls in between;
-    ``not monotone``: clearly above, but falls somewhere; ``reversed``: clearly below;
-    ``no clear effect``: the intervals at the two ends overlap; ``not measured``: fewer than two
-    alphas with images read as either group.
-    """
-    read = points[points["share"].notna()].sort_values("alpha")
-    if len(read) < 2:
-        return "not measured"
-    low, high = read.iloc[0], read.iloc[-1]
-    if float(high["share_low"]) > float(low["share_high"]):
-        return "causal" if monotone else "not monotone"
-    if float(high["share_high"]) < float(low["share_low"]):
-        return "reversed"
-    return "no clear effect"
-
-
-def causal_statement(row: Mapping[str, Any], points: pd.DataFrame, hook: str) -> str:
-    """A plain sentence on one steered axis (its ``causal_axes`` row and curve points)."""
-    axis, pos = str(row["axis"]), str(row["positive_group"])
-    verdict = causal_verdict(points, bool(row["monotone"]))
-    if verdict == "not measured":
-        return (
-            f"Causal check on '{axis}': the captioner read too few steered images as "
-            f"'{pos}' or '{row['negative_group']}' to measure a dose-response."
-        )
-    read = points[points["share"].notna()].sort_values("alpha")
-    low, high = read.iloc[0], read.iloc[-1]
-    moves = (
-        f"Causal check on '{axis}': adding α·g to the {hook} output at every "
-        f"denoising step moves the share of images read as '{pos}' from {low['share']:.2f} "
-        f"(α = {alpha_text(low['alpha'])}) to {high['share']:.2f} "
-        f"(α = {alpha_text(high['alpha'])})"
-    )
-    if verdict == "causal":
-        return moves + ", monotonically: the direction is causally used by the model."
-    if verdict == "not monotone":
-        shares, alphas = read["share"].tolist(), read["alpha"].tolist()
-        fall = next((i for i in range(len(shares) - 1) if shares[i + 1] < shares[i]), None)
-        where = (
-            f" (it falls between α = {alpha_text(alphas[fall])} and {alpha_text(alphas[fall + 1])})"
-            if fall is not None
-            else " (some α had no image read as either group)"
-        )
-        return (
-            moves + f", but not monotonically{where}: steering along the direction changes "
-            "what the model draws, but not as a steady dose-response."
-        )
-    if verdict == "reversed":
-        return (
-            moves + ": the share falls as α grows, against the direction's sign, so the "
-            "direction changes what the model draws but not the way the latent axis predicts."
-        )
-    return (
-        moves + ": the 95% intervals at the two ends overlap, so steering has no clear effect "
-        "on what the model draws and the direction is not shown to be causally used."
-    )
-
-
-def causal_records(extra: Mapping[str, pd.DataFrame], hook: str) -> list[dict[str, Any]] | None:
-    """The summary's ``causal`` block (per steered axis), or None without a causal check."""
-    curve, axes = extra.get("causal_curve"), extra.get("causal_axes")
-    if curve is None or axes is None:
-        return None
-    out = []
-    for record in axes.to_dict("records"):
-        row = {str(k): v for k, v in record.items()}
-        points = curve[curve["axis"] == row["axis"]].sort_values("alpha")
-        out.append(
-            {
-                "axis": str(row["axis"]),
-                "positive_group": str(row["positive_group"]),
-                "negative_group": str(row["negative_group"]),
-                "hook": hook,
-                "shares": [
-                    {
-                        "alpha": _num(p.alpha),
-                        "share": _num(p.share),
-                        "share_ci": [_num(p.share_low), _num(p.share_high)],
-                        "n_images": int(str(p.n_images)),
-                        "n_unread": int(str(p.n_unread)),
-                    }
-                    for p in points.itertuples()
-                ],
-                "effect": _num(row["effect"]),
-                "monotone": bool(row["monotone"]),
-                "verdict": causal_verdict(points, bool(row["monotone"])),
-                "rho": _num(row["rho"]),
-                "slope": _num(row["slope"]),
-                "n_concepts": int(row["n_concepts"]),
-                "n_images": int(row["n_images"]),
-                "direction_norm": _num(row["direction_norm"]),
-                "statement": causal_statement(row, points, hook),
-            }
-        )
-    return out
-
-
 def _axis_groups(spec: AuditSpec) -> dict[str, list[str]]:
     return {a.name: list(a.groups) for a in spec.axes}
-
-
-def axis_ends(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``top`` terms of one (concept set, axis) block of ``discovery``: those at the first
-    group's end (highest lean cosine first) and at the second's (lowest first). A term is kept
-    at an end only if it leans that way (positive cosine at the first group's end, negative at
-    the second's), so an end can be empty."""
-    top = block[block["top"].astype(bool)]
-    half = (len(block) + 1) // 2
-    first = top[(top["rank"] <= half) & (top["cosine"] > 0)].sort_values("rank")
-    second = top[(top["rank"] > half) & (top["cosine"] < 0)]
-    return first, second.sort_values("rank", ascending=False)
-
-
-def _term_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {
-            "term": str(r["term"]),
-            "cosine": _num(r["cosine"]),
-            "cosine_ci": [_num(r["cosine_ci_low"]), _num(r["cosine_ci_high"])],
-            "count": int(r["count"]),
-            "rank": int(r["rank"]),
-        }
-        for r in rows.to_dict("records")
-    ]
-
-
-def discovery_records(discovery: pd.DataFrame, groups: Mapping[str, list[str]]) -> dict[str, Any]:
-    """The summary's ``discovery`` block: the top terms per concept and at each axis end."""
-    on_concepts = discovery[discovery["axis"] == ""]
-    concepts = [
-        {
-            "concept_set": str(key[0]),
-            "concept": str(key[1]),
-            "top": _term_records(block[block["top"]].sort_values("rank")),
-        }
-        for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False)
-    ]
-    axes = []
-    for key, block in discovery[discovery["axis"] != ""].groupby(
-        ["concept_set", "axis"], sort=False
-    ):
-        first, second = axis_ends(block)
-        names = groups.get(str(key[1]), [])
-        axes.append(
-            {
-                "concept_set": str(key[0]),
-                "axis": str(key[1]),
-                "positive_group": str(block["positive_group"].iloc[0]),
-                "negative_group": names[1] if len(names) == 2 else "",
-                "toward_positive": _term_records(first),
-                "toward_negative": _term_records(second),
-            }
-        )
-    return {"n_terms": int(discovery["term"].nunique()), "concepts": concepts, "axes": axes}
-
-
-def _quoted_terms(rows: pd.DataFrame, limit: int = 3) -> str:
-    if rows.empty:
-        return "none"
-    return ", ".join(f"'{r.term}' ({_signed(r.cosine)})" for r in rows.head(limit).itertuples())
-
-
-def _signed(value: Any) -> str:
-    number = _num(value)
-    return "n/a" if number is None else f"{number:+.2f}"
-
-
-def discovery_sentences(
-    discovery: pd.DataFrame | None, groups: Mapping[str, list[str]]
-) -> list[str]:
-    """Findings from the discovery ranking: each concept's best-aligned mined term, and the
-    mined terms at each end of every two-group axis."""
-    if discovery is None:
-        return []
-    if discovery.empty:
-        return ["Open-vocabulary discovery kept no term: none was frequent enough in the captions."]
-    out = []
-    best = discovery[(discovery["axis"] == "") & (discovery["rank"] == 1)]
-    for cset, block in best.groupby("concept_set", sort=False):
-        pairs = "; ".join(
-            f"'{r.concept}': '{r.term}' ({_signed(r.cosine)})" for r in block.itertuples()
-        )
-        out.append(
-            f"Of the terms mined from the captions of '{cset}', the one most aligned with each "
-            f"concept's centred latent: {pairs}."
-        )
-    for key, block in discovery[discovery["axis"] != ""].groupby(
-        ["concept_set", "axis"], sort=False
-    ):
-        first, second = axis_ends(block)
-        names = groups.get(str(key[1]), [])
-        negative = names[1] if len(names) == 2 else "the second group"
-        out.append(
-            f"Of the terms mined for '{key[0]}', those leaning most towards "
-            f"'{block['positive_group'].iloc[0]}' along '{key[1]}' are {_quoted_terms(first)}; "
-            f"towards '{negative}': {_quoted_terms(second)}."
-        )
-    return out
 
 
 def write_results(results: AuditResults, summary: dict[str, Any], run_dir: Path | RunDir) -> None:

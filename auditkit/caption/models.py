@@ -12,8 +12,11 @@ captioner read the images, since a captioner has biases of its own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from auditkit.caption import Captioner
 from auditkit.caption.clip import ClipZeroShotCaptioner
@@ -38,6 +41,7 @@ __all__ = [
     "ClipZeroShotCaptioner",
     "DeferredCaptioner",
     "ImageToTextCaptioner",
+    "captioner_values",
     "deferred_captioner",
     "load_captioner",
     "read_keywords",
@@ -161,3 +165,20 @@ def load_captioner(
     if kind == "clip":
         return ClipZeroShotCaptioner(source, **options)
     raise ValueError(f"unknown captioner kind {kind!r}; use one of {', '.join(CAPTIONER_KINDS)}")
+
+
+def captioner_values(captioner: Captioner, resolution: int) -> dict[str, set[str] | None]:
+    """Attribute -> the values ``captioner`` can write (None where it does not say).
+
+    From the captioner's ``attributes`` table (image-to-text, CLIP) or heads (toyworld); a
+    captioner that exposes neither is asked to read one grey image to learn its attributes.
+    """
+    table = getattr(captioner, "attributes", None)
+    if isinstance(table, Mapping):
+        return {str(a): {str(v) for v in values} for a, values in table.items()}
+    from auditkit.toyworld.captioner import HEADS, ToyworldCaptioner
+
+    if isinstance(captioner, ToyworldCaptioner):
+        return {a: set(values) for a, values in HEADS.items()}
+    grey = np.full((1, resolution, resolution, 3), 128, dtype=np.uint8)
+    return {str(a): None for a in captioner.read(grey)[0]}

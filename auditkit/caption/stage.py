@@ -1,11 +1,11 @@
 """Stage 4 (optional): decode the images of selected units and read them with a captioner.
 
 Only when the spec has a ``captions`` section. For each selected (prompt, seed) unit the
-pipeline samples again with the inputs extraction used (:func:`auditkit.extract.runner.
-pipeline_inputs`: the unit's seeded initial noise and generator, the same steps, guidance and
-resolution), this time decoding to pixels, so the image captioned is the one whose h was stored.
-That second pass is the stage's cost: the U-Net steps of every captioned unit again, plus one
-VAE decode and one captioner forward per image.
+pipeline samples again through :class:`auditkit.sampling.Sampler`, with the inputs extraction
+used (the unit's seeded initial noise and generator, the same steps, guidance and resolution),
+this time decoding to pixels, so the image captioned is the one whose h was stored. That second
+pass is the stage's cost: the U-Net steps of every captioned unit again, plus one VAE decode and
+one captioner forward per image.
 
 Captions are stored per unit under a *captioner key* (captioner kind, weights sha256 and every
 option that changes what it reads), in chunks written atomically; an interrupted stage resumes
@@ -40,7 +40,6 @@ from auditkit.caption.thumbnails import (
 )
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
-from auditkit.progress import Progress
 from auditkit.rundir import (
     RunDir,
     parquet_bytes,
@@ -48,6 +47,7 @@ from auditkit.rundir import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from auditkit.sampling import Draw, Sampler
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import CaptionerSpec, CaptionsSpec
 
@@ -161,19 +161,6 @@ def select_caption_units(spec: AuditSpec, plan: AuditPlan) -> list[WorkUnit]:
     return [u for u in plan.units if u.prompt_id in prompt_ids and u.seed in seeds]
 
 
-def generate_images(
-    loaded: LoadedPipeline, spec: AuditSpec, units: Sequence[WorkUnit]
-) -> np.ndarray:
-    """uint8 images [N, H, W, 3] of ``units``, sampled exactly as extraction samples them."""
-    import torch
-
-    from auditkit.extract.runner import pipeline_inputs
-
-    with torch.inference_mode():
-        images = loaded.pipe(**pipeline_inputs(loaded, spec, units), output_type="np").images
-    return (np.clip(np.asarray(images), 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
 class CaptionStore:
     """Per-unit captions of one captioner under ``root/units/<key[:16]>/``, in atomic chunks.
 
@@ -248,23 +235,16 @@ def caption_images(
     started = time.perf_counter()
     missing = sum(u.unit_id not in done for u in units)
     stats = CaptionStats(len(units), 0, len(units) - missing, 0.0, False)
-    if todo:
-        loaded = pipeline()
-        stats.model_loaded = True
-        size = captions.batch_size or spec.batch_size
-        progress = Progress("caption", len(todo), enabled=show_progress)
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            images = generate_images(loaded, spec, batch)
-            unread = [i for i, u in enumerate(batch) if u.unit_id not in done]
-            if unread:
-                rows = read_batch(captioner, [batch[i] for i in unread], images[unread])
-                store.write_chunk(rows)
-                stats.units_run += len(unread)
-            wanted = [i for i, u in enumerate(batch) if u.unit_id in need_thumb]
-            thumbs.write_chunk([batch[i] for i in wanted], images[wanted])
-            stats.thumbnails += len(wanted)
-            progress.advance(len(batch))
+    sampler = Sampler(spec, pipeline, show_progress=show_progress)
+    for batch, images in sampler.sample(todo, Draw, "caption"):
+        unread = [i for i, u in enumerate(batch) if u.unit_id not in done]
+        if unread:
+            store.write_chunk(read_batch(captioner, [batch[i] for i in unread], images[unread]))
+            stats.units_run += len(unread)
+        wanted = [i for i, u in enumerate(batch) if u.unit_id in need_thumb]
+        thumbs.write_chunk([batch[i] for i in wanted], images[wanted])
+        stats.thumbnails += len(wanted)
+    stats.model_loaded = sampler.model_loaded
     write_caption_tables(root, store, spec, plan)
     stats.seconds = round(time.perf_counter() - started, 3)
     return stats
@@ -408,7 +388,6 @@ __all__ = [
     "caption_images",
     "caption_options",
     "captioner_record",
-    "generate_images",
     "load_spec_captioner",
     "read_captions",
     "reading_records",

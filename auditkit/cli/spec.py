@@ -92,7 +92,7 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
     )
     click.echo(f"  h per step         {'x'.join(str(d) for d in cost.h_shape)}")
     click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
-    from auditkit.caption.cost import later_passes
+    from auditkit.passes.cost import later_passes
 
     passes = later_passes(loaded, audit_plan, cfg_capable=cost.cfg_capable)
     for step in passes:

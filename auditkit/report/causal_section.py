@@ -8,7 +8,7 @@ import pandas as pd
 
 from auditkit import charts
 from auditkit.analyses.values import finite
-from auditkit.analyze.summary import alpha_text, causal_records
+from auditkit.analyze.causal import alpha_text, causal_records
 from auditkit.spec import AuditSpec
 
 
@@ -61,7 +61,7 @@ def causal_section(
         )
     n_seeds = None
     if spec.captions is not None and spec.captions.causal is not None:
-        from auditkit.caption.causal import causal_seeds
+        from auditkit.passes.causal import causal_seeds
 
         n_seeds = len(causal_seeds(spec))
     captioner = dict(manifest.get("captioner") or {})

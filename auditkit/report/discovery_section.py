@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from auditkit.analyses.values import clear_of_zero, finite
-from auditkit.analyze.summary import axis_ends
+from auditkit.analyze.discovery import axis_ends
 from auditkit.spec import AuditSpec
 
 
@@ -37,7 +37,7 @@ def discovery_section(extra: dict[str, pd.DataFrame], spec: AuditSpec) -> dict[s
         return None
     template = None
     if spec.captions is not None and spec.captions.discovery is not None:
-        from auditkit.caption.discovery import discovery_template
+        from auditkit.passes.discovery import discovery_template
 
         template = discovery_template(spec)
     groups = {a.name: list(a.groups) for a in spec.axes}

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from auditkit.analyze.causal import alpha_text
 from auditkit.analyze.guidance import times_text
 from auditkit.analyze.significance import rule_of
-from auditkit.analyze.summary import alpha_text
 from auditkit.spec import AuditSpec
 
 TOP_PER_END = 3

@@ -1,4 +1,4 @@
-"""Stage 4c (optional): open-vocabulary discovery from captions.
+"""Open-vocabulary discovery from captions (optional).
 
 What does the model associate with "a photo of a nurse" that nobody listed? Words and short
 phrases are mined from the captions of the concept prompts (``captions/captions.parquet``),
@@ -16,7 +16,8 @@ alphabetical), so the vocabulary is a deterministic function of the captions and
 
 **Extraction**: the term prompts are planned exactly as :func:`auditkit.plan.plan_audit` plans
 a concept set (same unit-id scheme: model settings, prompt text and seed), for every seed of the
-audit, and extracted into the run's activation store; a term whose prompt the audit already has
+audit, and extracted into the run's activation store (through :meth:`auditkit.sampling.Sampler.
+extract`, as extraction does it); a term whose prompt the audit already has
 (the axis prompt "a photo of a woman") reuses its units. A rerun with every unit stored does not
 load the diffusion model. The audit's plan and plan hash are untouched.
 
@@ -35,10 +36,19 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.caption.stage import CaptionStats
+from auditkit.analyze.discovery import (
+    empty_ranking,
+    rank_terms,
+    ranking_layout,
+    ranking_prompt_ids,
+)
+from auditkit.analyze.latents import load_latents
+from auditkit.caption.stage import CaptionStats, read_captions
+from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
-from auditkit.plan import AuditPlan, plan_audit
+from auditkit.plan import AuditPlan, plan_audit, prompt_id
 from auditkit.rundir import RunDir
+from auditkit.sampling import Sampler
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import DiscoverySpec
 from auditkit.spec.vocabulary import CentringSpec, ConceptSetSpec, fill
@@ -225,16 +235,7 @@ def run_discovery(
 
     ``pipeline`` is called (once) only when some term unit is not in the activation store.
     """
-    from auditkit.analyze.discovery import (
-        empty_ranking,
-        rank_terms,
-        ranking_layout,
-        ranking_prompt_ids,
-    )
-    from auditkit.analyze.latents import load_latents
-    from auditkit.caption.stage import read_captions
-    from auditkit.extract.runner import extract_activations, pending_units
-    from auditkit.extract.store import ActivationStore
+    from auditkit.extract.runner import pending_units
 
     section = discovery_section(spec)
     started = time.perf_counter()
@@ -260,8 +261,9 @@ def run_discovery(
         stats.units_total = len(sub.units)
         stats.units_skipped = len(sub.units) - len(todo)
         if todo:
-            stats.model_loaded = True
-            extract_activations(pipeline(), spec, sub, store, show_progress=show_progress)
+            sampler = Sampler(spec, pipeline, show_progress=show_progress)
+            sampler.extract(sub, store)
+            stats.model_loaded = sampler.model_loaded
             stats.units_run = len(todo)
         needed = ranking_prompt_ids(spec)
         units = {u.unit_id: u for u in plan.units if u.prompt_id in needed}
@@ -290,8 +292,6 @@ def run_discovery(
 def _terms_table(
     vocabulary: list[tuple[str, int]], counts: pd.DataFrame, template: str
 ) -> pd.DataFrame:
-    from auditkit.plan import prompt_id
-
     vocab = pd.DataFrame(
         [
             {

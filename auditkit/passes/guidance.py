@@ -29,7 +29,6 @@ from auditkit.caption.stage import (
     READING_COLUMNS,
     CaptionStore,
     caption_prompts,
-    generate_images,
     read_batch,
     reading_records,
     select_caption_units,
@@ -37,8 +36,8 @@ from auditkit.caption.stage import (
 )
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
-from auditkit.progress import Progress
 from auditkit.rundir import RunDir
+from auditkit.sampling import Draw, Sampler
 from auditkit.spec.audit import AuditSpec
 
 GUIDANCE_READING_COLUMNS = ["guidance", *READING_COLUMNS]
@@ -54,13 +53,6 @@ def sweep_units(spec: AuditSpec, plan: AuditPlan) -> list[WorkUnit]:
     """The captioned units of concept prompts (the sweep's units at every scale)."""
     concepts = {p.prompt_id for p in caption_prompts(spec, plan) if p.role == "concept"}
     return [u for u in select_caption_units(spec, plan) if u.prompt_id in concepts]
-
-
-def at_scale(spec: AuditSpec, scale: float) -> AuditSpec:
-    """``spec`` with ``model.guidance_scale`` set to ``scale`` (the sweep's sampling spec)."""
-    return spec.model_copy(
-        update={"model": spec.model.model_copy(update={"guidance_scale": float(scale)})}
-    )
 
 
 def run_guidance_sweep(
@@ -85,19 +77,11 @@ def run_guidance_sweep(
     done = {s: stores[s].completed() for s in scales}
     todo = {s: [u for u in units if u.unit_id not in done[s]] for s in scales}
     missing = sum(len(t) for t in todo.values())
-    loaded: LoadedPipeline | None = None
-    if missing:
-        loaded = pipeline()
-        assert spec.captions is not None
-        size = spec.captions.batch_size or spec.batch_size
-        progress = Progress("guidance", missing, enabled=show_progress)
-        for scale in scales:
-            sampling = at_scale(spec, scale)
-            for start in range(0, len(todo[scale]), size):
-                batch = todo[scale][start : start + size]
-                images = generate_images(loaded, sampling, batch)
-                stores[scale].write_chunk(read_batch(captioner, batch, images))
-                progress.advance(len(batch))
+    sampler = Sampler(spec, pipeline, show_progress=show_progress)
+    draws = [(scale, unit) for scale, pending in todo.items() for unit in pending]
+    for batch, images in sampler.sample(draws, _draw, "guidance"):
+        scale = batch[0][0]
+        stores[scale].write_chunk(read_batch(captioner, [u for _, u in batch], images))
     _write_readings(root, spec, plan, stores, units)
     return {
         "scales": scales,
@@ -105,8 +89,14 @@ def run_guidance_sweep(
         "units_run": missing,
         "units_skipped": len(units) * len(scales) - missing,
         "seconds": round(time.perf_counter() - started, 3),
-        "model_loaded": loaded is not None,
+        "model_loaded": sampler.model_loaded,
     }
+
+
+def _draw(item: tuple[float, WorkUnit]) -> Draw:
+    """The image of one unit at one swept scale."""
+    scale, unit = item
+    return Draw(unit, guidance_scale=scale)
 
 
 def _write_readings(
@@ -152,7 +142,6 @@ def read_guidance_readings(root: Path) -> pd.DataFrame | None:
 
 __all__ = [
     "GUIDANCE_READING_COLUMNS",
-    "at_scale",
     "read_guidance_readings",
     "run_guidance_sweep",
     "sweep_record",

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auditkit.caption.stage import select_caption_units
+from auditkit.passes.causal import causal_units
+from auditkit.passes.guidance import sweep_units
 from auditkit.plan import AuditPlan
 from auditkit.spec.audit import AuditSpec
 
@@ -33,10 +36,6 @@ def later_passes(spec: AuditSpec, plan: AuditPlan, *, cfg_capable: bool) -> list
     """
     if spec.captions is None:
         return []
-    from auditkit.caption.causal import causal_units
-    from auditkit.caption.guidance import sweep_units
-    from auditkit.caption.stage import select_caption_units
-
     steps = spec.model.steps
 
     def per_image_at(scale: float) -> int:
