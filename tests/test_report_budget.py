@@ -119,5 +119,6 @@ def test_large_similarity_matrix_is_a_page_wide_overview_in_cluster_order(big_ru
     structure = pd.read_parquet(big_run / "results" / "structure.parquet")
     leaves = list(structure.sort_values("leaf_order")["concept"])
     assert cells["encoding"]["x"]["sort"] == leaves == cells["encoding"]["y"]["sort"]
-    section = context["similarity"][0]
+    (similarity,) = (s["data"] for s in context["sections"] if s["anchor"] == "similarity")
+    section = similarity["sets"][0]
     assert section["ordered"] and not section["labelled"]
