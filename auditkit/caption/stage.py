@@ -41,6 +41,7 @@ from auditkit.caption.thumbnails import (
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.rundir import (
+    REGISTRY,
     RunDir,
     parquet_bytes,
     read_versioned_parquet,
@@ -52,30 +53,8 @@ from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import CaptionerSpec, CaptionsSpec
 
 CAPTIONS_SCHEMA_VERSION = 1
-CAPTION_COLUMNS = [
-    "unit_id",
-    "prompt_id",
-    "prompt",
-    "role",
-    "set_name",
-    "group",
-    "term",
-    "template",
-    "seed",
-    "caption",
-]
-READING_COLUMNS = [
-    "unit_id",
-    "prompt_id",
-    "role",
-    "concept_set",
-    "concept",
-    "group",
-    "template",
-    "seed",
-    "attribute",
-    "value",
-]
+CAPTION_COLUMNS = REGISTRY["captions"].names
+READING_COLUMNS = REGISTRY["readings"].names
 _CHUNK_COLUMNS = ["unit_id", "prompt_id", "seed", "caption", "readings"]
 
 
@@ -301,13 +280,7 @@ def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan:
             caption_rows.append(
                 {
                     "unit_id": unit.unit_id,
-                    "prompt_id": p.prompt_id,
-                    "prompt": p.prompt,
-                    "role": p.role,
-                    "set_name": p.set_name,
-                    "group": p.group,
-                    "term": p.term,
-                    "template": p.template,
+                    **p.record(),
                     "seed": int(unit.seed),
                     "caption": str(row["caption"]),
                 }

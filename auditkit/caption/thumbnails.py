@@ -23,29 +23,13 @@ import numpy as np
 import pandas as pd
 
 from auditkit.plan import WorkUnit
-from auditkit.rundir import RunDir, write_bytes_atomic, write_json_atomic
+from auditkit.rundir import REGISTRY, RunDir, write_bytes_atomic, write_json_atomic
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import ExemplarSpec
 
 THUMBNAIL_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
 _STORE_COLUMNS = ["unit_id", "mime", "width", "height", "image"]
-EXEMPLAR_COLUMNS = [
-    "unit_id",
-    "prompt_id",
-    "prompt",
-    "role",
-    "set_name",
-    "group",
-    "term",
-    "template",
-    "seed",
-    "caption",
-    "readings",
-    "mime",
-    "width",
-    "height",
-    "image",
-]
+EXEMPLAR_COLUMNS = REGISTRY["exemplars"].names
 
 
 def encode_thumbnail(image: np.ndarray, settings: ExemplarSpec) -> tuple[bytes, int, int]:
