@@ -37,6 +37,11 @@ class PlannedPrompt:
     term: str
     template: str
 
+    def record(self) -> dict[str, str]:
+        """Its fields in order (prompt_id, prompt, role, set_name, group, term, template): the
+        prompt's columns of a table with a row per planned prompt."""
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class WorkUnit:

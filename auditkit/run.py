@@ -132,20 +132,23 @@ class _Stages:
         """The pipeline for the next stage: the loaded one, or loaded at its first call."""
         return _OnDemand(self.spec, self.pipe, self.cache_dir)
 
-    def sample_and_read(self, stage: Callable[..., T], *inputs: Any) -> tuple[T, _OnDemand]:
+    def sample_and_read(
+        self,
+        stage: Callable[..., T],
+        captioner: Captioner,
+        record: dict[str, Any],
+        *extra: Any,
+    ) -> tuple[T, _OnDemand]:
         """Run a stage that samples images and reads them into the run's captions folder:
-        ``stage(spec, plan, captions folder, *inputs, pipeline=..., show_progress=...)``.
-        Returns its stats and the pipeline it was given (for :meth:`record`)."""
+        ``stage(CaptionedPass(...), *extra)``. Returns its stats and the pipeline it was given
+        (for :meth:`record`)."""
+        from auditkit.caption.stage import CaptionedPass
+
         pipeline = self.pipeline()
-        stats = stage(
-            self.spec,
-            self.plan,
-            self.run.captions,
-            *inputs,
-            pipeline=pipeline,
-            show_progress=self.show_progress,
+        inputs = CaptionedPass(
+            self.spec, self.plan, self.run.captions, captioner, record, pipeline, self.show_progress
         )
-        return stats, pipeline
+        return stage(inputs, *extra), pipeline
 
     def record(self, name: str, stats: dict[str, Any], used: _OnDemand, **extra: Any) -> None:
         """Record a finished stage (its stats, where it ran if it used the pipeline, and
@@ -288,7 +291,7 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
     if spec.captions is None or spec.captions.causal is None:
         return
     store = ActivationStore(stages.run.activations)
-    stats, pipeline = stages.sample_and_read(run_causal_check, store, captioner, record)
+    stats, pipeline = stages.sample_and_read(run_causal_check, captioner, record, store)
     axes = read_causal(stages.run.captions)["causal_axes"]
     keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
     summary = [json_safe({k: row[k] for k in keys}) for row in axes.to_dict("records")]

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from auditkit.caption import Captioner
 from auditkit.caption import stage as stage_mod
 from auditkit.caption.stage import (
+    CaptionedPass,
     CaptionStore,
     caption_images,
     captioner_record,
@@ -102,9 +103,7 @@ def _caption(
 ) -> Any:
     assert spec.captions is not None
     record = captioner_record(spec.captions.captioner, captioner)
-    return caption_images(
-        spec, plan, root, captioner, record, pipeline=pipeline, show_progress=False
-    )
+    return caption_images(CaptionedPass(spec, plan, root, captioner, record, pipeline, False))
 
 
 # --- the spec --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from auditkit.analyze.causal import (
     steering_directions,
 )
 from auditkit.caption import Captioner
-from auditkit.caption.stage import CaptionStore, captioner_record
+from auditkit.caption.stage import CaptionedPass, CaptionStore, captioner_record
 from auditkit.errors import SpecError, UsageError
 from auditkit.extract.hooks import capture_h, steer_h
 from auditkit.extract.runner import extract_activations, pipeline_inputs
@@ -288,9 +288,7 @@ def tiny_run(
 def _check(spec: AuditSpec, plan: AuditPlan, root: Path, store: Any, cap: Any, pipe: Any) -> Any:
     assert spec.captions is not None
     record = captioner_record(spec.captions.captioner, cap)
-    return run_causal_check(
-        spec, plan, root, store, cap, record, pipeline=pipe, show_progress=False
-    )
+    return run_causal_check(CaptionedPass(spec, plan, root, cap, record, pipe, False), store)
 
 
 def test_interrupted_check_resumes_and_reuses_what_it_can(

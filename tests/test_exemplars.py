@@ -18,6 +18,7 @@ import pytest
 from browser import open_report
 
 from auditkit.caption.stage import (
+    CaptionedPass,
     caption_images,
     captioner_record,
     select_caption_units,
@@ -76,7 +77,7 @@ def _stage(spec: AuditSpec, root: Path, captioner: Any, pipeline: Any) -> Any:
     assert spec.captions is not None
     record = captioner_record(spec.captions.captioner, captioner)
     return caption_images(
-        spec, plan_audit(spec), root, captioner, record, pipeline=pipeline, show_progress=False
+        CaptionedPass(spec, plan_audit(spec), root, captioner, record, pipeline, False)
     )
 
 

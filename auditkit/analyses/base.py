@@ -79,6 +79,29 @@ class SectionContext:
         self.charts[chart_id] = chart if isinstance(chart, dict) else chart.to_dict()
         return chart_id
 
+    def axis_sections(
+        self,
+        table: str,
+        chart: Callable[[pd.DataFrame, list[str]], Any],
+        fields: Callable[[pd.DataFrame, list[str]], dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """Per axis of table ``table`` (:func:`~auditkit.analyses.values.axis_parts`): its name,
+        groups, the chart ``chart(rows, groups)`` kept as ``<table>-<index>`` and the
+        ``fields(rows, groups)``; ``{"axes": [...]}``, None when the run lacks the table or it
+        has no rows."""
+        from auditkit.analyses.values import axis_parts
+
+        frame = self.tables.get(table)
+        if frame is None:
+            return None
+        sections = []
+        for index, name, part, groups in axis_parts(frame, self.tables.get("axes")):
+            chart_id = self.chart(f"{table}-{index}", chart(part, groups))
+            sections.append(
+                {"axis": name, "groups": groups, "chart_id": chart_id, **fields(part, groups)}
+            )
+        return {"axes": sections} if sections else None
+
 
 class Analysis:
     """One analysis slice. Subclasses set the class attributes and implement the methods."""

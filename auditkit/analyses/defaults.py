@@ -176,32 +176,31 @@ class Defaults(Analysis):
 
     def section(self, ctx: SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
-        from auditkit.analyses.values import axis_parts, finite
 
-        defaults = ctx.tables.get(NAME)
-        if defaults is None:
-            return None
-        sections = []
-        for index, name, part, groups in axis_parts(defaults, ctx.tables.get("axes")):
-            chart_id = ctx.chart(f"defaults-{index}", charts.defaults_chart(part, groups))
-            wide = part.pivot_table(
-                index=["concept_set", "concept"], columns="group", values="cosine", sort=False
-            ).to_dict("index")  # (concept set, concept) -> {group: cosine}
-            firsts = part[part["rank"] == 1].set_index(["concept_set", "concept"])
-            rows = []
-            for index_key, first in firsts.sort_values("margin", ascending=False).iterrows():
-                key = cast("tuple[str, str]", index_key)  # (concept set, concept)
-                rows.append(
-                    {
-                        "concept_set": key[0],
-                        "concept": key[1],
-                        "default": str(first["group"]),
-                        "margin": finite(first["margin"]),
-                        "cosines": [finite(wide[key].get(g)) for g in groups],
-                    }
-                )
-            sections.append({"axis": name, "groups": groups, "chart_id": chart_id, "rows": rows})
-        return {"axes": sections} if sections else None
+        return ctx.axis_sections(NAME, charts.defaults_chart, _axis_rows)
+
+
+def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
+    """One axis's report rows: per concept, its default, margin and cosine with each group."""
+    from auditkit.analyses.values import finite
+
+    wide = part.pivot_table(
+        index=["concept_set", "concept"], columns="group", values="cosine", sort=False
+    ).to_dict("index")  # (concept set, concept) -> {group: cosine}
+    firsts = part[part["rank"] == 1].set_index(["concept_set", "concept"])
+    rows = []
+    for index_key, first in firsts.sort_values("margin", ascending=False).iterrows():
+        key = cast("tuple[str, str]", index_key)  # (concept set, concept)
+        rows.append(
+            {
+                "concept_set": key[0],
+                "concept": key[1],
+                "default": str(first["group"]),
+                "margin": finite(first["margin"]),
+                "cosines": [finite(wide[key].get(g)) for g in groups],
+            }
+        )
+    return {"rows": rows}
 
 
 def _max_default_margin(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:

@@ -118,43 +118,36 @@ class Descriptors(Analysis):
 
     def section(self, ctx: SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
-        from auditkit.analyses.values import axis_parts, finite
 
-        descriptors = ctx.tables.get(NAME)
-        if descriptors is None:
-            return None
-        sections = []
-        for index, name, part, groups in axis_parts(descriptors, ctx.tables.get("axes")):
-            chart_id = ctx.chart(f"descriptors-{index}", charts.descriptor_heatmap(part, groups))
-            intervals = charts.has_interval(part, "cosine")
-            rows = []
-            for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
-                ranked = block.sort_values("rank")
-                rows.append(
+        return ctx.axis_sections(NAME, charts.descriptor_heatmap, _axis_rows)
+
+
+def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
+    """One axis's report rows: per concept, the groups by rank with their cosines (and
+    intervals, where the table has them)."""
+    from auditkit import charts
+    from auditkit.analyses.values import finite
+
+    intervals = charts.has_interval(part, "cosine")
+    rows = []
+    for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
+        ranked = block.sort_values("rank")
+        rows.append(
+            {
+                "concept_set": cset,
+                "concept": concept,
+                "ranking": [
                     {
-                        "concept_set": cset,
-                        "concept": concept,
-                        "ranking": [
-                            {
-                                "group": str(r["group"]),
-                                "cosine": finite(r["cosine"]),
-                                "ci_low": finite(r["cosine_ci_low"]) if intervals else None,
-                                "ci_high": finite(r["cosine_ci_high"]) if intervals else None,
-                            }
-                            for _, r in ranked.iterrows()
-                        ],
+                        "group": str(r["group"]),
+                        "cosine": finite(r["cosine"]),
+                        "ci_low": finite(r["cosine_ci_low"]) if intervals else None,
+                        "ci_high": finite(r["cosine_ci_high"]) if intervals else None,
                     }
-                )
-            sections.append(
-                {
-                    "axis": name,
-                    "groups": groups,
-                    "chart_id": chart_id,
-                    "rows": rows,
-                    "intervals": intervals,
-                }
-            )
-        return {"axes": sections} if sections else None
+                    for _, r in ranked.iterrows()
+                ],
+            }
+        )
+    return {"rows": rows, "intervals": intervals}
 
 
 def _max_descriptor_spread(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:

@@ -37,6 +37,14 @@ AMPLIFICATION_COLUMNS: Final = (
     *("amplification_ci_low", "amplification_ci_high", "resamples", "seed"),
 )
 """Columns of the amplification table, in order."""
+AMPLIFICATION_NUMBERS: Final = (
+    "guidance",
+    "audit_guidance",
+    "spread",
+    "audit_spread",
+    "amplification",
+)
+"""The amplification table's measures that its summary and report rows carry as numbers."""
 
 
 def guidance_shares(
@@ -193,6 +201,7 @@ def _ratio(top: float, base: float) -> float:
 
 __all__ = [
     "AMPLIFICATION_COLUMNS",
+    "AMPLIFICATION_NUMBERS",
     "GUIDANCE_COLUMNS",
     "amplification",
     "amplification_sentence",

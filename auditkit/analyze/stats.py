@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,16 @@ def summary_number(value: Any) -> float | None:
     has neither)."""
     value = float(value)
     return round(value, 6) if math.isfinite(value) else None
+
+
+def number_columns(
+    row: Mapping[Any, Any],
+    columns: Sequence[str],
+    number: Callable[[Any], float | None] = summary_number,
+) -> dict[str, float | None]:
+    """``{column: number(row[column])}`` for each of ``columns``, in their order: a record's
+    numbers, each through one formatter (:func:`summary_number` unless told)."""
+    return {column: number(row[column]) for column in columns}
 
 
 def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import pandas as pd
 from auditkit.analyze.causal import causal_records
 from auditkit.analyze.discovery import discovery_records, discovery_sentences
 from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.stats import summary_number
+from auditkit.analyze.stats import number_columns, summary_number
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.audit import AuditSpec
@@ -254,16 +254,12 @@ def _output_records(results: AuditResults) -> dict[str, Any] | None:
         ],
     }
     if amplified is not None:
-        from auditkit.analyze.guidance import amplification_verdict
+        from auditkit.analyze.guidance import AMPLIFICATION_NUMBERS, amplification_verdict
 
         records["amplification"] = [
             {
                 "attribute": str(r["attribute"]),
-                "guidance": summary_number(r["guidance"]),
-                "audit_guidance": summary_number(r["audit_guidance"]),
-                "spread": summary_number(r["spread"]),
-                "audit_spread": summary_number(r["audit_spread"]),
-                "amplification": summary_number(r["amplification"]),
+                **number_columns(r, AMPLIFICATION_NUMBERS),
                 "amplification_ci": [
                     summary_number(r["amplification_ci_low"]),
                     summary_number(r["amplification_ci_high"]),

@@ -184,13 +184,7 @@ def _prompts_table(plan: AuditPlan, latents: LatentSet, H: np.ndarray) -> pd.Dat
     return pd.DataFrame(
         [
             {
-                "prompt_id": p.prompt_id,
-                "prompt": p.prompt,
-                "role": p.role,
-                "set_name": p.set_name,
-                "group": p.group,
-                "term": p.term,
-                "template": p.template,
+                **p.record(),
                 "n_seeds": len(latents.seeds),
                 "latent_norm": float(np.linalg.norm(H[rows[p.prompt_id]])),
             }

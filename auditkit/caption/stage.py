@@ -34,6 +34,7 @@ import pandas as pd
 from auditkit.caption import Captioner
 from auditkit.caption.thumbnails import (
     ThumbnailStore,
+    UnitChunks,
     exemplar_seeds,
     exemplar_table,
     write_exemplars,
@@ -41,6 +42,7 @@ from auditkit.caption.thumbnails import (
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.rundir import (
+    REGISTRY,
     RunDir,
     parquet_bytes,
     read_versioned_parquet,
@@ -52,30 +54,8 @@ from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import CaptionerSpec, CaptionsSpec
 
 CAPTIONS_SCHEMA_VERSION = 1
-CAPTION_COLUMNS = [
-    "unit_id",
-    "prompt_id",
-    "prompt",
-    "role",
-    "set_name",
-    "group",
-    "term",
-    "template",
-    "seed",
-    "caption",
-]
-READING_COLUMNS = [
-    "unit_id",
-    "prompt_id",
-    "role",
-    "concept_set",
-    "concept",
-    "group",
-    "template",
-    "seed",
-    "attribute",
-    "value",
-]
+CAPTION_COLUMNS = REGISTRY["captions"].names
+READING_COLUMNS = REGISTRY["readings"].names
 _CHUNK_COLUMNS = ["unit_id", "prompt_id", "seed", "caption", "readings"]
 
 
@@ -161,7 +141,7 @@ def select_caption_units(spec: AuditSpec, plan: AuditPlan) -> list[WorkUnit]:
     return [u for u in plan.units if u.prompt_id in prompt_ids and u.seed in seeds]
 
 
-class CaptionStore:
+class CaptionStore(UnitChunks):
     """Per-unit captions of one captioner under ``root/units/<key[:16]>/``, in atomic chunks.
 
     A chunk is a parquet file of complete rows (unit id, caption, readings as JSON); a unit
@@ -169,25 +149,15 @@ class CaptionStore:
     most the batch in flight.
     """
 
+    columns = _CHUNK_COLUMNS
+
     def __init__(self, root: Path, record: dict[str, Any]) -> None:
         self.root = root
         self.record = record
         self.folder = root / "units" / str(record["key"])[:16]
 
-    def rows(self) -> pd.DataFrame:
-        """Every stored unit of this captioner (one row each)."""
-        frames = [
-            read_versioned_parquet(path, newest=CAPTIONS_SCHEMA_VERSION)
-            for path in sorted(self.folder.glob("chunk-*.parquet"))
-        ]
-        if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=object) for c in _CHUNK_COLUMNS})
-        frame = pd.concat(frames, ignore_index=True)
-        return frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
-
-    def completed(self) -> set[str]:
-        """Ids of units this captioner has already read."""
-        return set(self.rows()["unit_id"].astype(str))
+    def read_chunk(self, path: Path) -> pd.DataFrame:
+        return read_versioned_parquet(path, newest=CAPTIONS_SCHEMA_VERSION)
 
     def write_chunk(self, rows: list[dict[str, Any]]) -> None:
         """Store one batch of rows atomically (its first unit id names the file)."""
@@ -208,23 +178,34 @@ class CaptionStore:
         }
 
 
-def caption_images(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    root: Path,
-    captioner: Captioner,
-    record: dict[str, Any],
-    *,
-    pipeline: Callable[[], LoadedPipeline],
-    show_progress: bool = True,
-) -> CaptionStats:
-    """Caption every selected unit not yet read by this captioner, then write the tables.
+@dataclass(frozen=True)
+class CaptionedPass:
+    """The inputs of a pass that samples images and reads them: the captioning stage, the
+    guidance sweep and the causal check.
 
-    ``pipeline`` is called (once) only when some unit is missing, so a finished stage never
-    loads the diffusion model. ``record`` is :func:`captioner_record` of ``captioner``.
+    ``root`` is the run's ``captions/`` folder; ``record`` is :func:`captioner_record` of
+    ``captioner``; ``pipeline`` is called (once) only when some image is missing, so a finished
+    pass never loads the diffusion model.
     """
+
+    spec: AuditSpec
+    plan: AuditPlan
+    root: Path
+    captioner: Captioner
+    record: dict[str, Any]
+    pipeline: Callable[[], LoadedPipeline]
+    show_progress: bool = True
+
+    def sampler(self) -> Sampler:
+        """The sampling service for this pass's draws."""
+        return Sampler(self.spec, self.pipeline, show_progress=self.show_progress)
+
+
+def caption_images(inputs: CaptionedPass) -> CaptionStats:
+    """Caption every selected unit not yet read by this captioner, then write the tables."""
+    spec, plan, root, captioner = inputs.spec, inputs.plan, inputs.root, inputs.captioner
     captions = _section(spec)
-    store = CaptionStore(root, record)
+    store = CaptionStore(root, inputs.record)
     thumbs = ThumbnailStore(root, captions.exemplars)
     units = select_caption_units(spec, plan)
     done = store.completed()
@@ -235,7 +216,7 @@ def caption_images(
     started = time.perf_counter()
     missing = sum(u.unit_id not in done for u in units)
     stats = CaptionStats(len(units), 0, len(units) - missing, 0.0, False)
-    sampler = Sampler(spec, pipeline, show_progress=show_progress)
+    sampler = inputs.sampler()
     for batch, images in sampler.sample(todo, Draw, "caption"):
         unread = [i for i, u in enumerate(batch) if u.unit_id not in done]
         if unread:
@@ -301,13 +282,7 @@ def write_caption_tables(root: Path, store: CaptionStore, spec: AuditSpec, plan:
             caption_rows.append(
                 {
                     "unit_id": unit.unit_id,
-                    "prompt_id": p.prompt_id,
-                    "prompt": p.prompt,
-                    "role": p.role,
-                    "set_name": p.set_name,
-                    "group": p.group,
-                    "term": p.term,
-                    "template": p.template,
+                    **p.record(),
                     "seed": int(unit.seed),
                     "caption": str(row["caption"]),
                 }
@@ -385,6 +360,7 @@ __all__ = [
     "READING_COLUMNS",
     "CaptionStats",
     "CaptionStore",
+    "CaptionedPass",
     "caption_images",
     "caption_options",
     "captioner_record",

@@ -23,29 +23,13 @@ import numpy as np
 import pandas as pd
 
 from auditkit.plan import WorkUnit
-from auditkit.rundir import RunDir, write_bytes_atomic, write_json_atomic
+from auditkit.rundir import REGISTRY, RunDir, write_bytes_atomic, write_json_atomic
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import ExemplarSpec
 
 THUMBNAIL_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
 _STORE_COLUMNS = ["unit_id", "mime", "width", "height", "image"]
-EXEMPLAR_COLUMNS = [
-    "unit_id",
-    "prompt_id",
-    "prompt",
-    "role",
-    "set_name",
-    "group",
-    "term",
-    "template",
-    "seed",
-    "caption",
-    "readings",
-    "mime",
-    "width",
-    "height",
-    "image",
-]
+EXEMPLAR_COLUMNS = REGISTRY["exemplars"].names
 
 
 def encode_thumbnail(image: np.ndarray, settings: ExemplarSpec) -> tuple[bytes, int, int]:
@@ -80,25 +64,39 @@ def settings_key(settings: ExemplarSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class ThumbnailStore:
+class UnitChunks:
+    """A store of rows per unit in ``folder``'s ``chunk-*.parquet`` files, each written
+    atomically; a unit stored twice keeps its last row."""
+
+    folder: Path
+    columns: Sequence[str]
+    """The columns of a chunk (those of an empty store)."""
+
+    def read_chunk(self, path: Path) -> pd.DataFrame:
+        return pd.read_parquet(path)
+
+    def rows(self) -> pd.DataFrame:
+        """Every stored unit (one row each)."""
+        frames = [self.read_chunk(path) for path in sorted(self.folder.glob("chunk-*.parquet"))]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in self.columns})
+        frame = pd.concat(frames, ignore_index=True)
+        return frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
+
+    def completed(self) -> set[str]:
+        """Ids of the units stored."""
+        return set(self.rows()["unit_id"].astype(str))
+
+
+class ThumbnailStore(UnitChunks):
     """Thumbnails per unit under ``root/thumbnails/<settings key[:16]>/``, in atomic chunks."""
+
+    columns = _STORE_COLUMNS
 
     def __init__(self, root: Path, settings: ExemplarSpec) -> None:
         self.settings = settings
         self.key = settings_key(settings)
         self.folder = root / "thumbnails" / self.key[:16]
-
-    def rows(self) -> pd.DataFrame:
-        """Every stored thumbnail (one row per unit)."""
-        frames = [pd.read_parquet(path) for path in sorted(self.folder.glob("chunk-*.parquet"))]
-        if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=object) for c in _STORE_COLUMNS})
-        frame = pd.concat(frames, ignore_index=True)
-        return frame.drop_duplicates("unit_id", keep="last").reset_index(drop=True)
-
-    def completed(self) -> set[str]:
-        """Ids of units that have a thumbnail."""
-        return set(self.rows()["unit_id"].astype(str))
 
     def write_chunk(self, units: Sequence[WorkUnit], images: np.ndarray) -> None:
         """Encode and store the thumbnails of ``units`` (their images, in order) atomically."""
@@ -169,6 +167,7 @@ __all__ = [
     "EXEMPLAR_COLUMNS",
     "THUMBNAIL_MIME",
     "ThumbnailStore",
+    "UnitChunks",
     "data_uri",
     "encode_thumbnail",
     "exemplar_seeds",

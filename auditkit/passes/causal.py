@@ -37,10 +37,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -50,15 +49,13 @@ from auditkit.analyze.causal import (
     causal_tables,
     steering_directions,
 )
-from auditkit.caption import Captioner
 from auditkit.caption.models import captioner_values
-from auditkit.caption.stage import CaptionStats, CaptionStore, read_batch
+from auditkit.caption.stage import CaptionedPass, CaptionStats, CaptionStore, read_batch
 from auditkit.errors import UsageError
 from auditkit.extract.store import ActivationStore
-from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.rundir import RunDir
-from auditkit.sampling import Draw, Sampler, Steering
+from auditkit.sampling import Draw, Steering
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.captions import CausalSpec
 from auditkit.spec.vocabulary import AxisSpec
@@ -172,23 +169,13 @@ def plan_jobs(
     return jobs
 
 
-def run_causal_check(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    root: Path,
-    store: ActivationStore,
-    captioner: Captioner,
-    record: dict[str, Any],
-    *,
-    pipeline: Callable[[], LoadedPipeline],
-    show_progress: bool = True,
-) -> CausalStats:
+def run_causal_check(inputs: CaptionedPass, store: ActivationStore) -> CausalStats:
     """Sample, read and store every job not done yet, then (re)write the causal tables.
 
-    ``root`` is the run's ``captions/`` folder, ``store`` its activation store (for g),
-    ``record`` the :func:`auditkit.caption.stage.captioner_record` of ``captioner``.
-    ``pipeline`` is called (once) only when some job is missing.
+    ``store`` is the run's activation store (for g).
     """
+    spec, plan, root, captioner = inputs.spec, inputs.plan, inputs.root, inputs.captioner
+    record = inputs.record
     started = time.perf_counter()
     axes = select_axes(spec, captioner_values(captioner, spec.model.resolution))
     directions = steering_directions(spec, plan, store, axes)
@@ -197,7 +184,7 @@ def run_causal_check(
     done = chunks.completed()
     todo = [j for j in jobs if j.job_id not in done]  # axis by axis, as plan_jobs orders them
     stats = CausalStats(len(jobs), 0, len(jobs) - len(todo), 0.0, False)
-    sampler = Sampler(spec, pipeline, show_progress=show_progress)
+    sampler = inputs.sampler()
 
     def draw(job: CausalJob) -> Draw:
         return Draw(job.unit, steering=Steering(job.axis, directions[job.axis].vector, job.alpha))

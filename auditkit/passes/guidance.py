@@ -18,15 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from auditkit.caption import Captioner
 from auditkit.caption.stage import (
     READING_COLUMNS,
+    CaptionedPass,
     CaptionStore,
     caption_prompts,
     read_batch,
@@ -34,10 +33,9 @@ from auditkit.caption.stage import (
     select_caption_units,
     typed_strings,
 )
-from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.rundir import RunDir
-from auditkit.sampling import Draw, Sampler
+from auditkit.sampling import Draw
 from auditkit.spec.audit import AuditSpec
 
 GUIDANCE_READING_COLUMNS = ["guidance", *READING_COLUMNS]
@@ -55,21 +53,12 @@ def sweep_units(spec: AuditSpec, plan: AuditPlan) -> list[WorkUnit]:
     return [u for u in select_caption_units(spec, plan) if u.prompt_id in concepts]
 
 
-def run_guidance_sweep(
-    spec: AuditSpec,
-    plan: AuditPlan,
-    root: Path,
-    captioner: Captioner,
-    record: dict[str, Any],
-    *,
-    pipeline: Callable[[], LoadedPipeline],
-    show_progress: bool = True,
-) -> dict[str, Any]:
+def run_guidance_sweep(inputs: CaptionedPass) -> dict[str, Any]:
     """Sample and read every missing (scale, unit); then write the readings table.
 
-    ``pipeline`` is called (once) only when something is missing. Returns the manifest's
-    ``stages.guidance`` entry.
+    Returns the manifest's ``stages.guidance`` entry.
     """
+    spec, plan, root, record = inputs.spec, inputs.plan, inputs.root, inputs.record
     scales = list(spec.captions.guidance) if spec.captions is not None else []
     units = sweep_units(spec, plan)
     started = time.perf_counter()
@@ -77,11 +66,11 @@ def run_guidance_sweep(
     done = {s: stores[s].completed() for s in scales}
     todo = {s: [u for u in units if u.unit_id not in done[s]] for s in scales}
     missing = sum(len(t) for t in todo.values())
-    sampler = Sampler(spec, pipeline, show_progress=show_progress)
+    sampler = inputs.sampler()
     draws = [(scale, unit) for scale, pending in todo.items() for unit in pending]
     for batch, images in sampler.sample(draws, _draw, "guidance"):
         scale = batch[0][0]
-        stores[scale].write_chunk(read_batch(captioner, [u for _, u in batch], images))
+        stores[scale].write_chunk(read_batch(inputs.captioner, [u for _, u in batch], images))
     _write_readings(root, spec, plan, stores, units)
     return {
         "scales": scales,

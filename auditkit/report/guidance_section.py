@@ -14,11 +14,14 @@ from typing import Any
 import pandas as pd
 
 from auditkit import charts
+from auditkit.analyses.values import finite
 from auditkit.analyze.guidance import (
+    AMPLIFICATION_NUMBERS,
     amplification_sentence,
     amplification_verdict,
     times_text,
 )
+from auditkit.analyze.stats import number_columns
 
 
 def guidance_section(
@@ -46,13 +49,9 @@ def guidance_section(
                 "chart_id": chart_id,
                 "rows": [
                     {
-                        "guidance": _num(r["guidance"]),
-                        "audit_guidance": _num(r["audit_guidance"]),
-                        "spread": _num(r["spread"]),
-                        "audit_spread": _num(r["audit_spread"]),
-                        "amplification": _num(r["amplification"]),
-                        "low": _num(r["amplification_ci_low"]),
-                        "high": _num(r["amplification_ci_high"]),
+                        **number_columns(r, AMPLIFICATION_NUMBERS, finite),
+                        "low": finite(r["amplification_ci_low"]),
+                        "high": finite(r["amplification_ci_high"]),
                         "n_concepts": int(r["n_concepts"]),
                         "verdict": amplification_verdict(r),
                         "ratio_text": times_text(float(r["amplification"])),
@@ -68,7 +67,7 @@ def guidance_section(
     audit = guidance[guidance["audit"].astype(bool)]
     return {
         "attributes": attributes,
-        "audit_guidance": _num(audit["guidance"].iloc[0]) if not audit.empty else None,
+        "audit_guidance": finite(audit["guidance"].iloc[0]) if not audit.empty else None,
         "scales": sorted({float(g) for g in guidance["guidance"]}),
     }
 
@@ -84,14 +83,6 @@ def in_order(values: pd.Series, order: list[str]) -> list[str]:
     """The distinct values as str, those named in ``order`` first and in its order."""
     distinct = list(dict.fromkeys(values.astype(str)))
     return [v for v in order if v in distinct] + [v for v in distinct if v not in order]
-
-
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 __all__ = ["guidance_section", "in_order"]

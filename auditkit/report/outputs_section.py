@@ -9,6 +9,7 @@ import pandas as pd
 
 from auditkit import charts
 from auditkit.analyses.values import finite, frame_records
+from auditkit.analyze.stats import number_columns
 from auditkit.report.guidance_section import guidance_section, in_order
 
 
@@ -56,9 +57,7 @@ def output_sections(
                 {
                     "axis": str(row["axis"]),
                     "positive_group": str(row["positive_group"]),
-                    "rho": finite(row["rho"]),
-                    "rho_ci_low": finite(row["rho_ci_low"]),
-                    "rho_ci_high": finite(row["rho_ci_high"]),
+                    **number_columns(row, ["rho", "rho_ci_low", "rho_ci_high"], finite),
                     "n_concepts": int(row["n_concepts"]),
                     "statement": str(row["statement"]),
                     "chart_id": chart_id,
