@@ -76,14 +76,11 @@ def descriptor_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 
     return cosine_samples(
         draw,
-        [
-            (
-                ("concept", str(row.concept_set), str(row.concept)),
-                ("group", str(row.axis), str(row.group)),
-                str(row.concept_set),
-            )
-            for row in frame.itertuples()
-        ],
+        frame,
+        lambda row: (
+            ("concept", str(row.concept_set), str(row.concept)),
+            ("group", str(row.axis), str(row.group)),
+        ),
     )
 
 

@@ -118,14 +118,11 @@ def similarity_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 
     return cosine_samples(
         draw,
-        [
-            (
-                ("concept", str(row.concept_set), str(row.concept_a)),
-                ("concept", str(row.concept_set), str(row.concept_b)),
-                str(row.concept_set),
-            )
-            for row in frame.itertuples()
-        ],
+        frame,
+        lambda row: (
+            ("concept", str(row.concept_set), str(row.concept_a)),
+            ("concept", str(row.concept_set), str(row.concept_b)),
+        ),
     )
 
 

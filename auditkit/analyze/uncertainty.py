@@ -10,8 +10,9 @@ resamples cheap enough to be always on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -180,14 +181,17 @@ def _lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 
 
 def cosine_samples(
-    draw: Resamples, rows: list[tuple[tuple[str, ...], tuple[str, ...], str]]
+    draw: Resamples,
+    frame: pd.DataFrame,
+    pair: Callable[[Any], tuple[tuple[str, ...], tuple[str, ...]]],
 ) -> np.ndarray:
-    """[resamples, rows, 1]: per row (vector a, vector b, concept set) the resampled cosine of
-    the two basis vectors, both centred on the set's reference."""
+    """[resamples, rows, 1]: per row of ``frame`` the resampled cosine of the two basis vectors
+    ``pair(row)`` names, both centred on the reference of the row's concept set."""
     basis, Q = draw.basis, draw.Q
-    out = np.empty((Q.shape[0], len(rows), 1))
-    for i, (a, b, concept_set) in enumerate(rows):
-        out[:, i, 0] = centred_cosine(Q, basis[a], basis[b], basis[("ref", concept_set)])
+    out = np.empty((Q.shape[0], len(frame), 1))
+    for i, row in enumerate(frame.itertuples()):
+        a, b = pair(row)
+        out[:, i, 0] = centred_cosine(Q, basis[a], basis[b], basis[("ref", str(row.concept_set))])
     return out
 
 
