@@ -1,15 +1,14 @@
 """CI gates: evaluate the spec's pass/fail conditions on a run's results, and write them for
 CI systems (``results/gates.json`` and a JUnit XML file).
 
-Each gate reads one result table (``lean``, ``outputs`` or ``agreement``), computes one number
-over the rows it scopes (an axis, an attribute, a concept set), compares it with its bound, and
-says which row was the worst. Gates never change the results: ``auditkit check RUN_DIR``
+Each gate reads one result table (``lean``, or a slice's such as ``outputs``), computes one
+number over the rows it scopes (an axis, an attribute, a concept set), compares it with its bound,
+and says which row was the worst. Gates never change the results: ``auditkit check RUN_DIR``
 evaluates them again from the run directory alone.
 """
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -96,48 +95,21 @@ def _measure(
 
 def _measure_builtin(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float, str | None]:
     """A built-in metric's value and its worst row (raises :class:`_Unmeasurable`)."""
-    if gate.metric in ("max_abs_lean", "significant_leans"):
-        rows = _rows_in_scope(
-            tables, "lean", gate, absent="the run has no lean table", empty="no lean rows in scope"
-        )
-        if gate.metric == "max_abs_lean":
-            worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
-            return float(abs(worst["score"])), (
-                f"'{worst['concept']}' towards '{worst['toward']}' on '{worst['axis']}' "
-                f"(score {float(worst['score']):+.3f})"
-            )
-        if "significant" not in rows.columns:
-            raise _Unmeasurable("the run has no significance test (re-run the analysis)")
-        hits = rows[rows["significant"].astype(bool)]
-        hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
-        names = ", ".join(f"'{r.concept}' on '{r.axis}'" for r in hits.head(5).itertuples())
-        return float(len(hits)), names or None
-    if gate.metric == "max_output_gap":
-        rows = _rows_in_scope(
-            tables,
-            "outputs",
-            gate,
-            absent="the run has no captioned outputs (add a captions: section)",
-            empty="no output rows in scope",
-        )
-        worst = rows.iloc[int(rows["max_abs_gap"].to_numpy().argmax())]
-        return float(worst["max_abs_gap"]), (
-            f"'{worst['concept']}': the share of images read as '{worst['max_gap_group']}' "
-            f"({worst['attribute']}) is {float(worst['max_abs_gap']):.3f} off the reference"
-        )
     rows = _rows_in_scope(
-        tables,
-        "agreement",
-        gate,
-        absent="the run has no agreement table (add a captions: section)",
-        empty=f"no agreement row for axis '{gate.axis}'",
+        tables, "lean", gate, absent="the run has no lean table", empty="no lean rows in scope"
     )
-    rho = float(rows["rho"].iloc[0])
-    if math.isnan(rho):
-        raise _Unmeasurable(
-            f"agreement on '{gate.axis}' is undefined ({rows['statement'].iloc[0]})"
+    if gate.metric == "max_abs_lean":
+        worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
+        return float(abs(worst["score"])), (
+            f"'{worst['concept']}' towards '{worst['toward']}' on '{worst['axis']}' "
+            f"(score {float(worst['score']):+.3f})"
         )
-    return rho, f"Spearman {rho:+.3f} ({rows['statement'].iloc[0]})"
+    if "significant" not in rows.columns:
+        raise _Unmeasurable("the run has no significance test (re-run the analysis)")
+    hits = rows[rows["significant"].astype(bool)]
+    hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
+    names = ", ".join(f"'{r.concept}' on '{r.axis}'" for r in hits.head(5).itertuples())
+    return float(len(hits)), names or None
 
 
 def evaluate_gate(

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from junitparser import Failure, JUnitXml
 from report_fixtures import build_run_dir
 
+from auditkit.analyses import gate_measures
 from auditkit.cli import main
 from auditkit.errors import SpecError
 from auditkit.gates import evaluate_gates, gates_summary, junit_xml
@@ -76,7 +77,7 @@ def test_each_metric_passes_and_fails_with_its_margin_and_worst_row() -> None:
             {"metric": "min_agreement", "axis": "gender", "min": 0.9},
         ]
     )
-    outcomes = evaluate_gates(spec, _tables())
+    outcomes = evaluate_gates(spec, _tables(), gate_measures())  # outputs: the slice's metrics
     assert [o.passed for o in outcomes] == [False, True, False, True, False, False]
     assert [o.value for o in outcomes] == pytest.approx([0.9, 0.3, 3, 1, 0.42, 0.85])
     assert outcomes[0].margin == pytest.approx(-0.4)
@@ -97,7 +98,7 @@ def test_missing_results_fail_unless_told_to_pass() -> None:
         ]
     )
     tables = {"lean": _tables()["lean"]}
-    first, second = evaluate_gates(spec, tables)
+    first, second = evaluate_gates(spec, tables, gate_measures())
     assert not first.passed and first.value is None and "no captioned outputs" in first.message
     assert second.passed and second.value is None
 

@@ -21,7 +21,6 @@ ORDER: tuple[str, ...] = (
     "gates",
     "settings",
     "lean",
-    "outputs",
     "exemplars",
     "causal",
     "discovery",
@@ -29,7 +28,7 @@ ORDER: tuple[str, ...] = (
     "provenance",
 )
 """The report's own sections and the built-in analyses, in report order."""
-NOT_SLICES = frozenset({"base", "checks", "stage", "values"})
+NOT_SLICES = frozenset({"base", "checks", "guidance_section", "outputs_section", "stage", "values"})
 """Modules of this package that are not analysis slices."""
 
 

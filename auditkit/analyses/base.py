@@ -48,14 +48,18 @@ class GateMetric:
 @dataclass(frozen=True)
 class AnalysisContext:
     """What a slice's table builder is given: the spec and plan, the audit's latents and
-    layout, and the activation store (None when the caller has latents only, e.g. the
-    calibration suite)."""
+    layout, the activation store (None when the caller has latents only, e.g. the
+    calibration suite), and with ``captions:`` the captioner's readings of the audit's images
+    and of the guidance sweep's (``captions/readings`` and ``captions/guidance_readings``; None
+    when the run has none)."""
 
     spec: AuditSpec
     plan: AuditPlan
     latents: LatentSet
     layout: AuditLayout
     store: ActivationStore | None = None
+    readings: pd.DataFrame | None = None
+    swept: pd.DataFrame | None = None
 
     @cached_property
     def H(self) -> np.ndarray:
@@ -68,11 +72,13 @@ class AnalysisContext:
 @dataclass
 class SectionContext:
     """What a slice's report section is given: the spec, every table the run has (None where
-    absent), and a sink for its charts (:meth:`chart` returns the id the partial embeds)."""
+    absent), a sink for its charts (:meth:`chart` returns the id the partial embeds) and the
+    run's manifest (empty when the caller has none)."""
 
     spec: AuditSpec
     tables: Tables
     charts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifest: Mapping[str, Any] = field(default_factory=dict)
 
     def chart(self, chart_id: str, chart: Any) -> str:
         """Keep an Altair chart (or a Vega-Lite dict) under ``chart_id``; returns the id."""
@@ -124,6 +130,10 @@ class Analysis:
     gate_metrics: tuple[GateMetric, ...]
     """The gate metrics the slice offers; every slice declares them, an empty tuple when no
     number of its tables makes a meaningful gate."""
+    summary_key: str | None = None
+    """Where :meth:`summary`'s block goes in ``summary.json``: None, under ``analyses`` by the
+    slice's name; a key, that top-level key, always written (null when the slice does not run):
+    for a block summary.json had before its analysis became a slice (``outputs``)."""
 
     def applies(self, spec: AuditSpec) -> bool:
         """Whether the audit runs this slice: by default when ``analyses:`` lists it."""

@@ -41,13 +41,14 @@ def analyze_audit(
     from auditkit.analyze.measures import build_layout
     from auditkit.analyze.tables import analyze
 
-    context = AnalysisContext(spec, plan, latents, build_layout(spec, latents.row_map()), store)
+    layout = build_layout(spec, latents.row_map())
+    context = AnalysisContext(spec, plan, latents, layout, store, readings, swept)
     chosen = chosen_slices(spec)
     built: dict[str, pd.DataFrame] = {}
     for analysis in chosen:
         built.update(analysis.build(context))
     statistics = [statistic for analysis in chosen for statistic in analysis.resampled]
-    return analyze(spec, plan, latents, readings, swept, extra=built, statistics=statistics)
+    return analyze(spec, plan, latents, readings, extra=built, statistics=statistics)
 
 
 def chosen_slices(spec: AuditSpec) -> list[Analysis]:
@@ -57,9 +58,11 @@ def chosen_slices(spec: AuditSpec) -> list[Analysis]:
 
 def in_spec_order(spec: AuditSpec, chosen: list[Analysis]) -> list[Analysis]:
     """``chosen`` in the order the spec lists them under ``analyses:`` (the order of their
-    findings in the summary), those it does not list last, in report order."""
+    findings in the summary), those switched on by another section (``outputs``, by
+    ``captions:``) first, in report order: their findings follow the lean's, as when they were
+    built in."""
     listed = {name: i for i, name in enumerate(spec.analyses)}
-    return sorted(chosen, key=lambda a: listed.get(a.name, len(listed)))
+    return sorted(chosen, key=lambda a: listed.get(a.name, -1))
 
 
 def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifest) -> None:
@@ -90,6 +93,7 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
             a.name: (a.findings(spec, results.tables), a.summary(spec, results.tables))
             for a in in_spec_order(spec, chosen)
         },
+        top_level={a.summary_key: a.name for a in slices().values() if a.summary_key},
     )
     if spec.gates:
         from auditkit.gates import evaluate_gates, gates_summary, write_gate_files

@@ -11,7 +11,7 @@ import pandas as pd
 from auditkit.analyze.causal import causal_records
 from auditkit.analyze.discovery import discovery_records, discovery_sentences
 from auditkit.analyze.significance import rule_of, rule_words
-from auditkit.analyze.stats import number_columns, summary_number
+from auditkit.analyze.stats import summary_number
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
 from auditkit.spec.audit import AuditSpec
@@ -28,6 +28,7 @@ def summarize(
     plan_hash: str,
     extra: Mapping[str, pd.DataFrame] | None = None,
     slices: Mapping[str, tuple[list[str], dict[str, Any] | None]] | None = None,
+    top_level: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The versioned JSON summary: settings, per-axis headline numbers, plain findings.
 
@@ -67,12 +68,12 @@ def summarize(
                 entry["significance"] = _significance_entry(rows)
                 findings.append(_significance_sentence(str(row.axis), rows))
         axes_out.append(entry)
-    findings.extend(_output_sentences(results))
     blocks: dict[str, Any] = {}
     for name, (sentences, block) in (slices or {}).items():
         findings.extend(sentences)
         if block is not None:
             blocks[name] = block
+    own = {key: blocks.pop(name, None) for key, name in (top_level or {}).items()}
     causal = causal_records(extra, spec.probe.hook)
     findings.extend(str(entry["statement"]) for entry in causal or [])
     discovery = extra.get("discovery")
@@ -108,7 +109,7 @@ def summarize(
         "axes": axes_out,
         "findings": findings,
         "leans": _lean_records(lean_table),
-        "outputs": _output_records(results),
+        **own,
         "counts": {
             "prompts": len(prompts),
             "units": len(prompts) * len(spec.seed_list),
@@ -218,80 +219,6 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
         f"{rule_words(rule, band)}; false discovery rate controlled across the audit): "
         f"{names}{more}{caveat}."
     )
-
-
-def _output_records(results: AuditResults) -> dict[str, Any] | None:
-    """Output-level numbers (captioned shares vs reference, and agreement), when captioned."""
-    outputs = results.tables.get("outputs")
-    if outputs is None:
-        return None
-    agreement = results.tables.get("agreement")
-    amplified = results.tables.get("amplification")
-    per_concept = outputs.drop_duplicates(["concept_set", "concept", "attribute"])
-    records: dict[str, Any] = {
-        "largest_gap": [
-            {
-                "attribute": r.attribute,
-                "concept_set": r.concept_set,
-                "concept": r.concept,
-                "group": r.max_gap_group,
-                "gap": summary_number(r.max_abs_gap),
-                "kl_bits": summary_number(r.kl_bits),
-            }
-            for r in per_concept.sort_values("max_abs_gap", ascending=False).itertuples()
-        ],
-        "agreement": []
-        if agreement is None
-        else [
-            {
-                "axis": r.axis,
-                "rho": summary_number(r.rho),
-                "rho_ci": [summary_number(r.rho_ci_low), summary_number(r.rho_ci_high)],
-                "n_concepts": int(str(r.n_concepts)),
-                "statement": str(r.statement),
-            }
-            for r in agreement.itertuples()
-        ],
-    }
-    if amplified is not None:
-        from auditkit.analyze.guidance import AMPLIFICATION_NUMBERS, amplification_verdict
-
-        records["amplification"] = [
-            {
-                "attribute": str(r["attribute"]),
-                **number_columns(r, AMPLIFICATION_NUMBERS),
-                "amplification_ci": [
-                    summary_number(r["amplification_ci_low"]),
-                    summary_number(r["amplification_ci_high"]),
-                ],
-                "n_concepts": int(r["n_concepts"]),
-                "statement": amplification_verdict(r),
-            }
-            for r in amplified.to_dict("records")
-        ]
-    return records
-
-
-def _output_sentences(results: AuditResults) -> list[str]:
-    agreement = results.tables.get("agreement")
-    out = []
-    for r in [] if agreement is None else agreement.to_dict("records"):
-        axis, statement, rho = str(r["axis"]), str(r["statement"]), summary_number(r["rho"])
-        if rho is None:
-            out.append(f"Outputs vs latent lean on '{axis}': {statement}.")
-            continue
-        out.append(
-            f"Outputs vs latent lean on '{axis}': {statement} (Spearman {rho:+.2f}, 95% "
-            f"CI [{float(r['rho_ci_low']):+.2f}, {float(r['rho_ci_high']):+.2f}] across "
-            f"{int(r['n_concepts'])} concepts, comparing the lean score with the share of images "
-            f"read as '{r['positive_group']}')."
-        )
-    amplified = results.tables.get("amplification")
-    if amplified is not None:
-        from auditkit.analyze.guidance import amplification_sentence
-
-        out.extend(amplification_sentence(r) for r in amplified.to_dict("records"))
-    return out
 
 
 # --- the causal check's and discovery's tables (outside analyze()) --------------------------

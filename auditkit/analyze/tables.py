@@ -34,13 +34,10 @@ ANALYSIS_TABLES = (
     "lean",
     "steps",
     "step_agreement",
-    "outputs",
-    "agreement",
-    "guidance",
-    "amplification",
 )
 """The tables :func:`~auditkit.analyze.tables.analyze` writes itself (the analysis slices'
-come from their modules, the others of ``results/`` from the discovery pass)."""
+come from their modules, the captioned outputs' too, the others of ``results/`` from the
+discovery pass)."""
 
 
 TABLE_COLUMNS: dict[str, list[str]] = {name: REGISTRY[name].required for name in ANALYSIS_TABLES}
@@ -66,14 +63,13 @@ def analyze(
     plan: AuditPlan,
     latents: LatentSet,
     readings: pd.DataFrame | None = None,
-    swept: pd.DataFrame | None = None,
     *,
     extra: Mapping[str, pd.DataFrame] | None = None,
     statistics: Iterable[Resampled] = (),
 ) -> AuditResults:
     """Compute every table the built-in analyses ask for; with the captioning stage's
-    ``readings``, the output-level tables too (``outputs`` and ``agreement``), and with the
-    guidance sweep's readings ``swept``, ``guidance`` and ``amplification``.
+    ``readings``, the lean table's image shares and witness (:func:`add_witness_columns`; the
+    output-level tables are the ``outputs`` slice's).
 
     ``extra`` holds tables built elsewhere (the analysis slices', see
     :func:`auditkit.analyses.stage.analyze_audit`); they join the results before the one
@@ -117,8 +113,8 @@ def analyze(
             score_samples=None if lean_samples is None else lean_samples[:, :, 0],
             seed=stats.seed,
         )
-    if readings is not None and spec.captions is not None:
-        add_output_tables(results.tables, spec, readings, swept)
+    if readings is not None and spec.captions is not None and "lean" in results:
+        add_witness_columns(results.tables["lean"], spec, readings)
     return results
 
 
@@ -132,51 +128,39 @@ def attribute_groups(spec: AuditSpec, readings: pd.DataFrame) -> dict[str, list[
     return {a.name: list(a.groups) for a in spec.axes if a.name in read}
 
 
-def add_output_tables(
-    tables: dict[str, pd.DataFrame],
-    spec: AuditSpec,
-    readings: pd.DataFrame,
-    swept: pd.DataFrame | None = None,
-) -> None:
-    """``outputs``: per concept and group, the share of images read as the group (Wilson
-    interval) against the reference; ``agreement``: latent lean vs output share, per axis;
-    with ``swept`` (the guidance sweep's readings), ``guidance`` and ``amplification``."""
-    from auditkit.analyze.outputs import agreement, compare_to_reference, output_shares
+def captioned_shares(
+    spec: AuditSpec, readings: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, list[str]], pd.DataFrame] | None:
+    """The concept images' readings, the attributes an axis names (:func:`attribute_groups`)
+    and the share of each concept's images read as each group (one image per unit); None when
+    no concept image was read or no axis names an attribute read."""
+    from auditkit.analyze.outputs import output_shares
 
-    assert spec.captions is not None
     concept_rows = readings[readings["role"].astype(str) == "concept"]
     groups = attribute_groups(spec, concept_rows)
     if not groups or concept_rows.empty:
-        return
+        return None
     # one image per unit (prompt x seed): several templates share a concept and a seed
     shares = output_shares(concept_rows.assign(seed=concept_rows["unit_id"]), groups)
-    reference = {a: spec.captions.reference.get(a, "uniform") for a in groups}
-    tables["outputs"] = compare_to_reference(shares, reference)
-    if swept is not None and not swept.empty:
-        from auditkit.analyze.guidance import amplification, guidance_shares
+    return concept_rows, groups, shares
 
-        swept_concepts = swept[swept["role"].astype(str) == "concept"]
-        tables["guidance"] = guidance_shares(
-            concept_rows, swept_concepts, groups, reference, spec.model.guidance_scale
-        )
-        tables["amplification"] = amplification(
-            tables["guidance"],
-            resamples=spec.statistics.bootstrap_resamples or 1000,
-            seed=spec.statistics.seed,
-        )
-    lean = tables.get("lean")
-    two_group = {a: a for a, g in groups.items() if len(g) == 2}
-    if lean is not None and not lean.empty and two_group:
+
+def two_group_attributes(groups: Mapping[str, list[str]]) -> dict[str, str]:
+    """The attributes of two-group axes, each mapped to its axis (they share the name)."""
+    return {a: a for a, g in groups.items() if len(g) == 2}
+
+
+def add_witness_columns(lean: pd.DataFrame, spec: AuditSpec, readings: pd.DataFrame) -> None:
+    """Set each lean beside its images (:func:`auditkit.analyze.witness.add_witness`) where the
+    captioner read the attribute of a two-group axis."""
+    read = captioned_shares(spec, readings)
+    if read is None:
+        return
+    two_group = two_group_attributes(read[1])
+    if not lean.empty and two_group:
         from auditkit.analyze.witness import add_witness
 
-        add_witness(lean, shares, two_group)
-        tables["agreement"] = agreement(
-            lean,
-            shares,
-            two_group,
-            resamples=spec.statistics.bootstrap_resamples or 1000,  # over concepts: always on
-            seed=spec.statistics.seed,
-        )
+        add_witness(lean, read[2], two_group)
 
 
 def _prompts_table(plan: AuditPlan, latents: LatentSet, H: np.ndarray) -> pd.DataFrame:

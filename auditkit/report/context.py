@@ -24,7 +24,6 @@ from auditkit.report.discovery_section import discovery_section
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
 from auditkit.report.lean_section import axis_sections, significance
-from auditkit.report.outputs_section import output_sections
 from auditkit.report.sections import report_sections
 from auditkit.report.settings_section import (
     bootstrap_block,
@@ -108,14 +107,13 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "settings": settings_blocks(spec, manifest, bootstrap),
         "definitions": definitions(spec, tables["prompts"]),
         "axes": axis_sections(tables, chart_specs),
-        "outputs": output_sections(tables, manifest, chart_specs, [a.name for a in spec.axes]),
         "exemplars": exemplar_section(run_dir, spec),
         "causal": causal_section(extra, spec, manifest, chart_specs),
         "discovery": discovery_section(extra, spec),
         "caveats": list(CAVEATS),
         "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }
-    sink = SectionContext(spec, tables)
+    sink = SectionContext(spec, tables, manifest=manifest)
     context["sections"] = report_sections(context, sink)
     chart_specs.update(sink.charts)
     context["charts"] = {name: charts.compact_chart(chart) for name, chart in chart_specs.items()}

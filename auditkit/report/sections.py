@@ -35,11 +35,6 @@ BUILT_IN: dict[str, BuiltIn] = {
     "gates": BuiltIn("Gates", "gates"),
     "settings": BuiltIn("Settings"),
     "lean": BuiltIn("Lean along each axis", "axes", _axis_children),
-    "outputs": BuiltIn(
-        "What the model draws",
-        "outputs",
-        lambda data: [("guidance", "Guidance amplification")] if data.get("guidance") else [],
-    ),
     "exemplars": BuiltIn("Exemplar images", "exemplars"),
     "causal": BuiltIn("Causal check", "causal", lambda data: _axis_children(data["axes"])),
     "discovery": BuiltIn("Discovered associations", "discovery"),

@@ -11,10 +11,9 @@ from auditkit.spec.base import FrozenModel, Name, NonEmptyStr
 BUILTIN_METRICS: dict[str, Literal["max", "min"]] = {
     "max_abs_lean": "max",
     "significant_leans": "max",
-    "max_output_gap": "max",
-    "min_agreement": "min",
 }
-"""The gate metrics built in, and the bound each takes. The analysis slices declare theirs;
+"""The gate metrics built in, and the bound each takes. The analysis slices declare theirs
+(the captioned outputs' ``max_output_gap`` and ``min_agreement`` among them);
 ``auditkit.analyses.check_spec`` refuses an unknown metric or a bound of the wrong kind."""
 
 
@@ -50,15 +49,15 @@ class GateSpec(FrozenModel):
         if self.metric not in BUILTIN_METRICS:  # a slice's metric: checked against the slice
             if (self.max is None) == (self.min is None):
                 raise ValueError(f"{self.metric} takes one of 'max' or 'min'")
+            if self.metric == "min_agreement" and self.axis is None:
+                raise ValueError("min_agreement needs 'axis'")
             return self
         wants_min = BUILTIN_METRICS[self.metric] == "min"
         if wants_min and (self.min is None or self.max is not None):
             raise ValueError(f"{self.metric} takes 'min' (and no 'max')")
         if not wants_min and (self.max is None or self.min is not None):
             raise ValueError(f"{self.metric} takes 'max' (and no 'min')")
-        if wants_min and self.axis is None:
-            raise ValueError("min_agreement needs 'axis'")
-        if self.attribute is not None and self.metric != "max_output_gap":
+        if self.attribute is not None:
             raise ValueError("'attribute' only applies to max_output_gap")
         return self
 

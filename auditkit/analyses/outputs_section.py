@@ -1,29 +1,25 @@
-"""The report's "What the model draws" section: shares per attribute against the reference,
-agreement with the leans, and the guidance amplification."""
+"""The report's "What the model draws" section (the ``outputs`` slice's): shares per attribute
+against the reference, agreement with the leans, and the guidance amplification."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
-
 from auditkit import charts
+from auditkit.analyses.base import SectionContext
+from auditkit.analyses.guidance_section import guidance_section, in_order
 from auditkit.analyses.values import finite, frame_records
 from auditkit.analyze.stats import number_columns
-from auditkit.report.guidance_section import guidance_section, in_order
 
 
-def output_sections(
-    tables: dict[str, pd.DataFrame | None],
-    manifest: dict[str, Any],
-    chart_specs: dict[str, dict[str, Any]],
-    axis_order: list[str],
-) -> dict[str, Any] | None:
+def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
     """Captioned outputs: shares per attribute vs the reference, and agreement per axis; the
     attributes in the spec's axis order."""
     from auditkit.analyze.outputs import agreement_points
 
-    outputs, agreement, lean = tables["outputs"], tables["agreement"], tables["lean"]
+    tables, chart_specs = ctx.tables, ctx.charts
+    axis_order = [a.name for a in ctx.spec.axes]
+    outputs, agreement, lean = tables.get("outputs"), tables.get("agreement"), tables.get("lean")
     if outputs is None or outputs.empty:
         return None
     attributes = []
@@ -63,12 +59,12 @@ def output_sections(
                     "chart_id": chart_id,
                 }
             )
-    captioner = dict(manifest.get("captioner") or {})
+    captioner = dict(ctx.manifest.get("captioner") or {})
     return {
         "captioner": {"id": captioner.get("id"), "sha256": captioner.get("sha256")},
         "attributes": attributes,
         "agreement": axes,
         "guidance": guidance_section(
-            tables["guidance"], tables["amplification"], chart_specs, axis_order
+            tables.get("guidance"), tables.get("amplification"), chart_specs, axis_order
         ),
     }

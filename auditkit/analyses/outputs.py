@@ -1,0 +1,304 @@
+"""What the model draws: the captioner's reading of the concept prompts' images.
+
+With a ``captions:`` section (not by ``analyses:``), the share of each concept's images read as
+each group of an axis's attribute, with Wilson intervals, against the reference distribution
+(``outputs``); whether those shares rank the concepts as the latent leans do (``agreement``);
+and with the guidance sweep's readings, the shares at every scale (``guidance``) and how far
+more guidance draws them from the reference (``amplification``). The numbers are computed in
+:mod:`auditkit.analyze.outputs` and :mod:`auditkit.analyze.guidance`; the lean table's image
+shares and witness stay with the lean table (:func:`auditkit.analyze.tables.analyze`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from auditkit.analyses.base import (
+    Analysis,
+    AnalysisContext,
+    GateMetric,
+    SectionContext,
+    Tables,
+    register_tables,
+)
+from auditkit.analyze.stats import number_columns, summary_number
+from auditkit.rundir.columns import RESULTS_VERSION
+from auditkit.rundir.registry import Table, columns
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditkit.spec.audit import AuditSpec
+    from auditkit.spec.gates import GateSpec
+
+NAME = "outputs"
+SHARE = (
+    ("concept_set, concept", "str", "", "the concept whose images were read"),
+    ("attribute", "str", "", "the captioner attribute"),
+    ("group", "str", "", "one value of the attribute"),
+    ("n_images", "int", "images", "images read as one of the attribute's groups (the share's "
+     "denominator)"),
+    ("n_unread", "int", "images", "images read as anything else (e.g. `unknown`)"),
+    ("count", "int", "images", "images read as `group`"),
+    ("share", "float", "share", "count / n_images (NaN when n_images is 0)"),
+    ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
+)  # fmt: skip
+OUTPUTS = Table(
+    "outputs", "results", RESULTS_VERSION,
+    "with `captions:`: one row per (concept, attribute, group)",
+    columns(
+    *SHARE,
+    ("reference_kind", "str", "", "`uniform` or `table` (the spec's `captions.reference`)"),
+    ("reference", "float", "share", "the group's expected share under the reference"),
+    ("difference", "float", "share", "share − reference"),
+    ("ratio", "float", "", "share / reference (NaN where the reference is 0)"),
+    ("kl_bits", "float", "bits", "KL divergence of the concept's shares from the reference "
+     "(smoothed with 1e-3 of uniform); same on every group row of a concept"),
+    ("entropy_bits", "float", "bits", "entropy of the concept's observed shares"),
+    ("normalized_entropy", "float", "", "entropy / log2 k: 1 = even split, 0 = one group only"),
+    ("max_abs_gap", "float", "share", "largest |share − reference| over the concept's groups"),
+    ("max_gap_group", "str", "", "the group with that gap"),
+))  # fmt: skip
+AGREEMENT = Table(
+    "agreement", "results", RESULTS_VERSION,
+    "with `captions:`: one row per two-group axis whose attribute was read",
+    columns(
+    ("axis, attribute, positive_group", "str", "", "the axis, the attribute read and its first "
+     "group"),
+    ("n_concepts", "int", "", "concepts with both a lean and a share"),
+    ("rho", "float", "", "Spearman's rank correlation of lean score and image share of "
+     "`positive_group` across concepts (NaN with fewer than 3 concepts or a constant side)"),
+    ("rho_ci_low, rho_ci_high", "float", "", "95% percentile interval from resampling concepts"),
+    ("resamples, seed", "int", "", "of that bootstrap"),
+    ("statement", "str", "", "`agree` (rho ≥ 0.5, interval above 0), `disagree` (rho ≤ −0.5, "
+     "interval below 0) or `unclear`"),
+))  # fmt: skip
+GUIDANCE = Table(
+    "guidance", "results", RESULTS_VERSION,
+    "guidance sweep only: one row per (scale, concept, attribute, group)",
+    columns(
+    ("guidance", "float", "", "the guidance scale the images were sampled at"),
+    ("audit", "bool", "", "true for the audit's own `model.guidance_scale`"),
+    *SHARE,
+    ("reference_kind", "str", "", "`uniform` or `table`"),
+    ("reference", "float", "share", "the group's expected share under the reference"),
+))  # fmt: skip
+AMPLIFICATION = Table(
+    "amplification", "results", RESULTS_VERSION,
+    "guidance sweep only: one row per (attribute, swept scale)",
+    columns(
+    ("attribute, positive_group", "str", "", "the attribute and its first group"),
+    ("reference_kind", "str", "", "`uniform` or `table`"),
+    ("guidance, audit_guidance", "float", "", "the swept scale and the audit's scale"),
+    ("n_concepts", "int", "", "concepts read at both scales"),
+    ("spread, audit_spread", "float", "share", "mean over concepts of the total-variation distance "
+     "between a concept's shares and its reference, at the swept and at the audit's scale"),
+    ("amplification", "float", "", "the spread at the higher of the two scales divided by the "
+     "spread at the lower: above 1, more guidance draws the concepts further from the reference; "
+     "+inf when only the higher scale spreads them, NaN when neither does"),
+    ("amplification_ci_low, amplification_ci_high", "float", "", "95% percentile interval from "
+     "resampling concepts (NaN with fewer than 2 concepts)"),
+    ("resamples, seed", "int", "", "of that bootstrap (`statistics.bootstrap_resamples`, or 1000 "
+     "when it is 0)"),
+))  # fmt: skip
+register_tables(OUTPUTS, AGREEMENT, GUIDANCE, AMPLIFICATION)
+
+
+class Outputs(Analysis):
+    name = NAME
+    title = "What the model draws"
+    after = "similarity"
+    tables = (OUTPUTS, AGREEMENT, GUIDANCE, AMPLIFICATION)
+    statistic = (
+        "the share of a concept's images read as each group (Wilson interval); Spearman's rho of "
+        "lean and share across concepts, and the guidance amplification (concept resamples)"
+    )
+    summary_key = NAME
+
+    def applies(self, spec: AuditSpec) -> bool:
+        return spec.captions is not None
+
+    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+        """``outputs``: per concept and group, the share of images read as the group against
+        the reference; with the guidance sweep's readings, ``guidance`` and ``amplification``;
+        with the lean analysis, ``agreement``: latent lean vs output share, per axis."""
+        from auditkit.analyze.outputs import agreement, compare_to_reference
+        from auditkit.analyze.tables import captioned_shares, lean_table, two_group_attributes
+
+        spec, swept = ctx.spec, ctx.swept
+        read = None if ctx.readings is None else captioned_shares(spec, ctx.readings)
+        if read is None or spec.captions is None:
+            return {}
+        concept_rows, groups, shares = read
+        reference = {a: spec.captions.reference.get(a, "uniform") for a in groups}
+        tables = {"outputs": compare_to_reference(shares, reference)}
+        resamples = spec.statistics.bootstrap_resamples or 1000  # over concepts: always on
+        if swept is not None and not swept.empty:
+            from auditkit.analyze.guidance import amplification, guidance_shares
+
+            swept_concepts = swept[swept["role"].astype(str) == "concept"]
+            tables["guidance"] = guidance_shares(
+                concept_rows, swept_concepts, groups, reference, spec.model.guidance_scale
+            )
+            tables["amplification"] = amplification(
+                tables["guidance"], resamples=resamples, seed=spec.statistics.seed
+            )
+        two_group = two_group_attributes(groups)
+        if "lean" in spec.analyses and two_group:
+            lean = lean_table(ctx.H, ctx.layout, len(ctx.latents.seeds))
+            if not lean.empty:
+                tables["agreement"] = agreement(
+                    lean, shares, two_group, resamples=resamples, seed=spec.statistics.seed
+                )
+        return tables
+
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+        return output_records(tables)
+
+    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+        return output_sentences(tables)
+
+    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+        from auditkit.analyses.outputs_section import output_sections
+
+        return output_sections(ctx)
+
+    def toc(self, data: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("guidance", "Guidance amplification")] if data.get("guidance") else []
+
+
+def output_records(tables: Tables) -> dict[str, Any] | None:
+    """Output-level numbers (captioned shares vs reference, and agreement), when captioned."""
+    outputs = tables.get("outputs")
+    if outputs is None:
+        return None
+    agreement = tables.get("agreement")
+    amplified = tables.get("amplification")
+    per_concept = outputs.drop_duplicates(["concept_set", "concept", "attribute"])
+    records: dict[str, Any] = {
+        "largest_gap": [
+            {
+                "attribute": r.attribute,
+                "concept_set": r.concept_set,
+                "concept": r.concept,
+                "group": r.max_gap_group,
+                "gap": summary_number(r.max_abs_gap),
+                "kl_bits": summary_number(r.kl_bits),
+            }
+            for r in per_concept.sort_values("max_abs_gap", ascending=False).itertuples()
+        ],
+        "agreement": []
+        if agreement is None
+        else [
+            {
+                "axis": r.axis,
+                "rho": summary_number(r.rho),
+                "rho_ci": [summary_number(r.rho_ci_low), summary_number(r.rho_ci_high)],
+                "n_concepts": int(str(r.n_concepts)),
+                "statement": str(r.statement),
+            }
+            for r in agreement.itertuples()
+        ],
+    }
+    if amplified is not None:
+        from auditkit.analyze.guidance import AMPLIFICATION_NUMBERS, amplification_verdict
+
+        records["amplification"] = [
+            {
+                "attribute": str(r["attribute"]),
+                **number_columns(r, AMPLIFICATION_NUMBERS),
+                "amplification_ci": [
+                    summary_number(r["amplification_ci_low"]),
+                    summary_number(r["amplification_ci_high"]),
+                ],
+                "n_concepts": int(r["n_concepts"]),
+                "statement": amplification_verdict(r),
+            }
+            for r in amplified.to_dict("records")
+        ]
+    return records
+
+
+def output_sentences(tables: Tables) -> list[str]:
+    """The findings: agreement per axis, and the guidance amplification."""
+    agreement = tables.get("agreement")
+    out = []
+    for r in [] if agreement is None else agreement.to_dict("records"):
+        axis, statement, rho = str(r["axis"]), str(r["statement"]), summary_number(r["rho"])
+        if rho is None:
+            out.append(f"Outputs vs latent lean on '{axis}': {statement}.")
+            continue
+        out.append(
+            f"Outputs vs latent lean on '{axis}': {statement} (Spearman {rho:+.2f}, 95% "
+            f"CI [{float(r['rho_ci_low']):+.2f}, {float(r['rho_ci_high']):+.2f}] across "
+            f"{int(r['n_concepts'])} concepts, comparing the lean score with the share of images "
+            f"read as '{r['positive_group']}')."
+        )
+    amplified = tables.get("amplification")
+    if amplified is not None:
+        from auditkit.analyze.guidance import amplification_sentence
+
+        out.extend(amplification_sentence(r) for r in amplified.to_dict("records"))
+    return out
+
+
+def _in_scope(gate: GateSpec, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` a gate scopes: its axis, attribute and concept set, each where
+    the table has the column."""
+    rows = table
+    for column, value in (
+        ("axis", gate.axis),
+        ("attribute", gate.attribute),
+        ("concept_set", gate.concept_set),
+    ):
+        if value is not None and column in rows.columns:
+            rows = rows[rows[column].astype(str) == value]
+    return rows
+
+
+def _max_output_gap(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+    table = tables.get("outputs")
+    if table is None or table.empty:
+        return None, "the run has no captioned outputs (add a captions: section)"
+    rows = _in_scope(gate, table)
+    if rows.empty:
+        return None, "no output rows in scope"
+    worst = rows.iloc[int(rows["max_abs_gap"].to_numpy().argmax())]
+    return float(worst["max_abs_gap"]), (
+        f"'{worst['concept']}': the share of images read as '{worst['max_gap_group']}' "
+        f"({worst['attribute']}) is {float(worst['max_abs_gap']):.3f} off the reference"
+    )
+
+
+def _min_agreement(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+    table = tables.get("agreement")
+    if table is None or table.empty:
+        return None, "the run has no agreement table (add a captions: section)"
+    rows = _in_scope(gate, table)
+    if rows.empty:
+        return None, f"no agreement row for axis '{gate.axis}'"
+    rho, statement = float(rows["rho"].iloc[0]), rows["statement"].iloc[0]
+    if math.isnan(rho):
+        return None, f"agreement on '{gate.axis}' is undefined ({statement})"
+    return rho, f"Spearman {rho:+.3f} ({statement})"
+
+
+Outputs.gate_metrics = (
+    GateMetric(
+        "max_output_gap",
+        "max",
+        "the largest gap between the share of a concept's images read as a group and its "
+        "reference (outputs.parquet; optionally one attribute or set)",
+        _max_output_gap,
+    ),
+    GateMetric(
+        "min_agreement",
+        "min",
+        "the Spearman agreement of latent leans and output shares on one axis "
+        "(agreement.parquet; needs axis)",
+        _min_agreement,
+    ),
+)
+
+ANALYSIS = Outputs()
