@@ -62,8 +62,9 @@ def report_order(found: dict[str, Analysis] | None = None) -> tuple[str, ...]:
 
 
 def slice_names() -> tuple[str, ...]:
-    """Names of the analysis slices (valid under ``analyses:`` besides the built-in ones)."""
-    return tuple(slices())
+    """Names of the analysis slices valid under ``analyses:`` besides the built-in ones: those
+    it switches on, not those another section does (``outputs``, by ``captions:``)."""
+    return tuple(n for n, a in slices().items() if type(a).applies is Analysis.applies)
 
 
 def slice_tables() -> tuple[str, ...]:
