@@ -172,6 +172,20 @@ def gate_rows(frame: pd.DataFrame, gate: GateSpec) -> pd.DataFrame:
     return rows
 
 
+def scoped_rows(
+    tables: Tables, name: str, gate: GateSpec, keep: Callable[[pd.DataFrame], Any] | None = None
+) -> tuple[pd.DataFrame | None, str]:
+    """A gate's rows of the slice table ``name`` (those ``keep`` selects, then its scope), or
+    None and why: the run has no such table, or no row is in scope."""
+    table = tables.get(name)
+    if table is None or table.empty:
+        return None, f"the run has no {name} table (add {name} to analyses)"
+    rows = gate_rows(table if keep is None else table[keep(table)], gate)
+    if rows.empty:
+        return None, f"no {name} rows in scope"
+    return rows, ""
+
+
 def register_tables(*tables: Table) -> tuple[Table, ...]:
     """Add a slice's tables to the run directory's registry (idempotent) and return them."""
     for table in tables:

@@ -11,15 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from auditkit.analyses.base import (
-    Analysis,
-    AnalysisContext,
-    GateMetric,
-    SectionContext,
-    Tables,
-    gate_rows,
-    register_tables,
-)
+from auditkit.analyses import base as api
 from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
@@ -48,10 +40,10 @@ TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, gro
     ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
     ("margin_ci_low, margin_ci_high", "float", "cosine", MARGIN_INTERVAL, True),
 ))  # fmt: skip
-register_tables(TABLE)
+api.register_tables(TABLE)
 
 
-def defaults_table(ctx: AnalysisContext) -> pd.DataFrame:
+def defaults_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis with ``defaults``, concept, group), the groups in rank order."""
     import pandas as pd
 
@@ -142,7 +134,7 @@ def defaults_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     return out
 
 
-class Defaults(Analysis):
+class Defaults(api.Analysis):
     name = NAME
     title = "Defaults"
     after = "lean_by_step"
@@ -153,13 +145,13 @@ class Defaults(Analysis):
     )
     resampled = (Resampled(NAME, ("cosine", "margin"), defaults_samples),)
 
-    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+    def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         return {NAME: defaults_table(ctx)}
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: api.Tables) -> dict[str, Any] | None:
         return None  # the findings say it; summary.json has no defaults block
 
-    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+    def findings(self, spec: AuditSpec, tables: api.Tables) -> list[str]:
         table = tables.get(NAME)
         if table is None or table.empty:
             return []
@@ -174,7 +166,7 @@ class Defaults(Analysis):
             )
         return out
 
-    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+    def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
 
         return ctx.axis_sections(NAME, charts.defaults_chart, _axis_rows)
@@ -203,13 +195,10 @@ def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
     return {"rows": rows}
 
 
-def _max_default_margin(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
-    table = tables.get(NAME)
-    if table is None or table.empty:
-        return None, "the run has no defaults table (add defaults to analyses)"
-    rows = gate_rows(table[table["rank"] == 1], gate)
-    if rows.empty:
-        return None, "no defaults rows in scope"
+def _max_default_margin(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
+    rows, why = api.scoped_rows(tables, NAME, gate, lambda t: t["rank"] == 1)
+    if rows is None:
+        return None, why
     worst = rows.iloc[int(rows["margin"].to_numpy().argmax())]
     return float(worst["margin"]), (
         f"'{worst['concept']}' defaults to '{worst['group']}' on '{worst['axis']}' "
@@ -218,7 +207,7 @@ def _max_default_margin(gate: GateSpec, tables: Tables) -> tuple[float | None, s
 
 
 Defaults.gate_metrics = (
-    GateMetric(
+    api.GateMetric(
         "max_default_margin",
         "max",
         "the largest margin by which an unmarked concept is closer to its default group's marked "

@@ -9,15 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from auditkit.analyses.base import (
-    Analysis,
-    AnalysisContext,
-    GateMetric,
-    SectionContext,
-    Tables,
-    gate_rows,
-    register_tables,
-)
+from auditkit.analyses import base as api
 from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
@@ -38,10 +30,10 @@ TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, gro
     ("rank", "int", "", "1 = most aligned group"),
     ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
 ))  # fmt: skip
-register_tables(TABLE)
+api.register_tables(TABLE)
 
 
-def descriptors_table(ctx: AnalysisContext) -> pd.DataFrame:
+def descriptors_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis, concept, group), the groups in rank order."""
     import pandas as pd
 
@@ -75,16 +67,11 @@ def descriptor_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     from auditkit.analyze.uncertainty import cosine_samples
 
     return cosine_samples(
-        draw,
-        frame,
-        lambda row: (
-            ("concept", str(row.concept_set), str(row.concept)),
-            ("group", str(row.axis), str(row.group)),
-        ),
+        draw, frame, ("concept", "concept_set", "concept"), ("group", "axis", "group")
     )
 
 
-class Descriptors(Analysis):
+class Descriptors(api.Analysis):
     name = NAME
     title = "Descriptor ranking"
     after = "defaults"
@@ -92,13 +79,13 @@ class Descriptors(Analysis):
     statistic = "the cosine of each concept with each group of an axis"
     resampled = (Resampled(NAME, ("cosine",), descriptor_samples),)
 
-    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+    def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         return {NAME: descriptors_table(ctx)}
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: api.Tables) -> dict[str, Any] | None:
         return None  # the findings say it; summary.json has no descriptors block
 
-    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+    def findings(self, spec: AuditSpec, tables: api.Tables) -> list[str]:
         """For each axis of more than two groups, the group that ranks first most often."""
         table, axes = tables.get(NAME), tables.get("axes")
         if table is None or table.empty or axes is None:
@@ -113,7 +100,7 @@ class Descriptors(Analysis):
             )
         return out
 
-    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+    def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
 
         return ctx.axis_sections(NAME, charts.descriptor_heatmap, _axis_rows)
@@ -147,13 +134,10 @@ def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
     return {"rows": rows, "intervals": intervals}
 
 
-def _max_descriptor_spread(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
-    table = tables.get(NAME)
-    if table is None or table.empty:
-        return None, "the run has no descriptors table (add descriptors to analyses)"
-    rows = gate_rows(table, gate)
-    if rows.empty:
-        return None, "no descriptors rows in scope"
+def _max_descriptor_spread(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
+    rows, why = api.scoped_rows(tables, NAME, gate)
+    if rows is None:
+        return None, why
     keys = ["axis", "concept_set", "concept"]
     cosines = rows.groupby(keys, sort=False)["cosine"]
     spread = (cosines.transform("max") - cosines.transform("min")).to_numpy()
@@ -167,7 +151,7 @@ def _max_descriptor_spread(gate: GateSpec, tables: Tables) -> tuple[float | None
 
 
 Descriptors.gate_metrics = (
-    GateMetric(
+    api.GateMetric(
         "max_descriptor_spread",
         "max",
         "the largest gap between a concept's most and least aligned group of an axis "

@@ -12,15 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from auditkit.analyses.base import (
-    Analysis,
-    AnalysisContext,
-    GateMetric,
-    SectionContext,
-    Tables,
-    gate_rows,
-    register_tables,
-)
+from auditkit.analyses import base as api
 from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
@@ -56,17 +48,17 @@ TABLE = Table(
         ("n_seeds", "int", "seeds", "seeds per prompt"),
     ),
 )  # fmt: skip
-register_tables(TABLE)
+api.register_tables(TABLE)
 
 
-def _step_leans(H: np.ndarray, ctx: AnalysisContext) -> pd.DataFrame:
+def _step_leans(H: np.ndarray, ctx: api.AnalysisContext) -> pd.DataFrame:
     """The lean rows of one step's prompt latents ``H`` (lean.parquet's required columns)."""
     from auditkit.analyze.tables import lean_table
 
     return lean_table(H, ctx.layout, len(ctx.latents.seeds))
 
 
-def _step_groups(ctx: AnalysisContext) -> list[list[int]]:
+def _step_groups(ctx: api.AnalysisContext) -> list[list[int]]:
     """Kept-step indices in groups whose per-seed latents fit :data:`MEMORY_BUDGET`."""
     P, N, _ = ctx.latents.per_seed.shape
     width = ctx.latents.step_means.shape[-1]
@@ -76,7 +68,7 @@ def _step_groups(ctx: AnalysisContext) -> list[list[int]]:
     return [steps[i : i + size] for i in range(0, len(steps), size)]
 
 
-def _per_step_latents(ctx: AnalysisContext, group: list[int]) -> np.ndarray:
+def _per_step_latents(ctx: api.AnalysisContext, group: list[int]) -> np.ndarray:
     """[len(group), prompts, seeds, width] float32: each unit's h at the grouped steps."""
     import numpy as np
 
@@ -92,14 +84,14 @@ def _per_step_latents(ctx: AnalysisContext, group: list[int]) -> np.ndarray:
     return out
 
 
-class LeanByStep(Analysis):
+class LeanByStep(api.Analysis):
     name = NAME
     title = "Lean by denoising step"
     after = "lean"
     tables = (TABLE,)
     statistic = "the lean score at each kept step, from that step's seed-mean h"
 
-    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+    def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         import numpy as np
         import pandas as pd
 
@@ -140,7 +132,7 @@ class LeanByStep(Analysis):
         wanted = [c for c in TABLE.names if c in table.columns]
         return {NAME: table[wanted].reset_index(drop=True)}
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: api.Tables) -> dict[str, Any] | None:
         table = tables.get(NAME)
         if table is None or table.empty:
             return None
@@ -148,11 +140,11 @@ class LeanByStep(Analysis):
             "axes": [_formation(axis, rows) for axis, rows in table.groupby("axis", sort=False)]
         }
 
-    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+    def findings(self, spec: AuditSpec, tables: api.Tables) -> list[str]:
         block = self.summary(spec, tables)
         return [_sentence(entry) for entry in block["axes"]] if block else []
 
-    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+    def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         table = ctx.tables.get(NAME)
         if table is None or table.empty:
             return None
@@ -302,13 +294,10 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
     return configure(alt.layer(*layers).properties(width="container", height=240))
 
 
-def _max_step_lean(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
-    table = tables.get(NAME)
-    if table is None or table.empty:
-        return None, "the run has no lean_by_step table (add lean_by_step to analyses)"
-    rows = gate_rows(table, gate)
-    if rows.empty:
-        return None, "no lean_by_step rows in scope"
+def _max_step_lean(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
+    rows, why = api.scoped_rows(tables, NAME, gate)
+    if rows is None:
+        return None, why
     worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
     return float(abs(worst["score"])), (
         f"'{worst['concept']}' on '{worst['axis']}' at kept step {int(worst['step'])} "
@@ -317,7 +306,7 @@ def _max_step_lean(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
 
 
 LeanByStep.gate_metrics = (
-    GateMetric(
+    api.GateMetric(
         "max_step_lean",
         "max",
         "the largest |lean score| at any kept denoising step (optionally one axis or set)",

@@ -14,14 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from auditkit.analyses.base import (
-    Analysis,
-    AnalysisContext,
-    GateMetric,
-    SectionContext,
-    Tables,
-    register_tables,
-)
+from auditkit.analyses import base as api
 from auditkit.analyze.stats import number_columns, summary_number
 from auditkit.rundir.columns import RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
@@ -102,10 +95,10 @@ AMPLIFICATION = Table(
     ("resamples, seed", "int", "", "of that bootstrap (`statistics.bootstrap_resamples`, or 1000 "
      "when it is 0)"),
 ))  # fmt: skip
-register_tables(OUTPUTS, AGREEMENT, GUIDANCE, AMPLIFICATION)
+api.register_tables(OUTPUTS, AGREEMENT, GUIDANCE, AMPLIFICATION)
 
 
-class Outputs(Analysis):
+class Outputs(api.Analysis):
     name = NAME
     title = "What the model draws"
     after = "similarity"
@@ -119,7 +112,7 @@ class Outputs(Analysis):
     def applies(self, spec: AuditSpec) -> bool:
         return spec.captions is not None
 
-    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+    def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         """``outputs``: per concept and group, the share of images read as the group against
         the reference; with the guidance sweep's readings, ``guidance`` and ``amplification``;
         with the lean analysis, ``agreement``: latent lean vs output share, per axis."""
@@ -153,13 +146,13 @@ class Outputs(Analysis):
                 )
         return tables
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: api.Tables) -> dict[str, Any] | None:
         return output_records(tables)
 
-    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+    def findings(self, spec: AuditSpec, tables: api.Tables) -> list[str]:
         return output_sentences(tables)
 
-    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+    def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit.analyses.outputs_section import output_sections
 
         return output_sections(ctx)
@@ -168,7 +161,7 @@ class Outputs(Analysis):
         return [("guidance", "Guidance amplification")] if data.get("guidance") else []
 
 
-def output_records(tables: Tables) -> dict[str, Any] | None:
+def output_records(tables: api.Tables) -> dict[str, Any] | None:
     """Output-level numbers (captioned shares vs reference, and agreement), when captioned."""
     outputs = tables.get("outputs")
     if outputs is None:
@@ -220,7 +213,7 @@ def output_records(tables: Tables) -> dict[str, Any] | None:
     return records
 
 
-def output_sentences(tables: Tables) -> list[str]:
+def output_sentences(tables: api.Tables) -> list[str]:
     """The findings: agreement per axis, and the guidance amplification."""
     agreement = tables.get("agreement")
     out = []
@@ -257,7 +250,7 @@ def _in_scope(gate: GateSpec, table: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def _max_output_gap(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+def _max_output_gap(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
     table = tables.get("outputs")
     if table is None or table.empty:
         return None, "the run has no captioned outputs (add a captions: section)"
@@ -271,7 +264,7 @@ def _max_output_gap(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
     )
 
 
-def _min_agreement(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+def _min_agreement(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
     table = tables.get("agreement")
     if table is None or table.empty:
         return None, "the run has no agreement table (add a captions: section)"
@@ -285,14 +278,14 @@ def _min_agreement(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
 
 
 Outputs.gate_metrics = (
-    GateMetric(
+    api.GateMetric(
         "max_output_gap",
         "max",
         "the largest gap between the share of a concept's images read as a group and its "
         "reference (outputs.parquet; optionally one attribute or set)",
         _max_output_gap,
     ),
-    GateMetric(
+    api.GateMetric(
         "min_agreement",
         "min",
         "the Spearman agreement of latent leans and output shares on one axis "

@@ -10,14 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from auditkit.analyses.base import (
-    Analysis,
-    AnalysisContext,
-    GateMetric,
-    SectionContext,
-    Tables,
-    register_tables,
-)
+from auditkit.analyses import base as api
 from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
@@ -53,10 +46,10 @@ STRUCTURE = Table("structure", "results", RESULTS_VERSION, "one row per concept"
     ("leaf_order", "int", "", LEAF),
     ("variance_x, variance_y", "float", "share", VARIANCE),
 ))  # fmt: skip
-register_tables(TABLE, STRUCTURE)
+api.register_tables(TABLE, STRUCTURE)
 
 
-def similarity_table(ctx: AnalysisContext) -> pd.DataFrame:
+def similarity_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (concept set, concept, concept): both orders and the diagonal."""
     import pandas as pd
 
@@ -80,7 +73,7 @@ def similarity_table(ctx: AnalysisContext) -> pd.DataFrame:
     return pd.DataFrame(records, columns=TABLE.required)
 
 
-def structure_table(ctx: AnalysisContext) -> pd.DataFrame:
+def structure_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """Per concept set of three concepts or more: hierarchical clusters (cosine distance of
     centred latents) and a 2-D map (first two principal components of the unit-length centred
     latents)."""
@@ -119,33 +112,31 @@ def similarity_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     return cosine_samples(
         draw,
         frame,
-        lambda row: (
-            ("concept", str(row.concept_set), str(row.concept_a)),
-            ("concept", str(row.concept_set), str(row.concept_b)),
-        ),
+        ("concept", "concept_set", "concept_a"),
+        ("concept", "concept_set", "concept_b"),
     )
 
 
-class Similarity(Analysis):
+class Similarity(api.Analysis):
     name = NAME
     title = "Concept similarity"
     after = "descriptors"
     tables = (TABLE, STRUCTURE)
     statistic = "the cosine of each pair of concepts of a set (the structure has no intervals)"
     resampled = (Resampled(NAME, ("cosine",), similarity_samples),)
-    gate_metrics: tuple[GateMetric, ...] = ()
+    gate_metrics: tuple[api.GateMetric, ...] = ()
     """None: how alike two concepts are is not a bias to bound."""
 
-    def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
+    def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         return {NAME: similarity_table(ctx), "structure": structure_table(ctx)}
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: api.Tables) -> dict[str, Any] | None:
         return None  # summary.json has no similarity block
 
-    def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
+    def findings(self, spec: AuditSpec, tables: api.Tables) -> list[str]:
         return []  # the report shows the matrices; no sentence summarises them
 
-    def section(self, ctx: SectionContext) -> dict[str, Any] | None:
+    def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
         from auditkit.analyses.values import frame_records
 

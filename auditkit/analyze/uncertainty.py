@@ -10,9 +10,8 @@ resamples cheap enough to be always on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -181,17 +180,18 @@ def _lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 
 
 def cosine_samples(
-    draw: Resamples,
-    frame: pd.DataFrame,
-    pair: Callable[[Any], tuple[tuple[str, ...], tuple[str, ...]]],
+    draw: Resamples, frame: pd.DataFrame, first: tuple[str, str, str], second: tuple[str, str, str]
 ) -> np.ndarray:
-    """[resamples, rows, 1]: per row of ``frame`` the resampled cosine of the two basis vectors
-    ``pair(row)`` names, both centred on the reference of the row's concept set."""
+    """[resamples, rows, 1]: per row of ``frame`` the resampled cosine of two basis vectors, both
+    centred on the reference of the row's concept set. ``first`` and ``second`` name each vector
+    as (kind, column of its set or axis, column of its name), e.g. ("group", "axis", "group")."""
     basis, Q = draw.basis, draw.Q
     out = np.empty((Q.shape[0], len(frame), 1))
-    for i, row in enumerate(frame.itertuples()):
-        a, b = pair(row)
-        out[:, i, 0] = centred_cosine(Q, basis[a], basis[b], basis[("ref", str(row.concept_set))])
+    for i, row in enumerate(frame.to_dict("records")):
+        a, b = ((kind, str(row[where]), str(row[name])) for kind, where, name in (first, second))
+        out[:, i, 0] = centred_cosine(
+            Q, basis[a], basis[b], basis[("ref", str(row["concept_set"]))]
+        )
     return out
 
 
