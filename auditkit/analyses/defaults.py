@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from auditkit.analyses import base as api
+from auditkit.analyses.values import most_often_first
 from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
@@ -158,10 +159,9 @@ class Defaults(api.Analysis):
         out = []
         firsts = table[table["rank"] == 1]
         for axis, rows in firsts.groupby("axis", sort=False):
-            counts = rows["group"].value_counts()
-            group, count = str(counts.index[0]), int(counts.iloc[0])
+            group, count, n = most_often_first(rows)
             out.append(
-                f"Defaults on '{axis}': for {count} of {len(rows)} concepts the unmarked prompt "
+                f"Defaults on '{axis}': for {count} of {n} concepts the unmarked prompt "
                 f"is closest to its '{group}'-marked variant."
             )
         return out

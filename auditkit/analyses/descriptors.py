@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
+from auditkit.analyses.values import most_often_first
 from auditkit.analyze.resampled import Resampled
 from auditkit.rundir.columns import CI, RESULTS_VERSION
 from auditkit.rundir.registry import Table, columns
@@ -92,11 +93,11 @@ class Descriptors(api.Analysis):
             return []
         out = []
         for axis in axes[axes["n_groups"] > 2]["axis"]:
-            firsts = table[(table["axis"] == axis) & (table["rank"] == 1)]
-            counts = firsts["group"].value_counts()
+            group, count, n = most_often_first(
+                table[(table["axis"] == axis) & (table["rank"] == 1)]
+            )
             out.append(
-                f"Descriptors on '{axis}': '{counts.index[0]}' ranks first for "
-                f"{int(counts.iloc[0])} of {len(firsts)} concepts."
+                f"Descriptors on '{axis}': '{group}' ranks first for {count} of {n} concepts."
             )
         return out
 

@@ -77,3 +77,10 @@ def axis_parts(
     for index, name in enumerate(dict.fromkeys(frame["axis"].tolist())):
         part = frame[frame["axis"] == name]
         yield index, name, part, axis_groups(part, axes, name)
+
+
+def most_often_first(rows: pd.DataFrame) -> tuple[str, int, int]:
+    """Among the rank-1 rows of one axis (one per concept): the group ranked first most often,
+    how many concepts rank it first, and how many concepts there are."""
+    counts = rows["group"].value_counts()
+    return str(counts.index[0]), int(counts.iloc[0]), len(rows)

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import click
 
 from auditkit.errors import AuditkitError, UsageError
-from auditkit.rundir import RunDir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +52,8 @@ def handle_errors(func: F) -> F:
 
 def require_results(run_dir: Path) -> None:
     """Refuse (exit 2) a run directory whose analysis has not finished."""
+    from auditkit.rundir import RunDir
+
     if not RunDir(run_dir).is_finished():
         raise UsageError(
             f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
@@ -62,6 +63,8 @@ def require_results(run_dir: Path) -> None:
 
 def exit_on_gates(run_dir: Path) -> None:
     """Print every gate's outcome; exit 1 when one failed."""
+    from auditkit.rundir import RunDir
+
     run = RunDir(run_dir)
     if not run.gates.is_file():
         return

@@ -8,7 +8,6 @@ import click
 
 from auditkit.cli.common import exit_on_gates, handle_errors
 from auditkit.cli.options import cache_dir_option, path_option, spec_argument
-from auditkit.rundir import RunDir
 
 
 @click.command()
@@ -35,5 +34,7 @@ def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) ->
     )
     for path in outcome.report_paths:
         click.echo(f"report: {path.resolve()}")
+    from auditkit.rundir import RunDir
+
     click.echo(f"results: {RunDir(outcome.run_dir).results.resolve()}")
     exit_on_gates(outcome.run_dir)

@@ -225,16 +225,6 @@ class RunDir:
             )
         return frame
 
-    def table_meta(self, name: str) -> dict[str, str]:
-        """A table's ``auditkit_<key>`` metadata entries (without the prefix)."""
-
-        metadata = storage.parquet_schema(self.table_path(name)).metadata or {}
-        return {
-            k.decode()[len(META_PREFIX) :]: v.decode()
-            for k, v in metadata.items()
-            if k.decode().startswith(META_PREFIX) and k != VERSION_KEY
-        }
-
     def tables(self, names: list[str] | None = None) -> dict[str, pd.DataFrame]:
         """Every registered table of ``results/`` the run wrote (or those of ``names``)."""
         from auditkit.rundir.columns import REGISTRY

@@ -21,8 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def umask() -> int:
     """The process's current umask (read without changing it for longer than one call)."""
@@ -60,6 +58,8 @@ def json_safe(value: Any) -> Any:
         return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
+    import numpy as np  # here, not at import: the CLI starts without numpy
+
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
