@@ -23,8 +23,6 @@ ORDER: tuple[str, ...] = (
     "lean",
     "outputs",
     "exemplars",
-    "causal",
-    "discovery",
     "caveats",
     "provenance",
 )
@@ -63,8 +61,9 @@ def report_order(found: dict[str, Analysis] | None = None) -> tuple[str, ...]:
 
 
 def slice_names() -> tuple[str, ...]:
-    """Names of the analysis slices (valid under ``analyses:`` besides the built-in ones)."""
-    return tuple(slices())
+    """Names of the analysis slices valid under ``analyses:`` (besides the built-in ones): all
+    but those another part of the spec switches on (``listed`` False: causal, discovery)."""
+    return tuple(name for name, analysis in slices().items() if analysis.listed)
 
 
 def slice_tables() -> tuple[str, ...]:

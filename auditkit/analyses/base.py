@@ -68,11 +68,14 @@ class AnalysisContext:
 @dataclass
 class SectionContext:
     """What a slice's report section is given: the spec, every table the run has (None where
-    absent), and a sink for its charts (:meth:`chart` returns the id the partial embeds)."""
+    absent), a sink for its charts (:meth:`chart` returns the id the partial embeds) and the
+    run's manifest."""
 
     spec: AuditSpec
     tables: Tables
     charts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+    """The run's manifest (e.g. the captioner that read its images)."""
 
     def chart(self, chart_id: str, chart: Any) -> str:
         """Keep an Altair chart (or a Vega-Lite dict) under ``chart_id``; returns the id."""
@@ -124,6 +127,14 @@ class Analysis:
     gate_metrics: tuple[GateMetric, ...]
     """The gate metrics the slice offers; every slice declares them, an empty tuple when no
     number of its tables makes a meaningful gate."""
+    listed: bool = True
+    """Whether the spec names the slice under ``analyses:``; False for a slice another part of
+    the spec switches on (the causal check and discovery: ``captions.causal`` /
+    ``captions.discovery``), which then overrides :meth:`applies`."""
+    summary_at_top: bool = False
+    """Where :meth:`summary`'s block goes in ``summary.json``: under ``analyses.<name>``, or, for
+    the causal check and discovery, which had their blocks before the slices, at the top-level
+    key ``<name>``."""
 
     def applies(self, spec: AuditSpec) -> bool:
         """Whether the audit runs this slice: by default when ``analyses:`` lists it."""
@@ -131,10 +142,11 @@ class Analysis:
 
     def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
         """The slice's tables: with their bootstrap intervals, except those of
-        :attr:`resampled`, which the shared pass adds."""
+        :attr:`resampled`, which the shared pass adds. A slice whose tables a pass writes
+        (:mod:`auditkit.passes`) builds none; the analysis stage reads them from the run."""
         raise NotImplementedError
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | list[Any] | None:
         """The slice's block of ``summary.json`` (JSON-ready), or None without its tables."""
         raise NotImplementedError
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.analyze.causal import causal_records
-from auditkit.analyze.discovery import discovery_records, discovery_sentences
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.stats import number_columns, summary_number
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
@@ -26,17 +24,15 @@ def summarize(
     run_id: str,
     spec_hash: str,
     plan_hash: str,
-    extra: Mapping[str, pd.DataFrame] | None = None,
-    slices: Mapping[str, tuple[list[str], dict[str, Any] | None]] | None = None,
+    slices: Mapping[str, tuple[list[str], dict[str, Any] | list[Any] | None, bool]] | None = None,
 ) -> dict[str, Any]:
     """The versioned JSON summary: settings, per-axis headline numbers, plain findings.
 
-    ``extra`` holds the optional tables written outside :func:`~auditkit.analyze.tables.analyze`
-    (:func:`read_extra_tables`: the causal check's ``causal_curve`` / ``causal_axes`` and the
-    discovery ranking ``discovery``); with them the summary gains ``causal`` and ``discovery``
-    blocks and their findings. Both keys are optional in schema version 1.
+    ``slices`` holds, per analysis slice the audit runs (in the order of their findings:
+    :func:`auditkit.analyses.stage.slice_summaries`), its findings, its block and whether the
+    block goes at the top level: the causal check's ``causal`` and discovery's ``discovery``
+    (both optional in schema version 1) do; the others go under ``analyses``.
     """
-    extra = extra or {}
     axes_out = []
     findings: list[str] = []
     lean_table = results.tables.get("lean")
@@ -69,14 +65,11 @@ def summarize(
         axes_out.append(entry)
     findings.extend(_output_sentences(results))
     blocks: dict[str, Any] = {}
-    for name, (sentences, block) in (slices or {}).items():
+    at_top: dict[str, Any] = {}
+    for name, (sentences, block, top) in (slices or {}).items():
         findings.extend(sentences)
         if block is not None:
-            blocks[name] = block
-    causal = causal_records(extra, spec.probe.hook)
-    findings.extend(str(entry["statement"]) for entry in causal or [])
-    discovery = extra.get("discovery")
-    findings.extend(discovery_sentences(discovery, _axis_groups(spec)))
+            (at_top if top else blocks)[name] = block
     prompts = results["prompts"]
     summary: dict[str, Any] = {
         "schema_version": JSON_FILES["summary"].version,
@@ -117,10 +110,7 @@ def summarize(
     }
     if blocks:
         summary["analyses"] = blocks
-    if causal is not None:
-        summary["causal"] = causal
-    if discovery is not None:
-        summary["discovery"] = discovery_records(discovery, _axis_groups(spec))
+    summary.update(at_top)
     return summary
 
 
@@ -294,23 +284,21 @@ def _output_sentences(results: AuditResults) -> list[str]:
     return out
 
 
-# --- the causal check's and discovery's tables (outside analyze()) --------------------------
+# --- the causal check's and discovery's tables (written by their passes) -------------------
 
 
 def read_extra_tables(run_dir: Path | RunDir) -> dict[str, pd.DataFrame]:
     """The optional tables a run directory has, by name: the causal check's ``causal``,
     ``causal_curve`` and ``causal_axes`` (``captions/``) and the discovery ranking
-    ``discovery`` (``results/``). A missing file is left out.
+    ``discovery`` (``results/``), for the executive summary. A missing file is left out.
+    Their slices (``auditkit.analyses.causal``, ``.discovery``) declare them: the caller has
+    loaded the slices (:func:`auditkit.analyses.slices`).
 
     Raises:
         SchemaVersionError: a table was written by a newer auditkit.
         UsageError: a table lacks a column its schema requires.
     """
     return as_run_dir(run_dir).tables(list(EXTRA_TABLES))
-
-
-def _axis_groups(spec: AuditSpec) -> dict[str, list[str]]:
-    return {a.name: list(a.groups) for a in spec.axes}
 
 
 def write_results(results: AuditResults, summary: dict[str, Any], run_dir: Path | RunDir) -> None:
