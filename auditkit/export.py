@@ -121,6 +121,7 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
 
 def _executive_lines(run_dir: Path, summary: dict[str, Any], model_id: str) -> list[str]:
     """The report's executive summary as Markdown paragraphs (none without a readable spec)."""
+    from auditkit.analyses import slices
     from auditkit.analyze.summary import read_extra_tables
     from auditkit.report.executive import executive_summary
     from auditkit.spec import parse_spec
@@ -129,6 +130,7 @@ def _executive_lines(run_dir: Path, summary: dict[str, Any], model_id: str) -> l
     if not run.spec.is_file():
         return []
     spec = parse_spec(run.spec.read_text(encoding="utf-8"), source=str(run.spec))
+    slices()  # the causal check's and discovery's slices declare the tables read here
     tables = {name: run.table(name) for name in ("lean", "outputs", "agreement", "amplification")}
     paragraphs = executive_summary(
         spec, tables, read_extra_tables(run_dir), summary.get("gates"), model_id

@@ -22,8 +22,6 @@ ORDER: tuple[str, ...] = (
     "settings",
     "lean",
     "exemplars",
-    "causal",
-    "discovery",
     "caveats",
     "provenance",
 )
@@ -64,7 +62,7 @@ def report_order(found: dict[str, Analysis] | None = None) -> tuple[str, ...]:
 def slice_names() -> tuple[str, ...]:
     """Names of the analysis slices valid under ``analyses:`` besides the built-in ones: those
     it switches on, not those another section does (``outputs``, by ``captions:``)."""
-    return tuple(n for n, a in slices().items() if type(a).applies is Analysis.applies)
+    return tuple(name for name, analysis in slices().items() if analysis.listed)
 
 
 def slice_tables() -> tuple[str, ...]:

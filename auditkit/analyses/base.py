@@ -134,17 +134,28 @@ class Analysis:
     """Where :meth:`summary`'s block goes in ``summary.json``: None, under ``analyses`` by the
     slice's name; a key, that top-level key, always written (null when the slice does not run):
     for a block summary.json had before its analysis became a slice (``outputs``)."""
+    summary_optional: bool = False
+    """With :attr:`summary_key`: leave the key out when the slice does not run (it then follows
+    ``analyses``), as summary.json did for the causal check and discovery."""
 
     def applies(self, spec: AuditSpec) -> bool:
         """Whether the audit runs this slice: by default when ``analyses:`` lists it."""
         return self.name in spec.analyses
 
+    @property
+    def listed(self) -> bool:
+        """Whether the slice is named under ``analyses:``: False for one that another part of
+        the spec switches on through its own :meth:`applies` (``outputs``, ``causal``,
+        ``discovery``: the ``captions:`` section)."""
+        return type(self).applies is Analysis.applies
+
     def build(self, ctx: AnalysisContext) -> dict[str, pd.DataFrame]:
         """The slice's tables: with their bootstrap intervals, except those of
-        :attr:`resampled`, which the shared pass adds."""
+        :attr:`resampled`, which the shared pass adds. A slice whose tables a pass writes
+        (:mod:`auditkit.passes`) builds none; the analysis stage reads them from the run."""
         raise NotImplementedError
 
-    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | None:
+    def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | list[Any] | None:
         """The slice's block of ``summary.json`` (JSON-ready), or None without its tables."""
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ longer makes are removed."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import gate_measures, slices
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 CAUSAL_TABLES = ("causal", "causal_curve", "causal_axes")
 DISCOVERY_TABLES = ("discovery", "discovered_terms")
+"""The tables the causal check's and discovery's passes write (their slices declare them)."""
 
 
 def analyze_audit(
@@ -65,10 +67,27 @@ def in_spec_order(spec: AuditSpec, chosen: list[Analysis]) -> list[Analysis]:
     return sorted(chosen, key=lambda a: listed.get(a.name, -1))
 
 
+def slice_summaries(
+    spec: AuditSpec, chosen: list[Analysis], tables: Mapping[str, pd.DataFrame | None]
+) -> dict[str, tuple[list[str], dict[str, Any] | list[Any] | None]]:
+    """Per slice of ``chosen``, in spec order (:func:`in_spec_order`): its findings and its
+    summary block (:func:`auditkit.analyze.summary.summarize`)."""
+    return {
+        a.name: (a.findings(spec, tables), a.summary(spec, tables))
+        for a in in_spec_order(spec, chosen)
+    }
+
+
+def pass_tables(chosen: list[Analysis], built: Mapping[str, Any], run: RunDir) -> dict[str, Any]:
+    """The tables of ``chosen`` that the analysis did not build: those their passes wrote into
+    the run (the causal check's, discovery's), read back; a missing file is left out."""
+    return run.tables([t.name for a in chosen for t in a.tables if t.name not in built])
+
+
 def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifest) -> None:
     """Analyze a run whose extraction (and captioning, when asked) is done."""
     from auditkit.analyze.latents import load_latents
-    from auditkit.analyze.summary import read_extra_tables, summarize, write_results
+    from auditkit.analyze.summary import summarize, write_results
     from auditkit.extract.store import ActivationStore
 
     latents = load_latents(ActivationStore(run.activations), plan, spec.probe.aggregation)
@@ -82,23 +101,22 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
     results = analyze_audit(spec, plan, latents, readings, swept, store)
     chosen = chosen_slices(spec)
     drop_stale_results(spec, results.tables, run)
+    tables = {**results.tables, **pass_tables(chosen, results.tables, run)}
     summary = summarize(
         spec,
         results,
         run_id=manifest.run_id,
         spec_hash=manifest.spec_hash,
         plan_hash=manifest.plan_hash,
-        extra=read_extra_tables(run),
-        slices={
-            a.name: (a.findings(spec, results.tables), a.summary(spec, results.tables))
-            for a in in_spec_order(spec, chosen)
+        slices=slice_summaries(spec, chosen, tables),
+        top_level={
+            a.summary_key: (a.name, a.summary_optional) for a in slices().values() if a.summary_key
         },
-        top_level={a.summary_key: a.name for a in slices().values() if a.summary_key},
     )
     if spec.gates:
         from auditkit.gates import evaluate_gates, gates_summary, write_gate_files
 
-        outcomes = evaluate_gates(spec, results.tables, gate_measures())
+        outcomes = evaluate_gates(spec, tables, gate_measures())
         summary["gates"] = gates_summary(outcomes)
         write_results(results, summary, run)
         write_gate_files(run, outcomes, suite=spec.name, run_id=manifest.run_id)

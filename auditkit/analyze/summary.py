@@ -8,8 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.analyze.causal import causal_records
-from auditkit.analyze.discovery import discovery_records, discovery_sentences
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.analyze.stats import summary_number
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
@@ -26,18 +24,18 @@ def summarize(
     run_id: str,
     spec_hash: str,
     plan_hash: str,
-    extra: Mapping[str, pd.DataFrame] | None = None,
-    slices: Mapping[str, tuple[list[str], dict[str, Any] | None]] | None = None,
-    top_level: Mapping[str, str] | None = None,
+    slices: Mapping[str, tuple[list[str], dict[str, Any] | list[Any] | None]] | None = None,
+    top_level: Mapping[str, tuple[str, bool]] | None = None,
 ) -> dict[str, Any]:
     """The versioned JSON summary: settings, per-axis headline numbers, plain findings.
 
-    ``extra`` holds the optional tables written outside :func:`~auditkit.analyze.tables.analyze`
-    (:func:`read_extra_tables`: the causal check's ``causal_curve`` / ``causal_axes`` and the
-    discovery ranking ``discovery``); with them the summary gains ``causal`` and ``discovery``
-    blocks and their findings. Both keys are optional in schema version 1.
+    ``slices`` holds, per analysis slice the audit runs (in the order of their findings:
+    :func:`auditkit.analyses.stage.slice_summaries`), its findings and its block; a block goes
+    under ``analyses`` unless ``top_level`` maps a top-level key to the slice's name and
+    whether the key is optional: ``outputs`` is always written (null when not captioned), the
+    causal check's ``causal`` and discovery's ``discovery`` (optional in schema version 1) only
+    when they ran, after ``analyses``.
     """
-    extra = extra or {}
     axes_out = []
     findings: list[str] = []
     lean_table = results.tables.get("lean")
@@ -73,11 +71,14 @@ def summarize(
         findings.extend(sentences)
         if block is not None:
             blocks[name] = block
-    own = {key: blocks.pop(name, None) for key, name in (top_level or {}).items()}
-    causal = causal_records(extra, spec.probe.hook)
-    findings.extend(str(entry["statement"]) for entry in causal or [])
-    discovery = extra.get("discovery")
-    findings.extend(discovery_sentences(discovery, _axis_groups(spec)))
+    own: dict[str, Any] = {}
+    optional: dict[str, Any] = {}
+    for key, (name, when_run) in (top_level or {}).items():
+        block = blocks.pop(name, None)
+        if not when_run:
+            own[key] = block
+        elif block is not None:
+            optional[key] = block
     prompts = results["prompts"]
     summary: dict[str, Any] = {
         "schema_version": JSON_FILES["summary"].version,
@@ -118,10 +119,7 @@ def summarize(
     }
     if blocks:
         summary["analyses"] = blocks
-    if causal is not None:
-        summary["causal"] = causal
-    if discovery is not None:
-        summary["discovery"] = discovery_records(discovery, _axis_groups(spec))
+    summary.update(optional)
     return summary
 
 
@@ -221,23 +219,21 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
     )
 
 
-# --- the causal check's and discovery's tables (outside analyze()) --------------------------
+# --- tables written by the passes (the causal check, discovery) -----------------------------
 
 
 def read_extra_tables(run_dir: Path | RunDir) -> dict[str, pd.DataFrame]:
     """The optional tables a run directory has, by name: the causal check's ``causal``,
     ``causal_curve`` and ``causal_axes`` (``captions/``) and the discovery ranking
-    ``discovery`` (``results/``). A missing file is left out.
+    ``discovery`` (``results/``), for the executive summary. A missing file is left out.
+    Their slices (``auditkit.analyses.causal``, ``.discovery``) declare them: the caller has
+    loaded the slices (:func:`auditkit.analyses.slices`).
 
     Raises:
         SchemaVersionError: a table was written by a newer auditkit.
         UsageError: a table lacks a column its schema requires.
     """
     return as_run_dir(run_dir).tables(list(EXTRA_TABLES))
-
-
-def _axis_groups(spec: AuditSpec) -> dict[str, list[str]]:
-    return {a.name: list(a.groups) for a in spec.axes}
 
 
 def write_results(results: AuditResults, summary: dict[str, Any], run_dir: Path | RunDir) -> None:

@@ -20,7 +20,8 @@ def analyses() -> None:
         click.echo(f"{name}  (built in)")
     for name, analysis in slices().items():
         tables = ", ".join(f"{t.path}" for t in analysis.tables) or "no table of its own"
-        click.echo(f"{name}  {analysis.title}: {analysis.statistic}; writes {tables}")
+        switch = "" if analysis.listed else f" (on with captions.{name}, not under analyses:)"
+        click.echo(f"{name}  {analysis.title}: {analysis.statistic}; writes {tables}{switch}")
         for metric in analysis.gate_metrics:
             click.echo(f"    gate metric {metric.name} ({metric.bound}): {metric.meaning}")
     extra = [m for m in known_metrics() if m not in BUILTIN_METRICS]

@@ -19,8 +19,6 @@ from auditkit.analyses.base import SectionContext
 from auditkit.analyses.values import finite
 from auditkit.analyze.summary import read_extra_tables
 from auditkit.report import inputs
-from auditkit.report.causal_section import causal_section
-from auditkit.report.discovery_section import discovery_section
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
 from auditkit.report.lean_section import axis_sections, significance
@@ -108,8 +106,6 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "definitions": definitions(spec, tables["prompts"]),
         "axes": axis_sections(tables, chart_specs),
         "exemplars": exemplar_section(run_dir, spec),
-        "causal": causal_section(extra, spec, manifest, chart_specs),
-        "discovery": discovery_section(extra, spec),
         "caveats": list(CAVEATS),
         "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }

@@ -36,8 +36,6 @@ BUILT_IN: dict[str, BuiltIn] = {
     "settings": BuiltIn("Settings"),
     "lean": BuiltIn("Lean along each axis", "axes", _axis_children),
     "exemplars": BuiltIn("Exemplar images", "exemplars"),
-    "causal": BuiltIn("Causal check", "causal", lambda data: _axis_children(data["axes"])),
-    "discovery": BuiltIn("Discovered associations", "discovery"),
     "caveats": BuiltIn("Limitations and ethics"),
     "provenance": BuiltIn("Appendix: provenance"),
 }
@@ -51,7 +49,10 @@ def report_sections(context: dict[str, Any], ctx: SectionContext) -> list[dict[s
     for name in report_order():
         if name in analyses:
             analysis = analyses[name]
-            data = analysis.section(ctx) if analysis.applies(ctx.spec) else None
+            # a slice another part of the spec switches on (listed False) shows whenever the
+            # run has its tables: its pass wrote them, and the stage drops them with the switch
+            shown = analysis.applies(ctx.spec) or not analysis.listed
+            data = analysis.section(ctx) if shown else None
             if data:
                 out.append(
                     {

@@ -29,15 +29,6 @@ CAPTIONS_VERSION = 1
 """Schema version of the ``captions/`` tables (stamped since they were introduced)."""
 
 CI = "95% interval of `{}`: 2.5% and 97.5% bootstrap quantiles (see Confidence intervals)"
-CAUSAL_SHARE = (
-    ("attribute", "str", "", "the captioner attribute scored (the axis's name)"),
-    ("positive_group", "str", "", "the axis's first group, whose share is reported"),
-    ("n_images", "int", "images", "images read as either group of the axis (the share's denominator)"),
-    ("n_unread", "int", "images", "images read as anything else (e.g. `unknown`)"),
-    ("count", "int", "images", "images read as `positive_group`"),
-    ("share", "float", "share", "count / n_images (NaN when n_images is 0)"),
-    ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
-)  # fmt: skip
 UNIT = (
     ("unit_id", "str", "", "the work unit (as in `activations/index.parquet`)"),
     ("prompt_id", "str", "", "as in prompts.parquet"),
@@ -114,27 +105,6 @@ TABLES = [
         ("timestep_a, timestep_b", "float", "", "the scheduler's timesteps of those steps"),
         ("cosine", "float", "cosine", "cos(g at step_a, g at step_b), each axis from that step's seed-mean latents; `step_consistency` in axes.parquet is the mean off the diagonal"),
     )),
-    Table("discovery", "results", CAPTIONS_VERSION, "discovery only: one row per (concept, term) and per (set, axis, term)", columns(
-        ("concept_set", "str", "", "the concept set (its R is used)"),
-        ("concept", "str", "", "the concept; `\"\"` on axis rows"),
-        ("axis, positive_group", "str", "", "the two-group axis and its first group; `\"\"` on concept rows"),
-        ("term", "str", "", "the mined word or phrase"),
-        ("count", "int", "captions", "captions of that concept containing the term (axis rows: summed over the set's concepts)"),
-        ("cosine", "float", "cosine", "concept rows: cos(H(c) − R, H(w) − R); axis rows: cos(H(w) − R, g)"),
-        ("cosine_ci_low, cosine_ci_high", "float", "cosine", "95% seed-bootstrap interval (NaN without resamples)"),
-        ("rank", "int", "", "1 = highest cosine, within (concept set, concept, axis); ties by term"),
-        ("top", "bool", "", "concept rows: rank ≤ top_k; axis rows: the top_k at each end"),
-    )),
-    Table("discovered_terms", "results", CAPTIONS_VERSION, "discovery only: one row per (mined term, concept)", columns(
-        ("term", "str", "", "the mined word or phrase"),
-        ("term_rank", "int", "", "1 = most frequent over all concept captions"),
-        ("n_words", "int", "words", "words in the term"),
-        ("prompt, prompt_id", "str", "", "the term's prompt and its id (as in `activations/index.parquet`)"),
-        ("total_count", "int", "captions", "concept captions containing the term"),
-        ("concept_set, concept", "str", "", "one row per concept captioned"),
-        ("n_captions", "int", "captions", "captions of that concept"),
-        ("count", "int", "captions", "of them, captions containing the term"),
-    )),
     Table("captions", "captions", CAPTIONS_VERSION, "one row per (captioned prompt, seed)", columns(
         *UNIT, *PROMPT,
     )),
@@ -151,31 +121,6 @@ TABLES = [
         ("mime", "str", "", "`image/webp`, `image/png` or `image/jpeg`"),
         ("width, height", "int", "pixels", "the thumbnail's size"),
         ("image", "bytes", "", "the compressed thumbnail"),
-    )),
-    Table("causal", "captions", CAPTIONS_VERSION, "causal check only: one row per (axis, alpha, concept set, concept)", columns(
-        ("axis", "str", "", "the steered axis"),
-        ("alpha", "float", "g", "steering strength (units of g)"),
-        ("concept_set, concept", "str", "", "the concept (its images pooled over the set's templates and the causal seeds)"),
-        *CAUSAL_SHARE,
-    )),
-    Table("causal_curve", "captions", CAPTIONS_VERSION, "causal check only: one row per (axis, alpha), pooled over the steered concepts", columns(
-        ("axis", "str", "", "the steered axis"),
-        ("alpha", "float", "g", "steering strength (units of g)"),
-        *CAUSAL_SHARE,
-    )),
-    Table("causal_axes", "captions", CAPTIONS_VERSION, "causal check only: one row per steered axis (the dose-response)", columns(
-        ("axis, attribute", "str", "", "the steered axis and the attribute scored"),
-        ("positive_group, negative_group", "str", "", "the axis's first and second group"),
-        ("n_alphas, n_concepts", "int", "", "alphas and concepts steered"),
-        ("n_images", "int", "images", "steered images read as either group, over all alphas and concepts"),
-        ("alpha_low, alpha_high", "float", "g", "the smallest and largest alpha"),
-        ("share_at_low, share_at_high", "float", "share", "the pooled share at those alphas"),
-        ("effect", "float", "share", "share_at_high − share_at_low"),
-        ("rho", "float", "", "Spearman's rho of alpha against the reading (1 = positive group, 0 = negative) over all images read as either group; NaN if constant"),
-        ("monotone", "bool", "", "whether the pooled share is non-decreasing in alpha (no tolerance; false with a NaN share)"),
-        ("slope", "float", "share per g", "least-squares slope of the reading on alpha: change in share per unit alpha"),
-        ("direction_norm", "float", "h-space", "Euclidean norm of g"),
-        ("direction_sha256", "str", "", "sha256 of g (float32 bytes and shape), part of every job id"),
     )),
 ]  # fmt: skip
 
