@@ -40,9 +40,9 @@ class AuditRun:
 
 def plan(spec: AuditSpec | str | Path) -> AuditPlan:
     """Expand a spec (object or YAML path) into its plan."""
-    from auditkit.analyses.checks import check_spec
+    from auditkit.analyses.checks import check_spec, load_checked_spec
 
-    return plan_audit(check_spec(spec if isinstance(spec, AuditSpec) else load_spec(spec)))
+    return plan_audit(check_spec(spec) if isinstance(spec, AuditSpec) else load_checked_spec(spec))
 
 
 def run(

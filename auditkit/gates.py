@@ -1,9 +1,11 @@
 """CI gates: evaluate the spec's pass/fail conditions on a run's results, and write them for
 CI systems (``results/gates.json`` and a JUnit XML file).
 
-Each gate reads one result table (``lean``, or a slice's such as ``outputs``), computes one
-number over the rows it scopes (an axis, an attribute, a concept set), compares it with its bound,
-and says which row was the worst. Gates never change the results: ``auditkit check RUN_DIR``
+Each gate's metric is declared by an analysis slice (the lean's ``max_abs_lean`` and
+``significant_leans``, the outputs' ``max_output_gap``, ...; see
+:func:`auditkit.analyses.gate_measures`), which reads its table and computes one number over the
+rows the gate scopes (an axis, an attribute, a concept set); this module compares it with its
+bound and says which row was the worst. Gates never change the results: ``auditkit check RUN_DIR``
 evaluates them again from the run directory alone.
 """
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir, write_bytes_atomic
 from auditkit.spec.audit import AuditSpec
-from auditkit.spec.gates import BUILTIN_METRICS, GateSpec
+from auditkit.spec.gates import GateSpec
 
 
 @dataclass(frozen=True)
@@ -42,41 +44,8 @@ class GateOutcome:
         return asdict(self)
 
 
-def _scoped(frame: pd.DataFrame, gate: GateSpec, *, axis_column: str = "axis") -> pd.DataFrame:
-    out = frame
-    if gate.axis is not None and axis_column in out.columns:
-        out = out[out[axis_column].astype(str) == gate.axis]
-    if gate.attribute is not None and "attribute" in out.columns:
-        out = out[out["attribute"].astype(str) == gate.attribute]
-    if gate.concept_set is not None and "concept_set" in out.columns:
-        out = out[out["concept_set"].astype(str) == gate.concept_set]
-    return out
-
-
 Measure = Callable[[GateSpec, Mapping[str, pd.DataFrame]], tuple[float | None, str | None]]
 """A gate metric declared outside this module (an analysis slice's): its measurement."""
-
-
-class _Unmeasurable(Exception):
-    """Why a built-in gate metric has no value on this run."""
-
-
-def _rows_in_scope(
-    tables: dict[str, pd.DataFrame], name: str, gate: GateSpec, *, absent: str, empty: str
-) -> pd.DataFrame:
-    """The rows of table ``name`` that ``gate`` scopes.
-
-    Raises:
-        _Unmeasurable: ``absent`` when the run has no such table (or an empty one), ``empty``
-            when no row is in scope.
-    """
-    table = tables.get(name)
-    if table is None or table.empty:
-        raise _Unmeasurable(absent)
-    rows = _scoped(table, gate)
-    if rows.empty:
-        raise _Unmeasurable(empty)
-    return rows
 
 
 def _measure(
@@ -85,39 +54,15 @@ def _measure(
     """The gate's value and a description of the worst row (None, reason when unavailable)."""
     if gate.metric in metrics:
         return metrics[gate.metric](gate, tables)
-    if gate.metric not in BUILTIN_METRICS:
-        return None, f"no analysis declares the metric '{gate.metric}'"
-    try:
-        return _measure_builtin(gate, tables)
-    except _Unmeasurable as reason:
-        return None, str(reason)
-
-
-def _measure_builtin(gate: GateSpec, tables: dict[str, pd.DataFrame]) -> tuple[float, str | None]:
-    """A built-in metric's value and its worst row (raises :class:`_Unmeasurable`)."""
-    rows = _rows_in_scope(
-        tables, "lean", gate, absent="the run has no lean table", empty="no lean rows in scope"
-    )
-    if gate.metric == "max_abs_lean":
-        worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
-        return float(abs(worst["score"])), (
-            f"'{worst['concept']}' towards '{worst['toward']}' on '{worst['axis']}' "
-            f"(score {float(worst['score']):+.3f})"
-        )
-    if "significant" not in rows.columns:
-        raise _Unmeasurable("the run has no significance test (re-run the analysis)")
-    hits = rows[rows["significant"].astype(bool)]
-    hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
-    names = ", ".join(f"'{r.concept}' on '{r.axis}'" for r in hits.head(5).itertuples())
-    return float(len(hits)), names or None
+    return None, f"no analysis declares the metric '{gate.metric}'"
 
 
 def evaluate_gate(
-    gate: GateSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure] | None = None
+    gate: GateSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure]
 ) -> GateOutcome:
     """Evaluate one gate against the result tables; ``metrics`` measures the gate metrics the
     analysis slices declare (:func:`auditkit.analyses.gate_measures`)."""
-    value, detail = _measure(gate, tables, metrics or {})
+    value, detail = _measure(gate, tables, metrics)
     threshold = float(gate.max if gate.max is not None else gate.min)  # type: ignore[arg-type]
     bound = "max" if gate.max is not None else "min"
     scope = {
@@ -150,7 +95,7 @@ def evaluate_gate(
 
 
 def evaluate_gates(
-    spec: AuditSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure] | None = None
+    spec: AuditSpec, tables: dict[str, pd.DataFrame], metrics: Mapping[str, Measure]
 ) -> list[GateOutcome]:
     """Every gate of the spec, in order (``metrics``: as for :func:`evaluate_gate`)."""
     return [evaluate_gate(g, tables, metrics) for g in spec.gates]

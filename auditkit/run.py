@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from auditkit.analyses.checks import check_spec
+from auditkit.analyses.checks import check_spec, load_checked_spec
 from auditkit.analyses.stage import analyze_run
 from auditkit.errors import UsageError
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import hash_model_files, new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
-from auditkit.spec import AuditSpec, dump_spec, load_spec, spec_hash
+from auditkit.spec import AuditSpec, dump_spec, spec_hash
 
 if TYPE_CHECKING:
     from auditkit.caption import Captioner
@@ -50,7 +50,7 @@ def run_audit(
     units), run the causal check when the spec asks (skipping done jobs), analyze and report
     into ``out_dir``."""
     if not isinstance(spec, AuditSpec):
-        spec = load_spec(spec)
+        spec = load_checked_spec(spec)
     check_spec(spec)
     run_dir = Path(out_dir)
     if run_dir.exists() and not run_dir.is_dir():

@@ -146,7 +146,9 @@ def test_findings_follow_the_order_the_spec_lists_the_analyses() -> None:
 
     spec = parse_spec(SPEC + "analyses: [lean, defaults, descriptors, similarity, lean_by_step]\n")
     chosen = chosen_slices(spec)
-    assert [a.name for a in chosen] == ["lean_by_step", "defaults", "descriptors", "similarity"]
+    assert [a.name for a in chosen] == [
+        "lean", "lean_by_step", "defaults", "descriptors", "similarity",
+    ]  # fmt: skip
     assert [a.name for a in in_spec_order(spec, chosen)] == [
-        "defaults", "descriptors", "similarity", "lean_by_step",
+        "lean", "defaults", "descriptors", "similarity", "lean_by_step",
     ]  # fmt: skip

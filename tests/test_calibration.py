@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze.stats import spearman
-from auditkit.analyze.tables import analyze
 from auditkit.calibration.suite import (
     classify,
     lean_share_mapping,
@@ -83,7 +83,9 @@ def test_hierarchical_intervals_carry_the_wording() -> None:
         covered: list[bool] = []
         for _ in range(12):
             latents, population = simulate(spec, NUISANCE, rng)
-            lean = analyze(spec, plan, latents)["lean"].merge(population, on=["axis", "concept"])
+            lean = analyze_audit(spec, plan, latents)["lean"].merge(
+                population, on=["axis", "concept"]
+            )
             inside = (lean["score_ci_low"] <= lean["population_score"]) & (
                 lean["population_score"] <= lean["score_ci_high"]
             )

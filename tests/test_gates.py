@@ -111,7 +111,9 @@ def test_junit_file_parses_with_a_junit_parser(tmp_path: Path) -> None:
         ]
     )
     path = tmp_path / "junit.xml"
-    path.write_bytes(junit_xml(evaluate_gates(spec, _tables()), suite="gated", run_id="r1"))
+    path.write_bytes(
+        junit_xml(evaluate_gates(spec, _tables(), gate_measures()), suite="gated", run_id="r1")
+    )
     suites = list(JUnitXml.fromfile(str(path)))
     assert len(suites) == 1
     suite = suites[0]
@@ -133,12 +135,12 @@ def test_junit_file_parses_with_a_junit_parser(tmp_path: Path) -> None:
     ],
 )
 def test_bad_gates_are_located(tmp_path: Path, gate: dict, where: str) -> None:
-    from auditkit.spec import load_spec
+    from auditkit.analyses.checks import load_checked_spec
 
     path = tmp_path / "spec.yaml"
     path.write_text(BASE + yaml.safe_dump({"gates": [gate]}))
     with pytest.raises(SpecError) as info:
-        load_spec(path)
+        load_checked_spec(path)
     assert where in str(info.value) and "line" in str(info.value)
 
 

@@ -110,12 +110,18 @@ def test_context_is_plain_json(tmp_path: Path) -> None:
     context = build_report_context(build_run_dir(tmp_path))
     json.dumps(context, allow_nan=False)
     assert set(context["charts"]) >= {"lean-0", "lean-1", "defaults-2", "similarity-1"}
-    assert [a["axis"] for a in context["axes"]] == ["gender", "age"]
-    assert context["axes"][0]["steps_chart_id"] == "steps-0"
-    scores = [row["score"] for row in context["axes"][0]["rows"]]
+    assert [a["axis"] for a in _lean_axes(context)] == ["gender", "age"]
+    assert _lean_axes(context)[0]["steps_chart_id"] == "steps-0"
+    scores = [row["score"] for row in _lean_axes(context)[0]["rows"]]
     assert scores == sorted(scores, reverse=True)
     assert context["model"]["is_demo"] is False
     assert context["provenance"]["files"][0]["path"].startswith("unet/")
+
+
+def _lean_axes(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lean section's axes (the lean slice's section data)."""
+    (lean,) = [s["data"] for s in context["sections"] if s["anchor"] == "lean"]
+    return list(lean["axes"])
 
 
 def _lean_layers(chart: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,8 +145,8 @@ def test_intervals_are_shown_when_the_tables_have_them(tmp_path: Path) -> None:
     similarity = context["charts"]["similarity-0"]["layer"][0]["encoding"]["tooltip"]
     assert "95% CI" in {t["title"] for t in similarity}
     # the table rows carry the interval and whether it is clear of 0
-    rows = context["axes"][0]["rows"]
-    assert context["axes"][0]["intervals"] is True
+    rows = _lean_axes(context)[0]["rows"]
+    assert _lean_axes(context)[0]["intervals"] is True
     for row in rows:
         assert row["score_ci_low"] <= row["score"] <= row["score_ci_high"]
         clear = row["score_ci_low"] > 0 or row["score_ci_high"] < 0
@@ -175,8 +181,8 @@ def test_run_without_intervals_renders_as_before(tmp_path: Path) -> None:
     assert "statistics" not in (run / "spec.yaml").read_text(encoding="utf-8")
     context = build_report_context(run)
     assert context["bootstrap"] is None
-    assert context["axes"][0]["intervals"] is False
-    assert "score_ci_low" not in context["axes"][0]["rows"][0]
+    assert _lean_axes(context)[0]["intervals"] is False
+    assert "score_ci_low" not in _lean_axes(context)[0]["rows"][0]
     layers = _lean_layers(context["charts"]["lean-0"])
     assert [layer["mark"]["type"] for layer in layers] == ["rule", "bar"]
     assert "score_ci_low" not in json.dumps(context["charts"])
@@ -187,8 +193,8 @@ def test_run_without_intervals_renders_as_before(tmp_path: Path) -> None:
         assert absent not in html, absent
     # the tables are the same numbers either way: only the interval columns differ
     with_ci = build_report_context(build_run_dir(tmp_path / "ci"))
-    assert [r["score"] for r in with_ci["axes"][0]["rows"]] == [
-        r["score"] for r in context["axes"][0]["rows"]
+    assert [r["score"] for r in _lean_axes(with_ci)[0]["rows"]] == [
+        r["score"] for r in _lean_axes(context)[0]["rows"]
     ]
 
 

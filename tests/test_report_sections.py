@@ -15,7 +15,7 @@ from browser import open_report
 from report_fixtures import HOSTILE, OCCUPATIONS, build_run_dir
 
 from auditkit.analyses import slices
-from auditkit.analyses.stage import slice_summaries
+from auditkit.analyses.stage import chosen_slices, summary_parts
 from auditkit.analyze.causal import AXIS_COLUMNS, CAUSAL_COLUMNS, CURVE_COLUMNS
 from auditkit.analyze.discovery import DISCOVERY_COLUMNS, empty_ranking
 from auditkit.analyze.stats import wilson_interval
@@ -113,13 +113,15 @@ def _resummarize(run: Path) -> dict[str, Any]:
     """Rewrite summary.json as ``auditkit run`` does with the optional tables passed in."""
     results, old = read_results(run)
     spec = parse_spec((run / "spec.yaml").read_text(encoding="utf-8"))
+    chosen = [a for a in chosen_slices(spec) if a.name not in PASS_SLICES]
+    chosen += [slices()[n] for n in PASS_SLICES]
     summary = summarize(
         spec,
         results,
         run_id=str(old["run_id"]),
         spec_hash=str(old["spec_hash"]),
         plan_hash=str(old["plan_hash"]),
-        slices=slice_summaries(spec, [slices()[n] for n in PASS_SLICES], read_extra_tables(run)),
+        **summary_parts(spec, chosen, {**results.tables, **read_extra_tables(run)}),
     )
     (run / "results" / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return summary

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze.latents import LatentSet
-from auditkit.analyze.tables import analyze
 from auditkit.plan import plan_audit
 from auditkit.spec import parse_spec
 
@@ -50,7 +50,7 @@ def test_a_lean_that_flips_with_the_template_is_fragile() -> None:
     latents = LatentSet(
         ids, (0, 1), per_seed, per_seed.mean(1, keepdims=True), (0,), (1.0,), "mean"
     )
-    lean = analyze(spec, plan, latents)["lean"].set_index("concept")
+    lean = analyze_audit(spec, plan, latents)["lean"].set_index("concept")
     assert abs(lean.loc["steady", "score"] - 0.5) < 1e-6
     assert not lean.loc["steady", "fragile"]
     assert abs(lean.loc["flipper", "score"] - (-0.1)) < 1e-6

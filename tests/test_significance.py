@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import build_layout
 from auditkit.analyze.significance import null_cosines
-from auditkit.analyze.tables import analyze
 from auditkit.plan import plan_audit
 from auditkit.spec import parse_spec
 
@@ -97,7 +97,7 @@ def test_true_null_calls_at_most_five_percent_significant(null: str) -> None:
     called, tested, p_below = 0, 0, 0
     for _ in range(200):
         latents = _simulate(spec, rng, {}, orthogonal=null == "labels")
-        lean = analyze(spec, plan, latents)["lean"]
+        lean = analyze_audit(spec, plan, latents)["lean"]
         called += int(lean["significant"].sum())
         tested += len(lean)
         p_below += int((lean["p_value"] < 0.05).sum())
@@ -112,7 +112,7 @@ def test_planted_leans_are_significant_and_unplanted_are_not(spec) -> None:  # t
     rng = np.random.default_rng(7)
     hits, false_calls, runs = 0, 0, 50
     for _ in range(runs):
-        lean = analyze(spec, plan, _simulate(spec, rng, planted))["lean"].set_index(
+        lean = analyze_audit(spec, plan, _simulate(spec, rng, planted))["lean"].set_index(
             ["axis", "concept"]
         )
         hits += sum(bool(lean.loc[("gender", c), "significant"]) for c in planted)
@@ -128,9 +128,9 @@ def test_planted_leans_are_significant_and_unplanted_are_not(spec) -> None:  # t
 
 def test_significance_columns_are_consistent(spec) -> None:  # type: ignore[no-untyped-def]
     legacy = parse_spec(SPEC.replace("alpha: 0.05", "alpha: 0.05, null_model: labels"))
-    lean = analyze(legacy, plan_audit(legacy), _simulate(legacy, np.random.default_rng(5), {}))[
-        "lean"
-    ]
+    lean = analyze_audit(
+        legacy, plan_audit(legacy), _simulate(legacy, np.random.default_rng(5), {})
+    )["lean"]
     assert {"null_model", "p_value", "q_value", "significant"} <= set(lean.columns)
     assert set(lean["null_model"]) == {"labels"}
     assert ((lean["p_value"] > 0) & (lean["p_value"] <= 1)).all()
@@ -142,9 +142,9 @@ def test_min_effect_rule_columns_are_consistent(spec) -> None:  # type: ignore[n
     """The default rule records itself and its band, and a finding's score interval lies
     beyond the band on the side of its lean."""
     planted = {"job0": 1.0, "job1": -1.0, "job2": 0.25}
-    lean = analyze(spec, plan_audit(spec), _simulate(spec, np.random.default_rng(5), planted))[
-        "lean"
-    ]
+    lean = analyze_audit(
+        spec, plan_audit(spec), _simulate(spec, np.random.default_rng(5), planted)
+    )["lean"]
     assert {"rule", "min_effect", "p_value", "q_value", "significant"} <= set(lean.columns)
     assert set(lean["rule"]) == {"min_effect"}
     assert set(lean["min_effect"]) == {spec.statistics.min_effect}
@@ -189,6 +189,6 @@ def test_a_tiny_reproducible_lean_is_never_a_finding(seeds: int) -> None:
     legacy_spec = parse_spec(text.replace("alpha: 0.05", "alpha: 0.05, null_model: labels"))
     latents = _simulate(rule_spec, np.random.default_rng(3), {"job0": 0.2, "job1": 0.8})
     for spec, tiny_called in ((rule_spec, False), (legacy_spec, True)):
-        lean = analyze(spec, plan_audit(spec), latents)["lean"].set_index(["axis", "concept"])
+        lean = analyze_audit(spec, plan_audit(spec), latents)["lean"].set_index(["axis", "concept"])
         assert bool(lean.loc[("gender", "job0"), "significant"]) is tiny_called
         assert bool(lean.loc[("gender", "job1"), "significant"])

@@ -17,7 +17,6 @@ from auditkit.analyze.gram import (
 )
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import build_layout
-from auditkit.analyze.tables import analyze
 from auditkit.analyze.uncertainty import bootstrap_weights
 from auditkit.plan import plan_audit
 from auditkit.spec import parse_spec
@@ -71,7 +70,7 @@ def test_gram_engine_matches_direct_computation() -> None:
     latents, _ = _simulate(spec, np.random.default_rng(0))
     layout = build_layout(spec, latents.row_map())
     basis = build_basis(layout, len(latents.prompt_ids))
-    direct = analyze(spec, plan_audit(spec), latents)["lean"].set_index("concept")
+    direct = analyze_audit(spec, plan_audit(spec), latents)["lean"].set_index("concept")
     Q = inner_products(basis, gram_of(latents.per_seed.astype(np.float64).mean(axis=1)))
     for concept in direct.index:
         cosine, projection, score = lean_from_gram(
@@ -108,7 +107,7 @@ def test_intervals_cover_the_true_score_in_simulated_audits() -> None:
     covered = []
     for _ in range(200):
         latents, _ = _simulate(spec, rng)
-        lean = analyze(spec, plan, latents)["lean"].set_index("concept")
+        lean = analyze_audit(spec, plan, latents)["lean"].set_index("concept")
         for k, concept in enumerate(["doctor", "nurse", "pilot", "baker", "clerk"]):
             truth = TRUE_SCORES[k]
             covered.append(

@@ -1,9 +1,9 @@
 """Analyses as vertical slices, and the report's one ordered list of sections.
 
-:data:`ORDER` lists the report's own sections and the analyses built into ``auditkit.analyze``,
-in report order. Every module of this package but those of :data:`NOT_SLICES` is an analysis
-slice (its ``ANALYSIS``, see :mod:`auditkit.analyses.base`) and says where its section goes
-(``after``: the section it follows). :func:`report_order` merges the two into the one list the
+:data:`ORDER` lists the report's own sections, in report order. Every module of this package
+but those of :data:`NOT_SLICES` is an analysis slice (its ``ANALYSIS``, see
+:mod:`auditkit.analyses.base`) and says where its section goes (``after``: the section it
+follows). :func:`report_order` merges the two into the one list the
 report and its table of contents follow. Adding an analysis takes its module here and its
 partial ``templates/sections/<name>.html.j2``; nothing else names it.
 """
@@ -20,13 +20,23 @@ ORDER: tuple[str, ...] = (
     "summary",
     "gates",
     "settings",
-    "lean",
     "exemplars",
     "caveats",
     "provenance",
 )
-"""The report's own sections and the built-in analyses, in report order."""
-NOT_SLICES = frozenset({"base", "checks", "guidance_section", "outputs_section", "stage", "values"})
+"""The report's own sections, in report order (the analyses' are placed among them)."""
+NOT_SLICES = frozenset(
+    {
+        "base",
+        "checks",
+        "guidance_section",
+        "lean_section",
+        "lean_summary",
+        "outputs_section",
+        "stage",
+        "values",
+    }
+)
 """Modules of this package that are not analysis slices."""
 
 
@@ -75,15 +85,9 @@ def gate_measures() -> dict[str, Measure]:
     return {m.name: m.measure for a in slices().values() for m in a.gate_metrics}
 
 
-def gate_bounds() -> dict[str, str]:
-    """The analysis slices' gate metrics: name -> the bound each takes (``max`` or ``min``)."""
-    return {m.name: m.bound for a in slices().values() for m in a.gate_metrics}
-
-
 __all__ = [
     "ORDER",
     "Analysis",
-    "gate_bounds",
     "gate_measures",
     "report_order",
     "slice_names",

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from auditkit.spec.gates import GateSpec
 
 Tables = Mapping[str, "pd.DataFrame | None"]
+Samples = Mapping[str, "np.ndarray"]
+"""The bootstrap pass's resampled measures, by table: [resamples, rows, measures]."""
 Measure = Callable[["GateSpec", Tables], tuple["float | None", str]]
 """A gate metric's measurement: (value, or None when it cannot be measured; the worst case or
 why not)."""
@@ -43,6 +45,9 @@ class GateMetric:
     bound: Literal["max", "min"]
     meaning: str
     measure: Measure
+    scope: tuple[str, ...] = ("axis", "attribute", "concept_set")
+    """The gate keys that may narrow it; a gate that sets another is refused
+    (:func:`auditkit.analyses.checks.check_spec`)."""
 
 
 @dataclass(frozen=True)
@@ -155,9 +160,21 @@ class Analysis:
         (:mod:`auditkit.passes`) builds none; the analysis stage reads them from the run."""
         raise NotImplementedError
 
+    def complete(
+        self, ctx: AnalysisContext, tables: dict[str, pd.DataFrame], samples: Samples
+    ) -> None:
+        """After the bootstrap pass: add to the slice's tables (in ``tables``) what needs the
+        resamples of its :attr:`resampled` statistics (``samples``, by table: [resamples, rows,
+        measures]); nothing by default. The lean's significance is judged here."""
+
     def summary(self, spec: AuditSpec, tables: Tables) -> dict[str, Any] | list[Any] | None:
         """The slice's block of ``summary.json`` (JSON-ready), or None without its tables."""
         raise NotImplementedError
+
+    def axis_summary(self, spec: AuditSpec, tables: Tables) -> dict[str, dict[str, Any]]:
+        """Fields the slice adds to an axis's entry of ``summary.json``'s ``axes``, by axis
+        name; none by default (the lean adds its headline numbers)."""
+        return {}
 
     def findings(self, spec: AuditSpec, tables: Tables) -> list[str]:
         """Plain sentences for the summary's findings."""
@@ -195,6 +212,20 @@ def scoped_rows(
     if rows.empty:
         return None, f"no {name} rows in scope"
     return rows, ""
+
+
+def largest_abs(table: str, column: str, describe: Callable[[pd.Series], str]) -> Measure:
+    """A gate metric's measurement: the largest ``|column|`` over the gate's rows of ``table``
+    (:func:`scoped_rows`), its row (the first of ties) described by ``describe``."""
+
+    def measure(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
+        rows, why = scoped_rows(tables, table, gate)
+        if rows is None:
+            return None, why
+        worst = rows.iloc[int(rows[column].abs().to_numpy().argmax())]
+        return float(abs(worst[column])), describe(worst)
+
+    return measure
 
 
 def register_tables(*tables: Table) -> tuple[Table, ...]:

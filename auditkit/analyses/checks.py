@@ -1,45 +1,75 @@
 """The spec's names that only the analysis slices know: ``analyses:`` entries and gate metrics.
 
 The spec package sits below the analyses and takes any well-formed name there; every command
-that plans or runs an audit calls :func:`check_spec`, which refuses, each located, an analysis
-nobody declares, a gate metric nobody declares, and a slice's metric bounded the wrong way.
+that plans or runs an audit loads its spec with :func:`load_checked_spec` (or calls
+:func:`check_spec` on a spec already parsed), which refuses, each located, an analysis nobody
+declares, a gate metric nobody declares, and a gate its metric's slice does not take (the
+wrong bound, a key that does not narrow it).
 """
 
 from __future__ import annotations
 
-from auditkit.analyses import gate_bounds, slice_names
+from pathlib import Path
+
+from auditkit.analyses import slice_names, slices
+from auditkit.analyses.base import GateMetric
 from auditkit.errors import SpecError
-from auditkit.spec.audit import BUILTIN_ANALYSES, AuditSpec
-from auditkit.spec.gates import BUILTIN_METRICS
+from auditkit.spec.audit import AuditSpec
+from auditkit.spec.loader import format_path, load_spec
 
 
 def known_analyses() -> tuple[str, ...]:
     """Every name valid under ``analyses:``."""
-    return BUILTIN_ANALYSES + slice_names()
+    return slice_names()
 
 
-def known_metrics() -> dict[str, str]:
-    """Every gate metric and the bound it takes."""
-    return {**BUILTIN_METRICS, **gate_bounds()}
+def known_metrics() -> dict[str, GateMetric]:
+    """Every gate metric, by name (the slices declare them)."""
+    return {m.name: m for a in slices().values() for m in a.gate_metrics}
 
 
-def check_spec(spec: AuditSpec, *, source: str = "spec") -> AuditSpec:
-    """``spec`` unchanged, or a :class:`SpecError` listing every unknown analysis or metric."""
-    problems = []
+def spec_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every unknown analysis or gate metric of ``spec``, and every gate a metric's slice
+    refuses (wrong bound, a key that does not narrow it): (YAML path, message) each."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     analyses, metrics = known_analyses(), known_metrics()
     for i, name in enumerate(spec.analyses):
         if name not in analyses:
             problems.append(
-                f"analyses[{i}]: unknown analysis {name!r}; known: {', '.join(analyses)}"
+                (("analyses", i), f"unknown analysis {name!r}; known: {', '.join(analyses)}")
             )
     for i, gate in enumerate(spec.gates):
-        bound = metrics.get(gate.metric)
-        if bound is None:
+        metric = metrics.get(gate.metric)
+        if metric is None:
             problems.append(
-                f"gates[{i}].metric: unknown metric {gate.metric!r}; known: {', '.join(metrics)}"
+                (
+                    ("gates", i, "metric"),
+                    f"unknown metric {gate.metric!r}; known: {', '.join(metrics)}",
+                )
             )
-        elif (gate.max if bound == "max" else gate.min) is None:
-            problems.append(f"gates[{i}]: {gate.metric} takes '{bound}'")
+            continue
+        if (gate.max if metric.bound == "max" else gate.min) is None:
+            problems.append((("gates", i), f"{gate.metric} takes '{metric.bound}'"))
+        for key in ("axis", "attribute", "concept_set"):
+            if getattr(gate, key) is not None and key not in metric.scope:
+                problems.append(
+                    (
+                        ("gates", i, key),
+                        f"{gate.metric} is narrowed by {' or '.join(metric.scope)} only",
+                    )
+                )
+    return problems
+
+
+def check_spec(spec: AuditSpec, *, source: str = "spec") -> AuditSpec:
+    """``spec`` unchanged, or a :class:`SpecError` listing every problem of
+    :func:`spec_problems` (by YAML path; :func:`load_checked_spec` adds their lines)."""
+    problems = spec_problems(spec)
     if problems:
-        raise SpecError(problems, source=source)
+        raise SpecError([f"{format_path(loc)}: {msg}" for loc, msg in problems], source=source)
     return spec
+
+
+def load_checked_spec(path: str | Path) -> AuditSpec:
+    """Load the spec at ``path`` with every check, the slices' too, each problem located."""
+    return load_spec(path, check=spec_problems)

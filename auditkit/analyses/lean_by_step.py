@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
+from auditkit.analyses.lean import LEAN
 from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from auditkit.spec.audit import AuditSpec
-    from auditkit.spec.gates import GateSpec
 
 NAME = "lean_by_step"
 MEMORY_BUDGET = 2 << 30
@@ -121,6 +121,7 @@ class LeanByStep(api.Analysis):
                         resamples=stats.bootstrap_resamples,
                         seed=stats.seed,
                         hierarchical=stats.resampling == "hierarchical",
+                        statistics=[LEAN],
                     )
                 frames.append(
                     frame.assign(
@@ -294,12 +295,8 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
     return configure(alt.layer(*layers).properties(width="container", height=240))
 
 
-def _max_step_lean(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
-    rows, why = api.scoped_rows(tables, NAME, gate)
-    if rows is None:
-        return None, why
-    worst = rows.iloc[int(rows["score"].abs().to_numpy().argmax())]
-    return float(abs(worst["score"])), (
+def _worst_step_lean(worst: pd.Series) -> str:
+    return (
         f"'{worst['concept']}' on '{worst['axis']}' at kept step {int(worst['step'])} "
         f"(score {float(worst['score']):+.3f})"
     )
@@ -310,7 +307,7 @@ LeanByStep.gate_metrics = (
         "max_step_lean",
         "max",
         "the largest |lean score| at any kept denoising step (optionally one axis or set)",
-        _max_step_lean,
+        api.largest_abs(NAME, "score", _worst_step_lean),
     ),
 )
 

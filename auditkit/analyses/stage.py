@@ -35,9 +35,11 @@ def analyze_audit(
     store: ActivationStore | None = None,
 ) -> AuditResults:
     """Every table of the audit: those of the analysis slices the spec runs, built first, then
-    the built-in analyses' (:func:`auditkit.analyze.tables.analyze`), whose one bootstrap pass
-    also adds the intervals of every table the slices declare ``resampled``: every interval of
-    the audit comes from the same resamples, computed once. ``store`` is the activation store,
+    the tables every audit has (:func:`auditkit.analyze.tables.analyze`), whose one bootstrap
+    pass adds the intervals of every table the slices declare ``resampled``: every interval of
+    the audit comes from the same resamples, computed once. Each slice then completes its
+    tables with those resamples (:meth:`~auditkit.analyses.base.Analysis.complete`: the
+    lean's significance). ``store`` is the activation store,
     for slices that read more than the aggregated latents (None: they do without).
     """
     from auditkit.analyze.measures import build_layout
@@ -50,7 +52,10 @@ def analyze_audit(
     for analysis in chosen:
         built.update(analysis.build(context))
     statistics = [statistic for analysis in chosen for statistic in analysis.resampled]
-    return analyze(spec, plan, latents, readings, extra=built, statistics=statistics)
+    results = analyze(spec, plan, latents, extra=built, statistics=statistics)
+    for analysis in chosen:
+        analysis.complete(context, results.tables, results.samples)
+    return results
 
 
 def chosen_slices(spec: AuditSpec) -> list[Analysis]:
@@ -60,21 +65,35 @@ def chosen_slices(spec: AuditSpec) -> list[Analysis]:
 
 def in_spec_order(spec: AuditSpec, chosen: list[Analysis]) -> list[Analysis]:
     """``chosen`` in the order the spec lists them under ``analyses:`` (the order of their
-    findings in the summary), those switched on by another section (``outputs``, by
-    ``captions:``) first, in report order: their findings follow the lean's, as when they were
-    built in."""
+    findings in the summary), then those another section switches on (``outputs``,
+    ``causal``, ``discovery``, by ``captions:``), in report order."""
     listed = {name: i for i, name in enumerate(spec.analyses)}
-    return sorted(chosen, key=lambda a: listed.get(a.name, -1))
+    return sorted(chosen, key=lambda a: listed.get(a.name, len(listed)))
 
 
-def slice_summaries(
+def summary_parts(
     spec: AuditSpec, chosen: list[Analysis], tables: Mapping[str, pd.DataFrame | None]
-) -> dict[str, tuple[list[str], dict[str, Any] | list[Any] | None]]:
-    """Per slice of ``chosen``, in spec order (:func:`in_spec_order`): its findings and its
-    summary block (:func:`auditkit.analyze.summary.summarize`)."""
+) -> dict[str, Any]:
+    """What the slices give :func:`auditkit.analyze.summary.summarize`: the findings of
+    ``chosen`` in spec order (:func:`in_spec_order`), their blocks by name, the top-level
+    blocks of every slice that keeps a key (asked whether or not it ran: without its tables
+    it says so) and the fields the slices add to each axis's entry."""
+    ordered = in_spec_order(spec, chosen)
+    top = {a.name for a in slices().values() if a.summary_key}
+    axis_fields: dict[str, dict[str, Any]] = {}
+    for analysis in ordered:
+        for axis, fields in analysis.axis_summary(spec, tables).items():
+            axis_fields.setdefault(axis, {}).update(fields)
+    blocks = {a.name: a.summary(spec, tables) for a in ordered if a.name not in top}
     return {
-        a.name: (a.findings(spec, tables), a.summary(spec, tables))
-        for a in in_spec_order(spec, chosen)
+        "findings": [sentence for a in ordered for sentence in a.findings(spec, tables)],
+        "blocks": {name: block for name, block in blocks.items() if block is not None},
+        "top_level": {
+            a.summary_key: (a.summary(spec, tables), a.summary_optional)
+            for a in slices().values()
+            if a.summary_key
+        },
+        "axis_fields": axis_fields,
     }
 
 
@@ -108,10 +127,7 @@ def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifes
         run_id=manifest.run_id,
         spec_hash=manifest.spec_hash,
         plan_hash=manifest.plan_hash,
-        slices=slice_summaries(spec, chosen, tables),
-        top_level={
-            a.summary_key: (a.name, a.summary_optional) for a in slices().values() if a.summary_key
-        },
+        **summary_parts(spec, chosen, tables),
     )
     if spec.gates:
         from auditkit.gates import evaluate_gates, gates_summary, write_gate_files

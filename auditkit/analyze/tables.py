@@ -21,9 +21,7 @@ from auditkit.analyze.measures import (
     step_consistency,
 )
 from auditkit.analyze.resampled import Resampled
-from auditkit.analyze.robustness import add_robustness
-from auditkit.analyze.significance import add_significance
-from auditkit.analyze.uncertainty import LEAN, add_bootstrap_intervals
+from auditkit.analyze.uncertainty import add_bootstrap_intervals
 from auditkit.plan import AuditPlan, unique_prompts
 from auditkit.rundir import REGISTRY
 from auditkit.spec.audit import AuditSpec
@@ -50,6 +48,9 @@ class AuditResults:
     """The result tables of one audit, by name (``lean``, ``axes``, ...)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    """The bootstrap pass's resampled measures, by table ([resamples, rows, measures]); not
+    written."""
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.tables[name]
@@ -62,19 +63,14 @@ def analyze(
     spec: AuditSpec,
     plan: AuditPlan,
     latents: LatentSet,
-    readings: pd.DataFrame | None = None,
     *,
     extra: Mapping[str, pd.DataFrame] | None = None,
     statistics: Iterable[Resampled] = (),
 ) -> AuditResults:
-    """Compute every table the built-in analyses ask for; with the captioning stage's
-    ``readings``, the lean table's image shares and witness (:func:`add_witness_columns`; the
-    output-level tables are the ``outputs`` slice's).
-
-    ``extra`` holds tables built elsewhere (the analysis slices', see
-    :func:`auditkit.analyses.stage.analyze_audit`); they join the results before the one
-    bootstrap pass, which adds the intervals of the lean table and of every table of
-    ``statistics``, all from the same resamples.
+    """The tables every audit has (``prompts``, ``axes``, ``step_agreement``), joined by
+    ``extra``, the analysis slices' (:func:`auditkit.analyses.stage.analyze_audit`), then the
+    one bootstrap pass, which adds the intervals of every table of ``statistics`` from the same
+    resamples; their resampled measures stay in :attr:`AuditResults.samples`.
     """
     H = latents.means().astype(np.float64)
     layout = build_layout(spec, latents.row_map())
@@ -84,37 +80,17 @@ def analyze(
     results.tables["axes"] = _axes_table(H, layout, step_axes)
     if step_axes:
         results.tables["step_agreement"] = _step_agreement_table(latents, step_axes)
-    if "lean" in spec.analyses:
-        results.tables["lean"] = lean_table(H, layout, len(latents.seeds))
-        add_robustness(results.tables["lean"], H, layout)
-        if latents.aggregation == "per_step" and len(latents.steps) > 1:
-            results.tables["steps"] = _steps_table(latents, layout)
     results.tables.update(extra or {})
     stats = spec.statistics
-    samples = add_bootstrap_intervals(
+    results.samples = add_bootstrap_intervals(
         results.tables,
         layout,
         latents,
         resamples=stats.bootstrap_resamples,
         seed=stats.seed,
         hierarchical=stats.resampling == "hierarchical",
-        statistics=[LEAN, *statistics],
+        statistics=list(statistics),
     )
-    if "lean" in results:
-        lean_samples = samples.get("lean")
-        add_significance(
-            results.tables["lean"],
-            H,
-            layout,
-            latents.per_seed,
-            alpha=stats.alpha,
-            rule=stats.rule,
-            min_effect=stats.min_effect,
-            score_samples=None if lean_samples is None else lean_samples[:, :, 0],
-            seed=stats.seed,
-        )
-    if readings is not None and spec.captions is not None and "lean" in results:
-        add_witness_columns(results.tables["lean"], spec, readings)
     return results
 
 
@@ -266,7 +242,7 @@ def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame
     return pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
 
 
-def _steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
+def steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
     records = []
     for s, (step, timestep) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
         Hs = latents.step_means[:, s].astype(np.float64)

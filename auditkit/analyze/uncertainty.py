@@ -103,12 +103,12 @@ def add_bootstrap_intervals(
     resamples: int,
     seed: int,
     hierarchical: bool = False,
-    statistics: Iterable[Resampled] | None = None,
+    statistics: Iterable[Resampled],
 ) -> dict[str, np.ndarray]:
-    """Add ``*_ci_low`` / ``*_ci_high`` columns to the tables of ``statistics`` (by default the
-    lean table's, :data:`LEAN`; the analysis slices declare theirs as
-    :attr:`~auditkit.analyses.base.Analysis.resampled`), and return the resampled values by
-    table ([resamples, rows, measures], in the statistic's ``measures`` order).
+    """Add ``*_ci_low`` / ``*_ci_high`` columns to the tables of ``statistics`` (the analysis
+    slices declare theirs as :attr:`~auditkit.analyses.base.Analysis.resampled`), and return
+    the resampled values by table ([resamples, rows, measures], in the statistic's
+    ``measures`` order).
 
     Every resample draws the seeds with replacement (the same draw for every prompt and every
     table of the pass); with ``hierarchical`` it also draws the templates and each group's terms
@@ -120,8 +120,7 @@ def add_bootstrap_intervals(
     """
     if resamples <= 0 or len(latents.seeds) < 2:
         return {}
-    wanted = (LEAN,) if statistics is None else tuple(statistics)
-    chosen = [s for s in wanted if s.table in tables and not tables[s.table].empty]
+    chosen = [s for s in statistics if s.table in tables and not tables[s.table].empty]
     if not chosen:
         return {}
     components = basis_components(layout)
@@ -163,7 +162,7 @@ def add_bootstrap_intervals(
     return samples_by_table
 
 
-def _lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
+def lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     basis, Q = draw.basis, draw.Q
     out = np.empty((Q.shape[0], len(frame), 2))
     for i, row in enumerate(frame.itertuples()):
@@ -195,5 +194,4 @@ def cosine_samples(
     return out
 
 
-LEAN = Resampled("lean", ("score", "cosine"), _lean_samples)
 """The lean table's statistic: its score and cosine, recomputed from every resample."""

@@ -95,11 +95,12 @@ def judge(
     spec: AuditSpec, plan: AuditPlan, latents: LatentSet, methods: Iterable[str]
 ) -> pd.DataFrame:
     """The lean table of one replicate under each method (method column added)."""
-    from auditkit.analyze.tables import analyze
+    from auditkit.analyses.stage import analyze_audit
 
+    lean_only = spec.model_copy(update={"analyses": ["lean"]})
     frames = []
     for method in methods:
-        judged = analyze(with_statistics(spec, **METHODS[method]), plan, latents)["lean"]
+        judged = analyze_audit(with_statistics(lean_only, **METHODS[method]), plan, latents)["lean"]
         keep = ["axis", "concept", "score", "score_ci_low", "score_ci_high", "significant"]
         frames.append(judged[keep].assign(method=method))
     return pd.concat(frames, ignore_index=True)

@@ -16,10 +16,9 @@ from auditkit.cli.options import cache_dir_option, device_option, path_option, s
 @handle_errors
 def validate(spec: Path) -> None:
     """Check an audit spec and list every problem with its YAML path and line."""
-    from auditkit.analyses.checks import check_spec
-    from auditkit.spec import load_spec
+    from auditkit.analyses.checks import load_checked_spec
 
-    loaded = check_spec(load_spec(spec), source=str(spec))
+    loaded = load_checked_spec(spec)
     n_axes, n_sets = len(loaded.axes), len(loaded.concepts)
     click.echo(
         f"{spec}: valid (spec_version {loaded.spec_version}, {n_axes} axes, "
@@ -58,14 +57,13 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
     """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
     from dataclasses import replace
 
-    from auditkit.analyses.checks import check_spec
+    from auditkit.analyses.checks import load_checked_spec
     from auditkit.models.loading import existing_model_folder
     from auditkit.plan import estimate_cost, measured_rate, plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
-    from auditkit.spec import load_spec
 
-    loaded = check_spec(load_spec(spec), source=str(spec))
+    loaded = load_checked_spec(spec)
     audit_plan = plan_audit(loaded)
     model_dir = existing_model_folder(loaded.model, cache_dir or default_cache_dir())
     target = device or loaded.model.device

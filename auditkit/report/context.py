@@ -21,7 +21,6 @@ from auditkit.analyze.summary import read_extra_tables
 from auditkit.report import inputs
 from auditkit.report.executive import executive_summary
 from auditkit.report.exemplars import exemplar_section
-from auditkit.report.lean_section import axis_sections, significance
 from auditkit.report.sections import report_sections
 from auditkit.report.settings_section import (
     bootstrap_block,
@@ -78,7 +77,6 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
     tables = read.tables
     extra = read_extra_tables(read.run)
 
-    chart_specs: dict[str, dict[str, Any]] = {}
     model = _model(spec, manifest, summary)
     bootstrap = bootstrap_block(spec, spec_text, tables)
     if bootstrap is not None:  # recorded by the run; runs before it resampled seeds only
@@ -101,18 +99,15 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "strongest": _strongest(summary, tables["axes"]),
         "counts": dict(summary.get("counts", {})),
         "bootstrap": bootstrap,
-        "significance": significance(spec, tables["lean"]),
         "settings": settings_blocks(spec, manifest, bootstrap),
         "definitions": definitions(spec, tables["prompts"]),
-        "axes": axis_sections(tables, chart_specs),
         "exemplars": exemplar_section(run_dir, spec),
         "caveats": list(CAVEATS),
         "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }
     sink = SectionContext(spec, tables, manifest=manifest)
     context["sections"] = report_sections(context, sink)
-    chart_specs.update(sink.charts)
-    context["charts"] = {name: charts.compact_chart(chart) for name, chart in chart_specs.items()}
+    context["charts"] = {name: charts.compact_chart(chart) for name, chart in sink.charts.items()}
     return context
 
 

@@ -26,15 +26,10 @@ class BuiltIn:
     children: Callable[[Any], list[tuple[str, str]]] | None = None
 
 
-def _axis_children(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(row["anchor"], row["axis"]) for row in rows]
-
-
 BUILT_IN: dict[str, BuiltIn] = {
     "summary": BuiltIn("Summary of findings"),
     "gates": BuiltIn("Gates", "gates"),
     "settings": BuiltIn("Settings"),
-    "lean": BuiltIn("Lean along each axis", "axes", _axis_children),
     "exemplars": BuiltIn("Exemplar images", "exemplars"),
     "caveats": BuiltIn("Limitations and ethics"),
     "provenance": BuiltIn("Appendix: provenance"),

@@ -33,12 +33,11 @@ from auditkit.spec.vocabulary import (
 SPEC_VERSION = 1
 """The newest spec version this auditkit reads."""
 
-BUILTIN_ANALYSES = ("lean",)
-"""Analyses built into auditkit.analyze. The analysis slices (:mod:`auditkit.analyses`) add
-theirs; the spec, below them, takes any name, and ``auditkit.analyses.check_spec`` refuses an
-unknown one (every command that runs or plans an audit calls it)."""
 DEFAULT_ANALYSES = ("lean", "defaults", "descriptors", "similarity")
-"""What ``analyses:`` is when a spec leaves it out."""
+"""What ``analyses:`` is when a spec leaves it out. The analyses are slices
+(:mod:`auditkit.analyses`); the spec, below them, takes any name, and
+``auditkit.analyses.check_spec`` refuses an unknown one (every command that runs or plans an
+audit calls it)."""
 ReportFormat = Literal["html", "pdf"]
 
 

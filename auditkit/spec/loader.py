@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,14 @@ from pydantic import ValidationError
 from auditkit.errors import SpecError, UsageError
 from auditkit.spec.audit import SPEC_VERSION, AuditSpec
 
+Check = Callable[[AuditSpec], list[tuple[tuple[str | int, ...], str]]]
+"""A check the layers above the spec add (``auditkit.analyses.checks.spec_problems``: the
+analysis and gate-metric names only the slices know): (YAML path, message) per problem."""
 
-def load_spec(path: str | Path) -> AuditSpec:
-    """Load and validate the spec at ``path``; raise :class:`SpecError` listing all problems."""
+
+def load_spec(path: str | Path, *, check: Check | None = None) -> AuditSpec:
+    """Load and validate the spec at ``path``; raise :class:`SpecError` listing all problems
+    (with ``check``, its problems too, each with its line)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(
@@ -23,11 +29,14 @@ def load_spec(path: str | Path) -> AuditSpec:
             hint="pass the path of an audit spec YAML file (see audits/ for examples).",
         )
     text = path.read_text(encoding="utf-8")
-    return parse_spec(text, source=str(path), base_dir=path.parent)
+    return parse_spec(text, source=str(path), base_dir=path.parent, check=check)
 
 
-def parse_spec(text: str, *, source: str = "spec", base_dir: Path | None = None) -> AuditSpec:
-    """Validate spec ``text``; relative local model paths are resolved against ``base_dir``."""
+def parse_spec(
+    text: str, *, source: str = "spec", base_dir: Path | None = None, check: Check | None = None
+) -> AuditSpec:
+    """Validate spec ``text``; relative local model paths are resolved against ``base_dir``;
+    ``check``'s problems are reported like the spec's own, with their lines."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -53,10 +62,20 @@ def parse_spec(text: str, *, source: str = "spec", base_dir: Path | None = None)
         )
     data = _resolve_model_path(data, base_dir)
     try:
-        return AuditSpec.model_validate(data)
+        spec = AuditSpec.model_validate(data)
     except ValidationError as exc:
         problems = list(dict.fromkeys(_locate(err, root) for err in exc.errors()))
         raise SpecError(problems, source=source) from None
+    found = check(spec) if check is not None else []
+    if found:
+        problems = [_locate({"loc": loc, "msg": msg, "type": "check"}, root) for loc, msg in found]
+        raise SpecError(problems, source=source)
+    return spec
+
+
+def format_path(loc: tuple[str | int, ...]) -> str:
+    """A YAML path as problems show it: ``gates[0].metric``."""
+    return _format_path([str(part) for part in loc])
 
 
 def _resolve_model_path(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:

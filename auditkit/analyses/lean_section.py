@@ -4,6 +4,7 @@ leans), and the rule that judged significance with the shipped lean-to-share map
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -15,7 +16,7 @@ from auditkit.spec import AuditSpec
 
 
 def axis_sections(
-    tables: dict[str, pd.DataFrame | None], chart_specs: dict[str, dict[str, Any]]
+    tables: Mapping[str, pd.DataFrame | None], chart_specs: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
     axes, lean, steps = tables["axes"], tables["lean"], tables["steps"]
     if lean is None:
