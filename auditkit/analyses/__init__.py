@@ -21,12 +21,21 @@ ORDER: tuple[str, ...] = (
     "gates",
     "settings",
     "lean",
-    "exemplars",
     "caveats",
     "provenance",
 )
 """The report's own sections and the built-in analyses, in report order."""
-NOT_SLICES = frozenset({"base", "checks", "guidance_section", "outputs_section", "stage", "values"})
+NOT_SLICES = frozenset(
+    {
+        "base",
+        "checks",
+        "exemplars_section",
+        "guidance_section",
+        "outputs_section",
+        "stage",
+        "values",
+    }
+)
 """Modules of this package that are not analysis slices."""
 
 

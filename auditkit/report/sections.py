@@ -35,7 +35,6 @@ BUILT_IN: dict[str, BuiltIn] = {
     "gates": BuiltIn("Gates", "gates"),
     "settings": BuiltIn("Settings"),
     "lean": BuiltIn("Lean along each axis", "axes", _axis_children),
-    "exemplars": BuiltIn("Exemplar images", "exemplars"),
     "caveats": BuiltIn("Limitations and ethics"),
     "provenance": BuiltIn("Appendix: provenance"),
 }
