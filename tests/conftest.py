@@ -25,8 +25,9 @@ def tiny_pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
 @pytest.fixture(scope="session", autouse=True)
 def analysis_slices() -> None:
     """The analysis slices loaded, as every command that plans or runs an audit loads them
-    first (``check_spec``): their tables are registered with the run directory, so a stage
-    called on its own can write one a slice declares (the captioning stage the exemplars')."""
+    first (``check_spec``): the plan can ask them for their prompts, and their tables are
+    registered with the run directory, so a stage called on its own can write one a slice
+    declares (the captioning stage the exemplars')."""
     from auditkit.analyses import slices
 
     slices()
