@@ -2,13 +2,19 @@
 
 A unit's id hashes everything that determines its activations (model, sampling, probe, prompt,
 seed) and nothing else, so a rerun, or an edited spec that shares prompts, skips finished units.
+
+The prompts are the axes' and the concept sets' (and the base prompt), then those the analysis
+slices the spec runs ask for (:meth:`auditkit.analyses.base.Analysis.prompts`, e.g. concepts
+marked with a group: "a photo of a woman doctor"). The slices sit above the plan, which cannot
+import them: :mod:`auditkit.analyses` tells the plan how to ask them when it is imported
+(:func:`set_slice_prompts`), and every command that plans imports it first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +43,27 @@ class PlannedPrompt:
     term: str
     template: str
 
+    @classmethod
+    def of(
+        cls, prompt: str, role: str, set_name: str, group: str, term: str, template: str
+    ) -> PlannedPrompt:
+        """The planned prompt of the text ``prompt`` (its id is the text's content id)."""
+        return cls(prompt_id(prompt), prompt, role, set_name, group, term, template)
+
     def record(self) -> dict[str, str]:
         """Its fields in order (prompt_id, prompt, role, set_name, group, term, template): the
         prompt's columns of a table with a row per planned prompt."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SlicePrompt:
+    """A prompt an analysis slice adds to the plan (its ``Analysis.prompts``), and the key under
+    which the layout keeps its latent row (:attr:`auditkit.analyze.measures.AuditLayout.marked`;
+    the rows of the prompts that share a key are listed in plan order, e.g. one per template)."""
+
+    key: tuple[str, ...]
+    prompt: PlannedPrompt
 
 
 @dataclass(frozen=True)
@@ -147,12 +170,39 @@ def prompt_id(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
+_SLICE_PROMPTS: list[Callable[[AuditSpec], list[SlicePrompt]]] = []
+"""How the plan asks the analysis slices for their prompts (one function, once set)."""
+
+
+def set_slice_prompts(source: Callable[[AuditSpec], list[SlicePrompt]]) -> None:
+    """Let the plan ask the analysis slices for their prompts: ``source(spec)`` returns those
+    of the slices ``spec`` runs. :mod:`auditkit.analyses` calls it when it is imported."""
+    _SLICE_PROMPTS[:] = [source]
+
+
+def slice_prompts(spec: AuditSpec) -> list[SlicePrompt]:
+    """The prompts the analysis slices ``spec`` runs add to its plan, in report order.
+
+    Raises:
+        RuntimeError: :mod:`auditkit.analyses` was not imported, so the plan cannot ask them
+            (a plan without their prompts would silently be another plan).
+    """
+    if not _SLICE_PROMPTS:
+        raise RuntimeError(
+            "the plan cannot ask the analysis slices for their prompts: import auditkit.analyses "
+            "first (every command that plans does, through check_spec)"
+        )
+    return _SLICE_PROMPTS[0](spec)
+
+
 def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
-    """Every prompt the spec implies, in a stable order; a text used twice keeps its first role."""
+    """Every prompt the spec implies, in a stable order: the base prompt, the axes', the concept
+    sets', then those of the analysis slices the spec runs (:func:`slice_prompts`). A text
+    planned twice is kept under each role; its units are planned once."""
     rows: list[PlannedPrompt] = []
 
     def add(prompt: str, role: str, set_name: str, group: str, term: str, template: str) -> None:
-        rows.append(PlannedPrompt(prompt_id(prompt), prompt, role, set_name, group, term, template))
+        rows.append(PlannedPrompt.of(prompt, role, set_name, group, term, template))
 
     if spec.centring.reference == "base":
         base = spec.centring.base_prompt
@@ -166,21 +216,7 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
         for template in cset.templates:
             for term in cset.terms:
                 add(fill(template, term), "concept", cset.name, "", term, template)
-    if "defaults" in spec.analyses:
-        for axis in (a for a in spec.analysis_axes if a.defaults):
-            for cset in spec.concepts:
-                for group in axis.groups:
-                    marker = axis.marker(group)
-                    for template in cset.templates:
-                        for term in cset.terms:
-                            add(
-                                fill(template, f"{marker} {term}"),
-                                "marked",
-                                f"{axis.name}/{cset.name}",
-                                group,
-                                term,
-                                template,
-                            )
+    rows.extend(extra.prompt for extra in slice_prompts(spec))
     return rows
 
 

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
 
+    from auditkit.analyses.checks import check_spec
     from auditkit.extract.runner import extract_activations, initial_noise
     from auditkit.extract.store import ActivationStore
     from auditkit.models.loading import load_pipeline
@@ -51,7 +52,7 @@ axes: [{{name: a, templates: ["{{term}}"], groups: {{x: [x], y: [y]}}}}]
 concepts: [{{name: c, templates: ["a photo of a {{term}}"], terms: {terms}}}]
 """
     )
-    plan = plan_audit(spec)
+    plan = plan_audit(check_spec(spec))
     units = plan.units
     loaded = load_pipeline(spec.model, cache_dir=work)
     pipe = loaded.pipe

@@ -20,3 +20,14 @@ def tiny_pipeline_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
 
     cache_dir = tmp_path_factory.mktemp("tiny-models")
     return {kind: tiny_pipeline_path(kind, cache_dir) for kind in TINY_KINDS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def analysis_slices() -> None:
+    """The analysis slices loaded, as every command that plans or runs an audit loads them
+    first (``check_spec``): the plan can ask them for their prompts, and their tables are
+    registered with the run directory, so a stage called on its own can write one a slice
+    declares (the captioning stage the exemplars')."""
+    from auditkit.analyses import slices
+
+    slices()

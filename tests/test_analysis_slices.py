@@ -4,6 +4,8 @@ and their findings and report sections are built from their tables alone."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from test_analysis_synthetic import AGE_OF, DEFAULT_OF, SPEC, _planted
 from auditkit.analyses import gate_measures, report_order, slices
 from auditkit.analyses.base import SectionContext
 from auditkit.analyses.stage import analyze_audit
+from auditkit.analyze.measures import build_layout
 from auditkit.gates import GateOutcome
 from auditkit.gates import evaluate_gate as evaluate_builtin
 from auditkit.plan import plan_audit
@@ -152,3 +155,37 @@ def test_findings_follow_the_order_the_spec_lists_the_analyses() -> None:
     assert [a.name for a in in_spec_order(spec, chosen)] == [
         "lean", "defaults", "descriptors", "similarity", "lean_by_step",
     ]  # fmt: skip
+
+
+def test_the_plan_and_the_layout_take_the_prompts_the_slices_ask_for() -> None:
+    """The defaults slice's marked prompts close the plan, after the concepts', and the layout
+    finds their rows under the slice's keys, one per template; without defaults there are none."""
+    spec = parse_spec(SPEC)
+    plan, asked = plan_audit(spec), slices()["defaults"].prompts(spec)
+    assert len(asked) == (2 + 3) * 4 * 2  # the axes' groups x concepts x templates
+    assert list(plan.prompts[-len(asked) :]) == [p.prompt for p in asked]
+    assert [p.role for p in plan.prompts].count("marked") == len(asked)
+    assert asked[0].prompt.prompt == "a photo of a man doctor"
+    latents, _ = _planted(spec)
+    layout = build_layout(spec, latents.row_map())
+    rows = latents.row_map()
+    assert layout.marked[("gender", "jobs", "woman", "nurse")] == [
+        rows[p.prompt.prompt_id] for p in asked if p.key == ("gender", "jobs", "woman", "nurse")
+    ]
+    assert len(layout.marked) == (2 + 3) * 4
+    lean_only = parse_spec(SPEC + "analyses: [lean]\n")
+    assert "marked" not in {p.role for p in plan_audit(lean_only).prompts}
+    assert build_layout(lean_only, latents.row_map()).marked == {}
+
+
+def test_planning_without_the_slices_refuses_rather_than_leaving_their_prompts_out() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from auditkit.plan import plan_audit; from auditkit.spec import load_spec; "
+        "plan_audit(load_spec('audits/toyworld.yaml'))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode != 0 and "import auditkit.analyses first" in out.stderr

@@ -17,17 +17,20 @@ import pandas as pd
 import pytest
 from browser import open_report
 
+from auditkit.analyses.base import SectionContext
+from auditkit.analyses.exemplars_section import _fit, _ranked, encoded_size, exemplar_section
 from auditkit.caption.stage import (
     CaptionedPass,
     caption_images,
     captioner_record,
     select_caption_units,
 )
-from auditkit.caption.thumbnails import encode_thumbnail, read_exemplars
+from auditkit.caption.thumbnails import encode_thumbnail
 from auditkit.errors import SpecError
 from auditkit.models.loading import LoadedPipeline, load_pipeline
 from auditkit.plan import plan_audit
-from auditkit.report.exemplars import _fit, _ranked, encoded_size, exemplar_section
+from auditkit.report.inputs import read_run
+from auditkit.rundir import RunDir
 from auditkit.sampling import generate_images
 from auditkit.spec import AuditSpec, dump_spec, parse_spec, spec_hash
 from auditkit.spec.captions import ExemplarSpec
@@ -173,7 +176,7 @@ def _frame(rows: int, per_row: int, cost: int) -> pd.DataFrame:
 
 
 def test_marked_and_axis_prompts_get_a_row_per_group() -> None:
-    from auditkit.report.exemplars import _row_label
+    from auditkit.analyses.exemplars_section import _row_label
 
     assert _row_label("concept", "", "doctor") == "doctor"
     assert _row_label("marked", "woman", "doctor") == "woman: doctor"
@@ -208,9 +211,11 @@ def test_report_shows_grids_guidance_and_summary_escaped_and_rerenders_identical
     )
     run = run_audit(path, tmp_path / "run", cache_dir=tmp_path, show_progress=False).run_dir
     spec = parse_spec(path.read_text())
-    section = exemplar_section(run, spec)
+    read = read_run(run)
+    section = exemplar_section(SectionContext(spec, read.tables, manifest=read.manifest))
     assert section is not None and section["shown"] == section["stored"] == 12
-    stored = read_exemplars(run)
+    assert section["captioner"] == "toyworld-captioner"
+    stored = RunDir(run).table("exemplars")
     assert stored is not None and len(stored) == 12
     assert [r["label"] for r in section["grids"][0]["rows"]] == ["doctor", "nurse", HOSTILE]
     ranked = _ranked(pd.read_parquet(run / "captions" / "exemplars.parquet"), spec)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import itertools
 import string
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import open_report
 
-from auditkit.report.exemplars import exemplar_section
-from auditkit.spec import parse_spec
+from auditkit.analyses.base import SectionContext
+from auditkit.analyses.exemplars_section import exemplar_section
+from auditkit.report.inputs import read_run
 
 MAX_HTML_BYTES = 10_000_000
 CONCEPTS = 200
@@ -68,12 +70,17 @@ def big_run(tiny_pipeline_dirs: dict[str, Path], tmp_path_factory: pytest.TempPa
     return run_audit(path, root / "run", cache_dir=root, show_progress=False).run_dir
 
 
+def _exemplars(run: Path) -> dict[str, Any] | None:
+    """The data of the report's exemplars section, as the report builds it."""
+    read = read_run(run)
+    return exemplar_section(SectionContext(read.spec, read.tables, manifest=read.manifest))
+
+
 def test_200_concept_report_with_images_is_under_10_mb(big_run: Path) -> None:
     html = big_run / "report" / "report.html"
     size = html.stat().st_size
     assert size < MAX_HTML_BYTES, f"{size / 1e6:.2f} MB"
-    spec = parse_spec((big_run / "spec.yaml").read_text())
-    section = exemplar_section(big_run, spec)
+    section = _exemplars(big_run)
     assert section is not None
     assert section["stored"] == CONCEPTS * SEEDS
     assert section["shown"] < section["stored"]  # the budget chose
@@ -94,8 +101,7 @@ def test_200_concept_report_renders_in_chromium(big_run: Path, tmp_path: Path) -
         loaded = visit.page.eval_on_selector_all(
             "#exemplars img", "ns => ns.filter(n => n.complete && n.naturalWidth > 0).length"
         )
-        spec = parse_spec((big_run / "spec.yaml").read_text())
-        section = exemplar_section(big_run, spec)
+        section = _exemplars(big_run)
         assert section is not None and loaded == section["shown"]
         assert visit.problems == [] and visit.blocked == []
         shot = tmp_path / "similarity.png"

@@ -6,6 +6,9 @@ but those of :data:`NOT_SLICES` is an analysis slice (its ``ANALYSIS``, see
 follows). :func:`report_order` merges the two into the one list the
 report and its table of contents follow. Adding an analysis takes its module here and its
 partial ``templates/sections/<name>.html.j2``; nothing else names it.
+
+Importing this package lets the plan (below it) ask the slices for the prompts they need
+(:func:`slice_prompts`, through :func:`auditkit.plan.set_slice_prompts`).
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
+from typing import TYPE_CHECKING
 
-from auditkit.analyses.base import Analysis, Measure
+from auditkit.analyses.base import Analysis, Measure, SlicePrompt
+from auditkit.plan import set_slice_prompts
+
+if TYPE_CHECKING:
+    from auditkit.spec.audit import AuditSpec
 
 ORDER: tuple[str, ...] = (
     "summary",
     "gates",
     "settings",
-    "exemplars",
     "caveats",
     "provenance",
 )
@@ -29,6 +36,7 @@ NOT_SLICES = frozenset(
     {
         "base",
         "checks",
+        "exemplars_section",
         "guidance_section",
         "lean_section",
         "lean_summary",
@@ -69,6 +77,20 @@ def report_order(found: dict[str, Analysis] | None = None) -> tuple[str, ...]:
     return tuple(order)
 
 
+def chosen_slices(spec: AuditSpec) -> list[Analysis]:
+    """The analysis slices the audit runs, in report order."""
+    return [a for a in slices().values() if a.applies(spec)]
+
+
+def slice_prompts(spec: AuditSpec) -> list[SlicePrompt]:
+    """The prompts the analysis slices ``spec`` runs add to its plan (``Analysis.prompts``), in
+    report order: the plan asks for them (:func:`auditkit.plan.slice_prompts`)."""
+    return [prompt for analysis in chosen_slices(spec) for prompt in analysis.prompts(spec)]
+
+
+set_slice_prompts(slice_prompts)
+
+
 def slice_names() -> tuple[str, ...]:
     """Names of the analysis slices valid under ``analyses:`` besides the built-in ones: those
     it switches on, not those another section does (``outputs``, by ``captions:``)."""
@@ -88,9 +110,11 @@ def gate_measures() -> dict[str, Measure]:
 __all__ = [
     "ORDER",
     "Analysis",
+    "chosen_slices",
     "gate_measures",
     "report_order",
     "slice_names",
+    "slice_prompts",
     "slice_tables",
     "slices",
 ]

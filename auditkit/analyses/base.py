@@ -1,9 +1,10 @@
 """What an analysis slice declares, in one place, and what it is given.
 
-An :class:`Analysis` is one vertical slice: its spec name (listed under ``analyses:``), its
-tables (registered with the run directory's table registry, so docs and readers know them),
-its table builder with its bootstrap statistic, its summary block and findings, its gate
-metrics, and its report section (a context builder and its charts; the template partial is
+An :class:`Analysis` is one vertical slice: its spec name (listed under ``analyses:``), the
+prompts it needs besides the axes' and concepts' (planned with them), its tables (registered
+with the run directory's table registry, so docs and readers know them), its table builder
+with its bootstrap statistic, its summary block and findings, its gate metrics, and its report
+section (a context builder and its charts; the template partial is
 ``templates/sections/<name>.html.j2``). :mod:`auditkit.analyses` lists the slices, with the
 report's other sections, in the one ordered list the report follows.
 """
@@ -16,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from auditkit.analyze.resampled import Resampled
+from auditkit.plan import PlannedPrompt, SlicePrompt
 from auditkit.rundir import REGISTRY, Table
 
 if TYPE_CHECKING:
@@ -147,6 +149,14 @@ class Analysis:
         """Whether the audit runs this slice: by default when ``analyses:`` lists it."""
         return self.name in spec.analyses
 
+    def prompts(self, spec: AuditSpec) -> list[SlicePrompt]:
+        """The prompts the slice needs extracted besides the axes' and concepts' (the plan asks
+        every slice the spec runs, in report order, and plans them after the concepts'), each
+        with the key its latent rows are found under in :attr:`AuditLayout.marked
+        <auditkit.analyze.measures.AuditLayout.marked>`; by default none. Changing them changes
+        the plan (and plan hash) of every spec that runs the slice."""
+        return []
+
     @property
     def listed(self) -> bool:
         """Whether the slice is named under ``analyses:``: False for one that another part of
@@ -234,6 +244,20 @@ def register_tables(*tables: Table) -> tuple[Table, ...]:
         REGISTRY.add(table)
     return tables
 
+
+__all__ = [
+    "Analysis",
+    "AnalysisContext",
+    "GateMetric",
+    "Measure",
+    "PlannedPrompt",
+    "SectionContext",
+    "SlicePrompt",
+    "Tables",
+    "gate_rows",
+    "register_tables",
+    "scoped_rows",
+]
 
 PARTS = ("name", "title", "after", "statistic")
 """Attributes every slice must set, non-empty; ``tables`` and ``gate_metrics`` must be declared

@@ -4,7 +4,8 @@ For every axis with ``defaults`` on and every concept, the unmarked prompt ("a p
 doctor") is compared with its variants marked with each group ("a photo of a man doctor"): the
 cosine of their centred latents, averaged over the concept set's templates. The closest group is
 the model's default for that concept, and the margin is how much closer it is than the runner-up;
-its 95% interval says whether the default flips in some resamples.
+its 95% interval says whether the default flips in some resamples. The marked prompts are the
+slice's own (:meth:`Defaults.prompts`): the plan adds them after the concepts'.
 """
 
 from __future__ import annotations
@@ -145,6 +146,30 @@ class Defaults(api.Analysis):
         "over the best other group"
     )
     resampled = (Resampled(NAME, ("cosine", "margin"), defaults_samples),)
+
+    def prompts(self, spec: AuditSpec) -> list[api.SlicePrompt]:
+        """Every concept marked with each group of every axis with ``defaults`` on ("a photo of
+        a woman doctor", role ``marked``, set ``axis/concept set``), keyed (axis, concept set,
+        group, concept): one prompt per template of the set."""
+        from auditkit.spec.vocabulary import fill
+
+        out = []
+        for axis in (a for a in spec.analysis_axes if a.defaults):
+            for cset in spec.concepts:
+                for group in axis.groups:
+                    marker = axis.marker(group)
+                    for template in cset.templates:
+                        for term in cset.terms:
+                            prompt = api.PlannedPrompt.of(
+                                fill(template, f"{marker} {term}"),
+                                "marked",
+                                f"{axis.name}/{cset.name}",
+                                group,
+                                term,
+                                template,
+                            )
+                            out.append(api.SlicePrompt((axis.name, cset.name, group, term), prompt))
+        return out
 
     def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         return {NAME: defaults_table(ctx)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from auditkit.analyses import gate_measures, slices
+from auditkit.analyses import chosen_slices, gate_measures, slices
 from auditkit.analyses.base import Analysis, AnalysisContext
 from auditkit.plan import AuditPlan
 from auditkit.rundir import Manifest, RunDir
@@ -56,11 +56,6 @@ def analyze_audit(
     for analysis in chosen:
         analysis.complete(context, results.tables, results.samples)
     return results
-
-
-def chosen_slices(spec: AuditSpec) -> list[Analysis]:
-    """The analysis slices the audit runs, in report order."""
-    return [a for a in slices().values() if a.applies(spec)]
 
 
 def in_spec_order(spec: AuditSpec, chosen: list[Analysis]) -> list[Analysis]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditkit.plan import prompt_id
+from auditkit.plan import prompt_id, slice_prompts
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.vocabulary import fill
 
@@ -48,8 +48,10 @@ class AuditLayout:
     base: int | None
     axes: tuple[AxisLayout, ...]
     concepts: tuple[ConceptLayout, ...]
-    # (axis, concept set, group, term) -> row of the marked prompt under each template
-    marked: dict[tuple[str, str, str, str], list[int]]
+    marked: dict[tuple[str, ...], list[int]]
+    """Rows of the prompts the analysis slices add to the plan (``auditkit.plan.slice_prompts``)
+    by the key each slice gives them, in plan order: e.g. (axis, concept set, group, concept) ->
+    the row of that concept marked with that group under each of the set's templates."""
     centring: str
 
 
@@ -80,15 +82,9 @@ def build_layout(spec: AuditSpec, rows: dict[str, int]) -> AuditLayout:
         )
         for cs in spec.concepts
     )
-    marked: dict[tuple[str, str, str, str], list[int]] = {}
-    if "defaults" in spec.analyses:
-        for axis in (a for a in spec.analysis_axes if a.defaults):
-            for cs in spec.concepts:
-                for g in axis.groups:
-                    for c in cs.terms:
-                        marked[(axis.name, cs.name, g, c)] = [
-                            row(fill(t, f"{axis.marker(g)} {c}")) for t in cs.templates
-                        ]
+    marked: dict[tuple[str, ...], list[int]] = {}
+    for extra in slice_prompts(spec):
+        marked.setdefault(extra.key, []).append(row(extra.prompt.prompt))
     base = row(spec.centring.base_prompt) if spec.centring.reference == "base" else None
     return AuditLayout(base, axes, concepts, marked, spec.centring.reference)
 

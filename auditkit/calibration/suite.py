@@ -115,7 +115,9 @@ def replicate_calls(
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Every method's calls on disjoint seed replicates of a stored scenario."""
-    plan = plan_audit(scenario.spec)
+    from auditkit.analyses.checks import check_spec
+
+    plan = plan_audit(check_spec(scenario.spec))
     total = len(scenario.latents.seeds)
     frames = []
     for n in seed_counts:
@@ -141,6 +143,7 @@ def synthetic_calls(
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Every method's calls on freshly simulated audits of a synthetic scenario."""
+    from auditkit.analyses.checks import check_spec
     from auditkit.calibration.synthetic import SCENARIOS, scenario_spec, simulate, truth_table
 
     nuisance = SCENARIOS[name]
@@ -148,7 +151,7 @@ def synthetic_calls(
     frames = []
     for n in seed_counts:
         spec = with_statistics(scenario_spec(nuisance, n), bootstrap_resamples=resamples)
-        plan = plan_audit(spec)
+        plan = plan_audit(check_spec(spec))
         rng = np.random.default_rng([seed, n])
         for r in range(replicates):
             latents, population = simulate(spec, nuisance, rng)

@@ -8,7 +8,9 @@ stage resumes, a change of captioner keeps them, and a change of size or format 
 
 At the end of the stage ``captions/exemplars.parquet`` is (re)written: one row per captioned
 prompt occurrence and exemplar seed, with the caption, the captioner's readings and the image
-bytes. The report embeds them within ``report.image_budget_mb``.
+bytes. The ``exemplars`` analysis slice declares that table (:mod:`auditkit.analyses.exemplars`;
+like every slice's, it is registered once the slices are loaded, as every command that runs an
+audit does first) and embeds the images in the report within ``report.image_budget_mb``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from auditkit.spec.captions import ExemplarSpec
 
 THUMBNAIL_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
 _STORE_COLUMNS = ["unit_id", "mime", "width", "height", "image"]
-EXEMPLAR_COLUMNS = REGISTRY["exemplars"].names
 
 
 def encode_thumbnail(image: np.ndarray, settings: ExemplarSpec) -> tuple[bytes, int, int]:
@@ -128,14 +129,15 @@ def exemplar_table(
 ) -> pd.DataFrame:
     """The rows of ``captions`` (the captions table) whose unit has a thumbnail, with the
     unit's readings (``readings``: unit id -> JSON object) and its image."""
+    names = REGISTRY["exemplars"].names
     thumbs = store.rows()
     if captions.empty or thumbs.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in EXEMPLAR_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in names})
     table = captions.merge(thumbs, on="unit_id", how="inner")
     table["readings"] = table["unit_id"].map(readings).fillna("{}").astype(str)
     table["width"] = table["width"].astype("int64")
     table["height"] = table["height"].astype("int64")
-    return table[EXEMPLAR_COLUMNS].reset_index(drop=True)
+    return table[names].reset_index(drop=True)
 
 
 def write_exemplars(root: Path, table: pd.DataFrame, meta: dict[str, str]) -> None:
@@ -147,32 +149,13 @@ def write_exemplars(root: Path, table: pd.DataFrame, meta: dict[str, str]) -> No
     run.write_table("exemplars", table, meta)
 
 
-def read_exemplars(run_dir: Path) -> pd.DataFrame | None:
-    """A run's exemplar table, or None when it stored none (older runs, or thumbnails off).
-
-    Raises:
-        SchemaVersionError: the file was written by a newer auditkit.
-    """
-    return RunDir(run_dir).table("exemplars")
-
-
-def data_uri(mime: str, data: bytes) -> str:
-    """An image as a ``data:`` URI for a self-contained HTML file."""
-    import base64
-
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
 __all__ = [
-    "EXEMPLAR_COLUMNS",
     "THUMBNAIL_MIME",
     "ThumbnailStore",
     "UnitChunks",
-    "data_uri",
     "encode_thumbnail",
     "exemplar_seeds",
     "exemplar_table",
-    "read_exemplars",
     "settings_key",
     "write_exemplars",
 ]

@@ -20,7 +20,6 @@ from auditkit.analyses.values import finite
 from auditkit.analyze.summary import read_extra_tables
 from auditkit.report import inputs
 from auditkit.report.executive import executive_summary
-from auditkit.report.exemplars import exemplar_section
 from auditkit.report.sections import report_sections
 from auditkit.report.settings_section import (
     bootstrap_block,
@@ -101,7 +100,6 @@ def build_report_context(run_dir: Path) -> dict[str, Any]:
         "bootstrap": bootstrap,
         "settings": settings_blocks(spec, manifest, bootstrap),
         "definitions": definitions(spec, tables["prompts"]),
-        "exemplars": exemplar_section(run_dir, spec),
         "caveats": list(CAVEATS),
         "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }

@@ -30,7 +30,6 @@ BUILT_IN: dict[str, BuiltIn] = {
     "summary": BuiltIn("Summary of findings"),
     "gates": BuiltIn("Gates", "gates"),
     "settings": BuiltIn("Settings"),
-    "exemplars": BuiltIn("Exemplar images", "exemplars"),
     "caveats": BuiltIn("Limitations and ethics"),
     "provenance": BuiltIn("Appendix: provenance"),
 }

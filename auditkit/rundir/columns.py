@@ -3,7 +3,8 @@
 One entry per table: folder, schema version, what a row is, and its columns as compact rows
 ``(names, type, unit, meaning[, optional])``; the analysis slices (:mod:`auditkit.analyses`)
 declare theirs in their own modules and add them to the registry when imported (the captioned
-outputs' ``outputs``, ``agreement``, ``guidance`` and ``amplification`` too).
+outputs' ``outputs``, ``agreement``, ``guidance`` and ``amplification`` too, and the exemplar
+thumbnails' ``exemplars``, which the captioning stage writes).
 ``docs/run-directory.md`` shows these tables (:mod:`auditkit.docgen`), writers refuse
 undeclared columns (:meth:`auditkit.rundir.RunDir.write_table`) and readers require the
 non-optional ones. A table written before tables were stamped reads as version 1; the
@@ -114,13 +115,6 @@ TABLES = [
     Table("guidance_readings", "captions", CAPTIONS_VERSION, "guidance sweep only: one row per (scale, concept prompt, seed, attribute)", columns(
         ("guidance", "float", "", "the swept guidance scale"),
         *READINGS,
-    )),
-    Table("exemplars", "captions", CAPTIONS_VERSION, "one row per thumbnail kept for the report", columns(
-        *UNIT, *PROMPT,
-        ("readings", "json", "", "the unit's values read, a JSON object attribute → value"),
-        ("mime", "str", "", "`image/webp`, `image/png` or `image/jpeg`"),
-        ("width, height", "int", "pixels", "the thumbnail's size"),
-        ("image", "bytes", "", "the compressed thumbnail"),
     )),
 ]  # fmt: skip
 

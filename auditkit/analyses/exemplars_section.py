@@ -1,4 +1,5 @@
-"""The report's exemplar image grids: stored thumbnails, chosen to fit the image budget.
+"""The report's "Exemplar images" section (the ``exemplars`` slice's): stored thumbnails, chosen
+to fit the image budget.
 
 Reads ``captions/exemplars.parquet`` (written by the captioning stage). Images are grouped by
 prompt role and set (a concept set, or an axis) and shown one row per concept or group term.
@@ -12,15 +13,14 @@ section says how many images it shows out of how many are stored.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from auditkit.analyses.base import SectionContext
 
-from auditkit.caption.thumbnails import data_uri, read_exemplars
-from auditkit.errors import AuditkitError
-from auditkit.rundir import RunDir
-from auditkit.spec import AuditSpec
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditkit.spec.audit import AuditSpec
 
 MIN_DISPLAY_PX = 64
 """Thumbnails smaller than this are shown enlarged to it, with pixelated scaling."""
@@ -33,11 +33,12 @@ def encoded_size(data: bytes) -> int:
     return 4 * ((len(data) + 2) // 3)
 
 
-def exemplar_section(run_dir: Path, spec: AuditSpec) -> dict[str, Any] | None:
+def exemplar_section(ctx: SectionContext) -> dict[str, Any] | None:
     """The exemplar grids of a run, or None when it stored no thumbnails."""
+    spec = ctx.spec
     if spec.captions is None:
         return None
-    table = read_exemplars(run_dir)
+    table = ctx.tables.get("exemplars")
     if table is None or table.empty:
         return None
     budget = int(spec.report.image_budget_mb * 1_000_000)
@@ -62,7 +63,7 @@ def exemplar_section(run_dir: Path, spec: AuditSpec) -> dict[str, Any] | None:
         "budget_mb": spec.report.image_budget_mb,
         "seeds": seeds,
         "rows_without_image": sum(1 for g in grids for r in g["rows"] if not r["images"]),
-        "captioner": _captioner(run_dir),
+        "captioner": dict(ctx.manifest.get("captioner") or {}).get("id"),
     }
 
 
@@ -140,11 +141,11 @@ def _image(item: Any, order: list[str]) -> dict[str, Any]:
     }
 
 
-def _captioner(run_dir: Path) -> str | None:
-    try:
-        return str(RunDir(run_dir).read_json("captioner")["captioner"]["id"])
-    except (AuditkitError, OSError, KeyError, TypeError):
-        return None
+def data_uri(mime: str, data: bytes) -> str:
+    """An image as a ``data:`` URI for a self-contained HTML file."""
+    import base64
+
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-__all__ = ["MIN_DISPLAY_PX", "encoded_size", "exemplar_section"]
+__all__ = ["MIN_DISPLAY_PX", "data_uri", "encoded_size", "exemplar_section"]
