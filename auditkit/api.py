@@ -38,11 +38,15 @@ class AuditRun:
         return path if path.is_file() else None
 
 
-def plan(spec: AuditSpec | str | Path) -> AuditPlan:
-    """Expand a spec (object or YAML path) into its plan."""
+def plan(spec: AuditSpec | str | Path, *, cache_dir: str | Path | None = None) -> AuditPlan:
+    """Expand a spec (object or YAML path) into its plan (``probe.hook: auto`` resolved to the
+    model family's default, as a run does)."""
     from auditkit.analyses.checks import check_spec, load_checked_spec
+    from auditkit.models.loading import resolve_hook
+    from auditkit.run import default_cache_dir
 
-    return plan_audit(check_spec(spec) if isinstance(spec, AuditSpec) else load_checked_spec(spec))
+    checked = check_spec(spec) if isinstance(spec, AuditSpec) else load_checked_spec(spec)
+    return plan_audit(resolve_hook(checked, Path(cache_dir) if cache_dir else default_cache_dir()))
 
 
 def run(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.errors import SchemaVersionError, UsageError
+from auditkit.models.adapters.base import Geometry
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.vocabulary import fill
 
@@ -83,7 +84,7 @@ class CostEstimate:
     prompts: int
     units: int
     images: int
-    unet_evaluations: int
+    denoiser_evaluations: int
     forward_passes: int
     activation_bytes: int
     h_shape: tuple[int, ...]
@@ -264,41 +265,80 @@ _REFERENCE_LATENT_AREA = 64 * 64
 def estimate_cost(
     spec: AuditSpec, plan: AuditPlan, *, device: str, model_dir: Path | None = None
 ) -> CostEstimate:
-    """Count work and storage exactly; estimate time from the U-Net's size (local models)."""
-    info = _unet_geometry(model_dir, spec.model.resolution)
+    """Count work and storage exactly; estimate time from the denoiser's size (local models),
+    through the model family's adapter (:func:`model_geometry`)."""
+    info = model_geometry(spec, model_dir)
     steps = spec.model.steps
     kept = steps if spec.probe.steps == "all" else len([s for s in spec.probe.steps if s < steps])
-    channels, height, width = info["h_shape"]
-    per_step = channels if spec.probe.spatial_pool == "mean" else channels * height * width
     item = 2 if spec.probe.store_dtype == "float16" else 4
     units = len(plan.units)
-    doubled = 2 if _uses_cfg(spec, info) else 1
+    doubled = 2 if info.cfg_capable and spec.model.guidance_scale > 1.0 else 1
     evaluations = units * steps * doubled
     forwards = -(-units // spec.batch_size) * steps
     kind = device.split(":")[0]
-    scale = (info["params"] / _REFERENCE_PARAMS) * (info["latent_area"] / _REFERENCE_LATENT_AREA)
+    scale = (info.params / _REFERENCE_PARAMS) * (info.latent_area / _REFERENCE_LATENT_AREA)
     per_evaluation = _REFERENCE_SECONDS.get(kind, 4.0) * scale
     seconds = evaluations * per_evaluation
-    basis = "U-Net size read from the model folder" if info["known"] else "SD 1.5-sized U-Net"
+    basis = "denoiser size read from the model folder" if info.known else "SD 1.5-sized U-Net"
     return CostEstimate(
         prompts=len({p.prompt_id for p in plan.prompts}),
         units=units,
         images=units,
-        unet_evaluations=evaluations,
+        denoiser_evaluations=evaluations,
         forward_passes=forwards,
-        activation_bytes=units * kept * per_step * item,
-        h_shape=(channels, height, width),
+        activation_bytes=units
+        * kept
+        * stored_per_step(info.h_shape, spec.probe.spatial_pool)
+        * item,
+        h_shape=info.h_shape,
         seconds=seconds,
         device=device,
         basis=basis,
         uses_cfg=doubled == 2,
         seconds_per_evaluation=per_evaluation,
-        cfg_capable=not _distilled(spec, info),
+        cfg_capable=info.cfg_capable,
+    )
+
+
+def stored_per_step(h_shape: tuple[int, ...], spatial_pool: str) -> int:
+    """Numbers stored per step and unit for h of ``h_shape`` per sample: a feature map [C, H, W]
+    keeps C x H x W, or C with ``spatial_pool: mean``; image tokens [T, D] are always pooled
+    over the tokens to D."""
+    if len(h_shape) == 2:
+        return int(h_shape[1])
+    if spatial_pool == "mean":
+        return int(h_shape[0])
+    total = 1
+    for dim in h_shape:
+        total *= int(dim)
+    return total
+
+
+def model_geometry(spec: AuditSpec, model_dir: Path | None) -> Geometry:
+    """h's shape at the spec's hook and the denoiser's size, from config files alone (the
+    family's adapter reads them), or an SD 1.5-sized U-Net's when the folder cannot tell."""
+    from auditkit.models.adapters import for_family, for_pipeline_class
+
+    resolution = spec.model.resolution
+    adapter = None if spec.model.pipeline == "auto" else for_family(spec.model.pipeline)
+    index = model_dir / "model_index.json" if model_dir is not None else None
+    if adapter is None and index is not None and index.is_file():
+        adapter = for_pipeline_class(str(json.loads(index.read_text()).get("_class_name", "")))
+    known = adapter.geometry(model_dir, resolution, spec.probe.hook) if adapter else None
+    if known is not None:
+        return known
+    side = max(1, resolution // 64)
+    return Geometry(
+        h_shape=(1280, side, side),
+        params=_REFERENCE_PARAMS,
+        latent_area=(resolution // 8) ** 2,
+        cfg_capable=adapter is None or adapter.guidance == "cfg",
+        known=False,
     )
 
 
 def measured_rate(run_dir: Path, spec: AuditSpec, device: str) -> float:
-    """Seconds per U-Net evaluation that the extraction of an earlier run of the same model on
+    """Seconds per denoiser evaluation that the extraction of an earlier run of the same model on
     the same kind of device took (its manifest), for a time estimate better than the rough one.
 
     Raises :class:`UsageError` when the run cannot tell: no manifest, another model or device
@@ -325,68 +365,15 @@ def measured_rate(run_dir: Path, spec: AuditSpec, device: str) -> float:
             f"is for {device}; pass --device {ran_on} or a run made on {device}."
         )
     extract = (manifest.get("stages") or {}).get("extract") or {}
-    evaluations, seconds = extract.get("unet_evaluations") or 0, extract.get("seconds") or 0.0
+    # runs made before the model adapters named the count after the U-Net
+    evaluations = extract.get("denoiser_evaluations", extract.get("unet_evaluations")) or 0
+    seconds = extract.get("seconds") or 0.0
     if evaluations <= 0 or seconds <= 0:
         raise UsageError(
             f"{where}: its extraction computed nothing (a rerun over finished units), so it "
             "has no measured rate; use a run that extracted."
         )
     return float(seconds) / float(evaluations)
-
-
-def _distilled(spec: AuditSpec, info: dict[str, Any]) -> bool:
-    """An LCM-style model: guidance is an input of the U-Net, never a second batch half."""
-    return spec.model.pipeline == "lcm" or bool(info.get("lcm"))
-
-
-def _uses_cfg(spec: AuditSpec, info: dict[str, Any]) -> bool:
-    return not _distilled(spec, info) and spec.model.guidance_scale > 1.0
-
-
-def _unet_geometry(model_dir: Path | None, resolution: int) -> dict[str, Any]:
-    """Mid-block shape, parameter count and latent area, from config files alone."""
-    default = {
-        "h_shape": (1280, max(1, resolution // 64), max(1, resolution // 64)),
-        "params": _REFERENCE_PARAMS,
-        "latent_area": (resolution // 8) ** 2,
-        "known": False,
-        "lcm": False,
-    }
-    if model_dir is None or not (model_dir / "unet" / "config.json").is_file():
-        return default
-    unet = json.loads((model_dir / "unet" / "config.json").read_text())
-    vae_cfg = model_dir / "vae" / "config.json"
-    vae_down = 3
-    if vae_cfg.is_file():
-        vae_down = len(json.loads(vae_cfg.read_text()).get("block_out_channels", [0] * 4)) - 1
-    latent = resolution // (2**vae_down)
-    unet_down = len(unet.get("down_block_types", [])) - 1
-    side = max(1, latent // (2**unet_down))
-    channels = int(unet.get("block_out_channels", [1280])[-1])
-    return {
-        "h_shape": (channels, side, side),
-        "params": float(_safetensors_params(model_dir / "unet")) or _REFERENCE_PARAMS,
-        "latent_area": latent * latent,
-        "known": True,
-        "lcm": unet.get("time_cond_proj_dim") is not None,
-    }
-
-
-def _safetensors_params(folder: Path) -> int:
-    """Parameter count from safetensors headers (no tensor data read)."""
-    total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        with path.open("rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for dim in meta["shape"]:
-                count *= int(dim)
-            total += count
-    return total
 
 
 def unique_prompts(plan: AuditPlan) -> Iterable[PlannedPrompt]:

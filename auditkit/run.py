@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from auditkit.analyses.checks import check_spec, load_checked_spec
 from auditkit.analyses.stage import analyze_run
 from auditkit.errors import UsageError
+from auditkit.models.loading import resolve_hook
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import hash_model_files, new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
@@ -58,6 +59,8 @@ def run_audit(
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
     cache_dir = cache_dir or default_cache_dir()
+    hook_left = not spec.probe.hook_given
+    spec = resolve_hook(spec, cache_dir)
     plan = plan_audit(spec)
     s_hash = spec_hash(spec)
     previous = _previous_manifest(run)
@@ -67,7 +70,7 @@ def run_audit(
     manifest = new_manifest(
         run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
     )
-    stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress)
+    stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress, hook_left=hook_left)
     stages.save()
     try:
         _extract(stages, previous)
@@ -115,6 +118,8 @@ class _Stages:
     cache_dir: Path
     show_progress: bool
     pipe: LoadedPipeline | None = None
+    hook_left: bool = False
+    """Whether the spec left the hook point to the model's family (resolved before loading)."""
 
     @property
     def run_dir(self) -> Path:
@@ -183,7 +188,7 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
                 "units_total": len(plan.units),
                 "units_run": 0,
                 "units_skipped": len(plan.units),
-                "unet_evaluations": 0,
+                "denoiser_evaluations": 0,
                 "forward_passes": 0,
                 "seconds": 0.0,
                 "model_loaded": False,
@@ -204,10 +209,12 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
 
 def _load_model(stages: _Stages) -> LoadedPipeline:
     """Load the pipeline and record its provenance in the manifest."""
-    from auditkit.models.loading import load_pipeline
+    from auditkit.models.loading import check_resolved_hook, load_pipeline
 
     spec, plan = stages.spec, stages.plan
     loaded = load_pipeline(spec.model, cache_dir=stages.cache_dir)
+    if stages.hook_left:
+        check_resolved_hook(spec, loaded, stages.cache_dir)
     stages.update(
         device=loaded.device,
         dtype=loaded.dtype,

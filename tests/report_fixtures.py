@@ -398,7 +398,7 @@ def _manifest(
                 "units_total": 320,
                 "units_run": 320,
                 "units_skipped": 0,
-                "unet_evaluations": 1280,
+                "denoiser_evaluations": 1280,
                 "seconds": 761.5,
             }
         },

@@ -20,17 +20,17 @@ def test_plan_counts_the_default_audit_and_names_this_machines_device() -> None:
     lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
     assert "68" in lines["prompts"] and "32" in lines["seeds per prompt"]
     assert "2176" in lines["images (units)"]
-    assert "43520" in lines["U-Net evaluations"]  # 2176 units x 10 steps x 2 (guidance)
+    assert "43520" in lines["denoiser evaluations"]  # 2176 units x 10 steps x 2 (guidance)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"on {expected} (auto: this machine)" in lines["estimated time"]
     assert "for the later passes" in lines["estimated time"]
     # the passes after extraction: 8 occupations x 2 templates x 32 seeds are captioned and
     # swept at guidance 1 (no second, unconditional half); the causal check steers 16
     # prompts x 4 seeds x 3 alphas along gender; discovery extracts at most 8 terms x 32 seeds
-    assert "512 images, 10240 U-Net evaluations" in lines["captions"]
-    assert "512 images, 5120 U-Net evaluations" in lines["guidance 1"]
-    assert "192 images, 3840 U-Net evaluations" in lines["causal"]
-    assert "at most 5120 U-Net evaluations" in lines["discovery"]
+    assert "512 images, 10240 denoiser evaluations" in lines["captions"]
+    assert "512 images, 5120 denoiser evaluations" in lines["guidance 1"]
+    assert "192 images, 3840 denoiser evaluations" in lines["causal"]
+    assert "at most 5120 denoiser evaluations" in lines["discovery"]
     forced = CliRunner().invoke(
         main, ["plan", str(ROOT / "audits" / "toyworld.yaml"), "--device", "cuda"]
     )
@@ -48,9 +48,9 @@ def test_a_sweep_above_an_unguided_audit_counts_both_batch_halves(tmp_path: Path
     result = CliRunner().invoke(main, ["plan", str(path)])
     assert result.exit_code == 0, result.output
     lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
-    assert "21760 (" in lines["U-Net evaluations"]  # no guidance: one batch half
-    assert "512 images, 5120 U-Net evaluations" in lines["captions"]
-    assert "512 images, 10240 U-Net evaluations" in lines["guidance 4"]  # both halves
+    assert "21760 (" in lines["denoiser evaluations"]  # no guidance: one batch half
+    assert "512 images, 5120 denoiser evaluations" in lines["captions"]
+    assert "512 images, 10240 denoiser evaluations" in lines["guidance 4"]  # both halves
 
 
 def test_a_cached_hub_model_is_read_for_the_plan(
@@ -91,7 +91,7 @@ def test_a_cached_hub_model_is_read_for_the_plan(
             {
                 "model": {"id": "builtin:toyworld-biased"},
                 "device": "cpu",
-                "stages": {"extract": {"unet_evaluations": 0, "seconds": 0.0}},
+                "stages": {"extract": {"denoiser_evaluations": 0, "seconds": 0.0}},
             },
             "its extraction computed nothing",
         ),

@@ -171,11 +171,11 @@ def test_run_resume_and_reproducibility(
     first = run_audit(spec, tmp_path / "a", cache_dir=tmp_path, show_progress=False, render=False)
     stage = first.manifest["stages"]["extract"]
     # 12 prompts (base, 2 axis, 3 concepts, 6 marked) x 2 seeds; 2 steps, CFG doubles
-    assert stage["units_run"] == 24 and stage["unet_evaluations"] == 24 * 2 * 2
+    assert stage["units_run"] == 24 and stage["denoiser_evaluations"] == 24 * 2 * 2
     # A rerun performs zero U-Net evaluations and does not even load the model.
     again = run_audit(spec, tmp_path / "a", cache_dir=tmp_path, show_progress=False, render=False)
     stage = again.manifest["stages"]["extract"]
-    assert stage["unet_evaluations"] == 0 and stage["units_run"] == 0
+    assert stage["denoiser_evaluations"] == 0 and stage["units_run"] == 0
     assert stage["model_loaded"] is False
     assert again.manifest["model"]["files"], "provenance of the weights is kept on resume"
     # A second run from scratch gives identical result tables.

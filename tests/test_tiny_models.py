@@ -162,7 +162,7 @@ def test_tiny_pipeline_path_reuses_cache(tiny_pipeline_dirs: dict[str, Path]) ->
 
 def test_refuses_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kind"):
-        build_tiny_pipeline("sd3", tmp_path / "x")  # type: ignore[arg-type]
+        build_tiny_pipeline("sd9", tmp_path / "x")
     with pytest.raises(ValueError, match="letters"):
         build_tiny_pipeline("sd", tmp_path / "x", words=["don't"])
     foreign = tmp_path / "foreign"

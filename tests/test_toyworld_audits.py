@@ -226,7 +226,7 @@ def test_plan_counts_the_images_the_run_sampled(runs: dict[str, Path]) -> None:
     assert passes["guidance 1"].images == stages["guidance"]["units_total"]
     assert passes["causal"].images == stages["causal"]["units_total"]
     per_unit = spec.model.steps * 2
-    assert stages["discovery"]["units_total"] * per_unit <= passes["discovery"].unet_evaluations
+    assert stages["discovery"]["units_total"] * per_unit <= passes["discovery"].denoiser_evaluations
 
 
 def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path]) -> None:
@@ -236,7 +236,7 @@ def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path])
 
     manifest = json.loads((runs["biased"] / "manifest.json").read_text())
     extract = manifest["stages"]["extract"]
-    rate = extract["seconds"] / extract["unet_evaluations"]
+    rate = extract["seconds"] / extract["denoiser_evaluations"]
     spec, device = str(ROOT / "audits" / "toyworld.yaml"), manifest["device"].split(":")[0]
     args = ["plan", spec, "--device", device, "--rate-from", str(runs["biased"])]
     result = CliRunner().invoke(main, args)

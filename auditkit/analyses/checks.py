@@ -31,8 +31,18 @@ def known_metrics() -> dict[str, GateMetric]:
 def spec_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
     """Every unknown analysis or gate metric of ``spec``, and every gate a metric's slice
     refuses (wrong bound, a key that does not narrow it): (YAML path, message) each."""
+    from auditkit.models.adapters import families
+
     problems: list[tuple[tuple[str | int, ...], str]] = []
     analyses, metrics = known_analyses(), known_metrics()
+    if spec.model.pipeline != "auto" and spec.model.pipeline not in families():
+        problems.append(
+            (
+                ("model", "pipeline"),
+                f"unknown model family {spec.model.pipeline!r}; known: auto, "
+                + ", ".join(families()),
+            )
+        )
     for i, name in enumerate(spec.analyses):
         if name not in analyses:
             problems.append(

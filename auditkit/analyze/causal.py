@@ -38,7 +38,7 @@ import pandas as pd
 from auditkit.analyze.latents import load_latents
 from auditkit.analyze.measures import AxisLayout, axis_direction
 from auditkit.analyze.stats import spearman, summary_number, wilson_interval
-from auditkit.errors import RuntimeFailure, UsageError
+from auditkit.errors import RuntimeFailure
 from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan, PlannedPrompt, prompt_id
 from auditkit.rundir import RunDir
@@ -113,13 +113,6 @@ def steering_directions(
     rows = latents.row_map()
     index = store.index().set_index("unit_id")
     shape = json.loads(str(index.loc[units[0].unit_id, "shape"]))[1:]
-    if len(shape) < 2:
-        raise UsageError(
-            f"captions.causal: the stored h of {spec.probe.hook!r} has shape {shape} per step "
-            "(pooled), so it cannot be added back to the module's output.",
-            hint="steer a hook point whose output is a feature map (a U-Net block such as "
-            "'unet.mid_block'), stored with probe.spatial_pool 'none'.",
-        )
     directions: dict[str, SteeringDirection] = {}
     for axis in axes:
         layout = AxisLayout(

@@ -27,10 +27,10 @@ def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) ->
 
     outcome = run_audit(spec, out_dir, cache_dir=cache_dir, show_progress=not no_progress)
     extract = outcome.manifest["stages"].get("extract", {})
+    evaluations = extract.get("denoiser_evaluations", extract.get("unet_evaluations", 0))
     click.echo(
         f"extracted {extract.get('units_run', 0)} units, reused "
-        f"{extract.get('units_skipped', 0)} ({extract.get('unet_evaluations', 0)} U-Net "
-        f"evaluations)"
+        f"{extract.get('units_skipped', 0)} ({evaluations} denoiser evaluations)"
     )
     for path in outcome.report_paths:
         click.echo(f"report: {path.resolve()}")

@@ -38,6 +38,9 @@ def schema() -> None:
     # the names the analysis slices add are known here, above the spec
     schema["properties"]["analyses"]["items"]["enum"] = list(known_analyses())
     schema["$defs"]["GateSpec"]["properties"]["metric"]["enum"] = list(known_metrics())
+    from auditkit.models.adapters import families
+
+    schema["$defs"]["ModelSpec"]["properties"]["pipeline"]["enum"] = ["auto", *families()]
     click.echo(json.dumps(schema, indent=2))
 
 
@@ -54,16 +57,16 @@ def schema() -> None:
 @cache_dir_option
 @handle_errors
 def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path | None) -> None:
-    """Show what SPEC will compute: prompts, images, U-Net evaluations, storage, time."""
+    """Show what SPEC will compute: prompts, images, denoiser evaluations, storage, time."""
     from dataclasses import replace
 
     from auditkit.analyses.checks import load_checked_spec
-    from auditkit.models.loading import existing_model_folder
+    from auditkit.models.loading import existing_model_folder, resolve_hook
     from auditkit.plan import estimate_cost, measured_rate, plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
 
-    loaded = load_checked_spec(spec)
+    loaded = resolve_hook(load_checked_spec(spec), cache_dir or default_cache_dir())
     audit_plan = plan_audit(loaded)
     model_dir = existing_model_folder(loaded.model, cache_dir or default_cache_dir())
     target = device or loaded.model.device
@@ -76,35 +79,35 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
         rate = measured_rate(rate_from, loaded, cost.device)
         cost = replace(
             cost,
-            seconds=cost.unet_evaluations * rate,
+            seconds=cost.denoiser_evaluations * rate,
             seconds_per_evaluation=rate,
-            basis=f"measured: {rate * 1e3:.2f} ms per U-Net evaluation in {rate_from}",
+            basis=f"measured: {rate * 1e3:.2f} ms per denoiser evaluation in {rate_from}",
         )
     click.echo(f"plan {audit_plan.plan_hash[:16]} for audit '{loaded.name}'")
-    click.echo(f"  prompts            {cost.prompts}")
-    click.echo(f"  seeds per prompt   {len(loaded.seed_list)}")
-    click.echo(f"  images (units)     {cost.images}")
+    click.echo(f"  prompts               {cost.prompts}")
+    click.echo(f"  seeds per prompt      {len(loaded.seed_list)}")
+    click.echo(f"  images (units)        {cost.images}")
     click.echo(
-        f"  U-Net evaluations  {cost.unet_evaluations} "
+        f"  denoiser evaluations  {cost.denoiser_evaluations} "
         f"({cost.forward_passes} forward passes at batch {loaded.batch_size})"
     )
-    click.echo(f"  h per step         {'x'.join(str(d) for d in cost.h_shape)}")
-    click.echo(f"  activation storage {_bytes(cost.activation_bytes)}")
+    click.echo(f"  h per step            {'x'.join(str(d) for d in cost.h_shape)}")
+    click.echo(f"  activation storage    {_bytes(cost.activation_bytes)}")
     from auditkit.passes.cost import later_passes
 
     passes = later_passes(loaded, audit_plan, cfg_capable=cost.cfg_capable)
     for step in passes:
         bound = "at most " if step.upper_bound else ""
         what = f"{bound}{step.images} images, " if step.images else f"{bound}"
-        click.echo(f"  {step.name:<18} {what}{step.unet_evaluations} U-Net evaluations")
-    later = sum(p.unet_evaluations for p in passes) * cost.seconds_per_evaluation
+        click.echo(f"  {step.name:<21} {what}{step.denoiser_evaluations} denoiser evaluations")
+    later = sum(p.denoiser_evaluations for p in passes) * cost.seconds_per_evaluation
 
     def rough(seconds: float) -> str:
         return format_seconds(seconds) if seconds >= 1 else "under 1s"
 
     total = rough(cost.seconds) + (f" + {rough(later)} for the later passes" if passes else "")
     quality = "" if rate_from is not None else "rough: "
-    click.echo(f"  estimated time     {total} on {target} ({quality}{cost.basis})")
+    click.echo(f"  estimated time        {total} on {target} ({quality}{cost.basis})")
 
 
 def _bytes(count: float) -> str:

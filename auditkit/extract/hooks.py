@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from auditkit.errors import SpecError
+from auditkit.models.adapters.base import GENERIC, ModelAdapter
 
 
 @dataclass
@@ -112,11 +113,14 @@ def capture_h(
     halves: tuple[str, ...] = ("cond",),
     spatial_pool: str = "none",
     store_dtype: torch.dtype = torch.float32,
+    adapter: ModelAdapter = GENERIC,
 ) -> Iterator[HookSession]:
     """Capture the output of module ``hook`` during one pipeline call of ``expected_batch`` items.
 
     With classifier-free guidance the denoiser sees 2 x ``expected_batch`` samples, the
-    unconditional half first; those are split and tagged. Only ``halves`` are kept.
+    unconditional half first; those are split and tagged. Only ``halves`` are kept. The
+    ``adapter`` of the model's family says where the image stream of a block's output is (an
+    MMDiT block returns its text tokens too) and how the denoiser receives its latent.
     """
     denoiser, module = resolve_hook_point(components, hook)
     session = HookSession(expected_batch=expected_batch)
@@ -128,16 +132,16 @@ def capture_h(
         state["timestep"] = _timestep_of(args, kwargs)
         session.timesteps.append(state["timestep"])
         session.denoiser_calls += 1
-        sample = kwargs.get("sample", args[0] if args else None)
-        if isinstance(sample, torch.Tensor):
-            session.denoiser_samples += int(sample.shape[0])
+        batch = adapter.latent_batch(args, kwargs)
+        if batch is not None:
+            session.denoiser_samples += batch
 
     def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
         _count_run(state, hook)
         step = int(state["step"])
         if keep_steps is not None and step not in keep_steps:
             return
-        out = _tensor_of(output, hook)
+        out = _tensor_of(adapter.image_tensor(output), hook)
         n = expected_batch
         if out.shape[0] == 2 * n:
             parts = {"uncond": out[:n], "cond": out[n:]}
@@ -174,6 +178,7 @@ def steer_h(
     alpha: float | torch.Tensor,
     *,
     expected_batch: int | None = None,
+    adapter: ModelAdapter = GENERIC,
 ) -> Iterator[SteerSession]:
     """Add ``alpha * direction`` to the output of module ``hook`` at every denoiser call.
 
@@ -203,8 +208,9 @@ def steer_h(
 
     def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
         _count_run(state, hook)
-        out = _tensor_of(output, hook)
-        if tuple(out.shape[1:]) != tuple(direction.shape):
+        out = _tensor_of(adapter.image_tensor(output), hook)
+        shape = _broadcast(direction, tuple(out.shape[1:]))
+        if shape is None:
             raise RuntimeError(
                 f"cannot steer {hook!r}: its output per sample has shape "
                 f"{list(out.shape[1:])}, the direction {list(direction.shape)}"
@@ -218,14 +224,10 @@ def steer_h(
                     f"hook point {hook!r} saw batch {out.shape[0]}, expected "
                     f"{alphas.numel()} or {2 * alphas.numel()}"
                 )
-        shift = scale.to(out.device).view(-1, *([1] * direction.ndim)) * direction.to(out.device)
+        shift = scale.to(out.device).view(-1, *([1] * shape.ndim)) * shape.to(out.device)
         steered = out + shift.to(out.dtype)
         session.steered_calls += 1
-        if isinstance(output, tuple):
-            return (steered, *output[1:])
-        if isinstance(output, list):
-            return [steered, *output[1:]]
-        return steered
+        return adapter.with_image_tensor(output, steered)
 
     with _hooked(denoiser, before_denoiser, module, after_module, with_kwargs=False):
         yield session
@@ -263,6 +265,21 @@ def _count_run(state: dict[str, Any], hook: str) -> None:
             f"hook point {hook!r} ran more than once in one denoiser call; "
             "choose a module that runs once per step"
         )
+
+
+def _broadcast(direction: torch.Tensor, per_sample: tuple[int, ...]) -> torch.Tensor | None:
+    """``direction`` shaped to add to one sample of the hook point's output: as it is when the
+    shapes match; a pooled direction (one value per channel or feature, as h is stored with
+    pooling) spread over every position: [C] -> [C, 1, 1] for a feature map [C, H, W], [D] ->
+    [1, D] for image tokens [T, D]; None when it fits neither."""
+    shape = tuple(direction.shape)
+    if shape == per_sample:
+        return direction
+    if len(shape) == 1 and len(per_sample) == 3 and per_sample[0] == shape[0]:
+        return direction.view(-1, 1, 1)
+    if len(shape) == 1 and len(per_sample) == 2 and per_sample[1] == shape[0]:
+        return direction.view(1, -1)
+    return None
 
 
 def _tensor_of(output: Any, hook: str) -> torch.Tensor:

@@ -20,6 +20,8 @@ import torch
 
 from auditkit.extract.hooks import capture_h
 from auditkit.extract.store import ActivationStore
+from auditkit.models.adapters import ModelAdapter, for_pipeline_class
+from auditkit.models.adapters.base import GENERIC
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, WorkUnit
 from auditkit.progress import Progress
@@ -33,7 +35,7 @@ class ExtractStats:
     units_total: int
     units_run: int
     units_skipped: int
-    unet_evaluations: int
+    denoiser_evaluations: int
     forward_passes: int
     seconds: float
     h_shape: list[int]
@@ -43,19 +45,23 @@ class ExtractStats:
         return dict(self.__dict__)
 
 
-def unit_noise(pipe: Any, seed: int, resolution: int) -> tuple[torch.Tensor, torch.Generator]:
-    """The unit's starting latent (float32, [C, h, w]) and its CPU generator, left positioned
-    just after that latent so the scheduler's own noise continues the same seeded stream."""
-    denoiser = pipe.unet
-    channels = int(denoiser.config.in_channels)
-    side = resolution // int(pipe.vae_scale_factor)
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    noise = torch.randn((channels, side, side), generator=generator, dtype=torch.float32)
-    return noise, generator
+def unit_noise(
+    pipe: Any, seed: int, resolution: int, adapter: ModelAdapter | None = None
+) -> tuple[torch.Tensor, torch.Generator]:
+    """The unit's starting latent (float32, in the shape the pipeline's ``latents=`` takes per
+    sample: [C, h, w], or FLUX's packed tokens) and its CPU generator, left positioned just
+    after that latent so the scheduler's own noise continues the same seeded stream. The
+    family's adapter draws it (found from the pipeline's class when not given)."""
+    return (adapter or adapter_of(pipe)).noise(pipe, seed, resolution)
+
+
+def adapter_of(pipe: Any) -> ModelAdapter:
+    """The adapter of ``pipe``'s family (the generic conventions when none serves it)."""
+    return for_pipeline_class(type(pipe).__name__) or GENERIC
 
 
 def initial_noise(pipe: Any, seed: int, resolution: int) -> torch.Tensor:
-    """The unit's starting latent, from its own CPU generator (float32, [C, h, w])."""
+    """The unit's starting latent, from its own CPU generator (float32)."""
     return unit_noise(pipe, seed, resolution)[0]
 
 
@@ -69,9 +75,10 @@ def pipeline_inputs(
     list, which diffusers splits per sample) keeps step noise independent of the batch.
     """
     pipe = loaded.pipe
-    pairs = [unit_noise(pipe, u.seed, spec.model.resolution) for u in units]
+    pairs = [unit_noise(pipe, u.seed, spec.model.resolution, loaded.adapter) for u in units]
     latents = torch.stack([noise for noise, _ in pairs])
     return {
+        **loaded.adapter.call_kwargs(pipe),
         "prompt": [u.prompt for u in units],
         "latents": latents.to(device=loaded.device, dtype=getattr(torch, loaded.dtype)),
         "generator": [generator for _, generator in pairs],
@@ -121,6 +128,7 @@ def extract_activations(
                 halves=(spec.probe.guidance_half,),
                 spatial_pool=spec.probe.spatial_pool,
                 store_dtype=store_dtype,
+                adapter=loaded.adapter,
             ) as session,
         ):
             pipe(**pipeline_inputs(loaded, spec, batch), output_type="latent")
@@ -145,7 +153,7 @@ def extract_activations(
         ]
         store.write_batch(tensors, rows)
         stats.units_run += len(batch)
-        stats.unet_evaluations += session.denoiser_samples
+        stats.denoiser_evaluations += session.denoiser_samples
         stats.forward_passes += session.denoiser_calls
         stats.h_shape = list(stacked.shape[2:])
         progress.advance(len(batch))

@@ -22,7 +22,21 @@ BUILTIN_PREFIX = "builtin:"
 """What a spec's ``model.id`` starts with to name a builtin model."""
 
 TINY_BUILTINS: dict[str, TinyKind] = {"tiny-sd": "sd", "tiny-lcm": "lcm", "tiny-sdxl": "sdxl"}
-"""Builtin name -> the kind of tiny pipeline built for it (in ``CACHE_DIR/tiny-KIND``)."""
+"""Builtin name -> the kind of tiny pipeline built for it (in ``CACHE_DIR/tiny-KIND``), for
+the U-Net kinds; every model adapter with a tiny pipeline adds ``tiny-<its tiny>``
+(:func:`tiny_builtins`)."""
+
+
+def tiny_builtins() -> dict[str, TinyKind]:
+    """Every tiny builtin: the U-Net ones and the model adapters' (``builtin:tiny-pixart``...)."""
+    from auditkit.models.adapters import adapters
+
+    found = dict(TINY_BUILTINS)
+    for adapter in adapters().values():
+        if adapter.tiny:
+            found.setdefault(f"tiny-{adapter.tiny}", adapter.tiny)
+    return found
+
 
 SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "toyworld" / "checkpoints"
 """The folder inside the package that holds the shipped checkpoints (and their captioners)."""
@@ -49,13 +63,14 @@ def shipped_folder(name: str) -> Path:
 
 def tiny_kind(name: str) -> TinyKind:
     """The tiny pipeline kind of builtin NAME; ModelLoadError naming every builtin if unknown."""
-    if name not in TINY_BUILTINS:
-        known = [*TINY_BUILTINS, *SHIPPED_BUILTINS]
+    tiny = tiny_builtins()
+    if name not in tiny:
+        known = [*tiny, *SHIPPED_BUILTINS]
         raise ModelLoadError(
             f"model.id: unknown builtin model {BUILTIN_PREFIX + name!r}.",
             hint=f"use one of {', '.join(BUILTIN_PREFIX + b for b in known)}.",
         )
-    return TINY_BUILTINS[name]
+    return tiny[name]
 
 
 def existing_builtin_folder(name: str, cache_dir: Path) -> Path | None:
@@ -63,5 +78,5 @@ def existing_builtin_folder(name: str, cache_dir: Path) -> Path | None:
     if name in SHIPPED_BUILTINS:
         folder = SHIPPED_CHECKPOINTS / name
     else:
-        folder = cache_dir / f"tiny-{TINY_BUILTINS.get(name, name)}"
+        folder = cache_dir / f"tiny-{tiny_builtins().get(name, name)}"
     return folder if (folder / "model_index.json").is_file() else None

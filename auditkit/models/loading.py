@@ -1,4 +1,5 @@
-"""Load a diffusers text-to-image pipeline for auditing (SD 1.x/2.x, LCM, SDXL)."""
+"""Load a diffusers text-to-image pipeline for auditing, through its family's model adapter
+(:mod:`auditkit.models.adapters`: SD 1.x/2.x, LCM, SDXL and the transformer families)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.errors import ModelLoadError, PrerequisiteError
+from auditkit.models.adapters import (
+    ModelAdapter,
+    adapters,
+    for_family,
+    for_pipeline_class,
+    pipeline_classes,
+)
+from auditkit.models.adapters.base import GENERIC
 from auditkit.models.builtin import (
     SHIPPED_BUILTINS,
     builtin_name,
@@ -17,14 +26,9 @@ from auditkit.models.builtin import (
     shipped_folder,
     tiny_kind,
 )
+from auditkit.spec.audit import AuditSpec
 from auditkit.spec.sampling import ModelSpec
 
-PIPELINE_KINDS = {
-    "StableDiffusionPipeline": "stable-diffusion",
-    "LatentConsistencyModelPipeline": "lcm",
-    "StableDiffusionXLPipeline": "sdxl",
-}
-KIND_CLASSES = {kind: cls for cls, kind in PIPELINE_KINDS.items()}
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",
@@ -45,6 +49,8 @@ class LoadedPipeline:
     dtype: str
     model_dir: Path | None
     uses_cfg: bool
+    adapter: ModelAdapter = GENERIC
+    """The family's adapter: the denoiser, the hook point's image stream, the noise."""
 
 
 def resolve_device(requested: str) -> str:
@@ -133,20 +139,83 @@ def _cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
 
 
 def detect_kind(model: ModelSpec, folder: Path | None) -> tuple[str, str]:
-    """(kind, pipeline class name) from the spec or the folder's model_index.json."""
+    """(family, pipeline class name) from the spec or the folder's model_index.json."""
     if folder is not None:
         index = json.loads((folder / "model_index.json").read_text())
         class_name = str(index.get("_class_name", ""))
         if model.pipeline == "auto":
-            if class_name not in PIPELINE_KINDS:
+            adapter = for_pipeline_class(class_name)
+            if adapter is None:
+                known = ", ".join(sorted(pipeline_classes()))
                 raise ModelLoadError(
-                    f"model.pipeline: cannot audit pipeline class {class_name!r} automatically.",
-                    hint="set model.pipeline to one of stable-diffusion, lcm, sdxl.",
+                    f"model.pipeline: cannot audit pipeline class {class_name!r} automatically "
+                    f"(auditkit has adapters for {known}).",
+                    hint="set model.pipeline to a family 'auditkit models' lists.",
                 )
-            return PIPELINE_KINDS[class_name], class_name
+            return adapter.family, class_name
+        adapter = for_family(model.pipeline)
+        if class_name in adapter.pipeline_classes:
+            return adapter.family, class_name
+        return adapter.family, adapter.pipeline_classes[0]
     if model.pipeline == "auto":
         return "auto", "DiffusionPipeline"
-    return model.pipeline, KIND_CLASSES[model.pipeline]
+    return model.pipeline, for_family(model.pipeline).pipeline_classes[0]
+
+
+AUTO_HOOK_FALLBACK = "unet.mid_block"
+"""The hook ``auto`` stands for when the family cannot be known before loading (a hub id not
+in the cache, ``model.pipeline: auto``): the U-Net's, as before the model adapters."""
+
+
+def model_family(model: ModelSpec, cache_dir: Path) -> ModelAdapter | None:
+    """The adapter of the model's family, known without loading it: from ``model.pipeline``,
+    a builtin's name or the model folder's ``model_index.json`` (never downloads); None when
+    only loading can tell."""
+    if model.pipeline != "auto":
+        return for_family(model.pipeline)
+    name = builtin_name(model.id)
+    if name is not None and name not in SHIPPED_BUILTINS:
+        kind = tiny_kind(name)
+        return next((a for a in adapters().values() if a.tiny == kind), None)
+    folder = existing_model_folder(model, cache_dir)
+    if folder is None:
+        return None
+    index = json.loads((folder / "model_index.json").read_text())
+    return for_pipeline_class(str(index.get("_class_name", "")))
+
+
+def resolve_hook(spec: AuditSpec, cache_dir: Path) -> AuditSpec:
+    """``spec`` with a hook point it leaves out (or names ``auto``) replaced by the family's
+    default for this model (its block count read from the model folder; a builtin tiny model
+    is built first), so the plan, the hash and the run's spec.yaml record the module actually
+    read. A U-Net model's default is the spec's own default, ``unet.mid_block``: its hash and
+    plan do not change."""
+    if spec.probe.hook_given:
+        return spec
+    adapter = model_family(spec.model, cache_dir)
+    if adapter is None:
+        hook = AUTO_HOOK_FALLBACK
+    else:
+        builtin = builtin_name(spec.model.id) is not None
+        folder = (model_folder if builtin else existing_model_folder)(spec.model, cache_dir)
+        hook = adapter.hook_for(folder)
+    return spec.model_copy(update={"probe": spec.probe.model_copy(update={"hook": hook})})
+
+
+def check_resolved_hook(spec: AuditSpec, loaded: LoadedPipeline, cache_dir: Path) -> None:
+    """For a spec that left its hook point to the family: refuse the run when the hook was
+    resolved before loading to one the loaded family does not default to (a hub model of
+    another family, not in the cache)."""
+    if model_family(spec.model, cache_dir) is not None:
+        return
+    if loaded.adapter.hook_for(loaded.model_dir) != AUTO_HOOK_FALLBACK:
+        raise ModelLoadError(
+            f"probe.hook: 'auto' was taken as {AUTO_HOOK_FALLBACK!r} before the model was "
+            f"loaded, but {spec.model.id!r} is a {loaded.adapter.title} pipeline "
+            f"({loaded.pipeline_class}), whose default hook is "
+            f"{loaded.adapter.hook_for(loaded.model_dir)!r}.",
+            hint=f"set model.pipeline: {loaded.adapter.family} (or probe.hook) in the spec.",
+        )
 
 
 def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
@@ -172,8 +241,8 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         kwargs["local_files_only"] = True
     if model.revision:
         kwargs["revision"] = model.revision
-    if kind in ("stable-diffusion",):
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if kind != "auto":
+        kwargs.update(for_family(kind).load_kwargs())
     if model.trust_remote_code:
         kwargs["trust_remote_code"] = True
     with load_errors_reported(
@@ -182,16 +251,20 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         "folders and cached hub models load.",
     ):
         pipe = cls.from_pretrained(source, **kwargs)
-    if kind == "auto":
-        kind = PIPELINE_KINDS.get(type(pipe).__name__, "stable-diffusion")
+    adapter = for_pipeline_class(type(pipe).__name__)
+    if adapter is None:
+        raise ModelLoadError(
+            f"model.id: {model.id!r} loaded as {type(pipe).__name__}, which no model adapter "
+            "serves.",
+            hint="audit a pipeline of a family 'auditkit models' lists.",
+        )
+    kind = adapter.family
     if model.scheduler != "default":
         sched_cls = getattr(diffusers, SCHEDULERS[model.scheduler])
         pipe.scheduler = sched_cls.from_config(pipe.scheduler.config)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    unet = getattr(pipe, "unet", None)
-    distilled = unet is not None and unet.config.get("time_cond_proj_dim") is not None
-    uses_cfg = (not distilled) and model.guidance_scale > 1.0
+    uses_cfg = adapter.uses_cfg(pipe, model.guidance_scale)
     return LoadedPipeline(
         pipe=pipe,
         kind=kind,
@@ -200,6 +273,7 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         dtype=dtype_name,
         model_dir=folder,
         uses_cfg=uses_cfg,
+        adapter=adapter,
     )
 
 

@@ -80,13 +80,26 @@ from auditkit.models.tokenizer import (
 if TYPE_CHECKING:
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-TinyKind = Literal["sd", "lcm", "sdxl"]
-"""Which tiny pipeline to build: Stable Diffusion 1.x style, Latent Consistency, or SDXL."""
+UNetKind = Literal["sd", "lcm", "sdxl"]
+"""The U-Net kinds this module builds itself: Stable Diffusion 1.x style, LCM, SDXL."""
+TinyKind = str
+"""Which tiny pipeline to build: a U-Net kind, or the ``tiny`` of a transformer family's
+model adapter (``pixart``, ``sd3``, ``flux``: the adapter builds it)."""
 
-TINY_KINDS: tuple[TinyKind, ...] = get_args(TinyKind)
-"""All supported kinds, in a stable order."""
+UNET_KINDS: tuple[UNetKind, ...] = get_args(UNetKind)
+TINY_KINDS = UNET_KINDS
+"""The U-Net kinds (the transformer families' are in :func:`tiny_kinds`)."""
 
-PIPELINE_CLASS_NAMES: dict[TinyKind, str] = {
+
+def tiny_kinds() -> tuple[TinyKind, ...]:
+    """All supported kinds, in a stable order: the U-Net kinds, then the adapters'."""
+    from auditkit.models.adapters import adapters
+
+    extra = [a.tiny for a in adapters().values() if a.tiny and a.tiny not in UNET_KINDS]
+    return (*UNET_KINDS, *extra)
+
+
+PIPELINE_CLASS_NAMES: dict[UNetKind, str] = {
     "sd": "StableDiffusionPipeline",
     "lcm": "LatentConsistencyModelPipeline",
     "sdxl": "StableDiffusionXLPipeline",
@@ -130,6 +143,15 @@ def _build_spec(
     Library versions come from package metadata, so checking a cached build does not import
     torch or diffusers.
     """
+    if kind not in UNET_KINDS:
+        return {
+            "build_version": BUILD_VERSION,
+            "kind": kind,
+            "seed": seed,
+            "words": list(words),
+            "components": _adapter(kind).tiny_config(words),
+            "versions": {name: _version(name) for name in ("torch", "diffusers", "transformers")},
+        }
     plan = plan_tokenizer(words)
     scheduler_class, scheduler_settings = scheduler_config(kind)
     return {
@@ -145,6 +167,16 @@ def _build_spec(
         "seed_offsets": SEED_OFFSETS,
         "versions": {name: _version(name) for name in ("torch", "diffusers", "transformers")},
     }
+
+
+def _adapter(kind: TinyKind) -> Any:
+    """The model adapter that builds the tiny ``kind``."""
+    from auditkit.models.adapters import adapters
+
+    for adapter in adapters().values():
+        if adapter.tiny == kind:
+            return adapter
+    raise ValueError(f"unknown tiny pipeline kind {kind!r}; expected one of {tiny_kinds()}")
 
 
 def _version(package: str) -> str:
@@ -200,6 +232,10 @@ def _make_pipeline(spec: dict[str, Any], tokenizer_dir: Path) -> DiffusionPipeli
 
     kind: TinyKind = spec["kind"]
     seed: int = spec["seed"]
+    if kind not in UNET_KINDS:
+        return _adapter(kind).tiny_pipeline(
+            spec["components"], seed, tuple(spec["words"]), tokenizer_dir
+        )
     offsets: dict[str, int] = spec["seed_offsets"]
 
     with _seeded(seed + offsets["unet"]):
@@ -273,8 +309,8 @@ def build_tiny_pipeline(
         ValueError: unknown ``kind`` or invalid ``words``.
         FileExistsError: ``out_dir`` exists and is neither empty nor an earlier tiny build.
     """
-    if kind not in TINY_KINDS:
-        raise ValueError(f"unknown tiny pipeline kind {kind!r}; expected one of {TINY_KINDS}")
+    if kind not in tiny_kinds():
+        raise ValueError(f"unknown tiny pipeline kind {kind!r}; expected one of {tiny_kinds()}")
     out_dir = Path(out_dir)
     normalized = normalize_words(words)
     spec = _build_spec(kind, seed, normalized, DEFAULT_MODEL_MAX_LENGTH)
@@ -290,12 +326,13 @@ def build_tiny_pipeline(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
         tokenizer_dir = staging / "_tokenizer"
-        build_clip_tokenizer(tokenizer_dir, normalized, DEFAULT_MODEL_MAX_LENGTH)
+        if kind in UNET_KINDS:
+            build_clip_tokenizer(tokenizer_dir, normalized, DEFAULT_MODEL_MAX_LENGTH)
         pipeline = _make_pipeline(spec, tokenizer_dir)
         built = staging / "pipeline"
         pipeline.save_pretrained(str(built), safe_serialization=True)
-        # Rewrite the tokenizer folders so they carry vocab.json + merges.txt too.
-        for name in ("tokenizer", "tokenizer_2"):
+        # Rewrite the CLIP tokenizer folders so they carry vocab.json + merges.txt too.
+        for name in ("tokenizer", "tokenizer_2") if kind in UNET_KINDS else ():
             if (built / name).is_dir():
                 build_clip_tokenizer(built / name, normalized, DEFAULT_MODEL_MAX_LENGTH)
         index_path = built / "model_index.json"

@@ -19,11 +19,11 @@ from auditkit.spec.audit import AuditSpec
 
 @dataclass(frozen=True)
 class SamplingPass:
-    """One pass after extraction: images decoded and U-Net evaluations (at most, if bounded)."""
+    """One pass after extraction: images decoded and denoiser evaluations (at most, if bounded)."""
 
     name: str
     images: int
-    unet_evaluations: int
+    denoiser_evaluations: int
     upper_bound: bool = False
 
 

@@ -121,7 +121,9 @@ def _generate(
         g = torch.from_numpy(np.ascontiguousarray(direction, dtype=np.float32)).to(loaded.device)
         scale = torch.tensor([float(a) for a in alphas], dtype=torch.float32)
         components, hook = loaded.pipe.components, spec.probe.hook
-        steer = steer_h(components, hook, g, scale, expected_batch=len(units))
+        steer = steer_h(
+            components, hook, g, scale, expected_batch=len(units), adapter=loaded.adapter
+        )
     with torch.inference_mode(), steer:
         inputs = pipeline_inputs(loaded, spec, units)
         if guidance_scale is not None:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from auditkit.spec.base import FrozenModel, NonEmptyStr, check_device, check_distinct
+from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_device, check_distinct
 
 
 class ModelSpec(FrozenModel):
@@ -21,8 +21,12 @@ class ModelSpec(FrozenModel):
         )
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    pipeline: Literal["auto", "stable-diffusion", "lcm", "sdxl"] = Field(
-        "auto", description="Pipeline kind; 'auto' reads model_index.json."
+    pipeline: Name = Field(
+        "auto",
+        description=(
+            "Model family ('auto' reads model_index.json): stable-diffusion, lcm, sdxl, or "
+            "another family a model adapter declares (see 'auditkit models')."
+        ),
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights and compute dtype; 'auto' is float16 on CUDA, else float32."
@@ -63,10 +67,17 @@ class ProbeSpec(FrozenModel):
     hook: NonEmptyStr = Field(
         "unet.mid_block",
         description=(
-            "Dotted module path, starting with a pipeline component, whose forward output is h "
-            "(U-Net bottleneck by default; a middle transformer block for DiT-style models)."
+            "Dotted module path, starting with a pipeline component, whose forward output is h. "
+            "Left out (or 'auto'), the model family's default: the U-Net's mid block, a middle "
+            "transformer block for DiT-style models (see 'auditkit models')."
         ),
     )
+
+    @property
+    def hook_given(self) -> bool:
+        """Whether the spec names the hook point (not left out, not ``auto``)."""
+        return "hook" in self.model_fields_set and self.hook != "auto"
+
     steps: Literal["all"] | list[Annotated[int, Field(ge=0)]] = Field(
         "all", description="Which denoising steps (0-based) to keep: 'all' or a list."
     )

@@ -1,0 +1,189 @@
+"""What a model adapter owns: everything auditkit needs to know about one architecture family.
+
+A family (SD 1.x/2.x, SDXL, LCM, PixArt, SD3, FLUX, ...) is one :class:`ModelAdapter` in one
+module of this package: the diffusers pipeline classes it serves, the denoiser component, the
+default hook point (with why), where the image stream sits in a block's output, how guidance
+enters the denoiser, the starting noise a pipeline's ``latents=`` takes, the geometry ``plan``
+needs to size storage, and a tiny random-weight pipeline for tests. The extraction hooks, the
+runner, the causal check's steering and ``plan`` ask the adapter instead of assuming a U-Net.
+
+Nothing here imports torch or diffusers at module level: ``auditkit --help`` and ``plan`` load
+adapters cheaply; the methods that need torch import it themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+Guidance = Literal["cfg", "embedded", "distilled"]
+"""How guidance reaches the denoiser: ``cfg`` doubles the batch (unconditional half first) when
+the scale is above 1; ``embedded`` feeds the scale to the denoiser as an input (FLUX.1-dev), one
+call of the plain batch per step; ``distilled`` (LCM) embeds it through the time conditioning."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What ``plan`` needs about the denoiser, read from config files alone: h's shape per
+    sample at the hook point (before any pooling), its parameter count and the latent area
+    (for the time estimate), and whether guidance doubles the batch."""
+
+    h_shape: tuple[int, ...]
+    params: float
+    latent_area: int
+    cfg_capable: bool
+    known: bool = True
+
+
+class ModelAdapter:
+    """One architecture family. Subclasses set the class attributes and override what differs."""
+
+    family: str
+    """The spec's ``model.pipeline`` name for the family (``stable-diffusion``, ``pixart``, ...)."""
+    title: str
+    """How the README and messages name it (``SD 1.x / 2.x``, ``PixArt-α / Σ``, ...)."""
+    pipeline_classes: tuple[str, ...]
+    """The diffusers pipeline classes it serves; the first is the one it loads by default."""
+    denoiser: str = "transformer"
+    """The pipeline component that denoises (``unet`` or ``transformer``)."""
+    default_hook: str
+    """The hook point an audit reads when the spec leaves ``probe.hook`` out (or ``auto``);
+    ``{middle}`` and ``{last}`` stand for block indices of :attr:`layers_key` blocks, read from
+    the denoiser's config (:meth:`hook_for`)."""
+    layers_key: str = "num_layers"
+    """The denoiser config key that counts the blocks ``{middle}`` and ``{last}`` index."""
+    published_layers: int = 0
+    """That count in the family's published checkpoint: the default when no config is read."""
+    hook_reason: str
+    """One line: why that hook point (the README's supported-models table shows it)."""
+    guidance: Guidance = "cfg"
+    image_stream: int | None = None
+    """Where the image tokens sit in a block's tuple output (SD3's and FLUX's blocks return
+    ``(text, image)``: 1); None: the output (or its first item) is the image stream."""
+    tiny: str | None = None
+    """The builtin tiny pipeline of the family (``builtin:tiny-<tiny>``), None without one."""
+
+    def hook_for(self, folder: Path | None) -> str:
+        """The default hook point of this model: :attr:`default_hook` with its block indices
+        from ``folder``'s denoiser config (the published depth when there is none)."""
+        config = read_config(folder, self.denoiser) or {}
+        layers = int(config.get(self.layers_key, self.published_layers) or 0)
+        return self.default_hook.format(middle=layers // 2, last=max(layers - 1, 0))
+
+    # --- a tiny pipeline for tests ----------------------------------------------------------
+
+    def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
+        """Every component's config of the family's tiny pipeline (JSON-able: the build is
+        fingerprinted by it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tiny pipeline")
+
+    def tiny_pipeline(
+        self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
+    ) -> Any:
+        """The tiny random-weight pipeline of ``config`` (each component seeded from ``seed``;
+        ``workdir``: a scratch folder for tokenizer files)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tiny pipeline")
+
+    # --- loading and sampling ---------------------------------------------------------------
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Extra ``from_pretrained`` keyword arguments (SD: no safety checker)."""
+        return {}
+
+    def call_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """Extra keyword arguments of every pipeline call (e.g. no resolution binning)."""
+        return {}
+
+    def uses_cfg(self, pipe: Any, guidance_scale: float) -> bool:
+        """Whether the denoiser sees a doubled (unconditional, conditional) batch."""
+        return self.guidance == "cfg" and guidance_scale > 1.0
+
+    def noise(self, pipe: Any, seed: int, resolution: int) -> tuple[torch.Tensor, torch.Generator]:
+        """One unit's starting latent in the shape the pipeline's ``latents=`` takes per sample
+        (float32), from its own seeded CPU generator, left positioned just after that draw so
+        the scheduler's own noise continues the same stream."""
+        import torch
+
+        denoiser = getattr(pipe, self.denoiser)
+        channels = int(denoiser.config.in_channels)
+        side = resolution // int(pipe.vae_scale_factor)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        noise = torch.randn((channels, side, side), generator=generator, dtype=torch.float32)
+        return noise, generator
+
+    # --- the hook point ---------------------------------------------------------------------
+
+    def latent_batch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+        """The batch the denoiser was called with (its latent input), None when unseen."""
+        sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
+        shape = getattr(sample, "shape", None)
+        return int(shape[0]) if shape else None
+
+    def image_tensor(self, output: Any) -> Any:
+        """The image stream of a hook point's output (a tensor, or an item of a tuple)."""
+        if isinstance(output, tuple | list):
+            index = self.image_stream if self.image_stream is not None else 0
+            return output[index] if len(output) > index else output[0]
+        return output
+
+    def with_image_tensor(self, output: Any, tensor: Any) -> Any:
+        """``output`` with its image stream replaced by ``tensor`` (for steering)."""
+        if isinstance(output, tuple | list):
+            index = self.image_stream if self.image_stream is not None else 0
+            index = index if len(output) > index else 0
+            items = list(output)
+            items[index] = tensor
+            return tuple(items) if isinstance(output, tuple) else items
+        return tensor
+
+    # --- geometry for plan ------------------------------------------------------------------
+
+    def geometry(self, folder: Path | None, resolution: int, hook: str) -> Geometry | None:
+        """h's shape at ``hook`` and the denoiser's size from the model folder's config files,
+        or None when they cannot tell (the plan then assumes an SD 1.5-sized U-Net)."""
+        return None
+
+
+GENERIC = ModelAdapter()
+"""The conventions of a pipeline no adapter serves (a test's stand-in): the latent input is
+``sample``, ``hidden_states`` or the first argument; a tuple output's image stream is its first
+item; noise of [in_channels, side, side] from ``pipe.<denoiser>`` (a transformer)."""
+
+
+def read_config(folder: Path | None, component: str) -> dict[str, Any] | None:
+    """``folder/component/config.json`` as a dict, None when absent."""
+    if folder is None:
+        return None
+    path = folder / component / "config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def vae_scale(folder: Path | None, default: int = 8) -> int:
+    """The VAE's downsampling factor from its config (2 ** (levels - 1)), or ``default``."""
+    config = read_config(folder, "vae")
+    if config is None:
+        return default
+    levels = config.get("block_out_channels") or config.get("encoder_block_out_channels")
+    return 2 ** (len(levels) - 1) if levels else default
+
+
+def safetensors_params(folder: Path) -> int:
+    """Parameter count from the safetensors headers of a component folder (no data read)."""
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry.get("shape", []):
+                count *= int(dim)
+            total += count
+    return total

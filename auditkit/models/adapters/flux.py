@@ -1,0 +1,112 @@
+"""FLUX.1: a rectified-flow transformer (``FluxTransformer2DModel``) with double-stream blocks
+(text and image apart) followed by single-stream blocks; CLIP and T5; latents packed 2x2 into
+tokens of 64 features; FLUX.1-dev takes the guidance scale as an input (no doubled batch).
+
+Default hook: the last double-stream block (``transformer.transformer_blocks.18`` of 19), the
+place published editing work steers FLUX at, where the image stream is still its own. Every
+FLUX block returns ``(text tokens, image tokens)``; h is the image stream's mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from auditkit.models.adapters import _tiny_parts as parts
+from auditkit.models.adapters.base import Geometry, read_config, safetensors_params, vae_scale
+from auditkit.models.adapters.pixart import TransformerAdapter
+
+if TYPE_CHECKING:
+    import torch
+
+CLIP_LENGTH = 77
+
+
+class Flux(TransformerAdapter):
+    family = "flux"
+    title = "FLUX.1"
+    pipeline_classes = ("FluxPipeline",)
+    default_hook = "transformer.transformer_blocks.{last}"
+    published_layers = 19
+    hook_reason = "the last double-stream block: the image stream, still apart from the text"
+    guidance = "embedded"
+    image_stream = 1
+    tiny = "flux"
+
+    def noise(self, pipe: Any, seed: int, resolution: int) -> tuple[torch.Tensor, torch.Generator]:
+        """The unit's noise drawn as the pipeline draws it ([C, h, w], C = in_channels / 4),
+        then packed into its 2x2 patch tokens: [(h/2)(w/2), 4C]."""
+        import torch
+
+        channels = int(pipe.transformer.config.in_channels) // 4
+        side = 2 * (resolution // (int(pipe.vae_scale_factor) * 2))
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        noise = torch.randn((1, channels, side, side), generator=generator, dtype=torch.float32)
+        packed = type(pipe)._pack_latents(noise, 1, channels, side, side)
+        return packed[0], generator
+
+    def geometry(self, folder: Path | None, resolution: int, hook: str) -> Geometry | None:
+        config = read_config(folder, self.denoiser)
+        if config is None or folder is None:
+            return None
+        latent = resolution // vae_scale(folder)
+        width = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+        return Geometry(
+            h_shape=((latent // 2) ** 2, width),  # 2x2 packing, patch 1
+            params=float(safetensors_params(folder / self.denoiser)),
+            latent_area=latent * latent,
+            cfg_capable=False,
+        )
+
+    def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "transformer": {
+                "patch_size": 1,
+                "in_channels": 16,
+                "num_layers": 2,
+                "num_single_layers": 2,
+                "attention_head_dim": 16,
+                "num_attention_heads": 2,
+                "joint_attention_dim": 32,
+                "pooled_projection_dim": 16,
+                "guidance_embeds": True,
+                "axes_dims_rope": [4, 6, 6],
+            },
+            "text_encoder": parts.clip_config(words, 16, CLIP_LENGTH),
+            "text_encoder_2": parts.t5_config(len(parts.t5_vocab(words)), width=32),
+            "vae": parts.vae_config(
+                4,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+                shift_factor=0.1159,
+                scaling_factor=0.3611,
+            ),
+            "scheduler": {
+                "shift": 3.0,
+                "use_dynamic_shifting": True,
+                "base_shift": 0.5,
+                "max_shift": 1.15,
+                "base_image_seq_len": 256,
+                "max_image_seq_len": 4096,
+            },
+        }
+
+    def tiny_pipeline(
+        self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
+    ) -> Any:
+        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+        clip = parts.clip_tokenizer(words, CLIP_LENGTH, workdir / "clip")
+        text = config["text_encoder"]
+        return FluxPipeline(
+            transformer=parts.model("FluxTransformer2DModel", config["transformer"], seed),
+            scheduler=FlowMatchEulerDiscreteScheduler(**config["scheduler"]),
+            vae=parts.vae(config["vae"], seed + 1),
+            text_encoder=parts.clip_encoder(text, seed + 2, projection=False),
+            tokenizer=clip,
+            text_encoder_2=parts.t5_encoder(config["text_encoder_2"], seed + 3),
+            tokenizer_2=parts.t5_tokenizer(words),
+        )
+
+
+ADAPTERS = (Flux(),)
