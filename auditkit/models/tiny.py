@@ -52,14 +52,13 @@ of 4 images takes about 40-55 ms at 32 px and 70-140 ms at 64 px with ``output_t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -70,6 +69,7 @@ from auditkit.models._tiny_configs import (
     unet_config,
     vae_config,
 )
+from auditkit.models.adapters._tiny_parts import seeded
 from auditkit.models.tokenizer import (
     DEFAULT_MODEL_MAX_LENGTH,
     build_clip_tokenizer,
@@ -209,16 +209,6 @@ def _read_fingerprint(folder: Path) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator for one component without disturbing the caller's RNG."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def _make_pipeline(spec: dict[str, Any], tokenizer_dir: Path) -> DiffusionPipeline:
     """Instantiate the random-weight pipeline described by ``spec``."""
     import diffusers
@@ -238,12 +228,12 @@ def _make_pipeline(spec: dict[str, Any], tokenizer_dir: Path) -> DiffusionPipeli
         )
     offsets: dict[str, int] = spec["seed_offsets"]
 
-    with _seeded(seed + offsets["unet"]):
+    with seeded(seed + offsets["unet"]):
         unet = UNet2DConditionModel(**spec["unet"])
-    with _seeded(seed + offsets["vae"]):
+    with seeded(seed + offsets["vae"]):
         vae = AutoencoderKL(**spec["vae"])
     text_config = CLIPTextConfig(**spec["text"])
-    with _seeded(seed + offsets["text_encoder"]):
+    with seeded(seed + offsets["text_encoder"]):
         text_encoder = CLIPTextModel(text_config)
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     scheduler_class, scheduler_settings = spec["scheduler"]
@@ -257,7 +247,7 @@ def _make_pipeline(spec: dict[str, Any], tokenizer_dir: Path) -> DiffusionPipeli
         "scheduler": scheduler,
     }
     if kind == "sdxl":
-        with _seeded(seed + offsets["text_encoder_2"]):
+        with seeded(seed + offsets["text_encoder_2"]):
             components["text_encoder_2"] = CLIPTextModelWithProjection(text_config)
         components["tokenizer_2"] = tokenizer
     else:

@@ -127,3 +127,19 @@ def model(class_name: str, config: dict[str, Any], seed: int) -> Any:
 
     with seeded(seed):
         return getattr(diffusers, class_name)(**config).eval()
+
+
+def flow_pipeline(
+    pipeline: str, transformer: str, config: dict[str, Any], seed: int, **text: Any
+) -> Any:
+    """diffusers' rectified-flow ``pipeline`` (SD3, FLUX) from a tiny ``config``: its
+    ``transformer`` class (seed), a flow-matching scheduler, the VAE (seed + 1) and the text
+    encoders and tokenizers in ``text``."""
+    import diffusers
+
+    return getattr(diffusers, pipeline)(
+        transformer=model(transformer, config["transformer"], seed),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**config["scheduler"]),
+        vae=vae(config["vae"], seed + 1),
+        **text,
+    )

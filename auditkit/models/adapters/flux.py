@@ -94,15 +94,13 @@ class Flux(TransformerAdapter):
     def tiny_pipeline(
         self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
     ) -> Any:
-        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
-
         clip = parts.clip_tokenizer(words, CLIP_LENGTH, workdir / "clip")
-        text = config["text_encoder"]
-        return FluxPipeline(
-            transformer=parts.model("FluxTransformer2DModel", config["transformer"], seed),
-            scheduler=FlowMatchEulerDiscreteScheduler(**config["scheduler"]),
-            vae=parts.vae(config["vae"], seed + 1),
-            text_encoder=parts.clip_encoder(text, seed + 2, projection=False),
+        return parts.flow_pipeline(
+            "FluxPipeline",
+            "FluxTransformer2DModel",
+            config,
+            seed,
+            text_encoder=parts.clip_encoder(config["text_encoder"], seed + 2, projection=False),
             tokenizer=clip,
             text_encoder_2=parts.t5_encoder(config["text_encoder_2"], seed + 3),
             tokenizer_2=parts.t5_tokenizer(words),

@@ -60,14 +60,13 @@ class StableDiffusion3(TransformerAdapter):
     def tiny_pipeline(
         self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
     ) -> Any:
-        from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-
         clip = parts.clip_tokenizer(words, CLIP_LENGTH, workdir / "clip")
         text = config["text_encoder"]
-        return StableDiffusion3Pipeline(
-            transformer=parts.model("SD3Transformer2DModel", config["transformer"], seed),
-            scheduler=FlowMatchEulerDiscreteScheduler(**config["scheduler"]),
-            vae=parts.vae(config["vae"], seed + 1),
+        return parts.flow_pipeline(
+            "StableDiffusion3Pipeline",
+            "SD3Transformer2DModel",
+            config,
+            seed,
             text_encoder=parts.clip_encoder(text, seed + 2, projection=True),
             tokenizer=clip,
             text_encoder_2=parts.clip_encoder(text, seed + 3, projection=True),
