@@ -13,7 +13,18 @@ from __future__ import annotations
 import click
 
 from auditkit import __version__
-from auditkit.cli import analyses, calibrate, check, diff, export, report, run, spec, toyworld
+from auditkit.cli import (
+    analyses,
+    calibrate,
+    check,
+    diff,
+    export,
+    models,
+    report,
+    run,
+    spec,
+    toyworld,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +43,7 @@ for _command in (
     spec.plan,
     spec.hooks,
     analyses.analyses,
+    models.models,
     run.run,
     check.check,
     report.report,
