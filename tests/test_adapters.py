@@ -21,7 +21,7 @@ from auditkit.plan import plan_audit, stored_per_step
 from auditkit.run import run_audit
 from auditkit.spec import parse_spec
 
-TRANSFORMER_FAMILIES = ("pixart", "sd3", "flux")
+TRANSFORMER_FAMILIES = ("pixart", "sd3", "flux", "sana")
 
 SPEC = """
 spec_version: 1
@@ -50,6 +50,7 @@ TINY = {
     "pixart": ("transformer.transformer_blocks.1", 24, 16, 2),  # 2 blocks; 3 heads x 8; patch 2
     "sd3": ("transformer.transformer_blocks.1", 16, 16, 2),  # 3 blocks; 2 x 8; patch 2
     "flux": ("transformer.transformer_blocks.1", 32, 16, 1),  # 2 double blocks; 2 x 16; 2x2 packed
+    "sana": ("transformer.transformer_blocks.1", 16, 4, 2),  # 2 blocks; 2 x 8; DC-AE /32: 2x2
 }
 
 
@@ -134,13 +135,14 @@ def test_the_image_stream_is_read_and_steered(flows: dict[str, Path], family: st
 
 def test_every_family_names_its_default_hook_and_why() -> None:
     found = adapters()
-    assert set(found) >= {"stable-diffusion", "lcm", "sdxl", "pixart", "sd3", "flux"}
+    assert set(found) >= {"stable-diffusion", "lcm", "sdxl", "pixart", "sd3", "flux", "sana"}
     for adapter in found.values():
         assert adapter.hook_reason and adapter.pipeline_classes and adapter.title
         assert adapter.hook_for(None).startswith(adapter.denoiser + ".")
     assert for_family("pixart").hook_for(None) == "transformer.transformer_blocks.14"
     assert for_family("sd3").hook_for(None) == "transformer.transformer_blocks.12"
     assert for_family("flux").hook_for(None) == "transformer.transformer_blocks.18"
+    assert for_family("sana").hook_for(None) == "transformer.transformer_blocks.10"
 
 
 # --- full size, on the meta device ---------------------------------------------------------
@@ -184,7 +186,15 @@ FLUX_DEV = {
     "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
     "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": [16, 56, 56],
 }  # fmt: skip
+SANA_1600M = {
+    "in_channels": 32, "out_channels": 32, "num_attention_heads": 70, "attention_head_dim": 32,
+    "num_layers": 20, "num_cross_attention_heads": 20, "cross_attention_head_dim": 112,
+    "cross_attention_dim": 2240, "caption_channels": 2304, "mlp_ratio": 2.5,
+    "attention_bias": False, "sample_size": 32, "patch_size": 1,
+    "norm_elementwise_affine": False, "norm_eps": 1e-6, "interpolation_scale": None,
+}  # fmt: skip
 KL_VAE = {"block_out_channels": [128, 256, 512, 512]}  # four levels: /8
+DC_AE = {"encoder_block_out_channels": [128, 256, 512, 512, 1024, 1024]}  # six levels: /32
 
 # Worked by hand, at 1024 px (SD 1.5: 512 px), one sample:
 # - SD 1.5: latent 512/8 = 64; three 2x downsamples to the mid block: 64/8 = 8 -> [1280, 8, 8]
@@ -193,9 +203,10 @@ KL_VAE = {"block_out_channels": [128, 256, 512, 512]}  # four levels: /8
 # - SD 3.5 large: 4096 tokens of 38 x 64 = 2432
 # - PixArt-Σ: 4096 tokens of 16 x 72 = 1152
 # - FLUX.1-dev: latent 128 packed 2x2 -> 4096 tokens of 24 x 128 = 3072
+# - SANA 1600M: DC-AE latent 1024/32 = 32, patch 1 -> 1024 tokens of 70 x 32 = 2240
 # Stored per step (float32, tokens pooled, feature maps kept whole): SD 1.5 1280*8*8*4 =
 # 327,680 bytes; SDXL 1280*32*32*4 = 5,242,880; SD3.5-m 1536*4 = 6,144; -l 9,728;
-# PixArt-Σ 4,608; FLUX 12,288.
+# PixArt-Σ 4,608; FLUX 12,288; SANA 8,960.
 B = "transformer.transformer_blocks."
 FULL_SIZE = [
     # (family, denoiser class, config, resolution, hook, h per sample, bytes per step)
@@ -207,6 +218,7 @@ FULL_SIZE = [
     ("sd3", "SD3Transformer2DModel", SD35_LARGE, 1024, B + "19", (4096, 2432), 9_728),
     ("pixart", "PixArtTransformer2DModel", PIXART_SIGMA, 1024, B + "14", (4096, 1152), 4_608),
     ("flux", "FluxTransformer2DModel", FLUX_DEV, 1024, B + "18", (4096, 3072), 12_288),
+    ("sana", "SanaTransformer2DModel", SANA_1600M, 1024, B + "10", (1024, 2240), 8_960),
 ]  # fmt: skip
 
 
@@ -234,6 +246,12 @@ def _meta_inputs(family: str, config: dict[str, Any], resolution: int) -> dict[s
             "encoder_hidden_states": torch.randn(1, 300, 4096, **meta),
             "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
         }
+    if family == "sana":
+        return {
+            "hidden_states": torch.randn(1, 32, resolution // 32, resolution // 32, **meta),
+            "timestep": t,
+            "encoder_hidden_states": torch.randn(1, 300, 2304, **meta),
+        }
     if family == "sd3":
         return {
             "hidden_states": torch.randn(1, 16, latent, latent, **meta),
@@ -259,7 +277,7 @@ def _meta_inputs(family: str, config: dict[str, Any], resolution: int) -> dict[s
 @pytest.mark.parametrize(
     ("family", "cls", "config", "resolution", "hook", "h_shape", "per_step"),
     FULL_SIZE,
-    ids=["sd15", "sdxl", "sd35-medium", "sd35-large", "pixart-sigma", "flux-dev"],
+    ids=["sd15", "sdxl", "sd35-medium", "sd35-large", "pixart-sigma", "flux-dev", "sana-1600m"],
 )
 def test_full_size_denoisers_on_meta(
     tmp_path: Path,
@@ -279,7 +297,8 @@ def test_full_size_denoisers_on_meta(
     adapter = for_family(family)
     folder = tmp_path / "model"
     denoiser = adapter.denoiser
-    for component, data in ((denoiser, config), ("vae", KL_VAE)):
+    vae = DC_AE if family == "sana" else KL_VAE
+    for component, data in ((denoiser, config), ("vae", vae)):
         (folder / component).mkdir(parents=True)
         (folder / component / "config.json").write_text(json.dumps(data))
     assert adapter.hook_for(folder) == hook
