@@ -161,6 +161,7 @@ def extraction_fingerprint(spec: AuditSpec) -> dict[str, Any]:
         "hook": probe.hook,
         "kept_steps": probe.steps,
         "spatial_pool": probe.spatial_pool,
+        **({"tokens": probe.tokens} if probe.tokens != "pooled" else {}),  # unit ids unchanged
         "guidance_half": probe.guidance_half,
         "store_dtype": probe.store_dtype,
     }
@@ -288,7 +289,7 @@ def estimate_cost(
         forward_passes=forwards,
         activation_bytes=units
         * kept
-        * stored_per_step(info.h_shape, spec.probe.spatial_pool)
+        * stored_per_step(info.h_shape, spec.probe.spatial_pool, spec.probe.tokens)
         * item,
         h_shape=info.h_shape,
         seconds=seconds,
@@ -300,12 +301,13 @@ def estimate_cost(
     )
 
 
-def stored_per_step(h_shape: tuple[int, ...], spatial_pool: str) -> int:
+def stored_per_step(h_shape: tuple[int, ...], spatial_pool: str, tokens: str = "pooled") -> int:
     """Numbers stored per step and unit for h of ``h_shape`` per sample: a feature map [C, H, W]
-    keeps C x H x W, or C with ``spatial_pool: mean``; image tokens [T, D] are always pooled
-    over the tokens to D."""
+    keeps C x H x W, or C with ``spatial_pool: mean``; image tokens [T, D] are pooled to D,
+    unless ``tokens: full`` (and no spatial pooling) keeps all T x D."""
     if len(h_shape) == 2:
-        return int(h_shape[1])
+        full = tokens == "full" and spatial_pool == "none"
+        return int(h_shape[0]) * int(h_shape[1]) if full else int(h_shape[1])
     if spatial_pool == "mean":
         return int(h_shape[0])
     total = 1

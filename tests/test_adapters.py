@@ -133,6 +133,26 @@ def test_the_image_stream_is_read_and_steered(flows: dict[str, Path], family: st
     assert torch.allclose(changed[0] - seen[0], (3.0 * g).expand_as(seen[0]), atol=1e-4)
 
 
+def test_full_image_tokens_are_kept_when_asked(flows: dict[str, Path]) -> None:
+    """``probe.tokens: full`` stores every image token ([tokens, width] per step), and the
+    causal check steers with a direction of that shape."""
+    text = (
+        SPEC.format(family="pixart")
+        .replace("probe:", "")
+        .replace("seeds: 3\n", "seeds: 3\nprobe: {tokens: full}\n")
+    )
+    run = run_audit(
+        parse_spec(text),
+        flows["pixart"].parent / "full",
+        cache_dir=flows["pixart"].parent / "cache",
+        show_progress=False,
+    ).run_dir
+    extract = json.loads((run / "manifest.json").read_text())["stages"]["extract"]
+    assert extract["h_shape"] == [16, 24]
+    causal = pd.read_parquet(run / "captions" / "causal_curve.parquet")
+    assert (causal["n_images"] > 0).all()
+
+
 def test_every_family_names_its_default_hook_and_why() -> None:
     found = adapters()
     assert set(found) >= {"stable-diffusion", "lcm", "sdxl", "pixart", "sd3", "flux", "sana"}
@@ -318,3 +338,6 @@ def test_full_size_denoisers_on_meta(
     geometry = adapter.geometry(folder, resolution, hook)
     assert geometry is not None and geometry.h_shape == h_shape
     assert stored_per_step(geometry.h_shape, "none") * 4 == per_step
+    if len(h_shape) == 2:  # every image token kept: tokens x width
+        full = stored_per_step(geometry.h_shape, "none", "full") * 4
+        assert full == per_step * h_shape[0]

@@ -91,14 +91,16 @@ def _timestep_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
     return float(value) if value is not None else float("nan")
 
 
-def _reduce(tensor: torch.Tensor, spatial_pool: str, dtype: torch.dtype) -> torch.Tensor:
+def _reduce(
+    tensor: torch.Tensor, spatial_pool: str, dtype: torch.dtype, tokens: str = "pooled"
+) -> torch.Tensor:
     tensor = tensor.detach()
     if spatial_pool == "mean":
         if tensor.ndim == 4:  # [B, C, H, W]
             tensor = tensor.mean(dim=(2, 3))
         elif tensor.ndim == 3:  # [B, tokens, D]
             tensor = tensor.mean(dim=1)
-    elif tensor.ndim == 3:  # transformer blocks: tokens are pooled always (METHOD.md)
+    elif tensor.ndim == 3 and tokens == "pooled":  # image tokens: their mean (METHOD.md)
         tensor = tensor.mean(dim=1)
     return tensor.to(dtype)
 
@@ -114,6 +116,7 @@ def capture_h(
     spatial_pool: str = "none",
     store_dtype: torch.dtype = torch.float32,
     adapter: ModelAdapter = GENERIC,
+    tokens: str = "pooled",
 ) -> Iterator[HookSession]:
     """Capture the output of module ``hook`` during one pipeline call of ``expected_batch`` items.
 
@@ -153,7 +156,7 @@ def capture_h(
             )
         for half, tensor in parts.items():
             if half == "single" or half in halves:
-                reduced = _reduce(tensor, spatial_pool, store_dtype)
+                reduced = _reduce(tensor, spatial_pool, store_dtype, tokens)
                 session.captures.append(
                     Capture(step, float(state["timestep"]), half, reduced)  # type: ignore[arg-type]
                 )

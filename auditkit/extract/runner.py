@@ -129,6 +129,7 @@ def extract_activations(
                 spatial_pool=spec.probe.spatial_pool,
                 store_dtype=store_dtype,
                 adapter=loaded.adapter,
+                tokens=spec.probe.tokens,
             ) as session,
         ):
             pipe(**pipeline_inputs(loaded, spec, batch), output_type="latent")

@@ -90,6 +90,7 @@ def settings_blocks(
                 ("Steps kept", probe_steps),
                 ("Aggregation over steps", spec.probe.aggregation),
                 ("Spatial pooling", spec.probe.spatial_pool),
+                ("Image tokens (transformer blocks)", spec.probe.tokens),
                 ("Guidance half", spec.probe.guidance_half),
                 ("Stored dtype", spec.probe.store_dtype),
                 ("Seeds", f"{len(seeds)} ({shown}), the same for every prompt"),

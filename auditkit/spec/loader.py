@@ -194,6 +194,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "rule"), "min_effect"),
     (("statistics", "min_effect"), 0.3),
     (("statistics", "resampling"), "hierarchical"),
+    (("probe", "tokens"), "pooled"),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
 is taken of a form that leaves each out while it is at this default, so adding a key left the

@@ -91,6 +91,13 @@ class ProbeSpec(FrozenModel):
     spatial_pool: Literal["none", "mean"] = Field(
         "none", description="'mean' averages h over spatial positions (or tokens) on device."
     )
+    tokens: Literal["pooled", "full"] = Field(
+        "pooled",
+        description=(
+            "For a transformer block's image tokens: 'pooled' stores their mean (one vector of "
+            "the block's width per step), 'full' every token (tokens x width: large)."
+        ),
+    )
     guidance_half: Literal["cond", "uncond"] = Field(
         "cond", description="Which half of a classifier-free-guidance batch is the prompt's h."
     )
