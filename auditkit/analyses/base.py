@@ -1,8 +1,9 @@
 """What an analysis slice declares, in one place, and what it is given.
 
 An :class:`Analysis` is one vertical slice: its spec name (listed under ``analyses:``), the
-prompts it needs besides the axes' and concepts' (planned with them), its tables (registered
-with the run directory's table registry, so docs and readers know them), its table builder
+prompts it needs besides the axes' and concepts' (planned with them), its tables (declared
+in ``<name>.tables.yaml`` beside its module and registered with the run directory's table
+registry by :func:`declared_tables`, so docs and readers know them), its table builder
 with its bootstrap statistic, its summary block and findings, its gate metrics, and its report
 section (a context builder and its charts; the template partial is
 ``templates/sections/<name>.html.j2``). :mod:`auditkit.analyses` lists the slices, with the
@@ -245,6 +246,15 @@ def register_tables(*tables: Table) -> tuple[Table, ...]:
     return tables
 
 
+def declared_tables(module: str) -> tuple[Table, ...]:
+    """Register the tables declared in the data file beside a slice's module
+    (``declared_tables(__name__)`` in ``auditkit/analyses/NAME.py`` reads
+    ``auditkit/analyses/NAME.tables.yaml``) and return them in file order."""
+    from auditkit.rundir.columns import slice_tables
+
+    return register_tables(*slice_tables(module))
+
+
 __all__ = [
     "Analysis",
     "AnalysisContext",
@@ -254,6 +264,7 @@ __all__ = [
     "SectionContext",
     "SlicePrompt",
     "Tables",
+    "declared_tables",
     "gate_rows",
     "register_tables",
     "scoped_rows",

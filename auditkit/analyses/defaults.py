@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 from auditkit.analyses import base as api
 from auditkit.analyses.values import most_often_first
 from auditkit.analyze.resampled import Resampled
-from auditkit.rundir.columns import CI, RESULTS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,22 +25,7 @@ if TYPE_CHECKING:
     from auditkit.spec.gates import GateSpec
 
 NAME = "defaults"
-MARGIN = "cosine of rank 1 minus cosine of rank 2 (same for every row of a concept)"
-MARGIN_INTERVAL = (
-    "95% interval of the margin of this concept's default (the rank-1 group of the point "
-    "estimate) over the best other group; a lower end below 0 means the default flips in some "
-    "resamples"
-)
-TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
-    ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
-    ("marked_prompt", "str", "", "the concept marked with the group (one template shown)"),
-    ("cosine", "float", "cosine", "mean over templates of cos(H(unmarked) − R, H(marked) − R)"),
-    ("rank", "int", "", "1 = the group whose marked variant is closest to the unmarked prompt"),
-    ("margin", "float", "cosine", MARGIN),
-    ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
-    ("margin_ci_low, margin_ci_high", "float", "cosine", MARGIN_INTERVAL, True),
-))  # fmt: skip
-api.register_tables(TABLE)
+[TABLE] = api.declared_tables(__name__)
 
 
 def defaults_table(ctx: api.AnalysisContext) -> pd.DataFrame:

@@ -3,8 +3,9 @@ to each concept and to each end of an axis?
 
 Discovery is a pass (:mod:`auditkit.passes.discovery`): it mines terms from the captions of the
 concept prompts' images, runs each term as a prompt through the model and ranks the terms by
-how well their centred latents align with each concept and each two-group axis, writing the
-tables declared here (``results/discovery.parquet``, ``results/discovered_terms.parquet``). It
+how well their centred latents align with each concept and each two-group axis, writing this
+slice's tables (``results/discovery.parquet``, ``results/discovered_terms.parquet``, declared in
+``discovery.tables.yaml`` beside this module). It
 runs when the spec has ``captions.discovery``, not under ``analyses:``. This slice turns the
 ranking into the summary's ``discovery`` block, its findings and the report's section.
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
-from auditkit.rundir.columns import CAPTIONS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,29 +22,7 @@ if TYPE_CHECKING:
     from auditkit.spec.audit import AuditSpec
 
 NAME = "discovery"
-TABLES = api.register_tables(
-    Table("discovery", "results", CAPTIONS_VERSION, "discovery only: one row per (concept, term) and per (set, axis, term)", columns(
-        ("concept_set", "str", "", "the concept set (its R is used)"),
-        ("concept", "str", "", "the concept; `\"\"` on axis rows"),
-        ("axis, positive_group", "str", "", "the two-group axis and its first group; `\"\"` on concept rows"),
-        ("term", "str", "", "the mined word or phrase"),
-        ("count", "int", "captions", "captions of that concept containing the term (axis rows: summed over the set's concepts)"),
-        ("cosine", "float", "cosine", "concept rows: cos(H(c) − R, H(w) − R); axis rows: cos(H(w) − R, g)"),
-        ("cosine_ci_low, cosine_ci_high", "float", "cosine", "95% seed-bootstrap interval (NaN without resamples)"),
-        ("rank", "int", "", "1 = highest cosine, within (concept set, concept, axis); ties by term"),
-        ("top", "bool", "", "concept rows: rank ≤ top_k; axis rows: the top_k at each end"),
-    )),
-    Table("discovered_terms", "results", CAPTIONS_VERSION, "discovery only: one row per (mined term, concept)", columns(
-        ("term", "str", "", "the mined word or phrase"),
-        ("term_rank", "int", "", "1 = most frequent over all concept captions"),
-        ("n_words", "int", "words", "words in the term"),
-        ("prompt, prompt_id", "str", "", "the term's prompt and its id (as in `activations/index.parquet`)"),
-        ("total_count", "int", "captions", "concept captions containing the term"),
-        ("concept_set, concept", "str", "", "one row per concept captioned"),
-        ("n_captions", "int", "captions", "captions of that concept"),
-        ("count", "int", "captions", "of them, captions containing the term"),
-    )),
-)  # fmt: skip
+TABLES = api.declared_tables(__name__)
 
 
 class Discovery(api.Analysis):
