@@ -225,16 +225,25 @@ def scoped_rows(
     return rows, ""
 
 
-def largest_abs(table: str, column: str, describe: Callable[[pd.Series], str]) -> Measure:
-    """A gate metric's measurement: the largest ``|column|`` over the gate's rows of ``table``
-    (:func:`scoped_rows`), its row (the first of ties) described by ``describe``."""
+def largest(
+    table: str,
+    column: str,
+    describe: Callable[[pd.Series], str],
+    keep: Callable[[pd.DataFrame], Any] | None = None,
+    *,
+    absolute: bool = False,
+) -> Measure:
+    """A gate metric's measurement: the largest ``column`` (``|column|`` when ``absolute``)
+    over the gate's rows of ``table`` (those ``keep`` selects, in its scope: :func:`scoped_rows`),
+    its row (the first of ties) described by ``describe``."""
 
     def measure(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
-        rows, why = scoped_rows(tables, table, gate)
+        rows, why = scoped_rows(tables, table, gate, keep)
         if rows is None:
             return None, why
-        worst = rows.iloc[int(rows[column].abs().to_numpy().argmax())]
-        return float(abs(worst[column])), describe(worst)
+        values = rows[column].abs() if absolute else rows[column]
+        worst = rows.iloc[int(values.to_numpy().argmax())]
+        return float(abs(worst[column]) if absolute else worst[column]), describe(worst)
 
     return measure
 

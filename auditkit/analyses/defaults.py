@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
     from auditkit.analyze.uncertainty import Resamples
     from auditkit.spec.audit import AuditSpec
-    from auditkit.spec.gates import GateSpec
 
 NAME = "defaults"
 [TABLE] = api.declared_tables(__name__)
@@ -32,7 +31,7 @@ def defaults_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis with ``defaults``, concept, group), the groups in rank order."""
     import pandas as pd
 
-    from auditkit.analyze.measures import default_cosines, reference
+    from auditkit.analyze.measures import default_cosines, ranked_groups, reference
     from auditkit.spec.vocabulary import fill
 
     spec, layout, H = ctx.spec, ctx.layout, ctx.H
@@ -49,22 +48,12 @@ def defaults_table(ctx: api.AnalysisContext) -> pd.DataFrame:
                 marked = {
                     g: layout.marked[(axis.name, cset.name, g, concept)] for g in axis.group_names
                 }
-                sims = default_cosines(H, unmarked, marked, ref)
-                ordered = sorted(sims, key=lambda g: -sims[g])
-                margin = sims[ordered[0]] - sims[ordered[1]]
-                for rank, g in enumerate(ordered, start=1):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "group": g,
-                            "marked_prompt": fill(template, f"{axis_spec.marker(g)} {concept}"),
-                            "cosine": sims[g],
-                            "rank": rank,
-                            "margin": margin,
-                        }
-                    )
+                key = {"axis": axis.name, "concept_set": cset.name, "concept": concept}
+                ranked = ranked_groups(key, default_cosines(H, unmarked, marked, ref))
+                margin = ranked[0]["cosine"] - ranked[1]["cosine"]
+                for row in ranked:
+                    marked_prompt = fill(template, f"{axis_spec.marker(row['group'])} {concept}")
+                    records.append({**row, "marked_prompt": marked_prompt, "margin": margin})
     return pd.DataFrame(records, columns=TABLE.required)
 
 
@@ -203,12 +192,8 @@ def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
     return {"rows": rows}
 
 
-def _max_default_margin(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
-    rows, why = api.scoped_rows(tables, NAME, gate, lambda t: t["rank"] == 1)
-    if rows is None:
-        return None, why
-    worst = rows.iloc[int(rows["margin"].to_numpy().argmax())]
-    return float(worst["margin"]), (
+def _worst_default(worst: pd.Series) -> str:
+    return (
         f"'{worst['concept']}' defaults to '{worst['group']}' on '{worst['axis']}' "
         f"(margin {float(worst['margin']):.3f})"
     )
@@ -220,7 +205,7 @@ Defaults.gate_metrics = (
         "max",
         "the largest margin by which an unmarked concept is closer to its default group's marked "
         "variant than to the runner-up's (defaults.parquet; optionally one axis or set)",
-        _max_default_margin,
+        api.largest(NAME, "margin", _worst_default, lambda t: t["rank"] == 1),
     ),
 )
 

@@ -29,7 +29,13 @@ def descriptors_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis, concept, group), the groups in rank order."""
     import pandas as pd
 
-    from auditkit.analyze.measures import concept_latents, cosine, group_means, reference
+    from auditkit.analyze.measures import (
+        concept_latents,
+        cosine,
+        group_means,
+        ranked_groups,
+        reference,
+    )
 
     layout, H = ctx.layout, ctx.H
     records = []
@@ -38,19 +44,9 @@ def descriptors_table(ctx: api.AnalysisContext) -> pd.DataFrame:
         for cset in layout.concepts:
             ref = reference(H, layout, cset)
             for concept, vec in concept_latents(H, cset).items():
+                key = {"axis": axis.name, "concept_set": cset.name, "concept": concept}
                 sims = {g: cosine(vec - ref, means[g] - ref) for g in axis.group_names}
-                ordered = sorted(sims, key=lambda g: -sims[g])
-                for rank, g in enumerate(ordered, start=1):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "group": g,
-                            "cosine": sims[g],
-                            "rank": rank,
-                        }
-                    )
+                records.extend(ranked_groups(key, sims))
     return pd.DataFrame(records, columns=TABLE.required)
 
 

@@ -75,7 +75,7 @@ class Lean(api.Analysis):
             "max_abs_lean",
             "max",
             "the largest |lean score| (lean.parquet; optionally one axis or set)",
-            api.largest_abs(NAME, "score", _worst_lean),
+            api.largest(NAME, "score", _worst_lean, absolute=True),
             scope=("axis", "concept_set"),
         ),
         api.GateMetric(

@@ -286,7 +286,7 @@ LeanByStep.gate_metrics = (
         "max_step_lean",
         "max",
         "the largest |lean score| at any kept denoising step (optionally one axis or set)",
-        api.largest_abs(NAME, "score", _worst_step_lean),
+        api.largest(NAME, "score", _worst_step_lean, absolute=True),
     ),
 )
 
