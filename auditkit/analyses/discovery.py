@@ -88,7 +88,7 @@ def _term_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 def discovery_section(ctx: api.SectionContext) -> dict[str, Any] | None:
     """Open-vocabulary discovery: the top mined terms per concept and at each axis end."""
-    from auditkit.analyze.discovery import axis_ends
+    from auditkit.analyze.discovery import axis_blocks, concept_tops
 
     spec, discovery = ctx.spec, ctx.tables.get(NAME)
     if discovery is None:
@@ -98,25 +98,19 @@ def discovery_section(ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit.passes.discovery import discovery_template
 
         template = discovery_template(spec)
-    groups = _axis_groups(spec)
-    concepts = []
-    on_concepts = discovery[discovery["axis"] == ""]
-    for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False):
-        top = block[block["top"].astype(bool)].sort_values("rank")
-        concepts.append(
-            {"concept_set": str(key[0]), "concept": str(key[1]), "terms": _term_rows(top)}
-        )
+    concepts = [
+        {"concept_set": cset, "concept": concept, "terms": _term_rows(top)}
+        for cset, concept, top in concept_tops(discovery)
+    ]
     axes = []
-    on_axes = discovery[discovery["axis"] != ""]
-    for key, block in on_axes.groupby(["concept_set", "axis"], sort=False):
-        first, second = (_term_rows(end) for end in axis_ends(block))
-        names = groups.get(str(key[1]), [])
+    for ends in axis_blocks(discovery, _axis_groups(spec)):
+        first, second = _term_rows(ends.first), _term_rows(ends.second)
         axes.append(
             {
-                "concept_set": str(key[0]),
-                "axis": str(key[1]),
-                "positive_group": str(block["positive_group"].iloc[0]),
-                "negative_group": names[1] if len(names) == 2 else "the second group",
+                "concept_set": ends.concept_set,
+                "axis": ends.axis,
+                "positive_group": ends.positive_group,
+                "negative_group": ends.negative_group or "the second group",
                 "rows": [
                     {
                         "first": first[i] if i < len(first) else None,
