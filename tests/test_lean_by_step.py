@@ -190,9 +190,10 @@ def test_summary_findings_and_report_section(run_dir: Path) -> None:
     assert html.index('id="lean"') < html.index('id="lean_by_step"') < html.index('id="caveats"')
 
 
-def test_the_slice_touches_two_files_of_the_product() -> None:
-    """Its module (which also places its section, after "lean") and its partial: nothing else
-    in auditkit/ or templates/ names it, but a slice that places its own section after it."""
+def test_the_slice_touches_three_files_of_the_product() -> None:
+    """Its module (which also places its section, after "lean"), its tables' data file beside
+    it and its partial: nothing else in auditkit/ or templates/ names it, but a slice that
+    places its own section after it."""
     hits = [
         path.relative_to(ROOT).as_posix()
         for folder in ("auditkit", "templates")
@@ -204,6 +205,7 @@ def test_the_slice_touches_two_files_of_the_product() -> None:
     ]
     assert sorted(hits) == [
         "auditkit/analyses/lean_by_step.py",
+        "auditkit/analyses/lean_by_step.tables.yaml",
         "templates/sections/lean_by_step.html.j2",
     ], hits
     assert inspect.getsourcefile(type(slices()["lean_by_step"])).endswith("lean_by_step.py")

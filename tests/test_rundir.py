@@ -16,6 +16,7 @@ import pytest
 from auditkit.docgen import DOC, documented, regenerate
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.rundir import REGISTRY, VERSION_KEY, Manifest, RunDir, write_json_atomic
+from auditkit.rundir.registry import load_tables
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "toyworld-0.1.0"
 
@@ -29,6 +30,62 @@ def test_the_docs_show_every_registered_table_as_declared() -> None:
     for table in REGISTRY:
         for column in table.columns:
             assert column.meaning and column.type, (table.name, column.name)
+
+
+CORE_FILE = """
+ci: "interval of `{measure}`"
+groups:
+  unit:
+    - [unit_id, str, "", "the unit"]
+tables:
+  - {name: t, folder: results, version: results, rows: "one row per unit", columns: [
+      {group: unit},
+      ["score", float, score, "a score"],
+      {ci: score, note: "(a note)"},
+      ["a, b", int, "", "two columns", true]]}
+"""
+
+
+def test_table_files_declare_rows_groups_and_intervals() -> None:
+    """The YAML table format: rows (several names share one), groups (a file loaded with the
+    core file as ``shared`` uses its groups and interval meaning) and interval columns."""
+    core = load_tables(CORE_FILE, "core.yaml", {"results": 2})
+    [table] = core.tables
+    assert table.version == 2 and table.rows == "one row per unit"
+    assert [(c.name, c.unit, c.optional) for c in table.columns] == [
+        ("unit_id", "", False),
+        ("score", "score", False),
+        ("score_ci_low", "score", True),
+        ("score_ci_high", "score", True),
+        ("a", "", True),
+        ("b", "", True),
+    ]
+    assert table.column("score_ci_high").meaning == "interval of `score` (a note)"
+    other = load_tables(
+        "tables: [{name: u, folder: captions, version: 3, rows: r, more_columns: m, columns: ["
+        "{group: unit}, [x, float, cosine, y], {ci: x, optional: false}]}]",
+        "slice.yaml",
+        {},
+        shared=core,
+    )
+    assert other.tables[0].required == ["unit_id", "x", "x_ci_low", "x_ci_high"]
+    assert other.tables[0].more_columns == "m" and other.tables[0].version == 3
+
+
+@pytest.mark.parametrize(
+    ("columns", "error"),
+    [
+        ("[{group: nope}]", "no column group 'nope'"),
+        ("[{ci: score}]", "follows no column 'score'"),
+        ("[[x, float, '', yes]]", "must be text"),
+        ("[[x, decimal, '', y]]", "is not one of"),
+        ("[[x, int, '', y], [x, int, '', z]]", "declared twice"),
+    ],
+)
+def test_table_files_refuse_what_they_cannot_mean(columns: str, error: str) -> None:
+    text = f"tables: [{{name: t, folder: results, version: 1, rows: r, columns: {columns}}}]"
+    with pytest.raises(ValueError, match=error):
+        load_tables(text, "bad.yaml", {})
 
 
 def test_writers_refuse_columns_the_registry_does_not_declare(tmp_path: Path) -> None:

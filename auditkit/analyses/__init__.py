@@ -4,8 +4,9 @@
 but those of :data:`NOT_SLICES` is an analysis slice (its ``ANALYSIS``, see
 :mod:`auditkit.analyses.base`) and says where its section goes (``after``: the section it
 follows). :func:`report_order` merges the two into the one list the
-report and its table of contents follow. Adding an analysis takes its module here and its
-partial ``templates/sections/<name>.html.j2``; nothing else names it.
+report and its table of contents follow. Adding an analysis takes its module here, its
+tables' data file beside it (``<name>.tables.yaml``, when it declares tables) and its partial
+``templates/sections/<name>.html.j2``; nothing else names it.
 
 Importing this package lets the plan (below it) ask the slices for the prompts they need
 (:func:`slice_prompts`, through :func:`auditkit.plan.set_slice_prompts`).

@@ -1,8 +1,9 @@
 """What an analysis slice declares, in one place, and what it is given.
 
 An :class:`Analysis` is one vertical slice: its spec name (listed under ``analyses:``), the
-prompts it needs besides the axes' and concepts' (planned with them), its tables (registered
-with the run directory's table registry, so docs and readers know them), its table builder
+prompts it needs besides the axes' and concepts' (planned with them), its tables (declared
+in ``<name>.tables.yaml`` beside its module and registered with the run directory's table
+registry by :func:`declared_tables`, so docs and readers know them), its table builder
 with its bootstrap statistic, its summary block and findings, its gate metrics, and its report
 section (a context builder and its charts; the template partial is
 ``templates/sections/<name>.html.j2``). :mod:`auditkit.analyses` lists the slices, with the
@@ -224,16 +225,25 @@ def scoped_rows(
     return rows, ""
 
 
-def largest_abs(table: str, column: str, describe: Callable[[pd.Series], str]) -> Measure:
-    """A gate metric's measurement: the largest ``|column|`` over the gate's rows of ``table``
-    (:func:`scoped_rows`), its row (the first of ties) described by ``describe``."""
+def largest(
+    table: str,
+    column: str,
+    describe: Callable[[pd.Series], str],
+    keep: Callable[[pd.DataFrame], Any] | None = None,
+    *,
+    absolute: bool = False,
+) -> Measure:
+    """A gate metric's measurement: the largest ``column`` (``|column|`` when ``absolute``)
+    over the gate's rows of ``table`` (those ``keep`` selects, in its scope: :func:`scoped_rows`),
+    its row (the first of ties) described by ``describe``."""
 
     def measure(gate: GateSpec, tables: Tables) -> tuple[float | None, str]:
-        rows, why = scoped_rows(tables, table, gate)
+        rows, why = scoped_rows(tables, table, gate, keep)
         if rows is None:
             return None, why
-        worst = rows.iloc[int(rows[column].abs().to_numpy().argmax())]
-        return float(abs(worst[column])), describe(worst)
+        values = rows[column].abs() if absolute else rows[column]
+        worst = rows.iloc[int(values.to_numpy().argmax())]
+        return float(abs(worst[column]) if absolute else worst[column]), describe(worst)
 
     return measure
 
@@ -245,6 +255,15 @@ def register_tables(*tables: Table) -> tuple[Table, ...]:
     return tables
 
 
+def declared_tables(module: str) -> tuple[Table, ...]:
+    """Register the tables declared in the data file beside a slice's module
+    (``declared_tables(__name__)`` in ``auditkit/analyses/NAME.py`` reads
+    ``auditkit/analyses/NAME.tables.yaml``) and return them in file order."""
+    from auditkit.rundir.columns import slice_tables
+
+    return register_tables(*slice_tables(module))
+
+
 __all__ = [
     "Analysis",
     "AnalysisContext",
@@ -254,6 +273,7 @@ __all__ = [
     "SectionContext",
     "SlicePrompt",
     "Tables",
+    "declared_tables",
     "gate_rows",
     "register_tables",
     "scoped_rows",

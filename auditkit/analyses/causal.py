@@ -1,10 +1,11 @@
 """The causal check: does steering along an axis's direction change what the model draws?
 
 The check itself is a pass (:mod:`auditkit.passes.causal`): it samples the concept prompts again
-with ``alpha * g`` added to the hook point's output, reads the images and writes the tables
-declared here (``captions/causal*.parquet``). It runs when the spec has ``captions.causal``, not
-under ``analyses:``. This slice declares those tables, turns them into the summary's ``causal``
-block and findings (one statement per steered axis) and the report's dose-response section.
+with ``alpha * g`` added to the hook point's output, reads the images and writes this slice's
+tables (``captions/causal*.parquet``, declared in ``causal.tables.yaml`` beside this module). It
+runs when the spec has ``captions.causal``, not under ``analyses:``. This slice declares those
+tables, turns them into the summary's ``causal`` block and findings (one statement per steered
+axis) and the report's dose-response section.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
-from auditkit.rundir.columns import CAPTIONS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,42 +21,7 @@ if TYPE_CHECKING:
     from auditkit.spec.gates import GateSpec
 
 NAME = "causal"
-CAUSAL_SHARE = (
-    ("attribute", "str", "", "the captioner attribute scored (the axis's name)"),
-    ("positive_group", "str", "", "the axis's first group, whose share is reported"),
-    ("n_images", "int", "images", "images read as either group of the axis (the share's denominator)"),
-    ("n_unread", "int", "images", "images read as anything else (e.g. `unknown`)"),
-    ("count", "int", "images", "images read as `positive_group`"),
-    ("share", "float", "share", "count / n_images (NaN when n_images is 0)"),
-    ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
-)  # fmt: skip
-TABLES = api.register_tables(
-    Table("causal", "captions", CAPTIONS_VERSION, "causal check only: one row per (axis, alpha, concept set, concept)", columns(
-        ("axis", "str", "", "the steered axis"),
-        ("alpha", "float", "g", "steering strength (units of g)"),
-        ("concept_set, concept", "str", "", "the concept (its images pooled over the set's templates and the causal seeds)"),
-        *CAUSAL_SHARE,
-    )),
-    Table("causal_curve", "captions", CAPTIONS_VERSION, "causal check only: one row per (axis, alpha), pooled over the steered concepts", columns(
-        ("axis", "str", "", "the steered axis"),
-        ("alpha", "float", "g", "steering strength (units of g)"),
-        *CAUSAL_SHARE,
-    )),
-    Table("causal_axes", "captions", CAPTIONS_VERSION, "causal check only: one row per steered axis (the dose-response)", columns(
-        ("axis, attribute", "str", "", "the steered axis and the attribute scored"),
-        ("positive_group, negative_group", "str", "", "the axis's first and second group"),
-        ("n_alphas, n_concepts", "int", "", "alphas and concepts steered"),
-        ("n_images", "int", "images", "steered images read as either group, over all alphas and concepts"),
-        ("alpha_low, alpha_high", "float", "g", "the smallest and largest alpha"),
-        ("share_at_low, share_at_high", "float", "share", "the pooled share at those alphas"),
-        ("effect", "float", "share", "share_at_high − share_at_low"),
-        ("rho", "float", "", "Spearman's rho of alpha against the reading (1 = positive group, 0 = negative) over all images read as either group; NaN if constant"),
-        ("monotone", "bool", "", "whether the pooled share is non-decreasing in alpha (no tolerance; false with a NaN share)"),
-        ("slope", "float", "share per g", "least-squares slope of the reading on alpha: change in share per unit alpha"),
-        ("direction_norm", "float", "h-space", "Euclidean norm of g"),
-        ("direction_sha256", "str", "", "sha256 of g (float32 bytes and shape), part of every job id"),
-    )),
-)  # fmt: skip
+TABLES = api.declared_tables(__name__)
 
 
 class Causal(api.Analysis):

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 from auditkit.analyses import base as api
 from auditkit.analyses.values import most_often_first
 from auditkit.analyze.resampled import Resampled
-from auditkit.rundir.columns import CI, RESULTS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,32 +22,16 @@ if TYPE_CHECKING:
 
     from auditkit.analyze.uncertainty import Resamples
     from auditkit.spec.audit import AuditSpec
-    from auditkit.spec.gates import GateSpec
 
 NAME = "defaults"
-MARGIN = "cosine of rank 1 minus cosine of rank 2 (same for every row of a concept)"
-MARGIN_INTERVAL = (
-    "95% interval of the margin of this concept's default (the rank-1 group of the point "
-    "estimate) over the best other group; a lower end below 0 means the default flips in some "
-    "resamples"
-)
-TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
-    ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
-    ("marked_prompt", "str", "", "the concept marked with the group (one template shown)"),
-    ("cosine", "float", "cosine", "mean over templates of cos(H(unmarked) − R, H(marked) − R)"),
-    ("rank", "int", "", "1 = the group whose marked variant is closest to the unmarked prompt"),
-    ("margin", "float", "cosine", MARGIN),
-    ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
-    ("margin_ci_low, margin_ci_high", "float", "cosine", MARGIN_INTERVAL, True),
-))  # fmt: skip
-api.register_tables(TABLE)
+[TABLE] = api.declared_tables(__name__)
 
 
 def defaults_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis with ``defaults``, concept, group), the groups in rank order."""
     import pandas as pd
 
-    from auditkit.analyze.measures import default_cosines, reference
+    from auditkit.analyze.measures import default_cosines, ranked_groups, reference
     from auditkit.spec.vocabulary import fill
 
     spec, layout, H = ctx.spec, ctx.layout, ctx.H
@@ -66,22 +48,12 @@ def defaults_table(ctx: api.AnalysisContext) -> pd.DataFrame:
                 marked = {
                     g: layout.marked[(axis.name, cset.name, g, concept)] for g in axis.group_names
                 }
-                sims = default_cosines(H, unmarked, marked, ref)
-                ordered = sorted(sims, key=lambda g: -sims[g])
-                margin = sims[ordered[0]] - sims[ordered[1]]
-                for rank, g in enumerate(ordered, start=1):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "group": g,
-                            "marked_prompt": fill(template, f"{axis_spec.marker(g)} {concept}"),
-                            "cosine": sims[g],
-                            "rank": rank,
-                            "margin": margin,
-                        }
-                    )
+                key = {"axis": axis.name, "concept_set": cset.name, "concept": concept}
+                ranked = ranked_groups(key, default_cosines(H, unmarked, marked, ref))
+                margin = ranked[0]["cosine"] - ranked[1]["cosine"]
+                for row in ranked:
+                    marked_prompt = fill(template, f"{axis_spec.marker(row['group'])} {concept}")
+                    records.append({**row, "marked_prompt": marked_prompt, "margin": margin})
     return pd.DataFrame(records, columns=TABLE.required)
 
 
@@ -220,12 +192,8 @@ def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
     return {"rows": rows}
 
 
-def _max_default_margin(gate: GateSpec, tables: api.Tables) -> tuple[float | None, str]:
-    rows, why = api.scoped_rows(tables, NAME, gate, lambda t: t["rank"] == 1)
-    if rows is None:
-        return None, why
-    worst = rows.iloc[int(rows["margin"].to_numpy().argmax())]
-    return float(worst["margin"]), (
+def _worst_default(worst: pd.Series) -> str:
+    return (
         f"'{worst['concept']}' defaults to '{worst['group']}' on '{worst['axis']}' "
         f"(margin {float(worst['margin']):.3f})"
     )
@@ -237,7 +205,7 @@ Defaults.gate_metrics = (
         "max",
         "the largest margin by which an unmarked concept is closer to its default group's marked "
         "variant than to the runner-up's (defaults.parquet; optionally one axis or set)",
-        _max_default_margin,
+        api.largest(NAME, "margin", _worst_default, lambda t: t["rank"] == 1),
     ),
 )
 

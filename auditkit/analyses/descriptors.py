@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 from auditkit.analyses import base as api
 from auditkit.analyses.values import most_often_first
 from auditkit.analyze.resampled import Resampled
-from auditkit.rundir.columns import CI, RESULTS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,21 +22,20 @@ if TYPE_CHECKING:
     from auditkit.spec.gates import GateSpec
 
 NAME = "descriptors"
-COSINE = "cos(H(c) − R, G(group) − R), G the mean latent of the group's prompts"
-TABLE = Table(NAME, "results", RESULTS_VERSION, "one row per (axis, concept, group)", columns(
-    ("axis, concept_set, concept, group", "str", "", "the concept and one group of the axis"),
-    ("cosine", "float", "cosine", COSINE),
-    ("rank", "int", "", "1 = most aligned group"),
-    ("cosine_ci_low, cosine_ci_high", "float", "cosine", CI.format("cosine"), True),
-))  # fmt: skip
-api.register_tables(TABLE)
+[TABLE] = api.declared_tables(__name__)
 
 
 def descriptors_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis, concept, group), the groups in rank order."""
     import pandas as pd
 
-    from auditkit.analyze.measures import concept_latents, cosine, group_means, reference
+    from auditkit.analyze.measures import (
+        concept_latents,
+        cosine,
+        group_means,
+        ranked_groups,
+        reference,
+    )
 
     layout, H = ctx.layout, ctx.H
     records = []
@@ -47,19 +44,9 @@ def descriptors_table(ctx: api.AnalysisContext) -> pd.DataFrame:
         for cset in layout.concepts:
             ref = reference(H, layout, cset)
             for concept, vec in concept_latents(H, cset).items():
+                key = {"axis": axis.name, "concept_set": cset.name, "concept": concept}
                 sims = {g: cosine(vec - ref, means[g] - ref) for g in axis.group_names}
-                ordered = sorted(sims, key=lambda g: -sims[g])
-                for rank, g in enumerate(ordered, start=1):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "group": g,
-                            "cosine": sims[g],
-                            "rank": rank,
-                        }
-                    )
+                records.extend(ranked_groups(key, sims))
     return pd.DataFrame(records, columns=TABLE.required)
 
 

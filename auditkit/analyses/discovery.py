@@ -3,8 +3,9 @@ to each concept and to each end of an axis?
 
 Discovery is a pass (:mod:`auditkit.passes.discovery`): it mines terms from the captions of the
 concept prompts' images, runs each term as a prompt through the model and ranks the terms by
-how well their centred latents align with each concept and each two-group axis, writing the
-tables declared here (``results/discovery.parquet``, ``results/discovered_terms.parquet``). It
+how well their centred latents align with each concept and each two-group axis, writing this
+slice's tables (``results/discovery.parquet``, ``results/discovered_terms.parquet``, declared in
+``discovery.tables.yaml`` beside this module). It
 runs when the spec has ``captions.discovery``, not under ``analyses:``. This slice turns the
 ranking into the summary's ``discovery`` block, its findings and the report's section.
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
-from auditkit.rundir.columns import CAPTIONS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,29 +22,7 @@ if TYPE_CHECKING:
     from auditkit.spec.audit import AuditSpec
 
 NAME = "discovery"
-TABLES = api.register_tables(
-    Table("discovery", "results", CAPTIONS_VERSION, "discovery only: one row per (concept, term) and per (set, axis, term)", columns(
-        ("concept_set", "str", "", "the concept set (its R is used)"),
-        ("concept", "str", "", "the concept; `\"\"` on axis rows"),
-        ("axis, positive_group", "str", "", "the two-group axis and its first group; `\"\"` on concept rows"),
-        ("term", "str", "", "the mined word or phrase"),
-        ("count", "int", "captions", "captions of that concept containing the term (axis rows: summed over the set's concepts)"),
-        ("cosine", "float", "cosine", "concept rows: cos(H(c) − R, H(w) − R); axis rows: cos(H(w) − R, g)"),
-        ("cosine_ci_low, cosine_ci_high", "float", "cosine", "95% seed-bootstrap interval (NaN without resamples)"),
-        ("rank", "int", "", "1 = highest cosine, within (concept set, concept, axis); ties by term"),
-        ("top", "bool", "", "concept rows: rank ≤ top_k; axis rows: the top_k at each end"),
-    )),
-    Table("discovered_terms", "results", CAPTIONS_VERSION, "discovery only: one row per (mined term, concept)", columns(
-        ("term", "str", "", "the mined word or phrase"),
-        ("term_rank", "int", "", "1 = most frequent over all concept captions"),
-        ("n_words", "int", "words", "words in the term"),
-        ("prompt, prompt_id", "str", "", "the term's prompt and its id (as in `activations/index.parquet`)"),
-        ("total_count", "int", "captions", "concept captions containing the term"),
-        ("concept_set, concept", "str", "", "one row per concept captioned"),
-        ("n_captions", "int", "captions", "captions of that concept"),
-        ("count", "int", "captions", "of them, captions containing the term"),
-    )),
-)  # fmt: skip
+TABLES = api.declared_tables(__name__)
 
 
 class Discovery(api.Analysis):
@@ -111,7 +88,7 @@ def _term_rows(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 def discovery_section(ctx: api.SectionContext) -> dict[str, Any] | None:
     """Open-vocabulary discovery: the top mined terms per concept and at each axis end."""
-    from auditkit.analyze.discovery import axis_ends
+    from auditkit.analyze.discovery import axis_blocks, concept_tops
 
     spec, discovery = ctx.spec, ctx.tables.get(NAME)
     if discovery is None:
@@ -121,25 +98,19 @@ def discovery_section(ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit.passes.discovery import discovery_template
 
         template = discovery_template(spec)
-    groups = _axis_groups(spec)
-    concepts = []
-    on_concepts = discovery[discovery["axis"] == ""]
-    for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False):
-        top = block[block["top"].astype(bool)].sort_values("rank")
-        concepts.append(
-            {"concept_set": str(key[0]), "concept": str(key[1]), "terms": _term_rows(top)}
-        )
+    concepts = [
+        {"concept_set": cset, "concept": concept, "terms": _term_rows(top)}
+        for cset, concept, top in concept_tops(discovery)
+    ]
     axes = []
-    on_axes = discovery[discovery["axis"] != ""]
-    for key, block in on_axes.groupby(["concept_set", "axis"], sort=False):
-        first, second = (_term_rows(end) for end in axis_ends(block))
-        names = groups.get(str(key[1]), [])
+    for ends in axis_blocks(discovery, _axis_groups(spec)):
+        first, second = _term_rows(ends.first), _term_rows(ends.second)
         axes.append(
             {
-                "concept_set": str(key[0]),
-                "axis": str(key[1]),
-                "positive_group": str(block["positive_group"].iloc[0]),
-                "negative_group": names[1] if len(names) == 2 else "the second group",
+                "concept_set": ends.concept_set,
+                "axis": ends.axis,
+                "positive_group": ends.positive_group,
+                "negative_group": ends.negative_group or "the second group",
                 "rows": [
                     {
                         "first": first[i] if i < len(first) else None,

@@ -1,11 +1,12 @@
 """Exemplar images: thumbnails of some captioned images, shown as the report's image grids.
 
 The captioning stage (:mod:`auditkit.caption.thumbnails`) keeps a thumbnail of every captioned
-unit of the first ``captions.exemplars.seeds`` seeds and writes the table declared here
-(``captions/exemplars.parquet``). It runs with a ``captions:`` section, not under
-``analyses:``. This slice declares that table and builds the report's "Exemplar images" section
-from it (:mod:`auditkit.analyses.exemplars_section`); the images are examples, not evidence, so
-it adds no summary block, finding or gate metric.
+unit of the first ``captions.exemplars.seeds`` seeds and writes this slice's table
+(``captions/exemplars.parquet``, declared in ``exemplars.tables.yaml`` beside this module). It
+runs with a ``captions:`` section, not under ``analyses:``. This slice declares that table and
+builds the report's "Exemplar images" section from it
+(:mod:`auditkit.analyses.exemplars_section`); the images are examples, not evidence, so it adds
+no summary block, finding or gate metric.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
-from auditkit.rundir.columns import CAPTIONS_VERSION, PROMPT, UNIT
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,16 +21,7 @@ if TYPE_CHECKING:
     from auditkit.spec.audit import AuditSpec
 
 NAME = "exemplars"
-TABLE = Table(
-    NAME, "captions", CAPTIONS_VERSION, "one row per thumbnail kept for the report",
-    columns(
-    *UNIT, *PROMPT,
-    ("readings", "json", "", "the unit's values read, a JSON object attribute → value"),
-    ("mime", "str", "", "`image/webp`, `image/png` or `image/jpeg`"),
-    ("width, height", "int", "pixels", "the thumbnail's size"),
-    ("image", "bytes", "", "the compressed thumbnail"),
-))  # fmt: skip
-api.register_tables(TABLE)
+[TABLE] = api.declared_tables(__name__)
 
 
 class Exemplars(api.Analysis):

@@ -7,8 +7,8 @@ significance once the resamples exist (:meth:`Lean.complete`), sets every lean b
 images when the run read them, and gives the summary its ``leans`` block, each axis's headline
 numbers and the findings, the gates ``max_abs_lean`` and ``significant_leans``, and the
 report's lean section. The two tables stay in the run directory's core registry
-(:mod:`auditkit.rundir.columns`): gates, diff, export and the calibration suite read them from
-run directories without loading the analyses.
+(``auditkit/rundir/tables.yaml``, :mod:`auditkit.rundir.columns`): gates, diff, export and the
+calibration suite read them from run directories without loading the analyses.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Lean(api.Analysis):
             "max_abs_lean",
             "max",
             "the largest |lean score| (lean.parquet; optionally one axis or set)",
-            api.largest_abs(NAME, "score", _worst_lean),
+            api.largest(NAME, "score", _worst_lean, absolute=True),
             scope=("axis", "concept_set"),
         ),
         api.GateMetric(

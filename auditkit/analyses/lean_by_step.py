@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
 from auditkit.analyses.lean import LEAN
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,27 +27,7 @@ MEMORY_BUDGET = 2 << 30
 HALF = 0.5
 """A lean has formed at the first step whose mean |score| reaches this share of its peak."""
 
-SCORE = "the lean score from that step's seed-mean h alone, measured as in lean.parquet"
-INTERVAL = (
-    "95% bootstrap interval of `score` at that step, resampled as the lean table's (absent "
-    "without resamples, with one seed, or without the activation store)"
-)
-TABLE = Table(
-    NAME,
-    "results",
-    1,
-    "`lean_by_step` analysis: one row per (two-group axis, concept, kept denoising step)",
-    columns(
-        ("axis, concept_set, concept", "str", "", "which concept along which axis"),
-        ("positive_group, negative_group", "str", "", "as in axes.parquet"),
-        ("step", "int", "", "denoising step (0-based, of the kept steps)"),
-        ("timestep", "float", "", "the scheduler's timestep at that step"),
-        ("score", "float", "score", SCORE),
-        ("score_ci_low, score_ci_high", "float", "score", INTERVAL, True),
-        ("n_seeds", "int", "seeds", "seeds per prompt"),
-    ),
-)  # fmt: skip
-api.register_tables(TABLE)
+[TABLE] = api.declared_tables(__name__)
 
 
 def _step_leans(H: np.ndarray, ctx: api.AnalysisContext) -> pd.DataFrame:
@@ -307,7 +286,7 @@ LeanByStep.gate_metrics = (
         "max_step_lean",
         "max",
         "the largest |lean score| at any kept denoising step (optionally one axis or set)",
-        api.largest_abs(NAME, "score", _worst_step_lean),
+        api.largest(NAME, "score", _worst_step_lean, absolute=True),
     ),
 )
 

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
 from auditkit.analyze.stats import number_columns, summary_number
-from auditkit.rundir.columns import RESULTS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,83 +24,14 @@ if TYPE_CHECKING:
     from auditkit.spec.gates import GateSpec
 
 NAME = "outputs"
-SHARE = (
-    ("concept_set, concept", "str", "", "the concept whose images were read"),
-    ("attribute", "str", "", "the captioner attribute"),
-    ("group", "str", "", "one value of the attribute"),
-    ("n_images", "int", "images", "images read as one of the attribute's groups (the share's "
-     "denominator)"),
-    ("n_unread", "int", "images", "images read as anything else (e.g. `unknown`)"),
-    ("count", "int", "images", "images read as `group`"),
-    ("share", "float", "share", "count / n_images (NaN when n_images is 0)"),
-    ("share_low, share_high", "float", "share", "95% Wilson interval of the share"),
-)  # fmt: skip
-OUTPUTS = Table(
-    "outputs", "results", RESULTS_VERSION,
-    "with `captions:`: one row per (concept, attribute, group)",
-    columns(
-    *SHARE,
-    ("reference_kind", "str", "", "`uniform` or `table` (the spec's `captions.reference`)"),
-    ("reference", "float", "share", "the group's expected share under the reference"),
-    ("difference", "float", "share", "share − reference"),
-    ("ratio", "float", "", "share / reference (NaN where the reference is 0)"),
-    ("kl_bits", "float", "bits", "KL divergence of the concept's shares from the reference "
-     "(smoothed with 1e-3 of uniform); same on every group row of a concept"),
-    ("entropy_bits", "float", "bits", "entropy of the concept's observed shares"),
-    ("normalized_entropy", "float", "", "entropy / log2 k: 1 = even split, 0 = one group only"),
-    ("max_abs_gap", "float", "share", "largest |share − reference| over the concept's groups"),
-    ("max_gap_group", "str", "", "the group with that gap"),
-))  # fmt: skip
-AGREEMENT = Table(
-    "agreement", "results", RESULTS_VERSION,
-    "with `captions:`: one row per two-group axis whose attribute was read",
-    columns(
-    ("axis, attribute, positive_group", "str", "", "the axis, the attribute read and its first "
-     "group"),
-    ("n_concepts", "int", "", "concepts with both a lean and a share"),
-    ("rho", "float", "", "Spearman's rank correlation of lean score and image share of "
-     "`positive_group` across concepts (NaN with fewer than 3 concepts or a constant side)"),
-    ("rho_ci_low, rho_ci_high", "float", "", "95% percentile interval from resampling concepts"),
-    ("resamples, seed", "int", "", "of that bootstrap"),
-    ("statement", "str", "", "`agree` (rho ≥ 0.5, interval above 0), `disagree` (rho ≤ −0.5, "
-     "interval below 0) or `unclear`"),
-))  # fmt: skip
-GUIDANCE = Table(
-    "guidance", "results", RESULTS_VERSION,
-    "guidance sweep only: one row per (scale, concept, attribute, group)",
-    columns(
-    ("guidance", "float", "", "the guidance scale the images were sampled at"),
-    ("audit", "bool", "", "true for the audit's own `model.guidance_scale`"),
-    *SHARE,
-    ("reference_kind", "str", "", "`uniform` or `table`"),
-    ("reference", "float", "share", "the group's expected share under the reference"),
-))  # fmt: skip
-AMPLIFICATION = Table(
-    "amplification", "results", RESULTS_VERSION,
-    "guidance sweep only: one row per (attribute, swept scale)",
-    columns(
-    ("attribute, positive_group", "str", "", "the attribute and its first group"),
-    ("reference_kind", "str", "", "`uniform` or `table`"),
-    ("guidance, audit_guidance", "float", "", "the swept scale and the audit's scale"),
-    ("n_concepts", "int", "", "concepts read at both scales"),
-    ("spread, audit_spread", "float", "share", "mean over concepts of the total-variation distance "
-     "between a concept's shares and its reference, at the swept and at the audit's scale"),
-    ("amplification", "float", "", "the spread at the higher of the two scales divided by the "
-     "spread at the lower: above 1, more guidance draws the concepts further from the reference; "
-     "+inf when only the higher scale spreads them, NaN when neither does"),
-    ("amplification_ci_low, amplification_ci_high", "float", "", "95% percentile interval from "
-     "resampling concepts (NaN with fewer than 2 concepts)"),
-    ("resamples, seed", "int", "", "of that bootstrap (`statistics.bootstrap_resamples`, or 1000 "
-     "when it is 0)"),
-))  # fmt: skip
-api.register_tables(OUTPUTS, AGREEMENT, GUIDANCE, AMPLIFICATION)
+TABLES = api.declared_tables(__name__)
 
 
 class Outputs(api.Analysis):
     name = NAME
     title = "What the model draws"
     after = "similarity"
-    tables = (OUTPUTS, AGREEMENT, GUIDANCE, AMPLIFICATION)
+    tables = TABLES
     statistic = (
         "the share of a concept's images read as each group (Wilson interval); Spearman's rho of "
         "lean and share across concepts, and the guidance amplification (concept resamples)"

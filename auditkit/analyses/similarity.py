@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from auditkit.analyses import base as api
 from auditkit.analyze.resampled import Resampled
-from auditkit.rundir.columns import CI, RESULTS_VERSION
-from auditkit.rundir.registry import Table, columns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,30 +21,7 @@ if TYPE_CHECKING:
     from auditkit.spec.audit import AuditSpec
 
 NAME = "similarity"
-PAIRS = "one row per (concept set, concept pair), both orders and the diagonal"
-DIAGONAL = CI.format("cosine") + " (`[1, 1]` on the diagonal)"
-MAP = "the concept's coordinates on the set's first two principal components of H(c) − R"
-CLUSTER = (
-    "flat cluster of the set's hierarchical clustering on cosine distance (1-based, numbered "
-    "in leaf order)"
-)
-LEAF = "the concept's position in the dendrogram's optimal leaf order (0-based)"
-VARIANCE = (
-    "share of the set's variance along each of the two components (same on every row of a set)"
-)
-TABLE = Table(NAME, "results", RESULTS_VERSION, PAIRS, columns(
-    ("concept_set, concept_a, concept_b", "str", "", "the set and the two concepts"),
-    ("cosine", "float", "cosine", "cos(H(a) − R, H(b) − R)"),
-    ("cosine_ci_low, cosine_ci_high", "float", "cosine", DIAGONAL, True),
-))  # fmt: skip
-STRUCTURE = Table("structure", "results", RESULTS_VERSION, "one row per concept", columns(
-    ("concept_set, concept", "str", "", "the concept"),
-    ("x, y", "float", "h-space", MAP),
-    ("cluster", "int", "", CLUSTER),
-    ("leaf_order", "int", "", LEAF),
-    ("variance_x, variance_y", "float", "share", VARIANCE),
-))  # fmt: skip
-api.register_tables(TABLE, STRUCTURE)
+TABLE, STRUCTURE = api.declared_tables(__name__)
 
 
 def similarity_table(ctx: api.AnalysisContext) -> pd.DataFrame:

@@ -11,12 +11,14 @@ seed, hence the same draws as the audit's other intervals.
 
 Everything here is pure: latents, layout and counts in, a tidy table out; and from that table,
 the summary's ``discovery`` block and findings (:func:`discovery_records`,
-:func:`discovery_sentences`), whose axis ends (:func:`axis_ends`) the report shows too.
+:func:`discovery_sentences`), from each concept's top terms and each axis's ends
+(:func:`concept_tops`, :func:`axis_blocks`), which the report shows too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -229,6 +231,43 @@ def axis_ends(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return first, second.sort_values("rank", ascending=False)
 
 
+def concept_tops(discovery: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """Per concept of the ranking, in table order: its concept set, the concept and its ``top``
+    terms in rank order."""
+    on_concepts = discovery[discovery["axis"] == ""]
+    return [
+        (str(key[0]), str(key[1]), block[block["top"].astype(bool)].sort_values("rank"))
+        for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False)
+    ]
+
+
+@dataclass(frozen=True)
+class AxisEnds:
+    """One (concept set, two-group axis) block of the ranking: the axis's groups and the top
+    terms at each end (:func:`axis_ends`)."""
+
+    concept_set: str
+    axis: str
+    positive_group: str
+    negative_group: str
+    """The spec's second group of the axis ("" when the spec does not give it two groups)."""
+    first: pd.DataFrame
+    second: pd.DataFrame
+
+
+def axis_blocks(discovery: pd.DataFrame, groups: Mapping[str, list[str]]) -> list[AxisEnds]:
+    """Per (concept set, two-group axis) of the ranking, in table order, its ends; ``groups``:
+    the spec's groups of each axis. The summary, the findings and the report show these."""
+    out = []
+    on_axes = discovery[discovery["axis"] != ""]
+    for key, block in on_axes.groupby(["concept_set", "axis"], sort=False):
+        names = groups.get(str(key[1]), [])
+        negative = names[1] if len(names) == 2 else ""
+        positive = str(block["positive_group"].iloc[0])
+        out.append(AxisEnds(str(key[0]), str(key[1]), positive, negative, *axis_ends(block)))
+    return out
+
+
 def _term_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         {
@@ -244,31 +283,21 @@ def _term_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 def discovery_records(discovery: pd.DataFrame, groups: Mapping[str, list[str]]) -> dict[str, Any]:
     """The summary's ``discovery`` block: the top terms per concept and at each axis end."""
-    on_concepts = discovery[discovery["axis"] == ""]
     concepts = [
-        {
-            "concept_set": str(key[0]),
-            "concept": str(key[1]),
-            "top": _term_records(block[block["top"]].sort_values("rank")),
-        }
-        for key, block in on_concepts.groupby(["concept_set", "concept"], sort=False)
+        {"concept_set": cset, "concept": concept, "top": _term_records(top)}
+        for cset, concept, top in concept_tops(discovery)
     ]
-    axes = []
-    for key, block in discovery[discovery["axis"] != ""].groupby(
-        ["concept_set", "axis"], sort=False
-    ):
-        first, second = axis_ends(block)
-        names = groups.get(str(key[1]), [])
-        axes.append(
-            {
-                "concept_set": str(key[0]),
-                "axis": str(key[1]),
-                "positive_group": str(block["positive_group"].iloc[0]),
-                "negative_group": names[1] if len(names) == 2 else "",
-                "toward_positive": _term_records(first),
-                "toward_negative": _term_records(second),
-            }
-        )
+    axes = [
+        {
+            "concept_set": ends.concept_set,
+            "axis": ends.axis,
+            "positive_group": ends.positive_group,
+            "negative_group": ends.negative_group,
+            "toward_positive": _term_records(ends.first),
+            "toward_negative": _term_records(ends.second),
+        }
+        for ends in axis_blocks(discovery, groups)
+    ]
     return {"n_terms": int(discovery["term"].nunique()), "concepts": concepts, "axes": axes}
 
 
@@ -302,23 +331,22 @@ def discovery_sentences(
             f"Of the terms mined from the captions of '{cset}', the one most aligned with each "
             f"concept's centred latent: {pairs}."
         )
-    for key, block in discovery[discovery["axis"] != ""].groupby(
-        ["concept_set", "axis"], sort=False
-    ):
-        first, second = axis_ends(block)
-        names = groups.get(str(key[1]), [])
-        negative = names[1] if len(names) == 2 else "the second group"
+    for ends in axis_blocks(discovery, groups):
         out.append(
-            f"Of the terms mined for '{key[0]}', those leaning most towards "
-            f"'{block['positive_group'].iloc[0]}' along '{key[1]}' are {_quoted_terms(first)}; "
-            f"towards '{negative}': {_quoted_terms(second)}."
+            f"Of the terms mined for '{ends.concept_set}', those leaning most towards "
+            f"'{ends.positive_group}' along '{ends.axis}' are {_quoted_terms(ends.first)}; "
+            f"towards '{ends.negative_group or 'the second group'}': "
+            f"{_quoted_terms(ends.second)}."
         )
     return out
 
 
 __all__ = [
     "DISCOVERY_COLUMNS",
+    "AxisEnds",
+    "axis_blocks",
     "axis_ends",
+    "concept_tops",
     "discovery_records",
     "discovery_sentences",
     "empty_ranking",

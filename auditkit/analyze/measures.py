@@ -7,7 +7,9 @@ estimates and, later, resampled seeds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -163,6 +165,17 @@ def default_cosines(
         )
         for g, rows in marked_rows.items()
     }
+
+
+def ranked_groups(key: Mapping[str, str], cosines: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One table row per group, the most aligned first: ``key``'s columns, the group, its cosine
+    and its rank (1 = the highest cosine; ties keep the order given). The descriptor ranking
+    and the defaults rank a concept's groups this way."""
+    ordered = sorted(cosines, key=lambda g: -cosines[g])
+    return [
+        {**key, "group": g, "cosine": cosines[g], "rank": rank}
+        for rank, g in enumerate(ordered, start=1)
+    ]
 
 
 def step_consistency(step_axes: list[np.ndarray]) -> float:

@@ -188,8 +188,8 @@ class RunDir:
         if unknown or missing:
             raise ValueError(
                 f"{table.path}: columns not in the table registry {unknown}, required columns "
-                f"missing {missing} (declare them in auditkit/rundir/columns.py, or in the "
-                "module of the analysis slice that writes the table)."
+                f"missing {missing} (declare them in auditkit/rundir/tables.yaml, or in the "
+                "tables.yaml file of the analysis slice that declares the table)."
             )
         path = self.root / table.path
         storage.write_bytes_atomic(path, parquet_bytes(frame, table.version, meta))

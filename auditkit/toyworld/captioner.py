@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -204,75 +206,65 @@ def train_captioner(
     ``skirt`` picks the world's drawing (``"occupation"``: the reworded world, whose skirts
     take the occupation's colour); ``captioner_id`` names the result.
     """
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        captioner, metrics = _train(
-            steps, seed, batch_size, width, learning_rate, held_out, pool_size, skirt
+    with _torch_threads(num_threads):
+        rng = np.random.default_rng(seed)
+        started = time.perf_counter()
+        pool_people = random_people(pool_size, rng)
+        pool = _to_tensor(render_many(pool_people, rng, skirt=skirt))
+        pool_labels = _labels(pool_people)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = CaptionerNet(width)
+        generator = torch.Generator().manual_seed(seed)
+        optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.15
         )
-        captioner.id = captioner_id
-        return captioner, metrics
-    finally:
-        torch.set_num_threads(previous_threads)
+        loss_fn = nn.CrossEntropyLoss()
+        net.train()
+        for _ in range(steps):
+            index = torch.randint(pool_size, (batch_size,), generator=generator)
+            logits = net(_augment(pool[index], generator))
+            loss = sum(
+                (loss_fn(logits[name], pool_labels[name][index]) for name in HEADS),
+                torch.zeros(()),
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        train_seconds = time.perf_counter() - started
 
-
-def _train(
-    steps: int,
-    seed: int,
-    batch_size: int,
-    width: int,
-    learning_rate: float,
-    held_out: int,
-    pool_size: int,
-    skirt: str = "trousers",
-) -> tuple[ToyworldCaptioner, CaptionerMetrics]:
-    """The body of :func:`train_captioner`."""
-    rng = np.random.default_rng(seed)
-    started = time.perf_counter()
-    pool_people = random_people(pool_size, rng)
-    pool = _to_tensor(render_many(pool_people, rng, skirt=skirt))
-    pool_labels = _labels(pool_people)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = CaptionerNet(width)
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.15
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    net.train()
-    for _ in range(steps):
-        index = torch.randint(pool_size, (batch_size,), generator=generator)
-        logits = net(_augment(pool[index], generator))
-        loss = sum(
-            (loss_fn(logits[name], pool_labels[name][index]) for name in HEADS),
-            torch.zeros(()),
+        test_people = random_people(held_out, rng)
+        captioner = ToyworldCaptioner(net)
+        readings = captioner.read(render_many(test_people, rng, skirt=skirt))
+        pairs = list(zip(readings, test_people, strict=True))
+        accuracy = {
+            name: float(np.mean([r[name] == getattr(p, name) for r, p in pairs])) for name in HEADS
+        }
+        metrics = CaptionerMetrics(
+            accuracy=accuracy,
+            held_out=held_out,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            train_seconds=train_seconds,
         )
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    train_seconds = time.perf_counter() - started
-
-    test_people = random_people(held_out, rng)
-    captioner = ToyworldCaptioner(net)
-    readings = captioner.read(render_many(test_people, rng, skirt=skirt))
-    pairs = list(zip(readings, test_people, strict=True))
-    accuracy = {
-        name: float(np.mean([r[name] == getattr(p, name) for r, p in pairs])) for name in HEADS
-    }
-    metrics = CaptionerMetrics(
-        accuracy=accuracy,
-        held_out=held_out,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        train_seconds=train_seconds,
-    )
-    captioner.metrics = metrics
+        captioner.metrics = metrics
+    captioner.id = captioner_id
     return captioner, metrics
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Torch's intra-op threads capped at ``count`` (None: left as they are), then restored."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def save_captioner(captioner: ToyworldCaptioner, folder: Path) -> Path:
