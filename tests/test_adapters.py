@@ -157,7 +157,7 @@ def test_every_family_names_its_default_hook_and_why() -> None:
     found = adapters()
     assert set(found) >= {"stable-diffusion", "lcm", "sdxl", "pixart", "sd3", "flux", "sana"}
     for adapter in found.values():
-        assert adapter.hook_reason and adapter.pipeline_classes and adapter.title
+        assert adapter.hook.reason and adapter.pipeline_classes and adapter.title
         assert adapter.hook_for(None).startswith(adapter.denoiser + ".")
     assert for_family("pixart").hook_for(None) == "transformer.transformer_blocks.14"
     assert for_family("sd3").hook_for(None) == "transformer.transformer_blocks.12"

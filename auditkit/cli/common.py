@@ -4,6 +4,7 @@ several commands print about a run directory."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -36,6 +37,9 @@ def handle_errors(func: F) -> F:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted. Completed work is kept; run the same command to resume.", 130)
+        except BrokenPipeError:  # the reader went away (`auditkit models | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except MemoryError:
             _fail("out of memory. Lower batch_size in the spec and rerun to resume.", 3)
         except Exception as exc:

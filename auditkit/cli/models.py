@@ -16,5 +16,5 @@ def models() -> None:
     for family, adapter in adapters().items():
         tiny = f"; tiny test model builtin:tiny-{adapter.tiny}" if adapter.tiny else ""
         click.echo(f"{family}  {adapter.title}: {', '.join(adapter.pipeline_classes)}{tiny}")
-        click.echo(f"    default hook {adapter.hook_for(None)}: {adapter.hook_reason}")
+        click.echo(f"    default hook {adapter.hook_for(None)}: {adapter.hook.reason}")
         click.echo(f"    guidance: {adapter.guidance}")

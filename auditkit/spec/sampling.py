@@ -92,11 +92,7 @@ class ProbeSpec(FrozenModel):
         "none", description="'mean' averages h over spatial positions (or tokens) on device."
     )
     tokens: Literal["pooled", "full"] = Field(
-        "pooled",
-        description=(
-            "For a transformer block's image tokens: 'pooled' stores their mean (one vector of "
-            "the block's width per step), 'full' every token (tokens x width: large)."
-        ),
+        "pooled", description="A transformer block's image tokens: their mean, or 'full': all."
     )
     guidance_half: Literal["cond", "uncond"] = Field(
         "cond", description="Which half of a classifier-free-guidance batch is the prompt's h."

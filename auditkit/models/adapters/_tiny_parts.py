@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+CLIP_LENGTH = 77
+"""Tokens of a tiny CLIP prompt (as the real CLIP encoders')."""
 T5_MAX_LENGTH = 16
 """Tokens of the tiny T5 prompt (the pipelines pad or cut the T5 sequence to it)."""
 PRINTABLE = [chr(i) for i in range(33, 127)]
@@ -127,6 +129,34 @@ def model(class_name: str, config: dict[str, Any], seed: int) -> Any:
 
     with seeded(seed):
         return getattr(diffusers, class_name)(**config).eval()
+
+
+def flow_config(
+    words: Sequence[str],
+    transformer: dict[str, Any],
+    *,
+    t5_key: str,
+    latent_channels: int,
+    vae_scaling: tuple[float, float],
+    scheduler: dict[str, Any],
+) -> dict[str, Any]:
+    """A rectified-flow family's tiny config (SD3, FLUX): its ``transformer``, a CLIP text
+    encoder of width 16, T5 of width 32 (under ``t5_key``), a KL VAE of ``latent_channels``
+    without quant convs (``vae_scaling``: its shift and scaling factors) and ``scheduler``."""
+    shift, scaling = vae_scaling
+    return {
+        "transformer": dict(transformer),
+        "text_encoder": clip_config(words, 16, CLIP_LENGTH),
+        t5_key: t5_config(len(t5_vocab(words)), width=32),
+        "vae": vae_config(
+            latent_channels,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=shift,
+            scaling_factor=scaling,
+        ),
+        "scheduler": scheduler,
+    }
 
 
 def flow_pipeline(

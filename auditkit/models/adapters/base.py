@@ -27,6 +27,23 @@ the scale is above 1; ``embedded`` feeds the scale to the denoiser as an input (
 call of the plain batch per step; ``distilled`` (LCM) embeds it through the time conditioning."""
 
 
+BLOCKS = "transformer.transformer_blocks."
+"""The transformer families' block list (``{middle}`` or ``{last}`` follows)."""
+
+
+@dataclass(frozen=True)
+class DefaultHook:
+    """The hook point an audit reads when the spec leaves ``probe.hook`` out (or ``auto``):
+    ``path``, where ``{middle}`` and ``{last}`` stand for block indices of the denoiser's
+    ``layers_key`` blocks read from its config (``layers``: their count in the family's
+    published checkpoint, used without a config), and ``reason``, one line on why."""
+
+    path: str
+    reason: str
+    layers: int = 0
+    layers_key: str = "num_layers"
+
+
 @dataclass(frozen=True)
 class Geometry:
     """What ``plan`` needs about the denoiser, read from config files alone: h's shape per
@@ -51,16 +68,9 @@ class ModelAdapter:
     """The diffusers pipeline classes it serves; the first is the one it loads by default."""
     denoiser: str = "transformer"
     """The pipeline component that denoises (``unet`` or ``transformer``)."""
-    default_hook: str
-    """The hook point an audit reads when the spec leaves ``probe.hook`` out (or ``auto``);
-    ``{middle}`` and ``{last}`` stand for block indices of :attr:`layers_key` blocks, read from
-    the denoiser's config (:meth:`hook_for`)."""
-    layers_key: str = "num_layers"
-    """The denoiser config key that counts the blocks ``{middle}`` and ``{last}`` index."""
-    published_layers: int = 0
-    """That count in the family's published checkpoint: the default when no config is read."""
-    hook_reason: str
-    """One line: why that hook point (the README's supported-models table shows it)."""
+    hook: DefaultHook
+    """The default hook point and why (:meth:`hook_for`; the README's supported-models table
+    shows it)."""
     guidance: Guidance = "cfg"
     image_stream: int | None = None
     """Where the image tokens sit in a block's tuple output (SD3's and FLUX's blocks return
@@ -69,11 +79,11 @@ class ModelAdapter:
     """The builtin tiny pipeline of the family (``builtin:tiny-<tiny>``), None without one."""
 
     def hook_for(self, folder: Path | None) -> str:
-        """The default hook point of this model: :attr:`default_hook` with its block indices
-        from ``folder``'s denoiser config (the published depth when there is none)."""
+        """The default hook point of this model: :attr:`hook` with its block indices from
+        ``folder``'s denoiser config (the published depth when there is none)."""
         config = read_config(folder, self.denoiser) or {}
-        layers = int(config.get(self.layers_key, self.published_layers) or 0)
-        return self.default_hook.format(middle=layers // 2, last=max(layers - 1, 0))
+        layers = int(config.get(self.hook.layers_key, self.hook.layers) or 0)
+        return self.hook.path.format(middle=layers // 2, last=max(layers - 1, 0))
 
     # --- a tiny pipeline for tests ----------------------------------------------------------
 
@@ -147,6 +157,59 @@ class ModelAdapter:
         """h's shape at ``hook`` and the denoiser's size from the model folder's config files,
         or None when they cannot tell (the plan then assumes an SD 1.5-sized U-Net)."""
         return None
+
+
+class TransformerAdapter(ModelAdapter):
+    """What the DiT-style families share: h is the image tokens of a block, [tokens, D], with
+    tokens = (side / patch)^2 of the latent and D = heads x head dim."""
+
+    def geometry(self, folder: Path | None, resolution: int, hook: str) -> Geometry | None:
+        config = read_config(folder, self.denoiser)
+        if config is None or folder is None:
+            return None
+        latent = resolution // vae_scale(folder)
+        patch = int(config.get("patch_size") or 1)
+        tokens = (latent // patch) ** 2
+        width = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+        return Geometry(
+            h_shape=(tokens, width),
+            params=float(safetensors_params(folder / self.denoiser)),
+            latent_area=latent * latent,
+            cfg_capable=self.guidance == "cfg",
+        )
+
+
+class FlowAdapter(TransformerAdapter):
+    """The rectified-flow families (SD3, FLUX), whose tiny pipelines share their parts: the
+    denoiser config :attr:`tiny_transformer`, the rest :attr:`tiny_flow`
+    (:func:`~auditkit.models.adapters._tiny_parts.flow_config`), and their text encoders
+    (:meth:`text_parts`)."""
+
+    transformer_class: str
+    tiny_transformer: dict[str, Any]
+    tiny_flow: dict[str, Any]
+
+    def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
+        from auditkit.models.adapters import _tiny_parts as parts
+
+        return parts.flow_config(words, self.tiny_transformer, **self.tiny_flow)
+
+    def tiny_pipeline(
+        self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
+    ) -> Any:
+        from auditkit.models.adapters import _tiny_parts as parts
+
+        clip = parts.clip_tokenizer(words, parts.CLIP_LENGTH, workdir / "clip")
+        text = self.text_parts(config, seed, words, clip)
+        return parts.flow_pipeline(
+            self.pipeline_classes[0], self.transformer_class, config, seed, **text
+        )
+
+    def text_parts(
+        self, config: dict[str, Any], seed: int, words: tuple[str, ...], clip: Any
+    ) -> dict[str, Any]:
+        """The tiny pipeline's text encoders and tokenizers, by component name."""
+        raise NotImplementedError
 
 
 GENERIC = ModelAdapter()

@@ -13,25 +13,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditkit.models.adapters import _tiny_parts as parts
-from auditkit.models.adapters.base import Geometry, read_config, safetensors_params, vae_scale
-from auditkit.models.adapters.pixart import TransformerAdapter
+from auditkit.models.adapters.base import (
+    BLOCKS,
+    DefaultHook,
+    FlowAdapter,
+    Geometry,
+    read_config,
+    safetensors_params,
+    vae_scale,
+)
 
 if TYPE_CHECKING:
     import torch
 
-CLIP_LENGTH = 77
 
-
-class Flux(TransformerAdapter):
-    family = "flux"
-    title = "FLUX.1"
+class Flux(FlowAdapter):
+    family, title = "flux", "FLUX.1"
     pipeline_classes = ("FluxPipeline",)
-    default_hook = "transformer.transformer_blocks.{last}"
-    published_layers = 19
-    hook_reason = "the last double-stream block: the image stream, still apart from the text"
+    hook = DefaultHook(BLOCKS + "{last}", "last double-stream block: image stream apart", 19)
     guidance = "embedded"
     image_stream = 1
     tiny = "flux"
+    transformer_class = "FluxTransformer2DModel"
 
     def noise(self, pipe: Any, seed: int, resolution: int) -> tuple[torch.Tensor, torch.Generator]:
         """The unit's noise drawn as the pipeline draws it ([C, h, w], C = in_channels / 4),
@@ -58,53 +61,30 @@ class Flux(TransformerAdapter):
             cfg_capable=False,
         )
 
-    def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
+    def text_parts(
+        self, config: dict[str, Any], seed: int, words: tuple[str, ...], clip: Any
+    ) -> dict[str, Any]:
         return {
-            "transformer": {
-                "patch_size": 1,
-                "in_channels": 16,
-                "num_layers": 2,
-                "num_single_layers": 2,
-                "attention_head_dim": 16,
-                "num_attention_heads": 2,
-                "joint_attention_dim": 32,
-                "pooled_projection_dim": 16,
-                "guidance_embeds": True,
-                "axes_dims_rope": [4, 6, 6],
-            },
-            "text_encoder": parts.clip_config(words, 16, CLIP_LENGTH),
-            "text_encoder_2": parts.t5_config(len(parts.t5_vocab(words)), width=32),
-            "vae": parts.vae_config(
-                4,
-                use_quant_conv=False,
-                use_post_quant_conv=False,
-                shift_factor=0.1159,
-                scaling_factor=0.3611,
-            ),
-            "scheduler": {
-                "shift": 3.0,
-                "use_dynamic_shifting": True,
-                "base_shift": 0.5,
-                "max_shift": 1.15,
-                "base_image_seq_len": 256,
-                "max_image_seq_len": 4096,
-            },
+            "text_encoder": parts.clip_encoder(config["text_encoder"], seed + 2, projection=False),
+            "tokenizer": clip,
+            "text_encoder_2": parts.t5_encoder(config["text_encoder_2"], seed + 3),
+            "tokenizer_2": parts.t5_tokenizer(words),
         }
 
-    def tiny_pipeline(
-        self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
-    ) -> Any:
-        clip = parts.clip_tokenizer(words, CLIP_LENGTH, workdir / "clip")
-        return parts.flow_pipeline(
-            "FluxPipeline",
-            "FluxTransformer2DModel",
-            config,
-            seed,
-            text_encoder=parts.clip_encoder(config["text_encoder"], seed + 2, projection=False),
-            tokenizer=clip,
-            text_encoder_2=parts.t5_encoder(config["text_encoder_2"], seed + 3),
-            tokenizer_2=parts.t5_tokenizer(words),
-        )
 
+# the tiny pipeline's denoiser
+TINY_TRANSFORMER: dict[str, Any] = {
+    "patch_size": 1, "in_channels": 16, "num_layers": 2, "num_single_layers": 2,
+    "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+    "pooled_projection_dim": 16, "guidance_embeds": True, "axes_dims_rope": [4, 6, 6],
+}  # fmt: skip
+TINY_FLOW: dict[str, Any] = {
+    "t5_key": "text_encoder_2", "latent_channels": 4, "vae_scaling": (0.1159, 0.3611),
+    "scheduler": {"shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+                  "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096},
+}  # fmt: skip
+
+Flux.tiny_transformer = TINY_TRANSFORMER
+Flux.tiny_flow = TINY_FLOW
 
 ADAPTERS = (Flux(),)

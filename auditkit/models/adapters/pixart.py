@@ -13,42 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.models.adapters import _tiny_parts as parts
-from auditkit.models.adapters.base import (
-    Geometry,
-    ModelAdapter,
-    read_config,
-    safetensors_params,
-    vae_scale,
-)
-
-
-class TransformerAdapter(ModelAdapter):
-    """What the DiT-style families share: h is the image tokens of a block, [tokens, D], with
-    tokens = (side / patch)^2 of the latent and D = heads x head dim."""
-
-    def geometry(self, folder: Path | None, resolution: int, hook: str) -> Geometry | None:
-        config = read_config(folder, self.denoiser)
-        if config is None or folder is None:
-            return None
-        latent = resolution // vae_scale(folder)
-        patch = int(config.get("patch_size") or 1)
-        tokens = (latent // patch) ** 2
-        width = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
-        return Geometry(
-            h_shape=(tokens, width),
-            params=float(safetensors_params(folder / self.denoiser)),
-            latent_area=latent * latent,
-            cfg_capable=self.guidance == "cfg",
-        )
+from auditkit.models.adapters.base import BLOCKS, DefaultHook, TransformerAdapter
 
 
 class PixArt(TransformerAdapter):
-    family = "pixart"
-    title = "PixArt-α / Σ"
+    family, title = "pixart", "PixArt-α / Σ"
     pipeline_classes = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
-    default_hook = "transformer.transformer_blocks.{middle}"
-    published_layers = 28
-    hook_reason = "the middle DiT block (14 of 28): image tokens only, mean-pooled"
+    hook = DefaultHook(BLOCKS + "{middle}", "the middle DiT block: image tokens only", 28)
     tiny = "pixart"
 
     def call_kwargs(self, pipe: Any) -> dict[str, Any]:
@@ -59,24 +30,7 @@ class PixArt(TransformerAdapter):
     def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
         vocab = len(parts.t5_vocab(words))
         return {
-            "transformer": {
-                "sample_size": 8,
-                "num_layers": 2,
-                "patch_size": 2,
-                "attention_head_dim": 8,
-                "num_attention_heads": 3,
-                "caption_channels": 32,
-                "in_channels": 4,
-                "cross_attention_dim": 24,
-                "out_channels": 8,
-                "attention_bias": True,
-                "activation_fn": "gelu-approximate",
-                "num_embeds_ada_norm": 1000,
-                "norm_type": "ada_norm_single",
-                "norm_elementwise_affine": False,
-                "norm_eps": 1e-6,
-                "use_additional_conditions": False,
-            },
+            "transformer": dict(TINY_TRANSFORMER),
             "text_encoder": parts.t5_config(vocab, width=32),
             "vae": parts.vae_config(4),
             "scheduler": {"num_train_timesteps": 1000},
@@ -95,6 +49,17 @@ class PixArt(TransformerAdapter):
             transformer=transformer,
             scheduler=DPMSolverMultistepScheduler(**config["scheduler"]),
         )
+
+
+# the tiny pipeline's denoiser
+TINY_TRANSFORMER: dict[str, Any] = {
+    "sample_size": 8, "num_layers": 2, "patch_size": 2, "attention_head_dim": 8,
+    "num_attention_heads": 3, "caption_channels": 32, "in_channels": 4,
+    "cross_attention_dim": 24, "out_channels": 8, "attention_bias": True,
+    "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000,
+    "norm_type": "ada_norm_single", "norm_elementwise_affine": False, "norm_eps": 1e-6,
+    "use_additional_conditions": False,
+}  # fmt: skip
 
 
 ADAPTERS = (PixArt(),)

@@ -13,19 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.models.adapters import _tiny_parts as parts
-from auditkit.models.adapters.pixart import TransformerAdapter
+from auditkit.models.adapters.base import BLOCKS, DefaultHook, TransformerAdapter
 
 GEMMA_LENGTH = 16
 """Tokens of the tiny Gemma prompt (the pipeline pads or cuts to it: ``max_sequence_length``)."""
 
 
 class Sana(TransformerAdapter):
-    family = "sana"
-    title = "SANA"
+    family, title = "sana", "SANA"
     pipeline_classes = ("SanaPipeline",)
-    default_hook = "transformer.transformer_blocks.{middle}"
-    published_layers = 20
-    hook_reason = "the middle DiT block (10 of 20): image tokens only, mean-pooled"
+    hook = DefaultHook(BLOCKS + "{middle}", "the middle DiT block: image tokens only", 20)
     tiny = "sana"
 
     def call_kwargs(self, pipe: Any) -> dict[str, Any]:
@@ -40,19 +37,7 @@ class Sana(TransformerAdapter):
     def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
         levels = 6  # DC-AE f32: 2 ** (6 - 1) = 32
         return {
-            "transformer": {
-                "in_channels": 32,
-                "out_channels": 32,
-                "num_attention_heads": 2,
-                "attention_head_dim": 8,
-                "num_layers": 2,
-                "num_cross_attention_heads": 2,
-                "cross_attention_head_dim": 8,
-                "cross_attention_dim": 16,
-                "caption_channels": 16,
-                "sample_size": 2,
-                "patch_size": 1,
-            },
+            "transformer": dict(TINY_TRANSFORMER),
             "text_encoder": {
                 "vocab_size": len(_gemma_vocab(words)[0]),
                 "hidden_size": 16,
@@ -139,6 +124,14 @@ def _gemma_vocab(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str
         merges.append(("\u2581", word))
         vocab.setdefault("\u2581" + word, len(vocab))
     return vocab, list(dict.fromkeys(merges))
+
+
+# the tiny pipeline's denoiser
+TINY_TRANSFORMER: dict[str, Any] = {
+    "in_channels": 32, "out_channels": 32, "num_attention_heads": 2, "attention_head_dim": 8,
+    "num_layers": 2, "num_cross_attention_heads": 2, "cross_attention_head_dim": 8,
+    "cross_attention_dim": 16, "caption_channels": 16, "sample_size": 2, "patch_size": 1,
+}  # fmt: skip
 
 
 ADAPTERS = (Sana(),)

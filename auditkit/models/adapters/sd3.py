@@ -9,71 +9,47 @@ the image stream's mean over its tokens, so text tokens never enter h.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from auditkit.models.adapters import _tiny_parts as parts
-from auditkit.models.adapters.pixart import TransformerAdapter
-
-CLIP_LENGTH = 77
+from auditkit.models.adapters.base import BLOCKS, DefaultHook, FlowAdapter
 
 
-class StableDiffusion3(TransformerAdapter):
-    family = "sd3"
-    title = "SD3 / 3.5"
+class StableDiffusion3(FlowAdapter):
+    family, title = "sd3", "SD3 / 3.5"
     pipeline_classes = ("StableDiffusion3Pipeline",)
-    default_hook = "transformer.transformer_blocks.{middle}"
-    published_layers = 24
-    hook_reason = "the middle joint (MMDiT) block: its image stream, mean-pooled"
+    hook = DefaultHook(BLOCKS + "{middle}", "the middle joint block's image stream", 24)
     image_stream = 1
     tiny = "sd3"
+    transformer_class = "SD3Transformer2DModel"
 
-    def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
+    def text_parts(
+        self, config: dict[str, Any], seed: int, words: tuple[str, ...], clip: Any
+    ) -> dict[str, Any]:
+        text = config["text_encoder"]
         return {
-            "transformer": {
-                "sample_size": 8,
-                "patch_size": 2,
-                "in_channels": 16,
-                "out_channels": 16,
-                "num_layers": 3,
-                "attention_head_dim": 8,
-                "num_attention_heads": 2,
-                "joint_attention_dim": 32,
-                "caption_projection_dim": 16,
-                "pooled_projection_dim": 32,
-                "pos_embed_max_size": 16,
-                "dual_attention_layers": [0],
-                "qk_norm": "rms_norm",
-            },
-            "text_encoder": parts.clip_config(words, 16, CLIP_LENGTH),
-            "text_encoder_3": parts.t5_config(len(parts.t5_vocab(words)), width=32),
-            "vae": parts.vae_config(
-                16,
-                use_quant_conv=False,
-                use_post_quant_conv=False,
-                shift_factor=0.0609,
-                scaling_factor=1.5305,
-            ),
-            "scheduler": {"shift": 3.0},
+            "text_encoder": parts.clip_encoder(text, seed + 2, projection=True),
+            "tokenizer": clip,
+            "text_encoder_2": parts.clip_encoder(text, seed + 3, projection=True),
+            "tokenizer_2": clip,
+            "text_encoder_3": parts.t5_encoder(config["text_encoder_3"], seed + 4),
+            "tokenizer_3": parts.t5_tokenizer(words),
         }
 
-    def tiny_pipeline(
-        self, config: dict[str, Any], seed: int, words: tuple[str, ...], workdir: Path
-    ) -> Any:
-        clip = parts.clip_tokenizer(words, CLIP_LENGTH, workdir / "clip")
-        text = config["text_encoder"]
-        return parts.flow_pipeline(
-            "StableDiffusion3Pipeline",
-            "SD3Transformer2DModel",
-            config,
-            seed,
-            text_encoder=parts.clip_encoder(text, seed + 2, projection=True),
-            tokenizer=clip,
-            text_encoder_2=parts.clip_encoder(text, seed + 3, projection=True),
-            tokenizer_2=clip,
-            text_encoder_3=parts.t5_encoder(config["text_encoder_3"], seed + 4),
-            tokenizer_3=parts.t5_tokenizer(words),
-        )
 
+# the tiny pipeline's denoiser
+TINY_TRANSFORMER: dict[str, Any] = {
+    "sample_size": 8, "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 3,
+    "attention_head_dim": 8, "num_attention_heads": 2, "joint_attention_dim": 32,
+    "caption_projection_dim": 16, "pooled_projection_dim": 32, "pos_embed_max_size": 16,
+    "dual_attention_layers": [0], "qk_norm": "rms_norm",
+}  # fmt: skip
+TINY_FLOW: dict[str, Any] = {
+    "t5_key": "text_encoder_3", "latent_channels": 16, "vae_scaling": (0.0609, 1.5305),
+    "scheduler": {"shift": 3.0},
+}  # fmt: skip
+
+StableDiffusion3.tiny_transformer = TINY_TRANSFORMER
+StableDiffusion3.tiny_flow = TINY_FLOW
 
 ADAPTERS = (StableDiffusion3(),)

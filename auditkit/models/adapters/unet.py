@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.models.adapters.base import (
+    DefaultHook,
     Geometry,
     ModelAdapter,
     read_config,
@@ -27,8 +28,7 @@ class UNetAdapter(ModelAdapter):
     (``time_cond_proj_dim``: LCM), the mid block as h, noise of [C, h, w]."""
 
     denoiser = "unet"
-    default_hook = "unet.mid_block"
-    hook_reason = "the U-Net's bottleneck: the h-space where semantic directions were found"
+    hook = DefaultHook("unet.mid_block", "the U-Net's bottleneck, where h-space was found")
 
     def uses_cfg(self, pipe: Any, guidance_scale: float) -> bool:
         unet = getattr(pipe, "unet", None)
