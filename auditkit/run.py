@@ -46,10 +46,12 @@ def run_audit(
     cache_dir: Path | None = None,
     show_progress: bool = True,
     render: bool = True,
+    loaded: LoadedPipeline | None = None,
 ) -> RunOutcome:
     """Plan, extract (skipping finished units), caption when the spec asks (skipping captioned
     units), run the causal check when the spec asks (skipping done jobs), analyze and report
-    into ``out_dir``."""
+    into ``out_dir``. ``loaded``: a pipeline already loaded for this spec's model (a layer
+    sweep runs one audit per hook on one pipeline)."""
     if not isinstance(spec, AuditSpec):
         spec = load_checked_spec(spec)
     check_spec(spec)
@@ -71,6 +73,7 @@ def run_audit(
         run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
     )
     stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress, hook_left=hook_left)
+    stages.given = loaded
     stages.save()
     try:
         _extract(stages, previous)
@@ -118,6 +121,8 @@ class _Stages:
     cache_dir: Path
     show_progress: bool
     pipe: LoadedPipeline | None = None
+    given: LoadedPipeline | None = None
+    """A pipeline the caller loaded for this model, used instead of loading it again."""
     hook_left: bool = False
     """Whether the spec left the hook point to the model's family (resolved before loading)."""
 
@@ -212,7 +217,7 @@ def _load_model(stages: _Stages) -> LoadedPipeline:
     from auditkit.models.loading import check_resolved_hook, load_pipeline
 
     spec, plan = stages.spec, stages.plan
-    loaded = load_pipeline(spec.model, cache_dir=stages.cache_dir)
+    loaded = stages.given or load_pipeline(spec.model, cache_dir=stages.cache_dir)
     if stages.hook_left:
         check_resolved_hook(spec, loaded, stages.cache_dir)
     stages.update(

@@ -6,6 +6,7 @@ storage checked against numbers worked out by hand below."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from auditkit.run import run_audit
 from auditkit.spec import parse_spec
 
 TRANSFORMER_FAMILIES = ("pixart", "sd3", "flux", "sana")
+FAMILIES = ("sd", "lcm", "sdxl", *TRANSFORMER_FAMILIES)
+"""Every family's tiny builtin (``builtin:tiny-<name>``)."""
+KINDS = {"sd": "stable-diffusion", "lcm": "lcm", "sdxl": "sdxl"}
 
 SPEC = """
 spec_version: 1
@@ -51,6 +55,10 @@ TINY = {
     "sd3": ("transformer.transformer_blocks.1", 16, 16, 2),  # 3 blocks; 2 x 8; patch 2
     "flux": ("transformer.transformer_blocks.1", 32, 16, 1),  # 2 double blocks; 2 x 16; 2x2 packed
     "sana": ("transformer.transformer_blocks.1", 16, 4, 2),  # 2 blocks; 2 x 8; DC-AE /32: 2x2
+    # the U-Nets: VAE /2 -> 32x32 latents, one 2x downsample -> mid block [64, 16, 16]
+    "sd": ("unet.mid_block", 64 * 16 * 16, 0, 2),
+    "lcm": ("unet.mid_block", 64 * 16 * 16, 0, 1),  # guidance embedded (LCM)
+    "sdxl": ("unet.mid_block", 64 * 16 * 16, 0, 2),
 }
 
 
@@ -59,7 +67,7 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One audit per transformer family on its tiny pipeline (built into a shared cache)."""
     root = tmp_path_factory.mktemp("adapters")
     runs = {}
-    for family in TRANSFORMER_FAMILIES:
+    for family in FAMILIES:
         spec = parse_spec(SPEC.format(family=family))
         runs[family] = run_audit(
             spec, root / family, cache_dir=root / "cache", show_progress=False
@@ -67,16 +75,16 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return runs
 
 
-@pytest.mark.parametrize("family", TRANSFORMER_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_runs_the_whole_flow(flows: dict[str, Path], family: str) -> None:
     run = flows[family]
     hook, width, _tokens, cfg = TINY[family]
     assert f"hook: {hook}" in (run / "spec.yaml").read_text()  # left out: the family's default
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["model"]["kind"] == family
+    assert manifest["model"]["kind"] == KINDS.get(family, family)
     extract = manifest["stages"]["extract"]
     units = (1 + 2 + 3) * 3  # (the base prompt, 2 group prompts, 3 concepts) x 3 seeds
-    assert extract["units_run"] == units and extract["h_shape"] == [width]
+    assert extract["units_run"] == units and math.prod(extract["h_shape"]) == width
     assert extract["denoiser_evaluations"] == units * 3 * cfg  # FLUX embeds its guidance
     lean = pd.read_parquet(run / "results" / "lean.parquet")
     assert sorted(lean["concept"]) == ["doctor", "nurse", "pilot"]

@@ -23,6 +23,7 @@ from auditkit.cli import (
     report,
     run,
     spec,
+    sweep,
     toyworld,
 )
 
@@ -45,6 +46,7 @@ for _command in (
     analyses.analyses,
     models.models,
     run.run,
+    sweep.sweep_hooks,
     check.check,
     report.report,
     diff.diff,

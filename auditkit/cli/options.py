@@ -45,7 +45,7 @@ cache_dir_option = path_option(
 )
 """The ``--cache-dir`` option shared by the commands that load a model."""
 
-TOYWORLD_VARIANTS = ("biased", "balanced", "reworded")
+TOYWORLD_VARIANTS = ("biased", "balanced", "reworded", "dit")
 """The toyworld checkpoints a command can name with ``--variant``."""
 
 

@@ -24,7 +24,8 @@ def toyworld() -> None:
 )
 @variants_option(
     help="Which checkpoints to train (default: biased and balanced; reworded, the "
-    "calibration suite's second world, on request)."
+    "calibration suite's second world, and dit, the biased world with a DiT denoiser, on "
+    "request)."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--steps", default=4800, show_default=True, help="Denoiser training steps.")
@@ -66,7 +67,9 @@ def toyworld_train(
         from auditkit.toyworld.world import reader_of
 
         # one reader per world drawn: the reworded world's skirts take the occupation's colour
-        worlds = {reader_of(v): "occupation" if v == "reworded" else "trousers" for v in chosen}
+        # (toyworld-dit reads with the biased world's captioner: it trains none of its own)
+        drawn = [v for v in chosen if v != "dit"]
+        worlds = {reader_of(v): "occupation" if v == "reworded" else "trousers" for v in drawn}
         for name, skirt in worlds.items():
             captioner, metrics = train_captioner(
                 steps=captioner_steps, seed=seed, num_threads=1, skirt=skirt, captioner_id=name
@@ -76,6 +79,16 @@ def toyworld_train(
     from auditkit.models.loading import resolve_device
 
     device = resolve_device(device)
+    if "dit" in chosen:  # the biased world's tokenizer, VAE, text encoder and captioner
+        from auditkit.toyworld.build import checkpoint_path
+        from auditkit.toyworld.dit import train_dit_checkpoint
+
+        base = checkpoint_path("biased", root)
+        config = TrainConfig(seed=seed, steps=steps, device=device, threads=threads)
+        click.echo(f"dit: {train_dit_checkpoint(root, base=base, config=config)}")
+        chosen = tuple(v for v in chosen if v != "dit")
+        if not chosen:
+            return
     config = TrainConfig(
         seed=seed, steps=steps, vae_steps=vae_steps, device=device, threads=threads
     )

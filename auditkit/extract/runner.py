@@ -102,62 +102,100 @@ def extract_activations(
     store: ActivationStore,
     *,
     show_progress: bool = True,
+    also: Sequence[tuple[AuditSpec, AuditPlan, ActivationStore]] = (),
 ) -> ExtractStats:
-    """Capture h for every pending unit of ``plan``; finished units are never redone."""
+    """Capture h for every pending unit of ``plan``; finished units are never redone.
+
+    ``also``: more (spec, plan, store) targets that differ only in the hook point (a layer
+    sweep); each sampled trajectory is read at every target's hook in the same pass, and each
+    store gets the units it lacks. The stats are ``plan``'s.
+    """
+    from contextlib import ExitStack
+
     pipe = loaded.pipe
-    todo = pending_units(plan, store)
+    targets = [(spec, plan, store), *also]
+    done = [t[2].completed() for t in targets]
+    units_of = [{(u.prompt_id, u.seed): u for u in t[1].units} for t in targets]
+    pairs = list(zip(units_of, done, strict=True))
+    todo = [
+        u for u in plan.units if any(m[(u.prompt_id, u.seed)].unit_id not in d for m, d in pairs)
+    ]
     started = time.perf_counter()
-    stats = ExtractStats(len(plan.units), 0, len(plan.units) - len(todo), 0, 0, 0.0, [])
+    skipped = sum(1 for u in plan.units if u.unit_id in done[0])
+    stats = ExtractStats(len(plan.units), 0, skipped, 0, 0, 0.0, [])
     if not todo:
         return stats
+    progress = Progress("extract", len(todo), enabled=show_progress)
+    for start in range(0, len(todo), spec.batch_size):
+        batch = todo[start : start + spec.batch_size]
+        with torch.inference_mode(), ExitStack() as hooks:
+            sessions = [hooks.enter_context(_capture(loaded, t[0], len(batch))) for t in targets]
+            pipe(**pipeline_inputs(loaded, spec, batch), output_type="latent")
+        for (t_spec, _plan, t_store), session, units, d in zip(
+            targets, sessions, units_of, done, strict=True
+        ):
+            mine = [units[(u.prompt_id, u.seed)] for u in batch]
+            wanted = [i for i, u in enumerate(mine) if u.unit_id not in d]
+            shape = _write(t_spec, session, [mine[i] for i in wanted], wanted, t_store)
+            if t_store is store:
+                stats.units_run += len(wanted)
+                stats.h_shape = shape
+        stats.denoiser_evaluations += sessions[0].denoiser_samples
+        stats.forward_passes += sessions[0].denoiser_calls
+        progress.advance(len(batch))
+    for _spec, _plan, t_store in targets:
+        t_store.compact()
+    stats.seconds = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def _capture(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
+    """The capture of ``spec``'s hook point for one pipeline call of ``batch`` units."""
     steps = spec.model.steps
     keep = None if spec.probe.steps == "all" else {s for s in spec.probe.steps if s < steps}
     if keep is not None and not keep:
         keep = {steps - 1}
-    store_dtype = getattr(torch, spec.probe.store_dtype)
-    progress = Progress("extract", len(todo), enabled=show_progress)
-    for start in range(0, len(todo), spec.batch_size):
-        batch = todo[start : start + spec.batch_size]
-        with (
-            torch.inference_mode(),
-            capture_h(
-                pipe.components,
-                spec.probe.hook,
-                expected_batch=len(batch),
-                keep_steps=keep,
-                halves=(spec.probe.guidance_half,),
-                spatial_pool=spec.probe.spatial_pool,
-                store_dtype=store_dtype,
-                adapter=loaded.adapter,
-                tokens=spec.probe.tokens,
-            ) as session,
-        ):
-            pipe(**pipeline_inputs(loaded, spec, batch), output_type="latent")
-        captures = session.by_step(spec.probe.guidance_half)
-        if not captures:
-            raise RuntimeError(f"hook point {spec.probe.hook!r} was never called")
-        stacked = torch.stack([c.tensor for c in captures], dim=1).cpu()  # [B, S, ...]
-        kept_steps = [c.step for c in captures]
-        timesteps = [c.timestep for c in captures]
-        tensors = {u.unit_id: stacked[i].clone() for i, u in enumerate(batch)}
+    return capture_h(
+        loaded.pipe.components,
+        spec.probe.hook,
+        expected_batch=batch,
+        keep_steps=keep,
+        halves=(spec.probe.guidance_half,),
+        spatial_pool=spec.probe.spatial_pool,
+        store_dtype=getattr(torch, spec.probe.store_dtype),
+        adapter=loaded.adapter,
+        tokens=spec.probe.tokens,
+    )
+
+
+def _write(
+    spec: AuditSpec,
+    session: Any,
+    units: Sequence[WorkUnit],
+    rows_of: Sequence[int],
+    store: ActivationStore,
+) -> list[int]:
+    """Write the captured h of ``units`` (rows ``rows_of`` of the batch) to ``store``; returns
+    h's shape per step."""
+    captures = session.by_step(spec.probe.guidance_half)
+    if not captures:
+        raise RuntimeError(f"hook point {spec.probe.hook!r} was never called")
+    stacked = torch.stack([c.tensor for c in captures], dim=1).cpu()  # [B, S, ...]
+    if units:
+        kept_steps = json.dumps([c.step for c in captures])
+        timesteps = json.dumps([c.timestep for c in captures])
+        tensors = {u.unit_id: stacked[i].clone() for u, i in zip(units, rows_of, strict=True)}
         rows = [
             {
                 "unit_id": u.unit_id,
                 "prompt_id": u.prompt_id,
                 "seed": int(u.seed),
                 "shape": json.dumps(list(stacked.shape[1:])),
-                "steps": json.dumps(kept_steps),
-                "timesteps": json.dumps(timesteps),
+                "steps": kept_steps,
+                "timesteps": timesteps,
                 "dtype": spec.probe.store_dtype,
             }
-            for u in batch
+            for u in units
         ]
         store.write_batch(tensors, rows)
-        stats.units_run += len(batch)
-        stats.denoiser_evaluations += session.denoiser_samples
-        stats.forward_passes += session.denoiser_calls
-        stats.h_shape = list(stacked.shape[2:])
-        progress.advance(len(batch))
-    store.compact()
-    stats.seconds = round(time.perf_counter() - started, 3)
-    return stats
+    return list(stacked.shape[2:])

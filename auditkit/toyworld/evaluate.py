@@ -31,8 +31,9 @@ def generate(
     batch_size: int = 256,
 ) -> np.ndarray:
     """uint8 images [len(prompts) * len(seeds), 32, 32, 3], prompt-major, seeded per image."""
-    from auditkit.extract.runner import initial_noise
+    from auditkit.extract.runner import adapter_of, initial_noise
 
+    extra = adapter_of(pipe).call_kwargs(pipe)  # PixArt (toyworld-dit): no resolution binning
     pairs = [(p, s) for p in prompts for s in seeds]
     out = []
     for start in range(0, len(pairs), batch_size):
@@ -47,6 +48,7 @@ def generate(
                 height=32,
                 width=32,
                 output_type="np",
+                **extra,
             ).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
@@ -219,7 +221,7 @@ def evaluate_folder(
     import json
     from pathlib import Path
 
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     from auditkit.toyworld.captioner import load_captioner
     from auditkit.toyworld.card import write_model_card
@@ -230,7 +232,7 @@ def evaluate_folder(
     from auditkit.models.loading import dtype_keyword, quiet_libraries
 
     quiet_libraries()
-    pipe = StableDiffusionPipeline.from_pretrained(
+    pipe = DiffusionPipeline.from_pretrained(
         str(folder), local_files_only=True, **{dtype_keyword(): torch.float32}
     ).to(device)
     if variant == "reworded":  # its truth is truth.json; here how well it follows prompts

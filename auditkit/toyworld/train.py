@@ -300,14 +300,20 @@ def assemble_pipeline(
     )
 
 
-def save_pipeline(pipe: Any, folder: Path, *, half: bool = True) -> None:
+def save_pipeline(
+    pipe: Any,
+    folder: Path,
+    *,
+    half: bool = True,
+    components: tuple[str, ...] = ("vae", "text_encoder", "unet"),
+) -> None:
     """Save as safetensors (float16 weights by default, to keep a checkpoint small)."""
     if half:
-        for name in ("vae", "text_encoder", "unet"):
+        for name in components:
             getattr(pipe, name).to(torch.float16)
     pipe.save_pretrained(str(folder), safe_serialization=True)
     if half:
-        for name in ("vae", "text_encoder", "unet"):
+        for name in components:
             getattr(pipe, name).to(torch.float32)
 
 

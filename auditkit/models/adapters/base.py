@@ -85,6 +85,13 @@ class ModelAdapter:
         layers = int(config.get(self.hook.layers_key, self.hook.layers) or 0)
         return self.hook.path.format(middle=layers // 2, last=max(layers - 1, 0))
 
+    def sweep_hooks(self, folder: Path | None) -> list[str]:
+        """The hook points a layer sweep reads, shallow to deep (every block of the
+        denoiser's block list, from its config; the published depth without one)."""
+        config = read_config(folder, self.denoiser) or {}
+        layers = int(config.get(self.hook.layers_key, self.hook.layers) or 0)
+        return [BLOCKS + str(i) for i in range(layers)]
+
     # --- a tiny pipeline for tests ----------------------------------------------------------
 
     def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:

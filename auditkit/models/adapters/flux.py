@@ -48,6 +48,13 @@ class Flux(FlowAdapter):
         packed = type(pipe)._pack_latents(noise, 1, channels, side, side)
         return packed[0], generator
 
+    def sweep_hooks(self, folder: Path | None) -> list[str]:
+        """Every double-stream block, then every single-stream block."""
+        config = read_config(folder, self.denoiser) or {}
+        single = int(config.get("num_single_layers", 38))
+        singles = [f"transformer.single_transformer_blocks.{i}" for i in range(single)]
+        return [*super().sweep_hooks(folder), *singles]
+
     def geometry(self, folder: Path | None, resolution: int, hook: str) -> Geometry | None:
         config = read_config(folder, self.denoiser)
         if config is None or folder is None:

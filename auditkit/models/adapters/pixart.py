@@ -25,7 +25,11 @@ class PixArt(TransformerAdapter):
     def call_kwargs(self, pipe: Any) -> dict[str, Any]:
         # the spec's resolution exactly (binning would move it to a trained aspect bucket),
         # and the prompt as written (caption cleaning needs bs4 and ftfy)
-        return {"use_resolution_binning": False, "clean_caption": False}
+        kwargs: dict[str, Any] = {"use_resolution_binning": False, "clean_caption": False}
+        limit = int(getattr(pipe.tokenizer, "model_max_length", 0) or 0)
+        if 0 < limit < 300:  # a short text encoder (CLIP in toyworld-dit): its own length
+            kwargs["max_sequence_length"] = limit
+        return kwargs
 
     def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
         vocab = len(parts.t5_vocab(words))

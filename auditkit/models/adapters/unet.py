@@ -35,6 +35,17 @@ class UNetAdapter(ModelAdapter):
         distilled = unet is not None and unet.config.get("time_cond_proj_dim") is not None
         return not distilled and self.guidance == "cfg" and guidance_scale > 1.0
 
+    def sweep_hooks(self, folder: Path | None) -> list[str]:
+        """Every down block, the mid block and every up block, in the order h passes them."""
+        unet = read_config(folder, "unet") or {}
+        down = len(unet.get("down_block_types") or [0] * 4)
+        up = len(unet.get("up_block_types") or [0] * 4)
+        return [
+            *(f"unet.down_blocks.{i}" for i in range(down)),
+            "unet.mid_block",
+            *(f"unet.up_blocks.{i}" for i in range(up)),
+        ]
+
     def geometry(self, folder: Path | None, resolution: int, hook: str) -> Geometry | None:
         unet = read_config(folder, "unet")
         if unet is None or folder is None:

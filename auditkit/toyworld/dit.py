@@ -1,0 +1,200 @@
+"""toyworld-dit: the toyworld world with a small PixArt-style DiT denoiser.
+
+The checkpoint shares everything but the denoiser with toyworld-biased: the same training data
+(the biased world's planted rates), its tokenizer, VAE and trained CLIP text encoder (frozen
+here). The denoiser is a ``PixArtTransformer2DModel`` (adaLN-single, self- and cross-attention
+blocks) reading the text encoder's states through cross-attention, and the checkpoint is an
+ordinary ``PixArtSigmaPipeline`` folder, so an audit of it runs the code path of a PixArt model
+(its model adapter, a transformer block as the hook point).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from auditkit.toyworld.train import (
+    EMA,
+    RESOLUTION,
+    TrainConfig,
+    TrainLog,
+    _lr_lambda,
+    _report,
+    noise_schedule,
+    save_pipeline,
+    to_tensor,
+    write_json,
+)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """The DiT's size: ``layers`` blocks of ``heads`` x ``head_dim`` over the 8 x 8 latent
+    cut into ``patch`` x ``patch`` tokens."""
+
+    layers: int = 8
+    heads: int = 4
+    head_dim: int = 32
+    patch: int = 1
+    lr: float = 5e-4
+    """Peak learning rate (transformers want less than the U-Net's 1e-3)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layers": self.layers, "heads": self.heads, "head_dim": self.head_dim,
+                "patch": self.patch, "lr": self.lr}  # fmt: skip
+
+
+def build_dit(dit: DiTConfig, text_width: int) -> Any:
+    """A PixArt-style DiT on the toyworld latents (4 channels, no learned sigma)."""
+    from diffusers import PixArtTransformer2DModel
+
+    width = dit.heads * dit.head_dim
+    return PixArtTransformer2DModel(
+        sample_size=RESOLUTION // 4,
+        num_layers=dit.layers,
+        patch_size=dit.patch,
+        attention_head_dim=dit.head_dim,
+        num_attention_heads=dit.heads,
+        caption_channels=text_width,
+        in_channels=4,
+        out_channels=4,
+        cross_attention_dim=width,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+    )
+
+
+def encode(tokenizer: Any, text_encoder: Any, captions: list[str], device: Any) -> tuple[Any, Any]:
+    """Text states and attention mask, as the PixArt pipeline encodes a prompt."""
+    tokens = tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    mask = tokens.attention_mask.to(device)
+    states = text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+    return states, mask
+
+
+def train_dit(
+    config: TrainConfig,
+    dit: DiTConfig,
+    vae: Any,
+    text_encoder: Any,
+    tokenizer: Any,
+    log: TrainLog,
+    *,
+    report_every: int = 100,
+) -> nn.Module:
+    """Train the DiT (epsilon prediction, the text encoder frozen); return its EMA copy."""
+    from diffusers import DDPMScheduler
+
+    from auditkit.toyworld.world import sample_training_set
+
+    torch.manual_seed(config.seed + 11)
+    rng = np.random.default_rng([config.seed, 12])
+    device = torch.device(config.device)
+    text_encoder = text_encoder.eval().to(device).requires_grad_(False)
+    model = build_dit(dit, int(text_encoder.config.hidden_size)).train().to(device)
+    vae = vae.to(device)
+    scheduler: Any = DDPMScheduler(**noise_schedule())
+    opt = torch.optim.AdamW(model.parameters(), lr=dit.lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, config.steps))
+    ema = EMA(model, config.ema_decay)
+    scale = float(vae.config.scaling_factor)
+    pending: list[torch.Tensor] = []
+    started = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        batch = sample_training_set(config.batch_size, config.variant, rng)
+        captions = ["" if rng.random() < config.caption_dropout else c for c in batch.captions]
+        with torch.no_grad():
+            latents = vae.encode(to_tensor(batch.images).to(device)).latent_dist.sample() * scale
+            states, mask = encode(tokenizer, text_encoder, captions, device)
+        noise = torch.randn_like(latents)
+        t = torch.randint(
+            0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device
+        )
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = model(
+            noisy,
+            encoder_hidden_states=states,
+            encoder_attention_mask=mask,
+            timestep=t,
+            added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+        ).sample
+        loss = nn.functional.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        pending.append(loss.detach())
+        if step % report_every == 0 or step == config.steps:
+            log.loss.extend(torch.stack(pending).cpu().tolist())
+            pending.clear()
+            _report("dit", step, config.steps, started, float(np.mean(log.loss[-50:])))
+    log.seconds = round(time.perf_counter() - started, 1)
+    vae.to("cpu")
+    return ema.shadow.to("cpu")
+
+
+def train_dit_checkpoint(
+    out_root: Path,
+    *,
+    base: Path,
+    config: TrainConfig | None = None,
+    dit: DiTConfig | None = None,
+) -> Path:
+    """Train toyworld-dit on the world of the checkpoint ``base`` (toyworld-biased: its
+    tokenizer, VAE and text encoder) and save it as ``out_root/toyworld-dit``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, PixArtSigmaPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from auditkit.models.loading import quiet_libraries
+    from auditkit.toyworld.build import _training_record
+    from auditkit.toyworld.world import write_planted_rates
+
+    quiet_libraries()
+    config = replace(config or TrainConfig(), variant="biased")
+    dit = dit or DiTConfig()
+    torch.set_num_threads(config.threads)
+    tokenizer = CLIPTokenizer.from_pretrained(str(base / "tokenizer"))
+    vae = AutoencoderKL.from_pretrained(str(base / "vae")).float()
+    text_encoder = CLIPTextModel.from_pretrained(str(base / "text_encoder")).float()
+    log = TrainLog(scaling_factor=float(vae.config.scaling_factor))
+    started = time.perf_counter()
+    model = train_dit(config, dit, vae, text_encoder, tokenizer, log)
+    pipe = PixArtSigmaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=model,
+        scheduler=DDIMScheduler(**noise_schedule(), set_alpha_to_one=False, steps_offset=1),
+    )
+    folder = out_root / "toyworld-dit"
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_pipeline(pipe, staging, components=("vae", "text_encoder", "transformer"))
+    write_planted_rates(staging / "planted_rates.json", "biased")
+    record = _training_record(config, log, started)
+    record["denoiser"]["dit"] = dit.to_json()
+    record["shared_with"] = base.name
+    write_json(staging / "training.json", record)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
