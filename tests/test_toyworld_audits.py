@@ -242,7 +242,7 @@ def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path])
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if "estimated time" in x)
-    assert f"(measured: {rate * 1e3:.2f} ms per U-Net evaluation in" in line
+    assert f"(measured: {rate * 1e3:.2f} ms per denoiser evaluation in" in line
     other = str(ROOT / "audits" / "toyworld-balanced.yaml")
     refused = CliRunner().invoke(main, ["plan", other, "--rate-from", str(runs["biased"])])
     assert refused.exit_code == 2 and "a rate only carries over for the same model" in (

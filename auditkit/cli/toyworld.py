@@ -84,6 +84,8 @@ def toyworld_train(
         from auditkit.toyworld.dit import train_dit_checkpoint
 
         base = checkpoint_path("biased", root)
+        if not (base / "model_index.json").is_file():  # --out elsewhere: the shipped one
+            base = checkpoint_path("biased")
         config = TrainConfig(seed=seed, steps=steps, device=device, threads=threads)
         click.echo(f"dit: {train_dit_checkpoint(root, base=base, config=config)}")
         chosen = tuple(v for v in chosen if v != "dit")

@@ -42,7 +42,7 @@ class DiTConfig:
     layers: int = 8
     heads: int = 4
     head_dim: int = 32
-    patch: int = 1
+    patch: int = 2
     lr: float = 5e-4
     """Peak learning rate (transformers want less than the U-Net's 1e-3)."""
 
