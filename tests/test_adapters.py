@@ -349,3 +349,42 @@ def test_full_size_denoisers_on_meta(
     if len(h_shape) == 2:  # every image token kept: tokens x width
         full = stored_per_step(geometry.h_shape, "none", "full") * 4
         assert full == per_step * h_shape[0]
+
+
+def test_plan_prints_full_size_storage(tmp_path: Path) -> None:
+    """``auditkit plan`` on a FLUX.1-dev folder (configs only, no weights): h per step is the
+    image tokens x width, stored pooled to 3,072 floats; 3 prompts x 2 seeds x 28 steps x
+    3,072 x 4 bytes = 2,064,384 bytes (2.0 MiB); FLUX embeds its guidance, so no doubling."""
+    from click.testing import CliRunner
+
+    from auditkit.cli import main
+
+    folder = tmp_path / "flux-dev"
+    for component, data in (("transformer", FLUX_DEV), ("vae", KL_VAE)):
+        (folder / component).mkdir(parents=True)
+        (folder / component / "config.json").write_text(json.dumps(data))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"""spec_version: 1
+name: flux-plan
+model: {{id: "{folder}", steps: 28, guidance_scale: 3.5, resolution: 1024}}
+seeds: 2
+axes:
+  - name: gender
+    templates: ["a photo of a {{term}}"]
+    groups: {{man: [man], woman: [woman]}}
+concepts:
+  - name: jobs
+    templates: ["a photo of a {{term}}"]
+    terms: [doctor]
+analyses: [lean]
+centring: {{reference: set_mean}}
+"""
+    )
+    result = CliRunner().invoke(main, ["plan", str(spec)])
+    assert result.exit_code == 0, result.output
+    lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
+    assert "4096x3072" in lines["h per step"]
+    assert "2.0 MiB" in lines["activation storage"]
+    assert "168 (" in lines["denoiser evaluations"]  # 3 prompts x 2 seeds x 28 steps, no CFG

@@ -57,6 +57,40 @@ def test_a_few_training_steps_of_every_component(tmp_path: Path) -> None:
     assert second["vae"]["threads"] == training["vae"]["threads"] == config.threads
 
 
+def test_a_few_training_steps_of_the_dit(tmp_path: Path) -> None:
+    """toyworld-dit trains its denoiser alone on the biased world, with that checkpoint's
+    tokenizer, VAE and text encoder, and saves a PixArt pipeline that loads offline."""
+    from auditkit.models.loading import load_pipeline
+    from auditkit.spec import ModelSpec
+    from auditkit.toyworld.card import write_model_card
+    from auditkit.toyworld.dit import DiTConfig, train_dit_checkpoint
+    from auditkit.toyworld.train import TrainConfig
+
+    base = checkpoint_path("biased")
+    config = TrainConfig(steps=3, batch_size=8, warmup_steps=1)
+    folder = train_dit_checkpoint(tmp_path, base=base, config=config, dit=DiTConfig(layers=2))
+    planted = json.loads((folder / "planted_rates.json").read_text())
+    biased = json.loads((base / "planted_rates.json").read_text())
+    assert planted["variant"] == "dit" and planted["world"] == "biased"
+    assert planted["rates"] == biased["rates"]
+    from safetensors.torch import load_file
+    from transformers import CLIPTokenizer
+
+    text = "a photo of a young dark woman doctor"
+    tokenizers = [CLIPTokenizer.from_pretrained(str(f / "tokenizer")) for f in (folder, base)]
+    assert tokenizers[0](text).input_ids == tokenizers[1](text).input_ids
+
+    ours = load_file(str(folder / "text_encoder" / "model.safetensors"))
+    theirs = load_file(str(base / "text_encoder" / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # frozen: the same weights
+    loaded = load_pipeline(ModelSpec(id=str(folder), device="cpu"), cache_dir=tmp_path)
+    assert loaded.pipeline_class == "PixArtSigmaPipeline" and loaded.kind == "pixart"
+    assert loaded.adapter.hook_for(folder) == "transformer.transformer_blocks.1"
+    card = write_model_card(folder).read_text()
+    assert card.startswith("---") and "# toyworld-dit" in card and "--variant dit" in card
+
+
 def _card_hashes(folder: Path) -> dict[str, str]:
     card = (folder / "README.md").read_text()
     return dict(re.findall(r"^\| `([^`]+)` \| \d+ \| `([0-9a-f]{64})` \|$", card, re.M))

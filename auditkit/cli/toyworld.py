@@ -175,8 +175,8 @@ def toyworld_evaluate(
         quality["audit"] = record
         quality_path.write_text(json.dumps(quality, indent=2) + "\n")
         click.echo(f"{folder.name}: audit recovery {record['recovery']}")
-    for variant in (*VARIANTS, "reworded"):
-        folder = checkpoint_path(variant, root)
+    for variant in (*VARIANTS, "reworded", "dit"):
+        folder = checkpoint_path(variant, root)  # type: ignore[arg-type]
         if folder.is_dir():
             click.echo(f"model card: {write_model_card(folder)}")
 

@@ -41,7 +41,7 @@ def tiny_builtins() -> dict[str, TinyKind]:
 SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "toyworld" / "checkpoints"
 """The folder inside the package that holds the shipped checkpoints (and their captioners)."""
 
-SHIPPED_BUILTINS = ("toyworld-biased", "toyworld-balanced", "toyworld-reworded")
+SHIPPED_BUILTINS = ("toyworld-biased", "toyworld-balanced", "toyworld-reworded", "toyworld-dit")
 """Builtin names of the shipped checkpoints, each a folder of :data:`SHIPPED_CHECKPOINTS`."""
 
 

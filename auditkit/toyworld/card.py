@@ -139,6 +139,45 @@ def _truth_lines(folder: Path) -> list[str]:
     return lines
 
 
+def _description(variant: str) -> str:
+    """What the checkpoint is, in one paragraph."""
+    if variant == "dit":
+        return (
+            "A small latent diffusion model with a DiT denoiser (PixArt's component classes: "
+            "a PixArtTransformer2DModel with adaLN-single blocks reading the text through "
+            "cross-attention, in a PixArtSigmaPipeline with DDIM) that auditkit trains on CPU "
+            "from a procedurally drawn world of 32x32 people. It shares toyworld-biased's "
+            "world, planted rates, tokenizer, VAE and text encoder (frozen); only the denoiser "
+            "differs. Its biases were planted on purpose and are written below: it is the "
+            "known answer for auditing transformer denoisers. It draws cartoons of a toy world "
+            "and nothing else."
+        )
+    return (
+        "A small latent diffusion model (Stable Diffusion's component classes: AutoencoderKL, "
+        "a CLIP text encoder and tokenizer, a cross-attention UNet2DConditionModel, DDIM) that "
+        "auditkit trains on CPU from a procedurally drawn world of 32x32 people. Its biases "
+        "were planted on purpose and are written below: it is the known answer that auditkit's "
+        "audits are checked against. It draws cartoons of a toy world and nothing else."
+    )
+
+
+def _dit_training(training: dict[str, Any]) -> list[str]:
+    """The training section of toyworld-dit: only its denoiser was trained."""
+    config, dit = training.get("config", {}), training["denoiser"].get("dit", {})
+    return [
+        f"- Command: `auditkit toyworld train --variant dit --steps {config.get('steps')}` "
+        f"(batch {config.get('batch_size')}, learning rate {dit.get('lr')}, EMA "
+        f"{config.get('ema_decay')}, caption dropout {config.get('caption_dropout')}).",
+        f"- DiT: {dit.get('layers')} blocks of {dit.get('heads')} heads x {dit.get('head_dim')}, "
+        f"patch {dit.get('patch')} on the 8x8x4 latents; final loss "
+        f"{training['denoiser']['final_loss']}. Tokenizer, VAE and text encoder: those of "
+        f"{training.get('shared_with', 'toyworld-biased')} (not trained here).",
+        f"- Time: {training['denoiser']['seconds']:.0f} s on {training.get('threads')} CPU "
+        f"thread(s) of {training.get('hardware', 'a CPU')} (torch {training.get('torch')}, "
+        f"diffusers {training.get('diffusers')}).",
+    ]
+
+
 def write_model_card(folder: Path) -> Path:
     """(Re)write ``README.md`` of a checkpoint from its JSON records."""
     planted = _load(folder, "planted_rates.json") or {}
@@ -154,11 +193,7 @@ def write_model_card(folder: Path) -> Path:
         "---",
         f"# toyworld-{variant}",
         "",
-        "A small latent diffusion model (Stable Diffusion's component classes: AutoencoderKL, "
-        "a CLIP text encoder and tokenizer, a cross-attention UNet2DConditionModel, DDIM) that "
-        "auditkit trains on CPU from a procedurally drawn world of 32x32 people. Its biases "
-        "were planted on purpose and are written below: it is the known answer that auditkit's "
-        "audits are checked against. It draws cartoons of a toy world and nothing else.",
+        _description(variant),
         "",
         "## Planted rates",
         "",
@@ -186,7 +221,9 @@ def write_model_card(folder: Path) -> Path:
             f"occupations: {planted['spearman_gender_skin']:+.3f}.",
         ]
     lines += ["", "## Training", ""]
-    if training:
+    if training and variant == "dit":
+        lines += _dit_training(training)
+    elif training:
         config = training.get("config", {})
         reused = bool(training["vae"].get("reused_from_checkpoint"))
         command = (

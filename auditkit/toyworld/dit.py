@@ -10,6 +10,7 @@ ordinary ``PixArtSigmaPipeline`` folder, so an audit of it runs the code path of
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -190,7 +191,9 @@ def train_dit_checkpoint(
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     save_pipeline(pipe, staging, components=("vae", "text_encoder", "transformer"))
-    write_planted_rates(staging / "planted_rates.json", "biased")
+    rates = write_planted_rates(staging / "planted_rates.json", "biased")
+    planted = json.loads(rates.read_text())  # the biased world's rates, under its own name
+    write_json(rates, {**planted, "variant": "dit", "world": "biased"})
     record = _training_record(config, log, started)
     record["denoiser"]["dit"] = dit.to_json()
     record["shared_with"] = base.name

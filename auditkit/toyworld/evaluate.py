@@ -228,7 +228,8 @@ def evaluate_folder(
     from auditkit.toyworld.world import reader_of
 
     folder = Path(folder)
-    variant = json.loads((folder / "planted_rates.json").read_text())["variant"]
+    planted = json.loads((folder / "planted_rates.json").read_text())
+    variant = planted.get("world", planted["variant"])  # toyworld-dit draws the biased world
     from auditkit.models.loading import dtype_keyword, quiet_libraries
 
     quiet_libraries()
