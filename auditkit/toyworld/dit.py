@@ -43,8 +43,8 @@ class DiTConfig:
     layers: int = 8
     heads: int = 4
     head_dim: int = 32
-    patch: int = 2
-    lr: float = 5e-4
+    patch: int = 1
+    lr: float = 1e-3
     """Peak learning rate (transformers want less than the U-Net's 1e-3)."""
 
     def to_json(self) -> dict[str, Any]:
