@@ -96,7 +96,7 @@ def _card_hashes(folder: Path) -> dict[str, str]:
     return dict(re.findall(r"^\| `([^`]+)` \| \d+ \| `([0-9a-f]{64})` \|$", card, re.M))
 
 
-@pytest.mark.parametrize("variant", ["biased", "balanced", "reworded", "dit"])
+@pytest.mark.parametrize("variant", ["biased", "balanced", "reworded"])
 def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> None:
     from auditkit.models.loading import load_pipeline
     from auditkit.spec import ModelSpec
@@ -104,7 +104,7 @@ def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> 
     folder = checkpoint_path(variant)  # type: ignore[arg-type]
     hashes = _card_hashes(folder)
     weights = [p for p in hashes if p.endswith(".safetensors")]
-    assert len(weights) == 3, hashes  # vae, text encoder, unet (toyworld-dit: transformer)
+    assert len(weights) == 3, hashes  # vae, text encoder, unet
     for path, digest in hashes.items():
         assert sha256_file(folder / path) == digest, path
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -112,12 +112,11 @@ def test_shipped_checkpoint_loads_offline_and_matches_its_card(variant: str) -> 
     loaded = load_pipeline(
         ModelSpec(id=f"builtin:toyworld-{variant}", device="cpu"), cache_dir=Path("/nonexistent")
     )
-    expected = "PixArtSigmaPipeline" if variant == "dit" else "StableDiffusionPipeline"
-    assert loaded.pipeline_class == expected
+    assert loaded.pipeline_class == "StableDiffusionPipeline"
     assert loaded.model_dir == folder
 
 
-@pytest.mark.parametrize("variant", ["biased", "balanced", "dit"])
+@pytest.mark.parametrize("variant", ["biased", "balanced"])
 def test_shipped_quality_records_meet_issue_3(variant: str) -> None:
     """The measurements `auditkit toyworld evaluate` recorded with the shipped weights (their
     sha256 is in the card, checked above): prompts followed on at least 90% of images, the
@@ -132,11 +131,6 @@ def test_shipped_quality_records_meet_issue_3(variant: str) -> None:
     rates = quality["output_rates_guidance_1"]
     assert rates["guidance_scale"] == 1.0 and rates["seeds_per_prompt"] >= 64
     assert rates["max_abs_error"]["gender"] <= 0.10
-    if variant == "dit":  # issue 13: both planted attributes, and the audit's recovery
-        assert rates["max_abs_error"]["skin"] <= 0.10
-        recovery = quality["audit"]["recovery"]
-        assert quality["audit"]["spec"] == "toyworld-dit"
-        assert recovery["gender"]["spearman"] >= 0.9 and recovery["skin"]["spearman"] >= 0.9
     card = (folder / "README.md").read_text()
     if variant == "balanced":
         ratio = re.search(r"- Control: .* is ([0-9.]+), ([0-9.]+) of toyworld-biased's", card)
