@@ -28,9 +28,12 @@ from auditkit.toyworld.train import (
     TrainLog,
     _lr_lambda,
     _report,
+    descend,
     noise_schedule,
+    noised,
     save_pipeline,
-    to_tensor,
+    tokenize,
+    training_batch,
     write_json,
 )
 
@@ -79,13 +82,7 @@ def build_dit(dit: DiTConfig, text_width: int) -> Any:
 
 def encode(tokenizer: Any, text_encoder: Any, captions: list[str], device: Any) -> tuple[Any, Any]:
     """Text states and attention mask, as the PixArt pipeline encodes a prompt."""
-    tokens = tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
+    tokens = tokenize(tokenizer, captions)
     mask = tokens.attention_mask.to(device)
     states = text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
     return states, mask
@@ -104,8 +101,6 @@ def train_dit(
     """Train the DiT (epsilon prediction, the text encoder frozen); return its EMA copy."""
     from diffusers import DDPMScheduler
 
-    from auditkit.toyworld.world import sample_training_set
-
     torch.manual_seed(config.seed + 11)
     rng = np.random.default_rng([config.seed, 12])
     device = torch.device(config.device)
@@ -116,20 +111,13 @@ def train_dit(
     opt = torch.optim.AdamW(model.parameters(), lr=dit.lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, config.steps))
     ema = EMA(model, config.ema_decay)
-    scale = float(vae.config.scaling_factor)
     pending: list[torch.Tensor] = []
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
-        batch = sample_training_set(config.batch_size, config.variant, rng)
-        captions = ["" if rng.random() < config.caption_dropout else c for c in batch.captions]
+        latents, captions = training_batch(config, rng, vae, device)
         with torch.no_grad():
-            latents = vae.encode(to_tensor(batch.images).to(device)).latent_dist.sample() * scale
             states, mask = encode(tokenizer, text_encoder, captions, device)
-        noise = torch.randn_like(latents)
-        t = torch.randint(
-            0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device
-        )
-        noisy = scheduler.add_noise(latents, noise, t)
+        noisy, noise, t = noised(scheduler, latents)
         pred = model(
             noisy,
             encoder_hidden_states=states,
@@ -138,11 +126,7 @@ def train_dit(
             added_cond_kwargs={"resolution": None, "aspect_ratio": None},
         ).sample
         loss = nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        descend(loss, opt, sched, model.parameters())
         ema.update(model)
         pending.append(loss.detach())
         if step % report_every == 0 or step == config.steps:

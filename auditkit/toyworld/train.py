@@ -216,6 +216,50 @@ def train_vae(config: TrainConfig, log: TrainLog, *, report_every: int = 100) ->
     return vae
 
 
+def training_batch(
+    config: TrainConfig, rng: np.random.Generator, vae: Any, device: Any
+) -> tuple[torch.Tensor, list[str]]:
+    """One batch of the world: its latents (scaled) and its captions, each dropped to "" with
+    the caption-dropout probability (so the model also learns the unconditional)."""
+    from auditkit.toyworld.world import sample_training_set
+
+    batch = sample_training_set(config.batch_size, config.variant, rng)
+    captions = ["" if rng.random() < config.caption_dropout else c for c in batch.captions]
+    with torch.no_grad():
+        pixels = to_tensor(batch.images).to(device)
+        latents = vae.encode(pixels).latent_dist.sample() * float(vae.config.scaling_factor)
+    return latents, captions
+
+
+def tokenize(tokenizer: Any, captions: list[str]) -> Any:
+    """Captions padded to the tokenizer's full length, as the pipelines pad a prompt."""
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+
+
+def noised(scheduler: Any, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The latents noised at uniformly drawn training timesteps: (noisy, noise, timesteps)."""
+    noise = torch.randn_like(latents)
+    t = torch.randint(
+        0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+    )
+    return scheduler.add_noise(latents, noise, t), noise, t
+
+
+def descend(loss: torch.Tensor, opt: Any, sched: Any, params: Any) -> None:
+    """One optimiser step on ``loss`` (gradients clipped to norm 1)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
 def train_denoiser(
     config: TrainConfig,
     vae: Any,
@@ -226,8 +270,6 @@ def train_denoiser(
 ) -> tuple[nn.Module, nn.Module]:
     """Train text encoder and U-Net jointly (epsilon prediction); return their EMA copies."""
     from diffusers import DDPMScheduler
-
-    from auditkit.toyworld.world import sample_training_set
 
     torch.manual_seed(config.seed + 1)
     rng = np.random.default_rng([config.seed, 2])
@@ -240,35 +282,15 @@ def train_denoiser(
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, config.steps))
     ema_unet, ema_text = EMA(unet, config.ema_decay), EMA(text_encoder, config.ema_decay)
-    scale = float(vae.config.scaling_factor)
     pending: list[torch.Tensor] = []
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
-        batch = sample_training_set(config.batch_size, config.variant, rng)
-        captions = ["" if rng.random() < config.caption_dropout else c for c in batch.captions]
-        with torch.no_grad():
-            pixels = to_tensor(batch.images).to(device)
-            latents = vae.encode(pixels).latent_dist.sample() * scale
-        ids = tokenizer(
-            captions,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        states = text_encoder(ids)[0]
-        noise = torch.randn_like(latents)
-        t = torch.randint(
-            0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device
-        )
-        noisy = scheduler.add_noise(latents, noise, t)
+        latents, captions = training_batch(config, rng, vae, device)
+        states = text_encoder(tokenize(tokenizer, captions).input_ids.to(device))[0]
+        noisy, noise, t = noised(scheduler, latents)
         pred = unet(noisy, t, encoder_hidden_states=states).sample
         loss = nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        descend(loss, opt, sched, params)
         ema_unet.update(unet)
         ema_text.update(text_encoder)
         pending.append(loss.detach())
