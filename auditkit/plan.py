@@ -319,13 +319,11 @@ def stored_per_step(h_shape: tuple[int, ...], spatial_pool: str, tokens: str = "
 def model_geometry(spec: AuditSpec, model_dir: Path | None) -> Geometry:
     """h's shape at the spec's hook and the denoiser's size, from config files alone (the
     family's adapter reads them), or an SD 1.5-sized U-Net's when the folder cannot tell."""
-    from auditkit.models.adapters import for_family, for_pipeline_class
+    from auditkit.models.adapters import for_family, for_folder
 
     resolution = spec.model.resolution
-    adapter = None if spec.model.pipeline == "auto" else for_family(spec.model.pipeline)
-    index = model_dir / "model_index.json" if model_dir is not None else None
-    if adapter is None and index is not None and index.is_file():
-        adapter = for_pipeline_class(str(json.loads(index.read_text()).get("_class_name", "")))
+    auto = spec.model.pipeline == "auto"
+    adapter = for_folder(model_dir) if auto else for_family(spec.model.pipeline)
     known = adapter.geometry(model_dir, resolution, spec.probe.hook) if adapter else None
     if known is not None:
         return known

@@ -54,7 +54,7 @@ def sweep_hooks(
     family sweeps, shallow to deep) and write the comparison into ``out_dir``."""
     from auditkit.extract.runner import extract_activations
     from auditkit.extract.store import ActivationStore
-    from auditkit.models.loading import load_pipeline, model_family, model_folder
+    from auditkit.models.loading import load_pipeline, model_folder
     from auditkit.plan import plan_audit
     from auditkit.run import default_cache_dir, run_audit
     from auditkit.rundir import RunDir
@@ -64,8 +64,7 @@ def sweep_hooks(
     cache_dir = cache_dir or default_cache_dir()
     folder = model_folder(spec.model, cache_dir)
     loaded = load_pipeline(spec.model, cache_dir=cache_dir)
-    adapter = model_family(spec.model, cache_dir) or loaded.adapter
-    chosen = list(hooks) if hooks else adapter.sweep_hooks(folder)
+    chosen = list(hooks) if hooks else loaded.adapter.sweep_hooks(folder)
     if not chosen:
         raise UsageError("sweep-hooks: no hook point to sweep.", hint="pass --hooks a,b,c.")
     lean_only = spec.model_copy(update={"analyses": ["lean"], "captions": None, "gates": []})

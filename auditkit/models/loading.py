@@ -15,6 +15,7 @@ from auditkit.models.adapters import (
     ModelAdapter,
     adapters,
     for_family,
+    for_folder,
     for_pipeline_class,
     pipeline_classes,
 )
@@ -177,11 +178,7 @@ def model_family(model: ModelSpec, cache_dir: Path) -> ModelAdapter | None:
     if name is not None and name not in SHIPPED_BUILTINS:
         kind = tiny_kind(name)
         return next((a for a in adapters().values() if a.tiny == kind), None)
-    folder = existing_model_folder(model, cache_dir)
-    if folder is None:
-        return None
-    index = json.loads((folder / "model_index.json").read_text())
-    return for_pipeline_class(str(index.get("_class_name", "")))
+    return for_folder(existing_model_folder(model, cache_dir))
 
 
 def resolve_hook(spec: AuditSpec, cache_dir: Path) -> AuditSpec:

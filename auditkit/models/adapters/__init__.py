@@ -9,8 +9,10 @@ tests); nothing else names it.
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from functools import cache
+from pathlib import Path
 
 from auditkit.models.adapters.base import Geometry, ModelAdapter
 
@@ -55,6 +57,15 @@ def for_pipeline_class(class_name: str) -> ModelAdapter | None:
     return None
 
 
+def for_folder(folder: Path | None) -> ModelAdapter | None:
+    """The adapter of the pipeline saved in ``folder`` (its ``model_index.json`` class), None
+    without a folder, an index or an adapter for its class."""
+    index = folder / "model_index.json" if folder is not None else None
+    if index is None or not index.is_file():
+        return None
+    return for_pipeline_class(str(json.loads(index.read_text()).get("_class_name", "")))
+
+
 def pipeline_classes() -> dict[str, str]:
     """Every pipeline class an adapter serves -> its family."""
     return {cls: a.family for a in adapters().values() for cls in a.pipeline_classes}
@@ -66,6 +77,7 @@ __all__ = [
     "adapters",
     "families",
     "for_family",
+    "for_folder",
     "for_pipeline_class",
     "pipeline_classes",
 ]

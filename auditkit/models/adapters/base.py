@@ -81,16 +81,19 @@ class ModelAdapter:
     def hook_for(self, folder: Path | None) -> str:
         """The default hook point of this model: :attr:`hook` with its block indices from
         ``folder``'s denoiser config (the published depth when there is none)."""
-        config = read_config(folder, self.denoiser) or {}
-        layers = int(config.get(self.hook.layers_key, self.hook.layers) or 0)
+        layers = self._layers(folder)
         return self.hook.path.format(middle=layers // 2, last=max(layers - 1, 0))
+
+    def _layers(self, folder: Path | None) -> int:
+        """How many blocks the hook's block list has: from the denoiser's config, else the
+        published checkpoint's count."""
+        config = read_config(folder, self.denoiser) or {}
+        return int(config.get(self.hook.layers_key, self.hook.layers) or 0)
 
     def sweep_hooks(self, folder: Path | None) -> list[str]:
         """The hook points a layer sweep reads, shallow to deep (every block of the
         denoiser's block list, from its config; the published depth without one)."""
-        config = read_config(folder, self.denoiser) or {}
-        layers = int(config.get(self.hook.layers_key, self.hook.layers) or 0)
-        return [BLOCKS + str(i) for i in range(layers)]
+        return [BLOCKS + str(i) for i in range(self._layers(folder))]
 
     # --- a tiny pipeline for tests ----------------------------------------------------------
 
