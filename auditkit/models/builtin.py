@@ -56,7 +56,8 @@ def shipped_folder(name: str) -> Path:
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
             f"model.id: the toyworld checkpoint {name!r} is not in this installation ({folder}).",
-            hint="train it with 'auditkit toyworld train' or reinstall auditkit.",
+            hint=f"train it with 'auditkit toyworld train --variant "
+            f"{name.removeprefix('toyworld-')}' or reinstall auditkit.",
         )
     return folder
 
