@@ -89,6 +89,32 @@ def test_a_few_training_steps_of_the_dit(tmp_path: Path) -> None:
     assert loaded.adapter.hook_for(folder) == "transformer.transformer_blocks.1"
     card = write_model_card(folder).read_text()
     assert card.startswith("---") and "# toyworld-dit" in card and "--variant dit" in card
+    whitening = json.loads((folder / "training.json").read_text())["denoiser"]
+    assert whitening["dit"]["whiten"] and whitening["caption_whitening"]["tokens"] > 8192
+
+
+def test_the_whitened_caption_projection_is_the_whitening_then_the_layer() -> None:
+    """The DiT's first caption layer starts as W0 · P(x - mean): on the statistics' own tokens
+    its inputs (P(x - mean)) have mean 0 and identity covariance, where they vary."""
+    from auditkit.toyworld.dit import DiTConfig, build_dit, whiten_caption_projection
+
+    torch.manual_seed(0)
+    mix = torch.randn(6, 16) * torch.tensor([5.0, 2.0, 1.0, 0.3, 0.05, 0.01]).unsqueeze(1)
+    states = (torch.randn(40, 12, 6) @ mix + 3.0).float()  # rank 6 in 16 dimensions
+    mask = torch.ones(40, 12, dtype=torch.long)
+    mask[:, 9:] = 0
+    mask[0, 3:] = 0
+    model = build_dit(DiTConfig(layers=1), 16)
+    layer = model.caption_projection.linear_1
+    weight0, bias0 = layer.weight.detach().double().clone(), layer.bias.detach().double().clone()
+    summary = whiten_caption_projection(model, states, mask, eps=1e-9)
+    assert summary["tokens"] == int(mask.sum()) and summary["rank_99"] <= 6
+    tokens = states[mask.bool()].double()
+    inputs = torch.linalg.lstsq(weight0, (layer(tokens.float()).double() - bias0).T).solution.T
+    assert inputs.mean(0).abs().max() < 1e-3
+    spectrum = torch.linalg.eigvalsh(torch.cov(inputs.T)).flip(0)
+    assert torch.allclose(spectrum[:6], torch.ones(6, dtype=torch.float64), atol=1e-3)
+    assert spectrum[6:].abs().max() < 1e-3  # directions the captions never move along stay 0
 
 
 def _card_hashes(folder: Path) -> dict[str, str]:
