@@ -31,10 +31,13 @@ class Progress:
         self.started = time.perf_counter()
         self._last_print = 0.0
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.detail = ""
 
-    def advance(self, count: int) -> None:
-        """Record ``count`` more units done and redraw (at most every 0.5 s off a terminal)."""
+    def advance(self, count: int, *, detail: str = "") -> None:
+        """Record ``count`` more units done and redraw (at most every 5 s off a terminal);
+        ``detail`` is appended to the line (a cluster's rate per worker)."""
         self.done += count
+        self.detail = detail
         now = time.perf_counter()
         if not self.enabled:
             return
@@ -53,6 +56,8 @@ class Progress:
         line = (
             f"{self.label}: [{bar}] {self.done}/{self.total} units [{rate:.2f} units/s, {eta} left]"
         )
+        if self.detail:
+            line += f" ({self.detail})"
         end = "" if self._tty and self.done < self.total else "\n"
         prefix = "\r" if self._tty else ""
         self.stream.write(prefix + line + end)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from auditkit.analyses.checks import check_spec, load_checked_spec
 from auditkit.analyses.stage import analyze_run
 from auditkit.errors import UsageError
+from auditkit.executors import Executor, describe, make_executor
 from auditkit.models.loading import resolve_hook
 from auditkit.plan import AuditPlan, plan_audit
-from auditkit.provenance import hash_model_files, new_manifest, utc_now
+from auditkit.provenance import new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
 from auditkit.spec import AuditSpec, dump_spec, spec_hash
 
@@ -47,13 +48,17 @@ def run_audit(
     show_progress: bool = True,
     render: bool = True,
     loaded: LoadedPipeline | None = None,
+    execution: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Plan, extract (skipping finished units), caption when the spec asks (skipping captioned
     units), run the causal check when the spec asks (skipping done jobs), analyze and report
     into ``out_dir``. ``loaded``: a pipeline already loaded for this spec's model (a layer
-    sweep runs one audit per hook on one pipeline)."""
+    sweep runs one audit per hook on one pipeline). ``execution``: fields of the spec's
+    ``execution`` section to override (the CLI's --executor, --ray-address, --workers)."""
     if not isinstance(spec, AuditSpec):
         spec = load_checked_spec(spec)
+    if execution:
+        spec = _with_execution(spec, execution)
     check_spec(spec)
     run_dir = Path(out_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -74,6 +79,7 @@ def run_audit(
     )
     stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress, hook_left=hook_left)
     stages.given = loaded
+    stages.executor = make_executor(spec, stages.load, cache_dir=cache_dir, hook_left=hook_left)
     stages.save()
     try:
         _extract(stages, previous)
@@ -90,10 +96,27 @@ def run_audit(
             finished_utc=utc_now(),
         )
         raise
+    finally:
+        if stages.executor.model_loaded and stages.executor.name != "local":
+            stages.update(execution=describe(stages.executor))
+        stages.executor.close()
     stages.update(status="complete", finished_utc=utc_now())
     # The report is rendered from the sealed run; if rendering fails, 'auditkit report' redoes it.
     reports = _render(run_dir, spec) if render else []
     return RunOutcome(run_dir, stages.manifest.to_json(), reports)
+
+
+def _with_execution(spec: AuditSpec, fields: dict[str, Any]) -> AuditSpec:
+    """``spec`` with ``fields`` of its execution section replaced (validated)."""
+    from pydantic import ValidationError
+
+    from auditkit.spec.execution import ExecutionSpec
+
+    try:
+        execution = ExecutionSpec.model_validate({**spec.execution.model_dump(), **fields})
+    except ValidationError as exc:
+        raise UsageError(f"execution: {exc.errors()[0]['msg']}") from None
+    return spec.model_copy(update={"execution": execution})
 
 
 def _run_id(s_hash: str, plan_hash: str) -> str:
@@ -120,11 +143,12 @@ class _Stages:
     manifest: Manifest
     cache_dir: Path
     show_progress: bool
-    pipe: LoadedPipeline | None = None
     given: LoadedPipeline | None = None
     """A pipeline the caller loaded for this model, used instead of loading it again."""
     hook_left: bool = False
     """Whether the spec left the hook point to the model's family (resolved before loading)."""
+    executor: Executor = field(init=False)
+    """Where every stage's sampling runs (one executor per run: the pipeline loads once)."""
 
     @property
     def run_dir(self) -> Path:
@@ -138,9 +162,14 @@ class _Stages:
         self.manifest = self.manifest.evolve(**fields)
         self.save()
 
-    def pipeline(self) -> _OnDemand:
-        """The pipeline for the next stage: the loaded one, or loaded at its first call."""
-        return _OnDemand(self.spec, self.pipe, self.cache_dir)
+    def load(self) -> LoadedPipeline:
+        """Load the pipeline in this process (the local executor's, at its first batch)."""
+        from auditkit.models.loading import check_resolved_hook, load_pipeline
+
+        loaded = self.given or load_pipeline(self.spec.model, cache_dir=self.cache_dir)
+        if self.hook_left:
+            check_resolved_hook(self.spec, loaded, self.cache_dir)
+        return loaded
 
     def sample_and_read(
         self,
@@ -148,23 +177,24 @@ class _Stages:
         captioner: Captioner,
         record: dict[str, Any],
         *extra: Any,
-    ) -> tuple[T, _OnDemand]:
+    ) -> tuple[T, int]:
         """Run a stage that samples images and reads them into the run's captions folder:
-        ``stage(CaptionedPass(...), *extra)``. Returns its stats and the pipeline it was given
-        (for :meth:`record`)."""
+        ``stage(CaptionedPass(...), *extra)``. Returns its stats and the executor's batch count
+        before it (for :meth:`record`)."""
         from auditkit.caption.stage import CaptionedPass
 
-        pipeline = self.pipeline()
+        mark = self.executor.batches
         inputs = CaptionedPass(
-            self.spec, self.plan, self.run.captions, captioner, record, pipeline, self.show_progress
-        )
-        return stage(inputs, *extra), pipeline
+            self.spec, self.plan, self.run.captions, captioner, record, self.executor,
+            self.show_progress,
+        )  # fmt: skip
+        return stage(inputs, *extra), mark
 
-    def record(self, name: str, stats: dict[str, Any], used: _OnDemand, **extra: Any) -> None:
-        """Record a finished stage (its stats, where it ran if it used the pipeline, and
-        ``extra``) in the manifest, and keep the pipeline it may have loaded."""
-        self.pipe = used.current
-        self.manifest = self.manifest.with_stage(name, {**stats, **used.where(), **extra})
+    def record(self, name: str, stats: dict[str, Any], mark: int, **extra: Any) -> None:
+        """Record a finished stage (its stats, where it ran if it sampled anything since the
+        executor ran ``mark`` batches, and ``extra``) in the manifest."""
+        where = self.executor.where() if self.executor.batches > mark else {}
+        self.manifest = self.manifest.with_stage(name, {**stats, **where, **extra})
         self.save()
 
 
@@ -204,62 +234,36 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
 
     from auditkit.extract.runner import extract_activations
 
-    stages.pipe = _load_model(stages)
-    stats = extract_activations(stages.pipe, spec, plan, store, show_progress=stages.show_progress)
+    _load_model(stages)
+    stats = extract_activations(
+        stages.executor, spec, plan, store, show_progress=stages.show_progress
+    )
     stages.manifest = stages.manifest.with_stage(
         "extract", {**stats.to_json(), "model_loaded": True}
     )
     stages.save()
 
 
-def _load_model(stages: _Stages) -> LoadedPipeline:
-    """Load the pipeline and record its provenance in the manifest."""
-    from auditkit.models.loading import check_resolved_hook, load_pipeline
-
+def _load_model(stages: _Stages) -> None:
+    """Load the pipeline (or start the workers) and record its provenance in the manifest."""
     spec, plan = stages.spec, stages.plan
-    loaded = stages.given or load_pipeline(spec.model, cache_dir=stages.cache_dir)
-    if stages.hook_left:
-        check_resolved_hook(spec, loaded, stages.cache_dir)
+    info = stages.executor.info()
+    execution = describe(stages.executor)
     stages.update(
-        device=loaded.device,
-        dtype=loaded.dtype,
+        device=info.device,
+        dtype=info.dtype,
         extraction_fingerprint=plan.extraction_fingerprint,
         packages={**stages.manifest.packages, "cuda": _cuda_version()},
         model={
             "id": spec.model.id,
             "revision": spec.model.revision,
-            "pipeline_class": loaded.pipeline_class,
-            "kind": loaded.kind,
-            "uses_cfg": loaded.uses_cfg,
-            "files": _model_files(loaded.model_dir, spec),
+            "pipeline_class": info.pipeline_class,
+            "kind": info.kind,
+            "uses_cfg": info.uses_cfg,
+            "files": info.files,
         },
+        **({"execution": execution} if stages.executor.name != "local" else {}),
     )
-    return loaded
-
-
-class _OnDemand:
-    """The diffusion pipeline for a stage: the one already loaded, or loaded at the stage's
-    first call (only a stage with missing work calls it)."""
-
-    def __init__(self, spec: AuditSpec, loaded: LoadedPipeline | None, cache_dir: Path) -> None:
-        self.spec, self.loaded, self.cache_dir = spec, loaded, cache_dir
-        self.used: LoadedPipeline | None = None
-
-    def __call__(self) -> LoadedPipeline:
-        if self.used is None:
-            from auditkit.models.loading import load_pipeline
-
-            self.used = self.loaded or load_pipeline(self.spec.model, cache_dir=self.cache_dir)
-        return self.used
-
-    @property
-    def current(self) -> LoadedPipeline | None:
-        """The pipeline in memory after the stage (for the next one), if any."""
-        return self.used or self.loaded
-
-    def where(self) -> dict[str, Any]:
-        """Device and dtype for the manifest, when the stage used the pipeline."""
-        return {"device": self.used.device, "dtype": self.used.dtype} if self.used else {}
 
 
 def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
@@ -277,8 +281,8 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
     stages.update(captioner=record)
     # When extraction was already complete the manifest keeps the provenance of the run that
     # did it (same extraction fingerprint); where this pass ran is in stages.caption.
-    stats, pipeline = stages.sample_and_read(stage.caption_images, captioner, record)
-    stages.record("caption", stats.to_json(), pipeline, captioner_key=record["key"])
+    stats, mark = stages.sample_and_read(stage.caption_images, captioner, record)
+    stages.record("caption", stats.to_json(), mark, captioner_key=record["key"])
     return captioner, record
 
 
@@ -287,9 +291,9 @@ def _guidance(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> 
     scale is missing."""
     from auditkit.passes.guidance import run_guidance_sweep
 
-    stats, pipeline = stages.sample_and_read(run_guidance_sweep, captioner, record)
+    stats, mark = stages.sample_and_read(run_guidance_sweep, captioner, record)
     if stats["scales"]:
-        stages.record("guidance", stats, pipeline)
+        stages.record("guidance", stats, mark)
 
 
 def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> None:
@@ -303,26 +307,11 @@ def _causal(stages: _Stages, captioner: Captioner, record: dict[str, Any]) -> No
     if spec.captions is None or spec.captions.causal is None:
         return
     store = ActivationStore(stages.run.activations)
-    stats, pipeline = stages.sample_and_read(run_causal_check, captioner, record, store)
+    stats, mark = stages.sample_and_read(run_causal_check, captioner, record, store)
     axes = read_causal(stages.run.captions)["causal_axes"]
     keys = ("axis", "positive_group", "effect", "rho", "monotone", "slope")
     summary = [json_safe({k: row[k] for k in keys}) for row in axes.to_dict("records")]
-    stages.record("causal", stats.to_json(), pipeline, captioner_key=record["key"], axes=summary)
-
-
-def _model_files(folder: Path | None, spec: AuditSpec) -> list[dict[str, Any]]:
-    if folder is None:
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(
-                snapshot_download(
-                    spec.model.id, revision=spec.model.revision, local_files_only=True
-                )
-            )
-        except Exception:  # the hub cache layout is not ours to validate
-            return []
-    return hash_model_files(folder)
+    stages.record("causal", stats.to_json(), mark, captioner_key=record["key"], axes=summary)
 
 
 def _cuda_version() -> str | None:
@@ -339,11 +328,12 @@ def _discover(stages: _Stages) -> None:
     spec = stages.spec
     if spec.captions is None or spec.captions.discovery is None:
         return
-    pipeline = stages.pipeline()
+    mark = stages.executor.batches
     stats = run_discovery(
-        spec, stages.plan, stages.run_dir, pipeline=pipeline, show_progress=stages.show_progress
-    )
-    stages.record("discovery", stats.to_json(), pipeline)
+        spec, stages.plan, stages.run_dir, pipeline=stages.executor,
+        show_progress=stages.show_progress,
+    )  # fmt: skip
+    stages.record("discovery", stats.to_json(), mark)
 
 
 def _render(run_dir: Path, spec: AuditSpec) -> list[Path]:

@@ -39,6 +39,7 @@ from auditkit.caption.thumbnails import (
     exemplar_table,
     write_exemplars,
 )
+from auditkit.executors import Executor
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit
 from auditkit.rundir import (
@@ -193,7 +194,7 @@ class CaptionedPass:
     root: Path
     captioner: Captioner
     record: dict[str, Any]
-    pipeline: Callable[[], LoadedPipeline]
+    pipeline: Executor | Callable[[], LoadedPipeline]
     show_progress: bool = True
 
     def sampler(self) -> Sampler:

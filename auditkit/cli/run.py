@@ -20,12 +20,48 @@ from auditkit.cli.options import cache_dir_option, path_option, spec_argument
 )
 @cache_dir_option
 @click.option("--no-progress", is_flag=True, help="Do not print progress.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where the sampling runs (overrides execution.executor): this process, or a Ray "
+    "cluster's workers.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="auto|HOST:PORT|ray://HOST:PORT",
+    help="Ray cluster to join (overrides execution.address; implies --executor ray).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray workers to start (overrides execution.workers).",
+)
 @handle_errors
-def run(spec: Path, out_dir: Path, cache_dir: Path | None, no_progress: bool) -> None:
+def run(
+    spec: Path,
+    out_dir: Path,
+    cache_dir: Path | None,
+    no_progress: bool,
+    executor: str | None,
+    ray_address: str | None,
+    workers: int | None,
+) -> None:
     """Run every stage of SPEC into RUN_DIR; completed units are never redone."""
     from auditkit.run import run_audit
 
-    outcome = run_audit(spec, out_dir, cache_dir=cache_dir, show_progress=not no_progress)
+    execution: dict[str, object] = {}
+    if executor or ray_address:
+        execution["executor"] = executor or "ray"
+    if ray_address:
+        execution["address"] = ray_address
+    if workers:
+        execution["workers"] = workers
+    outcome = run_audit(
+        spec, out_dir, cache_dir=cache_dir, show_progress=not no_progress, execution=execution
+    )
     extract = outcome.manifest["stages"].get("extract", {})
     evaluations = extract.get("denoiser_evaluations", extract.get("unet_evaluations", 0))
     click.echo(

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,8 +24,10 @@ from auditkit.models.adapters import ModelAdapter, for_pipeline_class
 from auditkit.models.adapters.base import GENERIC
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, WorkUnit
-from auditkit.progress import Progress
 from auditkit.spec.audit import AuditSpec
+
+if TYPE_CHECKING:
+    from auditkit.executors import Executor
 
 
 @dataclass
@@ -96,7 +98,7 @@ def pending_units(plan: AuditPlan, store: ActivationStore) -> list[WorkUnit]:
 
 
 def extract_activations(
-    loaded: LoadedPipeline,
+    source: LoadedPipeline | Executor,
     spec: AuditSpec,
     plan: AuditPlan,
     store: ActivationStore,
@@ -106,13 +108,16 @@ def extract_activations(
 ) -> ExtractStats:
     """Capture h for every pending unit of ``plan``; finished units are never redone.
 
+    ``source``: the loaded pipeline, or the executor whose workers sample (batches are cut
+    here, in plan order, so every executor runs the same batches; results are written here, as
+    they come back in order, so a batch a dead worker left is retried and still stored once).
     ``also``: more (spec, plan, store) targets that differ only in the hook point (a layer
     sweep); each sampled trajectory is read at every target's hook in the same pass, and each
     store gets the units it lacks. The stats are ``plan``'s.
     """
-    from contextlib import ExitStack
+    from auditkit.executors import Task, as_executor
 
-    pipe = loaded.pipe
+    executor = as_executor(source)
     targets = [(spec, plan, store), *also]
     done = [t[2].completed() for t in targets]
     units_of = [{(u.prompt_id, u.seed): u for u in t[1].units} for t in targets]
@@ -125,28 +130,60 @@ def extract_activations(
     stats = ExtractStats(len(plan.units), 0, skipped, 0, 0, 0.0, [])
     if not todo:
         return stats
-    progress = Progress("extract", len(todo), enabled=show_progress)
-    for start in range(0, len(todo), spec.batch_size):
-        batch = todo[start : start + spec.batch_size]
-        with torch.inference_mode(), ExitStack() as hooks:
-            sessions = [hooks.enter_context(_capture(loaded, t[0], len(batch))) for t in targets]
-            pipe(**pipeline_inputs(loaded, spec, batch), output_type="latent")
-        for (t_spec, _plan, t_store), session, units, d in zip(
-            targets, sessions, units_of, done, strict=True
+    specs = [t[0] for t in targets]
+    batches = [todo[i : i + spec.batch_size] for i in range(0, len(todo), spec.batch_size)]
+    tasks = [Task(capture_batch, (specs, batch), len(batch)) for batch in batches]
+    results = executor.map(tasks, "extract", show_progress=show_progress)
+    for batch, captured in zip(batches, results, strict=True):
+        for k, ((_spec, _plan, t_store), units, d) in enumerate(
+            zip(targets, units_of, done, strict=True)
         ):
             mine = [units[(u.prompt_id, u.seed)] for u in batch]
             wanted = [i for i, u in enumerate(mine) if u.unit_id not in d]
-            shape = _write(t_spec, session, [mine[i] for i in wanted], wanted, t_store)
+            _write(specs[k], captured, k, [mine[i] for i in wanted], wanted, t_store)
+            d.update(mine[i].unit_id for i in wanted)
             if t_store is store:
                 stats.units_run += len(wanted)
-                stats.h_shape = shape
-        stats.denoiser_evaluations += sessions[0].denoiser_samples
-        stats.forward_passes += sessions[0].denoiser_calls
-        progress.advance(len(batch))
+                stats.h_shape = list(captured.h[k].shape[2:])
+        stats.denoiser_evaluations += captured.denoiser_samples
+        stats.forward_passes += captured.denoiser_calls
     for _spec, _plan, t_store in targets:
         t_store.compact()
     stats.seconds = round(time.perf_counter() - started, 3)
     return stats
+
+
+@dataclass
+class Captured:
+    """What one pipeline call captured: per target hook, h [B, kept steps, ...] on the CPU in
+    the store's dtype, its kept steps and timesteps; and the denoiser's work."""
+
+    h: list[torch.Tensor]
+    steps: list[list[int]]
+    timesteps: list[list[float]]
+    denoiser_samples: int
+    denoiser_calls: int
+
+
+def capture_batch(
+    loaded: LoadedPipeline, specs: Sequence[AuditSpec], units: Sequence[WorkUnit]
+) -> Captured:
+    """Sample ``units`` once (the first spec's inputs; the specs differ only in the hook point)
+    and capture h at every spec's hook. Runs wherever the executor runs it."""
+    from contextlib import ExitStack
+
+    with torch.inference_mode(), ExitStack() as hooks:
+        sessions = [hooks.enter_context(_capture(loaded, s, len(units))) for s in specs]
+        loaded.pipe(**pipeline_inputs(loaded, specs[0], units), output_type="latent")
+    out = Captured([], [], [], sessions[0].denoiser_samples, sessions[0].denoiser_calls)
+    for spec, session in zip(specs, sessions, strict=True):
+        captures = session.by_step(spec.probe.guidance_half)
+        if not captures:
+            raise RuntimeError(f"hook point {spec.probe.hook!r} was never called")
+        out.h.append(torch.stack([c.tensor for c in captures], dim=1).cpu())
+        out.steps.append([c.step for c in captures])
+        out.timesteps.append([c.timestep for c in captures])
+    return out
 
 
 def _capture(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
@@ -170,32 +207,30 @@ def _capture(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
 
 def _write(
     spec: AuditSpec,
-    session: Any,
+    captured: Captured,
+    target: int,
     units: Sequence[WorkUnit],
     rows_of: Sequence[int],
     store: ActivationStore,
-) -> list[int]:
-    """Write the captured h of ``units`` (rows ``rows_of`` of the batch) to ``store``; returns
-    h's shape per step."""
-    captures = session.by_step(spec.probe.guidance_half)
-    if not captures:
-        raise RuntimeError(f"hook point {spec.probe.hook!r} was never called")
-    stacked = torch.stack([c.tensor for c in captures], dim=1).cpu()  # [B, S, ...]
-    if units:
-        kept_steps = json.dumps([c.step for c in captures])
-        timesteps = json.dumps([c.timestep for c in captures])
-        tensors = {u.unit_id: stacked[i].clone() for u, i in zip(units, rows_of, strict=True)}
-        rows = [
-            {
-                "unit_id": u.unit_id,
-                "prompt_id": u.prompt_id,
-                "seed": int(u.seed),
-                "shape": json.dumps(list(stacked.shape[1:])),
-                "steps": kept_steps,
-                "timesteps": timesteps,
-                "dtype": spec.probe.store_dtype,
-            }
-            for u in units
-        ]
-        store.write_batch(tensors, rows)
-    return list(stacked.shape[2:])
+) -> None:
+    """Write the captured h of ``units`` (rows ``rows_of`` of the batch, at ``target``'s hook)
+    to ``store``."""
+    if not units:
+        return
+    stacked = captured.h[target]
+    kept_steps = json.dumps(captured.steps[target])
+    timesteps = json.dumps(captured.timesteps[target])
+    tensors = {u.unit_id: stacked[i].clone() for u, i in zip(units, rows_of, strict=True)}
+    rows = [
+        {
+            "unit_id": u.unit_id,
+            "prompt_id": u.prompt_id,
+            "seed": int(u.seed),
+            "shape": json.dumps(list(stacked.shape[1:])),
+            "steps": kept_steps,
+            "timesteps": timesteps,
+            "dtype": spec.probe.store_dtype,
+        }
+        for u in units
+    ]
+    store.write_batch(tensors, rows)

@@ -44,6 +44,7 @@ from auditkit.analyze.discovery import (
 )
 from auditkit.analyze.latents import load_latents
 from auditkit.caption.stage import CaptionStats, read_captions
+from auditkit.executors import Executor
 from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, plan_audit, prompt_id
@@ -228,7 +229,7 @@ def run_discovery(
     plan: AuditPlan,
     run_dir: Path,
     *,
-    pipeline: Callable[[], LoadedPipeline],
+    pipeline: Executor | Callable[[], LoadedPipeline],
     show_progress: bool = True,
 ) -> DiscoveryStats:
     """Mine, extract the missing term units, rank, and write both tables under ``results/``.

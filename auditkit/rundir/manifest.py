@@ -42,6 +42,8 @@ class Manifest(BaseModel):
     stages: dict[str, dict[str, Any]] = {}
     host: dict[str, Any] = {}
     extraction_fingerprint: dict[str, Any] | None = None
+    execution: dict[str, Any] | None = None
+    """Where the sampling ran when not in the driver's process (a Ray cluster's workers)."""
     error: str | None = None
 
     def evolve(self, **update: Any) -> Manifest:
@@ -57,6 +59,7 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("error") is None:
             data.pop("error", None)
-        if data.get("extraction_fingerprint") is None:
-            data.pop("extraction_fingerprint", None)
+        for optional in ("extraction_fingerprint", "execution"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return dict(json_safe(data))

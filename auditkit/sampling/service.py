@@ -28,10 +28,10 @@ import numpy as np
 
 from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, WorkUnit
-from auditkit.progress import Progress
 from auditkit.spec.audit import AuditSpec
 
 if TYPE_CHECKING:
+    from auditkit.executors import Executor
     from auditkit.extract.runner import ExtractStats
     from auditkit.extract.store import ActivationStore
 
@@ -146,33 +146,31 @@ def batched(
 
 
 class Sampler:
-    """The loaded pipeline, on demand, and every way a pass after extraction runs it.
+    """Every way a pass after extraction runs the pipeline, through one executor.
 
-    ``pipeline`` is called once, at the first batch; :attr:`model_loaded` says whether it was.
+    ``source`` is the :class:`~auditkit.executors.Executor` (or a pipeline, or a callable that
+    loads one, run locally); the pipeline is loaded, or the workers started, at the first
+    batch, and :attr:`model_loaded` says whether that happened.
     """
 
     def __init__(
         self,
         spec: AuditSpec,
-        pipeline: Callable[[], LoadedPipeline],
+        source: Executor | LoadedPipeline | Callable[[], LoadedPipeline],
         *,
         show_progress: bool = True,
     ) -> None:
+        from auditkit.executors import as_executor
+
         self.spec = spec
-        self._pipeline = pipeline
-        self._loaded: LoadedPipeline | None = None
+        self.executor = as_executor(source)
         self.show_progress = show_progress
+        self._mark = self.executor.batches
 
     @property
     def model_loaded(self) -> bool:
-        """Whether this sampler has called ``pipeline()``."""
-        return self._loaded is not None
-
-    def loaded(self) -> LoadedPipeline:
-        """The pipeline, loaded at the first call."""
-        if self._loaded is None:
-            self._loaded = self._pipeline()
-        return self._loaded
+        """Whether this sampler ran the pipeline (so loaded it, or started the workers)."""
+        return self.executor.batches > self._mark
 
     @property
     def batch_size(self) -> int:
@@ -184,16 +182,16 @@ class Sampler:
         self, items: Sequence[Item], draw: Callable[[Item], Draw], label: str
     ) -> Iterator[tuple[list[Item], np.ndarray]]:
         """Sample the image ``draw(item)`` of every item, in batches; yields each batch of
-        items with its uint8 images [N, H, W, 3]. Loads the pipeline only if there are items."""
+        items with its uint8 images [N, H, W, 3], in order. Loads the pipeline only if there
+        are items."""
+        from auditkit.executors import Task
+
         draws = [draw(item) for item in items]
-        progress: Progress | None = None
-        for chosen in batched(range(len(items)), self.batch_size, lambda i: draws[i].batch_key):
-            loaded = self.loaded()
-            if progress is None:
-                progress = Progress(label, len(items), enabled=self.show_progress)
-            images = sample_draws(loaded, self.spec, [draws[i] for i in chosen])
-            yield [items[i] for i in chosen], images
-            progress.advance(len(chosen))
+        chosen = list(batched(range(len(items)), self.batch_size, lambda i: draws[i].batch_key))
+        tasks = [Task(sample_draws, (self.spec, [draws[i] for i in c]), len(c)) for c in chosen]
+        results = self.executor.map(tasks, label, show_progress=self.show_progress)
+        for batch, images in zip(chosen, results, strict=True):
+            yield [items[i] for i in batch], images
 
     def extract(self, plan: AuditPlan, store: ActivationStore) -> ExtractStats:
         """Capture and store the h of every pending unit of ``plan``
@@ -201,7 +199,7 @@ class Sampler:
         from auditkit.extract.runner import extract_activations
 
         return extract_activations(
-            self.loaded(), self.spec, plan, store, show_progress=self.show_progress
+            self.executor, self.spec, plan, store, show_progress=self.show_progress
         )
 
 

@@ -18,6 +18,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_distinct, repeated
 from auditkit.spec.captions import CaptionsSpec
+from auditkit.spec.execution import ExecutionSpec
 from auditkit.spec.gates import GateSpec
 from auditkit.spec.sampling import ModelSpec, ProbeSpec
 from auditkit.spec.statistics import StatisticsSpec
@@ -102,6 +103,10 @@ class AuditSpec(FrozenModel):
     gates: list[GateSpec] = Field(
         default_factory=list,
         description="Pass/fail conditions; 'auditkit run' and 'auditkit check' exit 1 on a fail.",
+    )
+    execution: ExecutionSpec = Field(
+        default_factory=lambda: ExecutionSpec(),
+        description="Where the sampling runs (local, or a Ray cluster); never part of the hash.",
     )
     captions: CaptionsSpec | None = Field(
         None,

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from auditkit.errors import SpecError, UsageError
 from auditkit.spec.audit import SPEC_VERSION, AuditSpec
+from auditkit.spec.execution import ExecutionSpec
 
 Check = Callable[[AuditSpec], list[tuple[tuple[str | int, ...], str]]]
 """A check the layers above the spec add (``auditkit.analyses.checks.spec_problems``: the
@@ -204,8 +205,11 @@ written out here, not read from the model, so a later change of default cannot m
 
 def _resolved(spec: AuditSpec) -> dict[str, Any]:
     """Every effective value of the spec, defaults included (an absent ``captions`` section is
-    written as null: no captioning)."""
-    return spec.model_dump(mode="json")
+    written as null: no captioning; ``execution`` only when it is not the local default)."""
+    data = spec.model_dump(mode="json")
+    if spec.execution == ExecutionSpec():
+        data.pop("execution", None)
+    return data
 
 
 def _hash_form(spec: AuditSpec) -> dict[str, Any]:
@@ -214,6 +218,7 @@ def _hash_form(spec: AuditSpec) -> dict[str, Any]:
     when absent (itself a later addition). This is the form spec.yaml had before it recorded
     every value, so the hash of a spec, and of a run made before, is unchanged."""
     data = _resolved(spec)
+    data.pop("execution", None)  # where it runs, not what it computes
     if data.get("captions") is None:
         data.pop("captions", None)
     for axis in data.get("axes") or []:
