@@ -44,6 +44,18 @@ def toyworld() -> None:
 )
 @device_option(help="Device for the denoiser training (cpu, cuda, cuda:1, ...).")
 @click.option("--threads", default=2, show_default=True, help="CPU threads torch may use.")
+@path_option(
+    "--continue-from",
+    exists=True,
+    file_okay=False,
+    help="dit only: go on training this toyworld-dit folder (a further phase).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="dit only: peak learning rate (default 1e-3).",
+)
 @handle_errors
 def toyworld_train(
     out_root: Path | None,
@@ -55,6 +67,8 @@ def toyworld_train(
     vae_from: Path | None,
     device: str,
     threads: int,
+    continue_from: Path | None,
+    lr: float | None,
 ) -> None:
     """Render the world and train captioner, VAE, text encoder and U-Net (CPU by default)."""
     from auditkit.toyworld.build import PACKAGE_CHECKPOINTS, train_toyworld
@@ -86,8 +100,14 @@ def toyworld_train(
         base = checkpoint_path("biased", root)
         if not (base / "model_index.json").is_file():  # --out elsewhere: the shipped one
             base = checkpoint_path("biased")
+        from auditkit.toyworld.dit import DiTConfig
+
         config = TrainConfig(seed=seed, steps=steps, device=device, threads=threads)
-        click.echo(f"dit: {train_dit_checkpoint(root, base=base, config=config)}")
+        dit = DiTConfig() if lr is None else DiTConfig(lr=lr)
+        folder = train_dit_checkpoint(
+            root, base=base, config=config, dit=dit, continue_from=continue_from
+        )
+        click.echo(f"dit: {folder}")
         chosen = tuple(v for v in chosen if v != "dit")
         if not chosen:
             return

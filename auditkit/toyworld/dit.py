@@ -57,6 +57,17 @@ class DiTConfig:
                 "patch": self.patch, "lr": self.lr, "whiten": self.whiten}  # fmt: skip
 
 
+def _phase(training: dict[str, Any]) -> dict[str, Any]:
+    """One finished phase of a training record (for the record of the phase after it)."""
+    denoiser = training["denoiser"]
+    return {
+        "steps": training["config"]["steps"],
+        "lr": denoiser["dit"]["lr"],
+        "seconds": denoiser["seconds"],
+        "final_loss": denoiser["final_loss"],
+    }
+
+
 def build_dit(dit: DiTConfig, text_width: int) -> Any:
     """A PixArt-style DiT on the toyworld latents (4 channels, no learned sigma)."""
     from diffusers import PixArtTransformer2DModel
@@ -146,17 +157,24 @@ def train_dit(
     *,
     report_every: int = 100,
     record: dict[str, Any] | None = None,
+    start: nn.Module | None = None,
+    phase: int = 1,
 ) -> nn.Module:
     """Train the DiT (epsilon prediction, the text encoder frozen); return its EMA copy.
-    ``record`` receives the caption whitening's summary."""
+    ``record`` receives the caption whitening's summary. ``start``: a DiT trained before, to
+    go on training (its caption projection is not whitened again); ``phase`` numbers the
+    training so each phase draws its own batches."""
     from diffusers import DDPMScheduler
 
-    torch.manual_seed(config.seed + 11)
-    rng = np.random.default_rng([config.seed, 12])
+    torch.manual_seed(config.seed + 11 + 100 * (phase - 1))
+    rng = np.random.default_rng([config.seed, 12, phase] if phase > 1 else [config.seed, 12])
     device = torch.device(config.device)
     text_encoder = text_encoder.eval().to(device).requires_grad_(False)
-    model = build_dit(dit, int(text_encoder.config.hidden_size)).train().to(device)
-    if dit.whiten:
+    if start is not None:
+        model = start.float().train().requires_grad_(True).to(device)
+    else:
+        model = build_dit(dit, int(text_encoder.config.hidden_size)).train().to(device)
+    if dit.whiten and start is None:
         stats = caption_statistics_batch(config, tokenizer, text_encoder, device)
         summary = whiten_caption_projection(model, *stats)
         if record is not None:
@@ -199,9 +217,14 @@ def train_dit_checkpoint(
     base: Path,
     config: TrainConfig | None = None,
     dit: DiTConfig | None = None,
+    continue_from: Path | None = None,
 ) -> Path:
     """Train toyworld-dit on the world of the checkpoint ``base`` (toyworld-biased: its
-    tokenizer, VAE and text encoder) and save it as ``out_root/toyworld-dit``."""
+    tokenizer, VAE and text encoder) and save it as ``out_root/toyworld-dit``.
+
+    ``continue_from``: a toyworld-dit folder to go on training (a further phase with its own
+    step count and learning rate); its DiT shape is kept, and the training record lists every
+    phase."""
     from diffusers import AutoencoderKL, DDIMScheduler, PixArtSigmaPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -219,7 +242,21 @@ def train_dit_checkpoint(
     log = TrainLog(scaling_factor=float(vae.config.scaling_factor))
     started = time.perf_counter()
     notes: dict[str, Any] = {}
-    model = train_dit(config, dit, vae, text_encoder, tokenizer, log, record=notes)
+    start, phases = None, []
+    if continue_from is not None:
+        from diffusers import PixArtTransformer2DModel
+
+        start = PixArtTransformer2DModel.from_pretrained(str(continue_from / "transformer"))
+        before = json.loads((continue_from / "training.json").read_text())
+        phases = [*before["denoiser"].get("phases", []), _phase(before)]
+        first = before["denoiser"]["dit"]
+        dit = replace(dit, layers=first["layers"], heads=first["heads"],
+                      head_dim=first["head_dim"], patch=first["patch"])  # fmt: skip
+        notes["caption_whitening"] = before["denoiser"].get("caption_whitening")
+    model = train_dit(
+        config, dit, vae, text_encoder, tokenizer, log, record=notes, start=start,
+        phase=len(phases) + 1,
+    )  # fmt: skip
     pipe = PixArtSigmaPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -237,6 +274,8 @@ def train_dit_checkpoint(
     record = _training_record(config, log, started)
     record["denoiser"]["dit"] = dit.to_json()
     record["denoiser"].update(notes)
+    if phases:
+        record["denoiser"]["phases"] = phases  # the earlier phases, oldest first
     record["shared_with"] = base.name
     write_json(staging / "training.json", record)
     shutil.rmtree(folder, ignore_errors=True)
