@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +37,55 @@ def analysis_slices() -> None:
     from auditkit.analyses import slices
 
     slices()
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The default audit of toyworld-biased and the same spec on toyworld-balanced, run once
+    per test session in this process with the local executor (about two minutes each on two
+    CPU cores); read-only for the tests."""
+    from auditkit.run import run_audit
+
+    root = tmp_path_factory.mktemp("toyworld-audits")
+    old = os.umask(0o022)  # as on a usual shared machine; restored for the other tests
+    try:
+        return {
+            variant: run_audit(
+                ROOT / "audits" / spec, root / variant, show_progress=False, render=False
+            ).run_dir
+            for variant, spec in (
+                ("biased", "toyworld.yaml"),
+                ("balanced", "toyworld-balanced.yaml"),
+            )
+        }
+    finally:
+        os.umask(old)
+
+
+def _free_port() -> int:
+    # the test process may not open sockets (pytest-socket); a child process may
+    probe = (
+        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
+    )
+    return int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              check=True).stdout)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One real Ray cluster per test session: a head on loopback (every listener on 127.0.0.1)
+    with 2 CPUs, room for two single-CPU workers. Yields the environment and address a driver
+    process joins it with; stopped at the end of the session."""
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.is_file():
+        pytest.fail("Ray is not installed: pip install -e '.[dev]' (it includes auditkit[ray])")
+    port = _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+             "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield {"address": f"127.0.0.1:{port}", **{k: env[k] for k in env if k.startswith("RAY_")}}
+    finally:
+        subprocess.run([str(ray), "stop", "--force"], env=env, capture_output=True, timeout=120)

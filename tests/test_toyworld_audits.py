@@ -1,45 +1,24 @@
 """The known answer: the default audit of toyworld-biased recovers the planted rates, and the
 same spec on toyworld-balanced (the control) comes out clean.
 
-Both audits run once per test session (about two minutes each on two CPU cores); every test
-below reads their run directories.
+Both audits run once per test session (the ``runs`` fixture of conftest.py); every test below
+reads their run directories.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 from click.testing import CliRunner
 
 from auditkit.toyworld.build import checkpoint_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED_AXES = ("gender", "skin")
-
-
-def _run(spec: str, out: Path) -> Path:
-    from auditkit.run import run_audit
-
-    return run_audit(ROOT / "audits" / spec, out, show_progress=False, render=False).run_dir
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("toyworld-audits")
-    old = os.umask(0o022)  # as on a usual shared machine; restored for the other tests
-    try:
-        return {
-            "biased": _run("toyworld.yaml", root / "biased"),
-            "balanced": _run("toyworld-balanced.yaml", root / "balanced"),
-        }
-    finally:
-        os.umask(old)
 
 
 def test_every_file_of_a_fresh_run_is_readable_by_group_and_others(runs: dict[str, Path]) -> None:

@@ -162,17 +162,32 @@ def _description(variant: str) -> str:
 
 
 def _dit_training(training: dict[str, Any]) -> list[str]:
-    """The training section of toyworld-dit: only its denoiser was trained."""
+    """The training section of toyworld-dit: only its denoiser was trained, in one phase or
+    several (each going on from the one before)."""
     config, dit = training.get("config", {}), training["denoiser"].get("dit", {})
+    phases = [*training["denoiser"].get("phases", []), {"steps": config.get("steps"),
+              "lr": dit.get("lr"), "seconds": training["denoiser"]["seconds"]}]  # fmt: skip
+    commands = []
+    for i, phase in enumerate(phases):
+        command = f"auditkit toyworld train --variant dit --steps {phase['steps']}"
+        if i:
+            command += f" --lr {phase['lr']:g} --continue-from <the folder phase {i} wrote>"
+        elif phase["lr"] != 1e-3:
+            command += f" --lr {phase['lr']:g}"
+        commands.append(f"`{command}`")
+    seconds = sum(float(p["seconds"]) for p in phases)
+    rates = ", then ".join(f"{float(p['lr']):g}" for p in phases)
     return [
-        f"- Command: `auditkit toyworld train --variant dit --steps {config.get('steps')}` "
-        f"(batch {config.get('batch_size')}, learning rate {dit.get('lr')}, EMA "
-        f"{config.get('ema_decay')}, caption dropout {config.get('caption_dropout')}).",
+        f"- Command{'s, in turn' if len(commands) > 1 else ''}: {'; then '.join(commands)} "
+        f"(batch {config.get('batch_size')}, peak learning rate "
+        f"{rates}, EMA {config.get('ema_decay')}, "
+        f"caption dropout {config.get('caption_dropout')}).",
         f"- DiT: {dit.get('layers')} blocks of {dit.get('heads')} heads x {dit.get('head_dim')}, "
-        f"patch {dit.get('patch')} on the 8x8x4 latents; final loss "
-        f"{training['denoiser']['final_loss']}. Tokenizer, VAE and text encoder: those of "
-        f"{training.get('shared_with', 'toyworld-biased')} (not trained here).",
-        f"- Time: {training['denoiser']['seconds']:.0f} s on {training.get('threads')} CPU "
+        f"patch {dit.get('patch')} on the 8x8x4 latents; the caption projection starts whitened "
+        f"over the text states; final loss {training['denoiser']['final_loss']}. Tokenizer, VAE "
+        f"and text encoder: those of {training.get('shared_with', 'toyworld-biased')} (not "
+        "trained here).",
+        f"- Time: {seconds:.0f} s on {training.get('threads')} CPU "
         f"thread(s) of {training.get('hardware', 'a CPU')} (torch {training.get('torch')}, "
         f"diffusers {training.get('diffusers')}).",
     ]
