@@ -82,7 +82,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     port = _free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     start = [str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+             "--num-cpus=4", "--num-gpus=0", "--include-dashboard=false",
              "--disable-usage-stats"]  # fmt: skip
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     try:

@@ -208,3 +208,17 @@ def test_the_hash_of_a_synthetic_scenario_is_unchanged(name: str) -> None:
 def test_the_hash_of_a_spec_using_later_keys_is_unchanged(name: str) -> None:
     text, expected = TEXT_HASHES[name]
     assert spec_hash(parse_spec(text)) == expected
+
+
+def test_where_an_audit_runs_is_not_part_of_what_it_is() -> None:
+    """``execution:`` (local or a Ray cluster) is recorded in spec.yaml but never hashed: a
+    cluster run and a local run of one spec are the same audit and resume one run directory."""
+    local = parse_spec(BASE)
+    ray = parse_spec(BASE + "execution: {executor: ray, address: auto, workers: 4}\n")
+    assert ray.execution.executor == "ray" and ray.execution.workers == 4
+    assert spec_hash(ray) == spec_hash(local)
+    assert yaml.safe_load(dump_spec(ray))["execution"]["address"] == "auto"
+    with pytest.raises(SpecError) as err:
+        parse_spec(BASE + "execution: {executor: slurm, workers: 0}\n")
+    problems = [p.split(" (line")[0] for p in err.value.problems]
+    assert problems == ["execution.executor", "execution.workers"], err.value.problems

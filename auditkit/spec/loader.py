@@ -13,7 +13,6 @@ from pydantic import ValidationError
 
 from auditkit.errors import SpecError, UsageError
 from auditkit.spec.audit import SPEC_VERSION, AuditSpec
-from auditkit.spec.execution import ExecutionSpec
 
 Check = Callable[[AuditSpec], list[tuple[tuple[str | int, ...], str]]]
 """A check the layers above the spec add (``auditkit.analyses.checks.spec_problems``: the
@@ -205,11 +204,8 @@ written out here, not read from the model, so a later change of default cannot m
 
 def _resolved(spec: AuditSpec) -> dict[str, Any]:
     """Every effective value of the spec, defaults included (an absent ``captions`` section is
-    written as null: no captioning; ``execution`` only when it is not the local default)."""
-    data = spec.model_dump(mode="json")
-    if spec.execution == ExecutionSpec():
-        data.pop("execution", None)
-    return data
+    written as null: no captioning)."""
+    return spec.model_dump(mode="json")
 
 
 def _hash_form(spec: AuditSpec) -> dict[str, Any]:
