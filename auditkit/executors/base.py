@@ -27,19 +27,6 @@ class Task:
     units: int
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the manifest records of the pipeline the work ran on."""
-
-    device: str
-    dtype: str
-    pipeline_class: str
-    kind: str
-    uses_cfg: bool
-    files: list[dict[str, Any]] = field(default_factory=list)
-    """sha256 and size of every weight and config file (:func:`hash_model_files`)."""
-
-
 def model_files(
     loaded: LoadedPipeline, model_id: str, revision: str | None
 ) -> list[dict[str, Any]]:
@@ -56,6 +43,19 @@ def model_files(
         except Exception:  # the hub cache layout is not ours to validate
             return []
     return hash_model_files(folder)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the manifest records of the pipeline the work ran on."""
+
+    device: str
+    dtype: str
+    pipeline_class: str
+    kind: str
+    uses_cfg: bool
+    files: list[dict[str, Any]] = field(default_factory=list)
+    """sha256 and size of every weight and config file (:func:`hash_model_files`)."""
 
 
 def model_info(loaded: LoadedPipeline, model_id: str, revision: str | None) -> ModelInfo:

@@ -213,11 +213,11 @@ def train_dit(
 
 def train_dit_checkpoint(
     out_root: Path,
-    *,
     base: Path,
+    continue_from: Path | None = None,
+    *,
     config: TrainConfig | None = None,
     dit: DiTConfig | None = None,
-    continue_from: Path | None = None,
 ) -> Path:
     """Train toyworld-dit on the world of the checkpoint ``base`` (toyworld-biased: its
     tokenizer, VAE and text encoder) and save it as ``out_root/toyworld-dit``.
