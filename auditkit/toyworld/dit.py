@@ -57,6 +57,10 @@ class DiTConfig:
                 "patch": self.patch, "lr": self.lr, "whiten": self.whiten}  # fmt: skip
 
 
+DEFAULT_DIT = DiTConfig()
+"""The shipped toyworld-dit's shape and learning rate."""
+
+
 def _phase(training: dict[str, Any]) -> dict[str, Any]:
     """One finished phase of a training record (for the record of the phase after it)."""
     denoiser = training["denoiser"]
@@ -217,7 +221,7 @@ def train_dit_checkpoint(
     continue_from: Path | None = None,
     *,
     config: TrainConfig | None = None,
-    dit: DiTConfig | None = None,
+    dit: DiTConfig = DEFAULT_DIT,
 ) -> Path:
     """Train toyworld-dit on the world of the checkpoint ``base`` (toyworld-biased: its
     tokenizer, VAE and text encoder) and save it as ``out_root/toyworld-dit``.
@@ -234,7 +238,6 @@ def train_dit_checkpoint(
 
     quiet_libraries()
     config = replace(config or TrainConfig(), variant="biased")
-    dit = dit or DiTConfig()
     torch.set_num_threads(config.threads)
     tokenizer = CLIPTokenizer.from_pretrained(str(base / "tokenizer"))
     vae = AutoencoderKL.from_pretrained(str(base / "vae")).float()
