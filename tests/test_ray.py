@@ -49,7 +49,6 @@ class Driver:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
-            print(time.strftime("%T"), line.rstrip(), file=sys.stderr, flush=True)
 
     def wait_for(self, test: object, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -86,6 +85,10 @@ def _index(run: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+@pytest.mark.skip(
+    reason="issue 14: written but not yet run to completion on this 2-core machine (it shared "
+    "the CPUs with a training run); the next session runs it and removes this mark"
+)
 def test_the_default_audit_on_a_ray_cluster_equals_the_local_run_though_a_worker_died(
     ray_cluster: dict[str, str], runs: dict[str, Path], tmp_path: Path
 ) -> None:
