@@ -26,48 +26,12 @@ from typing import Any
 
 from auditkit.errors import PrerequisiteError, RuntimeFailure, UsageError
 from auditkit.executors.base import Executor, ModelInfo, Task
+from auditkit.executors.checks import CHECKED_PACKAGES, refusal, versions, weights_digest
 from auditkit.progress import Progress
 from auditkit.spec.audit import AuditSpec
 
-CHECKED_PACKAGES = ("torch", "diffusers", "transformers", "auditkit")
-"""Packages whose version must be the driver's on every worker."""
 IN_FLIGHT = 2
 """Batches queued per worker (one running, one waiting), so no worker idles between batches."""
-
-
-def versions() -> dict[str, str | None]:
-    """This process's versions of :data:`CHECKED_PACKAGES`."""
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in CHECKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def weights_digest(files: Sequence[dict[str, Any]]) -> str:
-    """One sha256 over the (path, sha256) of every model file."""
-    import hashlib
-
-    joined = "\n".join(f"{f['path']} {f['sha256']}" for f in sorted(files, key=lambda f: f["path"]))
-    return hashlib.sha256(joined.encode()).hexdigest()
-
-
-def refusal(
-    worker: dict[str, Any], driver: dict[str, str | None], reference: str | None
-) -> str | None:
-    """Why ``worker`` (its :meth:`PipelineWorker.info`) may not serve this run, or None."""
-    theirs = worker["versions"]
-    for name in CHECKED_PACKAGES:
-        if theirs.get(name) != driver.get(name):
-            return f"{name} {theirs.get(name)} there, {driver.get(name)} on the driver"
-    digest = weights_digest(worker["model"]["files"])
-    if reference is not None and digest != reference:
-        return f"its model files hash to {digest[:12]}, not {reference[:12]}"
-    return None
 
 
 class PipelineWorker:
