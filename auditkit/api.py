@@ -57,7 +57,8 @@ def run(
     show_progress: bool = True,
     render: bool = True,
 ) -> AuditRun:
-    """Run (or resume) an audit into ``out_dir`` and read the results back."""
+    """Run (or resume) an audit into ``out_dir`` (a folder or a URL) and read the results
+    back."""
     from auditkit.run import run_audit
 
     outcome = run_audit(
@@ -71,12 +72,14 @@ def run(
 
 
 def open_run(run_dir: str | Path) -> AuditRun:
-    """Read a run directory: spec, manifest, summary and every result table."""
+    """Read a run directory (a folder or a URL such as ``s3://bucket/runs/a``): spec, manifest,
+    summary and every result table."""
     from auditkit.analyses import slice_tables
     from auditkit.analyze.summary import read_results
+    from auditkit.rundir.remote import local_path
     from auditkit.spec import load_run_spec
 
-    run_dir = Path(run_dir)
+    run_dir = local_path(run_dir)
     spec = load_run_spec(run_dir)
     run = RunDir(run_dir)
     if not run.is_finished():

@@ -16,6 +16,7 @@ from auditkit.models.loading import resolve_hook
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
+from auditkit.rundir.remote import local_path
 from auditkit.spec import AuditSpec, dump_spec, spec_hash
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def run_audit(
     if execution:
         spec = _with_execution(spec, execution)
     check_spec(spec)
-    run_dir = Path(out_dir)
+    run_dir = local_path(out_dir)  # a URL is worked on in a local working copy
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from run_checks import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,14 +41,19 @@ def analysis_slices() -> None:
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Path]:
     """The default audit of toyworld-biased and the same spec on toyworld-balanced, run once
     per test session in this process with the local executor (about two minutes each on two
-    CPU cores); read-only for the tests."""
+    CPU cores); read-only for the tests. The modules the two runs imported are kept in
+    ``request.config.auditkit_runs_imported`` (the optional extras must not be among them)."""
     from auditkit.run import run_audit
 
     root = tmp_path_factory.mktemp("toyworld-audits")
     old = os.umask(0o022)  # as on a usual shared machine; restored for the other tests
+    before = set(sys.modules)
+    request.config.auditkit_runs_preloaded = before  # type: ignore[attr-defined]
     try:
         return {
             variant: run_audit(
@@ -60,15 +66,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         }
     finally:
         os.umask(old)
-
-
-def _free_port() -> int:
-    # the test process may not open sockets (pytest-socket); a child process may
-    probe = (
-        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
-    )
-    return int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                              check=True).stdout)  # fmt: skip
+        imported = set(sys.modules) - before
+        request.config.auditkit_runs_imported = imported  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +78,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     ray = Path(sys.executable).with_name("ray")
     if not ray.is_file():
         pytest.fail("Ray is not installed: pip install -e '.[dev]' (it includes auditkit[ray])")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     start = [str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
              "--num-cpus=4", "--num-gpus=0", "--include-dashboard=false",

@@ -144,7 +144,7 @@ def write_exemplars(root: Path, table: pd.DataFrame, meta: dict[str, str]) -> No
     """Write ``captions/exemplars.parquet`` (removed when there is nothing to show)."""
     run = RunDir.of_folder(root)
     if table.empty:
-        run.table_path("exemplars").unlink(missing_ok=True)
+        run.remove(run.table_path("exemplars"))
         return
     run.write_table("exemplars", table, meta)
 

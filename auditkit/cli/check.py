@@ -22,7 +22,7 @@ from auditkit.cli.options import path_option, run_dir_argument
     help="Also write the gates JSON here (default: RUN_DIR/results/gates.json only).",
 )
 @handle_errors
-def check(run_dir: Path, junit: Path | None, json_out: Path | None) -> None:
+def check(run_dir: Path | str, junit: Path | None, json_out: Path | None) -> None:
     """Evaluate the gates of RUN_DIR's spec on its results; exit 1 if one fails."""
     import shutil
 
@@ -30,7 +30,10 @@ def check(run_dir: Path, junit: Path | None, json_out: Path | None) -> None:
     from auditkit.analyze.summary import read_results
     from auditkit.errors import UsageError
     from auditkit.gates import evaluate_gates, write_gate_files
+    from auditkit.rundir.remote import local_path
     from auditkit.spec import load_run_spec
+
+    run_dir = local_path(run_dir)
 
     spec = load_run_spec(run_dir)
     require_results(run_dir)

@@ -19,7 +19,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"auditkit: error: {message}", err=True)
+    from auditkit.rundir.remote import with_urls
+
+    click.echo(f"auditkit: error: {with_urls(message)}", err=True)
     sys.exit(code)
 
 
@@ -74,7 +76,9 @@ def exit_on_gates(run_dir: Path) -> None:
         return
     record = run.read_json("gates")
     echo_gates(record["gates"])
-    click.echo(f"junit: {run.junit.resolve()}")
+    from auditkit.rundir.remote import display
+
+    click.echo(f"junit: {display(run.junit)}")
     if not record["passed"]:
         click.echo(f"auditkit: {record['failed']} of {record['total']} gates failed.", err=True)
         sys.exit(1)

@@ -8,17 +8,17 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import echo_gates, handle_errors
-from auditkit.cli.options import formats_option, path_argument, path_option
+from auditkit.cli.options import formats_option, run_location_argument, run_location_option
 
 
 @click.command()
-@path_argument("base_run")
-@path_argument("new_run")
-@path_option(
+@run_location_argument("base_run")
+@run_location_argument("new_run")
+@run_location_option(
     "--out",
     "out_dir",
     required=True,
-    help="Folder for diff.html, diff.pdf, diff.json and junit.xml.",
+    help="Folder (or fsspec URL) for diff.html, diff.pdf, diff.json and junit.xml.",
 )
 @click.option(
     "--tolerance",
@@ -48,9 +48,9 @@ from auditkit.cli.options import formats_option, path_argument, path_option
 )
 @handle_errors
 def diff(
-    base_run: Path,
-    new_run: Path,
-    out_dir: Path,
+    base_run: Path | str,
+    new_run: Path | str,
+    out_dir: Path | str,
     tolerance: float | None,
     max_growth: float | None,
     max_regressions: int | None,
@@ -60,6 +60,9 @@ def diff(
     """Compare the audits of two checkpoints (BASE_RUN, NEW_RUN) made with the same spec."""
     from auditkit.diff import diff_runs
     from auditkit.report.diff_report import render_diff
+    from auditkit.rundir.remote import display, local_path
+
+    base_run, new_run, out_dir = (local_path(p) for p in (base_run, new_run, out_dir))
 
     result = diff_runs(
         base_run,
@@ -88,6 +91,6 @@ def diff(
         )
     echo_gates(result.gates)
     for path in paths:
-        click.echo(f"wrote: {path.resolve()}")
+        click.echo(f"wrote: {display(path)}")
     if not result.passed:
         sys.exit(1)

@@ -22,10 +22,12 @@ def export() -> None:
     help="Where to write the card (default: RUN_DIR/report/model-card.md).",
 )
 @handle_errors
-def export_model_card(run_dir: Path, out: Path | None) -> None:
+def export_model_card(run_dir: Path | str, out: Path | None) -> None:
     """Write a model-card section with model-index evaluation results for RUN_DIR."""
     from auditkit.export import write_model_card
     from auditkit.rundir import RunDir
+    from auditkit.rundir.remote import display, local_path
 
+    run_dir = local_path(run_dir)
     path = write_model_card(run_dir, out or RunDir(run_dir).model_card)
-    click.echo(f"model card: {path.resolve()}")
+    click.echo(f"model card: {display(path)}")

@@ -20,9 +20,32 @@ def _path_type(*, exists: bool = False, file_okay: bool = True) -> click.Path:
     return click.Path(path_type=Path, exists=exists, file_okay=file_okay)
 
 
+class RunLocation(click.ParamType):
+    """A run directory: a local folder (a :class:`Path`) or an fsspec URL such as
+    ``s3://bucket/runs/a`` (kept as text; the command opens it with
+    :func:`auditkit.rundir.remote.local_path`)."""
+
+    name = "path|url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from auditkit.rundir.remote import location
+
+        return location(value)
+
+
 def path_argument(name: str) -> Callable[[F], F]:
     """An argument that names a file or folder (a :class:`Path`)."""
     return click.argument(name, type=_path_type())
+
+
+def run_location_argument(name: str) -> Callable[[F], F]:
+    """An argument that names a run directory, local or at a URL (:class:`RunLocation`)."""
+    return click.argument(name, type=RunLocation())
+
+
+def run_location_option(*param_decls: str, **attrs: Any) -> Callable[[F], F]:
+    """An option that names a run directory (or an output folder), local or at a URL."""
+    return click.option(*param_decls, type=RunLocation(), **attrs)
 
 
 def path_option(
@@ -36,8 +59,8 @@ def path_option(
 spec_argument = path_argument("spec")
 """SPEC: the audit spec (YAML) of validate, plan, run and hooks."""
 
-run_dir_argument = path_argument("run_dir")
-"""RUN_DIR: a run directory that ``auditkit run --out`` made."""
+run_dir_argument = run_location_argument("run_dir")
+"""RUN_DIR: a run directory that ``auditkit run --out`` made (a folder or a URL)."""
 
 cache_dir_option = path_option(
     "--cache-dir",

@@ -14,12 +14,15 @@ from auditkit.cli.options import formats_option, run_dir_argument
 @run_dir_argument
 @formats_option(help="Formats to render (default: the spec's).")
 @handle_errors
-def report(run_dir: Path, formats: tuple[str, ...]) -> None:
+def report(run_dir: Path | str, formats: tuple[str, ...]) -> None:
     """Re-render the report of RUN_DIR from its stored results."""
     from auditkit.report import render_report
+    from auditkit.rundir.remote import display, local_path
     from auditkit.spec import load_run_spec
+
+    run_dir = local_path(run_dir)
 
     spec = load_run_spec(run_dir)
     require_results(run_dir)
     for path in render_report(run_dir, list(formats) or list(spec.report.formats)):
-        click.echo(f"report: {path}")
+        click.echo(f"report: {display(path)}")

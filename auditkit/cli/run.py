@@ -7,16 +7,17 @@ from pathlib import Path
 import click
 
 from auditkit.cli.common import exit_on_gates, handle_errors
-from auditkit.cli.options import cache_dir_option, path_option, spec_argument
+from auditkit.cli.options import cache_dir_option, run_location_option, spec_argument
 
 
 @click.command()
 @spec_argument
-@path_option(
+@run_location_option(
     "--out",
     "out_dir",
     required=True,
-    help="Run directory (created; an existing one is resumed).",
+    help="Run directory, a folder or an fsspec URL such as s3://bucket/runs/a (created; an "
+    "existing one is resumed).",
 )
 @cache_dir_option
 @click.option("--no-progress", is_flag=True, help="Do not print progress.")
@@ -42,7 +43,7 @@ from auditkit.cli.options import cache_dir_option, path_option, spec_argument
 @handle_errors
 def run(
     spec: Path,
-    out_dir: Path,
+    out_dir: Path | str,
     cache_dir: Path | None,
     no_progress: bool,
     executor: str | None,
@@ -51,6 +52,9 @@ def run(
 ) -> None:
     """Run every stage of SPEC into RUN_DIR; completed units are never redone."""
     from auditkit.run import run_audit
+    from auditkit.rundir.remote import display, local_path
+
+    out_dir = local_path(out_dir)
 
     execution: dict[str, object] = {}
     if executor or ray_address:
@@ -69,8 +73,8 @@ def run(
         f"{extract.get('units_skipped', 0)} ({evaluations} denoiser evaluations)"
     )
     for path in outcome.report_paths:
-        click.echo(f"report: {path.resolve()}")
+        click.echo(f"report: {display(path)}")
     from auditkit.rundir import RunDir
 
-    click.echo(f"results: {RunDir(outcome.run_dir).results.resolve()}")
+    click.echo(f"results: {display(RunDir(outcome.run_dir).results)}")
     exit_on_gates(outcome.run_dir)

@@ -78,6 +78,11 @@ class RayExecutor(Executor):
         self._infos: dict[int, dict[str, Any]] = {}
         self._refused: list[dict[str, Any]] = []
         self._retried = 0
+        # a worker that died is out of service until its restart answers the provenance check,
+        # across passes: its ping (info ref -> worker), and workers refused or gone for the run
+        self._pings: dict[Any, int] = {}
+        self._out_of_service: set[int] = set()
+        self._restarts: Counter[int] = Counter()
         self._started = False
 
     # --- the cluster ---------------------------------------------------------------------------
@@ -218,7 +223,14 @@ class RayExecutor(Executor):
         return {
             "executor": "ray",
             "address": self.execution.address or os.environ.get("RAY_ADDRESS"),
-            "workers": [_brief(info) for _, info in sorted(self._infos.items())],
+            "workers": [
+                {
+                    **_brief(info),
+                    "restarts": self._restarts[w],
+                    "in_service": w not in self._out_of_service and w not in self._pings.values(),
+                }
+                for w, info in sorted(self._infos.items())
+            ],
             "refused": list(self._refused),
             "batches_retried": self._retried,
         }
@@ -234,9 +246,9 @@ class RayExecutor(Executor):
         queue: deque[int] = deque(range(len(tasks)))
         attempts: Counter[int] = Counter()
         running: dict[Any, tuple[int, int]] = {}  # result ref -> (task, worker)
-        pings: dict[Any, int] = {}  # info ref of a worker Ray is restarting -> worker
+        pings = self._pings  # info ref of a worker Ray is restarting -> worker
         busy = Counter({w: 0 for w in self._actors})
-        ready = set(self._actors)
+        ready = set(self._actors) - set(pings.values()) - self._out_of_service
         results: dict[int, Any] = {}
         rates = _Rates()
         progress = Progress(label, sum(t.units for t in tasks), enabled=show_progress)
@@ -275,9 +287,13 @@ class RayExecutor(Executor):
                     queue.appendleft(i)
                     if w in ready:
                         ready.discard(w)
+                        self._restarts[w] += 1
                         print(f"ray: worker {w} died; its batches go to the others",
                               file=sys.stderr, flush=True)  # fmt: skip
-                        pings[self._actors[w].info.remote()] = w
+                        # retried through the restart: an answer, or ActorDiedError once Ray
+                        # has no restart left
+                        ping = self._actors[w].info.options(max_task_retries=-1)
+                        pings[ping.remote()] = w
                     continue
                 rates.finish(w, tasks[i].units)
             while emitted in results:
@@ -295,10 +311,12 @@ class RayExecutor(Executor):
         try:
             info = ray.get(ref)
         except died:
+            self._out_of_service.add(w)
             print(f"ray: worker {w} is gone for this run", file=sys.stderr, flush=True)
             return
         why = refusal(info, versions(), self._reference_digest)
         if why is not None:
+            self._out_of_service.add(w)
             self._refused.append({**_brief(info), "reason": why})
             return
         self._infos[w] = info

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.rundir import parquet_bytes, read_versioned_parquet, write_bytes_atomic
+from auditkit.rundir import parquet_bytes, read_versioned_parquet, storage, write_bytes_atomic
 
 STORE_SCHEMA_VERSION = 1
 INDEX_COLUMNS = ["unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype"]
@@ -70,7 +70,9 @@ class ActivationStore:
         payload = {k: v.contiguous().cpu() for k, v in tensors.items()}
         write_bytes_atomic(self.root / shard, save(payload, metadata={"schema_version": "1"}))
         new = pd.DataFrame([{**r, "shard": shard} for r in rows], columns=INDEX_COLUMNS)
-        write_bytes_atomic(self.parts_dir / f"{stem}.parquet", _parquet_bytes(new))
+        # the index part is the batch's commit marker: create-if-absent on an object store
+        part = self.parts_dir / f"{stem}.parquet"
+        write_bytes_atomic(part, _parquet_bytes(new), create_only=True)
         if self._index is not None:
             self._pending.append(new)
 
@@ -84,7 +86,7 @@ class ActivationStore:
         frame = self.index()
         write_bytes_atomic(self.index_path, _parquet_bytes(frame))
         for path in parts:
-            path.unlink(missing_ok=True)
+            storage.remove(path)
         with contextlib.suppress(OSError):  # not empty: another writer's part appeared
             self.parts_dir.rmdir()
 
@@ -107,7 +109,8 @@ class ActivationStore:
         if missing:
             raise KeyError(f"{len(missing)} units are not in the activation store")
         for shard, group in frame.groupby("shard", sort=True):
-            with safe_open(str(self.root / str(shard)), framework="pt") as fh:
+            path = storage.ensure_local(self.root / str(shard))
+            with safe_open(str(path), framework="pt") as fh:
                 for uid in group["unit_id"]:
                     yield str(uid), fh.get_tensor(str(uid)).float()
 

@@ -97,7 +97,7 @@ def _write_readings(
 ) -> None:
     run = RunDir.of_folder(root)
     if not stores:
-        run.table_path("guidance_readings").unlink(missing_ok=True)
+        run.remove(run.table_path("guidance_readings"))
         return
     by_prompt: dict[str, list[PlannedPrompt]] = {}
     for prompt in caption_prompts(spec, plan):

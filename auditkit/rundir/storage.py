@@ -8,8 +8,10 @@ umask) before it is renamed into place: teams share run directories and reports.
 JSON has no NaN or infinity. The one rule, applied by :func:`write_json_atomic` to every JSON file
 of a run: a non-finite float is written as ``null`` and read back as ``None``.
 
-This module is the only one that touches the file system for a run directory; putting runs on an
-object store (fsspec) replaces these functions.
+This module is the only one that writes a run directory. A run directory given as a URL
+(``s3://…``, :mod:`auditkit.rundir.remote`) is worked on in a local working copy: every write
+and removal here goes to the URL first, and :func:`ensure_local` fetches a file that is read
+without having been downloaded (an activation shard).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from auditkit.rundir import remote
 
 
 def umask() -> int:
@@ -34,9 +38,15 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, create_only: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one; the file
-    gets the user's default mode (0666 less the umask), not the temporary file's 0600."""
+    gets the user's default mode (0666 less the umask), not the temporary file's 0600.
+
+    In a remote run directory the bytes go to the URL first; ``create_only`` makes that write a
+    create-if-absent commit (refused when another writer committed the file already)."""
+    mirror = remote.mirror_of(path)
+    if mirror is not None:
+        mirror.put(path, data, create_only=create_only)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -93,8 +103,20 @@ def listing(folder: Path, pattern: str) -> list[Path]:
 
 
 def remove(path: Path) -> None:
-    """Delete a file if it is there."""
+    """Delete a file if it is there (at the URL too, in a remote run directory)."""
+    mirror = remote.mirror_of(path)
+    if mirror is not None:
+        mirror.delete(path)
     path.unlink(missing_ok=True)
+
+
+def ensure_local(path: Path) -> Path:
+    """``path``, downloaded first when it belongs to a remote run directory and has not been
+    read yet (activation shards are fetched only when read)."""
+    mirror = remote.mirror_of(path)
+    if mirror is not None:
+        mirror.fetch(path)
+    return path
 
 
 def parquet_schema(path: Path) -> Any:
