@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from auditkit.errors import UsageError
-from auditkit.plan import AuditPlan, plan_audit
+from auditkit.plan import AuditPlan, plan_audit, resolve_spec
 from auditkit.rundir import RunDir
 from auditkit.spec import AuditSpec, load_spec, parse_spec
 
@@ -42,11 +42,10 @@ def plan(spec: AuditSpec | str | Path, *, cache_dir: str | Path | None = None) -
     """Expand a spec (object or YAML path) into its plan (``probe.hook: auto`` resolved to the
     model family's default, as a run does)."""
     from auditkit.analyses.checks import check_spec, load_checked_spec
-    from auditkit.models.loading import resolve_hook
     from auditkit.run import default_cache_dir
 
     checked = check_spec(spec) if isinstance(spec, AuditSpec) else load_checked_spec(spec)
-    return plan_audit(resolve_hook(checked, Path(cache_dir) if cache_dir else default_cache_dir()))
+    return plan_audit(resolve_spec(checked, Path(cache_dir) if cache_dir else default_cache_dir()))
 
 
 def run(

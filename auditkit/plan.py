@@ -94,6 +94,7 @@ class CostEstimate:
     uses_cfg: bool = True
     seconds_per_evaluation: float = 0.0
     cfg_capable: bool = True
+    layout: StoredLayout | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ def extraction_fingerprint(spec: AuditSpec) -> dict[str, Any]:
         "spatial_pool": probe.spatial_pool,
         **({"tokens": probe.tokens} if probe.tokens != "pooled" else {}),  # unit ids unchanged
         "guidance_half": probe.guidance_half,
-        "store_dtype": probe.store_dtype,
+        "store_dtype": probe.dtype_stored,
+        # a unit storing fewer steps than it keeps is another unit; unit ids unchanged otherwise
+        **({"per_step_h": probe.step_h_stored} if probe.step_h_stored != "all" else {}),
     }
 
 
@@ -270,8 +273,7 @@ def estimate_cost(
     through the model family's adapter (:func:`model_geometry`)."""
     info = model_geometry(spec, model_dir)
     steps = spec.model.steps
-    kept = steps if spec.probe.steps == "all" else len([s for s in spec.probe.steps if s < steps])
-    item = 2 if spec.probe.store_dtype == "float16" else 4
+    layout = stored_layout(spec, info.h_shape)
     units = len(plan.units)
     doubled = 2 if info.cfg_capable and spec.model.guidance_scale > 1.0 else 1
     evaluations = units * steps * doubled
@@ -287,10 +289,8 @@ def estimate_cost(
         images=units,
         denoiser_evaluations=evaluations,
         forward_passes=forwards,
-        activation_bytes=units
-        * kept
-        * stored_per_step(info.h_shape, spec.probe.spatial_pool, spec.probe.tokens)
-        * item,
+        activation_bytes=units * layout.bytes_per_unit,
+        layout=layout,
         h_shape=info.h_shape,
         seconds=seconds,
         device=device,
@@ -299,6 +299,101 @@ def estimate_cost(
         seconds_per_evaluation=per_evaluation,
         cfg_capable=info.cfg_capable,
     )
+
+
+def kept_step_count(spec: AuditSpec) -> int:
+    """How many denoising steps enter h (``probe.steps`` within the model's steps)."""
+    steps = spec.model.steps
+    if spec.probe.steps == "all":
+        return steps
+    return max(1, len([s for s in spec.probe.steps if s < steps]))
+
+
+@dataclass(frozen=True)
+class StoredLayout:
+    """What each unit stores: h at ``snapshots`` of the kept steps (their indices among the
+    kept steps), plus the mean over every kept step when the snapshots are not all of them."""
+
+    snapshots: tuple[int, ...]
+    with_mean: bool
+    dtype: str
+    values: int  # numbers per stored vector
+
+    @property
+    def vectors(self) -> int:
+        return len(self.snapshots) + int(self.with_mean)
+
+    @property
+    def bytes_per_unit(self) -> int:
+        return self.vectors * self.values * (2 if self.dtype == "float16" else 4)
+
+
+def stored_layout(spec: AuditSpec, h_shape: tuple[int, ...]) -> StoredLayout:
+    """The layout a (resolved) spec stores for h of ``h_shape``."""
+    kept = kept_step_count(spec)
+    probe = spec.probe
+    values = stored_per_step(h_shape, probe.spatial_pool, probe.tokens)
+    chosen = probe.step_h_stored
+    if chosen == "all":
+        snapshots = tuple(range(kept))
+    else:
+        order = list(range(spec.model.steps)) if probe.steps == "all" else list(probe.steps)
+        snapshots = tuple(order.index(s) for s in chosen if s in order and order.index(s) < kept)
+    return StoredLayout(snapshots, len(snapshots) < kept, probe.dtype_stored, values)
+
+
+def resolve_storage(spec: AuditSpec, h_shape: tuple[int, ...] | None) -> AuditSpec:
+    """``spec`` with ``probe.store_dtype`` and ``probe.per_step_h`` 'auto' made concrete for h
+    of ``h_shape`` (before planning: they decide what a unit stores, so its id). Every kept step
+    in float32 when that fits ``probe.unit_budget_mb``; else float16, and every kept step if
+    that fits, else the mean over the kept steps plus as many evenly spaced kept steps (first
+    and last included) as fit beside it, at least one. ``aggregation: per_step`` needs every
+    kept step. A small model (toyworld, the tiny pipelines) keeps the full float32 layout, and
+    so does a model whose h size the config files cannot tell (``h_shape`` None)."""
+    probe = spec.probe
+    if probe.store_dtype != "auto" and probe.per_step_h != "auto":
+        return spec
+    if h_shape is None:
+        update = {"store_dtype": probe.dtype_stored, "per_step_h": probe.step_h_stored}
+        return spec.model_copy(update={"probe": probe.model_copy(update=update)})
+    budget = probe.unit_budget_mb * 2**20
+    kept = kept_step_count(spec)
+    values = stored_per_step(h_shape, probe.spatial_pool, probe.tokens)
+    per_step_all = probe.per_step_h == "all" or probe.aggregation == "per_step"
+    wanted = kept if probe.per_step_h == "auto" or per_step_all else len(probe.per_step_h) + 1
+    dtype = probe.store_dtype
+    if dtype == "auto":
+        dtype = "float32" if wanted * values * 4 <= budget else "float16"
+    step_h: Any = probe.per_step_h
+    if step_h == "auto":
+        item = 2 if dtype == "float16" else 4
+        if per_step_all or kept * values * item <= budget:
+            step_h = "all"
+        else:
+            room = max(1, int(budget // (values * item)) - 1)  # one vector is the mean
+            order = list(range(spec.model.steps)) if probe.steps == "all" else list(probe.steps)
+            order = order[:kept]
+            picks = sorted({round(i * (kept - 1) / max(room - 1, 1)) for i in range(room)})
+            step_h = [order[i] for i in picks] if room > 1 else [order[-1]]
+    update = {"store_dtype": dtype, "per_step_h": step_h}
+    return spec.model_copy(update={"probe": probe.model_copy(update=update)})
+
+
+def resolve_spec(spec: AuditSpec, cache_dir: Path) -> AuditSpec:
+    """``spec`` with everything 'auto' that decides what a unit stores made concrete before
+    planning: the hook point (:func:`resolve_hook`), then the stored dtype and per-step h for
+    the size of h there, read from the model's config files
+    (:func:`auditkit.plan.resolve_storage`; every step in float32 when they cannot tell)."""
+    from auditkit.models.builtin import builtin_name
+    from auditkit.models.loading import existing_model_folder, model_folder, resolve_hook
+
+    spec = resolve_hook(spec, cache_dir)
+    if spec.probe.store_dtype != "auto" and spec.probe.per_step_h != "auto":
+        return spec
+    builtin = builtin_name(spec.model.id) is not None
+    folder = (model_folder if builtin else existing_model_folder)(spec.model, cache_dir)
+    geometry = model_geometry(spec, folder)
+    return resolve_storage(spec, geometry.h_shape if geometry.known else None)
 
 
 def stored_per_step(h_shape: tuple[int, ...], spatial_pool: str, tokens: str = "pooled") -> int:

@@ -12,8 +12,7 @@ from auditkit.analyses.checks import check_spec, load_checked_spec
 from auditkit.analyses.stage import analyze_run
 from auditkit.errors import UsageError
 from auditkit.executors import Executor, describe, make_executor
-from auditkit.models.loading import resolve_hook
-from auditkit.plan import AuditPlan, plan_audit
+from auditkit.plan import AuditPlan, plan_audit, resolve_spec
 from auditkit.provenance import new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
 from auditkit.rundir.remote import local_path
@@ -68,7 +67,7 @@ def run_audit(
     run = RunDir(run_dir)
     cache_dir = cache_dir or default_cache_dir()
     hook_left = not spec.probe.hook_given
-    spec = resolve_hook(spec, cache_dir)
+    spec = resolve_spec(spec, cache_dir)
     plan = plan_audit(spec)
     s_hash = spec_hash(spec)
     previous = _previous_manifest(run)

@@ -55,7 +55,7 @@ def sweep_hooks(
     from auditkit.extract.runner import extract_activations
     from auditkit.extract.store import ActivationStore
     from auditkit.models.loading import load_pipeline, model_folder
-    from auditkit.plan import plan_audit
+    from auditkit.plan import plan_audit, resolve_spec
     from auditkit.run import default_cache_dir, run_audit
     from auditkit.rundir import RunDir
 
@@ -68,7 +68,7 @@ def sweep_hooks(
     if not chosen:
         raise UsageError("sweep-hooks: no hook point to sweep.", hint="pass --hooks a,b,c.")
     lean_only = spec.model_copy(update={"analyses": ["lean"], "captions": None, "gates": []})
-    specs = {h: _with_hook(lean_only, h) for h in chosen}
+    specs = {h: resolve_spec(_with_hook(lean_only, h), cache_dir) for h in chosen}
     plans = {h: plan_audit(s) for h, s in specs.items()}
     runs = {h: Path(out_dir) / _slug(h) for h in chosen}
     stores = {h: ActivationStore(RunDir(runs[h]).activations) for h in chosen}

@@ -351,6 +351,16 @@ def test_full_size_denoisers_on_meta(
         assert full == per_step * h_shape[0]
 
 
+def config_folder(folder: Path, pipeline_class: str, **components: dict[str, Any]) -> Path:
+    """A model folder of config files only (no weights): ``model_index.json`` and each
+    component's ``config.json``."""
+    for component, data in components.items():
+        (folder / component).mkdir(parents=True)
+        (folder / component / "config.json").write_text(json.dumps(data))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline_class}))
+    return folder
+
+
 def test_plan_prints_full_size_storage(tmp_path: Path) -> None:
     """``auditkit plan`` on a FLUX.1-dev folder (configs only, no weights): h per step is the
     image tokens x width, stored pooled to 3,072 floats; 3 prompts x 2 seeds x 28 steps x
@@ -359,11 +369,7 @@ def test_plan_prints_full_size_storage(tmp_path: Path) -> None:
 
     from auditkit.cli import main
 
-    folder = tmp_path / "flux-dev"
-    for component, data in (("transformer", FLUX_DEV), ("vae", KL_VAE)):
-        (folder / component).mkdir(parents=True)
-        (folder / component / "config.json").write_text(json.dumps(data))
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    folder = config_folder(tmp_path / "flux-dev", "FluxPipeline", transformer=FLUX_DEV, vae=KL_VAE)
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"""spec_version: 1

@@ -309,7 +309,10 @@ def test_toyworld_discovery_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert (ci[:, 0] <= ci[:, 1] + 1e-9).all() and (ci[:, 1] <= ci[:, 2] + 1e-9).all()
     plain = parse_spec(_spec_text(discovery=""))
     assert first.manifest["plan_hash"] == plan_audit(plain).plan_hash
-    assert load_run_spec(run_dir) == parse_spec(_spec_text())
+    ran = parse_spec(_spec_text())  # as recorded: 'auto' storage resolved for toyworld's small h
+    stored = {"store_dtype": "float32", "per_step_h": "all"}
+    ran = ran.model_copy(update={"probe": ran.probe.model_copy(update=stored)})
+    assert load_run_spec(run_dir) == ran
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished run must not load the model")

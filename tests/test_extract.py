@@ -199,11 +199,11 @@ def test_interrupted_run_resumes_where_it_stopped(
     real = store_mod.ActivationStore.write_batch
     calls = {"n": 0}
 
-    def failing(self: Any, tensors: Any, rows: Any) -> None:
+    def failing(self: Any, tensors: Any, rows: Any, means: Any = None) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        real(self, tensors, rows)
+        real(self, tensors, rows, means)
 
     monkeypatch.setattr(store_mod.ActivationStore, "write_batch", failing)
     with pytest.raises(KeyboardInterrupt):

@@ -104,7 +104,9 @@ class LeanByStep(api.Analysis):
                     )
                 frames.append(
                     frame.assign(
-                        step=s, timestep=float(latents.timesteps[s]), position=range(len(frame))
+                        step=int(latents.steps[s]),  # the denoising step, as steps.parquet
+                        timestep=float(latents.timesteps[s]),
+                        position=range(len(frame)),
                     )
                 )
         table = pd.concat(frames, ignore_index=True)  # spec order, then steps

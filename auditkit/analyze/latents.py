@@ -17,7 +17,8 @@ class LatentSet:
 
     ``per_seed[p, n]`` is prompt p's h for seed n, aggregated over the kept steps (mean, or the
     concatenated trajectory for ``per_step``), flattened. ``step_means[p, s]`` is the seed-mean
-    h of prompt p at kept step s (used for per-step leans and step consistency).
+    h of prompt p at stored step s (``steps``: every kept step, or the ``probe.per_step_h``
+    ones), used for per-step leans and step consistency.
     """
 
     prompt_ids: tuple[str, ...]
@@ -47,14 +48,19 @@ def load_latents(store: ActivationStore, plan: AuditPlan, aggregation: str) -> L
     unit_pos = {u.unit_id: (p_row[u.prompt_id], s_row[u.seed]) for u in plan.units}
     per_seed: np.ndarray | None = None
     step_sums: np.ndarray | None = None
-    for uid, tensor in store.iter_units(unit_pos):
+    for uid, tensor, mean in store.iter_stored(unit_pos):
         arr = tensor.numpy().reshape(tensor.shape[0], -1).astype(np.float64)  # [S, D]
         p, n = unit_pos[uid]
         if per_seed is None or step_sums is None:
             width = arr.size if aggregation == "per_step" else arr.shape[1]
             per_seed = np.zeros((len(prompt_ids), len(seeds), width), dtype=np.float32)
             step_sums = np.zeros((len(prompt_ids), *arr.shape), dtype=np.float64)
-        per_seed[p, n] = arr.reshape(-1) if aggregation == "per_step" else arr.mean(axis=0)
+        if aggregation == "per_step":
+            per_seed[p, n] = arr.reshape(-1)
+        elif mean is not None:  # the mean over every kept step, accumulated at capture
+            per_seed[p, n] = mean.numpy().reshape(-1)
+        else:  # every kept step is stored
+            per_seed[p, n] = arr.mean(axis=0)
         step_sums[p] += arr
     if per_seed is None or step_sums is None:
         raise ValueError("the plan has no work units")

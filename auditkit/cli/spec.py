@@ -61,12 +61,18 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
     from dataclasses import replace
 
     from auditkit.analyses.checks import load_checked_spec
-    from auditkit.models.loading import existing_model_folder, resolve_hook
-    from auditkit.plan import estimate_cost, measured_rate, plan_audit
+    from auditkit.models.loading import existing_model_folder
+    from auditkit.plan import (
+        estimate_cost,
+        kept_step_count,
+        measured_rate,
+        plan_audit,
+        resolve_spec,
+    )
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
 
-    loaded = resolve_hook(load_checked_spec(spec), cache_dir or default_cache_dir())
+    loaded = resolve_spec(load_checked_spec(spec), cache_dir or default_cache_dir())
     audit_plan = plan_audit(loaded)
     model_dir = existing_model_folder(loaded.model, cache_dir or default_cache_dir())
     target = device or loaded.model.device
@@ -92,6 +98,13 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
         f"({cost.forward_passes} forward passes at batch {loaded.batch_size})"
     )
     click.echo(f"  h per step            {'x'.join(str(d) for d in cost.h_shape)}")
+    layout = cost.layout
+    if layout is not None:
+        stored = f"{len(layout.snapshots)} of {kept_step_count(loaded)} kept steps"
+        stored += " + their mean" if layout.with_mean else ""
+        click.echo(
+            f"  stored per unit       {_bytes(layout.bytes_per_unit)} ({stored}, {layout.dtype})"
+        )
     click.echo(f"  activation storage    {_bytes(cost.activation_bytes)}")
     from auditkit.passes.cost import later_passes
 

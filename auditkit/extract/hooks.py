@@ -41,6 +41,16 @@ class HookSession:
     denoiser_calls: int = 0
     denoiser_samples: int = 0
     timesteps: list[float] = field(default_factory=list)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    summed_steps: list[int] = field(default_factory=list)
+
+    def mean(self, half: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """The mean of h over the ``mean_over`` steps for one half (None when not asked for),
+        accumulated in float32 on the device and cast once."""
+        total = self.sums.get(half, self.sums.get("single"))
+        if total is None or not self.summed_steps:
+            return None
+        return (total / len(self.summed_steps)).to(dtype)
 
     def by_step(self, half: str) -> list[Capture]:
         """Captures of one half (``single`` counts as both), ordered by step."""
@@ -117,8 +127,13 @@ def capture_h(
     store_dtype: torch.dtype = torch.float32,
     adapter: ModelAdapter = GENERIC,
     tokens: str = "pooled",
+    mean_over: set[int] | None = None,
 ) -> Iterator[HookSession]:
     """Capture the output of module ``hook`` during one pipeline call of ``expected_batch`` items.
+
+    ``keep_steps`` (None: all) are captured one by one; ``mean_over`` (None: none) are summed
+    on the device, in float32, into :meth:`HookSession.mean`, so a unit can store the mean over
+    every step and its own h at a few.
 
     With classifier-free guidance the denoiser sees 2 x ``expected_batch`` samples, the
     unconditional half first; those are split and tagged. Only ``halves`` are kept. The
@@ -142,7 +157,8 @@ def capture_h(
     def after_module(_mod: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
         _count_run(state, hook)
         step = int(state["step"])
-        if keep_steps is not None and step not in keep_steps:
+        summed = mean_over is not None and step in mean_over
+        if not summed and keep_steps is not None and step not in keep_steps:
             return
         out = _tensor_of(adapter.image_tensor(output), hook)
         n = expected_batch
@@ -155,11 +171,19 @@ def capture_h(
                 f"hook point {hook!r} saw batch {out.shape[0]}, expected {n} or {2 * n}"
             )
         for half, tensor in parts.items():
-            if half == "single" or half in halves:
+            if half != "single" and half not in halves:
+                continue
+            if summed:
+                full = _reduce(tensor, spatial_pool, torch.float32, tokens)
+                previous = session.sums.get(half)
+                session.sums[half] = full.clone() if previous is None else previous + full
+            if keep_steps is None or step in keep_steps:
                 reduced = _reduce(tensor, spatial_pool, store_dtype, tokens)
                 session.captures.append(
                     Capture(step, float(state["timestep"]), half, reduced)  # type: ignore[arg-type]
                 )
+        if summed and (not session.summed_steps or session.summed_steps[-1] != step):
+            session.summed_steps.append(step)
 
     with _hooked(denoiser, before_denoiser, module, after_module, with_kwargs=True):
         yield session

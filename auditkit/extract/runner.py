@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -163,6 +163,8 @@ class Captured:
     timesteps: list[list[float]]
     denoiser_samples: int
     denoiser_calls: int
+    means: list[torch.Tensor | None] = field(default_factory=list)
+    mean_steps: list[list[int]] = field(default_factory=list)
 
 
 def capture_batch(
@@ -183,6 +185,9 @@ def capture_batch(
         out.h.append(torch.stack([c.tensor for c in captures], dim=1).cpu())
         out.steps.append([c.step for c in captures])
         out.timesteps.append([c.timestep for c in captures])
+        mean = session.mean(spec.probe.guidance_half, getattr(torch, spec.probe.dtype_stored))
+        out.means.append(None if mean is None else mean.cpu())
+        out.mean_steps.append(list(session.summed_steps) if mean is not None else [])
     return out
 
 
@@ -192,16 +197,23 @@ def _capture(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
     keep = None if spec.probe.steps == "all" else {s for s in spec.probe.steps if s < steps}
     if keep is not None and not keep:
         keep = {steps - 1}
+    chosen = spec.probe.step_h_stored
+    snapshots = keep if chosen == "all" else {s for s in chosen if keep is None or s in keep}
+    everything = set(range(steps)) if keep is None else keep
+    if snapshots is not None and not snapshots:
+        snapshots = {max(everything)}
+    mean_over = None if chosen == "all" or snapshots == everything else everything
     return capture_h(
         loaded.pipe.components,
         spec.probe.hook,
         expected_batch=batch,
-        keep_steps=keep,
+        keep_steps=snapshots,
         halves=(spec.probe.guidance_half,),
         spatial_pool=spec.probe.spatial_pool,
-        store_dtype=getattr(torch, spec.probe.store_dtype),
+        store_dtype=getattr(torch, spec.probe.dtype_stored),
         adapter=loaded.adapter,
         tokens=spec.probe.tokens,
+        mean_over=mean_over,
     )
 
 
@@ -221,6 +233,13 @@ def _write(
     kept_steps = json.dumps(captured.steps[target])
     timesteps = json.dumps(captured.timesteps[target])
     tensors = {u.unit_id: stacked[i].clone() for u, i in zip(units, rows_of, strict=True)}
+    mean = captured.means[target] if captured.means else None
+    means = (
+        {u.unit_id: mean[i].clone() for u, i in zip(units, rows_of, strict=True)}
+        if mean is not None
+        else {}
+    )
+    mean_steps = json.dumps(captured.mean_steps[target]) if mean is not None else ""
     rows = [
         {
             "unit_id": u.unit_id,
@@ -229,8 +248,9 @@ def _write(
             "shape": json.dumps(list(stacked.shape[1:])),
             "steps": kept_steps,
             "timesteps": timesteps,
-            "dtype": spec.probe.store_dtype,
+            "dtype": spec.probe.dtype_stored,
+            "mean_steps": mean_steps,
         }
         for u in units
     ]
-    store.write_batch(tensors, rows)
+    store.write_batch(tensors, rows, means)

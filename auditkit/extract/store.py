@@ -1,7 +1,11 @@
 """The activation store: safetensors shards plus a parquet index, written atomically.
 
-A shard holds one tensor per work unit, keyed by unit id, shaped [kept_steps, C, H, W] (or
-[kept_steps, C] when spatially pooled). A unit counts as done only once the index lists it.
+A shard holds one tensor per work unit, keyed by unit id, shaped [stored steps, C, H, W] (or
+[stored steps, C] when spatially pooled): h at each stored step. When a unit stores fewer steps
+than it averages over (``probe.per_step_h``), the shard also holds ``<unit id>#mean``, the mean
+of h over every kept step, accumulated on the device; the index's ``mean_steps`` lists those
+steps (empty when there is no stored mean: the mean is then taken over the stored steps, as
+stores before version 2 always did). A unit counts as done only once the index lists it.
 Each batch writes its shard, then a small index part (``index-parts/<shard>.parquet``, atomic)
 that makes it visible, so an interrupted run loses at most the batch in flight and a batch costs
 the same however many units are stored already. :meth:`ActivationStore.compact` merges the parts
@@ -21,8 +25,12 @@ import pandas as pd
 
 from auditkit.rundir import parquet_bytes, read_versioned_parquet, storage, write_bytes_atomic
 
-STORE_SCHEMA_VERSION = 1
-INDEX_COLUMNS = ["unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype"]
+STORE_SCHEMA_VERSION = 2
+INDEX_COLUMNS = [
+    "unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype", "mean_steps"
+]  # fmt: skip
+MEAN_SUFFIX = "#mean"
+"""A unit's stored mean over its kept steps is ``<unit id>#mean`` in its shard."""
 
 
 class ActivationStore:
@@ -58,8 +66,14 @@ class ActivationStore:
         """Ids of units already stored."""
         return set(self.index()["unit_id"].astype(str))
 
-    def write_batch(self, tensors: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """Store one batch: the shard first, then the index part that makes it visible."""
+    def write_batch(
+        self,
+        tensors: dict[str, Any],
+        rows: list[dict[str, Any]],
+        means: dict[str, Any] | None = None,
+    ) -> None:
+        """Store one batch: the shard first, then the index part that makes it visible.
+        ``means``: each unit's mean over its kept steps, when it stores fewer steps."""
         from safetensors.torch import save
 
         if not tensors:
@@ -68,8 +82,11 @@ class ActivationStore:
         stem = f"shard-{sorted(tensors)[0][:16]}"
         shard = f"{stem}.safetensors"
         payload = {k: v.contiguous().cpu() for k, v in tensors.items()}
+        payload |= {k + MEAN_SUFFIX: v.contiguous().cpu() for k, v in (means or {}).items()}
         write_bytes_atomic(self.root / shard, save(payload, metadata={"schema_version": "1"}))
-        new = pd.DataFrame([{**r, "shard": shard} for r in rows], columns=INDEX_COLUMNS)
+        new = pd.DataFrame(
+            [{"mean_steps": "", **r, "shard": shard} for r in rows], columns=INDEX_COLUMNS
+        )
         # the index part is the batch's commit marker: create-if-absent on an object store
         part = self.parts_dir / f"{stem}.parquet"
         write_bytes_atomic(part, _parquet_bytes(new), create_only=True)
@@ -96,10 +113,18 @@ class ActivationStore:
     @staticmethod
     def _read(path: Path) -> pd.DataFrame:
         frame: pd.DataFrame = read_versioned_parquet(path, newest=STORE_SCHEMA_VERSION)
+        if "mean_steps" not in frame.columns:  # version 1: every kept step stored, no mean
+            frame["mean_steps"] = ""
         return frame
 
     def iter_units(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
-        """Yield (unit_id, tensor [kept_steps, ...] float32) shard by shard."""
+        """Yield (unit_id, tensor [stored steps, ...] float32) shard by shard."""
+        for uid, steps, _mean in self.iter_stored(unit_ids):
+            yield uid, steps
+
+    def iter_stored(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any, Any]]:
+        """Yield (unit_id, h at the stored steps, stored mean over the kept steps or None),
+        float32, shard by shard."""
         from safetensors import safe_open
 
         wanted = set(unit_ids)
@@ -111,8 +136,11 @@ class ActivationStore:
         for shard, group in frame.groupby("shard", sort=True):
             path = storage.ensure_local(self.root / str(shard))
             with safe_open(str(path), framework="pt") as fh:
+                names = set(fh.keys())
                 for uid in group["unit_id"]:
-                    yield str(uid), fh.get_tensor(str(uid)).float()
+                    key = str(uid) + MEAN_SUFFIX
+                    mean = fh.get_tensor(key).float() if key in names else None
+                    yield str(uid), fh.get_tensor(str(uid)).float(), mean
 
     def timesteps(self) -> list[float]:
         """Timesteps of the kept steps (the same for every unit of a run)."""

@@ -57,6 +57,18 @@ def settings_blocks(
     seeds = spec.seed_list
     shown = ", ".join(str(s) for s in seeds[:12]) + (" …" if len(seeds) > 12 else "")
     probe_steps = "all" if spec.probe.steps == "all" else ", ".join(map(str, spec.probe.steps))
+    chosen = spec.probe.step_h_stored
+    stored_steps = (
+        []
+        if chosen == "all"
+        else [
+            (
+                "Per-step h stored",
+                f"steps {', '.join(map(str, chosen))}, and the mean over every kept step "
+                "(accumulated on the device)",
+            )
+        ]
+    )
     if spec.centring.reference == "base":
         centring = f"base prompt “{spec.centring.base_prompt}”"
     else:
@@ -92,7 +104,8 @@ def settings_blocks(
                 ("Spatial pooling", spec.probe.spatial_pool),
                 ("Image tokens (transformer blocks)", spec.probe.tokens),
                 ("Guidance half", spec.probe.guidance_half),
-                ("Stored dtype", spec.probe.store_dtype),
+                ("Stored dtype", spec.probe.dtype_stored),
+                *stored_steps,
                 ("Seeds", f"{len(seeds)} ({shown}), the same for every prompt"),
                 *statistics,
                 ("Centring reference", centring),

@@ -144,6 +144,7 @@ class AuditSpec(FrozenModel):
             *_guidance_problems(self),
             *_causal_problems(self),
             *_discovery_problems(self),
+            *_storage_problems(self),
         ]
         if problems:
             raise _located_errors(problems)
@@ -177,6 +178,22 @@ def _located_errors(problems: list[Problem]) -> ValidationError:
         for loc, value, message in problems
     ]
     return ValidationError.from_exception_data("AuditSpec", details)
+
+
+def _storage_problems(spec: AuditSpec) -> list[Problem]:
+    probe = spec.probe
+    if not isinstance(probe.per_step_h, list):
+        return []
+    where: Location = ("probe", "per_step_h")
+    if probe.aggregation == "per_step":
+        message = "aggregation 'per_step' reads every kept step: per_step_h must be 'all' or 'auto'"
+        return [(where, probe.per_step_h, message)]
+    kept = range(spec.model.steps) if probe.steps == "all" else probe.steps
+    stray = [s for s in probe.per_step_h if s not in kept or s >= spec.model.steps]
+    if stray:
+        message = f"steps {stray} are not kept steps (probe.steps within model.steps)"
+        return [(where, probe.per_step_h, message)]
+    return []
 
 
 def _name_problems(spec: AuditSpec) -> list[Problem]:

@@ -195,6 +195,8 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "min_effect"), 0.3),
     (("statistics", "resampling"), "hierarchical"),
     (("probe", "tokens"), "pooled"),
+    (("probe", "per_step_h"), "all"),
+    (("probe", "unit_budget_mb"), 0.5),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
 is taken of a form that leaves each out while it is at this default, so adding a key left the
@@ -215,6 +217,13 @@ def _hash_form(spec: AuditSpec) -> dict[str, Any]:
     every value, so the hash of a spec, and of a run made before, is unchanged."""
     data = _resolved(spec)
     data.pop("execution", None)  # where it runs, not what it computes
+    probe = data.get("probe") or {}
+    # 'auto' storage is resolved against the model before a run hashes its spec; unresolved,
+    # it hashes as what it stores when nothing resolves it (the layout before 'auto' existed)
+    if probe.get("store_dtype") == "auto":
+        probe["store_dtype"] = "float32"
+    if probe.get("per_step_h") == "auto":
+        probe["per_step_h"] = "all"
     if data.get("captions") is None:
         data.pop("captions", None)
     for axis in data.get("axes") or []:

@@ -97,11 +97,40 @@ class ProbeSpec(FrozenModel):
     guidance_half: Literal["cond", "uncond"] = Field(
         "cond", description="Which half of a classifier-free-guidance batch is the prompt's h."
     )
-    store_dtype: Literal["float32", "float16"] = Field(
-        "float32", description="Dtype of stored activations."
+    store_dtype: Literal["auto", "float32", "float16"] = Field(
+        "auto",
+        description=(
+            "Dtype of stored activations. 'auto': float32 when every kept step fits "
+            "unit_budget_mb, else float16."
+        ),
+    )
+    per_step_h: Literal["auto", "all"] | list[Annotated[int, Field(ge=0)]] = Field(
+        "auto",
+        description=(
+            "Which kept steps' own h are stored for the step analyses (lean by step, step "
+            "agreement): 'all', a list of steps, or 'auto': all when they fit unit_budget_mb, "
+            "else as many evenly spaced steps as fit beside the mean over the kept steps, "
+            "which is then accumulated on the device and stored too."
+        ),
+    )
+    unit_budget_mb: float = Field(
+        0.5,
+        gt=0,
+        description="Stored bytes per unit (MiB) that store_dtype and per_step_h 'auto' aim at.",
     )
 
-    @field_validator("steps")
+    @property
+    def dtype_stored(self) -> str:
+        """The dtype stored: ``store_dtype``, with an unresolved 'auto' as float32."""
+        return "float32" if self.store_dtype == "auto" else self.store_dtype
+
+    @property
+    def step_h_stored(self) -> Literal["all"] | list[int]:
+        """The kept steps whose own h is stored: ``per_step_h``, with an unresolved 'auto' as
+        all (the spec is resolved against the model's h size before planning)."""
+        return "all" if self.per_step_h == "auto" else self.per_step_h
+
+    @field_validator("steps", "per_step_h")
     @classmethod
     def _steps(cls, value: Literal["all"] | list[int]) -> Literal["all"] | list[int]:
         if isinstance(value, list):
