@@ -129,3 +129,19 @@ def test_rate_from_scales_extraction_and_later_passes() -> None:
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if "estimated time" in x)
     assert "1m27s + 49s for the later passes on cpu (measured: 2.00 ms" in line, line
+
+
+def test_measure_times_real_passes_of_the_model_here(tmp_path: Path) -> None:
+    """--measure loads toyworld-biased and its captioner, times one extraction batch and one
+    captioned batch, and prices every stage from them (the accuracy is measured in
+    benchmarks/, not here)."""
+    spec = str(ROOT / "audits" / "toyworld.yaml")
+    result = CliRunner().invoke(main, ["plan", spec, "--measure"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "estimated time" in x)
+    assert "for the later passes +" in line and "loading =" in line, line
+    assert "(measured here:" in line and "ms per denoiser evaluation at batch 64" in line, line
+    assert "ms per image decoded and read" in line, line
+    assert "rough" not in line and "analysis and the report come on top" in result.output
+    both = CliRunner().invoke(main, ["plan", spec, "--measure", "--rate-from", str(tmp_path)])
+    assert both.exit_code == 2 and "pass one of them" in both.output

@@ -54,13 +54,22 @@ def schema() -> None:
     help="A run directory of the same model on the same kind of device: estimate time from "
     "the rate its extraction measured instead of from the model's size.",
 )
+@click.option(
+    "--measure",
+    is_flag=True,
+    help="Load the model and time real passes on this machine (about two batches), then "
+    "estimate every sampling stage from them.",
+)
 @cache_dir_option
 @handle_errors
-def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path | None) -> None:
+def plan(
+    spec: Path, device: str | None, rate_from: Path | None, measure: bool, cache_dir: Path | None
+) -> None:
     """Show what SPEC will compute: prompts, images, denoiser evaluations, storage, time."""
     from dataclasses import replace
 
     from auditkit.analyses.checks import load_checked_spec
+    from auditkit.errors import UsageError
     from auditkit.models.loading import existing_model_folder
     from auditkit.plan import (
         estimate_cost,
@@ -81,7 +90,31 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
 
         target = f"{resolve_device('auto')} (auto: this machine)"
     cost = estimate_cost(loaded, audit_plan, device=target.split(" ")[0], model_dir=model_dir)
-    if rate_from is not None:
+    measured = None
+    if measure:
+        from auditkit.passes.measure import measure_rates
+
+        if rate_from is not None:
+            raise UsageError("--measure and --rate-from both set the rate: pass one of them.")
+        if device is not None:
+            model = loaded.model.model_copy(update={"device": device})
+            loaded = loaded.model_copy(update={"model": model})
+        measured = measure_rates(loaded, audit_plan, cache_dir or default_cache_dir())
+        target = measured.device
+        images = (
+            f", {measured.per_image * 1e3:.0f} ms per image decoded and read"
+            if loaded.captions is not None
+            else ""
+        )
+        cost = replace(
+            cost,
+            seconds=cost.denoiser_evaluations * measured.per_evaluation,
+            seconds_per_evaluation=measured.per_evaluation,
+            basis=f"measured here: {measured.per_evaluation * 1e3:.2f} ms per denoiser "
+            f"evaluation at batch {measured.batch}{images}; the measurement took "
+            f"{measured.seconds:.0f}s",
+        )
+    elif rate_from is not None:
         rate = measured_rate(rate_from, loaded, cost.device)
         cost = replace(
             cost,
@@ -113,14 +146,27 @@ def plan(spec: Path, device: str | None, rate_from: Path | None, cache_dir: Path
         bound = "at most " if step.upper_bound else ""
         what = f"{bound}{step.images} images, " if step.images else f"{bound}"
         click.echo(f"  {step.name:<21} {what}{step.denoiser_evaluations} denoiser evaluations")
-    later = sum(p.denoiser_evaluations for p in passes) * cost.seconds_per_evaluation
+    per_image = measured.per_image if measured is not None else 0.0
+    later = sum(
+        p.denoiser_evaluations * cost.seconds_per_evaluation + p.images * per_image for p in passes
+    )
 
     def rough(seconds: float) -> str:
         return format_seconds(seconds) if seconds >= 1 else "under 1s"
 
     total = rough(cost.seconds) + (f" + {rough(later)} for the later passes" if passes else "")
-    quality = "" if rate_from is not None else "rough: "
+    if measured is not None:
+        whole = measured.load_seconds + cost.seconds + later
+        total += f" + {rough(measured.load_seconds)} loading = {rough(whole)}"
+    quality = "" if rate_from is not None or measured is not None else "rough: "
     click.echo(f"  estimated time        {total} on {target} ({quality}{cost.basis})")
+    if measured is None and rate_from is None:
+        click.echo(
+            "  (the rough estimate scales public figures by the model's size and can be off "
+            "by 10x or more; --measure times real passes here)"
+        )
+    else:
+        click.echo("  (sampling stages only: the analysis and the report come on top)")
 
 
 def _bytes(count: float) -> str:
