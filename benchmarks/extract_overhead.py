@@ -1,14 +1,20 @@
 """Extraction overhead, as ratios measured in one run on the same pipeline.
 
-Compares three ways of getting h for the same (prompt, seed) units:
+Compares three ways of getting h for the same (prompt, seed) units, per model:
 
-* bare:     the pipeline loop with no hooks at all (the floor: U-Net work only, batched),
-* auditkit: ``extract_activations`` (hooks, reduction on device, atomic shard writes),
-* naive:    what a user would write first: one image at a time, full decode to PIL,
-            a forward hook appending every h (both CFG halves) to a list, torch.save at the end.
+* bare:     the pipeline loop with the inputs auditkit uses (same denoiser, batch, steps,
+            scheduler, seeded noise), no hooks and no storage: the limit;
+* auditkit: ``extract_activations`` (hooks, reduction on the device, shard writes);
+* naive:    what a user would write first: one pipeline call per prompt, decoded to images,
+            a forward hook at the same block appending every capture (both guidance halves),
+            torch.save at the end.
 
-Usage: python benchmarks/extract_overhead.py [--units 48] [--kind sd]
-Prints seconds and the ratios auditkit/bare and naive/auditkit.
+Models: toyworld-biased (the default audit's model) and the tiny pipeline of every family.
+
+Usage: python benchmarks/extract_overhead.py [--kinds toyworld,sd,lcm,sdxl,pixart,sd3,flux,sana]
+       [--units 64] [--batch 16]
+Prints seconds and the ratios bare/auditkit (throughput of auditkit against the limit) and
+naive/auditkit, per model.
 """
 
 from __future__ import annotations
@@ -20,93 +26,104 @@ from pathlib import Path
 
 import torch
 
+KINDS = ("toyworld", "sd", "lcm", "sdxl", "pixart", "sd3", "flux", "sana")
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--units", type=int, default=48)
-    parser.add_argument("--kind", default="sd", choices=["sd", "lcm", "sdxl"])
-    parser.add_argument("--batch", type=int, default=16)
-    args = parser.parse_args()
 
-    from auditkit.analyses.checks import check_spec
-    from auditkit.extract.runner import extract_activations, initial_noise
-    from auditkit.extract.store import ActivationStore
-    from auditkit.models.loading import load_pipeline
-    from auditkit.models.tiny import tiny_pipeline_path
-    from auditkit.plan import plan_audit
-    from auditkit.spec import parse_spec
-
-    work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
-    model_dir = tiny_pipeline_path(args.kind, work / "models")  # type: ignore[arg-type]
-    terms = [f"job{i}" for i in range(max(1, args.units // 4))]
-    spec = parse_spec(
-        f"""
+def _spec_text(model: str, steps: int, resolution: int, batch: int, terms: list[str]) -> str:
+    return f"""
 spec_version: 1
 name: bench
-model: {{id: {model_dir}, device: cpu, steps: 4, guidance_scale: 7.5, resolution: 32}}
+model: {{id: "{model}", device: cpu, steps: {steps}, guidance_scale: 7.5,
+        resolution: {resolution}}}
 seeds: 4
-batch_size: {args.batch}
+batch_size: {batch}
 centring: {{reference: set_mean}}
 analyses: [lean]
-axes: [{{name: a, templates: ["{{term}}"], groups: {{x: [x], y: [y]}}}}]
+axes: [{{name: a, templates: ["a photo of a {{term}}"], groups: {{x: [man], y: [woman]}}}}]
 concepts: [{{name: c, templates: ["a photo of a {{term}}"], terms: {terms}}}]
 """
+
+
+def measure(kind: str, units_wanted: int, batch: int, work: Path) -> dict[str, float]:
+    """Seconds of bare, auditkit and naive extraction of the same units of one model."""
+    from auditkit.analyses.checks import check_spec
+    from auditkit.extract.hooks import resolve_hook_point
+    from auditkit.extract.runner import extract_activations, pipeline_inputs
+    from auditkit.extract.store import ActivationStore
+    from auditkit.models.loading import load_pipeline
+    from auditkit.plan import plan_audit, resolve_spec
+    from auditkit.spec import parse_spec
+
+    words = ["doctor", "nurse", "pilot", "teacher", "chef", "farmer", "builder", "singer"]
+    terms = [words[i % len(words)] + ("" if i < len(words) else f" {i}") for i in
+             range(max(1, units_wanted // 4 - 2))]  # fmt: skip
+    toy = kind == "toyworld"
+    model = "builtin:toyworld-biased" if toy else f"builtin:tiny-{kind}"
+    steps, resolution = (10, 32) if toy else (4, 64)
+    spec = resolve_spec(
+        check_spec(parse_spec(_spec_text(model, steps, resolution, batch, terms))), work
     )
-    plan = plan_audit(check_spec(spec))
+    plan = plan_audit(spec)
     units = plan.units
     loaded = load_pipeline(spec.model, cache_dir=work)
     pipe = loaded.pipe
     torch.set_grad_enabled(False)
 
     def bare() -> None:
-        for i in range(0, len(units), args.batch):
-            batch = units[i : i + args.batch]
-            latents = torch.stack([initial_noise(pipe, u.seed, 32) for u in batch])
-            pipe(
-                prompt=[u.prompt for u in batch],
-                latents=latents,
-                num_inference_steps=4,
-                guidance_scale=7.5,
-                height=32,
-                width=32,
-                output_type="latent",
-            )
+        for i in range(0, len(units), batch):
+            pipe(**pipeline_inputs(loaded, spec, units[i : i + batch]), output_type="latent")
 
     def audit() -> None:
-        extract_activations(
-            loaded, spec, plan, ActivationStore(work / "store"), show_progress=False
-        )
+        store = ActivationStore(work / f"store-{kind}-{time.monotonic_ns()}")
+        extract_activations(loaded, spec, plan, store, show_progress=False)
 
     def naive() -> None:
         captured: list[torch.Tensor] = []
-        handle = pipe.unet.mid_block.register_forward_hook(
-            lambda _m, _i, out: captured.append(out.detach().clone())
-        )
+        _, module = resolve_hook_point(pipe.components, spec.probe.hook)
+
+        def keep(_m: object, _i: object, out: object) -> None:
+            tensor = out[0] if isinstance(out, tuple) else out
+            captured.append(tensor.detach().clone())  # type: ignore[union-attr]
+
+        handle = module.register_forward_hook(keep)
         try:
             for u in units:
                 pipe(
                     prompt=u.prompt,
-                    num_inference_steps=4,
+                    num_inference_steps=steps,
                     guidance_scale=7.5,
-                    height=32,
-                    width=32,
+                    height=resolution,
+                    width=resolution,
                     generator=torch.Generator().manual_seed(u.seed),
+                    **loaded.adapter.call_kwargs(pipe),
                 )
         finally:
             handle.remove()
         torch.save(captured, work / "naive.pt")
 
     bare()  # warm-up
-    timings = {}
+    timings = {"units": float(len(units))}
     for name, fn in (("bare", bare), ("auditkit", audit), ("naive", naive)):
         start = time.perf_counter()
         fn()
         timings[name] = time.perf_counter() - start
-    print(f"{len(units)} units, {args.kind}, batch {args.batch}, 4 steps, CPU")
-    for name, secs in timings.items():
-        print(f"  {name:9s} {secs:7.2f} s")
-    print(f"  auditkit / bare  = {timings['auditkit'] / timings['bare']:.2f}x")
-    print(f"  naive / auditkit = {timings['naive'] / timings['auditkit']:.2f}x")
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--units", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
+    print(f"{'model':10} {'units':>5} {'bare s':>7} {'auditkit s':>10} {'naive s':>8} "
+          f"{'bare/auditkit':>13} {'naive/auditkit':>14}")  # fmt: skip
+    for kind in args.kinds.split(","):
+        t = measure(kind, args.units, args.batch, work)
+        print(f"{kind:10} {int(t['units']):5d} {t['bare']:7.2f} {t['auditkit']:10.2f} "
+              f"{t['naive']:8.2f} {t['bare'] / t['auditkit']:13.2f} "
+              f"{t['naive'] / t['auditkit']:14.2f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -218,6 +218,46 @@ def test_interrupted_run_resumes_where_it_stopped(
     assert resumed.manifest["stages"]["extract"]["units_skipped"] == 8
 
 
+def test_a_rerun_of_a_finished_audit_reuses_its_analysis(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing new to read: the analysis is not run again and the results stay byte for byte.
+    A result file gone, or another spec, and it runs."""
+    from auditkit.analyses import stage
+    from auditkit.run import run_audit
+
+    spec = _tiny_spec(tiny_pipeline_dirs["sd"], tmp_path, batch_size=8)
+    out = tmp_path / "r"
+    first = run_audit(spec, out, cache_dir=tmp_path, show_progress=False, render=False)
+    assert first.manifest["stages"]["analyze"]["reused"] is False
+    lean = (out / "results" / "lean.parquet").read_bytes()
+    calls = {"n": 0}
+    real = stage.analyze_run
+
+    def counted(*args: Any) -> None:
+        calls["n"] += 1
+        real(*args)
+
+    monkeypatch.setattr("auditkit.run.analyze_run", counted)
+    again = run_audit(spec, out, cache_dir=tmp_path, show_progress=False, render=False)
+    assert calls["n"] == 0 and again.manifest["stages"]["analyze"]["reused"] is True
+    assert (
+        again.manifest["stages"]["analyze"]["inputs"]
+        == first.manifest["stages"]["analyze"]["inputs"]
+    )
+    assert (out / "results" / "lean.parquet").read_bytes() == lean
+    (out / "results" / "summary.json").unlink()
+    run_audit(spec, out, cache_dir=tmp_path, show_progress=False, render=False)
+    assert calls["n"] == 1 and (out / "results" / "summary.json").is_file()
+    from auditkit.spec import load_spec
+
+    loaded = load_spec(spec)
+    resamples = {"bootstrap_resamples": loaded.statistics.bootstrap_resamples + 10}
+    other = loaded.model_copy(update={"statistics": loaded.statistics.model_copy(update=resamples)})
+    changed = run_audit(other, out, cache_dir=tmp_path, show_progress=False, render=False)
+    assert calls["n"] == 2 and changed.manifest["stages"]["analyze"]["reused"] is False
+
+
 def test_unit_result_does_not_depend_on_batch(
     tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
