@@ -1,0 +1,207 @@
+"""B4 (issue 15) and issue 13's GPU check: SD 1.5-, SDXL- and FLUX.1-dev-shaped denoisers with
+random weights, through auditkit's extraction on a GPU, against the bare denoising loop.
+
+No download: each denoiser is built from its published config (the same dicts the meta-device
+tests check) with random weights, directly on the device, and put into its family's tiny
+pipeline (tiny text encoders, tiny VAE, the family's scheduler). The denoiser's text-conditioning
+widths are set to the tiny encoders' (cross-attention keys and values, SDXL's added embedding,
+FLUX's joint and pooled projections), so every block, h's shape and nearly all of the compute
+are the published model's. The resolution is chosen so the latent is the published one (SD 1.5
+64x64, SDXL and FLUX 128x128 before FLUX's 2x2 packing).
+
+Per model it records: h's shape at the family's default hook, peak GPU memory, denoiser
+evaluations per second of the bare loop and of ``extract_activations`` (hooks, reduction on the
+device, shard writes), and their ratio, at batch sizes 1, 4 and 8 in float16, at the largest
+batch in bfloat16, and at the largest batch with ``torch.compile`` of the denoiser. Steps: 4.
+
+Usage (a GPU machine; sized for one call under 8 minutes, not yet run on a GPU):
+    python benchmarks/gpu_extract.py --out gpu-extract.json
+CPU check of the wiring (small batches, one step, shallower SDXL and FLUX, float32):
+    python benchmarks/gpu_extract.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+SPEC = """spec_version: 1
+name: gpu-extract
+model: {{id: "{folder}", device: {device}, dtype: {dtype}, steps: {steps},
+        guidance_scale: {guidance}, resolution: {resolution}}}
+probe: {{hook: "{hook}", store_dtype: float16, per_step_h: all}}
+seeds: {seeds}
+batch_size: {batch}
+centring: {{reference: set_mean}}
+analyses: [lean]
+axes: [{{name: a, templates: ["a photo of a {{term}}"], groups: {{x: [man], y: [woman]}}}}]
+concepts: [{{name: c, templates: ["a photo of a {{term}}"], terms: [doctor, nurse]}}]
+"""
+
+
+def _models(smoke: bool) -> dict[str, dict[str, Any]]:
+    from test_adapters import FLUX_DEV, SD15_UNET, SDXL_UNET
+
+    sdxl = dict(SDXL_UNET)
+    flux = dict(FLUX_DEV)
+    if smoke:  # the same wiring, shallower (CPU memory)
+        sdxl["transformer_layers_per_block"] = [1, 1, 1]
+        flux.update(num_layers=2, num_single_layers=2)
+    return {
+        "sd15": {"tiny": "sd", "family": "stable-diffusion", "config": SD15_UNET, "latent": 64,
+                 "hook": "unet.mid_block", "guidance": 7.5},
+        "sdxl": {"tiny": "sdxl", "family": "sdxl", "config": sdxl, "latent": 128,
+                 "hook": "unet.mid_block", "guidance": 7.5},
+        "flux-dev": {"tiny": "flux", "family": "flux", "config": flux, "latent": 128,
+                     "hook": f"transformer.transformer_blocks.{flux['num_layers'] - 1}",
+                     "guidance": 3.5},
+    }  # fmt: skip
+
+
+def build(name: str, model: dict[str, Any], device: str, dtype: torch.dtype, work: Path) -> Any:
+    """(LoadedPipeline, folder, resolution): the family's tiny pipeline with the full-size
+    random-weight denoiser in place of its own."""
+    import diffusers
+
+    from auditkit.models.adapters import for_family
+    from auditkit.models.loading import LoadedPipeline
+    from auditkit.models.tiny import tiny_pipeline_path
+
+    folder = tiny_pipeline_path(model["tiny"], work / "tiny")
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype)
+    adapter = for_family(model["family"])
+    config = dict(model["config"])
+    if name == "sd15":
+        config["cross_attention_dim"] = pipe.text_encoder.config.hidden_size
+        cls = diffusers.UNet2DConditionModel
+    elif name == "sdxl":
+        first, second = pipe.text_encoder.config, pipe.text_encoder_2.config
+        config["cross_attention_dim"] = first.hidden_size + second.hidden_size
+        config["projection_class_embeddings_input_dim"] = (
+            second.projection_dim + 6 * config["addition_time_embed_dim"]
+        )
+        cls = diffusers.UNet2DConditionModel
+    else:
+        config["joint_attention_dim"] = pipe.text_encoder_2.config.d_model
+        config["pooled_projection_dim"] = pipe.text_encoder.config.hidden_size
+        cls = diffusers.FluxTransformer2DModel
+    with torch.device(device):
+        denoiser = cls.from_config(config).to(dtype)
+    pipe.register_modules(**{adapter.denoiser: denoiser})
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    resolution = model["latent"] * pipe.vae_scale_factor
+    uses_cfg = adapter.uses_cfg(pipe, model["guidance"])
+    loaded = LoadedPipeline(pipe, model["family"], type(pipe).__name__, device,
+                            str(dtype).split(".")[-1], folder, uses_cfg, adapter)  # fmt: skip
+    return loaded, folder, resolution
+
+
+def run_setting(
+    loaded: Any, folder: Path, resolution: int, model: dict[str, Any], batch: int, steps: int,
+    work: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Bare loop and extraction over the same 2 batches; rates, memory, h's shape."""
+    from auditkit.analyses.checks import check_spec
+    from auditkit.extract.runner import extract_activations, pipeline_inputs
+    from auditkit.extract.store import ActivationStore
+    from auditkit.plan import plan_audit
+    from auditkit.spec import parse_spec
+
+    text = SPEC.format(folder=folder, device=loaded.device, dtype=loaded.dtype, steps=steps,
+                       guidance=model["guidance"], resolution=resolution, hook=model["hook"],
+                       seeds=batch, batch=batch)  # fmt: skip
+    spec = check_spec(parse_spec(text))
+    plan = plan_audit(spec)
+    units = plan.units[: 2 * batch]
+    plan = type(plan)(**{**plan.__dict__, "units": tuple(units)})
+    cuda = loaded.device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(units), batch):
+                inputs = pipeline_inputs(loaded, spec, units[i : i + batch])
+                loaded.pipe(**inputs, output_type="latent")
+
+    bare()  # warm-up (and compilation, when compiled)
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    bare()
+    sync()
+    bare_s = time.perf_counter() - started
+    store = ActivationStore(work / f"store-{time.monotonic_ns()}")
+    started = time.perf_counter()
+    stats = extract_activations(loaded, spec, plan, store, show_progress=False)
+    sync()
+    audit_s = time.perf_counter() - started
+    evaluations = stats.denoiser_evaluations
+    return {
+        "batch": batch,
+        "dtype": loaded.dtype,
+        "h_shape": stats.h_shape,
+        "denoiser_evaluations": evaluations,
+        "bare_evaluations_per_s": round(evaluations / bare_s, 2),
+        "auditkit_evaluations_per_s": round(evaluations / audit_s, 2),
+        "auditkit_over_bare": round(bare_s / audit_s, 3),
+        "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="Write the records as JSON here.")
+    parser.add_argument("--models", default="sd15,sdxl,flux-dev")
+    parser.add_argument("--smoke", action="store_true", help="CPU wiring check, tiny settings.")
+    args = parser.parse_args()
+    smoke = args.smoke
+    device = "cpu" if smoke else "cuda"
+    if not smoke and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --smoke for a CPU wiring check")
+    work = Path(tempfile.mkdtemp(prefix="auditkit-gpu-"))
+    models = _models(smoke)
+    steps = 1 if smoke else 4
+    plan: list[tuple[torch.dtype, int, bool]] = (
+        [(torch.float32, 1, False)]
+        if smoke
+        else [(torch.float16, b, False) for b in (1, 4, 8)]
+        + [(torch.bfloat16, 8, False), (torch.float16, 8, True)]
+    )
+    records = []
+    card = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    for name in args.models.split(","):
+        model = models[name]
+        for dtype in dict.fromkeys(d for d, _, _ in plan):  # one build per dtype
+            loaded, folder, resolution = build(name, model, device, dtype, work)
+            for _, batch, compiled in [p for p in plan if p[0] == dtype]:  # compiled last
+                if compiled:
+                    getattr(loaded.pipe, loaded.adapter.denoiser).compile()
+                record = run_setting(loaded, folder, resolution, model, batch, steps, work)
+                record |= {"model": name, "compiled": compiled, "device": card,
+                           "resolution": resolution, "steps": steps}  # fmt: skip
+                records.append(record)
+                print(json.dumps(record), flush=True)
+            del loaded
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    if args.out is not None:
+        args.out.write_text(json.dumps(records, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
