@@ -156,8 +156,11 @@ def weighted_grams(per_seed: np.ndarray, weights: np.ndarray) -> np.ndarray:
     resampled means first, then their Gram. The same numbers as :func:`resampled_grams`,
     cheaper whenever h is smaller than prompts x seeds (B·P·N·D against B·P²·N²)."""
     X = np.asarray(per_seed, dtype=np.float64)
-    means = np.einsum("bn,pnd->bpd", weights, X, optimize=True)
-    return np.einsum("bpd,bqd->bpq", means, means, optimize=True)
+    P, N, D = X.shape
+    # two BLAS products (einsum's batched path was 10x slower here, for the same numbers)
+    means = np.asarray(weights, dtype=np.float64) @ X.transpose(1, 0, 2).reshape(N, P * D)
+    means = means.reshape(-1, P, D)
+    return means @ means.transpose(0, 2, 1)
 
 
 def resampled_grams(K: np.ndarray, weights: np.ndarray) -> np.ndarray:
