@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from auditkit.errors import UsageError
-from auditkit.plan import AuditPlan, plan_audit, resolve_spec
+from auditkit.layout import resolve_spec
+from auditkit.plan import AuditPlan, plan_audit
 from auditkit.rundir import RunDir
 from auditkit.spec import AuditSpec, load_spec, parse_spec
 

@@ -13,7 +13,8 @@ from auditkit.analyses.checks import check_spec, load_checked_spec
 from auditkit.analyses.stage import analyze_run
 from auditkit.errors import UsageError
 from auditkit.executors import Executor, describe, make_executor
-from auditkit.plan import AuditPlan, plan_audit, resolve_spec
+from auditkit.layout import resolve_spec
+from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
 from auditkit.rundir.remote import local_path

@@ -54,8 +54,9 @@ def sweep_hooks(
     family sweeps, shallow to deep) and write the comparison into ``out_dir``."""
     from auditkit.extract.runner import extract_activations
     from auditkit.extract.store import ActivationStore
+    from auditkit.layout import resolve_spec
     from auditkit.models.loading import load_pipeline, model_folder
-    from auditkit.plan import plan_audit, resolve_spec
+    from auditkit.plan import plan_audit
     from auditkit.run import default_cache_dir, run_audit
     from auditkit.rundir import RunDir
 

@@ -50,8 +50,9 @@ def measure(kind: str, units_wanted: int, batch: int, work: Path) -> dict[str, f
     from auditkit.extract.hooks import resolve_hook_point
     from auditkit.extract.runner import extract_activations, pipeline_inputs
     from auditkit.extract.store import ActivationStore
+    from auditkit.layout import resolve_spec
     from auditkit.models.loading import load_pipeline
-    from auditkit.plan import plan_audit, resolve_spec
+    from auditkit.plan import plan_audit
     from auditkit.spec import parse_spec
 
     words = ["doctor", "nurse", "pilot", "teacher", "chef", "farmer", "builder", "singer"]

@@ -16,9 +16,10 @@ import torch
 
 from auditkit.extract.hooks import capture_h, steer_h
 from auditkit.extract.runner import pipeline_inputs
+from auditkit.layout import stored_per_step
 from auditkit.models.adapters import adapters, for_family
 from auditkit.models.loading import load_pipeline
-from auditkit.plan import plan_audit, stored_per_step
+from auditkit.plan import plan_audit
 from auditkit.run import run_audit
 from auditkit.spec import parse_spec
 

@@ -20,7 +20,8 @@ import torch
 from test_adapters import KL_VAE, SD15_UNET, config_folder
 
 from auditkit.analyses.checks import check_spec
-from auditkit.plan import extraction_fingerprint, resolve_storage, stored_layout
+from auditkit.layout import resolve_storage, stored_layout
+from auditkit.plan import extraction_fingerprint
 from auditkit.spec import parse_spec
 
 SPEC = """spec_version: 1

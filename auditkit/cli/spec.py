@@ -70,14 +70,9 @@ def plan(
 
     from auditkit.analyses.checks import load_checked_spec
     from auditkit.errors import UsageError
+    from auditkit.layout import kept_step_count, resolve_spec
     from auditkit.models.loading import existing_model_folder
-    from auditkit.plan import (
-        estimate_cost,
-        kept_step_count,
-        measured_rate,
-        plan_audit,
-        resolve_spec,
-    )
+    from auditkit.plan import estimate_cost, measured_rate, plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
 

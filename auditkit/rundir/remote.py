@@ -197,18 +197,12 @@ class Mirror:
             out = self.fs.pipe_file(
                 self.remote(relative), data, mode="create" if create_only else "overwrite"
             )
-        except FileExistsError:
-            raise StorageError(
-                f"{self.url}/{relative} was already committed by another writer.",
-                hint="two auditkit drivers are writing one run directory; stop one of them "
-                "(the units it stored are kept) and rerun the same command to resume.",
-            ) from None
-        except OSError as exc:
-            if "PreconditionFailed" in str(exc) or "412" in str(exc):
+        except OSError as exc:  # FileExistsError, or a 412 some backends do not translate
+            if isinstance(exc, FileExistsError) or "PreconditionFailed" in str(exc):
                 raise StorageError(
                     f"{self.url}/{relative} was already committed by another writer.",
                     hint="two auditkit drivers are writing one run directory; stop one of them "
-                    "and rerun the same command to resume.",
+                    "(the units it stored are kept) and rerun the same command to resume.",
                 ) from None
             raise self._fail("write", relative, exc) from None
         except Exception as exc:
