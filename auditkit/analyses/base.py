@@ -68,13 +68,15 @@ class AnalysisContext:
     store: ActivationStore | None = None
     readings: pd.DataFrame | None = None
     swept: pd.DataFrame | None = None
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What a slice works out once and uses twice (e.g. a large concept set's Gram matrix)."""
 
     @cached_property
     def H(self) -> np.ndarray:
         """Every prompt's latent H(p), the mean over seeds (float64), as the tables measure it."""
         import numpy as np
 
-        return self.latents.means().astype(np.float64)
+        return self.latents.means().astype(np.float64, copy=False)
 
 
 @dataclass

@@ -14,9 +14,12 @@ from auditkit.analyses.values import most_often_first
 from auditkit.analyze.resampled import Resampled
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
     import pandas as pd
 
+    from auditkit.analyze.measures import ConceptMatrix
     from auditkit.analyze.uncertainty import Resamples
     from auditkit.spec.audit import AuditSpec
     from auditkit.spec.gates import GateSpec
@@ -29,25 +32,45 @@ def descriptors_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     """One row per (axis, concept, group), the groups in rank order."""
     import pandas as pd
 
-    from auditkit.analyze.measures import (
-        concept_latents,
-        cosine,
-        group_means,
-        ranked_groups,
-        reference,
-    )
+    from auditkit.analyze.measures import concepts_of, group_means, ranked_groups, reference
 
     layout, H = ctx.layout, ctx.H
     records = []
+    sets = [(cset, reference(H, layout, cset), concepts_of(H, cset)) for cset in layout.concepts]
     for axis in layout.axes:
         means = group_means(H, axis)
-        for cset in layout.concepts:
-            ref = reference(H, layout, cset)
-            for concept, vec in concept_latents(H, cset).items():
+        for cset, ref, latents in sets:
+            for concept, sims in _group_cosines(latents, ref, means, axis.group_names):
                 key = {"axis": axis.name, "concept_set": cset.name, "concept": concept}
-                sims = {g: cosine(vec - ref, means[g] - ref) for g in axis.group_names}
                 records.extend(ranked_groups(key, sims))
     return pd.DataFrame(records, columns=TABLE.required)
+
+
+def _group_cosines(
+    latents: dict[str, np.ndarray] | ConceptMatrix,
+    ref: np.ndarray,
+    means: dict[str, np.ndarray],
+    groups: tuple[str, ...],
+) -> Iterator[tuple[str, dict[str, float]]]:
+    """(concept, {group: cosine of the centred concept with the centred group}) for
+    :func:`~auditkit.analyze.measures.concepts_of`'s latents (a large set as matrix products)."""
+    import numpy as np
+
+    from auditkit.analyze.measures import cosine
+
+    if isinstance(latents, dict):
+        for concept, vec in latents.items():
+            yield concept, {g: cosine(vec - ref, means[g] - ref) for g in groups}
+        return
+    lengths = latents.centred_norms(ref)
+    columns = {}
+    for g in groups:
+        direction = means[g] - ref
+        scale = lengths * float(np.linalg.norm(direction))
+        dots = latents.centred_products(ref, direction)
+        columns[g] = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
+    for i, concept in enumerate(latents.names):
+        yield concept, {g: float(columns[g][i]) for g in groups}
 
 
 def descriptor_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:

@@ -113,7 +113,7 @@ class Lean(api.Analysis):
             lean,
             ctx.H,
             ctx.layout,
-            ctx.latents.per_seed,
+            ctx.latents,
             alpha=stats.alpha,
             rule=stats.rule,
             min_effect=stats.min_effect,

@@ -39,8 +39,7 @@ def _step_leans(H: np.ndarray, ctx: api.AnalysisContext) -> pd.DataFrame:
 
 def _step_groups(ctx: api.AnalysisContext) -> list[list[int]]:
     """Kept-step indices in groups whose per-seed latents fit :data:`MEMORY_BUDGET`."""
-    P, N, _ = ctx.latents.per_seed.shape
-    width = ctx.latents.step_means.shape[-1]
+    P, N, width = len(ctx.latents.prompt_ids), len(ctx.latents.seeds), ctx.latents.width
     per_step = max(P * N * width * 4, 1)
     size = max(1, MEMORY_BUDGET // per_step)
     steps = list(range(len(ctx.latents.steps)))
@@ -81,18 +80,22 @@ class LeanByStep(api.Analysis):
         intervals = ctx.store is not None and stats.bootstrap_resamples > 0
         intervals = intervals and len(latents.seeds) > 1
         frames = []
-        for group in _step_groups(ctx) if intervals else [list(range(len(latents.steps)))]:
-            block = _per_step_latents(ctx, group) if intervals else None
+        streamed = latents.per_seed is None
+        everything = [list(range(len(latents.steps)))]
+        for group in _step_groups(ctx) if intervals and not streamed else everything:
+            block = _per_step_latents(ctx, group) if intervals and not streamed else None
             for k, s in enumerate(group):
-                if block is None:
-                    H = latents.step_means[:, s].astype(np.float64)
-                    frame = _step_leans(H, ctx)
-                else:
+                at_step: LatentSet | None = None
+                if streamed:  # the step's products were kept when the store was read
+                    at_step = latents.at_step(s)
+                elif block is not None:
                     at_step = LatentSet(
                         latents.prompt_ids, latents.seeds, block[k], block[k].mean(axis=1)[:, None],
                         (latents.steps[s],), (latents.timesteps[s],), "mean",
                     )  # fmt: skip
-                    frame = _step_leans(at_step.means().astype(np.float64), ctx)
+                H = latents.step_means[:, s] if at_step is None else at_step.means()
+                frame = _step_leans(H.astype(np.float64), ctx)
+                if at_step is not None and intervals:
                     add_bootstrap_intervals(
                         {"lean": frame},
                         ctx.layout,

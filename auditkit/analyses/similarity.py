@@ -31,10 +31,14 @@ def similarity_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     from auditkit.analyze.measures import concept_latents, cosine, reference
 
     layout, H = ctx.layout, ctx.H
-    records = []
+    frames = []
     for cset in layout.concepts:
+        if len(cset.terms) > PAIR_LOOP_LIMIT:
+            frames.append(_similarity_matrix(cset.name, list(cset.terms), _centred_gram(ctx, cset)))
+            continue
         ref = reference(H, layout, cset)
         vecs = concept_latents(H, cset)
+        records = []
         for a, va in vecs.items():
             for b, vb in vecs.items():
                 records.append(
@@ -45,7 +49,63 @@ def similarity_table(ctx: api.AnalysisContext) -> pd.DataFrame:
                         "cosine": cosine(va - ref, vb - ref),
                     }
                 )
-    return pd.DataFrame(records, columns=TABLE.required)
+        frames.append(pd.DataFrame(records, columns=TABLE.required))
+    if not frames:
+        return pd.DataFrame(columns=TABLE.required)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+PAIR_LOOP_LIMIT = 64
+"""Concept sets up to this size get each cosine pair by pair, and their structure from the
+latents (the numbers every earlier audit has); a larger set gets all of them from the Gram
+matrix of its centred latents, equal to within rounding (a 1,000-concept set has a million
+pairs and 80 million numbers of latents)."""
+
+
+def _centred_gram(ctx: api.AnalysisContext, cset: Any) -> np.ndarray:
+    """The Gram matrix [n, n] of a concept set's centred concept latents, in the set's term
+    order (kept on the context: the similarity and the structure share it), from the Gram
+    matrix of H: a large set's latents are never copied out."""
+    import numpy as np
+
+    from auditkit.analyze.measures import ConceptMatrix, reference
+
+    cache = ctx.memo.setdefault("centred grams", {})
+    if cset.name not in cache:
+        ref = reference(ctx.H, ctx.layout, cset)
+        cache[cset.name] = ConceptMatrix.of(ctx.H, cset).gram(ref)
+    return np.asarray(cache[cset.name])
+
+
+def _similarity_matrix(set_name: str, names: list[str], gram: np.ndarray) -> pd.DataFrame:
+    """Every ordered pair's cosine of one concept set (both orders and the diagonal), from the
+    Gram matrix of its centred concept latents; 0 where a centred latent is zero."""
+    import numpy as np
+    import pandas as pd
+
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    scale = np.where(norms > 0, norms, 1.0)
+    cos = gram / scale[:, None] / scale[None, :]
+    cos[(norms == 0)[:, None] | (norms == 0)[None, :]] = 0.0
+    n = len(names)
+    return pd.DataFrame(
+        {
+            "concept_set": set_name,
+            "concept_a": np.repeat(np.asarray(names, dtype=object), n),
+            "concept_b": np.tile(np.asarray(names, dtype=object), n),
+            "cosine": cos.reshape(-1),
+        },
+        columns=TABLE.required,
+    )
+
+
+def _gram_factor(gram: np.ndarray) -> np.ndarray:
+    """Rows [n, n] with the same inner products as the vectors of ``gram`` (so the same
+    cosines and principal components): V sqrt(Λ) of its eigen-decomposition."""
+    import numpy as np
+
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2.0)
+    return np.asarray(vectors * np.sqrt(np.clip(values, 0.0, None))[None, :])
 
 
 def structure_table(ctx: api.AnalysisContext) -> pd.DataFrame:
@@ -64,9 +124,12 @@ def structure_table(ctx: api.AnalysisContext) -> pd.DataFrame:
         names = list(cset.term_names)
         if len(names) < 3:
             continue
-        ref = reference(H, layout, cset)
-        latents = concept_latents(H, cset)
-        vectors = np.asarray([latents[n] - ref for n in names])
+        if len(names) > PAIR_LOOP_LIMIT:  # the same geometry, n numbers per concept
+            vectors = _gram_factor(_centred_gram(ctx, cset))
+        else:
+            ref = reference(H, layout, cset)
+            latents = concept_latents(H, cset)
+            vectors = np.asarray([latents[n] - ref for n in names])
         clusters = cluster_concepts(vectors, names)
         order = {name: i for i, name in enumerate(clusters["leaf_names"])}
         frame = concept_map(vectors, names).assign(

@@ -98,13 +98,23 @@ def pass_tables(chosen: list[Analysis], built: Mapping[str, Any], run: RunDir) -
     return run.tables([t.name for a in chosen for t in a.tables if t.name not in built])
 
 
-def analyze_run(spec: AuditSpec, plan: AuditPlan, run: RunDir, manifest: Manifest) -> None:
-    """Analyze a run whose extraction (and captioning, when asked) is done."""
+def analyze_run(
+    spec: AuditSpec,
+    plan: AuditPlan,
+    run: RunDir,
+    manifest: Manifest,
+    latents: LatentSet | None = None,
+) -> None:
+    """Analyze a run whose extraction (and captioning, when asked) is done (``latents``: its
+    store read already)."""
     from auditkit.analyze.latents import load_latents
     from auditkit.analyze.summary import summarize, write_results
     from auditkit.extract.store import ActivationStore
 
-    latents = load_latents(ActivationStore(run.activations), plan, spec.probe.aggregation)
+    if latents is None:
+        latents = load_latents(
+            ActivationStore(run.activations), plan, spec.probe.aggregation, spec=spec
+        )
     readings = None
     if spec.captions is not None and run.has_table("readings"):
         from auditkit.caption.stage import read_captions

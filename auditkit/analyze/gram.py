@@ -45,9 +45,14 @@ def term_key(axis: str, group: str) -> str:
     return f"terms:{axis}\x1f{group}"
 
 
-def basis_components(layout: AuditLayout) -> dict[tuple[str, ...], list[Component]]:
+def basis_components(
+    layout: AuditLayout, ref_rows: dict[tuple[str, int], int] | None = None
+) -> dict[tuple[str, ...], list[Component]]:
     """Every vector the measures use, as components over prompt rows (see :data:`Component`):
-    references, concepts, groups, and the single prompts the defaults compare."""
+    references, concepts, groups, and the single prompts the defaults compare. ``ref_rows``:
+    rows that hold each concept set's reference part per template ((set, template) -> row;
+    :func:`auditkit.analyze.products.ref_parts`), used for the references instead of their
+    concepts' rows."""
     out: dict[tuple[str, ...], list[Component]] = {}
 
     def add(key: tuple[str, ...], parts: list[Component]) -> None:
@@ -58,6 +63,15 @@ def basis_components(layout: AuditLayout) -> dict[tuple[str, ...], list[Componen
         per_concept = 1.0 / max(len(cset.terms), 1)
         if layout.centring == "base" and layout.base is not None:
             add(("ref", cset.name), [(layout.base, "", 0, "", 0, 1.0)])
+        elif ref_rows is not None:
+            add(
+                ("ref", cset.name),
+                [
+                    (row, tkey, t, "", 0, 1.0)
+                    for (name, t), row in ref_rows.items()
+                    if name == cset.name
+                ],
+            )
         else:
             add(
                 ("ref", cset.name),
@@ -121,19 +135,33 @@ def weighted_coeffs(
     (``weights``: list key -> [B, size], each row summing to 1)."""
     B = next(iter(weights.values())).shape[0] if weights else 1
     out = np.zeros((B, len(components), n_prompts))
-    ones = np.ones(B)
+    # every component's weight columns in one matrix (column 0: ones), then one scatter-add
+    keys = list(weights)
+    offsets = dict(zip(keys, np.cumsum([1] + [weights[k].shape[1] for k in keys]), strict=False))
+    table = np.concatenate([np.ones((B, 1)), *(weights[k] for k in keys)], axis=1)
+    flat, factors, tcol, kcol = [], [], [], []
     for v, parts in enumerate(components.values()):
         for row, tkey, t, kkey, k, factor in parts:
-            w = weights[tkey][:, t] if tkey else ones
-            u = weights[kkey][:, k] if kkey else ones
-            out[:, v, row] += factor * w * u
+            flat.append(v * n_prompts + row)
+            factors.append(factor)
+            tcol.append(offsets[tkey] + t if tkey else 0)
+            kcol.append(offsets[kkey] + k if kkey else 0)
+    values = np.asarray(factors) * table[:, tcol] * table[:, kcol]  # [B, components]
+    index = np.asarray(flat, dtype=np.int64)
+    if np.unique(index).size == index.size:  # each entry from one component: 0 + x = x
+        out.reshape(B, -1)[:, index] = values
+    else:
+        np.add.at(out.reshape(B, -1), (np.arange(B)[:, None], index[None, :]), values)
     return out
 
 
-def build_basis(layout: AuditLayout, n_prompts: int) -> VectorBasis:
+def build_basis(
+    layout: AuditLayout, n_prompts: int, ref_rows: dict[tuple[str, int], int] | None = None
+) -> VectorBasis:
     """Coefficient rows for references, concepts, groups and single prompts used by defaults
-    (every template and term weighted equally)."""
-    components = basis_components(layout)
+    (every template and term weighted equally); ``n_prompts`` counts every row, the reference
+    parts' too (:func:`basis_components`)."""
+    components = basis_components(layout, ref_rows)
     coeffs = weighted_coeffs(components, n_prompts, uniform_weights(layout))[0]
     return VectorBasis({key: i for i, key in enumerate(components)}, coeffs)
 
@@ -179,16 +207,26 @@ def paired_inner_products(coeffs: np.ndarray, grams: np.ndarray) -> np.ndarray:
     return np.einsum("bvp,bpq,bwq->bvw", coeffs, grams, coeffs, optimize=True)
 
 
-def _centred(Q: np.ndarray, a: int, b: int, r: int) -> np.ndarray:
+Row = int | np.ndarray
+"""A basis row, or an array of them (one per table row: the measures vectorise over rows)."""
+
+
+def _centred(Q: np.ndarray, a: Row, b: Row, r: Row) -> np.ndarray:
     """(x_a − x_r)·(x_b − x_r) from inner products."""
     return Q[..., a, b] - Q[..., a, r] - Q[..., r, b] + Q[..., r, r]
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+    """num / den, 0 where den is 0, NaN where either is unknown (a streamed audit's
+    products of two concepts)."""
+    out = np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+    unknown = np.isnan(num) | np.isnan(den)
+    if unknown.any():
+        out[unknown] = np.nan
+    return out
 
 
-def centred_cosine(Q: np.ndarray, a: int, b: int, r: int) -> np.ndarray:
+def centred_cosine(Q: np.ndarray, a: Row, b: Row, r: Row) -> np.ndarray:
     """cos(x_a − x_r, x_b − x_r)."""
     num = _centred(Q, a, b, r)
     den = np.sqrt(np.clip(_centred(Q, a, a, r), 0, None) * np.clip(_centred(Q, b, b, r), 0, None))
@@ -196,7 +234,7 @@ def centred_cosine(Q: np.ndarray, a: int, b: int, r: int) -> np.ndarray:
 
 
 def lean_from_gram(
-    Q: np.ndarray, concept: int, ref: int, pos: int, neg: int
+    Q: np.ndarray, concept: Row, ref: Row, pos: Row, neg: Row
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cosine, projection, score) of a concept along g = pos − neg, from inner products."""
     # g·g, (c − r)·g, (c − mid)·g with mid = (pos + neg)/2

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auditkit.analyze.products import LATENT_MEMORY_BUDGET, SeedProducts
 from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan
+from auditkit.spec.audit import AuditSpec
 
 
 @dataclass(frozen=True)
@@ -19,15 +21,22 @@ class LatentSet:
     concatenated trajectory for ``per_step``), flattened. ``step_means[p, s]`` is the seed-mean
     h of prompt p at stored step s (``steps``: every kept step, or the ``probe.per_step_h``
     ones), used for per-step leans and step consistency.
+
+    An audit whose per-seed latents would not fit in memory (:data:`LATENT_MEMORY_BUDGET`) has
+    ``per_seed`` None: ``seed_means`` holds H(p), and ``products`` the per-seed inner products
+    its resampled measures use (:mod:`auditkit.analyze.products`: the mean over steps first,
+    then each stored step).
     """
 
     prompt_ids: tuple[str, ...]
     seeds: tuple[int, ...]
-    per_seed: np.ndarray
+    per_seed: np.ndarray | None
     step_means: np.ndarray
     steps: tuple[int, ...]
     timesteps: tuple[float, ...]
     aggregation: str
+    seed_means: np.ndarray | None = None
+    products: tuple[SeedProducts, ...] = ()
 
     def row_map(self) -> dict[str, int]:
         """Prompt id -> row in the arrays."""
@@ -35,17 +44,49 @@ class LatentSet:
 
     def means(self, seed_index: np.ndarray | None = None) -> np.ndarray:
         """H(p) for every prompt: mean over all seeds, or over the seeds at ``seed_index``."""
+        if self.per_seed is None:
+            if seed_index is not None or self.seed_means is None:
+                raise ValueError("per-seed latents of a streamed audit are not kept in memory")
+            return self.seed_means
         chosen = self.per_seed if seed_index is None else self.per_seed[:, seed_index]
         return chosen.mean(axis=1)
 
+    @property
+    def width(self) -> int:
+        """Values per latent."""
+        return int(self.step_means.shape[-1])
 
-def load_latents(store: ActivationStore, plan: AuditPlan, aggregation: str) -> LatentSet:
-    """Read every unit of ``plan`` from ``store`` into a :class:`LatentSet`."""
+    def at_step(self, s: int) -> LatentSet:
+        """The latents of stored step ``s`` alone (its per-seed latents, or its products)."""
+        if self.per_seed is not None:
+            raise ValueError("at_step reads a streamed audit's products; load the step instead")
+        return LatentSet(
+            self.prompt_ids, self.seeds, None, self.step_means[:, s : s + 1],
+            (self.steps[s],), (self.timesteps[s],), "mean",
+            seed_means=self.step_means[:, s], products=(self.products[1 + s],),
+        )  # fmt: skip
+
+
+def load_latents(
+    store: ActivationStore,
+    plan: AuditPlan,
+    aggregation: str,
+    *,
+    spec: AuditSpec | None = None,
+    budget: int = LATENT_MEMORY_BUDGET,
+) -> LatentSet:
+    """Read every unit of ``plan`` from ``store`` into a :class:`LatentSet`; with ``spec``, an
+    audit whose per-seed latents exceed ``budget`` bytes (float32) is streamed into seed
+    products instead (:mod:`auditkit.analyze.products`; ``aggregation: mean`` only)."""
     prompt_ids = tuple(dict.fromkeys(u.prompt_id for u in plan.units))
     seeds = tuple(dict.fromkeys(u.seed for u in plan.units))
     p_row = {pid: i for i, pid in enumerate(prompt_ids)}
     s_row = {seed: i for i, seed in enumerate(seeds)}
     unit_pos = {u.unit_id: (p_row[u.prompt_id], s_row[u.seed]) for u in plan.units}
+    if spec is not None and aggregation == "mean" and plan.units:
+        width = _stored_width(store, plan.units[0].unit_id)
+        if len(prompt_ids) * len(seeds) * width * 4 > budget:
+            return _streamed(store, plan, spec, prompt_ids, seeds, unit_pos)
     per_seed: np.ndarray | None = None
     step_sums: np.ndarray | None = None
     for uid, tensor, mean in store.iter_stored(unit_pos):
@@ -73,4 +114,41 @@ def load_latents(store: ActivationStore, plan: AuditPlan, aggregation: str) -> L
         steps=tuple(int(s) for s in json.loads(str(first["steps"]))),
         timesteps=tuple(float(t) for t in json.loads(str(first["timesteps"]))),
         aggregation=aggregation,
+    )
+
+
+def _stored_width(store: ActivationStore, unit_id: str) -> int:
+    """Values per latent of the stored units (from the index's shape of ``unit_id``)."""
+    frame = store.index()
+    row = frame[frame["unit_id"] == unit_id]
+    if row.empty:
+        raise KeyError(f"unit {unit_id} is not in the activation store")
+    shape = json.loads(str(row["shape"].iloc[0]))
+    return int(np.prod(shape[1:]))
+
+
+def _streamed(
+    store: ActivationStore,
+    plan: AuditPlan,
+    spec: AuditSpec,
+    prompt_ids: tuple[str, ...],
+    seeds: tuple[int, ...],
+    unit_pos: dict[str, tuple[int, int]],
+) -> LatentSet:
+    from auditkit.analyze.measures import build_layout
+    from auditkit.analyze.products import build_products
+
+    layout = build_layout(spec, {pid: i for i, pid in enumerate(prompt_ids)})
+    H, steps, products = build_products(store, unit_pos, layout, len(prompt_ids), len(seeds))
+    first = store.index().iloc[0]
+    return LatentSet(
+        prompt_ids=prompt_ids,
+        seeds=seeds,
+        per_seed=None,
+        step_means=steps,
+        steps=tuple(int(s) for s in json.loads(str(first["steps"]))),
+        timesteps=tuple(float(t) for t in json.loads(str(first["timesteps"]))),
+        aggregation="mean",
+        seed_means=H,
+        products=tuple(products),
     )

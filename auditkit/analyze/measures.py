@@ -7,8 +7,8 @@ estimates and, later, resampled seeds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -137,17 +137,142 @@ class Lean:
     score: float
 
 
-def lean(
-    concept: np.ndarray, ref: np.ndarray, means: dict[str, np.ndarray], order: tuple[str, ...]
-) -> Lean:
-    """Cosine with the axis of the centred concept, and its projection from the midpoint."""
+@dataclass(frozen=True)
+class AxisParts:
+    """What every lean along one axis shares: g = pos − neg, its norm and the midpoint."""
+
+    g: np.ndarray
+    norm: float
+    mid: np.ndarray
+
+
+def axis_parts(means: dict[str, np.ndarray], order: tuple[str, ...]) -> AxisParts:
+    """The :class:`AxisParts` of the axis from ``order[0]``'s group to ``order[1]``'s."""
     pos, neg = means[order[0]], means[order[1]]
     g = pos - neg
-    norm = float(np.linalg.norm(g))
-    mid = (pos + neg) / 2.0
-    projection = float(np.dot((concept - mid).ravel(), g.ravel()) / norm) if norm else 0.0
+    return AxisParts(g, float(np.linalg.norm(g)), (pos + neg) / 2.0)
+
+
+def lean(
+    concept: np.ndarray,
+    ref: np.ndarray,
+    means: dict[str, np.ndarray] | AxisParts,
+    order: tuple[str, ...] = (),
+) -> Lean:
+    """Cosine with the axis of the centred concept, and its projection from the midpoint
+    (``means``: the groups' means and ``order``, or the axis's :class:`AxisParts`, the same
+    numbers worked out once for many concepts)."""
+    parts = means if isinstance(means, AxisParts) else axis_parts(means, order)
+    g, norm = parts.g, parts.norm
+    projection = float(np.dot((concept - parts.mid).ravel(), g.ravel()) / norm) if norm else 0.0
     score = projection / (norm / 2.0) if norm else 0.0
     return Lean(cosine(concept - ref, g), projection, score)
+
+
+ROW_LOOP_LIMIT = 64
+"""Concept sets up to this size have their measures worked out concept by concept (the
+numbers every earlier audit has); a larger set has them as matrix products over all its
+concepts at once, equal to within rounding (:func:`set_leans`)."""
+
+
+@dataclass
+class ConceptMatrix:
+    """A large concept set's latents, never copied out of H: each concept is the mean of its
+    rows of H (one per template), so its products with any vector are means of the rows'
+    products, and the norms of the concepts centred on a reference are worked out a block of
+    concepts at a time (once per reference)."""
+
+    names: list[str]
+    H: np.ndarray
+    averaging: np.ndarray
+    """[concepts, prompts]: each concept's weight on each row of H (1 / templates)."""
+    _norms: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, H: np.ndarray, cset: ConceptLayout) -> ConceptMatrix:
+        averaging = np.zeros((len(cset.terms), len(H)))
+        for i, rows in enumerate(cset.terms.values()):
+            for r in rows:
+                averaging[i, r] += 1.0 / len(rows)
+        return cls(list(cset.terms), H, averaging)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """The latents of concepts ``start .. stop`` [concepts, features]."""
+        weights = self.averaging[start:stop]
+        used = np.flatnonzero(weights.any(axis=0))
+        return np.asarray(weights[:, used] @ self.H[used].reshape(len(used), -1))
+
+    def centred_norms(self, ref: np.ndarray) -> np.ndarray:
+        """|c − ref| for every concept c (kept while ``ref`` is the same array)."""
+        for seen, norms in self._norms:
+            if seen is ref:
+                return norms
+        flat = ref.reshape(1, -1)
+        norms = np.empty(len(self.names))
+        for start in range(0, len(self.names), 64):
+            norms[start : start + 64] = np.linalg.norm(self.block(start, start + 64) - flat, axis=1)
+        self._norms.append((ref, norms))
+        return norms
+
+    def centred_products(self, ref: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """(c − ref)·direction for every concept c."""
+        d = direction.reshape(-1)
+        along = self.H.reshape(len(self.H), -1) @ d
+        return np.asarray(self.averaging @ along - float(ref.reshape(-1) @ d))
+
+    def gram(self, ref: np.ndarray | None = None, basis: np.ndarray | None = None) -> np.ndarray:
+        """(c − ref)·(c' − ref) for every pair of concepts (ref None: the concepts themselves),
+        with the rows of ``basis`` (orthonormal) projected out first when given, from the
+        Gram matrix of H."""
+        H = self.H.reshape(len(self.H), -1)
+        A = self.averaging
+        gram = A @ (H @ H.T) @ A.T
+        if basis is not None and basis.size:
+            XB = A @ (H @ basis.T)
+            gram -= XB @ XB.T
+        if ref is not None:
+            along = A @ (H @ ref.reshape(-1))
+            gram += float(ref.reshape(-1) @ ref.reshape(-1)) - along[:, None] - along[None, :]
+        return np.asarray(gram)
+
+
+def set_leans(
+    concepts: ConceptMatrix, ref: np.ndarray, parts: AxisParts
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cosine, projection, score) of every concept of a large set along one axis: :func:`lean`
+    for many concepts at once."""
+    n = len(concepts.names)
+    if not parts.norm:
+        projection = np.zeros(n)
+    else:
+        projection = concepts.centred_products(parts.mid, parts.g) / parts.norm
+    score = projection / (parts.norm / 2.0) if parts.norm else np.zeros(n)
+    lengths = concepts.centred_norms(ref) * parts.norm
+    cosine = np.divide(
+        concepts.centred_products(ref, parts.g), lengths, out=np.zeros(n), where=lengths > 0
+    )
+    return cosine, projection, score
+
+
+def concepts_of(H: np.ndarray, cset: ConceptLayout) -> dict[str, np.ndarray] | ConceptMatrix:
+    """A set's concept latents: by name, or for a large set (:data:`ROW_LOOP_LIMIT`) one
+    :class:`ConceptMatrix`."""
+    if len(cset.terms) > ROW_LOOP_LIMIT:
+        return ConceptMatrix.of(H, cset)
+    return concept_latents(H, cset)
+
+
+def leans_of(
+    latents: dict[str, np.ndarray] | ConceptMatrix, ref: np.ndarray, parts: AxisParts
+) -> Iterable[tuple[str, Lean]]:
+    """(concept, its lean) along one axis for :func:`concepts_of`'s latents."""
+    if isinstance(latents, dict):
+        for concept, vec in latents.items():
+            yield concept, lean(vec, ref, parts)
+        return
+    cosine, projection, score = set_leans(latents, ref, parts)
+    for i, concept in enumerate(latents.names):
+        yield concept, Lean(float(cosine[i]), float(projection[i]), float(score[i]))
 
 
 def default_cosines(

@@ -11,6 +11,7 @@ A lean whose sign flips under any of these is flagged ``fragile``.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,11 @@ from auditkit.analyze.measures import (
     AuditLayout,
     AxisLayout,
     ConceptLayout,
-    concept_latents,
+    Lean,
+    axis_parts,
+    concepts_of,
     group_means,
-    lean,
+    leans_of,
     reference,
 )
 
@@ -41,20 +44,29 @@ def _drop_concept_template(cset: ConceptLayout, t: int) -> ConceptLayout:
     )
 
 
-def _variants(layout: AuditLayout, axis: AxisLayout) -> list[tuple[AxisLayout, AuditLayout]]:
-    """(axis, layout) pairs with one axis template or one concept template left out."""
+def _concept_variants(layout: AuditLayout) -> list[AuditLayout]:
+    """The layout with one concept template left out, for each template (none when every set
+    has one template)."""
     out = []
-    n_axis = len(next(iter(axis.groups.values())))
-    if n_axis > 1:
-        out += [(_drop_axis_template(axis, t), layout) for t in range(n_axis)]
     n_concept = max((len(rows) for cs in layout.concepts for rows in cs.terms.values()), default=1)
     for t in range(n_concept if n_concept > 1 else 0):
         concepts = tuple(
             _drop_concept_template(cs, t) if len(next(iter(cs.terms.values()))) > 1 else cs
             for cs in layout.concepts
         )
-        out.append((axis, replace(layout, concepts=concepts)))
+        out.append(replace(layout, concepts=concepts))
     return out
+
+
+def _variants(
+    layout: AuditLayout, axis: AxisLayout, concept_variants: list[AuditLayout]
+) -> list[tuple[AxisLayout, AuditLayout]]:
+    """(axis, layout) pairs with one axis template or one concept template left out."""
+    out = []
+    n_axis = len(next(iter(axis.groups.values())))
+    if n_axis > 1:
+        out += [(_drop_axis_template(axis, t), layout) for t in range(n_axis)]
+    return out + [(axis, variant) for variant in concept_variants]
 
 
 def add_robustness(lean_table: pd.DataFrame, H: np.ndarray, layout: AuditLayout) -> None:
@@ -64,30 +76,39 @@ def add_robustness(lean_table: pd.DataFrame, H: np.ndarray, layout: AuditLayout)
     lows, highs, alt_cos = [], [], []
     axes = {a.name: a for a in layout.axes}
     alt = _alternative_centring(layout)
+    concept_variants = _concept_variants(layout)
+    variants = {name: _variants(layout, axis, concept_variants) for name, axis in axes.items()}
+    latents: dict[int, Any] = {}
+    refs: dict[tuple[int, int], np.ndarray] = {}
+    computed: dict[tuple[str, int, str], dict[str, Lean]] = {}
+
+    def leans(name: str, v: int, set_name: str) -> dict[str, Lean]:
+        """The leans of one concept set along variant ``v`` of one axis (-1: the alternative
+        centring), worked out once for every concept of the set (a large audit has thousands
+        of rows per variant). The variants share their concept layouts, so ``id`` names them
+        while ``variants`` holds them."""
+        key = (name, v, set_name)
+        if key not in computed:
+            axis = axes[name]
+            variant_axis, variant_layout = variants[name][v] if v >= 0 else (axis, alt)
+            assert variant_layout is not None
+            cset = next(c for c in variant_layout.concepts if c.name == set_name)
+            if id(cset) not in latents:
+                latents[id(cset)] = concepts_of(H, cset)
+            where = (id(variant_layout), id(cset))
+            if where not in refs:
+                refs[where] = reference(H, variant_layout, cset)
+            parts = axis_parts(group_means(H, variant_axis), axis.group_names)
+            computed[key] = dict(leans_of(latents[id(cset)], refs[where], parts))
+        return computed[key]
+
     for row in lean_table.itertuples():
-        axis = axes[str(row.axis)]
+        name, set_name, concept = str(row.axis), str(row.concept_set), str(row.concept)
         scores = [float(row.score)]  # type: ignore[arg-type]
-        for variant_axis, variant_layout in _variants(layout, axis):
-            cset = next(c for c in variant_layout.concepts if c.name == row.concept_set)
-            vec = concept_latents(H, cset)[str(row.concept)]
-            scores.append(
-                lean(
-                    vec,
-                    reference(H, variant_layout, cset),
-                    group_means(H, variant_axis),
-                    axis.group_names,
-                ).score
-            )
+        scores += [leans(name, v, set_name)[concept].score for v in range(len(variants[name]))]
         lows.append(min(scores))
         highs.append(max(scores))
-        if alt is None:
-            alt_cos.append(float("nan"))
-        else:
-            cset = next(c for c in layout.concepts if c.name == row.concept_set)
-            vec = concept_latents(H, cset)[str(row.concept)]
-            alt_cos.append(
-                lean(vec, reference(H, alt, cset), group_means(H, axis), axis.group_names).cosine
-            )
+        alt_cos.append(float("nan") if alt is None else leans(name, -1, set_name)[concept].cosine)
     lean_table["loto_min_score"] = lows
     lean_table["loto_max_score"] = highs
     lean_table["cosine_alt_centring"] = alt_cos

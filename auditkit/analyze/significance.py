@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,10 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
-    concept_latents,
+    ConceptMatrix,
     group_means,
     reference,
 )
@@ -124,11 +126,15 @@ def _demographic_basis(H: np.ndarray, layout: AuditLayout) -> np.ndarray:
     return np.asarray(vt[keep])
 
 
-def _cosines(centred: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """|cos| between one vector [D] and each row of ``directions`` [K, D] (0 for zero rows)."""
-    norms = np.linalg.norm(directions, axis=1) * np.linalg.norm(centred)
-    dots = directions @ centred
-    return np.abs(np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0))
+def _pairs(allowed: np.ndarray, chosen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``itertools.combinations(allowed, 2)`` lists, or those at positions
+    ``chosen`` of that list, without listing it (a 1,000-concept set has half a million)."""
+    n = len(allowed)
+    index = np.arange(n * (n - 1) // 2) if chosen is None else np.asarray(chosen, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.arange(n - 1, 0, -1))])  # first position of row a
+    a = np.searchsorted(starts, index, side="right") - 1
+    b = a + 1 + (index - starts[a])
+    return allowed[a], allowed[b]
 
 
 def null_cosines(
@@ -139,31 +145,47 @@ def null_cosines(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Per concept of ``set_name``: |cos| of its centred latent with every null axis (the
-    difference of two *other* concepts, with every demographic direction projected out)."""
-    concepts: list[tuple[tuple[str, str], np.ndarray]] = [
-        ((cset.name, name), vec)
-        for cset in layout.concepts
-        for name, vec in concept_latents(H, cset).items()
-    ]
+    difference of two *other* concepts, with every demographic direction projected out).
+    Worked out from the Gram matrix of the projected concept latents: a null axis's norm and
+    its product with the concept need no vector of its own."""
+    keys = [(c.name, name) for c in layout.concepts for name in c.terms]
+    sets = [ConceptMatrix.of(H, c) for c in layout.concepts]
+    every = ConceptMatrix(
+        [name for _, name in keys], H, np.concatenate([m.averaging for m in sets])
+    )
     basis = _demographic_basis(H, layout)
-    vectors = np.asarray([vec for _, vec in concepts], dtype=np.float64)
-    if basis.size:
-        vectors = vectors - (vectors @ basis.T) @ basis
+    # the projected latents p = x − (x Bᵀ) B never exist: their Gram comes from H's
+    gram = every.gram(basis=basis)
     cset = next(c for c in layout.concepts if c.name == set_name)
-    ref = reference(H, layout, cset)
+    ref = reference(H, layout, cset).reshape(-1)
+    # every projected concept's product with x − ref, for each concept x of the set: p·x is
+    # a column of the Gram matrix, p·ref = x'·ref − (B x')·(B ref)
+    mine = [i for i, key in enumerate(keys) if key[0] == set_name]
+    Hf = H.reshape(len(H), -1)
+    p_ref = every.averaging @ (Hf @ ref)
+    if basis.size:
+        p_ref -= (every.averaging @ (Hf @ basis.T)) @ (basis @ ref)
+    along_all = gram[:, mine] - p_ref[:, None]
+    lengths = sets[[c.name for c in layout.concepts].index(set_name)].centred_norms(ref)
     rng = np.random.default_rng([seed, 7])
     out: dict[str, np.ndarray] = {}
-    for concept, vec in concept_latents(H, cset).items():
-        allowed = [i for i, (key, _) in enumerate(concepts) if key != (set_name, concept)]
-        pairs = list(itertools.combinations(allowed, 2))
-        if len(pairs) > MAX_NULL_PAIRS:
-            chosen = rng.choice(len(pairs), size=MAX_NULL_PAIRS, replace=False)
-            pairs = [pairs[i] for i in sorted(chosen)]
-        if not pairs:
+    for j, i in enumerate(mine):
+        concept = keys[i][1]
+        allowed = np.asarray([k for k in range(len(keys)) if k != i], dtype=np.int64)
+        total = len(allowed) * (len(allowed) - 1) // 2
+        if total == 0:
             out[concept] = np.empty(0)
             continue
-        first, second = (np.asarray(side) for side in zip(*pairs, strict=True))
-        out[concept] = _cosines(vec - ref, vectors[first] - vectors[second])
+        chosen = None
+        if total > MAX_NULL_PAIRS:
+            chosen = np.sort(rng.choice(total, size=MAX_NULL_PAIRS, replace=False))
+        first, second = _pairs(allowed, chosen)
+        along = along_all[:, j]  # every projected concept's product with this one
+        dots = along[first] - along[second]
+        squared = gram[first, first] + gram[second, second] - 2.0 * gram[first, second]
+        squared[squared <= 1e-12 * (gram[first, first] + gram[second, second])] = 0.0
+        norms = np.sqrt(np.clip(squared, 0.0, None)) * lengths[j]
+        out[concept] = np.abs(np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0))
     return out
 
 
@@ -174,7 +196,7 @@ PERMUTATIONS = 10_000
 def label_null_p_values(
     lean: pd.DataFrame,
     layout: AuditLayout,
-    per_seed: np.ndarray,
+    latents: LatentSet,
     *,
     seed: int = 0,
     permutations: int = PERMUTATIONS,
@@ -191,28 +213,57 @@ def label_null_p_values(
     from auditkit.analyze.gram import build_basis, inner_products
 
     out = np.full(len(lean), np.nan)
-    n_seeds = per_seed.shape[1]
+    n_seeds = len(latents.seeds)
     if lean.empty or n_seeds < 2:
         return out
-    basis = build_basis(layout, per_seed.shape[0])
-    X = np.asarray(per_seed, dtype=np.float64)
-    grams = np.einsum("pnd,qnd->npq", X, X, optimize=True)  # one prompt Gram per seed
-    Q = inner_products(basis, grams)  # [N, V, V]
+    if latents.per_seed is None:  # streamed: each seed alone is a one-hot seed weight
+        from auditkit.analyze.products import ProductPlan, streamed_inner_products
+
+        products = latents.products[0]
+        basis = build_basis(layout, products.n_rows, products.ref_rows)
+        plan = ProductPlan.of(products, basis.coeffs)
+        seed_blocks = [list(range(n, min(n + 4, n_seeds))) for n in range(0, n_seeds, 4)]
+        Qs: Iterable[np.ndarray] = (  # lazily: every block reuses the plan's buffer
+            streamed_inner_products(
+                products,
+                np.broadcast_to(basis.coeffs, (len(block), *basis.coeffs.shape)),
+                np.eye(n_seeds)[block],
+                plan,
+            )[: len(block)]
+            for block in seed_blocks
+        )
+    else:
+        basis = build_basis(layout, latents.per_seed.shape[0])
+        X = np.asarray(latents.per_seed, dtype=np.float64)
+        grams = np.einsum("pnd,qnd->npq", X, X, optimize=True)  # one prompt Gram per seed
+        Qs = [inner_products(basis, grams)]  # [N, V, V]
     if 2**n_seeds <= permutations:  # few seeds: every relabelling, an exact test
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=n_seeds)))
     else:
         rng = np.random.default_rng([seed, 11])
         signs = rng.choice(np.array([-1.0, 1.0]), size=(permutations, n_seeds))
         signs[0] = 1.0
-    for i, row in enumerate(lean.itertuples(index=False)):
-        c = basis[("concept", str(row.concept_set), str(row.concept))]
-        r = basis[("ref", str(row.concept_set))]
-        a = basis[("group", str(row.axis), str(row.positive_group))]
-        b = basis[("group", str(row.axis), str(row.negative_group))]
-        t = (Q[:, c, a] - Q[:, c, b]) - (Q[:, r, a] - Q[:, r, b])
+    index = np.asarray(
+        [
+            (
+                basis[("concept", str(row.concept_set), str(row.concept))],
+                basis[("ref", str(row.concept_set))],
+                basis[("group", str(row.axis), str(row.positive_group))],
+                basis[("group", str(row.axis), str(row.negative_group))],
+            )
+            for row in lean.itertuples(index=False)
+        ],
+        dtype=np.int64,
+    )
+    c, r, a, b = index.T
+    # the statistic per seed and row, [N, rows] (a streamed audit's Q comes in seed blocks,
+    # each computed into the same buffer, so each block's rows are taken before the next)
+    T = np.concatenate([(Q[:, c, a] - Q[:, c, b]) - (Q[:, r, a] - Q[:, r, b]) for Q in Qs])
+    for start in range(0, len(lean), 256):  # [relabellings, rows] a block of rows at a time
+        t = T[:, start : start + 256]
         null = np.abs(signs @ t) / n_seeds
-        observed = abs(float(t.mean()))
-        out[i] = float(np.mean(null >= observed * (1 - 1e-12)))
+        observed = np.abs(t.mean(axis=0))
+        out[start : start + 256] = np.mean(null >= observed * (1 - 1e-12), axis=0)
     return out
 
 
@@ -241,7 +292,7 @@ def add_significance(
     lean: pd.DataFrame,
     H: np.ndarray,
     layout: AuditLayout,
-    per_seed: np.ndarray,
+    latents: LatentSet,
     *,
     alpha: float,
     rule: str = "min_effect",
@@ -269,7 +320,7 @@ def add_significance(
     elif rule == "vocabulary":
         p_values, _ = vocabulary_null_p_values(lean, H, layout, seed=seed)
     else:
-        p_values = label_null_p_values(lean, layout, per_seed, seed=seed)
+        p_values = label_null_p_values(lean, layout, latents, seed=seed)
     q_values = benjamini_hochberg(p_values)
     significant = np.nan_to_num(q_values, nan=1.0) < alpha
     if rule == "min_effect":

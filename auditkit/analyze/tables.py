@@ -12,11 +12,12 @@ from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
     axis_direction,
+    axis_parts,
     build_layout,
-    concept_latents,
+    concepts_of,
     cosine,
     group_means,
-    lean,
+    leans_of,
     reference,
     step_consistency,
 )
@@ -72,7 +73,7 @@ def analyze(
     one bootstrap pass, which adds the intervals of every table of ``statistics`` from the same
     resamples; their resampled measures stay in :attr:`AuditResults.samples`.
     """
-    H = latents.means().astype(np.float64)
+    H = latents.means().astype(np.float64, copy=False)
     layout = build_layout(spec, latents.row_map())
     results = AuditResults()
     results.tables["prompts"] = _prompts_table(plan, latents, H)
@@ -157,12 +158,17 @@ def _per_step_axes(latents: LatentSet, layout: AuditLayout) -> dict[str, list[np
     """Per two-group axis, its direction at each kept step (empty with a single step)."""
     if len(latents.steps) < 2:
         return {}
-    means = [latents.step_means[:, s].astype(np.float64) for s in range(len(latents.steps))]
-    return {
-        axis.name: [axis_direction(m, axis) for m in means]
-        for axis in layout.axes
-        if axis.two_group
-    }
+    two_group = [axis for axis in layout.axes if axis.two_group]
+    out: dict[str, list[np.ndarray]] = {axis.name: [] for axis in two_group}
+    rows = sorted({r for a in two_group for t in a.groups.values() for rs in t for r in rs})
+    for s in range(len(latents.steps)):
+        # the axes' rows in float64; the other rows stay zero pages never written (so never
+        # resident: a large audit's other prompts are most of H)
+        means = np.zeros(latents.step_means[:, s].shape)
+        means[rows] = latents.step_means[rows, s]
+        for axis in two_group:
+            out[axis.name].append(axis_direction(means, axis))
+    return out
 
 
 def _axes_table(
@@ -216,15 +222,14 @@ def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame
     """The lean rows of prompt latents ``H`` (one per two-group axis and concept; columns of
     lean.parquet without the optional ones)."""
     records = []
+    sets = [(cset, reference(H, layout, cset), concepts_of(H, cset)) for cset in layout.concepts]
     for axis in layout.axes:
         if not axis.two_group:
             continue
-        means = group_means(H, axis)
+        parts = axis_parts(group_means(H, axis), axis.group_names)
         pos, neg = axis.group_names[:2]
-        for cset in layout.concepts:
-            ref = reference(H, layout, cset)
-            for concept, vec in concept_latents(H, cset).items():
-                result = lean(vec, ref, means, axis.group_names)
+        for cset, ref, latents in sets:
+            for concept, result in leans_of(latents, ref, parts):
                 records.append(
                     {
                         "axis": axis.name,
@@ -246,13 +251,13 @@ def steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
     records = []
     for s, (step, timestep) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
         Hs = latents.step_means[:, s].astype(np.float64)
+        sets = [(c, reference(Hs, layout, c), concepts_of(Hs, c)) for c in layout.concepts]
         for axis in layout.axes:
             if not axis.two_group:
                 continue
-            means = group_means(Hs, axis)
-            for cset in layout.concepts:
-                ref = reference(Hs, layout, cset)
-                for concept, vec in concept_latents(Hs, cset).items():
+            parts = axis_parts(group_means(Hs, axis), axis.group_names)
+            for cset, ref, concepts in sets:
+                for concept, result in leans_of(concepts, ref, parts):
                     records.append(
                         {
                             "axis": axis.name,
@@ -260,7 +265,7 @@ def steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
                             "concept": concept,
                             "step": int(step),
                             "timestep": float(timestep),
-                            "score": lean(vec, ref, means, axis.group_names).score,
+                            "score": result.score,
                         }
                     )
     return pd.DataFrame(records, columns=TABLE_COLUMNS["steps"])

@@ -10,8 +10,9 @@ resamples cheap enough to be always on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,14 +72,24 @@ def wording_weights(
     return weights
 
 
+STREAMED_Q_BUDGET = 128 << 20
+"""Bytes of resampled inner products a streamed audit computes at once (the chunk size)."""
+
+
 def _chunks(total: int, size: int = 100) -> Iterator[slice]:
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
 
 
 def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% bounds per row and measure of samples [resamples, rows, measures], a block of
+    rows at a time (the quantile works on a copy)."""
     alpha = (1.0 - CI_LEVEL) / 2.0
-    low, high = np.quantile(samples, [alpha, 1.0 - alpha], axis=0)
+    low = np.empty(samples.shape[1:])
+    high = np.empty(samples.shape[1:])
+    for start in range(0, samples.shape[1], 2048):
+        block = slice(start, start + 2048)
+        low[block], high[block] = np.quantile(samples[:, block], [alpha, 1.0 - alpha], axis=0)
     return low, high
 
 
@@ -93,6 +104,15 @@ class Resamples:
     basis: VectorBasis
     Q: np.ndarray
     wording: dict[str, np.ndarray] | None
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Shared by every chunk of one pass: what a statistic works out once per table (its rows'
+    basis indices)."""
+
+    def indices(self, key: str, build: Callable[[], Any]) -> Any:
+        """``build()``, once per pass for ``key``."""
+        if key not in self.memo:
+            self.memo[key] = build()
+        return self.memo[key]
 
 
 def add_bootstrap_intervals(
@@ -123,58 +143,124 @@ def add_bootstrap_intervals(
     chosen = [s for s in statistics if s.table in tables and not tables[s.table].empty]
     if not chosen:
         return {}
-    components = basis_components(layout)
-    n_prompts = len(latents.prompt_ids)
-    basis = build_basis(layout, n_prompts)
-    P, N, D = latents.per_seed.shape
-    K = seed_gram_tensor(latents.per_seed) if D > P * N else None
+    streamed = latents.per_seed is None
+    ref_rows = latents.products[0].ref_rows if streamed else None
+    n_prompts = latents.products[0].n_rows if streamed else len(latents.prompt_ids)
+    components = basis_components(layout, ref_rows)
+    basis = build_basis(layout, n_prompts, ref_rows)
+    K = None
+    if latents.per_seed is not None:
+        P, N, D = latents.per_seed.shape
+        K = seed_gram_tensor(latents.per_seed) if D > P * N else None
     weights = bootstrap_weights(len(latents.seeds), resamples, np.random.default_rng(seed))
     wording = (
         wording_weights(layout, resamples, np.random.default_rng([seed, 13]))
         if hierarchical
         else None
     )
-    collected: dict[str, list[np.ndarray]] = {}
-    for part in _chunks(resamples):
-        grams = (
-            resampled_grams(K, weights[part])
-            if K is not None
-            else weighted_grams(latents.per_seed, weights[part])
+    V = len(components)
+    size = max(1, min(100, STREAMED_Q_BUDGET // (V * V * 8))) if streamed else 100
+    memo: dict[str, Any] = {}
+    collected: dict[str, np.ndarray] = {}
+    """Per table, every resample's measures [resamples, rows, measures], filled chunk by
+    chunk."""
+    known: dict[str, pd.DataFrame] = {}
+    """Per table, the rows a streamed audit's products can resample (its first chunk says)."""
+    for part in _chunks(resamples, size):
+        chunk_wording = (
+            {key: w[part] for key, w in wording.items()} if wording is not None else None
         )
-        if wording is not None:
-            chunk_wording = {key: w[part] for key, w in wording.items()}
-            Q = paired_inner_products(weighted_coeffs(components, n_prompts, chunk_wording), grams)
+        if latents.per_seed is None:
+            from auditkit.analyze.products import ProductPlan, streamed_inner_products
+
+            B = part.stop - part.start
+            coeffs = (
+                weighted_coeffs(components, n_prompts, chunk_wording)
+                if chunk_wording is not None
+                else np.broadcast_to(basis.coeffs, (B, *basis.coeffs.shape))
+            )
+            if "product plan" not in memo:
+                memo["product plan"] = ProductPlan.of(latents.products[0], basis.coeffs)
+            Q = streamed_inner_products(
+                latents.products[0], coeffs, weights[part], memo["product plan"]
+            )
         else:
-            chunk_wording = None
-            Q = inner_products(basis, grams)
-        chunk = Resamples(layout, basis, Q, chunk_wording)
+            grams = (
+                resampled_grams(K, weights[part])
+                if K is not None
+                else weighted_grams(latents.per_seed, weights[part])
+            )
+            if chunk_wording is not None:
+                Q = paired_inner_products(
+                    weighted_coeffs(components, n_prompts, chunk_wording), grams
+                )
+            else:
+                Q = inner_products(basis, grams)
+        chunk = Resamples(layout, basis, Q, chunk_wording, memo)
         for statistic in chosen:
-            frame = tables[statistic.table]
-            collected.setdefault(statistic.table, []).append(statistic.samples(frame, chunk))
+            if streamed and statistic.table not in known:
+                # rows whose products were not kept (two different concepts) get no interval:
+                # one resample tells which
+                first = Resamples(
+                    layout, basis, Q[:1],
+                    {k: w[:1] for k, w in chunk_wording.items()} if chunk_wording else None,
+                    {},
+                )  # fmt: skip
+                probe = statistic.samples(tables[statistic.table], first)
+                rows = np.flatnonzero(~np.isnan(probe).any(axis=(0, 2)))
+                known[statistic.table] = tables[statistic.table].iloc[rows]
+            frame = known.get(statistic.table, tables[statistic.table])
+            drawn = statistic.samples(frame, chunk)
+            if statistic.table not in collected:
+                collected[statistic.table] = np.empty((resamples, *drawn.shape[1:]))
+            collected[statistic.table][part] = drawn
     samples_by_table: dict[str, np.ndarray] = {}
     for statistic in chosen:
-        samples = np.concatenate(collected[statistic.table], axis=0)  # [B, rows, measures]
-        samples_by_table[statistic.table] = samples
-        low, high = _interval(samples)
+        samples = collected.pop(statistic.table)  # [B, rows, measures]
+        frame = tables[statistic.table]
+        low, high = _interval(samples) if samples.shape[1] else (samples[0], samples[0])
+        if statistic.table in known and len(known[statistic.table]) < len(frame):
+            kept = frame.index.isin(known[statistic.table].index)
+            full = np.full((len(frame), len(statistic.measures)), np.nan)
+            full_low, full_high = full.copy(), full.copy()
+            full_low[kept], full_high[kept] = low, high
+            low, high = full_low, full_high
+            if samples.shape[0] * full.size * 8 <= STREAMED_Q_BUDGET:
+                filled = np.full((samples.shape[0], *full.shape), np.nan)
+                filled[:, kept] = samples
+                samples_by_table[statistic.table] = filled
+        else:
+            samples_by_table[statistic.table] = samples
         for j, column in enumerate(statistic.measures):
-            tables[statistic.table][f"{column}_ci_low"] = low[:, j]
-            tables[statistic.table][f"{column}_ci_high"] = high[:, j]
+            frame[f"{column}_ci_low"] = low[:, j]
+            frame[f"{column}_ci_high"] = high[:, j]
     return samples_by_table
 
 
 def lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     basis, Q = draw.basis, draw.Q
-    out = np.empty((Q.shape[0], len(frame), 2))
-    for i, row in enumerate(frame.itertuples()):
-        cosine, _, score = lean_from_gram(
-            Q,
-            basis[("concept", str(row.concept_set), str(row.concept))],
-            basis[("ref", str(row.concept_set))],
-            basis[("group", str(row.axis), str(row.positive_group))],
-            basis[("group", str(row.axis), str(row.negative_group))],
+
+    def rows() -> tuple[np.ndarray, ...]:
+        index = [
+            (
+                basis[("concept", str(row.concept_set), str(row.concept))],
+                basis[("ref", str(row.concept_set))],
+                basis[("group", str(row.axis), str(row.positive_group))],
+                basis[("group", str(row.axis), str(row.negative_group))],
+            )
+            for row in frame.itertuples()
+        ]
+        return tuple(
+            np.asarray(column, dtype=np.int64).reshape(-1) for column in zip(*index, strict=True)
         )
-        out[:, i, 0] = score
-        out[:, i, 1] = cosine
+
+    out = np.empty((Q.shape[0], len(frame), 2))
+    if frame.empty:
+        return out
+    concept, ref, pos, neg = draw.indices(f"lean:{id(frame)}", rows)
+    cosine, _, score = lean_from_gram(Q, concept, ref, pos, neg)
+    out[:, :, 0] = score
+    out[:, :, 1] = cosine
     return out
 
 
@@ -185,12 +271,22 @@ def cosine_samples(
     centred on the reference of the row's concept set. ``first`` and ``second`` name each vector
     as (kind, column of its set or axis, column of its name), e.g. ("group", "axis", "group")."""
     basis, Q = draw.basis, draw.Q
+
+    def rows() -> tuple[np.ndarray, ...]:
+        def column(kind: str, where: str, name: str) -> np.ndarray:
+            pairs = zip(
+                frame[where].astype(str).tolist(), frame[name].astype(str).tolist(), strict=True
+            )
+            return np.asarray([basis[(kind, w, n)] for w, n in pairs], dtype=np.int64)
+
+        refs = [basis[("ref", s)] for s in frame["concept_set"].astype(str).tolist()]
+        return column(*first), column(*second), np.asarray(refs, dtype=np.int64)
+
     out = np.empty((Q.shape[0], len(frame), 1))
-    for i, row in enumerate(frame.to_dict("records")):
-        a, b = ((kind, str(row[where]), str(row[name])) for kind, where, name in (first, second))
-        out[:, i, 0] = centred_cosine(
-            Q, basis[a], basis[b], basis[("ref", str(row["concept_set"]))]
-        )
+    if frame.empty:
+        return out
+    a, b, ref = draw.indices(f"cosine:{id(frame)}:{first}:{second}", rows)
+    out[:, :, 0] = centred_cosine(Q, a, b, ref)
     return out
 
 

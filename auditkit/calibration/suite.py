@@ -66,6 +66,8 @@ def with_statistics(spec: AuditSpec, **update: Any) -> AuditSpec:
 def seed_subset(latents: LatentSet, index: np.ndarray) -> LatentSet:
     """The latents of the seeds at ``index`` (one aggregated step: the suite needs no
     per-step table)."""
+    if latents.per_seed is None:
+        raise ValueError("the calibration suite's latents are held in memory, not streamed")
     per_seed = latents.per_seed[:, index]
     return LatentSet(
         latents.prompt_ids,

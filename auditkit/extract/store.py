@@ -122,9 +122,12 @@ class ActivationStore:
         for uid, steps, _mean in self.iter_stored(unit_ids):
             yield uid, steps
 
-    def iter_stored(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any, Any]]:
+    def iter_stored(
+        self, unit_ids: Iterable[str], *, stored_mean_only: bool = False
+    ) -> Iterator[tuple[str, Any, Any]]:
         """Yield (unit_id, h at the stored steps, stored mean over the kept steps or None),
-        float32, shard by shard."""
+        float32, shard by shard. ``stored_mean_only``: skip reading the steps (None) of the
+        units that have a stored mean."""
         from safetensors import safe_open
 
         wanted = set(unit_ids)
@@ -140,7 +143,10 @@ class ActivationStore:
                 for uid in group["unit_id"]:
                     key = str(uid) + MEAN_SUFFIX
                     mean = fh.get_tensor(key).float() if key in names else None
-                    yield str(uid), fh.get_tensor(str(uid)).float(), mean
+                    if mean is not None and stored_mean_only:
+                        yield str(uid), None, mean
+                    else:
+                        yield str(uid), fh.get_tensor(str(uid)).float(), mean
 
     def timesteps(self) -> list[float]:
         """Timesteps of the kept steps (the same for every unit of a run)."""

@@ -274,6 +274,7 @@ def run_discovery(
         )
         rows = latents.row_map()
         by_term = {p.term: rows[p.prompt_id] for p in sub.prompts}
+        assert latents.per_seed is not None  # read without a spec: never streamed
         ranking = rank_terms(
             ranking_layout(spec, rows),
             latents.per_seed,
