@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +11,9 @@ import pandas as pd
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import (
     AuditLayout,
+    AxisLayout,
+    ConceptLayout,
+    Lean,
     axis_direction,
     axis_parts,
     build_layout,
@@ -222,50 +225,53 @@ def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame
     """The lean rows of prompt latents ``H`` (one per two-group axis and concept; columns of
     lean.parquet without the optional ones)."""
     records = []
+    for axis, cset, concept, result in _all_leans(H, layout):
+        pos, neg = axis.group_names[:2]
+        records.append(
+            {
+                "axis": axis.name,
+                "concept_set": cset.name,
+                "concept": concept,
+                "positive_group": pos,
+                "negative_group": neg,
+                "cosine": result.cosine,
+                "projection": result.projection,
+                "score": result.score,
+                "toward": pos if result.score >= 0 else neg,
+                "n_seeds": n_seeds,
+            }
+        )
+    return pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
+
+
+def _all_leans(
+    H: np.ndarray, layout: AuditLayout
+) -> Iterator[tuple[AxisLayout, ConceptLayout, str, Lean]]:
+    """(axis, concept set, concept, lean) for every two-group axis and concept, in spec
+    order: each set's latents and reference and each axis's parts worked out once."""
     sets = [(cset, reference(H, layout, cset), concepts_of(H, cset)) for cset in layout.concepts]
     for axis in layout.axes:
         if not axis.two_group:
             continue
         parts = axis_parts(group_means(H, axis), axis.group_names)
-        pos, neg = axis.group_names[:2]
         for cset, ref, latents in sets:
             for concept, result in leans_of(latents, ref, parts):
-                records.append(
-                    {
-                        "axis": axis.name,
-                        "concept_set": cset.name,
-                        "concept": concept,
-                        "positive_group": pos,
-                        "negative_group": neg,
-                        "cosine": result.cosine,
-                        "projection": result.projection,
-                        "score": result.score,
-                        "toward": pos if result.score >= 0 else neg,
-                        "n_seeds": n_seeds,
-                    }
-                )
-    return pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
+                yield axis, cset, concept, result
 
 
 def steps_table(latents: LatentSet, layout: AuditLayout) -> pd.DataFrame:
     records = []
     for s, (step, timestep) in enumerate(zip(latents.steps, latents.timesteps, strict=True)):
         Hs = latents.step_means[:, s].astype(np.float64)
-        sets = [(c, reference(Hs, layout, c), concepts_of(Hs, c)) for c in layout.concepts]
-        for axis in layout.axes:
-            if not axis.two_group:
-                continue
-            parts = axis_parts(group_means(Hs, axis), axis.group_names)
-            for cset, ref, concepts in sets:
-                for concept, result in leans_of(concepts, ref, parts):
-                    records.append(
-                        {
-                            "axis": axis.name,
-                            "concept_set": cset.name,
-                            "concept": concept,
-                            "step": int(step),
-                            "timestep": float(timestep),
-                            "score": result.score,
-                        }
-                    )
+        records += [
+            {
+                "axis": axis.name,
+                "concept_set": cset.name,
+                "concept": concept,
+                "step": int(step),
+                "timestep": float(timestep),
+                "score": result.score,
+            }
+            for axis, cset, concept, result in _all_leans(Hs, layout)
+        ]
     return pd.DataFrame(records, columns=TABLE_COLUMNS["steps"])
