@@ -94,7 +94,10 @@ class LeanByStep(api.Analysis):
                         (latents.steps[s],), (latents.timesteps[s],), "mean",
                     )  # fmt: skip
                 H = latents.step_means[:, s] if at_step is None else at_step.means()
-                frame = _step_leans(H.astype(np.float64), ctx)
+                # a streamed audit keeps its step means in float32: the measures read them
+                # in float64 a row at a time instead of copying the whole step (most of a large
+                # audit's memory)
+                frame = _step_leans(H if streamed else H.astype(np.float64), ctx)
                 if at_step is not None and intervals:
                     add_bootstrap_intervals(
                         {"lean": frame},

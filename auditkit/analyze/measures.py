@@ -103,7 +103,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def group_means(H: np.ndarray, axis: AxisLayout) -> dict[str, np.ndarray]:
     """G(group): mean over templates of the mean over the group's terms."""
     return {
-        g: np.mean([H[rows].mean(axis=0) for rows in per_template], axis=0)
+        g: np.mean([H[rows].mean(axis=0, dtype=np.float64) for rows in per_template], axis=0)
         for g, per_template in axis.groups.items()
     }
 
@@ -117,15 +117,15 @@ def axis_direction(H: np.ndarray, axis: AxisLayout) -> np.ndarray:
 
 def concept_latents(H: np.ndarray, cset: ConceptLayout) -> dict[str, np.ndarray]:
     """H(c): mean over the set's templates."""
-    return {c: H[rows].mean(axis=0) for c, rows in cset.terms.items()}
+    return {c: H[rows].mean(axis=0, dtype=np.float64) for c, rows in cset.terms.items()}
 
 
 def reference(H: np.ndarray, layout: AuditLayout, cset: ConceptLayout) -> np.ndarray:
     """The centring reference R for concepts of ``cset``."""
     if layout.centring == "base" and layout.base is not None:
-        return np.asarray(H[layout.base])
+        return np.asarray(H[layout.base], dtype=np.float64)
     rows = [r for rows in cset.terms.values() for r in rows]
-    return np.asarray(H[rows].mean(axis=0))
+    return np.asarray(H[rows].mean(axis=0, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -180,13 +180,15 @@ class ConceptMatrix:
     """A large concept set's latents, never copied out of H: each concept is the mean of its
     rows of H (one per template), so its products with any vector are means of the rows'
     products, and the norms of the concepts centred on a reference are worked out a block of
-    concepts at a time (once per reference)."""
+    concepts at a time (once per reference). H may be float32 (a streamed audit's step
+    means); the arithmetic is float64."""
 
     names: list[str]
     H: np.ndarray
     averaging: np.ndarray
     """[concepts, prompts]: each concept's weight on each row of H (1 / templates)."""
     _norms: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+    _along: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
 
     @classmethod
     def of(cls, H: np.ndarray, cset: ConceptLayout) -> ConceptMatrix:
@@ -214,11 +216,24 @@ class ConceptMatrix:
         self._norms.append((ref, norms))
         return norms
 
+    def project(self, directions: list[np.ndarray]) -> None:
+        """Work out every row of H's product with each of ``directions`` in one pass over H
+        (in float64 a block of rows at a time: H may be float32), for
+        :meth:`centred_products` to use."""
+        H = self.H.reshape(len(self.H), -1)
+        D = np.stack([d.reshape(-1) for d in directions], axis=1)
+        along = np.empty((len(H), D.shape[1]))
+        for start in range(0, len(H), 128):
+            along[start : start + 128] = H[start : start + 128].astype(np.float64, copy=False) @ D
+        for j, d in enumerate(directions):
+            self._along.append((d, along[:, j]))
+
     def centred_products(self, ref: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """(c − ref)·direction for every concept c."""
-        d = direction.reshape(-1)
-        along = self.H.reshape(len(self.H), -1) @ d
-        return np.asarray(self.averaging @ along - float(ref.reshape(-1) @ d))
+        if not any(seen is direction for seen, _ in self._along):
+            self.project([direction])
+        along = next(a for seen, a in self._along if seen is direction)
+        return np.asarray(self.averaging @ along - float(ref.reshape(-1) @ direction.reshape(-1)))
 
     def gram(self, ref: np.ndarray | None = None, basis: np.ndarray | None = None) -> np.ndarray:
         """(c − ref)·(c' − ref) for every pair of concepts (ref None: the concepts themselves),

@@ -13,6 +13,7 @@ from auditkit.analyze.measures import (
     AuditLayout,
     AxisLayout,
     ConceptLayout,
+    ConceptMatrix,
     Lean,
     axis_direction,
     axis_parts,
@@ -250,10 +251,15 @@ def _all_leans(
     """(axis, concept set, concept, lean) for every two-group axis and concept, in spec
     order: each set's latents and reference and each axis's parts worked out once."""
     sets = [(cset, reference(H, layout, cset), concepts_of(H, cset)) for cset in layout.concepts]
-    for axis in layout.axes:
-        if not axis.two_group:
-            continue
-        parts = axis_parts(group_means(H, axis), axis.group_names)
+    axes = [
+        (axis, axis_parts(group_means(H, axis), axis.group_names))
+        for axis in layout.axes
+        if axis.two_group
+    ]
+    for _cset, _ref, latents in sets:
+        if isinstance(latents, ConceptMatrix):  # every axis's products in one pass over H
+            latents.project([parts.g for _axis, parts in axes])
+    for axis, parts in axes:
         for cset, ref, latents in sets:
             for concept, result in leans_of(latents, ref, parts):
                 yield axis, cset, concept, result
