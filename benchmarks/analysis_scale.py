@@ -248,9 +248,14 @@ def child_analyze(run_dir: Path) -> dict[str, float]:
     }
 
 
-def timed(command: list[str]) -> tuple[float, str]:
+REPORT_TIMEOUT = 600
+"""Seconds a report render may take before it is recorded as timed out (B3's bars are 10 s
+and 60 s)."""
+
+
+def timed(command: list[str], timeout: float | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
     return time.perf_counter() - started, done.stdout
@@ -277,8 +282,12 @@ def main() -> None:
     b2 = json.loads(out.strip().splitlines()[-1])
     rows = {"B2 analysis": b2}
     for fmt in ("html", "pdf"):
-        seconds, _ = timed([sys.executable, "-m", "auditkit", "report", str(run_dir),
-                            "--format", fmt])  # fmt: skip
+        command = [sys.executable, "-m", "auditkit", "report", str(run_dir), "--format", fmt]
+        try:
+            seconds, _ = timed(command, timeout=REPORT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            rows[f"B3 {fmt}"] = {"timed_out_after_s": REPORT_TIMEOUT}
+            continue
         size = (run_dir / "report" / f"report.{fmt}").stat().st_size
         rows[f"B3 {fmt}"] = {"wall_s": round(seconds, 1), "size_mb": round(size / 1e6, 2)}
     result = {
