@@ -28,7 +28,7 @@ from auditkit.analyses.stage import analyze_audit
 from auditkit.analyze import products as products_module
 from auditkit.analyze.latents import load_latents
 from auditkit.analyze.measures import build_layout
-from auditkit.analyze.products import _int_products, _quantised
+from auditkit.analyze.product_reading import INT_SPAN, _int_products, _quantised
 from auditkit.analyze.significance import label_null_p_values
 from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan
@@ -134,7 +134,7 @@ def test_int8_products_are_exact_sums_of_the_rounded_values() -> None:
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    width = 2 * products_module.INT_SPAN + 5  # three spans
+    width = 2 * INT_SPAN + 5  # three spans
     E = torch.randn(3, width, generator=generator) * torch.tensor([[1.0], [30.0], [1e-3]])
     q, scale = _quantised(E.clone())
     assert q.dtype == torch.int8 and int(q.abs().max()) == 127

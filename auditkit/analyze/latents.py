@@ -136,7 +136,7 @@ def _streamed(
     unit_pos: dict[str, tuple[int, int]],
 ) -> LatentSet:
     from auditkit.analyze.measures import build_layout
-    from auditkit.analyze.products import build_products
+    from auditkit.analyze.product_reading import build_products
 
     layout = build_layout(spec, {pid: i for i, pid in enumerate(prompt_ids)})
     H, steps, products = build_products(store, unit_pos, layout, len(prompt_ids), len(seeds))

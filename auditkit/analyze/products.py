@@ -3,58 +3,32 @@
 The bootstrap and the permuted-labels null need inner products of per-seed latents,
 ``h(p, n)·h(q, m)``, for the prompt pairs the measures combine (:mod:`auditkit.analyze.gram`).
 At real size the per-seed latents do not fit (SD 1.5, 1,160 prompts x 16 seeds x 81,920 values
-is 6 GB in float32), and the full product tensor would cost prompts² x seeds² x values. This
-module reads the store twice, streaming, and keeps only what the measures use:
+is 6 GB in float32). This module says which products are kept and combines them:
 
-- **pass 1**: each prompt's seed mean H(p) (what the point estimates use), each stored step's
-  seed mean, and per seed each concept set's *reference parts* (the mean of its concepts'
-  prompts under each template), so that a centring reference is one row, not a thousand;
-- **pass 2**: the products of every row with every *direction* row (the axes' group prompts,
-  the slices' marked prompts, the base prompt, the reference parts), and of each concept's
-  prompts with themselves. A concept vector is then never multiplied by another concept's,
-  except through a direction; pairs of two different concepts' prompts stay unknown (NaN), and
-  only the similarity intervals need them.
+- the *direction* rows (the axes' group prompts, the slices' marked prompts, the base prompt,
+  the reference parts, and every concept of a small set) are multiplied with every row;
+- each concept's prompts with themselves;
+- pairs of two different concepts' prompts of a large set stay unknown (NaN): only the
+  similarity intervals need them.
 
-Each latent is split into its prompt's seed mean and the seed's deviation from it, h(p, n) =
-C(p) + e(p, n). C·C is computed in float64; C·e, e·C and e·e, the bulk of the work (every
-row's seeds against every direction's), as int8 products with exact int32 sums (about 9x the
-float32 rate on an AVX-512 VNNI CPU), each vector rounded to 8 bits against its largest value.
-On a 4-seed synthetic SD 1.5-shaped store and on the default audit the interval bounds moved
-by at most 0.6% of the intervals' width for the lean table and 1.8% for the lean by step (the
-bootstrap's own Monte Carlo error on a bound is about 2%; ``tests/test_streamed.py``). Each C
-is shifted by the mean over prompts first: every measure is a function of differences of
-latents, so a shift common to all changes nothing but the size of the numbers. The point
-estimates still come from H in float64.
+:mod:`auditkit.analyze.product_reading` reads the store into them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from auditkit.analyze.measures import AuditLayout
 
-if TYPE_CHECKING:
-    import torch
-
-    from auditkit.extract.store import ActivationStore
-
 LATENT_MEMORY_BUDGET = 1 << 30
 """Per-seed latents larger than this (float32 bytes) are streamed into :class:`SeedProducts`
 instead of held in memory."""
 
-INT_SPAN = 131_072
-"""Values per int8 product: 127² x 131,072 stays inside int32."""
-
 SMALL_SET_VECTORS = 4096
 """A concept set with at most this many per-seed latents (256 prompts x 16 seeds) keeps every
 product of its concepts with each other (the similarity intervals need them)."""
-
-ROW_BLOCK = 12
-"""Prompts read at once in pass 2 (each with every seed)."""
 
 
 @dataclass(frozen=True)
@@ -254,256 +228,3 @@ def streamed_inner_products(
         qa, qb, qi, q1, q2 = plan.q_index
         Q[:, qa, qb] = Qg[:, qi, q1, q2]
     return Q
-
-
-def build_products(
-    store: ActivationStore,
-    unit_pos: dict[str, tuple[int, int]],
-    layout: AuditLayout,
-    n_prompts: int,
-    n_seeds: int,
-) -> tuple[np.ndarray, np.ndarray, list[SeedProducts]]:
-    """Both passes over ``store`` (``unit_pos``: unit id -> (prompt row, seed row)): the seed
-    means H [P, D] (float64) and step means [P, S, D] (float32), and the products of the mean
-    over steps followed by those of each stored step."""
-    refs = ref_parts(layout)
-    directions, groups = row_roles(layout, n_prompts, n_seeds)
-    units_of: dict[int, list[str]] = {}
-    for uid, (p, _n) in unit_pos.items():
-        units_of.setdefault(p, []).append(uid)
-    # pass 1: seed means, step means, reference parts per seed
-    contributions: dict[int, list[tuple[int, float]]] = {}
-    for j, part in enumerate(refs):
-        for r, factor in part.parts:
-            contributions.setdefault(r, []).append((j, factor))
-    H: np.ndarray | None = None
-    steps: np.ndarray | None = None
-    ref_sums: np.ndarray | None = None
-    for uid, tensor, mean in store.iter_stored(unit_pos):
-        p, n = unit_pos[uid]
-        at_steps = tensor.reshape(tensor.shape[0], -1)
-        avg = mean.reshape(-1) if mean is not None else at_steps.mean(dim=0)
-        if H is None:
-            width = at_steps.shape[1]
-            H = np.zeros((n_prompts, width))
-            steps = np.zeros((n_prompts, at_steps.shape[0], width), dtype=np.float32)
-            ref_sums = np.zeros((1 + at_steps.shape[0], len(refs), n_seeds, width))
-        assert steps is not None and ref_sums is not None
-        H[p] += avg.numpy()
-        steps[p] += at_steps.numpy()
-        for j, factor in contributions.get(p, []):
-            ref_sums[0, j, n] += factor * avg.numpy()
-            ref_sums[1:, j, n] += factor * at_steps.numpy()
-    if H is None or steps is None or ref_sums is None:
-        raise ValueError("the plan has no work units")
-    H /= n_seeds
-    steps /= n_seeds
-    # pass 2: the mean over steps, then every stored step at once
-    products = _products_pass(
-        store, unit_pos, units_of, [0], [H], ref_sums, refs, directions, groups, n_seeds
-    )
-    stored = list(range(steps.shape[1]))
-    products += _products_pass(
-        store, unit_pos, units_of, [1 + s for s in stored], [steps[:, s] for s in stored],
-        ref_sums, refs, directions, groups, n_seeds,
-    )  # fmt: skip
-    return H, steps, products
-
-
-def _deviations(
-    store: ActivationStore,
-    unit_pos: dict[str, tuple[int, int]],
-    units_of: dict[int, list[str]],
-    rows: Sequence[int],
-    chosen: list[int],
-    centres: list[np.ndarray],
-    n_seeds: int,
-):
-    """[len(chosen), len(rows), N, D] float32 torch tensor: each unit's chosen aggregates (0 =
-    the mean over steps, s = stored step s - 1) minus its prompt's seed mean there
-    (``centres[k]`` [P, D] for the k-th chosen)."""
-    import torch
-
-    place = {r: i for i, r in enumerate(rows)}
-    out = torch.empty((len(chosen), len(rows), n_seeds, centres[0].shape[1]))
-    wanted = [uid for r in rows for uid in units_of.get(r, [])]
-    for uid, tensor, mean in store.iter_stored(wanted, stored_mean_only=chosen == [0]):
-        p, n = unit_pos[uid]
-        at_steps = tensor.reshape(tensor.shape[0], -1) if tensor is not None else None
-        for i, k in enumerate(chosen):
-            if k == 0 and mean is not None:
-                value = mean.reshape(-1)
-            else:
-                assert at_steps is not None
-                value = at_steps.mean(dim=0) if k == 0 else at_steps[k - 1]
-            out[i, place[p], n] = value - torch.from_numpy(centres[i][p])
-    return out
-
-
-def _quantised(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 values and per-vector scales of E [..., D] (float32, overwritten): E ≈ scale x
-    values (the rounding error is under 0.4% of each vector's largest value)."""
-    import torch
-
-    peak = torch.linalg.vector_norm(E, ord=float("inf"), dim=-1)
-    scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
-    return E.mul_((1.0 / scale)[..., None]).round_().to(torch.int8), scale
-
-
-def _int_products(
-    qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Tensor
-) -> torch.Tensor:
-    """(scale x int8 rows) · (scale x int8 rows) [M, Nb] in float64: int8 products with exact
-    int32 sums over spans of :data:`INT_SPAN` values."""
-    import torch
-
-    total = torch.zeros((qa.shape[0], qb.shape[0]), dtype=torch.float64)
-    for start in range(0, qa.shape[1], INT_SPAN):
-        part = slice(start, start + INT_SPAN)
-        total += torch._int_mm(qa[:, part].contiguous(), qb[:, part].T).double()
-    return total * sa.double()[:, None] * sb.double()[None, :]
-
-
-def _seeds_last(products: np.ndarray, rows: int, n_seeds: int, cols: int) -> np.ndarray:
-    """[K, rows x N, cols x N] -> [K, rows, cols, N, N]."""
-    K = products.shape[0]
-    return products.reshape(K, rows, n_seeds, cols, n_seeds).transpose(0, 1, 3, 2, 4)
-
-
-def _products_pass(
-    store: ActivationStore,
-    unit_pos: dict[str, tuple[int, int]],
-    units_of: dict[int, list[str]],
-    chosen: list[int],
-    centres: list[np.ndarray],
-    ref_sums: np.ndarray,
-    refs: tuple[RefPart, ...],
-    directions: np.ndarray,
-    groups: list[list[int]],
-    n_seeds: int,
-) -> list[SeedProducts]:
-    """The products of the chosen aggregates, each split as h(p, n) = C(p) + e(p, n) (C the
-    seed mean): C·C in float64, C·e and e·C in float32, e·e in int8 (:func:`_int_products`);
-    a concept's own products in float32. Every C is shifted by the mean over prompts first
-    (the measures only see differences)."""
-    import torch
-
-    K = len(chosen)
-    n_prompts, width = centres[0].shape
-    n_rows = n_prompts + len(refs)
-    ref_means = ref_sums[chosen].mean(axis=2)  # [K, R, D]: each reference part's seed mean
-    shift = [c.mean(axis=0, dtype=np.float64) for c in centres]
-    weights_total = np.asarray([sum(f for _r, f in part.parts) for part in refs])
-
-    def centre(k: int, rows: Sequence[int]) -> torch.Tensor:
-        """Shifted seed means of ``rows`` (float32)."""
-        out = np.empty((len(rows), width), dtype=np.float32)
-        for i, r in enumerate(rows):
-            if r < n_prompts:
-                out[i] = centres[k][r] - shift[k]
-            else:
-                out[i] = ref_means[k, r - n_prompts] - weights_total[r - n_prompts] * shift[k]
-        return torch.from_numpy(out)
-
-    D_rows = [int(r) for r in directions] + list(range(n_prompts, n_rows))
-    Pd = len(D_rows)
-    Cd = torch.stack([centre(k, D_rows) for k in range(K)])  # [K, Pd, D]
-    Cd64 = Cd.double()
-    # every row's centre in int8 too, for C·e and e·C
-    Cq = torch.zeros((K, n_rows, width), dtype=torch.int8)
-    Cs = torch.zeros((K, n_rows))
-    for start in range(0, n_rows, 256):
-        rows = list(range(start, min(start + 256, n_rows)))
-        Cq[:, rows], Cs[:, rows] = _quantised(torch.stack([centre(k, rows) for k in range(K)]))
-    Cdq, Cds = Cq[:, D_rows], Cs[:, D_rows]
-
-    def with_centres(q: torch.Tensor, scale: torch.Tensor, k: int, rows: bool) -> torch.Tensor:
-        """e·C of int8 deviations (q, scale) against the direction rows' centres (``rows``
-        False) or C·e of every row's centre against them (``rows`` True), float64."""
-        if rows:
-            return _int_products(Cq[k], Cs[k], q, scale)
-        return _int_products(q, scale, Cdq[k], Cds[k])
-
-    Ed = torch.zeros((K, Pd, n_seeds, width), dtype=torch.int8)
-    Ed_scale = torch.zeros((K, Pd, n_seeds))
-    Ce = torch.zeros((K, n_rows, Pd, n_seeds), dtype=torch.float64)  # C(i)·e(j, m)
-    eC_d = torch.zeros((K, Pd, n_seeds, Pd), dtype=torch.float64)  # e(i, n)·C(j), directions
-
-    def take_directions(at: int, E: torch.Tensor) -> None:
-        """Direction rows ``at .. at + len`` with deviations E [K, b, N, D] (float32)."""
-        b = E.shape[1]
-        q, scale = _quantised(E)
-        Ed[:, at : at + b], Ed_scale[:, at : at + b] = q, scale
-        for k in range(K):
-            flat, flat_scale = q[k].reshape(b * n_seeds, width), scale[k].reshape(-1)
-            Ce[k, :, at : at + b] = with_centres(flat, flat_scale, k, True).reshape(
-                n_rows, b, n_seeds
-            )
-            eC_d[k, at : at + b] = with_centres(flat, flat_scale, k, False).reshape(b, n_seeds, Pd)
-
-    prompts_d = [int(r) for r in directions]
-    for start in range(0, len(prompts_d), ROW_BLOCK):
-        rows = prompts_d[start : start + ROW_BLOCK]
-        take_directions(
-            start, _deviations(store, unit_pos, units_of, rows, chosen, centres, n_seeds)
-        )
-    if refs:
-        E_ref = ref_sums[chosen] - ref_means[:, :, None]  # [K, R, N, D]
-        take_directions(len(prompts_d), torch.from_numpy(E_ref.astype(np.float32)))
-    Cq = torch.empty(0, dtype=torch.int8)  # every row's C·e is done: only Cdq is used on
-    flat_d = Ed.reshape(K, Pd * n_seeds, width)
-    flat_scale = Ed_scale.reshape(K, Pd * n_seeds)
-    cross = np.zeros((K, n_rows, Pd, n_seeds, n_seeds), dtype=np.float32)
-
-    def assemble(
-        rows: Sequence[int], C: torch.Tensor, eC: torch.Tensor, q: torch.Tensor, scale: torch.Tensor
-    ) -> None:
-        """cross[rows] from the rows' shifted centres C [K, b, D], e·C [K, b, N, Pd] and their
-        quantised deviations (int8 [K, b, N, D], scales [K, b, N])."""
-        b = len(rows)
-        CC = torch.bmm(C.double(), Cd64.transpose(1, 2))  # [K, b, Pd]
-        ee = torch.stack([
-            _int_products(q[k].reshape(b * n_seeds, width), scale[k].reshape(-1),
-                          flat_d[k], flat_scale[k])
-            for k in range(K)
-        ])  # fmt: skip
-        total = _seeds_last(ee.numpy(), b, n_seeds, Pd)
-        total += CC.numpy()[:, :, :, None, None]
-        total += Ce[:, list(rows)].numpy()[:, :, :, None, :]
-        total += eC.permute(0, 1, 3, 2).numpy()[:, :, :, :, None]
-        cross[:, list(rows)] = total
-
-    for start in range(0, Pd, ROW_BLOCK):  # the direction rows, a block at a time
-        part = slice(start, start + ROW_BLOCK)
-        assemble(D_rows[part], Cd[:, part], eC_d[:, part], Ed[:, part], Ed_scale[:, part])
-    span = max((len(g) for g in groups), default=1)
-    group_rows = np.full((len(groups), span), -1)
-    own = np.zeros((K, len(groups), span, span, n_seeds, n_seeds), dtype=np.float32)
-    for g, rows in enumerate(groups):
-        group_rows[g, : len(rows)] = rows
-    per_block = max(1, ROW_BLOCK // span)
-    for first in range(0, len(groups), per_block):
-        chunk = groups[first : first + per_block]
-        block = [r for g in chunk for r in g]
-        E = _deviations(store, unit_pos, units_of, block, chosen, centres, n_seeds)
-        C = torch.stack([centre(k, block) for k in range(K)])
-        at = 0
-        for g, rows in enumerate(chunk, start=first):
-            size = len(rows)
-            X = (E[:, at : at + size] + C[:, at : at + size, None]).reshape(
-                K, size * n_seeds, width
-            )
-            own[:, g, :size, :size] = _seeds_last(
-                torch.bmm(X, X.transpose(1, 2)).numpy(), size, n_seeds, size
-            )
-            at += size
-        q, scale = _quantised(E)
-        eC = torch.stack([
-            with_centres(q[k].reshape(-1, width), scale[k].reshape(-1), k, False)
-            for k in range(K)
-        ]).reshape(K, len(block), n_seeds, Pd)  # fmt: skip
-        assemble(block, C, eC, q, scale)
-    return [
-        SeedProducts(n_prompts, refs, np.asarray(D_rows), cross[k], group_rows, own[k])
-        for k in range(K)
-    ]
