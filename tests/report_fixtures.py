@@ -33,7 +33,12 @@ ETHNICITY = {
 
 
 def _spec_text(
-    model_id: str, analyses: Sequence[str], aggregation: str, hostile: bool, intervals: bool
+    model_id: str,
+    analyses: Sequence[str],
+    aggregation: str,
+    hostile: bool,
+    intervals: bool,
+    extra_concepts: int = 0,
 ) -> str:
     occupations = [*OCCUPATIONS, HOSTILE] if hostile else OCCUPATIONS
     data: dict[str, Any] = {
@@ -69,6 +74,11 @@ def _spec_text(
         "statistics": {"bootstrap_resamples": 1000, "seed": 0},
         "report": {"title": "Occupation bias audit", "owner": "Model Risk Office"},
     }
+    if extra_concepts:
+        objects = [f"object{i:04d}" for i in range(extra_concepts)]
+        data["concepts"].append(
+            {"name": "objects", "templates": ["a photo of an {term}"], "terms": objects}
+        )
     resolved = parse_spec(json.dumps(data)).model_dump(mode="json")
     if not intervals:  # a run directory written before the bootstrap existed
         del resolved["statistics"]
@@ -86,6 +96,7 @@ def build_run_dir(
     status: str = "complete",
     seed: int = 0,
     intervals: bool = True,
+    extra_concepts: int = 0,
 ) -> Path:
     """Write a complete run directory under ``root`` and return its path.
 
@@ -94,14 +105,15 @@ def build_run_dir(
     ``aggregation='per_step'`` also writes ``steps.parquet``. ``intervals`` adds the optional
     95% interval columns (``score_ci_low`` ... ``cosine_ci_high``) to lean, descriptors and
     similarity and ``statistics`` to the spec; without it the run directory is one written before
-    the seed bootstrap existed (same tables otherwise, byte for byte).
+    the seed bootstrap existed (same tables otherwise, byte for byte). ``extra_concepts`` adds
+    a concept set ``objects`` of that many concepts (a large audit).
     """
     rng = np.random.default_rng(seed)
     ci_rng = np.random.default_rng([seed, 1])  # own stream: the other numbers stay the same
     run = root / "run"
     results = run / "results"
     results.mkdir(parents=True, exist_ok=True)
-    spec_text = _spec_text(model_id, analyses, aggregation, hostile, intervals)
+    spec_text = _spec_text(model_id, analyses, aggregation, hostile, intervals, extra_concepts)
     (run / "spec.yaml").write_text(spec_text, encoding="utf-8")
     spec = parse_spec(spec_text)
     s_hash = spec_hash(spec)
@@ -404,3 +416,17 @@ def _manifest(
         },
         "host": {"platform": "Linux-6.8-x86_64", "cpu_count": 16},
     }
+
+
+def assert_charts_valid(charts: dict[str, dict[str, Any]]) -> None:
+    """Every chart spec is valid Vega-Lite: the report builds its charts without Altair's own
+    check (``auditkit.charts.chart_spec``), so the tests check them."""
+    from altair.utils.schemapi import validate_jsonschema
+    from altair.vegalite.v6.schema import load_schema
+
+    schema = load_schema()
+    for name, spec in charts.items():
+        try:
+            validate_jsonschema(spec, schema)
+        except Exception as error:  # jsonschema's ValidationError, with the chart named
+            raise AssertionError(f"chart {name!r} is not valid Vega-Lite: {error}") from None

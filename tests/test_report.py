@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from browser import open_report
-from report_fixtures import HOSTILE, build_run_dir
+from report_fixtures import HOSTILE, assert_charts_valid, build_run_dir
 
 from auditkit.errors import SchemaVersionError, UsageError
 from auditkit.report import build_report_context, render_report, templates_dir
@@ -109,6 +109,7 @@ def test_hostile_concept_name_is_escaped(rendered: tuple[Path, str]) -> None:
 def test_context_is_plain_json(tmp_path: Path) -> None:
     context = build_report_context(build_run_dir(tmp_path))
     json.dumps(context, allow_nan=False)
+    assert_charts_valid(context["charts"])
     assert set(context["charts"]) >= {"lean-0", "lean-1", "defaults-2", "similarity-1"}
     assert [a["axis"] for a in _lean_axes(context)] == ["gender", "age"]
     assert _lean_axes(context)[0]["steps_chart_id"] == "steps-0"
@@ -209,6 +210,84 @@ def test_bootstrap_turned_off_is_said_plainly(tmp_path: Path) -> None:
     assert "<td>7</td>" in html
     assert "No confidence intervals." in html
     assert "95% CI" not in html
+
+
+def _names_in(chart: dict[str, Any], names: list[str]) -> set[str]:
+    """Which of ``names`` a chart spec mentions (its data, sorts, labels)."""
+    text = json.dumps(chart)
+    return {name for name in names if f"{name}" in text}
+
+
+def test_a_large_axis_shows_its_strongest_concepts(tmp_path: Path) -> None:
+    """Beyond 200 concepts an axis's tables and charts show the 20 highest and 20 lowest lean
+    scores, the same concepts in every section, and say where the rest are; the similarity
+    matrix of a set that large is drawn as block means."""
+    import pandas as pd
+
+    from auditkit.analyses.values import SHOWN_CONCEPTS, WHOLE_AXIS_CONCEPTS
+    from auditkit.charts import matrix_block
+
+    run = build_run_dir(tmp_path, extra_concepts=260)
+    context = build_report_context(run)
+    assert_charts_valid(context["charts"])
+    objects = [f"object{i:04d}" for i in range(260)]
+    lean = pd.read_parquet(run / "results" / "lean.parquet")
+    gender = lean[lean["axis"] == "gender"].sort_values("score")
+    total = len(gender)
+    assert total > WHOLE_AXIS_CONCEPTS and SHOWN_CONCEPTS == 40
+    expected = set(gender["concept"][:20]) | set(gender["concept"][-20:])
+    axis = _lean_axes(context)[0]
+    assert {row["concept"] for row in axis["rows"]} == expected
+    assert axis["shown"] == {
+        "shown": 40,
+        "total": total,
+        "how": "the 20 highest and the 20 lowest lean scores",
+        "table": "results/lean.parquet",
+    }
+    in_objects = expected & set(objects)
+    assert in_objects and in_objects != set(objects)
+    for chart_id in (axis["chart_id"], axis["steps_chart_id"]):
+        assert _names_in(context["charts"][chart_id], objects) == in_objects, chart_id
+    # the other sections of the axis show the same concepts
+    for anchor in ("defaults", "descriptors"):
+        (data,) = [s["data"] for s in context["sections"] if s["anchor"] == anchor]
+        entry = next(e for e in data["axes"] if e["axis"] == "gender")
+        assert {row["concept"] for row in entry["rows"]} == expected, anchor
+        assert entry["shown"]["table"] == f"results/{anchor}.parquet"
+        assert _names_in(context["charts"][entry["chart_id"]], objects) == in_objects
+    # an axis the lean table lacks (three groups) shows the largest |cosine| with a group
+    descriptors = pd.read_parquet(run / "results" / "descriptors.parquet")
+    ethnicity = descriptors[descriptors["axis"] == "ethnicity"]
+    strongest = ethnicity.assign(size=ethnicity["cosine"].abs()).groupby("concept")["size"].max()
+    (data,) = [s["data"] for s in context["sections"] if s["anchor"] == "descriptors"]
+    entry = next(e for e in data["axes"] if e["axis"] == "ethnicity")
+    assert {row["concept"] for row in entry["rows"]} == set(strongest.nlargest(40).index)
+    assert entry["shown"]["how"] == "the 40 largest cosines with a group"
+    # the objects' similarity matrix: blocks of 4 concepts a side, each the mean of its pairs
+    (data,) = [s["data"] for s in context["sections"] if s["anchor"] == "similarity"]
+    sets = {entry["concept_set"]: entry for entry in data["sets"]}
+    assert sets["occupations"]["block"] == 1 and sets["objects"]["block"] == 4
+    assert matrix_block(200) == 1 and matrix_block(201) == 3 and matrix_block(260) == 4
+    chart = context["charts"][sets["objects"]["chart_id"]]
+    rows = chart["layer"][0]["encoding"]["y"]["sort"]
+    assert len(rows) == 65 and rows[0] == "1–4: object0000 … object0003"
+    similarity = pd.read_parquet(run / "results" / "similarity.parquet")
+    first = similarity[
+        similarity["concept_a"].isin(objects[:4]) & similarity["concept_b"].isin(objects[4:8])
+    ]
+    record = next(r for r in chart["data"]["values"] if r["concept_a"] == rows[0])
+    assert record["cosine"][1] == pytest.approx(first["cosine"].mean(), abs=1e-4)
+    assert record["cosine_min"][1] == pytest.approx(first["cosine"].min(), abs=1e-4)
+    itself = similarity[
+        similarity["concept_a"].isin(objects[:4]) & similarity["concept_b"].isin(objects[:4])
+    ]
+    others = itself[itself["concept_a"] != itself["concept_b"]]
+    assert record["cosine"][0] == pytest.approx(others["cosine"].mean(), abs=1e-4)
+    (path,) = render_report(run, ["html"])
+    html = path.read_text(encoding="utf-8")
+    note = f"This axis has {total} concepts; its chart and table show 40"
+    assert html.count(note) == 2 + 3 + 3  # lean's two axes, defaults' and descriptors' three
+    assert "Every pair is in <code>results/similarity.parquet</code>" in html
 
 
 def test_same_run_renders_the_same_bytes(rendered: tuple[Path, str]) -> None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from browser import open_report
-from report_fixtures import HOSTILE, OCCUPATIONS, build_run_dir
+from report_fixtures import HOSTILE, OCCUPATIONS, assert_charts_valid, build_run_dir
 
 from auditkit.analyses import slices
 from auditkit.analyses.stage import chosen_slices, summary_parts
@@ -222,6 +222,7 @@ def _section_data(context: dict[str, Any], anchor: str) -> Any:
 def test_context_of_the_sections_is_plain_json(tmp_path: Path) -> None:
     context = build_report_context(_run_with_sections(tmp_path))
     json.dumps(context, allow_nan=False)
+    assert_charts_valid(context["charts"])
     causal = _section_data(context, "causal")
     assert causal["hook"] == "unet.mid_block"
     assert [a["axis"] for a in causal["axes"]] == ["gender", "age"]

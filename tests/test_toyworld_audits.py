@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from click.testing import CliRunner
+from report_fixtures import assert_charts_valid
 
 from auditkit.toyworld.build import checkpoint_path
 
@@ -234,7 +235,10 @@ def test_the_executive_summary_states_the_rule(runs: dict[str, Path]) -> None:
     'not beyond ±0.3 with 95% confidence', the biased model's findings are counted as such."""
     from auditkit.report.context import build_report_context
 
-    balanced = " ".join(e["text"] for e in build_report_context(runs["balanced"])["executive"])
+    contexts = {name: build_report_context(runs[name]) for name in ("balanced", "biased")}
+    for context in contexts.values():  # every kind of chart the default audit draws
+        assert_charts_valid(context["charts"])
+    balanced = " ".join(e["text"] for e in contexts["balanced"]["executive"])
     assert "not beyond ±0.3 with 95% confidence" in balanced, balanced
-    biased = " ".join(e["text"] for e in build_report_context(runs["biased"])["executive"])
+    biased = " ".join(e["text"] for e in contexts["biased"]["executive"])
     assert "are significant (beyond ±0.3 with 95% confidence" in biased, biased

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from auditkit.analyses.values import ShownConcepts
     from auditkit.analyze.latents import LatentSet
     from auditkit.analyze.measures import AuditLayout
     from auditkit.extract.store import ActivationStore
@@ -92,7 +93,9 @@ class SectionContext:
 
     def chart(self, chart_id: str, chart: Any) -> str:
         """Keep an Altair chart (or a Vega-Lite dict) under ``chart_id``; returns the id."""
-        self.charts[chart_id] = chart if isinstance(chart, dict) else chart.to_dict()
+        from auditkit.charts import chart_spec
+
+        self.charts[chart_id] = chart_spec(chart)
         return chart_id
 
     def axis_sections(
@@ -100,11 +103,13 @@ class SectionContext:
         table: str,
         chart: Callable[[pd.DataFrame, list[str]], Any],
         fields: Callable[[pd.DataFrame, list[str]], dict[str, Any]],
+        strength: tuple[str, str],
     ) -> dict[str, Any] | None:
         """Per axis of table ``table`` (:func:`~auditkit.analyses.values.axis_parts`): its name,
-        groups, the chart ``chart(rows, groups)`` kept as ``<table>-<index>`` and the
-        ``fields(rows, groups)``; ``{"axes": [...]}``, None when the run lacks the table or it
-        has no rows."""
+        groups, the chart ``chart(rows, groups)`` kept as ``<table>-<index>``, the
+        ``fields(rows, groups)`` and the ``shown`` note; ``{"axes": [...]}``, None when the run
+        lacks the table or it has no rows. The rows are those of :meth:`shown_concepts`, with
+        ``strength`` (a column, its words) deciding where the lean table does not."""
         from auditkit.analyses.values import axis_parts
 
         frame = self.tables.get(table)
@@ -112,11 +117,38 @@ class SectionContext:
             return None
         sections = []
         for index, name, part, groups in axis_parts(frame, self.tables.get("axes")):
+            shown = self.shown_concepts(name, part, *strength, signed=False)
+            part = shown.rows(part)
             chart_id = self.chart(f"{table}-{index}", chart(part, groups))
             sections.append(
-                {"axis": name, "groups": groups, "chart_id": chart_id, **fields(part, groups)}
+                {
+                    "axis": name,
+                    "groups": groups,
+                    "chart_id": chart_id,
+                    "shown": shown.note(table),
+                    **fields(part, groups),
+                }
             )
         return {"axes": sections} if sections else None
+
+    def shown_concepts(
+        self, axis: str, part: pd.DataFrame, column: str, what: str, *, signed: bool
+    ) -> ShownConcepts:
+        """The concepts of ``axis`` a section shows (:func:`~auditkit.analyses.values.
+        strongest_concepts`). Where the lean table has the axis its scores decide, so every
+        section of a large audit shows the same concepts of an axis; elsewhere ``column`` of
+        ``part`` does, per concept its mean (``signed``) or its largest |value|."""
+        from auditkit.analyses.values import strongest_concepts
+
+        keys = ["concept_set", "concept"]
+        lean = self.tables.get("lean")
+        if lean is not None and (lean["axis"] == axis).any():
+            scores = lean[lean["axis"] == axis].set_index(keys)["score"]
+            return strongest_concepts(scores, signed=True, what="lean scores")
+        values = part[column].astype(float)
+        by_concept = (values if signed else values.abs()).groupby([part[k] for k in keys])
+        strength = by_concept.mean() if signed else by_concept.max()
+        return strongest_concepts(strength, signed=signed, what=what)
 
 
 class Analysis:

@@ -166,7 +166,9 @@ class Defaults(api.Analysis):
     def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
 
-        return ctx.axis_sections(NAME, charts.defaults_chart, _axis_rows)
+        return ctx.axis_sections(
+            NAME, charts.defaults_chart, _axis_rows, ("margin", "margins of the default group")
+        )
 
 
 def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:

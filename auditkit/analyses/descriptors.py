@@ -114,7 +114,9 @@ class Descriptors(api.Analysis):
     def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
 
-        return ctx.axis_sections(NAME, charts.descriptor_heatmap, _axis_rows)
+        return ctx.axis_sections(
+            NAME, charts.descriptor_heatmap, _axis_rows, ("cosine", "cosines with a group")
+        )
 
 
 def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:

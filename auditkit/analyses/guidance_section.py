@@ -40,7 +40,7 @@ def guidance_section(
         first = str(part["group"].iloc[0])
         chart_id = f"guidance-{index}"
         rows = part[part["group"].astype(str) == first]
-        chart_specs[chart_id] = charts.guidance_chart(rows).to_dict()
+        chart_specs[chart_id] = charts.chart_spec(charts.guidance_chart(rows))
         amplified = amplification[amplification["attribute"].astype(str) == name]
         attributes.append(
             {

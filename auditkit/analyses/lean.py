@@ -141,7 +141,7 @@ class Lean(api.Analysis):
     def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit.analyses.lean_section import axis_sections, significance
 
-        axes = axis_sections(ctx.tables, ctx.charts)
+        axes = axis_sections(ctx)
         if not axes:
             return None
         return {"axes": axes, "significance": significance(ctx.spec, ctx.tables.get(NAME))}

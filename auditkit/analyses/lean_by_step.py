@@ -138,8 +138,12 @@ class LeanByStep(api.Analysis):
             return None
         intervals = "score_ci_low" in table.columns
         axes = []
-        for i, (axis, rows) in enumerate(table.groupby("axis", sort=False)):
-            entry = _formation(axis, rows)
+        for i, (axis, every) in enumerate(table.groupby("axis", sort=False)):
+            entry = _formation(axis, every)
+            shown = ctx.shown_concepts(
+                str(axis), every, "score", "mean lean scores over steps", signed=True
+            )
+            rows = shown.rows(every)
             steps = sorted(rows["step"].unique())
             axes.append(
                 {
@@ -157,6 +161,7 @@ class LeanByStep(api.Analysis):
                         for s in steps
                     ],
                     "rows": _wide_rows(rows, steps, intervals),
+                    "shown": shown.note(NAME),
                 }
             )
         return {"axes": axes, "intervals": intervals, "n_steps": int(table["step"].nunique())}
@@ -236,17 +241,15 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
     from auditkit.charts.style import GROUP_SCHEME, concept_labels, configure, inline_values
 
     frame = rows.assign(label=concept_labels(rows))
+    lines = frame["label"].nunique()
+    legend = alt.Legend(
+        orient="right", labelLimit=150, symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=2
+    )
     color = alt.Color(
         "label:N",
         title="concept",
-        scale=alt.Scale(scheme=GROUP_SCHEME if frame["label"].nunique() <= 10 else "tableau20"),
-        legend=alt.Legend(
-            orient="right",
-            labelLimit=150,
-            symbolType="stroke",
-            symbolOpacity=1,
-            symbolStrokeWidth=2,
-        ),
+        scale=alt.Scale(scheme=GROUP_SCHEME if lines <= 10 else "tableau20"),
+        legend=legend if lines <= 20 else None,  # beyond 20 the colours repeat: tooltips name
     )
     x = alt.X(
         "step:Q", title="denoising step (kept steps, 0 = first)", axis=alt.Axis(tickMinStep=1)

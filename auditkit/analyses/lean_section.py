@@ -4,42 +4,50 @@ leans), and the rule that judged significance with the shipped lean-to-share map
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from auditkit import charts
-from auditkit.analyses.values import axis_info, clear_of_zero, finite, frame_records
+from auditkit.analyses.base import SectionContext
+from auditkit.analyses.values import (
+    ShownConcepts,
+    axis_info,
+    clear_of_zero,
+    finite,
+    frame_records,
+)
 from auditkit.analyze.significance import rule_of, rule_words
 from auditkit.spec import AuditSpec
 
 
-def axis_sections(
-    tables: Mapping[str, pd.DataFrame | None], chart_specs: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
+def axis_sections(ctx: SectionContext) -> list[dict[str, Any]]:
+    tables, chart_specs = ctx.tables, ctx.charts
     axes, lean, steps = tables["axes"], tables["lean"], tables["steps"]
     if lean is None:
         return []
     names = list(dict.fromkeys(lean["axis"].tolist()))
     sections = []
     for index, name in enumerate(names):
-        rows = lean[lean["axis"] == name].sort_values("score", ascending=False)
+        every = lean[lean["axis"] == name]
+        shown = ctx.shown_concepts(name, every, "score", "lean scores", signed=True)
+        rows = shown.rows(every).sort_values("score", ascending=False)
         pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
         info = axis_info(axes, name)
         chart_id = f"lean-{index}"
-        chart_specs[chart_id] = charts.lean_chart(rows, pos, neg).to_dict()
+        chart_specs[chart_id] = charts.chart_spec(charts.lean_chart(rows, pos, neg))
         intervals = charts.has_interval(rows, "score")
         steps_id = None
         if steps is not None and (steps["axis"] == name).any():
             steps_id = f"steps-{index}"
-            chart_specs[steps_id] = charts.steps_chart(steps[steps["axis"] == name]).to_dict()
+            part = shown.rows(steps[steps["axis"] == name])
+            chart_specs[steps_id] = charts.chart_spec(charts.steps_chart(part))
         agreement_id = None
         step_agreement = tables.get("step_agreement")
         if step_agreement is not None and (step_agreement["axis"] == name).any():
             agreement_id = f"step-agreement-{index}"
             part = step_agreement[step_agreement["axis"] == name]
-            chart_specs[agreement_id] = charts.step_agreement_heatmap(part).to_dict()
+            chart_specs[agreement_id] = charts.chart_spec(charts.step_agreement_heatmap(part))
         sections.append(
             {
                 "anchor": f"axis-{index}",
@@ -57,9 +65,20 @@ def axis_sections(
                 "tested": "significant" in rows.columns,
                 "witnessed": "witness" in rows.columns and rows["witness"].astype(str).ne("").any(),
                 "n_seeds": int(rows["n_seeds"].max()),
+                "shown": _shown_note(shown, every),
             }
         )
     return sections
+
+
+def _shown_note(shown: ShownConcepts, every: pd.DataFrame) -> dict[str, Any] | None:
+    """The cut-table note, with how many of the axis's significant leans the cut shows."""
+    note = shown.note("lean")
+    if note is not None and "significant" in every.columns:
+        flagged = every[every["significant"].astype(bool)]
+        note["significant"] = len(flagged)
+        note["significant_shown"] = len(shown.rows(flagged))
+    return note
 
 
 def significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] | None:

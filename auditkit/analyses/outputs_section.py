@@ -26,7 +26,7 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
     for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
         part = outputs[outputs["attribute"].astype(str) == name]
         chart_id = f"shares-{index}"
-        chart_specs[chart_id] = charts.share_chart(part).to_dict()
+        chart_specs[chart_id] = charts.chart_spec(charts.share_chart(part))
         per_concept = part.drop_duplicates(["concept_set", "concept"])
         top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
         attributes.append(
@@ -48,7 +48,7 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
             points = agreement_points(lean, shares, axis_map)
             chart_id = f"agreement-{index}"
             summary_row = {str(k): v for k, v in row.items()}
-            chart_specs[chart_id] = charts.agreement_chart(points, summary_row).to_dict()
+            chart_specs[chart_id] = charts.chart_spec(charts.agreement_chart(points, summary_row))
             axes.append(
                 {
                     "axis": str(row["axis"]),

@@ -55,6 +55,11 @@ def similarity_table(ctx: api.AnalysisContext) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+CLOSEST_PAIRS = 5
+"""How many of a set's closest pairs the report names; :data:`CLOSEST_PAIRS_LARGE` for a set
+drawn as an overview, and only the :data:`LISTED_CLUSTERS` largest clusters are listed."""
+CLOSEST_PAIRS_LARGE = 12
+LISTED_CLUSTERS = 12
 PAIR_LOOP_LIMIT = 64
 """Concept sets up to this size get each cosine pair by pair, and their structure from the
 latents (the numbers every earlier audit has); a larger set gets all of them from the Gram
@@ -197,21 +202,36 @@ class Similarity(api.Analysis):
                 ordered = points.sort_values("leaf_order")
                 for _, members in ordered.groupby("cluster", sort=False):
                     clusters.append([str(c) for c in members["concept"]])
+            n_concepts = int(part["concept_a"].nunique())
+            block = charts.matrix_block(n_concepts)
             pairs = part[part["concept_a"].astype(str) < part["concept_b"].astype(str)]
-            top = pairs.sort_values("cosine", ascending=False).head(5)
+            top = pairs.nlargest(CLOSEST_PAIRS if block == 1 else CLOSEST_PAIRS_LARGE, "cosine")
             sections.append(
                 {
                     "concept_set": name,
-                    "n_concepts": int(part["concept_a"].nunique()),
+                    "n_concepts": n_concepts,
                     "chart_id": chart_id,
                     "closest": frame_records(top, ["concept_a", "concept_b", "cosine"]),
                     "map_chart_id": map_id,
-                    "clusters": clusters,
+                    "clusters": _largest(clusters) if block > 1 else clusters,
+                    "n_clusters": len(clusters),
                     "ordered": order is not None,
-                    "labelled": charts.matrix_labelled(int(part["concept_a"].nunique())),
+                    "block": block,
+                    "labelled": charts.matrix_labelled(-(-n_concepts // block)),
                 }
             )
         return {"sets": sections} if sections else None
+
+
+def _largest(clusters: list[list[str]]) -> list[list[str]]:
+    """The :data:`LISTED_CLUSTERS` largest clusters (of two concepts or more), in leaf order."""
+    sizes = sorted((len(c) for c in clusters if len(c) > 1), reverse=True)
+    if not sizes:
+        return []
+    floor = sizes[min(LISTED_CLUSTERS, len(sizes)) - 1]
+    listed = [c for c in clusters if len(c) > floor]
+    listed += [c for c in clusters if len(c) == floor][: LISTED_CLUSTERS - len(listed)]
+    return [c for c in clusters if any(c is kept for kept in listed)]
 
 
 ANALYSIS = Similarity()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -84,3 +85,67 @@ def most_often_first(rows: pd.DataFrame) -> tuple[str, int, int]:
     how many concepts rank it first, and how many concepts there are."""
     counts = rows["group"].value_counts()
     return str(counts.index[0]), int(counts.iloc[0]), len(rows)
+
+
+WHOLE_AXIS_CONCEPTS = 200
+"""An axis (or concept set) with at most this many concepts is shown whole in the report's
+tables and charts; a larger one shows its :data:`SHOWN_CONCEPTS` strongest, and says so and
+where the whole table is (``results/<table>.parquet``). A 1,000-concept, 20-axis audit would
+otherwise write some 100,000 table rows and a million heatmap cells into one HTML file."""
+SHOWN_CONCEPTS = 40
+"""How many concepts a large axis shows: half from each end when the strength is signed."""
+
+
+@dataclass(frozen=True)
+class ShownConcepts:
+    """Which concepts of one axis a report section shows: all (``keys`` None) or a chosen few,
+    with the words that say how they were chosen."""
+
+    total: int
+    keys: frozenset[tuple[str, str]] | None = None
+    how: str = ""
+
+    @property
+    def whole(self) -> bool:
+        return self.keys is None
+
+    def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` (with ``concept_set`` and ``concept`` columns) shown."""
+        if self.keys is None:
+            return frame
+        keys = zip(frame["concept_set"].astype(str), frame["concept"].astype(str), strict=True)
+        return frame[[key in self.keys for key in keys]]
+
+    def note(self, table: str) -> dict[str, Any] | None:
+        """What the template says above a cut table (None when the axis is shown whole)."""
+        if self.keys is None:
+            return None
+        return {
+            "shown": len(self.keys),
+            "total": self.total,
+            "how": self.how,
+            "table": f"results/{table}.parquet",
+        }
+
+
+def strongest_concepts(
+    strength: pd.Series, *, signed: bool, what: str, limit: int = SHOWN_CONCEPTS
+) -> ShownConcepts:
+    """The concepts of one axis a report shows, from one ``strength`` per concept (indexed by
+    (concept set, concept)): every one up to :data:`WHOLE_AXIS_CONCEPTS`; beyond that the
+    ``limit`` with the largest |strength|, or, ``signed``, half with the highest and half with
+    the lowest. ``what`` names the strength in the note (e.g. "lean scores")."""
+    total = len(strength)
+    if total <= WHOLE_AXIS_CONCEPTS:
+        return ShownConcepts(total)
+    values = strength.astype(float).fillna(0.0)
+    if signed:
+        half = limit // 2
+        ordered = values.sort_values(kind="stable")
+        chosen = list(ordered.index[-half:]) + list(ordered.index[: limit - half])
+        how = f"the {half} highest and the {limit - half} lowest {what}"
+    else:
+        chosen = list(values.abs().sort_values(ascending=False, kind="stable").index[:limit])
+        how = f"the {limit} largest {what}"
+    keys = frozenset((str(key[0]), str(key[1])) for key in chosen)
+    return ShownConcepts(total, keys, how)

@@ -9,6 +9,7 @@ from auditkit.charts.axes import band_of, defaults_chart, lean_chart, steps_char
 from auditkit.charts.causal import dose_response_chart
 from auditkit.charts.matrices import (
     descriptor_heatmap,
+    matrix_block,
     matrix_labelled,
     similarity_heatmap,
     step_agreement_heatmap,
@@ -22,6 +23,7 @@ from auditkit.charts.outputs import (
 from auditkit.charts.style import (
     BAND_COLOR,
     FONT,
+    chart_spec,
     compact_chart,
     finding_text,
     has_interval,
@@ -34,6 +36,7 @@ __all__ = [
     "FONT",
     "agreement_chart",
     "band_of",
+    "chart_spec",
     "compact_chart",
     "concept_map_chart",
     "defaults_chart",
@@ -44,6 +47,7 @@ __all__ = [
     "has_interval",
     "interval_text",
     "lean_chart",
+    "matrix_block",
     "matrix_labelled",
     "share_chart",
     "share_text",

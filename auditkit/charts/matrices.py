@@ -56,10 +56,24 @@ MIN_LABELLED_CELL_PX: Final = 12
 _MATRIX_WIDTH_PX = 640
 
 
+WHOLE_MATRIX_CONCEPTS: Final = 200
+"""A similarity matrix of at most this many concepts is drawn cell by cell; a larger one as an
+overview of block means (:func:`matrix_block`), at most :data:`OVERVIEW_BLOCKS` a side, so a
+1,000-concept set costs a few thousand cells instead of a million."""
+OVERVIEW_BLOCKS: Final = 80
+
+
+def matrix_block(n: int) -> int:
+    """How many concepts (in leaf order) one cell of an n-concept similarity heatmap spans."""
+    return 1 if n <= WHOLE_MATRIX_CONCEPTS else -(-n // OVERVIEW_BLOCKS)
+
+
 def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None) -> alt.LayerChart:
     """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows), rows
     and columns in ``order`` (the clustering's leaf order, so clusters show as blocks; default
-    the table's order).
+    the table's order). Beyond :data:`WHOLE_MATRIX_CONCEPTS` concepts each cell is a block of
+    :func:`matrix_block` concepts a side: the mean cosine of its pairs (a concept with itself
+    left out), the lowest and highest in the tooltip.
 
     The data is inlined as one record per row of the matrix, its cosines (and interval ends)
     as arrays that a ``flatten`` transform unrolls and a ``lookup`` names: an n-concept matrix
@@ -68,11 +82,61 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
     present = list(dict.fromkeys(similarity["concept_a"].tolist()))
     wanted = [c for c in order or [] if c in present]
     order = wanted + [c for c in present if c not in wanted]
-    position = {name: i for i, name in enumerate(order)}
+    block = matrix_block(len(order))
+    if block > 1:
+        blocks, labels = _block_means(similarity, order, block)
+        spread = ("cosine_min", "cosine_max", "range of the pairs")
+        return _cosine_matrix(blocks, labels, spread, overview=True)
+    spread = ("cosine_ci_low", "cosine_ci_high", "95% CI")
     intervals = has_interval(similarity, "cosine")
-    arrays = ["cosine", "cosine_ci_low", "cosine_ci_high"] if intervals else ["cosine"]
+    return _cosine_matrix(similarity, order, spread if intervals else None, overview=False)
+
+
+def _block_means(
+    similarity: pd.DataFrame, order: list[str], block: int
+) -> tuple[pd.DataFrame, list[str]]:
+    """The matrix of one concept set cut into ``block`` x ``block`` squares along ``order``:
+    per pair of squares the mean, lowest and highest cosine (a concept with itself left out),
+    as rows shaped like ``similarity.parquet``'s, named by their squares' first and last
+    concept."""
+    import numpy as np
+
+    n = len(order)
+    position = {name: i for i, name in enumerate(order)}
+    matrix = np.full((n, n), np.nan)
+    rows = similarity["concept_a"].map(position).to_numpy()
+    cols = similarity["concept_b"].map(position).to_numpy()
+    matrix[rows, cols] = similarity["cosine"].to_numpy(dtype=float)
+    np.fill_diagonal(matrix, np.nan)
+    starts = list(range(0, n, block))
+    labels = [
+        f"{start + 1}–{min(start + block, n)}: {order[start]} … {order[min(start + block, n) - 1]}"
+        for start in starts
+    ]
     records = []
-    for name, rows in similarity.groupby("concept_a", sort=False):
+    for i, a in enumerate(starts):
+        for j, b in enumerate(starts):
+            cell = matrix[a : a + block, b : b + block]
+            cell = cell[np.isfinite(cell)]
+            stats = (cell.mean(), cell.min(), cell.max()) if cell.size else (np.nan,) * 3
+            records.append((labels[i], labels[j], *stats))
+    columns = ["concept_a", "concept_b", "cosine", "cosine_min", "cosine_max"]
+    return pd.DataFrame(records, columns=columns), labels
+
+
+def _cosine_matrix(
+    frame: pd.DataFrame,
+    order: list[str],
+    spread: tuple[str, str, str] | None,
+    *,
+    overview: bool,
+) -> alt.LayerChart:
+    """The heatmap of ``frame``'s cosines in ``order``; ``spread`` names two columns shown in
+    the tooltip as one ``[low, high]`` under its title; an ``overview``'s cells are blocks."""
+    position = {name: i for i, name in enumerate(order)}
+    arrays = ["cosine", *spread[:2]] if spread else ["cosine"]
+    records = []
+    for name, rows in frame.groupby("concept_a", sort=False):
         rows = rows.sort_values("concept_b", key=lambda c: c.map(position))
         record: dict[str, Any] = {
             "concept_a": str(name),
@@ -87,15 +151,16 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
         .transform_flatten(["k", *arrays])
         .transform_lookup(lookup="k", from_=alt.LookupData(names, key="k", fields=["concept_b"]))
     )
-    if intervals:
-        text = "replace(format(datum.cosine_ci_{0}, '+.3f'), '-', '−')"
+    if spread:
+        low, high = spread[:2]
+        text = "replace(format(datum.{0}, '+.3f'), '-', '−')"
         chart = chart.transform_calculate(
-            cosine_ci=f"isValid(datum.cosine_ci_low) ? '[' + {text.format('low')} + ', ' + "
-            f"{text.format('high')} + ']' : '—'"
+            spread=f"isValid(datum.{low}) ? '[' + {text.format(low)} + ', ' + "
+            f"{text.format(high)} + ']' : '—'"
         )
     labels = matrix_labelled(len(order))
     return _heatmap(
-        similarity,
+        frame,
         chart=chart,
         x=alt.X(
             "concept_b:N",
@@ -112,10 +177,10 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
             axis=alt.Axis(labelLimit=170, labels=labels, ticks=labels),
         ),
         tooltip=[
-            alt.Tooltip("concept_a:N", title="concept"),
+            alt.Tooltip("concept_a:N", title="concepts" if overview else "concept"),
             alt.Tooltip("concept_b:N", title="with"),
-            alt.Tooltip("cosine:Q", title="cosine", format="+.3f"),
-            *([alt.Tooltip("cosine_ci:N", title="95% CI")] if intervals else []),
+            alt.Tooltip("cosine:Q", title="mean cosine" if overview else "cosine", format="+.3f"),
+            *([alt.Tooltip("spread:N", title=spread[2])] if spread else []),
         ],
         symmetric_to_one=True,
     )

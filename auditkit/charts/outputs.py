@@ -30,6 +30,8 @@ from auditkit.charts.style import (
 _ROW_PX = 16
 _LABELLED_POINTS = 40
 """Concept maps with at most this many points name every point beside it."""
+_LEGEND_CLUSTERS = 20
+"""A concept map with more clusters than this has no colour legend (its colours repeat)."""
 
 
 def share_chart(shares: pd.DataFrame, width: Width = "container") -> alt.LayerChart:
@@ -237,7 +239,8 @@ def concept_map_chart(points: pd.DataFrame, width: Width = "container") -> alt.L
 
     def title(component: int, column: str) -> str:
         share = float(frame[column].iloc[0]) if len(frame) else math.nan
-        explained = f" ({share:.0%} of variance)" if math.isfinite(share) else ""
+        shown = f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"
+        explained = f" ({shown} of variance)" if math.isfinite(share) else ""
         return f"component {component}{explained}"
 
     x = alt.X("x:Q", title=title(1, "variance_x"), scale=alt.Scale(zero=False, padding=20))
@@ -245,10 +248,15 @@ def concept_map_chart(points: pd.DataFrame, width: Width = "container") -> alt.L
     base = alt.Chart(inline_values(frame)).encode(x=x, y=y, tooltip=tooltip)
     style: dict[str, Any] = {}
     if clustered:
+        many = frame["cluster"].nunique() > _LEGEND_CLUSTERS  # colours repeat: tooltips name it
         style["color"] = alt.Color(
-            "cluster:N", title="cluster", scale=alt.Scale(scheme=GROUP_SCHEME)
+            "cluster:N",
+            title="cluster",
+            scale=alt.Scale(scheme=GROUP_SCHEME),
+            legend=None if many else alt.Undefined,
         )
-    dots = base.mark_point(filled=True, size=80, opacity=0.9).encode(**style)
+    size = 80 if len(frame) <= _LABELLED_POINTS * 10 else 30
+    dots = base.mark_point(filled=True, size=size, opacity=0.9).encode(**style)
     layers: list[Any] = [dots]
     if len(frame) <= _LABELLED_POINTS:
         layers.append(

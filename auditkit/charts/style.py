@@ -206,12 +206,24 @@ def finding_text(row: Any, *, short: bool = False) -> str:
 
 
 def configure(chart: Any) -> Any:
-    return (
-        chart.configure(font=FONT)
-        .configure_view(stroke=None)
-        .configure_axis(labelFontSize=11, titleFontSize=11, titleFontWeight="normal")
-        .configure_legend(labelFontSize=11, titleFontSize=11, orient="top")
+    """The house look, set in one call (each ``configure_*`` call copies the chart's data)."""
+    return chart.configure(
+        font=FONT,
+        view=alt.ViewConfig(stroke=None),
+        axis=alt.AxisConfig(labelFontSize=11, titleFontSize=11, titleFontWeight="normal"),
+        legend=alt.LegendConfig(labelFontSize=11, titleFontSize=11, orient="top"),
     )
+
+
+def chart_spec(chart: Any) -> dict[str, Any]:
+    """A chart's Vega-Lite spec (a dict is kept as it is), without Altair's schema check: a
+    large audit's report draws a hundred charts and the check costs more than drawing them.
+    The tests check every chart of the reports they build against the schema
+    (``tests/test_report.py``)."""
+    if isinstance(chart, dict):
+        return chart
+    spec: dict[str, Any] = chart.to_dict(validate=False)
+    return spec
 
 
 def interval_tooltip(frame: pd.DataFrame) -> list[alt.Tooltip]:

@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 
 from auditkit import __version__
-from auditkit.charts import FONT, compact_chart
+from auditkit.charts import FONT, chart_spec, compact_chart
 from auditkit.diff import DiffResult, diff_summary
 
 REGRESSION_COLOR = "#9b1c1c"
@@ -87,7 +87,7 @@ def build_diff_context(
     axes = []
     for index, (axis, rows) in enumerate(result.table.groupby("axis", sort=False)):
         chart_id = f"delta-{index}"
-        charts[chart_id] = delta_chart(rows).to_dict()
+        charts[chart_id] = chart_spec(delta_chart(rows))
         ordered = rows.sort_values("growth", ascending=False)
         axes.append(
             {
