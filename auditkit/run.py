@@ -166,11 +166,13 @@ class _Stages:
 
     def load(self) -> LoadedPipeline:
         """Load the pipeline in this process (the local executor's, at its first batch)."""
-        from auditkit.models.loading import check_resolved_hook, load_pipeline
+        from auditkit.models.loading import check_resolved_hook, compile_denoiser, load_pipeline
 
         loaded = self.given or load_pipeline(self.spec.model, cache_dir=self.cache_dir)
         if self.hook_left:
             check_resolved_hook(self.spec, loaded, self.cache_dir)
+        if self.spec.execution.compile and self.given is None:
+            compile_denoiser(loaded)
         return loaded
 
     def sample_and_read(

@@ -311,3 +311,53 @@ def test_store_index_parts_are_merged_and_survive_an_interrupted_merge(tmp_path:
     assert len(again.completed()) == 12
     values = dict(ActivationStore(tmp_path).iter_units(sorted(again.completed())))
     assert float(values[f"{31:016d}"][0, 0]) == 31.0
+
+
+def test_a_compiled_denoiser_captures_the_same_h(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """``execution.compile`` (``auditkit run --compile``) compiles the denoiser in place: the
+    hooks still find their point and capture the same h as the uncompiled module."""
+    import json
+
+    from auditkit.extract.runner import capture_batch
+    from auditkit.models.loading import compile_denoiser
+    from auditkit.plan import plan_audit
+    from auditkit.spec import parse_spec
+
+    spec = parse_spec(
+        json.dumps(
+            {
+                "spec_version": 1,
+                "name": "compiled",
+                "model": {
+                    "id": str(tiny_pipeline_dirs["sd"]),
+                    "device": "cpu",
+                    "steps": 2,
+                    "resolution": 32,
+                },
+                "seeds": 2,
+                "axes": [
+                    {
+                        "name": "gender",
+                        "templates": ["a photo of a {term}"],
+                        "groups": {"man": ["man"], "woman": ["woman"]},
+                    }
+                ],
+                "concepts": [
+                    {"name": "jobs", "templates": ["a photo of a {term}"], "terms": ["doctor"]}
+                ],
+                "execution": {"compile": True},
+            }
+        )
+    )
+    assert spec.execution.compile is True
+    units = list(plan_audit(spec).units[:4])
+    loaded = load_pipeline(spec.model, cache_dir=tmp_path)
+    plain = capture_batch(loaded, [spec], units)
+    compile_denoiser(loaded)
+    assert getattr(loaded.pipe, loaded.adapter.denoiser)._compiled_call_impl is not None
+    compiled = capture_batch(loaded, [spec], units)
+    assert compiled.denoiser_calls == plain.denoiser_calls
+    for got, want in zip(compiled.h, plain.h, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -41,12 +41,14 @@ class PipelineWorker:
         import torch
 
         from auditkit.executors.base import model_info
-        from auditkit.models.loading import check_resolved_hook, load_pipeline
+        from auditkit.models.loading import check_resolved_hook, compile_denoiser, load_pipeline
 
         torch.set_num_threads(max(1, threads))
         self.loaded = load_pipeline(spec.model, cache_dir=Path(cache_dir))
         if hook_left:
             check_resolved_hook(spec, self.loaded, Path(cache_dir))
+        if spec.execution.compile:
+            compile_denoiser(self.loaded)
         model = model_info(self.loaded, spec.model.id, spec.model.revision)
         self._info = {
             "pid": os.getpid(),

@@ -274,6 +274,14 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
     )
 
 
+def compile_denoiser(loaded: LoadedPipeline) -> None:
+    """``torch.compile`` the denoiser in place (``execution.compile``). The module keeps its
+    submodules and their names, so the hooks find their points as before; its first batches
+    (and each new batch size) compile."""
+    denoiser = getattr(loaded.pipe, loaded.adapter.denoiser)
+    denoiser.compile()
+
+
 @contextmanager
 def load_errors_reported(message: str, *, hint: str) -> Iterator[None]:
     """Report what a ``from_pretrained`` call in the block raises (OSError, ValueError: a

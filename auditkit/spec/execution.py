@@ -46,6 +46,15 @@ class ExecutionSpec(FrozenModel):
     cpus_per_worker: float = Field(
         1.0, gt=0, le=1024, description="CPUs each actor reserves (and its torch threads)."
     )
+    compile: bool = Field(
+        False,
+        description=(
+            "torch.compile the denoiser after loading it (opt-in). Each process compiles its own "
+            "(every Ray worker, and 'plan --measure'), which takes a minute or more; on a GPU "
+            "each denoiser step may then run faster. The numbers may differ from an uncompiled "
+            "run's in the last digits, as between two GPUs."
+        ),
+    )
     retries: int = Field(
         3,
         ge=0,
