@@ -224,8 +224,7 @@ def test_a_large_axis_shows_its_strongest_concepts(tmp_path: Path) -> None:
     matrix of a set that large is drawn as block means."""
     import pandas as pd
 
-    from auditkit.analyses.values import SHOWN_CONCEPTS, WHOLE_AXIS_CONCEPTS
-    from auditkit.charts import matrix_block
+    from auditkit.analyses.values import SHOWN_CONCEPTS, WHOLE_AXIS_CONCEPTS, matrix_block
 
     run = build_run_dir(tmp_path, extra_concepts=260)
     context = build_report_context(run)

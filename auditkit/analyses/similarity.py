@@ -181,7 +181,7 @@ class Similarity(api.Analysis):
 
     def section(self, ctx: api.SectionContext) -> dict[str, Any] | None:
         from auditkit import charts
-        from auditkit.analyses.values import frame_records
+        from auditkit.analyses.values import frame_records, matrix_block
 
         similarity, structure = ctx.tables.get(NAME), ctx.tables.get("structure")
         if similarity is None:
@@ -194,7 +194,10 @@ class Similarity(api.Analysis):
                 points = structure[structure["concept_set"] == name]
             leaves = None if points is None else points.sort_values("leaf_order")["concept"]
             order = None if leaves is None else [str(c) for c in leaves]
-            chart_id = ctx.chart(f"similarity-{index}", charts.similarity_heatmap(part, order))
+            n_concepts = int(part["concept_a"].nunique())
+            block = matrix_block(n_concepts)
+            heatmap = charts.similarity_heatmap(part, order, block)
+            chart_id = ctx.chart(f"similarity-{index}", heatmap)
             map_id = None
             clusters: list[list[str]] = []
             if points is not None:
@@ -202,8 +205,6 @@ class Similarity(api.Analysis):
                 ordered = points.sort_values("leaf_order")
                 for _, members in ordered.groupby("cluster", sort=False):
                     clusters.append([str(c) for c in members["concept"]])
-            n_concepts = int(part["concept_a"].nunique())
-            block = charts.matrix_block(n_concepts)
             pairs = part[part["concept_a"].astype(str) < part["concept_b"].astype(str)]
             top = pairs.nlargest(CLOSEST_PAIRS if block == 1 else CLOSEST_PAIRS_LARGE, "cosine")
             sections.append(
@@ -224,14 +225,11 @@ class Similarity(api.Analysis):
 
 
 def _largest(clusters: list[list[str]]) -> list[list[str]]:
-    """The :data:`LISTED_CLUSTERS` largest clusters (of two concepts or more), in leaf order."""
-    sizes = sorted((len(c) for c in clusters if len(c) > 1), reverse=True)
-    if not sizes:
-        return []
-    floor = sizes[min(LISTED_CLUSTERS, len(sizes)) - 1]
-    listed = [c for c in clusters if len(c) > floor]
-    listed += [c for c in clusters if len(c) == floor][: LISTED_CLUSTERS - len(listed)]
-    return [c for c in clusters if any(c is kept for kept in listed)]
+    """The :data:`LISTED_CLUSTERS` largest clusters (of two concepts or more; among equal sizes
+    the first), in leaf order."""
+    several = [i for i, members in enumerate(clusters) if len(members) > 1]
+    largest = sorted(several, key=lambda i: -len(clusters[i]))[:LISTED_CLUSTERS]  # stable
+    return [clusters[i] for i in sorted(largest)]
 
 
 ANALYSIS = Similarity()

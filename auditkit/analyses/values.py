@@ -94,6 +94,14 @@ where the whole table is (``results/<table>.parquet``). A 1,000-concept, 20-axis
 otherwise write some 100,000 table rows and a million heatmap cells into one HTML file."""
 SHOWN_CONCEPTS = 40
 """How many concepts a large axis shows: half from each end when the strength is signed."""
+OVERVIEW_BLOCKS = 80
+"""A similarity matrix of a set larger than :data:`WHOLE_AXIS_CONCEPTS` is drawn as block means,
+at most this many blocks a side (:func:`matrix_block`): a few thousand cells, not a million."""
+
+
+def matrix_block(n: int) -> int:
+    """How many concepts (in leaf order) one cell of an n-concept similarity heatmap spans."""
+    return 1 if n <= WHOLE_AXIS_CONCEPTS else -(-n // OVERVIEW_BLOCKS)
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,6 @@ class ShownConcepts:
     total: int
     keys: frozenset[tuple[str, str]] | None = None
     how: str = ""
-
-    @property
-    def whole(self) -> bool:
-        return self.keys is None
 
     def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` (with ``concept_set`` and ``concept`` columns) shown."""

@@ -9,7 +9,6 @@ from auditkit.charts.axes import band_of, defaults_chart, lean_chart, steps_char
 from auditkit.charts.causal import dose_response_chart
 from auditkit.charts.matrices import (
     descriptor_heatmap,
-    matrix_block,
     matrix_labelled,
     similarity_heatmap,
     step_agreement_heatmap,
@@ -47,7 +46,6 @@ __all__ = [
     "has_interval",
     "interval_text",
     "lean_chart",
-    "matrix_block",
     "matrix_labelled",
     "share_chart",
     "share_text",

@@ -56,24 +56,14 @@ MIN_LABELLED_CELL_PX: Final = 12
 _MATRIX_WIDTH_PX = 640
 
 
-WHOLE_MATRIX_CONCEPTS: Final = 200
-"""A similarity matrix of at most this many concepts is drawn cell by cell; a larger one as an
-overview of block means (:func:`matrix_block`), at most :data:`OVERVIEW_BLOCKS` a side, so a
-1,000-concept set costs a few thousand cells instead of a million."""
-OVERVIEW_BLOCKS: Final = 80
-
-
-def matrix_block(n: int) -> int:
-    """How many concepts (in leaf order) one cell of an n-concept similarity heatmap spans."""
-    return 1 if n <= WHOLE_MATRIX_CONCEPTS else -(-n // OVERVIEW_BLOCKS)
-
-
-def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None) -> alt.LayerChart:
+def similarity_heatmap(
+    similarity: pd.DataFrame, order: list[str] | None = None, block: int = 1
+) -> alt.LayerChart:
     """Concept x concept cosine matrix of one concept set (``similarity.parquet`` rows), rows
     and columns in ``order`` (the clustering's leaf order, so clusters show as blocks; default
-    the table's order). Beyond :data:`WHOLE_MATRIX_CONCEPTS` concepts each cell is a block of
-    :func:`matrix_block` concepts a side: the mean cosine of its pairs (a concept with itself
-    left out), the lowest and highest in the tooltip.
+    the table's order). With ``block`` above 1 each cell is a square of that many concepts a
+    side (an overview of a large set): the mean cosine of its pairs (a concept with itself left
+    out), the lowest and highest in the tooltip.
 
     The data is inlined as one record per row of the matrix, its cosines (and interval ends)
     as arrays that a ``flatten`` transform unrolls and a ``lookup`` names: an n-concept matrix
@@ -82,7 +72,6 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str] | None = None)
     present = list(dict.fromkeys(similarity["concept_a"].tolist()))
     wanted = [c for c in order or [] if c in present]
     order = wanted + [c for c in present if c not in wanted]
-    block = matrix_block(len(order))
     if block > 1:
         blocks, labels = _block_means(similarity, order, block)
         spread = ("cosine_min", "cosine_max", "range of the pairs")
