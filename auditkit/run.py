@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from auditkit.analyses.checks import check_spec, load_checked_spec
 from auditkit.analyses.stage import analyze_run
-from auditkit.errors import UsageError
+from auditkit.errors import AuditkitError, UsageError
 from auditkit.executors import Executor, describe, make_executor
 from auditkit.layout import resolve_spec
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import new_manifest, utc_now
 from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
+from auditkit.rundir.lock import RunLock
 from auditkit.rundir.remote import local_path
 from auditkit.spec import AuditSpec, dump_spec, spec_hash
 
@@ -62,17 +63,62 @@ def run_audit(
     if execution:
         spec = _with_execution(spec, execution)
     check_spec(spec)
-    run_dir = local_path(out_dir)  # a URL is worked on in a local working copy
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
+    run_dir = local_path(out_dir)
+    claim_run_folder(run_dir, out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
-    cache_dir = cache_dir or default_cache_dir()
+    with RunLock(run_dir, "run"):
+        return _run_locked(
+            spec, run, cache_dir or default_cache_dir(), show_progress, render, loaded
+        )
+
+
+def claim_run_folder(run_dir: Path, given: str | Path) -> None:
+    """Refuse an ``--out`` that is not a folder auditkit may write: empty text, a file, or a
+    non-empty folder that holds no run (auditkit would replace files of the same names there)."""
+    if not str(given).strip():
+        raise UsageError(
+            "--out is empty: a run needs a folder of its own.",
+            hint="give --out a new folder, e.g. --out runs/my-audit.",
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
+    if not run_dir.is_dir() or RunDir(run_dir).manifest.is_file():
+        return
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in OWN_HIDDEN_FILES)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise UsageError(
+            f"--out {str(run_dir)!r} is a folder that auditkit did not create (no manifest.json; "
+            f"it holds {shown}). A run writes results/, captions/, report/ and more there and "
+            "would replace files of the same names, so nothing was written.",
+            hint="give --out a new or empty folder, or the folder of an earlier run to resume it.",
+        )
+
+
+OWN_HIDDEN_FILES = {".lock", ".auditkit-mirror.json"}
+"""Files auditkit itself may leave in a run folder before its manifest exists."""
+
+
+def _run_locked(
+    spec: AuditSpec,
+    run: RunDir,
+    cache_dir: Path,
+    show_progress: bool,
+    render: bool,
+    loaded: LoadedPipeline | None,
+) -> RunOutcome:
+    """:func:`run_audit`'s work, with the run folder's lock held."""
+    from auditkit.rundir import storage
+
+    run_dir = run.root
+    storage.remove_temporaries(run_dir)  # left by a killed run: nobody else writes here now
     hook_left = not spec.probe.hook_given
     spec = resolve_spec(spec, cache_dir)
     plan = plan_audit(spec)
     s_hash = spec_hash(spec)
     previous = _previous_manifest(run)
+    damaged = _remove_damaged(run, previous)
     run_id = _run_id(s_hash, plan.plan_hash)
     write_bytes_atomic(run.spec, dump_spec(spec).encode())
     plan.write(run.plan)
@@ -83,18 +129,28 @@ def run_audit(
     stages.given = loaded
     stages.executor = make_executor(spec, stages.load, cache_dir=cache_dir, hook_left=hook_left)
     stages.save()
+    reports: list[Path] = []
     try:
+        stages.current = "extract"
         _extract(stages, previous)
+        stages.current = "caption"
         captioned = _caption(stages)
         if captioned is not None:
+            stages.current = "guidance"
             _guidance(stages, *captioned)
+            stages.current = "causal"
             _causal(stages, *captioned)
+        stages.current = "discovery"
         _discover(stages)
-        _analyze(stages, previous)
+        stages.current = "analyze"
+        _analyze(stages, None if damaged else previous)
+        stages.current = "report"
+        reports = _render(run_dir, spec) if render else []
     except BaseException as exc:
         stages.update(
             status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
             error=str(exc) or type(exc).__name__,
+            failed_stage=stages.current,
             finished_utc=utc_now(),
         )
         raise
@@ -102,10 +158,36 @@ def run_audit(
         if stages.executor.model_loaded and stages.executor.name != "local":
             stages.update(execution=describe(stages.executor))
         stages.executor.close()
-    stages.update(status="complete", finished_utc=utc_now())
-    # The report is rendered from the sealed run; if rendering fails, 'auditkit report' redoes it.
-    reports = _render(run_dir, spec) if render else []
+    # Sealed last: 'complete' means every file the run wrote, its report included, is in
+    # place, and the seal lists their checksums.
+    stages.manifest = run.seal(stages.manifest.evolve(status="complete", finished_utc=utc_now()))
     return RunOutcome(run_dir, stages.manifest.to_json(), reports)
+
+
+def _remove_damaged(run: RunDir, previous: Manifest | None) -> list[str]:
+    """Files of the previous, sealed run whose bytes no longer match the seal: each is named on
+    stderr and moved aside (``<name>.corrupt``) so that the stages write it again. Returns
+    their run-relative paths."""
+    import sys
+
+    from auditkit.rundir import integrity
+
+    if previous is None or previous.status != "complete" or not previous.files:
+        return []
+    damaged = []
+    for rel, expected in sorted(previous.files.items()):
+        path = run.root / rel
+        if not path.is_file():
+            problem = "missing"
+        elif integrity.sha256_path(path) != expected:
+            problem = "its bytes differ from the checksum the run recorded"
+        else:
+            continue
+        damaged.append(rel)
+        print(f"auditkit: {path}: {problem}; it is recomputed.", file=sys.stderr)
+        if path.is_file():
+            path.replace(path.with_name(path.name + integrity.QUARANTINE_SUFFIX))
+    return damaged
 
 
 def _with_execution(spec: AuditSpec, fields: dict[str, Any]) -> AuditSpec:
@@ -130,7 +212,7 @@ def _previous_manifest(run: RunDir) -> Manifest | None:
         return None
     try:
         return run.read_manifest()
-    except (ValueError, OSError):
+    except (ValueError, OSError, AuditkitError):
         return None
 
 
@@ -151,6 +233,8 @@ class _Stages:
     """Whether the spec left the hook point to the model's family (resolved before loading)."""
     executor: Executor = field(init=False)
     """Where every stage's sampling runs (one executor per run: the pipeline loads once)."""
+    current: str = "start"
+    """The stage running now (recorded as ``failed_stage`` when one raises)."""
 
     @property
     def run_dir(self) -> Path:
@@ -253,18 +337,33 @@ def _analyze(stages: _Stages, previous: Manifest | None) -> None:
 
 
 def _extract(stages: _Stages, previous: Manifest | None) -> None:
-    """Extract pending units, loading the pipeline only if some are pending."""
+    """Extract pending units, loading the pipeline only if some are pending. Shards or index
+    files found damaged are set aside first (their units are extracted again), and stored units
+    are reused only when they were computed with this model's weights, device type and dtype."""
+    import sys
+
+    from auditkit.extract import identity
     from auditkit.extract.store import ActivationStore
 
     spec, plan = stages.spec, stages.plan
     store = ActivationStore(stages.run.activations)
-    pending = len(plan.units) - len(store.completed() & {u.unit_id for u in plan.units})
+    for line in store.heal():
+        print(f"auditkit: {line}", file=sys.stderr)
+    stored = store.completed() & {u.unit_id for u in plan.units}
+    pending = len(plan.units) - len(stored)
+    record = identity.read_record(store.root)
+    now = _model_identity(stages, record)
+    if stored and record is not None:
+        found = identity.differences(record, now)
+        if found:
+            raise identity.refuse_mixing(store.root, found, len(stored))
     reusable = (
         previous is not None
         and previous.model is not None
         and previous.extraction_fingerprint == plan.extraction_fingerprint
     )
     if pending == 0 and reusable and previous is not None:
+        store.compact()  # index parts an interrupted run left unmerged
         # Nothing to compute: keep the provenance of the run that computed the activations.
         stages.manifest = stages.manifest.evolve(
             model=previous.model,
@@ -289,6 +388,15 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
     from auditkit.extract.runner import extract_activations
 
     _load_model(stages)
+    if stages.executor.name != "local":  # the workers' device and dtype, now known
+        info = stages.executor.info()
+        now = {**now, "device": info.device.split(":")[0], "dtype": info.dtype}
+        if stored and record is not None:
+            found = identity.differences(record, now)
+            if found:
+                raise identity.refuse_mixing(store.root, found, len(stored))
+    if record is None or record != now:
+        identity.write_record(store.root, now)
     stats = extract_activations(
         stages.executor, spec, plan, store, show_progress=stages.show_progress
     )
@@ -296,6 +404,24 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
         "extract", {**stats.to_json(), "model_loaded": True}
     )
     stages.save()
+
+
+def _model_identity(stages: _Stages, record: dict[str, Any] | None) -> dict[str, Any]:
+    """The identity (:mod:`auditkit.extract.identity`) of the model this run would use: its
+    files on disk, and for the local executor the device type and effective dtype."""
+    from auditkit.extract import identity
+    from auditkit.models.loading import existing_model_folder, resolve_device, resolve_dtype
+
+    model = stages.spec.model
+    folder = stages.given.model_dir if stages.given is not None else None
+    folder = folder or existing_model_folder(model, stages.cache_dir)
+    device = dtype = None
+    if stages.given is not None:
+        device, dtype = stages.given.device, stages.given.dtype
+    elif stages.spec.execution.executor == "local":
+        device = resolve_device(model.device)
+        dtype = resolve_dtype(model.dtype, device)
+    return identity.current_identity(folder, device, dtype, record)
 
 
 def _load_model(stages: _Stages) -> None:

@@ -5,7 +5,8 @@ instant. Exit codes: 0 ok, 1 gates failed, 2 spec or usage error, 3 runtime or p
 
 Modules: ``common`` (error handling, shared output), ``options`` (arguments and options that
 several commands share), and one per command group: ``spec`` (validate, schema, plan, hooks),
-``analyses``, ``run``, ``check``, ``report``, ``diff``, ``export``, ``toyworld``, ``calibrate``.
+``analyses``, ``run``, ``check``, ``verify``, ``report``, ``diff``, ``export``, ``toyworld``,
+``calibrate``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from auditkit.cli import (
     spec,
     sweep,
     toyworld,
+    verify,
 )
 
 
@@ -48,6 +50,7 @@ for _command in (
     run.run,
     sweep.sweep_hooks,
     check.check,
+    verify.verify,
     report.report,
     diff.diff,
     export.export,

@@ -56,15 +56,22 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def require_results(run_dir: Path) -> None:
-    """Refuse (exit 2) a run directory whose analysis has not finished."""
+def require_results(run_dir: Path, what: str = "this command", *, report: bool = False) -> None:
+    """Refuse (exit 2) a run directory whose analysis has not finished, or whose run did not
+    complete (its results may be stale: a failed rerun leaves the older results in place).
+    ``report``: also accept a run that failed only in rendering its report."""
     from auditkit.rundir import RunDir
 
-    if not RunDir(run_dir).is_finished():
+    run = RunDir(run_dir)
+    if not run.is_finished():
         raise UsageError(
             f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
             hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
         )
+    manifest = run.read_manifest()
+    if report and manifest.status == "failed" and manifest.failed_stage == "report":
+        return
+    run.require_complete(what)
 
 
 def exit_on_gates(run_dir: Path) -> None:

@@ -24,10 +24,22 @@ def export() -> None:
 @handle_errors
 def export_model_card(run_dir: Path | str, out: Path | None) -> None:
     """Write a model-card section with model-index evaluation results for RUN_DIR."""
+    from auditkit.cli.common import require_results
     from auditkit.export import write_model_card
     from auditkit.rundir import RunDir
+    from auditkit.rundir.lock import RunLock
     from auditkit.rundir.remote import display, local_path
 
     run_dir = local_path(run_dir)
-    path = write_model_card(run_dir, out or RunDir(run_dir).model_card)
+    run = RunDir(run_dir)
+    require_results(run_dir, "'auditkit export model-card'")
+    if run.report_html.is_file():
+        run.read_checked(run.report_html)  # the card certifies the report's sha256
+    target = Path(out) if out is not None else run.model_card
+    if target.resolve().is_relative_to(run.root.resolve()):
+        with RunLock(run_dir, "export"):
+            path = write_model_card(run_dir, target)
+            run.reseal()
+    else:
+        path = write_model_card(run_dir, target)
     click.echo(f"model card: {display(path)}")

@@ -30,6 +30,8 @@ class RunLocation(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         from auditkit.rundir.remote import location
 
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: name a folder (or a URL) of its own, e.g. runs/my-audit.", param)
         return location(value)
 
 

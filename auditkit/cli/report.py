@@ -16,13 +16,25 @@ from auditkit.cli.options import formats_option, run_dir_argument
 @handle_errors
 def report(run_dir: Path | str, formats: tuple[str, ...]) -> None:
     """Re-render the report of RUN_DIR from its stored results."""
+    from auditkit.provenance import utc_now
     from auditkit.report import render_report
+    from auditkit.rundir import RunDir
+    from auditkit.rundir.lock import RunLock
     from auditkit.rundir.remote import display, local_path
     from auditkit.spec import load_run_spec
 
     run_dir = local_path(run_dir)
 
     spec = load_run_spec(run_dir)
-    require_results(run_dir)
-    for path in render_report(run_dir, list(formats) or list(spec.report.formats)):
+    require_results(run_dir, "'auditkit report'", report=True)
+    run = RunDir(run_dir)
+    with RunLock(run_dir, "report"):
+        paths = render_report(run_dir, list(formats) or list(spec.report.formats))
+        manifest = run.read_manifest()
+        if manifest.status != "complete":  # the run failed only in rendering: now it is done
+            manifest = manifest.evolve(
+                status="complete", error=None, failed_stage=None, finished_utc=utc_now()
+            )
+        run.seal(manifest)
+    for path in paths:
         click.echo(f"report: {display(path)}")

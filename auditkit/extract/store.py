@@ -23,12 +23,21 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.rundir import parquet_bytes, read_versioned_parquet, storage, write_bytes_atomic
+from auditkit.rundir import (
+    integrity,
+    parquet_bytes,
+    read_versioned_parquet,
+    storage,
+    write_bytes_atomic,
+)
 
 STORE_SCHEMA_VERSION = 2
 INDEX_COLUMNS = [
-    "unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype", "mean_steps"
+    "unit_id", "prompt_id", "seed", "shard", "shape", "steps", "timesteps", "dtype", "mean_steps",
+    "sha256",
 ]  # fmt: skip
+"""``sha256``: the shard's checksum, verified when the shard is read (empty in stores written
+before shards carried one)."""
 MEAN_SUFFIX = "#mean"
 """A unit's stored mean over its kept steps is ``<unit id>#mean`` in its shard."""
 
@@ -42,6 +51,7 @@ class ActivationStore:
         self.parts_dir = root / "index-parts"
         self._index: pd.DataFrame | None = None
         self._pending: list[pd.DataFrame] = []
+        self._verified: set[str] = set()
 
     def index(self) -> pd.DataFrame:
         """One row per completed unit (the merged index and every part, later rows winning)."""
@@ -83,9 +93,13 @@ class ActivationStore:
         shard = f"{stem}.safetensors"
         payload = {k: v.contiguous().cpu() for k, v in tensors.items()}
         payload |= {k + MEAN_SUFFIX: v.contiguous().cpu() for k, v in (means or {}).items()}
-        write_bytes_atomic(self.root / shard, save(payload, metadata={"schema_version": "1"}))
+        data = save(payload, metadata={"schema_version": "1"})
+        write_bytes_atomic(self.root / shard, data)
+        digest = integrity.sha256_bytes(data)
+        self._verified.add(shard)
         new = pd.DataFrame(
-            [{"mean_steps": "", **r, "shard": shard} for r in rows], columns=INDEX_COLUMNS
+            [{"mean_steps": "", **r, "shard": shard, "sha256": digest} for r in rows],
+            columns=INDEX_COLUMNS,
         )
         # the index part is the batch's commit marker: create-if-absent on an object store
         part = self.parts_dir / f"{stem}.parquet"
@@ -112,10 +126,73 @@ class ActivationStore:
 
     @staticmethod
     def _read(path: Path) -> pd.DataFrame:
-        frame: pd.DataFrame = read_versioned_parquet(path, newest=STORE_SCHEMA_VERSION)
+        try:
+            frame: pd.DataFrame = read_versioned_parquet(path, newest=STORE_SCHEMA_VERSION)
+        except (OSError, ValueError) as exc:  # pyarrow's errors are both
+            raise integrity.CorruptFile(
+                path, f"it is not a readable index of the activation store ({exc})"
+            ) from None
         if "mean_steps" not in frame.columns:  # version 1: every kept step stored, no mean
             frame["mean_steps"] = ""
+        if "sha256" not in frame.columns:  # written before shards carried a checksum
+            frame["sha256"] = ""
         return frame
+
+    def verify_shard(self, shard: str, expected: str) -> str | None:
+        """What is wrong with one shard (missing, or not the bytes its index part recorded);
+        None when it is intact or carries no checksum."""
+        path = self.root / shard
+        if not path.is_file():
+            return "missing"
+        if expected and shard not in self._verified:
+            if integrity.sha256_path(storage.ensure_local(path)) != expected:
+                return "its bytes differ from the checksum recorded when it was written"
+            self._verified.add(shard)
+        return None
+
+    def problems(self) -> list[integrity.Problem]:
+        """Every index file that cannot be read and every shard that is missing or altered,
+        without changing anything (``auditkit verify``)."""
+        found = []
+        frames = []
+        for path in [self.index_path, *self._parts()]:
+            if not path.is_file():
+                continue
+            try:
+                frames.append(self._read(path))
+            except integrity.CorruptFile as exc:
+                found.append(integrity.Problem(path.as_posix(), exc.message))
+        if frames:
+            frame = pd.concat(frames, ignore_index=True).drop_duplicates("shard", keep="last")
+            for shard, expected in zip(frame["shard"], frame["sha256"], strict=True):
+                problem = self.verify_shard(str(shard), str(expected or ""))
+                if problem:
+                    found.append(integrity.Problem((self.root / str(shard)).as_posix(), problem))
+        return found
+
+    def heal(self) -> list[str]:
+        """Before extraction: set aside (``<name>.corrupt``) every unreadable index file and
+        every missing or altered shard, and forget their units, so that they are extracted
+        again. Returns one line per file set aside."""
+        lines = []
+        bad_shards: set[str] = set()
+        for problem in self.problems():
+            path = Path(problem.path)
+            lines.append(f"{path}: {problem.problem}; its units are extracted again.")
+            if path.suffix == ".safetensors":
+                bad_shards.add(path.name)
+            if path.is_file():
+                path.replace(path.with_name(path.name + integrity.QUARANTINE_SUFFIX))
+        if bad_shards:
+            self._index = None
+            frame = self.index()
+            kept = frame[~frame["shard"].isin(bad_shards)].reset_index(drop=True)
+            write_bytes_atomic(self.index_path, _parquet_bytes(kept))
+            for path in self._parts():
+                storage.remove(path)
+        self._index = None
+        self._pending = []
+        return lines
 
     def iter_units(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
         """Yield (unit_id, tensor [stored steps, ...] float32) shard by shard."""
@@ -137,6 +214,9 @@ class ActivationStore:
         if missing:
             raise KeyError(f"{len(missing)} units are not in the activation store")
         for shard, group in frame.groupby("shard", sort=True):
+            problem = self.verify_shard(str(shard), str(group["sha256"].iloc[0] or ""))
+            if problem:
+                raise integrity.CorruptFile(self.root / str(shard), problem)
             path = storage.ensure_local(self.root / str(shard))
             with safe_open(str(path), framework="pt") as fh:
                 names = set(fh.keys())

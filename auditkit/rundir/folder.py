@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from auditkit import __version__
 from auditkit.errors import SchemaVersionError, UsageError
-from auditkit.rundir import storage
+from auditkit.rundir import integrity, storage
 from auditkit.rundir.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -154,6 +154,8 @@ class RunDir:
         self.summary = self.results / "summary.json"
         self.gates = self.results / "gates.json"
         self.junit = self.results / "junit.xml"
+        self.lock_file = self.root / ".lock"
+        self._sealed: dict[str, str] | None = None
 
     @classmethod
     def of_folder(cls, folder: str | Path) -> RunDir:
@@ -215,7 +217,7 @@ class RunDir:
             raise newer_error(path, version, table.version)
         import pandas as pd
 
-        frame = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+        frame = pd.read_parquet(io.BytesIO(self.read_checked(path)))
         frame = REGISTRY.migrate(name, frame, version)
         absent = [c for c in table.required if c not in frame.columns]
         if absent:
@@ -258,7 +260,19 @@ class RunDir:
         ``captioner``), checked for its kind and version."""
         spec = JSON_FILES[name]
         path = self.root / spec.path
-        data = load_json(path)
+        if name == "manifest":
+            data = load_json(path)
+            if not integrity.seal_matches(data):
+                raise integrity.CorruptFile(
+                    path,
+                    "its content no longer matches the seal the run wrote (it was edited or "
+                    "damaged after the run finished), so its provenance cannot be trusted",
+                    fix="rerun 'auditkit run SPEC --out RUN_DIR' to write a true manifest "
+                    "(finished units are not redone).",
+                )
+        else:
+            self.read_checked(path)
+            data = load_json(path)
         check_version(data.get("schema_version"), spec.version, path)
         if data.get("kind", spec.kind) != spec.kind:
             raise UsageError(f"{path} has kind {data.get('kind')!r}, expected {spec.kind!r}.")
@@ -281,7 +295,74 @@ class RunDir:
 
     def write_manifest(self, manifest: Manifest) -> Path:
         storage.write_json_atomic(self.manifest, manifest.to_json())
+        self._sealed = None
         return self.manifest
+
+    # --- the seal -----------------------------------------------------------------------------
+
+    def seal(self, manifest: Manifest) -> Manifest:
+        """Write ``manifest`` with the checksum of every sealed file and its own seal
+        (:mod:`auditkit.rundir.integrity`); returns what was written."""
+        sealed = manifest.evolve(files=integrity.file_digests(self.root), seal=None)
+        data = sealed.to_json()
+        sealed = sealed.evolve(seal=integrity.seal_of(data))
+        self.write_manifest(sealed)
+        return sealed
+
+    def reseal(self) -> None:
+        """Seal the finished run again after a command rewrote some of its files (the report,
+        the model card, the gate files); a run that is not complete is left as it is."""
+        manifest = self.read_manifest()
+        if manifest.status == "complete":
+            self.seal(manifest)
+
+    def sealed_files(self) -> dict[str, str]:
+        """The checksums a complete, sealed manifest records (empty for an unfinished run or
+        one written before runs were sealed)."""
+        if self._sealed is None:
+            self._sealed = {}
+            if storage.exists(self.manifest):
+                try:
+                    data = load_json(self.manifest)
+                except UsageError:
+                    data = {}
+                complete = data.get("status") == "complete" and data.get("seal")
+                if complete and integrity.seal_matches(data):
+                    self._sealed = dict(data.get("files") or {})
+        return self._sealed
+
+    def relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+    def read_checked(self, path: Path) -> bytes:
+        """A run file's bytes, checked against the seal's checksum when the run recorded one
+        (a :class:`~auditkit.rundir.integrity.CorruptFile` naming the file otherwise)."""
+        data = storage.read_bytes(path)
+        try:
+            expected = self.sealed_files().get(self.relative(path))
+        except ValueError:  # not under this run directory
+            expected = None
+        if expected is not None and integrity.sha256_bytes(data) != expected:
+            raise integrity.CorruptFile(
+                path, "its bytes differ from the checksum recorded when the run finished"
+            )
+        return data
+
+    def require_complete(self, what: str) -> Manifest:
+        """The manifest of a complete, intact run; a UsageError naming why not otherwise (a
+        failed or interrupted run's results may be stale)."""
+        manifest = self.read_manifest()
+        if manifest.status != "complete":
+            stage = getattr(manifest, "failed_stage", None)
+            where = f" in its {stage} stage" if stage else ""
+            error = f": {manifest.error}" if manifest.error else ""
+            raise UsageError(
+                f"{self.root} is not a complete run (status {manifest.status!r}{where}{error}), "
+                f"so its results may be stale or partial and {what} refuses to read them.",
+                hint=f"rerun 'auditkit run SPEC --out {self.root}' to finish it (finished "
+                "units are not redone).",
+            )
+        return manifest
 
     def files(self, folder: Path, pattern: str = "*") -> list[Path]:
         """The files of one of the run's folders matching ``pattern``, sorted."""

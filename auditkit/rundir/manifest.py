@@ -45,6 +45,12 @@ class Manifest(BaseModel):
     execution: dict[str, Any] | None = None
     """Where the sampling ran when not in the driver's process (a Ray cluster's workers)."""
     error: str | None = None
+    failed_stage: str | None = None
+    """The stage that raised, when ``status`` is failed or interrupted."""
+    files: dict[str, str] | None = None
+    """sha256 of every sealed file (:mod:`auditkit.rundir.integrity`), set when complete."""
+    seal: str | None = None
+    """sha256 of this manifest's canonical JSON without this field, set when complete."""
 
     def evolve(self, **update: Any) -> Manifest:
         """A copy with ``update`` applied (validated like a read)."""
@@ -59,7 +65,7 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("error") is None:
             data.pop("error", None)
-        for optional in ("extraction_fingerprint", "execution"):
+        for optional in ("extraction_fingerprint", "execution", "failed_stage", "files", "seal"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return dict(json_safe(data))

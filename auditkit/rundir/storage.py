@@ -16,14 +16,28 @@ without having been downloaded (an activation shard).
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
 import math
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from auditkit.errors import RuntimeFailure
 from auditkit.rundir import remote
+
+TEMP_SUFFIX = ".tmp"
+"""Every temporary file of an atomic write is ``.<name>.<random>.tmp`` beside its target."""
+
+CRASH_ENV = "AUDITKIT_CRASH_AT"
+"""Fault injection for the crash tests (RELIABILITY.md): ``PATTERN[@N]`` kills this process with
+SIGKILL halfway through the N-th (default first) atomic write whose run-relative path matches the
+glob PATTERN, after half its bytes reached the temporary file and before the rename."""
+
+_crash_count = 0
 
 
 def umask() -> int:
@@ -47,18 +61,90 @@ def write_bytes_atomic(path: Path, data: bytes, *, create_only: bool = False) ->
     mirror = remote.mirror_of(path)
     if mirror is not None:
         mirror.put(path, data, create_only=create_only)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         with os.fdopen(fd, "wb") as fh:
+            if os.environ.get(CRASH_ENV):
+                _maybe_crash(path, fh, data)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, exc: OSError) -> RuntimeFailure:
+    """The one message for a run file that could not be written (a full disk, a read-only or
+    foreign folder): the file, the system's reason, and what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        hint = "free space on that disk (or give --out on another one) and rerun the same command"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "give --out a folder you can write to, or fix its permissions, and rerun"
+    else:
+        hint = "fix the cause and rerun the same command"
+    return RuntimeFailure(
+        f"could not write {path}: {reason}. Completed work is kept; nothing was marked "
+        "complete that is not.",
+        hint=f"{hint}: finished units are not redone.",
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _maybe_crash(path: Path, fh: Any, data: bytes) -> None:
+    """The crash tests' kill point (:data:`CRASH_ENV`)."""
+    global _crash_count
+    pattern, _, nth = os.environ[CRASH_ENV].partition("@")
+    rel = path.as_posix()
+    if not (fnmatch.fnmatch(rel, f"*/{pattern}") or fnmatch.fnmatch(rel, pattern)):
+        return
+    _crash_count += 1
+    if _crash_count == int(nth or 1):
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def temporaries(root: Path) -> list[Path]:
+    """Temporary files of atomic writes under ``root`` (left by a killed process)."""
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                found.append(Path(folder) / name)
+    return sorted(found)
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete what :func:`temporaries` finds (call only while holding the run's lock)."""
+    found = temporaries(root)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
 
 
 def json_safe(value: Any) -> Any:

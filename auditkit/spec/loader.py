@@ -256,10 +256,12 @@ def load_run_spec(run_dir: str | Path) -> AuditSpec:
     from auditkit.errors import UsageError
     from auditkit.rundir import RunDir
 
-    path = RunDir(run_dir).spec
+    run = RunDir(run_dir)
+    path = run.spec
     if not path.is_file():
         raise UsageError(
             f"{str(run_dir)!r} is not an auditkit run directory (no spec.yaml in it).",
             hint="pass the folder given to 'auditkit run --out'.",
         )
+    run.read_checked(path)  # a spec.yaml changed after the run sealed it is refused
     return load_spec(path)
