@@ -16,7 +16,7 @@ from auditkit.executors import Executor, describe, make_executor
 from auditkit.layout import resolve_spec
 from auditkit.plan import AuditPlan, plan_audit
 from auditkit.provenance import new_manifest, utc_now
-from auditkit.rundir import Manifest, RunDir, json_safe, write_bytes_atomic
+from auditkit.rundir import Manifest, RunDir, json_safe, storage, write_bytes_atomic
 from auditkit.rundir.lock import RunLock
 from auditkit.rundir.remote import local_path
 from auditkit.spec import AuditSpec, dump_spec, spec_hash
@@ -85,7 +85,11 @@ def claim_run_folder(run_dir: Path, given: str | Path) -> None:
         raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
     if not run_dir.is_dir() or RunDir(run_dir).manifest.is_file():
         return
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in OWN_HIDDEN_FILES)
+    others = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in OWN_HIDDEN_FILES and not p.name.endswith(storage.TEMP_SUFFIX)
+    )
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
         raise UsageError(
@@ -109,8 +113,6 @@ def _run_locked(
     loaded: LoadedPipeline | None,
 ) -> RunOutcome:
     """:func:`run_audit`'s work, with the run folder's lock held."""
-    from auditkit.rundir import storage
-
     run_dir = run.root
     storage.remove_temporaries(run_dir)  # left by a killed run: nobody else writes here now
     hook_left = not spec.probe.hook_given
@@ -120,15 +122,15 @@ def _run_locked(
     previous = _previous_manifest(run)
     damaged = _remove_damaged(run, previous)
     run_id = _run_id(s_hash, plan.plan_hash)
-    write_bytes_atomic(run.spec, dump_spec(spec).encode())
-    plan.write(run.plan)
     manifest = new_manifest(
         run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
     )
     stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress, hook_left=hook_left)
+    stages.save()  # first: from now on the folder is known as a run of auditkit's
+    write_bytes_atomic(run.spec, dump_spec(spec).encode())
+    plan.write(run.plan)
     stages.given = loaded
     stages.executor = make_executor(spec, stages.load, cache_dir=cache_dir, hook_left=hook_left)
-    stages.save()
     reports: list[Path] = []
     try:
         stages.current = "extract"

@@ -65,7 +65,8 @@ def require_results(run_dir: Path, what: str = "this command", *, report: bool =
     run = RunDir(run_dir)
     if not run.is_finished():
         raise UsageError(
-            f"{str(run_dir)!r} has no results yet (the run did not finish its analysis).",
+            f"{str(run_dir)!r} has no results yet: not a finished auditkit run (it did not finish "
+            "its analysis).",
             hint=f"run 'auditkit run SPEC --out {run_dir}' to resume it.",
         )
     manifest = run.read_manifest()

@@ -32,9 +32,11 @@ def report(run_dir: Path | str, formats: tuple[str, ...]) -> None:
         paths = render_report(run_dir, list(formats) or list(spec.report.formats))
         manifest = run.read_manifest()
         if manifest.status != "complete":  # the run failed only in rendering: now it is done
-            manifest = manifest.evolve(
+            finished = manifest.evolve(
                 status="complete", error=None, failed_stage=None, finished_utc=utc_now()
             )
-        run.seal(manifest)
+            run.seal(finished)
+        else:
+            run.reseal()
     for path in paths:
         click.echo(f"report: {display(path)}")

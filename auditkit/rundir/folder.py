@@ -311,9 +311,10 @@ class RunDir:
 
     def reseal(self) -> None:
         """Seal the finished run again after a command rewrote some of its files (the report,
-        the model card, the gate files); a run that is not complete is left as it is."""
+        the model card, the gate files); a run that is not complete, or was never sealed (one
+        written before runs were sealed), is left as it is."""
         manifest = self.read_manifest()
-        if manifest.status == "complete":
+        if manifest.status == "complete" and manifest.seal is not None:
             self.seal(manifest)
 
     def sealed_files(self) -> dict[str, str]:

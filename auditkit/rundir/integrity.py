@@ -99,6 +99,7 @@ class CorruptFile(RuntimeFailure):
             f"{path} is corrupt: {problem}. It was not used.",
             hint=fix
             or "run 'auditkit verify RUN_DIR' to list every bad file, then rerun 'auditkit run "
-            "SPEC --out RUN_DIR': it recomputes what is corrupt and keeps the rest.",
+            "SPEC --out RUN_DIR': it recomputes what is corrupt and keeps the rest. (To try other "
+            "gates on a run, run the changed spec with 'auditkit run': its units are reused.)",
         )
         self.path = path
