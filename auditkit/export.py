@@ -9,6 +9,8 @@ that the report they were given is the one the card describes.
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,23 @@ from auditkit.rundir import RunDir, write_bytes_atomic
 
 TASK_TYPE = "text-to-image"
 DATASET_TYPE = "auditkit-audit"
+
+CONTROL_PICTURES = {code: 0x2400 + code for code in range(0x20)} | {0x7F: 0x2421}
+"""C0 controls and DEL -> their visible Unicode control pictures (U+2400 ...): a newline in a
+term cannot start a new Markdown block, an escape sequence cannot reach a terminal."""
+
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]|~$!])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as inert Markdown: shown literally by any renderer, never markup.
+
+    Controls become control pictures; the characters that start Markdown syntax (links and
+    images ``[..](..)``, emphasis, code, math ``$``, template braces) are backslash-escaped;
+    ``&``, ``<`` and ``>`` become HTML entities, so raw HTML and autolinks are text.
+    """
+    escaped = _MARKDOWN_SYNTAX.sub(r"\\\1", text.translate(CONTROL_PICTURES))
+    return html.escape(escaped, quote=False)
 
 
 def _axis_metrics(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
@@ -82,10 +101,11 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     card_data = ModelCardData(model_name=model_id, eval_results=evals or None)
     metadata = card_data.to_dict()
     gates = summary.get("gates")
+    finished = markdown_text(str(manifest.get("finished_utc", ""))[:10])
     lines = [
         "## Bias audit (auditkit)",
         "",
-        f"Audited with auditkit {version} on {str(manifest.get('finished_utc', ''))[:10]}: "
+        f"Audited with auditkit {markdown_text(version)} on {finished}: "
         f"audit `{audit}`, run `{summary.get('run_id')}`, spec sha256 "
         f"`{summary.get('spec_hash')}`.",
         "",
@@ -101,11 +121,14 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     if summary_lines:
         lines += ["### Summary", "", *summary_lines]
     lines += ["### Findings", ""]
-    lines += [f"- {finding}" for finding in summary.get("findings", [])]
+    lines += [f"- {markdown_text(finding)}" for finding in summary.get("findings", [])]
     if gates:
         verdict = "all pass" if gates["passed"] else f"{gates['failed']} of {gates['total']} fail"
         lines += ["", f"### Gates ({verdict})", ""]
-        lines += [f"- {'PASS' if g['passed'] else 'FAIL'}: {g['message']}" for g in gates["gates"]]
+        lines += [
+            f"- {'PASS' if g['passed'] else 'FAIL'}: {markdown_text(g['message'])}"
+            for g in gates["gates"]
+        ]
     lines += [
         "",
         "### Limitations",
@@ -135,7 +158,11 @@ def _executive_lines(run_dir: Path, summary: dict[str, Any], model_id: str) -> l
     paragraphs = executive_summary(
         spec, tables, read_extra_tables(run_dir), summary.get("gates"), model_id
     )
-    return [line for p in paragraphs for line in (f"**{p['topic']}.** {p['text']}", "")]
+    return [
+        line
+        for p in paragraphs
+        for line in (f"**{markdown_text(p['topic'])}.** {markdown_text(p['text'])}", "")
+    ]
 
 
 def write_model_card(run_dir: Path, out: Path) -> Path:
