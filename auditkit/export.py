@@ -9,8 +9,6 @@ that the report they were given is the one the card describes.
 
 from __future__ import annotations
 
-import html
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +16,12 @@ import pandas as pd
 import yaml
 
 from auditkit.errors import UsageError
+from auditkit.inert import markdown_text
 from auditkit.provenance import sha256_file
 from auditkit.rundir import RunDir, write_bytes_atomic
 
 TASK_TYPE = "text-to-image"
 DATASET_TYPE = "auditkit-audit"
-
-CONTROL_PICTURES = {code: 0x2400 + code for code in range(0x20)} | {0x7F: 0x2421}
-"""C0 controls and DEL -> their visible Unicode control pictures (U+2400 ...): a newline in a
-term cannot start a new Markdown block, an escape sequence cannot reach a terminal."""
-
-_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]|~$!])")
-
-
-def markdown_text(text: str) -> str:
-    """``text`` as inert Markdown: shown literally by any renderer, never markup.
-
-    Controls become control pictures; the characters that start Markdown syntax (links and
-    images ``[..](..)``, emphasis, code, math ``$``, template braces) are backslash-escaped;
-    ``&``, ``<`` and ``>`` become HTML entities, so raw HTML and autolinks are text.
-    """
-    escaped = _MARKDOWN_SYNTAX.sub(r"\\\1", text.translate(CONTROL_PICTURES))
-    return html.escape(escaped, quote=False)
 
 
 def _axis_metrics(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
