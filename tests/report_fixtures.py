@@ -37,6 +37,7 @@ HOSTILE_PAYLOADS = {
     "long": "W" * 10_000,
     "controls": "".join(map(chr, range(0x20))) + "\x7f",
     "right-to-left": "\u202eevil\u202c.exe",
+    "right-to-left-open": "\u202eopen override",
     "combining": "e\u0301\u0301\u0301 Z\u0334\u0321\u031ba\u0337l\u0338g\u0336o\u0335",
     "emoji": "\U0001f469\U0001f3fd\u200d\u2695\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308",
     "astral": "\ud7ff\ue000\ufffd\U00010000\U0001d573\U0010ffff",

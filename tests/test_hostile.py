@@ -198,6 +198,8 @@ def test_html_runs_no_payload_in_chromium(outputs: Outputs, document: str) -> No
     for key in SHOWN_IN_HTML:
         assert HOSTILE_PAYLOADS[key] in text, key
     assert "{{ 7*7 }}" in title and "<script>alert(1)</script>" in title
+    # an override left open is isolated: it cannot reorder the sentence around it
+    assert "\u2068" + HOSTILE_PAYLOADS["right-to-left-open"] + "\u2069" in text
     assert visit.blocked == []
 
 

@@ -200,11 +200,32 @@ def _print_text(value: Any) -> Any:
     )
 
 
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _isolated(value: Any) -> Any:
+    """A string holding bidirectional controls, wrapped in FIRST STRONG ISOLATE ... POP
+    DIRECTIONAL ISOLATE: a right-to-left override it leaves open ends with it instead of
+    reordering the rest of the sentence around it (other values unchanged)."""
+    if (
+        isinstance(value, str)
+        and not isinstance(value, markupsafe.Markup)
+        and _BIDI_CONTROLS.search(value)
+    ):
+        return f"\u2068{value}\u2069"
+    return value
+
+
+def _shown_in_pdf(value: Any) -> Any:
+    return _isolated(_print_text(value))
+
+
 @functools.cache
 def _environment(mode: str = "html") -> jinja2.Environment:
-    """The templates' environment; ``mode`` 'pdf' shortens very long lines (:func:`_print_text`)."""
+    """The templates' environment: every value shown with bidirectional controls isolated
+    (:func:`_isolated`); ``mode`` 'pdf' also shortens very long lines (:func:`_print_text`)."""
     env = jinja2.Environment(
-        finalize=_print_text if mode == "pdf" else None,
+        finalize=_shown_in_pdf if mode == "pdf" else _isolated,
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
