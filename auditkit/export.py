@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from auditkit.errors import UsageError
+from auditkit.inert import markdown_text
 from auditkit.provenance import sha256_file
 from auditkit.rundir import RunDir, write_bytes_atomic
 
@@ -82,10 +83,11 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     card_data = ModelCardData(model_name=model_id, eval_results=evals or None)
     metadata = card_data.to_dict()
     gates = summary.get("gates")
+    finished = markdown_text(str(manifest.get("finished_utc", ""))[:10])
     lines = [
         "## Bias audit (auditkit)",
         "",
-        f"Audited with auditkit {version} on {str(manifest.get('finished_utc', ''))[:10]}: "
+        f"Audited with auditkit {markdown_text(version)} on {finished}: "
         f"audit `{audit}`, run `{summary.get('run_id')}`, spec sha256 "
         f"`{summary.get('spec_hash')}`.",
         "",
@@ -101,11 +103,14 @@ def model_card_parts(run_dir: Path) -> tuple[dict[str, Any], str]:
     if summary_lines:
         lines += ["### Summary", "", *summary_lines]
     lines += ["### Findings", ""]
-    lines += [f"- {finding}" for finding in summary.get("findings", [])]
+    lines += [f"- {markdown_text(finding)}" for finding in summary.get("findings", [])]
     if gates:
         verdict = "all pass" if gates["passed"] else f"{gates['failed']} of {gates['total']} fail"
         lines += ["", f"### Gates ({verdict})", ""]
-        lines += [f"- {'PASS' if g['passed'] else 'FAIL'}: {g['message']}" for g in gates["gates"]]
+        lines += [
+            f"- {'PASS' if g['passed'] else 'FAIL'}: {markdown_text(g['message'])}"
+            for g in gates["gates"]
+        ]
     lines += [
         "",
         "### Limitations",
@@ -135,7 +140,11 @@ def _executive_lines(run_dir: Path, summary: dict[str, Any], model_id: str) -> l
     paragraphs = executive_summary(
         spec, tables, read_extra_tables(run_dir), summary.get("gates"), model_id
     )
-    return [line for p in paragraphs for line in (f"**{p['topic']}.** {p['text']}", "")]
+    return [
+        line
+        for p in paragraphs
+        for line in (f"**{markdown_text(p['topic'])}.** {markdown_text(p['text'])}", "")
+    ]
 
 
 def write_model_card(run_dir: Path, out: Path) -> Path:

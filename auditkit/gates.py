@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit.inert import xml_text
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir, write_bytes_atomic
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.gates import GateSpec
@@ -116,27 +117,31 @@ def gates_summary(outcomes: list[GateOutcome]) -> dict[str, Any]:
 
 def junit_report(suite: str, cases: list[tuple[str, str, bool, str]], *, run_id: str) -> bytes:
     """JUnit XML for CI systems: one test case per (name, kind, passed, message), a
-    <failure> for each failed one. ElementTree escapes every name and message."""
+    <failure> for each failed one. ElementTree escapes every name and message; the characters
+    XML forbids (controls a spec's text may hold) are replaced first (:func:`xml_text`)."""
     failures = sum(not passed for _, _, passed, _ in cases)
     root = ET.Element("testsuites", name="auditkit", tests=str(len(cases)))
     root.set("failures", str(failures))
     node = ET.SubElement(
         root,
         "testsuite",
-        name=suite,
+        name=xml_text(suite),
         tests=str(len(cases)),
         failures=str(failures),
         errors="0",
         skipped="0",
     )
-    ET.SubElement(ET.SubElement(node, "properties"), "property", name="run_id", value=run_id)
+    properties = ET.SubElement(node, "properties")
+    ET.SubElement(properties, "property", name="run_id", value=xml_text(run_id))
     for name, kind, passed, message in cases:
-        case = ET.SubElement(node, "testcase", name=name, classname=f"auditkit.{kind}")
+        case = ET.SubElement(
+            node, "testcase", name=xml_text(name), classname=f"auditkit.{xml_text(kind)}"
+        )
         if not passed:
-            failure = ET.SubElement(case, "failure", message=message, type=kind)
-            failure.text = message
+            failure = ET.SubElement(case, "failure", message=xml_text(message), type=xml_text(kind))
+            failure.text = xml_text(message)
         else:
-            ET.SubElement(case, "system-out").text = message
+            ET.SubElement(case, "system-out").text = xml_text(message)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 

@@ -21,6 +21,16 @@ FLAGS = [
 ]
 
 
+CALL_RECORDER = """
+window.__auditkitCalls = [];
+for (const name of ["alert", "confirm", "prompt", "print", "open"]) {
+  window[name] = (...args) => { window.__auditkitCalls.push(name + "(" + args.join(",") + ")"); };
+}
+"""
+"""Run before any page script: a dialog or window a page opens is recorded, not shown, so an
+injected ``alert(1)`` that ran is counted (``PageVisit.calls``)."""
+
+
 @dataclass
 class PageVisit:
     """What happened while a report page was open."""
@@ -30,6 +40,10 @@ class PageVisit:
     problems: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+
+    def calls(self) -> list[str]:
+        """Every alert, confirm, prompt, print or window.open the page's scripts made."""
+        return list(self.page.evaluate("() => window.__auditkitCalls"))
 
 
 @contextmanager
@@ -45,6 +59,7 @@ def open_report(path: Path, *, width: int = 1280) -> Iterator[PageVisit]:
             page = context.new_page()
             visit = PageVisit(page)
             context.route("**/*", _refuser(visit))
+            context.add_init_script(CALL_RECORDER)
             page.on("console", lambda m: m.type == "error" and visit.problems.append(m.text))
             page.on("pageerror", lambda e: visit.problems.append(str(e)))
             page.on("dialog", _dialog_recorder(visit))

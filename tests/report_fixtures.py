@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,38 @@ from auditkit.spec import AuditSpec, fill, parse_spec, spec_hash
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(1)</script>"
 """A concept name that must be shown as text, never executed."""
+
+HOSTILE_PAYLOADS = {
+    "script": "<script>alert(1)</script>",
+    "attribute": '"><img src=x onerror=alert(1)>',
+    "close-script": "</script>",
+    "javascript-url": "javascript:alert(1)",
+    "markdown-link": "[x](javascript:alert(1)) ![y](javascript:alert(1))",
+    "svg": "<svg onload=alert(1)>",
+    "iframe": "<iframe src=javascript:alert(1)></iframe>",
+    "jinja": "{{ 7*7 }}",
+    "jinja-raw": "{% raw %}",
+    "jinja-config": "{{ config }}",
+    "template-literal": "${7*7}",
+    "long": "W" * 10_000,
+    "controls": "".join(map(chr, range(0x20))) + "\x7f",
+    "right-to-left": "\u202eevil\u202c.exe",
+    "right-to-left-open": "\u202eopen override",
+    "combining": "e\u0301\u0301\u0301 Z\u0334\u0321\u031ba\u0337l\u0338g\u0336o\u0335",
+    "emoji": "\U0001f469\U0001f3fd\u200d\u2695\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308",
+    "astral": "\ud7ff\ue000\ufffd\U00010000\U0001d573\U0010ffff",
+}
+"""``hostile="all"``'s payloads: each a concept term (so a prompt), and all of them, joined, the
+spec's title, owner and description, the model id, and gate names. YAML holds every one
+(control characters as double-quoted escapes)."""
+
+HOSTILE_TEXT = " | ".join(HOSTILE_PAYLOADS.values())
+"""Every payload in one string."""
+
+HOSTILE_TEMPLATE = (
+    '"><img src=x onerror=alert(1)> <script>alert(1)</script> {term} javascript:alert(1)'
+)
+"""The template of ``hostile="all"``'s concept set ``hostile`` (templates take no other brace)."""
 
 OCCUPATIONS = ["doctor", "nurse", "engineer", "CEO", "librarian", "teacher", "pilot"]
 TRAITS = ["kind", "ambitious", "emotional"]
@@ -36,7 +68,7 @@ def _spec_text(
     model_id: str,
     analyses: Sequence[str],
     aggregation: str,
-    hostile: bool,
+    hostile: bool | Literal["all"],
     intervals: bool,
     extra_concepts: int = 0,
 ) -> str:
@@ -74,12 +106,25 @@ def _spec_text(
         "statistics": {"bootstrap_resamples": 1000, "seed": 0},
         "report": {"title": "Occupation bias audit", "owner": "Model Risk Office"},
     }
+    if hostile == "all":
+        data["description"] = data["report"]["title"] = data["report"]["owner"] = HOSTILE_TEXT
+        data["concepts"].append(
+            {
+                "name": "hostile",
+                "templates": [HOSTILE_TEMPLATE],
+                "terms": [*HOSTILE_PAYLOADS.values()],
+            }
+        )
+        data["gates"] = [
+            {"name": name, "metric": "max_abs_lean", "max": 0.5}
+            for name in (HOSTILE_TEXT, *HOSTILE_PAYLOADS.values())
+        ]
     if extra_concepts:
         objects = [f"object{i:04d}" for i in range(extra_concepts)]
         data["concepts"].append(
             {"name": "objects", "templates": ["a photo of an {term}"], "terms": objects}
         )
-    resolved = parse_spec(json.dumps(data)).model_dump(mode="json")
+    resolved = parse_spec(yaml.safe_dump(data, allow_unicode=True)).model_dump(mode="json")
     if not intervals:  # a run directory written before the bootstrap existed
         del resolved["statistics"]
     return yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
@@ -91,7 +136,7 @@ def build_run_dir(
     model_id: str = "SimianLuo/LCM_Dreamshaper_v7",
     analyses: Sequence[str] = ("lean", "defaults", "descriptors", "similarity"),
     aggregation: str = "per_step",
-    hostile: bool = True,
+    hostile: bool | Literal["all"] = True,
     schema_version: int = 1,
     status: str = "complete",
     seed: int = 0,
@@ -100,14 +145,19 @@ def build_run_dir(
 ) -> Path:
     """Write a complete run directory under ``root`` and return its path.
 
-    ``hostile`` adds :data:`HOSTILE` as an occupation; ``schema_version`` is written into
-    ``summary.json`` and ``manifest.json`` (pass 2 to test refusal of newer files);
+    ``hostile`` adds :data:`HOSTILE` as an occupation; ``"all"`` also puts every one of
+    :data:`HOSTILE_PAYLOADS` into the spec's text (a concept set ``hostile``, title, owner,
+    description, gate names), the model id (unless given) and the gate results;
+    ``schema_version`` is written into ``summary.json`` and ``manifest.json`` (pass 2 to test
+    refusal of newer files);
     ``aggregation='per_step'`` also writes ``steps.parquet``. ``intervals`` adds the optional
     95% interval columns (``score_ci_low`` ... ``cosine_ci_high``) to lean, descriptors and
     similarity and ``statistics`` to the spec; without it the run directory is one written before
     the seed bootstrap existed (same tables otherwise, byte for byte). ``extra_concepts`` adds
     a concept set ``objects`` of that many concepts (a large audit).
     """
+    if hostile == "all" and model_id == "SimianLuo/LCM_Dreamshaper_v7":
+        model_id = HOSTILE_TEXT
     rng = np.random.default_rng(seed)
     ci_rng = np.random.default_rng([seed, 1])  # own stream: the other numbers stay the same
     run = root / "run"
@@ -220,9 +270,25 @@ def build_run_dir(
         "counts": {"prompts": len(prompts), "units": len(prompts) * 4, "concepts": len(concepts)},
     }
     (results / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if spec.gates:
+        _gate_results(run, spec, summary)
+        (results / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     manifest = _manifest(schema_version, run_id, status, s_hash, p_hash, spec.model.id)
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return run
+
+
+def _gate_results(run: Path, spec: AuditSpec, summary: dict[str, Any]) -> None:
+    """The spec's gates evaluated on the tables just written, as ``auditkit run`` does: into the
+    summary, results/gates.json and results/junit.xml."""
+    from auditkit.analyses import gate_measures, slice_tables
+    from auditkit.analyze.summary import read_results
+    from auditkit.gates import evaluate_gates, gates_summary, write_gate_files
+
+    results, _ = read_results(run, slice_tables())
+    outcomes = evaluate_gates(spec, results.tables, gate_measures())
+    summary["gates"] = gates_summary(outcomes)
+    write_gate_files(run, outcomes, suite=spec.name, run_id=summary["run_id"])
 
 
 def _prompts(

@@ -46,3 +46,51 @@ def test_model_card_of_an_unfinished_run_is_a_usage_error(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["export", "model-card", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "not a finished auditkit run" in result.output
+
+
+HOSTILE_MODEL = '<script>alert(1)</script>"><img src=x onerror=alert(1)>[x](javascript:alert(1))'
+HOSTILE_GATE = "<iframe src=javascript:alert(1)></iframe>![y](javascript:alert(1)) {{ 7*7 }}"
+
+
+def rendered_markdown(text: str) -> tuple[list[str], str]:
+    """(every tag, the visible text) of ``text`` rendered by a CommonMark renderer that
+    passes raw HTML through, as GitHub's and the Hub's do before sanitising."""
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    tags: list[str] = []
+    texts: list[str] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append(tag + "".join(f" {k}={v}" for k, v in attrs))
+
+        def handle_data(self, data: str) -> None:
+            texts.append(data)
+
+    Reader(convert_charrefs=True).feed(MarkdownIt("commonmark").render(text))
+    return tags, "".join(texts)
+
+
+def test_model_card_shows_a_hostile_model_id_and_gate_name_as_text(tmp_path: Path) -> None:
+    """The card once put the model id and gate names into Markdown raw: live HTML and links."""
+    from auditkit.gates import GateOutcome, gates_summary
+
+    run = build_run_dir(tmp_path, model_id=HOSTILE_MODEL)
+    summary_path = run / "results" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    gate = GateOutcome(HOSTILE_GATE, "max_abs_lean", {}, "max", 0.1, 1.0, False, -0.9, None, "")
+    message = f"{HOSTILE_GATE}: FAILS by 0.9: value 1, must be at most 0.1."
+    summary["gates"] = gates_summary([GateOutcome(**{**gate.to_json(), "message": message})])
+    summary_path.write_text(json.dumps(summary))
+    out = tmp_path / "card.md"
+    result = CliRunner().invoke(main, ["export", "model-card", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    card = ModelCard.load(out)
+    assert card.data.model_name == HOSTILE_MODEL  # the YAML header keeps it exactly
+    tags, text = rendered_markdown(card.text)
+    assert {t.split()[0] for t in tags} <= {"h2", "h3", "p", "ul", "li", "strong", "code"}
+    assert not [t for t in tags if "javascript" in t or "onerror" in t]
+    assert HOSTILE_MODEL in text and HOSTILE_GATE in text  # shown literally

@@ -93,6 +93,8 @@ def exit_on_gates(run_dir: Path) -> None:
 
 
 def echo_gates(gates: list[dict[str, Any]]) -> None:
-    """One line per gate: PASS or FAIL, then its message."""
+    """One line per gate: PASS or FAIL, then its message (controls shown, never sent)."""
+    from auditkit.inert import terminal_text
+
     for gate in gates:
-        click.echo(("PASS  " if gate["passed"] else "FAIL  ") + gate["message"])
+        click.echo(("PASS  " if gate["passed"] else "FAIL  ") + terminal_text(gate["message"]))

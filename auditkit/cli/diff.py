@@ -59,6 +59,7 @@ def diff(
 ) -> None:
     """Compare the audits of two checkpoints (BASE_RUN, NEW_RUN) made with the same spec."""
     from auditkit.diff import diff_runs
+    from auditkit.inert import terminal_text
     from auditkit.report.diff_report import render_diff
     from auditkit.rundir.remote import display, local_path
 
@@ -86,8 +87,8 @@ def diff(
     )
     for row in regressions.itertuples():
         click.echo(
-            f"  regression: '{row.concept}' on '{row.axis}' {row.score_base:+.3f} -> "
-            f"{row.score_new:+.3f}"
+            f"  regression: '{terminal_text(str(row.concept))}' on '{row.axis}' "
+            f"{row.score_base:+.3f} -> {row.score_new:+.3f}"
         )
     echo_gates(result.gates)
     for path in paths:

@@ -23,6 +23,7 @@ import markupsafe
 
 import auditkit
 from auditkit.errors import PrerequisiteError, RuntimeFailure, UsageError
+from auditkit.inert import xml_strings
 from auditkit.report.context import build_report_context
 from auditkit.rundir import RunDir, write_bytes_atomic
 
@@ -90,7 +91,7 @@ def render_html(context: dict[str, Any], template: str = TEMPLATE) -> str:
         ]
     )
     medium = {"mode": "html", "csp": csp, "scripts": [vega, boot], "chart_images": {}}
-    return _environment().get_template(template).render(report=context, medium=medium)
+    return _environment("html").get_template(template).render(report=context, medium=medium)
 
 
 def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
@@ -105,7 +106,7 @@ def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
         ) from None
     images = {name: _svg_data_uri(spec) for name, spec in context["charts"].items()}
     medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": images}
-    html = _environment().get_template(template).render(report=context, medium=medium)
+    html = _environment("pdf").get_template(template).render(report=context, medium=medium)
     document = weasyprint.HTML(string=html, url_fetcher=_offline_fetcher(weasyprint))
     paper = str(context.get("paper", "a4"))
     sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]} !important; }}")]
@@ -151,7 +152,7 @@ def _csp_hash(source: str) -> str:
 def _svg_data_uri(spec: dict[str, Any]) -> str:
     import vl_convert
 
-    spec = dict(spec)
+    spec = xml_strings(spec)  # vl-convert aborts the process on a character SVG forbids
     if spec.get("width") == "container":
         spec["width"] = PDF_CHART_WIDTH
     svg = vl_convert.vegalite_to_svg(spec, vl_version=vega_lite_version())
@@ -175,9 +176,56 @@ def _offline_fetcher(weasyprint: Any) -> Any:
 # --- Jinja2 ----------------------------------------------------------------------------------
 
 
+PRINT_LINE_LIMIT = 500
+"""Longest line of text the PDF shows in full: WeasyPrint's layout of a line that may wrap
+anywhere grows with the square of its length (a 10,000-character term took minutes); 500
+characters hold any real term or prompt."""
+
+
+def _print_text(value: Any) -> Any:
+    """A value shown in the PDF: each line of a string beyond :data:`PRINT_LINE_LIMIT`
+    characters cut there, saying how much is left out (markup and ``data:`` URLs unchanged)."""
+    if (
+        not isinstance(value, str)
+        or isinstance(value, markupsafe.Markup)
+        or len(value) <= PRINT_LINE_LIMIT
+        or value.startswith("data:")
+    ):
+        return value
+    return "\n".join(
+        line
+        if len(line) <= PRINT_LINE_LIMIT
+        else f"{line[:PRINT_LINE_LIMIT]}… [{len(line) - PRINT_LINE_LIMIT:,} more characters]"
+        for line in value.split("\n")
+    )
+
+
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _isolated(value: Any) -> Any:
+    """A string holding bidirectional controls, wrapped in FIRST STRONG ISOLATE ... POP
+    DIRECTIONAL ISOLATE: a right-to-left override it leaves open ends with it instead of
+    reordering the rest of the sentence around it (other values unchanged)."""
+    if (
+        isinstance(value, str)
+        and not isinstance(value, markupsafe.Markup)
+        and _BIDI_CONTROLS.search(value)
+    ):
+        return f"\u2068{value}\u2069"
+    return value
+
+
+def _shown_in_pdf(value: Any) -> Any:
+    return _isolated(_print_text(value))
+
+
 @functools.cache
-def _environment() -> jinja2.Environment:
+def _environment(mode: str = "html") -> jinja2.Environment:
+    """The templates' environment: every value shown with bidirectional controls isolated
+    (:func:`_isolated`); ``mode`` 'pdf' also shortens very long lines (:func:`_print_text`)."""
     env = jinja2.Environment(
+        finalize=_shown_in_pdf if mode == "pdf" else _isolated,
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
