@@ -52,12 +52,14 @@ def run_audit(
     render: bool = True,
     loaded: LoadedPipeline | None = None,
     execution: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> RunOutcome:
     """Plan, extract (skipping finished units), caption when the spec asks (skipping captioned
     units), run the causal check when the spec asks (skipping done jobs), analyze and report
     into ``out_dir``. ``loaded``: a pipeline already loaded for this spec's model (a layer
     sweep runs one audit per hook on one pipeline). ``execution``: fields of the spec's
-    ``execution`` section to override (the CLI's --executor, --ray-address, --workers)."""
+    ``execution`` section to override (the CLI's --executor, --ray-address, --workers).
+    ``force``: run even when the plan exceeds ``execution.max_storage_gb`` or ``max_hours``."""
     if not isinstance(spec, AuditSpec):
         spec = load_checked_spec(spec)
     if execution:
@@ -69,7 +71,7 @@ def run_audit(
     run = RunDir(run_dir)
     with RunLock(run_dir, "run"):
         return _run_locked(
-            spec, run, cache_dir or default_cache_dir(), show_progress, render, loaded
+            spec, run, cache_dir or default_cache_dir(), show_progress, render, loaded, force
         )
 
 
@@ -111,6 +113,7 @@ def _run_locked(
     show_progress: bool,
     render: bool,
     loaded: LoadedPipeline | None,
+    force: bool = False,
 ) -> RunOutcome:
     """:func:`run_audit`'s work, with the run folder's lock held."""
     run_dir = run.root
@@ -130,6 +133,7 @@ def _run_locked(
     write_bytes_atomic(run.spec, dump_spec(spec).encode())
     plan.write(run.plan)
     stages.given = loaded
+    stages.force = force
     stages.executor = make_executor(spec, stages.load, cache_dir=cache_dir, hook_left=hook_left)
     reports: list[Path] = []
     try:
@@ -237,6 +241,8 @@ class _Stages:
     """Where every stage's sampling runs (one executor per run: the pipeline loads once)."""
     current: str = "start"
     """The stage running now (recorded as ``failed_stage`` when one raises)."""
+    force: bool = False
+    """Run even when the plan exceeds the spec's storage or time limit."""
 
     @property
     def run_dir(self) -> Path:
@@ -389,6 +395,8 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
 
     from auditkit.extract.runner import extract_activations
 
+    if not stages.force:
+        _check_limits(stages, pending)
     _load_model(stages)
     if stages.executor.name != "local":  # the workers' device and dtype, now known
         info = stages.executor.info()
@@ -406,6 +414,42 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
         "extract", {**stats.to_json(), "model_loaded": True}
     )
     stages.save()
+
+
+def _check_limits(stages: _Stages, pending: int) -> None:
+    """Refuse (exit 2) extraction whose store growth or rough time exceeds the spec's
+    ``execution.max_storage_gb`` or ``max_hours``, with the estimate and how to go on."""
+    from auditkit.models.loading import existing_model_folder, resolve_device
+    from auditkit.plan import estimate_cost
+
+    spec, plan = stages.spec, stages.plan
+    local = spec.execution.executor == "local"
+    device = resolve_device(spec.model.device) if local else "cuda"
+    folder = existing_model_folder(spec.model, stages.cache_dir)
+    cost = estimate_cost(spec, plan, device=device, model_dir=folder)
+    share = pending / max(len(plan.units), 1)
+    gigabytes = cost.activation_bytes * share / 1e9
+    hours = cost.seconds * share / 3600
+    limits = spec.execution
+    over = []
+    if gigabytes > limits.max_storage_gb:
+        over.append(
+            f"its activation store would grow by {gigabytes:,.3g} GB "
+            f"(limit execution.max_storage_gb: {limits.max_storage_gb:g})"
+        )
+    if hours > limits.max_hours:
+        over.append(
+            f"extraction is estimated at {hours:,.3g} hours on {device} "
+            f"(limit execution.max_hours: {limits.max_hours:g}; a rough estimate, see "
+            "'auditkit plan --measure')"
+        )
+    if over:
+        raise UsageError(
+            f"the plan exceeds a limit: {'; '.join(over)}, for {pending:,} units still to "
+            "extract. Nothing was extracted.",
+            hint="shrink the plan (fewer seeds, terms or stored steps: see 'auditkit plan'), "
+            "raise the limit in the spec's execution section, or pass --force.",
+        )
 
 
 def _model_identity(stages: _Stages, record: dict[str, Any] | None) -> dict[str, Any]:

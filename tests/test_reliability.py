@@ -428,3 +428,85 @@ def test_a_write_error_names_the_file_and_seals_nothing(
     assert again.exit_code == 0, again.output
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
     assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
+
+
+def test_weights_load_only_from_safetensors_unless_pickle_is_allowed(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    import diffusers
+
+    from auditkit.errors import ModelLoadError
+    from auditkit.models.loading import load_pipeline
+    from auditkit.spec.sampling import ModelSpec
+
+    pickled = tmp_path / "pickled"
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(tiny_pipeline_dirs["sd"]))
+    pipe.save_pretrained(str(pickled), safe_serialization=False)
+    unet = pickled / "unet"  # (transformers saves its text encoder as safetensors regardless)
+    assert not list(unet.glob("*.safetensors")) and list(unet.glob("*.bin"))
+    model = ModelSpec(id=str(pickled), device="cpu", resolution=32)
+    with pytest.raises(ModelLoadError, match="safetensors") as refused:
+        load_pipeline(model, cache_dir=tmp_path)
+    assert "allow_pickle" in str(refused.value)
+    opted = ModelSpec(id=str(pickled), device="cpu", resolution=32, allow_pickle=True)
+    with pytest.warns(UserWarning, match="unpickling a file can run any code"):
+        loaded = load_pipeline(opted, cache_dir=tmp_path)
+    assert loaded.pipeline_class == type(pipe).__name__
+    assert ModelSpec(id="x").trust_remote_code is False
+
+
+def test_the_audit_runs_with_sockets_blocked_and_the_hub_offline(
+    reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The mini audit in a subprocess where every internet socket raises and the hub is
+    offline (HF_HUB_OFFLINE=1): the same tables as the reference."""
+    spec, ref = reference
+    out = tmp_path / "offline"
+    guard = (
+        "import socket, runpy, sys\n"
+        "real = socket.socket\n"
+        "class Blocked(real):\n"
+        "    def __init__(self, family=socket.AF_INET, *args, **kwargs):\n"
+        "        if family != socket.AF_UNIX:\n"
+        "            raise OSError('network blocked by the test')\n"
+        "        super().__init__(family, *args, **kwargs)\n"
+        "socket.socket = Blocked\n"
+        "socket.create_connection = lambda *a, **k: (_ for _ in ()).throw(OSError('blocked'))\n"
+        "sys.argv = ['auditkit', 'run', sys.argv[1], '--out', sys.argv[2], '--no-progress']\n"
+        "runpy.run_module('auditkit', run_name='__main__')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", guard, str(spec), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]  # the mini audit's gate fails by design
+    assert "network blocked" not in done.stderr
+    check_resumed(out, ref)
+
+
+def test_a_plan_over_a_storage_or_time_limit_is_refused_unless_forced(
+    reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, ref = reference
+    for setting, words in (
+        ("max_storage_gb: 0.0001", "activation store would grow by"),
+        ("max_hours: 0.000001", "extraction is estimated at"),
+    ):
+        spec = tmp_path / "limited.yaml"
+        spec.write_text(
+            MINI_SPEC.replace("batch_size: 8", f"batch_size: 8\nexecution: {{{setting}}}")
+        )
+        out = tmp_path / f"run-{setting.split(':')[0]}"
+        refused = CliRunner().invoke(main, ["run", str(spec), "--out", str(out)])
+        assert refused.exit_code == 2, refused.output
+        assert words in refused.output and "--force" in refused.output
+        assert not (out / "activations" / "index.parquet").exists()
+    forced = CliRunner().invoke(
+        main, ["run", str(spec), "--out", str(out), "--force", "--no-progress"]
+    )
+    assert forced.exit_code == 1, forced.output
+    check_resumed(out, ref)

@@ -48,6 +48,11 @@ from auditkit.cli.options import cache_dir_option, run_location_option, spec_arg
     help="torch.compile the denoiser (overrides execution.compile): slower to start, faster "
     "per step on a GPU.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Run even when the plan exceeds execution.max_storage_gb or execution.max_hours.",
+)
 @handle_errors
 def run(
     spec: Path,
@@ -58,6 +63,7 @@ def run(
     ray_address: str | None,
     workers: int | None,
     compile_denoiser: bool | None,
+    force: bool,
 ) -> None:
     """Run every stage of SPEC into RUN_DIR; completed units are never redone."""
     from auditkit.run import run_audit
@@ -75,7 +81,12 @@ def run(
     if compile_denoiser:
         execution["compile"] = True
     outcome = run_audit(
-        spec, out_dir, cache_dir=cache_dir, show_progress=not no_progress, execution=execution
+        spec,
+        out_dir,
+        cache_dir=cache_dir,
+        show_progress=not no_progress,
+        execution=execution,
+        force=force,
     )
     extract = outcome.manifest["stages"].get("extract", {})
     evaluations = extract.get("denoiser_evaluations", extract.get("unet_evaluations", 0))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -242,10 +243,26 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
         kwargs.update(for_family(kind).load_kwargs())
     if model.trust_remote_code:
         kwargs["trust_remote_code"] = True
+    if model.allow_pickle:
+        warnings.warn(
+            f"model.allow_pickle is set: {model.id!r} may load pickled weights, and unpickling "
+            "a file can run any code in it. Load only files you trust.",
+            UserWarning,
+            stacklevel=2,
+        )
+    else:
+        kwargs["use_safetensors"] = True
+    hint = (
+        "check the folder or hub id and revision; without network access only local "
+        "folders and cached hub models load."
+    )
+    if not model.allow_pickle:
+        hint += (
+            " Weights load only from safetensors: convert pickled weights (save the pipeline "
+            "with safe_serialization=True), or set model.allow_pickle: true for a model you trust."
+        )
     with load_errors_reported(
-        f"model.id: could not load {model.id!r} as a diffusers pipeline",
-        hint="check the folder or hub id and revision; without network access only local "
-        "folders and cached hub models load.",
+        f"model.id: could not load {model.id!r} as a diffusers pipeline", hint=hint
     ):
         pipe = cls.from_pretrained(source, **kwargs)
     adapter = for_pipeline_class(type(pipe).__name__)

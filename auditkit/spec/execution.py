@@ -55,6 +55,25 @@ class ExecutionSpec(FrozenModel):
             "run's in the last digits, as between two GPUs."
         ),
     )
+    max_storage_gb: float = Field(
+        250.0,
+        gt=0,
+        le=1e9,
+        description=(
+            "Refuse a run whose activation store would grow by more than this many gigabytes "
+            "(the plan's bytes per unit times the units still to extract), unless 'auditkit "
+            "run --force'."
+        ),
+    )
+    max_hours: float = Field(
+        48.0,
+        gt=0,
+        le=1e6,
+        description=(
+            "Refuse a run whose extraction is estimated to take more than this many hours "
+            "(the rough estimate of 'auditkit plan'), unless 'auditkit run --force'."
+        ),
+    )
     retries: int = Field(
         3,
         ge=0,

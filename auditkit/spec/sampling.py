@@ -47,6 +47,14 @@ class ModelSpec(FrozenModel):
     trust_remote_code: bool = Field(
         False, description="Allow custom pipeline code from the model repository."
     )
+    allow_pickle: bool = Field(
+        False,
+        description=(
+            "Also load weights stored as pickle (.bin, .ckpt, .pt). Off: weights load only "
+            "from safetensors, because unpickling a file can run any code in it. On: auditkit "
+            "warns each time it loads."
+        ),
+    )
 
     @field_validator("device")
     @classmethod
