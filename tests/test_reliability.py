@@ -510,3 +510,49 @@ def test_a_plan_over_a_storage_or_time_limit_is_refused_unless_forced(
     )
     assert forced.exit_code == 1, forced.output
     check_resumed(out, ref)
+
+
+HOSTILE_TERMS = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "</script><svg onload=alert(1)>",
+    "{{ 7*7 }} {% raw %}",
+    "javascript:alert(1)",
+    "nurse\u202e\u0301\u0301 👩🏽‍⚕️",
+]
+
+
+@pytest.mark.browser
+def test_a_real_run_with_hostile_prompts_runs_no_script_in_its_report(tmp_path: Path) -> None:
+    """The mini audit with hostile concept terms and title, through every stage (the toyworld
+    model reads them as prompts, the captioner's exemplars carry them): the report shows them as
+    text and runs none of them in Chromium; the tables keep them exactly."""
+    import pandas as pd
+    import yaml
+    from browser import open_report
+
+    from auditkit.run import run_audit
+
+    spec = yaml.safe_load(MINI_SPEC)
+    spec["concepts"][0]["terms"] = HOSTILE_TERMS
+    spec["report"]["title"] = "<script>alert('title')</script> {{ 7*7 }}"
+    spec["report"]["owner"] = '"><img src=x onerror=alert(2)>'
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    out = tmp_path / "run"
+    run_audit(path, out, show_progress=False)
+    lean = pd.read_parquet(out / "results" / "lean.parquet")
+    assert set(HOSTILE_TERMS) <= set(lean["concept"])
+    with open_report(out / "report" / "report.html") as visit:
+        assert visit.calls() == [] and visit.dialogs == []
+        elements = visit.page.evaluate(
+            "() => document.querySelectorAll("
+            '\'img[src="x"], iframe, svg[onload], [onerror], a[href^="javascript"]\').length'
+        )
+        text = visit.page.evaluate("() => document.body.innerText")
+        title = visit.page.title()
+    assert elements == 0
+    assert "{{ 7*7 }}" in title and "<script>alert('title')</script>" in title
+    for term in HOSTILE_TERMS[:5]:
+        assert term in text, term
+    assert visit.problems == []
