@@ -116,6 +116,13 @@ class AuditSpec(FrozenModel):
         ),
     )
 
+    @field_validator("spec_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1, but a boolean is not a version
+            raise ValueError(f"must be the number 1, not {str(value).lower()}")
+        return value
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: int | list[int]) -> int | list[int]:

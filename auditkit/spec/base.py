@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, TypeVar
 
@@ -13,9 +14,11 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 class FrozenModel(BaseModel):
-    """Base of every spec model: unknown keys are refused and a validated spec cannot change."""
+    """Base of every spec model: unknown keys are refused, every number is finite (no NaN or
+    infinity) and a validated spec cannot change. The loader validates strictly besides (a
+    boolean is not a number there)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -26,7 +29,8 @@ T = TypeVar("T")
 
 def repeated(values: Sequence[T]) -> list[T]:
     """The values that occur more than once in ``values``, sorted."""
-    return sorted({v for v in values if values.count(v) > 1})  # type: ignore[type-var]
+    counts = Counter(values)
+    return sorted(v for v, n in counts.items() if n > 1)  # type: ignore[type-var]
 
 
 def check_distinct(values: list[T], message: str) -> list[T]:

@@ -12,7 +12,11 @@ import yaml
 from pydantic import ValidationError
 
 from auditkit.errors import SpecError, UsageError
+from auditkit.spec._yaml import MAX_SPEC_BYTES, check_size, decode_spec, read_yaml
 from auditkit.spec.audit import SPEC_VERSION, AuditSpec
+
+MAX_PROBLEMS = 50
+"""Most problems one error lists (the count of the rest follows them)."""
 
 Check = Callable[[AuditSpec], list[tuple[tuple[str | int, ...], str]]]
 """A check the layers above the spec add (``auditkit.analyses.checks.spec_problems``: the
@@ -28,7 +32,10 @@ def load_spec(path: str | Path, *, check: Check | None = None) -> AuditSpec:
             f"Spec file {str(path)!r} does not exist or is not a file.",
             hint="pass the path of an audit spec YAML file (see audits/ for examples).",
         )
-    text = path.read_text(encoding="utf-8")
+    check_size(path.stat().st_size, source=str(path))
+    with path.open("rb") as handle:
+        data = handle.read(MAX_SPEC_BYTES + 1)
+    text = decode_spec(data, source=str(path))
     return parse_spec(text, source=str(path), base_dir=path.parent, check=check)
 
 
@@ -36,15 +43,10 @@ def parse_spec(
     text: str, *, source: str = "spec", base_dir: Path | None = None, check: Check | None = None
 ) -> AuditSpec:
     """Validate spec ``text``; relative local model paths are resolved against ``base_dir``;
-    ``check``'s problems are reported like the spec's own, with their lines."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"invalid YAML at {where}: {problem}"], source=source) from None
+    ``check``'s problems are reported like the spec's own, with their lines. The YAML is read
+    within fixed bounds (:mod:`auditkit.spec._yaml`: size, nesting, values, no key twice) and
+    validated strictly: a boolean is not a number, a number is finite."""
+    data, root = read_yaml(text, source=source)
     if not isinstance(data, dict):
         raise SpecError(
             ["the top level must be a mapping of keys (spec_version, name, model, ...)"],
@@ -62,9 +64,12 @@ def parse_spec(
         )
     data = _resolve_model_path(data, base_dir)
     try:
-        spec = AuditSpec.model_validate(data)
+        spec = AuditSpec.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems = list(dict.fromkeys(_locate(err, root) for err in exc.errors()))
+        errors = exc.errors()
+        problems = list(dict.fromkeys(_locate(err, root) for err in errors[:MAX_PROBLEMS]))
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS:,} more problems")
         raise SpecError(problems, source=source) from None
     found = check(spec) if check is not None else []
     if found:
