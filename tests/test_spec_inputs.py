@@ -228,3 +228,65 @@ def test_errors_are_listed_up_to_a_cap(tmp_path: Path) -> None:
     text = GOOD.replace("    terms: [doctor, nurse]\n", "    terms:\n" + body)
     out = _refused(tmp_path, text, "more problems")
     assert out.count("\n  - ") <= 51
+
+
+# --- 2 and 8: the folders a spec names ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "expected"),
+    [
+        ('"./a\\0b"', "model.id (line 4): contains the control character '\\x00'"),
+        ('"a\\0b"', "model.id (line 4): contains the control character"),
+        ('"a\\tb"', "model.id (line 4): contains the control character '\\t'"),
+        ("~nosuchuser-auditkit/x", "model.id (line 4): cannot expand '~nosuchuser-auditkit'"),
+    ],
+)
+def test_a_model_id_that_names_no_folder_is_a_located_spec_error(
+    tmp_path: Path, model_id: str, expected: str
+) -> None:
+    _refused(tmp_path, GOOD.replace("example/model", model_id), expected)
+
+
+def test_a_captioner_id_with_a_nul_is_a_located_spec_error(tmp_path: Path) -> None:
+    text = GOOD + 'captions:\n  captioner: {kind: image-to-text, id: "m\\0"}\n'
+    _refused(tmp_path, text, "captions.captioner.id (line 18): contains the control character")
+
+
+@pytest.mark.parametrize("model_id", ["..", "../m", "./a/../../m", "org/../../m", "a/../.."])
+def test_a_relative_model_folder_cannot_leave_the_spec_folder(
+    tmp_path: Path, model_id: str
+) -> None:
+    _refused(
+        tmp_path,
+        GOOD.replace("example/model", model_id),
+        "model.id (line 4)",
+        "leads outside the spec's folder",
+        "absolute path",
+    )
+
+
+def test_a_relative_captioner_folder_cannot_leave_the_spec_folder(tmp_path: Path) -> None:
+    text = GOOD + "captions:\n  captioner: {kind: image-to-text, id: ../../cap}\n"
+    _refused(tmp_path, text, "captions.captioner.id (line 18)", "leads outside the spec's folder")
+
+
+def test_folders_within_the_spec_folder_or_absolute_are_taken(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    spec = tmp_path / "audit" / "spec.yaml"
+    spec.parent.mkdir()
+    for model_id, resolved in [
+        ("./m", spec.parent / "m"),
+        ("./sub/../m", spec.parent / "m"),
+        (".", spec.parent),
+        (str(outside), outside),
+    ]:
+        spec.write_text(GOOD.replace("example/model", model_id))
+        assert load_checked_spec(spec).model.id == str(resolved.resolve())
+    spec.write_text(GOOD)
+    assert load_checked_spec(spec).model.id == "example/model"  # a hub id is no folder
+
+
+def test_a_path_problem_is_listed_with_the_others(tmp_path: Path) -> None:
+    text = GOOD.replace("example/model", "../m").replace("seeds: 2", "seeds: 0")
+    _refused(tmp_path, text, "2 problems found", "model.id (line 4)", "seeds (line 6)")

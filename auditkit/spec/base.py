@@ -43,6 +43,15 @@ def check_distinct(values: list[T], message: str) -> list[T]:
     return values
 
 
+def check_model_id(value: str) -> str:
+    """``value``, when it has no control character (a NUL cannot name a folder or a hub id);
+    else ValueError naming the first."""
+    for i, char in enumerate(value):
+        if ord(char) < 32 or ord(char) == 127:
+            raise ValueError(f"contains the control character {char!r} (position {i + 1})")
+    return value
+
+
 def check_device(value: str, devices: tuple[str, ...]) -> str:
     """``value``, when it names one of ``devices`` (``"cuda:N"`` stands for every CUDA index);
     else ValueError naming them."""
@@ -60,5 +69,6 @@ __all__ = [
     "NonEmptyStr",
     "check_device",
     "check_distinct",
+    "check_model_id",
     "repeated",
 ]

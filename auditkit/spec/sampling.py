@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_device, check_distinct
+from auditkit.spec.base import (
+    FrozenModel,
+    Name,
+    NonEmptyStr,
+    check_device,
+    check_distinct,
+    check_model_id,
+)
 
 
 class ModelSpec(FrozenModel):
@@ -52,6 +59,11 @@ class ModelSpec(FrozenModel):
     @classmethod
     def _device(cls, value: str) -> str:
         return check_device(value, ("auto", "cpu", "cuda", "cuda:N", "mps"))
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_model_id(value)
 
     @field_validator("resolution")
     @classmethod
