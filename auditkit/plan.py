@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditkit.errors import SchemaVersionError, UsageError
+from auditkit.errors import SchemaVersionError, SpecError, UsageError
 from auditkit.layout import REFERENCE_PARAMS, StoredLayout, model_geometry, stored_layout
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.vocabulary import fill
@@ -177,12 +177,62 @@ def prompt_id(prompt: str) -> str:
 
 _SLICE_PROMPTS: list[Callable[[AuditSpec], list[SlicePrompt]]] = []
 """How the plan asks the analysis slices for their prompts (one function, once set)."""
+_SLICE_PROMPT_COUNT: list[Callable[[AuditSpec], int]] = []
+"""How the plan asks them how many prompts they add, without building them."""
+
+MAX_UNITS = 200_000
+"""Most work units (prompt x seed) a plan may have: a spec that expands past it is refused,
+counted before anything is built (:func:`expansion_problems`), so ``auditkit plan`` answers at
+once. 200,000 images is days of sampling for a real model; the planning itself takes about a
+second at the limit."""
 
 
-def set_slice_prompts(source: Callable[[AuditSpec], list[SlicePrompt]]) -> None:
+def set_slice_prompts(
+    source: Callable[[AuditSpec], list[SlicePrompt]], count: Callable[[AuditSpec], int]
+) -> None:
     """Let the plan ask the analysis slices for their prompts: ``source(spec)`` returns those
-    of the slices ``spec`` runs. :mod:`auditkit.analyses` calls it when it is imported."""
+    of the slices ``spec`` runs, ``count(spec)`` how many they are at most (without building
+    them). :mod:`auditkit.analyses` calls it when it is imported."""
     _SLICE_PROMPTS[:] = [source]
+    _SLICE_PROMPT_COUNT[:] = [count]
+
+
+def prompt_bound(spec: AuditSpec) -> int:
+    """How many prompts :func:`expand_prompts` gives ``spec`` at most, by arithmetic alone
+    (a crossing counts every combination of its axes' terms, before repeats are dropped)."""
+    count = 1 if spec.centring.reference == "base" else 0
+    for axis in spec.axes:
+        count += len(axis.templates) * sum(len(terms) for terms in axis.groups.values())
+    known = {a.name: a for a in spec.axes}
+    for crossing in spec.crossings:
+        parts = [known[name] for name in crossing.axes if name in known]
+        combos = 1
+        for i, axis in enumerate(parts):
+            last = i == len(parts) - 1
+            qualified = axis.qualifiers is not None and not last
+            combos *= sum(1 if qualified else len(t) for t in axis.groups.values())
+        count += len(crossing.templates or parts[0].templates) * combos if parts else 0
+    count += sum(len(c.templates) * len(c.terms) for c in spec.concepts)
+    if _SLICE_PROMPT_COUNT:
+        count += _SLICE_PROMPT_COUNT[0](spec)
+    return count
+
+
+def expansion_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """The spec's expansion past :data:`MAX_UNITS`, counted without building it: (YAML path,
+    message), none when it fits."""
+    prompts, seeds = prompt_bound(spec), len(spec.seed_list)
+    units = prompts * seeds
+    if units <= MAX_UNITS:
+        return []
+    return [
+        (
+            (),
+            f"the audit expands to up to {prompts:,} prompts x {seeds:,} seeds = {units:,} "
+            f"work units, more than the limit of {MAX_UNITS:,}; use fewer terms, templates, "
+            "crossed axes or seeds, or split it into several audits",
+        )
+    ]
 
 
 def slice_prompts(spec: AuditSpec) -> list[SlicePrompt]:
@@ -226,7 +276,11 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
 
 
 def plan_audit(spec: AuditSpec) -> AuditPlan:
-    """Expand ``spec`` into a deterministic plan (same spec -> same plan hash)."""
+    """Expand ``spec`` into a deterministic plan (same spec -> same plan hash); a spec that
+    expands past :data:`MAX_UNITS` is refused (:class:`SpecError`) before anything is built."""
+    too_big = expansion_problems(spec)
+    if too_big:
+        raise SpecError([message for _, message in too_big], source=spec.name)
     prompts = expand_prompts(spec)
     fingerprint = extraction_fingerprint(spec)
     fp_hash = _sha(fingerprint)

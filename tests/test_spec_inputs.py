@@ -290,3 +290,64 @@ def test_folders_within_the_spec_folder_or_absolute_are_taken(tmp_path: Path) ->
 def test_a_path_problem_is_listed_with_the_others(tmp_path: Path) -> None:
     text = GOOD.replace("example/model", "../m").replace("seeds: 2", "seeds: 0")
     _refused(tmp_path, text, "2 problems found", "model.id (line 4)", "seeds (line 6)")
+
+
+# --- 4: an expansion past the plan's limit is refused before it is built ------------------------
+
+
+def _crossing_spec(terms: int, seeds: int) -> str:
+    axes = []
+    for name in ("x", "y", "z"):
+        first = ", ".join(f"{name}p{i}" for i in range(terms))
+        second = ", ".join(f"{name}q{i}" for i in range(terms))
+        axes.append(
+            f"  - name: {name}\n    templates: ['a photo of a {{term}}', 'a {{term}}']\n"
+            f"    groups:\n      p: [{first}]\n      q: [{second}]\n"
+        )
+    return (
+        f"spec_version: 1\nname: big\nmodel: {{id: example/model, device: cpu}}\nseeds: {seeds}\n"
+        "axes:\n" + "".join(axes) + "crossings:\n  - name: xyz\n    axes: [x, y, z]\n"
+        "concepts:\n  - name: jobs\n    templates: ['a photo of a {term}']\n    terms: [doctor]\n"
+    )
+
+
+def test_a_crossing_that_expands_past_the_limit_is_refused_at_once(tmp_path: Path) -> None:
+    from auditkit.plan import MAX_UNITS
+
+    started = time.perf_counter()
+    code, out = _validate(tmp_path, _crossing_spec(30, 32), "plan")
+    assert time.perf_counter() - started < 2
+    assert code == 2, out
+    assert "(top level) (line 1): the audit expands to up to 432," in out
+    assert f"more than the limit of {MAX_UNITS:,}" in out
+
+
+def test_plan_audit_refuses_an_expansion_past_the_limit() -> None:
+    from auditkit.plan import plan_audit
+
+    spec = parse_spec(_crossing_spec(30, 32))  # the spec alone is valid
+    with pytest.raises(SpecError, match="work units, more than the limit"):
+        plan_audit(spec)
+
+
+def test_seeds_count_towards_the_limit(tmp_path: Path) -> None:
+    _refused(tmp_path, GOOD.replace("seeds: 2", "seeds: 100000"), "x 100,000 seeds")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "audits").glob("*.yaml")))
+def test_the_counted_bound_holds_and_is_exact_for_the_shipped_audits(path: Path) -> None:
+    from auditkit.plan import expand_prompts, prompt_bound
+
+    spec = load_checked_spec(path)
+    assert prompt_bound(spec) == len(expand_prompts(spec))
+
+
+def test_the_counted_bound_holds_for_crossings_with_qualifiers() -> None:
+    from auditkit.plan import expand_prompts, prompt_bound
+
+    text = _crossing_spec(2, 1).replace(
+        "      q: [xq0, xq1]\n", "      q: [xq0, xq1]\n    qualifiers: {p: P, q: Q}\n"
+    )
+    spec = parse_spec(text)
+    assert prompt_bound(spec) >= len(expand_prompts(spec))
+    assert prompt_bound(spec) == len(expand_prompts(spec))

@@ -29,9 +29,11 @@ def known_metrics() -> dict[str, GateMetric]:
 
 
 def spec_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
-    """Every unknown analysis or gate metric of ``spec``, and every gate a metric's slice
-    refuses (wrong bound, a key that does not narrow it): (YAML path, message) each."""
+    """Every unknown analysis or gate metric of ``spec``, every gate a metric's slice refuses
+    (wrong bound, a key that does not narrow it), and an expansion past the plan's limit
+    (:func:`auditkit.plan.expansion_problems`): (YAML path, message) each."""
     from auditkit.models.adapters import families
+    from auditkit.plan import expansion_problems
 
     problems: list[tuple[tuple[str | int, ...], str]] = []
     analyses, metrics = known_analyses(), known_metrics()
@@ -68,6 +70,7 @@ def spec_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
                         f"{gate.metric} is narrowed by {' or '.join(metric.scope)} only",
                     )
                 )
+    problems.extend(expansion_problems(spec))
     return problems
 
 
