@@ -126,6 +126,15 @@ def read_yaml(text: str, *, source: str) -> tuple[Any, yaml.Node | None]:
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(
+            [f"line {line}, column {column}: the character {chr(code)!r} cannot be in YAML text"],
+            source=source,
+            hint="remove the control character (write it as an escape, \\t, in double quotes).",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,13 @@ def repeated(values: Sequence[T]) -> list[T]:
     """The values that occur more than once in ``values``, sorted."""
     counts = Counter(values)
     return sorted(v for v, n in counts.items() if n > 1)  # type: ignore[type-var]
+
+
+def listed(names: Iterable[str], limit: int = 20) -> str:
+    """``names`` sorted, as a message shows them: the first ``limit`` and how many more."""
+    ordered = sorted(names)
+    shown = str(ordered[:limit])
+    return shown if len(ordered) <= limit else f"{shown[:-1]}, ... ({len(ordered) - limit} more)]"
 
 
 def check_distinct(values: list[T], message: str) -> list[T]:
@@ -70,5 +77,6 @@ __all__ = [
     "check_device",
     "check_distinct",
     "check_model_id",
+    "listed",
     "repeated",
 ]

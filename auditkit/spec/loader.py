@@ -235,6 +235,7 @@ def _model_of(annotation: Any) -> Any:
 def _format_path(parts: list[str]) -> str:
     out = ""
     for part in parts:
+        part = part if part.isprintable() else repr(part)  # a key with a control character
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
     return out
 
