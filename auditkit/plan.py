@@ -27,9 +27,12 @@ from auditkit.spec.vocabulary import fill
 PLAN_SCHEMA_VERSION = 1
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""The canonical JSON of what is hashed (made once: a plan hashes every unit)."""
+
+
 def _sha(payload: Any) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(payload).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,15 @@ class PlannedPrompt:
     def record(self) -> dict[str, str]:
         """Its fields in order (prompt_id, prompt, role, set_name, group, term, template): the
         prompt's columns of a table with a row per planned prompt."""
-        return asdict(self)
+        return {  # asdict's dict, written out: a large plan records every prompt twice
+            "prompt_id": self.prompt_id,
+            "prompt": self.prompt,
+            "role": self.role,
+            "set_name": self.set_name,
+            "group": self.group,
+            "term": self.term,
+            "template": self.template,
+        }
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class AuditPlan:
             "spec_name": self.spec_name,
             "plan_hash": self.plan_hash,
             "extraction_fingerprint": self.extraction_fingerprint,
-            "prompts": [asdict(p) for p in self.prompts],
+            "prompts": [p.record() for p in self.prompts],
             "units": [asdict(u) for u in self.units],
         }
 
@@ -180,11 +191,12 @@ _SLICE_PROMPTS: list[Callable[[AuditSpec], list[SlicePrompt]]] = []
 _SLICE_PROMPT_COUNT: list[Callable[[AuditSpec], int]] = []
 """How the plan asks them how many prompts they add, without building them."""
 
-MAX_UNITS = 200_000
+MAX_UNITS = 100_000
 """Most work units (prompt x seed) a plan may have: a spec that expands past it is refused,
 counted before anything is built (:func:`expansion_problems`), so ``auditkit plan`` answers at
-once. 200,000 images is days of sampling for a real model; the planning itself takes about a
-second at the limit."""
+once. 100,000 images is days of sampling for a real model (split a larger audit into several);
+planning takes about a second at the limit on one CPU core, with every unit a prompt of its
+own."""
 
 
 def set_slice_prompts(
@@ -286,11 +298,12 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     fp_hash = _sha(fingerprint)
     units: list[WorkUnit] = []
     seen: set[str] = set()
+    seeds = spec.seed_list
     for p in prompts:
         if p.prompt_id in seen:
             continue
         seen.add(p.prompt_id)
-        for seed in spec.seed_list:
+        for seed in seeds:
             uid = _sha([fp_hash, p.prompt, seed])[:24]
             units.append(WorkUnit(uid, p.prompt_id, p.prompt, seed))
     plan = AuditPlan(
@@ -303,7 +316,7 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     digest = _sha(
         {
             "fingerprint": fingerprint,
-            "prompts": [asdict(p) for p in prompts],
+            "prompts": [p.record() for p in prompts],
             "units": [u.unit_id for u in units],
         }
     )

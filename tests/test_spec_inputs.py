@@ -194,11 +194,17 @@ def test_a_boolean_field_still_takes_a_boolean(tmp_path: Path) -> None:
 # --- 7: oversized inputs are refused early; accepted ones validate quickly ----------------------
 
 
-def test_a_spec_over_the_size_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
-    data = GOOD + "description: " + "x" * MAX_SPEC_BYTES + "\n"
+@pytest.mark.parametrize("size", [MAX_SPEC_BYTES, 8 * 2**20, 28 * 2**20])
+def test_a_spec_over_the_size_cap_is_refused_before_it_is_read(tmp_path: Path, size: int) -> None:
+    data = GOOD + "description: " + "x" * size + "\n"
     started = time.perf_counter()
     _refused(tmp_path, data, f"more than the limit of {MAX_SPEC_BYTES:,}")
     assert time.perf_counter() - started < 2
+
+
+def test_spec_text_over_the_size_cap_is_refused() -> None:
+    with pytest.raises(SpecError, match="more than the limit"):
+        parse_spec(GOOD + "description: " + "é" * MAX_SPEC_BYTES + "\n")
 
 
 @pytest.mark.parametrize(

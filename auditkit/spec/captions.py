@@ -51,7 +51,8 @@ class CaptionerSpec(FrozenModel):
     id: NonEmptyStr | None = Field(
         None,
         description=(
-            "Hub id or local model folder (relative paths are resolved against the spec file). "
+            "Hub id or local model folder (relative paths are resolved against the spec's folder "
+            "and may not leave it; an absolute path may name any folder). "
             "Required for 'image-to-text' and 'clip'; 'toyworld' defaults to the shipped "
             "captioner."
         ),

@@ -23,8 +23,9 @@ class ModelSpec(FrozenModel):
     id: NonEmptyStr = Field(
         description=(
             "Hub id (e.g. 'SimianLuo/LCM_Dreamshaper_v7'), a local diffusers folder (relative "
-            "paths are resolved against the spec file), or 'builtin:tiny-sd' for the tiny "
-            "random-weight pipeline auditkit builds from configs (meaningless numbers)."
+            "paths are resolved against the spec's folder and may not leave it; an absolute "
+            "path may name any folder), or 'builtin:tiny-sd' for the tiny random-weight "
+            "pipeline auditkit builds from configs (meaningless numbers)."
         )
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
