@@ -9,7 +9,8 @@ run). It prints the counts by outcome (a plan, a spec or usage error, any other 
 a defect), the exceptions by type, the specs whose error named no line, the longest time one
 spec took (wall and CPU) and the process's peak resident memory, and exits 1 when a spec
 crashed, took 2 s of CPU or more, or grew the peak memory by 500 MB or more. The first
-example of each failure is written to ``--keep`` (default: fuzz-failures/) to be replayed.
+examples of each failure, and the slowest spec, are written to ``--keep`` (default:
+fuzz-failures/) to be replayed (``auditkit plan FILE``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="auditkit-fuzz-"))
     count = [0]
     current = [""]
+    slowest_spec: list[tuple[Outcome, bytes] | None] = [None]
 
     def check(level: str, data: bytes) -> None:
         outcome = read_like_plan(data, folder / str(count[0] % 50))
@@ -58,7 +60,9 @@ def main() -> int:
         outcomes[outcome.kind] += 1
         errors[outcome.error or "(plan)"] += 1
         slowest[0] = max(slowest[0], outcome.wall)
-        slowest[1] = max(slowest[1], outcome.cpu)
+        if outcome.cpu > slowest[1]:
+            slowest[1] = outcome.cpu
+            slowest_spec[0] = (outcome, data)
         largest[0] = max(largest[0], outcome.rss_growth)
         why = (
             "crash"
@@ -105,6 +109,14 @@ def main() -> int:
     print(f"max time per spec: {slowest[0]:.2f}s wall, {slowest[1]:.2f}s CPU")
     print(f"max growth of peak RSS during one spec: {largest[0] / 2**20:.1f} MiB")
     print(f"peak RSS of the process: {peak_rss() / 2**20:.0f} MiB")
+    if slowest_spec[0] is not None:
+        outcome, data = slowest_spec[0]
+        args.keep.mkdir(parents=True, exist_ok=True)
+        (args.keep / "slowest.yaml").write_bytes(data)
+        print(
+            f"slowest spec ({outcome.cpu:.2f}s CPU, {len(data):,} bytes, "
+            f"{outcome.error or 'a plan'}): {args.keep / 'slowest.yaml'}"
+        )
     kinds = Counter(why for why, _, _ in failures)
     print("failures: " + (", ".join(f"{k} {v}" for k, v in kinds.items()) or "none"))
     if failures:

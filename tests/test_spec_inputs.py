@@ -357,3 +357,10 @@ def test_the_counted_bound_holds_for_crossings_with_qualifiers() -> None:
     spec = parse_spec(text)
     assert prompt_bound(spec) >= len(expand_prompts(spec))
     assert prompt_bound(spec) == len(expand_prompts(spec))
+
+
+def test_an_unknown_builtin_model_is_a_located_spec_error(tmp_path: Path) -> None:
+    text = GOOD.replace("example/model", "builtin:toyworld-bi")
+    out = _refused(tmp_path, text, "model.id (line 4): unknown builtin model 'builtin:toyworld-bi'")
+    assert "builtin:toyworld-biased" in out
+    assert _validate(tmp_path, GOOD.replace("example/model", "builtin:tiny-sd"))[0] == 0

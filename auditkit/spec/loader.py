@@ -33,9 +33,15 @@ def load_spec(path: str | Path, *, check: Check | None = None) -> AuditSpec:
             f"Spec file {str(path)!r} does not exist or is not a file.",
             hint="pass the path of an audit spec YAML file (see audits/ for examples).",
         )
-    check_size(path.stat().st_size, source=str(path))
-    with path.open("rb") as handle:
-        data = handle.read(MAX_SPEC_BYTES + 1)
+    try:
+        check_size(path.stat().st_size, source=str(path))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(
+            f"Spec file {str(path)!r} cannot be read: {exc.strerror or exc}.",
+            hint="check the file's permissions, or pass another spec.",
+        ) from None
     text = decode_spec(data, source=str(path))
     return parse_spec(text, source=str(path), base_dir=path.parent, check=check)
 
