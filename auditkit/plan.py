@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditkit.errors import SchemaVersionError, UsageError
+from auditkit.errors import SchemaVersionError, SpecError, UsageError
 from auditkit.layout import REFERENCE_PARAMS, StoredLayout, model_geometry, stored_layout
 from auditkit.spec.audit import AuditSpec
 from auditkit.spec.vocabulary import fill
@@ -27,9 +27,12 @@ from auditkit.spec.vocabulary import fill
 PLAN_SCHEMA_VERSION = 1
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""The canonical JSON of what is hashed (made once: a plan hashes every unit)."""
+
+
 def _sha(payload: Any) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(payload).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,15 @@ class PlannedPrompt:
     def record(self) -> dict[str, str]:
         """Its fields in order (prompt_id, prompt, role, set_name, group, term, template): the
         prompt's columns of a table with a row per planned prompt."""
-        return asdict(self)
+        return {  # asdict's dict, written out: a large plan records every prompt twice
+            "prompt_id": self.prompt_id,
+            "prompt": self.prompt,
+            "role": self.role,
+            "set_name": self.set_name,
+            "group": self.group,
+            "term": self.term,
+            "template": self.template,
+        }
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class AuditPlan:
             "spec_name": self.spec_name,
             "plan_hash": self.plan_hash,
             "extraction_fingerprint": self.extraction_fingerprint,
-            "prompts": [asdict(p) for p in self.prompts],
+            "prompts": [p.record() for p in self.prompts],
             "units": [asdict(u) for u in self.units],
         }
 
@@ -177,12 +188,63 @@ def prompt_id(prompt: str) -> str:
 
 _SLICE_PROMPTS: list[Callable[[AuditSpec], list[SlicePrompt]]] = []
 """How the plan asks the analysis slices for their prompts (one function, once set)."""
+_SLICE_PROMPT_COUNT: list[Callable[[AuditSpec], int]] = []
+"""How the plan asks them how many prompts they add, without building them."""
+
+MAX_UNITS = 100_000
+"""Most work units (prompt x seed) a plan may have: a spec that expands past it is refused,
+counted before anything is built (:func:`expansion_problems`), so ``auditkit plan`` answers at
+once. 100,000 images is days of sampling for a real model (split a larger audit into several);
+planning takes about a second at the limit on one CPU core, with every unit a prompt of its
+own."""
 
 
-def set_slice_prompts(source: Callable[[AuditSpec], list[SlicePrompt]]) -> None:
+def set_slice_prompts(
+    source: Callable[[AuditSpec], list[SlicePrompt]], count: Callable[[AuditSpec], int]
+) -> None:
     """Let the plan ask the analysis slices for their prompts: ``source(spec)`` returns those
-    of the slices ``spec`` runs. :mod:`auditkit.analyses` calls it when it is imported."""
+    of the slices ``spec`` runs, ``count(spec)`` how many they are at most (without building
+    them). :mod:`auditkit.analyses` calls it when it is imported."""
     _SLICE_PROMPTS[:] = [source]
+    _SLICE_PROMPT_COUNT[:] = [count]
+
+
+def prompt_bound(spec: AuditSpec) -> int:
+    """How many prompts :func:`expand_prompts` gives ``spec`` at most, by arithmetic alone
+    (a crossing counts every combination of its axes' terms, before repeats are dropped)."""
+    count = 1 if spec.centring.reference == "base" else 0
+    for axis in spec.axes:
+        count += len(axis.templates) * sum(len(terms) for terms in axis.groups.values())
+    known = {a.name: a for a in spec.axes}
+    for crossing in spec.crossings:
+        parts = [known[name] for name in crossing.axes if name in known]
+        combos = 1
+        for i, axis in enumerate(parts):
+            last = i == len(parts) - 1
+            qualified = axis.qualifiers is not None and not last
+            combos *= sum(1 if qualified else len(t) for t in axis.groups.values())
+        count += len(crossing.templates or parts[0].templates) * combos if parts else 0
+    count += sum(len(c.templates) * len(c.terms) for c in spec.concepts)
+    if _SLICE_PROMPT_COUNT:
+        count += _SLICE_PROMPT_COUNT[0](spec)
+    return count
+
+
+def expansion_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """The spec's expansion past :data:`MAX_UNITS`, counted without building it: (YAML path,
+    message), none when it fits."""
+    prompts, seeds = prompt_bound(spec), len(spec.seed_list)
+    units = prompts * seeds
+    if units <= MAX_UNITS:
+        return []
+    return [
+        (
+            (),
+            f"the audit expands to up to {prompts:,} prompts x {seeds:,} seeds = {units:,} "
+            f"work units, more than the limit of {MAX_UNITS:,}; use fewer terms, templates, "
+            "crossed axes or seeds, or split it into several audits",
+        )
+    ]
 
 
 def slice_prompts(spec: AuditSpec) -> list[SlicePrompt]:
@@ -226,17 +288,22 @@ def expand_prompts(spec: AuditSpec) -> list[PlannedPrompt]:
 
 
 def plan_audit(spec: AuditSpec) -> AuditPlan:
-    """Expand ``spec`` into a deterministic plan (same spec -> same plan hash)."""
+    """Expand ``spec`` into a deterministic plan (same spec -> same plan hash); a spec that
+    expands past :data:`MAX_UNITS` is refused (:class:`SpecError`) before anything is built."""
+    too_big = expansion_problems(spec)
+    if too_big:
+        raise SpecError([message for _, message in too_big], source=spec.name)
     prompts = expand_prompts(spec)
     fingerprint = extraction_fingerprint(spec)
     fp_hash = _sha(fingerprint)
     units: list[WorkUnit] = []
     seen: set[str] = set()
+    seeds = spec.seed_list
     for p in prompts:
         if p.prompt_id in seen:
             continue
         seen.add(p.prompt_id)
-        for seed in spec.seed_list:
+        for seed in seeds:
             uid = _sha([fp_hash, p.prompt, seed])[:24]
             units.append(WorkUnit(uid, p.prompt_id, p.prompt, seed))
     plan = AuditPlan(
@@ -249,7 +316,7 @@ def plan_audit(spec: AuditSpec) -> AuditPlan:
     digest = _sha(
         {
             "fingerprint": fingerprint,
-            "prompts": [asdict(p) for p in prompts],
+            "prompts": [p.record() for p in prompts],
             "units": [u.unit_id for u in units],
         }
     )

@@ -389,7 +389,7 @@ def test_causal_section_defaults() -> None:
         ("{axes: [gender, gender]}", "captions.causal.axes (line 24)", "twice"),
         ("{alphas: [1.0, 1.0]}", "captions.causal.alphas (line 24)", "alphas repeat"),
         ("{alphas: [0.5]}", "captions.causal.alphas (line 24)", "at least 2 items"),
-        ("{alphas: [0.0, .nan]}", "captions.causal.alphas (line 24)", "finite"),
+        ("{alphas: [0.0, .nan]}", "captions.causal.alphas[1] (line 24)", "finite"),
         ("{concepts: [doctor, chef]}", "captions.causal.concepts[1] (line 24)", "'chef'"),
         ("{seeds: 4}", "captions.causal.seeds (line 24)", "asks for 4 seeds but the audit has 3"),
         ("{strength: 2}", "captions.causal.strength (line 24)", "unknown key"),

@@ -89,7 +89,13 @@ def slice_prompts(spec: AuditSpec) -> list[SlicePrompt]:
     return [prompt for analysis in chosen_slices(spec) for prompt in analysis.prompts(spec)]
 
 
-set_slice_prompts(slice_prompts)
+def slice_prompt_count(spec: AuditSpec) -> int:
+    """How many prompts :func:`slice_prompts` gives ``spec`` at most, counted without building
+    them (``Analysis.prompt_count``)."""
+    return sum(analysis.prompt_count(spec) for analysis in chosen_slices(spec))
+
+
+set_slice_prompts(slice_prompts, slice_prompt_count)
 
 
 def slice_names() -> tuple[str, ...]:

@@ -192,6 +192,12 @@ class Analysis:
         the plan (and plan hash) of every spec that runs the slice."""
         return []
 
+    def prompt_count(self, spec: AuditSpec) -> int:
+        """How many prompts :meth:`prompts` gives ``spec`` at most, counted before the plan is
+        built (the plan refuses a spec that expands past :data:`auditkit.plan.MAX_UNITS`). A
+        slice whose prompts grow with the spec counts them without building them."""
+        return len(self.prompts(spec))
+
     @property
     def listed(self) -> bool:
         """Whether the slice is named under ``analyses:``: False for one that another part of

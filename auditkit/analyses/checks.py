@@ -29,12 +29,27 @@ def known_metrics() -> dict[str, GateMetric]:
 
 
 def spec_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
-    """Every unknown analysis or gate metric of ``spec``, and every gate a metric's slice
-    refuses (wrong bound, a key that does not narrow it): (YAML path, message) each."""
+    """An unknown builtin model, every unknown analysis or gate metric of ``spec``, every gate
+    a metric's slice refuses (wrong bound, a key that does not narrow it), and an expansion
+    past the plan's limit
+    (:func:`auditkit.plan.expansion_problems`): (YAML path, message) each."""
     from auditkit.models.adapters import families
+    from auditkit.models.builtin import (
+        BUILTIN_PREFIX,
+        SHIPPED_BUILTINS,
+        builtin_name,
+        tiny_builtins,
+    )
+    from auditkit.plan import expansion_problems
 
     problems: list[tuple[tuple[str | int, ...], str]] = []
     analyses, metrics = known_analyses(), known_metrics()
+    builtin = builtin_name(spec.model.id)
+    if builtin is not None and builtin not in (*SHIPPED_BUILTINS, *tiny_builtins()):
+        known = ", ".join(BUILTIN_PREFIX + b for b in (*tiny_builtins(), *SHIPPED_BUILTINS))
+        problems.append(
+            (("model", "id"), f"unknown builtin model {spec.model.id!r}; known: {known}")
+        )
     if spec.model.pipeline != "auto" and spec.model.pipeline not in families():
         problems.append(
             (
@@ -68,6 +83,7 @@ def spec_problems(spec: AuditSpec) -> list[tuple[tuple[str | int, ...], str]]:
                         f"{gate.metric} is narrowed by {' or '.join(metric.scope)} only",
                     )
                 )
+    problems.extend(expansion_problems(spec))
     return problems
 
 

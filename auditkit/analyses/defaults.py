@@ -143,6 +143,10 @@ class Defaults(api.Analysis):
                             out.append(api.SlicePrompt((axis.name, cset.name, group, term), prompt))
         return out
 
+    def prompt_count(self, spec: AuditSpec) -> int:
+        groups = sum(len(axis.groups) for axis in spec.axes if axis.defaults)  # crossings: off
+        return groups * sum(len(c.templates) * len(c.terms) for c in spec.concepts)
+
     def build(self, ctx: api.AnalysisContext) -> dict[str, pd.DataFrame]:
         return {NAME: defaults_table(ctx)}
 

@@ -16,7 +16,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_distinct, repeated
+from auditkit.spec.base import (
+    FrozenModel,
+    Name,
+    NonEmptyStr,
+    check_distinct,
+    listed,
+    repeated,
+)
 from auditkit.spec.captions import CaptionsSpec
 from auditkit.spec.execution import ExecutionSpec
 from auditkit.spec.gates import GateSpec
@@ -116,6 +123,13 @@ class AuditSpec(FrozenModel):
         ),
     )
 
+    @field_validator("spec_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1, but a boolean is not a version
+            raise ValueError(f"must be the number 1, not {str(value).lower()}")
+        return value
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: int | list[int]) -> int | list[int]:
@@ -188,7 +202,7 @@ def _storage_problems(spec: AuditSpec) -> list[Problem]:
     if probe.aggregation == "per_step":
         message = "aggregation 'per_step' reads every kept step: per_step_h must be 'all' or 'auto'"
         return [(where, probe.per_step_h, message)]
-    kept = range(spec.model.steps) if probe.steps == "all" else probe.steps
+    kept = set(range(spec.model.steps) if probe.steps == "all" else probe.steps)
     stray = [s for s in probe.per_step_h if s not in kept or s >= spec.model.steps]
     if stray:
         message = f"steps {stray} are not kept steps (probe.steps within model.steps)"
@@ -215,7 +229,7 @@ def _crossing_problems(spec: AuditSpec) -> list[Problem]:
     for i, crossing in enumerate(spec.crossings):
         unknown = [(j, name) for j, name in enumerate(crossing.axes) if name not in known]
         for j, name in unknown:
-            message = f"unknown axis {name!r}; the spec's axes are {sorted(known)}"
+            message = f"unknown axis {name!r}; the spec's axes are {listed(known)}"
             problems.append((("crossings", i, "axes", j), name, message))
         if unknown:
             continue  # the size needs every axis
@@ -232,10 +246,10 @@ def _gate_problems(spec: AuditSpec) -> list[Problem]:
     problems: list[Problem] = []
     for i, gate in enumerate(spec.gates):
         if gate.axis is not None and gate.axis not in axes:
-            message = f"unknown axis {gate.axis!r}; the spec's axes are {sorted(axes)}"
+            message = f"unknown axis {gate.axis!r}; the spec's axes are {listed(axes)}"
             problems.append((("gates", i, "axis"), gate.axis, message))
         if gate.concept_set is not None and gate.concept_set not in sets:
-            message = f"unknown concept set {gate.concept_set!r}; the spec has {sorted(sets)}"
+            message = f"unknown concept set {gate.concept_set!r}; the spec has {listed(sets)}"
             problems.append((("gates", i, "concept_set"), gate.concept_set, message))
     return problems
 
@@ -253,6 +267,7 @@ def _guidance_problems(spec: AuditSpec) -> list[Problem]:
         return []
     scales = spec.captions.guidance
     problems: list[Problem] = []
+    seen: set[float] = set()
     for j, scale in enumerate(scales):
         if not (math.isfinite(scale) and 1.0 <= scale <= 100.0):
             message = (
@@ -261,9 +276,10 @@ def _guidance_problems(spec: AuditSpec) -> list[Problem]:
             )
         elif scale == spec.model.guidance_scale:
             message = f"{scale:g} is the audit's own guidance scale (model.guidance_scale)"
-        elif scale in scales[:j]:
+        elif scale in seen:
             message = f"{scale:g} is listed twice"
         else:
+            seen.add(scale)
             continue
         problems.append((("captions", "guidance", j), scale, message))
     if scales and "concept" not in spec.captions.roles:
@@ -295,7 +311,7 @@ def _causal_problems(spec: AuditSpec) -> list[Problem]:
         if name in crossings:
             message = f"{name!r} is a crossing (k-way); only two-group axes can be steered"
         elif name not in axes:
-            message = f"unknown axis {name!r}; the spec's axes are {sorted(axes)}"
+            message = f"unknown axis {name!r}; the spec's axes are {listed(axes)}"
         elif len(axes[name].groups) != 2:
             message = (
                 f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
@@ -304,10 +320,10 @@ def _causal_problems(spec: AuditSpec) -> list[Problem]:
         else:
             continue
         problems.append(((*where, "axes", j), name, message))
-    terms = sorted({t for cs in spec.concepts for t in cs.terms})
+    known = {t for cs in spec.concepts for t in cs.terms}
     for j, term in enumerate(causal.concepts or []):
-        if term not in terms:
-            message = f"unknown concept {term!r}; the spec's concepts are {terms}"
+        if term not in known:
+            message = f"unknown concept {term!r}; the spec's concepts are {listed(known)}"
             problems.append(((*where, "concepts", j), term, message))
     if causal.seeds is not None and causal.seeds > len(spec.seed_list):
         message = f"asks for {causal.seeds} seeds but the audit has {len(spec.seed_list)}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,9 +14,11 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 class FrozenModel(BaseModel):
-    """Base of every spec model: unknown keys are refused and a validated spec cannot change."""
+    """Base of every spec model: unknown keys are refused, every number is finite (no NaN or
+    infinity) and a validated spec cannot change. The loader validates strictly besides (a
+    boolean is not a number there)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -26,7 +29,15 @@ T = TypeVar("T")
 
 def repeated(values: Sequence[T]) -> list[T]:
     """The values that occur more than once in ``values``, sorted."""
-    return sorted({v for v in values if values.count(v) > 1})  # type: ignore[type-var]
+    counts = Counter(values)
+    return sorted(v for v, n in counts.items() if n > 1)  # type: ignore[type-var]
+
+
+def listed(names: Iterable[str], limit: int = 20) -> str:
+    """``names`` sorted, as a message shows them: the first ``limit`` and how many more."""
+    ordered = sorted(names)
+    shown = str(ordered[:limit])
+    return shown if len(ordered) <= limit else f"{shown[:-1]}, ... ({len(ordered) - limit} more)]"
 
 
 def check_distinct(values: list[T], message: str) -> list[T]:
@@ -37,6 +48,15 @@ def check_distinct(values: list[T], message: str) -> list[T]:
     if twice:
         raise ValueError(message.format(repeated=twice))
     return values
+
+
+def check_model_id(value: str) -> str:
+    """``value``, when it has no control character (a NUL cannot name a folder or a hub id);
+    else ValueError naming the first."""
+    for i, char in enumerate(value):
+        if ord(char) < 32 or ord(char) == 127:
+            raise ValueError(f"contains the control character {char!r} (position {i + 1})")
+    return value
 
 
 def check_device(value: str, devices: tuple[str, ...]) -> str:
@@ -56,5 +76,7 @@ __all__ = [
     "NonEmptyStr",
     "check_device",
     "check_distinct",
+    "check_model_id",
+    "listed",
     "repeated",
 ]

@@ -8,7 +8,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_device, check_distinct
+from auditkit.spec.base import (
+    FrozenModel,
+    Name,
+    NonEmptyStr,
+    check_device,
+    check_distinct,
+    check_model_id,
+)
 from auditkit.spec.vocabulary import check_templates
 
 CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
@@ -44,7 +51,8 @@ class CaptionerSpec(FrozenModel):
     id: NonEmptyStr | None = Field(
         None,
         description=(
-            "Hub id or local model folder (relative paths are resolved against the spec file). "
+            "Hub id or local model folder (relative paths are resolved against the spec's folder "
+            "and may not leave it; an absolute path may name any folder). "
             "Required for 'image-to-text' and 'clip'; 'toyworld' defaults to the shipped "
             "captioner."
         ),
@@ -79,6 +87,11 @@ class CaptionerSpec(FrozenModel):
     @classmethod
     def _device(cls, value: str) -> str:
         return check_device(value, ("auto", "cpu", "cuda", "cuda:N"))
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return value if value is None else check_model_id(value)
 
     @field_validator("attributes")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,11 @@ import yaml
 from pydantic import ValidationError
 
 from auditkit.errors import SpecError, UsageError
+from auditkit.spec._yaml import MAX_SPEC_BYTES, check_size, decode_spec, read_yaml
 from auditkit.spec.audit import SPEC_VERSION, AuditSpec
+
+MAX_PROBLEMS = 50
+"""Most problems one error lists (the count of the rest follows them)."""
 
 Check = Callable[[AuditSpec], list[tuple[tuple[str | int, ...], str]]]
 """A check the layers above the spec add (``auditkit.analyses.checks.spec_problems``: the
@@ -28,7 +33,16 @@ def load_spec(path: str | Path, *, check: Check | None = None) -> AuditSpec:
             f"Spec file {str(path)!r} does not exist or is not a file.",
             hint="pass the path of an audit spec YAML file (see audits/ for examples).",
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        check_size(path.stat().st_size, source=str(path))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(
+            f"Spec file {str(path)!r} cannot be read: {exc.strerror or exc}.",
+            hint="check the file's permissions, or pass another spec.",
+        ) from None
+    text = decode_spec(data, source=str(path))
     return parse_spec(text, source=str(path), base_dir=path.parent, check=check)
 
 
@@ -36,15 +50,10 @@ def parse_spec(
     text: str, *, source: str = "spec", base_dir: Path | None = None, check: Check | None = None
 ) -> AuditSpec:
     """Validate spec ``text``; relative local model paths are resolved against ``base_dir``;
-    ``check``'s problems are reported like the spec's own, with their lines."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"invalid YAML at {where}: {problem}"], source=source) from None
+    ``check``'s problems are reported like the spec's own, with their lines. The YAML is read
+    within fixed bounds (:mod:`auditkit.spec._yaml`: size, nesting, values, no key twice) and
+    validated strictly: a boolean is not a number, a number is finite."""
+    data, root = read_yaml(text, source=source)
     if not isinstance(data, dict):
         raise SpecError(
             ["the top level must be a mapping of keys (spec_version, name, model, ...)"],
@@ -60,12 +69,20 @@ def parse_spec(
             source=source,
             hint="upgrade auditkit (pip install -U auditkit).",
         )
-    data = _resolve_model_path(data, base_dir)
+    data, path_problems = _resolve_model_path(data, base_dir)
+    problems = [
+        _locate({"loc": loc, "msg": msg, "type": "path"}, root) for loc, msg in path_problems
+    ]
     try:
-        spec = AuditSpec.model_validate(data)
+        spec = AuditSpec.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems = list(dict.fromkeys(_locate(err, root) for err in exc.errors()))
+        errors = exc.errors()
+        problems += dict.fromkeys(_locate(err, root) for err in errors[:MAX_PROBLEMS])
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS:,} more problems")
         raise SpecError(problems, source=source) from None
+    if problems:
+        raise SpecError(problems, source=source)
     found = check(spec) if check is not None else []
     if found:
         problems = [_locate({"loc": loc, "msg": msg, "type": "check"}, root) for loc, msg in found]
@@ -78,24 +95,73 @@ def format_path(loc: tuple[str | int, ...]) -> str:
     return _format_path([str(part) for part in loc])
 
 
-def _resolve_model_path(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
-    model = data.get("model")
+PATH_FIELDS: tuple[tuple[str, ...], ...] = (("model", "id"), ("captions", "captioner", "id"))
+"""Every spec field that may name a local folder (a model's, a captioner's)."""
+
+
+def _resolve_model_path(
+    data: dict[str, Any], base_dir: Path | None
+) -> tuple[dict[str, Any], list[tuple[tuple[str | int, ...], str]]]:
+    """``data`` with each local folder of :data:`PATH_FIELDS` made absolute against
+    ``base_dir``, and the problems of those that cannot be: a relative path that leaves the
+    spec's folder (only an absolute path may name a folder elsewhere), a ``~user`` that is no
+    user here."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for where in PATH_FIELDS:
+        parents = [data]
+        for key in where[:-1]:
+            child = parents[-1].get(key)
+            if not isinstance(child, dict):
+                break
+            parents.append(child)
+        else:
+            value = parents[-1].get(where[-1])
+            if not isinstance(value, str) or "\0" in value:
+                continue  # the model refuses it, located
+            try:
+                resolved = _local_folder(value, base_dir)
+            except ValueError as exc:
+                problems.append((where, str(exc)))
+                continue
+            if resolved is None:
+                continue
+            updated: Any = resolved
+            for parent, key in zip(reversed(parents), reversed(where), strict=False):
+                updated = {**parent, key: updated}
+            data = updated
+    return data, problems
+
+
+def _local_folder(value: str, base_dir: Path | None) -> str | None:
+    """The absolute folder ``value`` names, None when it names no local path (a hub id,
+    ``builtin:...``) or when there is no spec folder to resolve it against; ValueError when
+    a relative path leaves the spec's folder or ``~`` cannot be expanded."""
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("~"):
+        try:
+            expanded = Path(value).expanduser().resolve()
+        except (RuntimeError, KeyError, OSError) as exc:
+            user = parts[0]
+            raise ValueError(
+                f"cannot expand {user!r} ({exc}): give the folder's absolute path"
+            ) from None
+        return str(expanded) if base_dir is not None else None
+    if value.startswith("/"):
+        return str(Path(value).resolve()) if base_dir is not None else None
+    if not value.startswith(".") and ".." not in parts:
+        return None  # a hub id
+    inside = os.path.normpath(value)
+    if inside == ".." or inside.startswith(("../", "..\\")) or os.path.isabs(inside):
+        raise ValueError(
+            f"the relative path {value!r} leads outside the spec's folder; a relative path "
+            "must stay within it (give an absolute path to name a folder elsewhere)"
+        )
     if base_dir is None:
-        return data
-    if isinstance(model, dict):
-        model_id = model.get("id")
-        if isinstance(model_id, str) and model_id.startswith((".", "/", "~")):
-            resolved = (base_dir / Path(model_id).expanduser()).resolve()
-            data = {**data, "model": {**model, "id": str(resolved)}}
-    captions = data.get("captions")
-    captioner = captions.get("captioner") if isinstance(captions, dict) else None
-    if isinstance(captions, dict) and isinstance(captioner, dict):
-        source = captioner.get("id")
-        if isinstance(source, str) and source.startswith((".", "/", "~")):
-            resolved = (base_dir / Path(source).expanduser()).resolve()
-            captioner = {**captioner, "id": str(resolved)}
-            data = {**data, "captions": {**captions, "captioner": captioner}}
-    return data
+        return None
+    try:
+        return str((base_dir / value).resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise ValueError(f"cannot resolve {value!r}: {exc}") from None
 
 
 def _locate(err: Any, root: yaml.Node | None) -> str:
@@ -175,6 +241,7 @@ def _model_of(annotation: Any) -> Any:
 def _format_path(parts: list[str]) -> str:
     out = ""
     for part in parts:
+        part = part if part.isprintable() else repr(part)  # a key with a control character
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
     return out
 

@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_device, check_distinct
+from auditkit.spec.base import (
+    FrozenModel,
+    Name,
+    NonEmptyStr,
+    check_device,
+    check_distinct,
+    check_model_id,
+)
 
 
 class ModelSpec(FrozenModel):
@@ -16,8 +23,9 @@ class ModelSpec(FrozenModel):
     id: NonEmptyStr = Field(
         description=(
             "Hub id (e.g. 'SimianLuo/LCM_Dreamshaper_v7'), a local diffusers folder (relative "
-            "paths are resolved against the spec file), or 'builtin:tiny-sd' for the tiny "
-            "random-weight pipeline auditkit builds from configs (meaningless numbers)."
+            "paths are resolved against the spec's folder and may not leave it; an absolute "
+            "path may name any folder), or 'builtin:tiny-sd' for the tiny random-weight "
+            "pipeline auditkit builds from configs (meaningless numbers)."
         )
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
@@ -60,6 +68,11 @@ class ModelSpec(FrozenModel):
     @classmethod
     def _device(cls, value: str) -> str:
         return check_device(value, ("auto", "cpu", "cuda", "cuda:N", "mps"))
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_model_id(value)
 
     @field_validator("resolution")
     @classmethod
