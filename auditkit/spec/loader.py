@@ -264,6 +264,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("probe", "tokens"), "pooled"),
     (("probe", "per_step_h"), "all"),
     (("probe", "unit_budget_mb"), 0.5),
+    (("model", "allow_pickle"), False),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
 is taken of a form that leaves each out while it is at this default, so adding a key left the
