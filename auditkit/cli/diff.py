@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from auditkit.cli.common import echo_gates, handle_errors
+from auditkit.cli.common import echo_gates, handle_errors, require_results
 from auditkit.cli.options import formats_option, run_location_argument, run_location_option
 
 
@@ -64,6 +64,8 @@ def diff(
     from auditkit.rundir.remote import display, local_path
 
     base_run, new_run, out_dir = (local_path(p) for p in (base_run, new_run, out_dir))
+    for run_dir in (base_run, new_run):
+        require_results(run_dir, "'auditkit diff'")
 
     result = diff_runs(
         base_run,
