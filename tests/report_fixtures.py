@@ -49,6 +49,10 @@ spec's title, owner and description, the model id, and gate names. YAML holds ev
 HOSTILE_TEXT = " | ".join(HOSTILE_PAYLOADS.values())
 """Every payload in one string."""
 
+HOSTILE_MODEL_ID = " | ".join(v for k, v in HOSTILE_PAYLOADS.items() if k != "controls")
+"""Every payload but the control characters, in one string: the model id (a control character in
+``model.id`` is a spec error, since the id may name a folder)."""
+
 HOSTILE_TEMPLATE = (
     '"><img src=x onerror=alert(1)> <script>alert(1)</script> {term} javascript:alert(1)'
 )
@@ -157,7 +161,7 @@ def build_run_dir(
     a concept set ``objects`` of that many concepts (a large audit).
     """
     if hostile == "all" and model_id == "SimianLuo/LCM_Dreamshaper_v7":
-        model_id = HOSTILE_TEXT
+        model_id = HOSTILE_MODEL_ID
     rng = np.random.default_rng(seed)
     ci_rng = np.random.default_rng([seed, 1])  # own stream: the other numbers stay the same
     run = root / "run"

@@ -24,7 +24,13 @@ from browser import open_report
 from click.testing import CliRunner, Result
 from huggingface_hub import ModelCard
 from junitparser import JUnitXml
-from report_fixtures import HOSTILE_PAYLOADS, HOSTILE_TEMPLATE, HOSTILE_TEXT, build_run_dir
+from report_fixtures import (
+    HOSTILE_MODEL_ID,
+    HOSTILE_PAYLOADS,
+    HOSTILE_TEMPLATE,
+    HOSTILE_TEXT,
+    build_run_dir,
+)
 from test_export import rendered_markdown
 
 from auditkit.cli import main
@@ -90,17 +96,17 @@ def test_yaml_json_and_parquet_keep_every_payload_exactly(outputs: Outputs) -> N
     run = outputs.base
     spec = parse_spec((run / "spec.yaml").read_text(encoding="utf-8"))
     assert spec.report.title == spec.report.owner == spec.description == HOSTILE_TEXT
-    assert spec.model.id == HOSTILE_TEXT
+    assert spec.model.id == HOSTILE_MODEL_ID
     assert list(spec.concepts[-1].terms) == PAYLOADS
     assert [g.name for g in spec.gates] == GATE_NAMES
 
     summary = json.loads((run / "results" / "summary.json").read_text(encoding="utf-8"))
-    assert summary["model"]["id"] == HOSTILE_TEXT
+    assert summary["model"]["id"] == HOSTILE_MODEL_ID
     assert [g["name"] for g in summary["gates"]["gates"]] == GATE_NAMES
     gates = json.loads((run / "results" / "gates.json").read_text(encoding="utf-8"))
     assert [g["name"] for g in gates["gates"]] == GATE_NAMES
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["model"]["id"] == HOSTILE_TEXT
+    assert manifest["model"]["id"] == HOSTILE_MODEL_ID
     diff_strings = set(_strings(json.loads((outputs.diff / "diff.json").read_text("utf-8"))))
     assert set(PAYLOADS) <= diff_strings
 
@@ -138,7 +144,7 @@ def test_a_junit_report_of_every_control_character_parses() -> None:
 
 def test_the_model_card_shows_every_payload_as_text(outputs: Outputs) -> None:
     card = ModelCard.load(outputs.card)
-    assert card.data.model_name == HOSTILE_TEXT
+    assert card.data.model_name == HOSTILE_MODEL_ID
     tags, text = rendered_markdown(card.text)
     assert {t.split()[0] for t in tags} <= {"h2", "h3", "p", "ul", "li", "strong", "code"}
     assert not [t for t in tags if "javascript" in t or "onerror" in t or "onload" in t]

@@ -99,21 +99,31 @@ def model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
         quiet_libraries()
         return tiny_pipeline_path(kind, cache_dir)
     path = Path(model.id).expanduser()
-    looks_local = model.id.startswith((".", "/", "~")) or path.exists()
+    looks_local = model.id.startswith((".", "/", "~")) or _there(path.exists)
     if not looks_local:
         return None
-    if not path.is_dir():
+    if not _there(path.is_dir):
         raise ModelLoadError(
             f"model.id: the model folder {str(path)!r} does not exist.",
             hint="point model.id at a diffusers pipeline folder (one with model_index.json), "
             "relative to the spec file, or use a hub id.",
         )
-    if not (path / "model_index.json").is_file():
+    if not _there((path / "model_index.json").is_file):
         raise ModelLoadError(
             f"model.id: {str(path)!r} is not a diffusers pipeline (no model_index.json in it).",
             hint="save the pipeline with pipe.save_pretrained(folder), or name its hub id.",
         )
     return path
+
+
+def _there(probe: Any) -> bool:
+    """``probe()`` (a Path's ``exists``/``is_dir``/``is_file``), False where the system cannot
+    even look (a name too long for the file system, a folder without permission): then the id
+    names no local folder."""
+    try:
+        return bool(probe())
+    except OSError:
+        return False
 
 
 def existing_model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
@@ -122,7 +132,7 @@ def existing_model_folder(model: ModelSpec, cache_dir: Path) -> Path | None:
     if name is not None:
         return existing_builtin_folder(name, cache_dir)
     path = Path(model.id).expanduser()
-    if (path / "model_index.json").is_file():
+    if _there((path / "model_index.json").is_file):
         return path
     return _cached_hub_snapshot(model.id, model.revision)
 
