@@ -87,10 +87,14 @@ def claim_run_folder(run_dir: Path, given: str | Path) -> None:
         raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
     if not run_dir.is_dir() or RunDir(run_dir).manifest.is_file():
         return
+    store = run_dir / "activations"
+    own_store = (store / "index.parquet").is_file() or (store / "index-parts").is_dir()
     others = sorted(
         p.name
         for p in run_dir.iterdir()
-        if p.name not in OWN_HIDDEN_FILES and not p.name.endswith(storage.TEMP_SUFFIX)
+        if p.name not in OWN_HIDDEN_FILES
+        and not p.name.endswith(storage.TEMP_SUFFIX)
+        and not (p == store and own_store)  # an activation store auditkit wrote (a sweep's)
     )
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
@@ -151,7 +155,8 @@ def _run_locked(
         stages.current = "analyze"
         _analyze(stages, None if damaged else previous)
         stages.current = "report"
-        reports = _render(run_dir, spec) if render else []
+        finished = stages.manifest.evolve(status="complete", finished_utc=utc_now())
+        reports = _render(run_dir, spec, finished) if render else []
     except BaseException as exc:
         stages.update(
             status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
@@ -166,7 +171,9 @@ def _run_locked(
         stages.executor.close()
     # Sealed last: 'complete' means every file the run wrote, its report included, is in
     # place, and the seal lists their checksums.
-    stages.manifest = run.seal(stages.manifest.evolve(status="complete", finished_utc=utc_now()))
+    stages.manifest = run.seal(
+        stages.manifest.evolve(status="complete", finished_utc=finished.finished_utc)
+    )
     return RunOutcome(run_dir, stages.manifest.to_json(), reports)
 
 
@@ -562,10 +569,11 @@ def _discover(stages: _Stages) -> None:
     stages.record("discovery", stats.to_json(), mark)
 
 
-def _render(run_dir: Path, spec: AuditSpec) -> list[Path]:
+def _render(run_dir: Path, spec: AuditSpec, finished: Manifest) -> list[Path]:
+    """The report, showing the manifest the run is about to seal."""
     from auditkit.report import render_report
 
-    return render_report(run_dir, list(spec.report.formats))
+    return render_report(run_dir, list(spec.report.formats), finished.to_json())
 
 
 __all__ = ["RunOutcome", "default_cache_dir", "run_audit"]

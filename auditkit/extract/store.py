@@ -138,10 +138,16 @@ class ActivationStore:
             frame["sha256"] = ""
         return frame
 
-    def verify_shard(self, shard: str, expected: str) -> str | None:
+    def verify_shard(self, shard: str, expected: str, *, fetch: bool = False) -> str | None:
         """What is wrong with one shard (missing, or not the bytes its index part recorded);
-        None when it is intact or carries no checksum."""
+        None when it is intact or carries no checksum. A shard of a remote run directory that
+        is not downloaded yet is checked only with ``fetch`` (when it is read): the object
+        store keeps its own checksums, and a resumed driver must not download the store."""
         path = self.root / shard
+        if storage.is_remote(path) and not path.is_file():
+            if not fetch:
+                return None
+            storage.ensure_local(path)
         if not path.is_file():
             return "missing"
         if expected and shard not in self._verified:
@@ -214,7 +220,8 @@ class ActivationStore:
         if missing:
             raise KeyError(f"{len(missing)} units are not in the activation store")
         for shard, group in frame.groupby("shard", sort=True):
-            problem = self.verify_shard(str(shard), str(group["sha256"].iloc[0] or ""))
+            expected = str(group["sha256"].iloc[0] or "")
+            problem = self.verify_shard(str(shard), expected, fetch=True)
             if problem:
                 raise integrity.CorruptFile(self.root / str(shard), problem)
             path = storage.ensure_local(self.root / str(shard))

@@ -63,15 +63,16 @@ REPORT_SCHEMA_VERSION = 1
 """Version of the report's structure (shown on the cover; bumped when sections change meaning)."""
 
 
-def build_report_context(run_dir: Path) -> dict[str, Any]:
-    """Read a run directory and return everything the report shows, as plain data.
+def build_report_context(run_dir: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a run directory and return everything the report shows, as plain data
+    (``manifest``: as for :func:`~auditkit.report.inputs.read_run`).
 
     Raises :class:`~auditkit.errors.UsageError` when a required file is missing or malformed
     and :class:`~auditkit.errors.SchemaVersionError` when a file was written by a newer
     auditkit.
     """
     run_dir = Path(run_dir)
-    read = inputs.read_run(run_dir)
+    read = inputs.read_run(run_dir, manifest)
     manifest, summary, spec_text, spec = read.manifest, read.summary, read.spec_text, read.spec
     tables = read.tables
     extra = read_extra_tables(read.run)

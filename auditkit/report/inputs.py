@@ -34,10 +34,11 @@ class RunInputs:
     """Every analysis table by name; None where the run did not make it."""
 
 
-def read_run(run_dir: Path | RunDir) -> RunInputs:
-    """Read everything the report needs from a run directory."""
+def read_run(run_dir: Path | RunDir, manifest: dict[str, Any] | None = None) -> RunInputs:
+    """Read everything the report needs from a run directory. ``manifest``: the manifest the
+    run is about to seal (a run renders its report before sealing), instead of the one on disk."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    manifest = run.read_json("manifest")
+    manifest = manifest if manifest is not None else run.read_json("manifest")
     summary = run.read_json("summary")
     if not run.spec.is_file():
         raise UsageError(

@@ -50,13 +50,16 @@ def templates_dir() -> Path:
     )
 
 
-def render_report(run_dir: Path, formats: Sequence[str] | None = None) -> list[Path]:
+def render_report(
+    run_dir: Path, formats: Sequence[str] | None = None, manifest: dict[str, Any] | None = None
+) -> list[Path]:
     """Write ``run_dir/report/report.html`` (and ``report.pdf``); return the paths written.
 
-    ``formats`` defaults to the spec's ``report.formats``.
+    ``formats`` defaults to the spec's ``report.formats``. ``manifest``: the manifest a run is
+    about to seal, shown instead of the one on disk (which still says "running").
     """
     run_dir = Path(run_dir)
-    context = build_report_context(run_dir)
+    context = build_report_context(run_dir, manifest)
     wanted = list(formats) if formats is not None else list(context["formats"])
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown or not wanted:

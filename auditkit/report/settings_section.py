@@ -147,9 +147,16 @@ def definitions(spec: AuditSpec, prompts: pd.DataFrame | None) -> dict[str, Any]
     return {"axes": axes, "concepts": concepts}
 
 
+SEAL_FIELDS = ("files", "seal")
+"""The manifest's integrity fields (:mod:`auditkit.rundir.integrity`), not shown in the report."""
+
+
 def provenance(
     manifest: dict[str, Any], spec_text: str, prompts: pd.DataFrame | None
 ) -> dict[str, Any]:
+    # the seal lists the report's own checksum, so the report (written before it) shows the
+    # manifest without it: 'auditkit verify' checks it
+    manifest = {k: v for k, v in manifest.items() if k not in SEAL_FIELDS}
     model = dict(manifest.get("model") or {})
     files = [
         {"path": str(f.get("path")), "sha256": f.get("sha256"), "bytes": f.get("bytes")}

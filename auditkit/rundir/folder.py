@@ -271,7 +271,8 @@ class RunDir:
                     "(finished units are not redone).",
                 )
         else:
-            self.read_checked(path)
+            if storage.exists(path):
+                self.read_checked(path)
             data = load_json(path)
         check_version(data.get("schema_version"), spec.version, path)
         if data.get("kind", spec.kind) != spec.kind:

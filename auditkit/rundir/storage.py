@@ -196,6 +196,11 @@ def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def is_remote(path: Path) -> bool:
+    """Whether ``path`` belongs to the working copy of a remote run directory."""
+    return remote.mirror_of(path) is not None
+
+
 def ensure_local(path: Path) -> Path:
     """``path``, downloaded first when it belongs to a remote run directory and has not been
     read yet (activation shards are fetched only when read)."""
