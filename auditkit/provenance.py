@@ -3,7 +3,6 @@ host), gathered into a new :class:`~auditkit.rundir.Manifest`."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 
 from auditkit import __version__
 from auditkit.rundir import Manifest
+from auditkit.rundir.integrity import sha256_path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt", ".model")
 
@@ -23,13 +23,8 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = sha256_path
+"""sha256 of a file's bytes (the run directory's own hash function)."""
 
 
 def hash_model_files(folder: Path) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,48 +67,13 @@ def run_audit(
         spec = _with_execution(spec, execution)
     check_spec(spec)
     run_dir = local_path(out_dir)
-    claim_run_folder(run_dir, out_dir)
+    RunDir(run_dir).claim(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
     with RunLock(run_dir, "run"):
         return _run_locked(
             spec, run, cache_dir or default_cache_dir(), show_progress, render, loaded, force
         )
-
-
-def claim_run_folder(run_dir: Path, given: str | Path) -> None:
-    """Refuse an ``--out`` that is not a folder auditkit may write: empty text, a file, or a
-    non-empty folder that holds no run (auditkit would replace files of the same names there)."""
-    if not str(given).strip():
-        raise UsageError(
-            "--out is empty: a run needs a folder of its own.",
-            hint="give --out a new folder, e.g. --out runs/my-audit.",
-        )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {str(run_dir)!r} exists and is not a folder.")
-    if not run_dir.is_dir() or RunDir(run_dir).manifest.is_file():
-        return
-    store = run_dir / "activations"
-    own_store = (store / "index.parquet").is_file() or (store / "index-parts").is_dir()
-    others = sorted(
-        p.name
-        for p in run_dir.iterdir()
-        if p.name not in OWN_HIDDEN_FILES
-        and not p.name.endswith(storage.TEMP_SUFFIX)
-        and not (p == store and own_store)  # an activation store auditkit wrote (a sweep's)
-    )
-    if others:
-        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        raise UsageError(
-            f"--out {str(run_dir)!r} is a folder that auditkit did not create (no manifest.json; "
-            f"it holds {shown}). A run writes results/, captions/, report/ and more there and "
-            "would replace files of the same names, so nothing was written.",
-            hint="give --out a new or empty folder, or the folder of an earlier run to resume it.",
-        )
-
-
-OWN_HIDDEN_FILES = {".lock", ".auditkit-mirror.json"}
-"""Files auditkit itself may leave in a run folder before its manifest exists."""
 
 
 def _run_locked(
@@ -127,7 +93,9 @@ def _run_locked(
     plan = plan_audit(spec)
     s_hash = spec_hash(spec)
     previous = _previous_manifest(run)
-    damaged = _remove_damaged(run, previous)
+    damaged = run.set_aside_damaged(previous) if previous is not None else []
+    for problem in damaged:
+        print(f"auditkit: {problem.line()}; it is recomputed.", file=sys.stderr)
     run_id = _run_id(s_hash, plan.plan_hash)
     manifest = new_manifest(
         run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
@@ -175,32 +143,6 @@ def _run_locked(
         stages.manifest.evolve(status="complete", finished_utc=finished.finished_utc)
     )
     return RunOutcome(run_dir, stages.manifest.to_json(), reports)
-
-
-def _remove_damaged(run: RunDir, previous: Manifest | None) -> list[str]:
-    """Files of the previous, sealed run whose bytes no longer match the seal: each is named on
-    stderr and moved aside (``<name>.corrupt``) so that the stages write it again. Returns
-    their run-relative paths."""
-    import sys
-
-    from auditkit.rundir import integrity
-
-    if previous is None or previous.status != "complete" or not previous.files:
-        return []
-    damaged = []
-    for rel, expected in sorted(previous.files.items()):
-        path = run.root / rel
-        if not path.is_file():
-            problem = "missing"
-        elif integrity.sha256_path(path) != expected:
-            problem = "its bytes differ from the checksum the run recorded"
-        else:
-            continue
-        damaged.append(rel)
-        print(f"auditkit: {path}: {problem}; it is recomputed.", file=sys.stderr)
-        if path.is_file():
-            path.replace(path.with_name(path.name + integrity.QUARANTINE_SUFFIX))
-    return damaged
 
 
 def _with_execution(spec: AuditSpec, fields: dict[str, Any]) -> AuditSpec:
@@ -367,11 +309,9 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
     stored = store.completed() & {u.unit_id for u in plan.units}
     pending = len(plan.units) - len(stored)
     record = identity.read_record(store.root)
-    now = _model_identity(stages, record)
-    if stored and record is not None:
-        found = identity.differences(record, now)
-        if found:
-            raise identity.refuse_mixing(store.root, found, len(stored))
+    local = stages.spec.execution.executor == "local"
+    now = identity.for_spec(stages.spec.model, stages.cache_dir, stages.given, local, record)
+    identity.refuse_mixing(store.root, record, now, len(stored))
     reusable = (
         previous is not None
         and previous.model is not None
@@ -408,10 +348,7 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
     if stages.executor.name != "local":  # the workers' device and dtype, now known
         info = stages.executor.info()
         now = {**now, "device": info.device.split(":")[0], "dtype": info.dtype}
-        if stored and record is not None:
-            found = identity.differences(record, now)
-            if found:
-                raise identity.refuse_mixing(store.root, found, len(stored))
+        identity.refuse_mixing(store.root, record, now, len(stored))
     if record is None or record != now:
         identity.write_record(store.root, now)
     stats = extract_activations(
@@ -457,24 +394,6 @@ def _check_limits(stages: _Stages, pending: int) -> None:
             hint="shrink the plan (fewer seeds, terms or stored steps: see 'auditkit plan'), "
             "raise the limit in the spec's execution section, or pass --force.",
         )
-
-
-def _model_identity(stages: _Stages, record: dict[str, Any] | None) -> dict[str, Any]:
-    """The identity (:mod:`auditkit.extract.identity`) of the model this run would use: its
-    files on disk, and for the local executor the device type and effective dtype."""
-    from auditkit.extract import identity
-    from auditkit.models.loading import existing_model_folder, resolve_device, resolve_dtype
-
-    model = stages.spec.model
-    folder = stages.given.model_dir if stages.given is not None else None
-    folder = folder or existing_model_folder(model, stages.cache_dir)
-    device = dtype = None
-    if stages.given is not None:
-        device, dtype = stages.given.device, stages.given.dtype
-    elif stages.spec.execution.executor == "local":
-        device = resolve_device(model.device)
-        dtype = resolve_dtype(model.dtype, device)
-    return identity.current_identity(folder, device, dtype, record)
 
 
 def _load_model(stages: _Stages) -> None:

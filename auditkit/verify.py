@@ -7,7 +7,6 @@ planned unit stored). Each problem names its file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,15 +60,8 @@ def verify_run(run_dir: str | Path) -> Verification:
             "manifest.json carries no seal (a run written before runs were sealed, or not "
             "finished): only the activation store was checked"
         )
-    for rel, expected in sorted((sealed or {}).items()):
-        path = run.root / rel
-        out.files += 1
-        if not path.is_file():
-            out.problems.append(Problem(path.as_posix(), "missing"))
-        elif integrity.sha256_path(path) != expected:
-            out.problems.append(
-                Problem(path.as_posix(), "its bytes differ from the sealed checksum")
-            )
+    out.files = len(sealed or {})
+    out.problems += integrity.damaged(run.root, sealed or {})
     if sealed is not None:
         listed = set(sealed)
         for path in integrity.sealed_paths(run.root):
@@ -86,9 +78,8 @@ def verify_run(run_dir: str | Path) -> Verification:
         stored = set()
     if run.plan.is_file():
         try:
-            units = json.loads(run.plan.read_text()).get("units", [])
-            planned = {u["unit_id"] for u in units if isinstance(u, dict)}
-        except (ValueError, TypeError, KeyError):
+            planned = {u["unit_id"] for u in run.read_json("plan").get("units", [])}
+        except (AuditkitError, TypeError, KeyError):
             planned = set()
             out.problems.append(Problem(run.plan.as_posix(), "not a readable plan"))
         missing = planned - stored

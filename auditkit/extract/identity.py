@@ -16,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditkit.errors import UsageError
 from auditkit.rundir import storage, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from auditkit.models.loading import LoadedPipeline
+    from auditkit.spec.sampling import ModelSpec
 
 RECORD = "model.json"
 
@@ -60,6 +64,29 @@ def current_identity(
     }
 
 
+def for_spec(
+    model: ModelSpec,
+    cache_dir: Path,
+    given: LoadedPipeline | None,
+    local: bool,
+    record: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The identity of the model a run would use: its files on disk, and the device type and
+    effective dtype of a pipeline ``given`` or, with the local executor, of the spec's (a Ray
+    run learns its workers' once they load)."""
+    from auditkit.models.loading import existing_model_folder, resolve_device, resolve_dtype
+
+    folder = given.model_dir if given is not None else None
+    folder = folder or existing_model_folder(model, cache_dir)
+    device = dtype = None
+    if given is not None:
+        device, dtype = given.device, given.dtype
+    elif local:
+        device = resolve_device(model.device)
+        dtype = resolve_dtype(model.dtype, device)
+    return current_identity(folder, device, dtype, record)
+
+
 def read_record(root: Path) -> dict[str, Any] | None:
     path = root / RECORD
     if not path.is_file():
@@ -96,11 +123,17 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
-def refuse_mixing(store_root: Path, found: list[str], units: int) -> UsageError:
-    return UsageError(
-        f"{store_root} holds {units} units extracted from another model than this run's: "
-        + "; ".join(found)
-        + ". Reusing them would mix two models' h in one analysis, so nothing was extracted.",
-        hint=f"run into a new --out folder, or delete {store_root} to extract every unit again "
-        "with this model.",
-    )
+def refuse_mixing(
+    store_root: Path, record: dict[str, Any] | None, now: dict[str, Any], units: int
+) -> None:
+    """Raise a UsageError when ``units`` stored units were computed with another model than
+    ``now`` (per the store's ``record``), naming what differs."""
+    found = differences(record, now) if units and record is not None else []
+    if found:
+        raise UsageError(
+            f"{store_root} holds {units} units extracted from another model than this run's: "
+            + "; ".join(found)
+            + ". Reusing them would mix two models' h in one analysis, so nothing was extracted.",
+            hint=f"run into a new --out folder, or delete {store_root} to extract every unit "
+            "again with this model.",
+        )

@@ -350,6 +350,53 @@ class RunDir:
             )
         return data
 
+    def claim(self, given: str | Path) -> None:
+        """Refuse, as ``--out``, anything auditkit may not write into: empty text, a file, or a
+        non-empty folder that holds no run (auditkit would replace files of the same names
+        there). A folder holding only auditkit's own files (a lock, temporaries, an activation
+        store such as a layer sweep's) is a run folder."""
+        if not str(given).strip():
+            raise UsageError(
+                "--out is empty: a run needs a folder of its own.",
+                hint="give --out a new folder, e.g. --out runs/my-audit.",
+            )
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"--out {str(root)!r} exists and is not a folder.")
+        if not root.is_dir() or storage.exists(self.manifest):
+            return
+        store = self.activations
+        own_store = (store / "index.parquet").is_file() or (store / "index-parts").is_dir()
+        others = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.name not in integrity.UNSEALED_NAMES
+            and not p.name.endswith(storage.TEMP_SUFFIX)
+            and not (p == store and own_store)
+        )
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise UsageError(
+                f"--out {str(root)!r} is a folder that auditkit did not create (no "
+                f"manifest.json; it holds {shown}). A run writes results/, captions/, report/ "
+                "and more there and would replace files of the same names, so nothing was "
+                "written.",
+                hint="give --out a new or empty folder, or the folder of an earlier run to "
+                "resume it.",
+            )
+
+    def set_aside_damaged(self, previous: Manifest) -> list[integrity.Problem]:
+        """The files of the previous, sealed run (``previous``) whose bytes no longer match its
+        seal, each moved aside as ``<name>.corrupt`` so that the stages write it again."""
+        if previous.status != "complete" or not previous.files:
+            return []
+        found = integrity.damaged(self.root, previous.files)
+        for problem in found:
+            path = Path(problem.path)
+            if path.is_file():
+                path.replace(path.with_name(path.name + integrity.QUARANTINE_SUFFIX))
+        return found
+
     def require_complete(self, what: str) -> Manifest:
         """The manifest of a complete, intact run; a UsageError naming why not otherwise (a
         failed or interrupted run's results may be stale)."""

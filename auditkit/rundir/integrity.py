@@ -91,6 +91,19 @@ class Problem:
         return f"{self.path}: {self.problem}"
 
 
+def damaged(root: Path, files: dict[str, str]) -> list[Problem]:
+    """The files of ``files`` (run-relative path: sha256, as the seal lists them) that are
+    missing under ``root`` or whose bytes differ."""
+    found = []
+    for rel, expected in sorted(files.items()):
+        path = root / rel
+        if not path.is_file():
+            found.append(Problem(path.as_posix(), "missing"))
+        elif sha256_path(path) != expected:
+            found.append(Problem(path.as_posix(), "its bytes differ from the sealed checksum"))
+    return found
+
+
 class CorruptFile(RuntimeFailure):
     """A run file's bytes differ from the checksum recorded when it was written."""
 
