@@ -1,4 +1,4 @@
-"""Shares corrected for the image reader's own errors (issue 17, the estimator only so far).
+"""Shares corrected for the image reader's own errors, and the reader's calibration tables.
 
 A captioner reads an image of true class ``t`` as class ``r`` with probability ``C[t, r]`` (its
 confusion matrix, rows summing to 1, measured on a labelled calibration set). The shares it
@@ -23,9 +23,14 @@ corrected shares is reported. Resamples whose matrix is refused are counted; mor
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
+import pandas as pd
+
+from auditkit.analyze.stats import wilson_interval
 
 MIN_SEPARATION = 0.1
 """Smallest singular value of the confusion matrix accepted for a correction."""
@@ -139,11 +144,123 @@ def corrected_with_interval(
     return CorrectedShare(raw, point, low, high, refused, resamples)
 
 
+CONFUSION_COLUMNS: Final = (
+    *("attribute", "true_group", "read_as", "count", "n_true", "rate", "rate_low", "rate_high"),
+)
+"""Columns of :func:`calibration_tables`' confusion table, in order."""
+ACCURACY_COLUMNS: Final = (
+    *("attribute", "group", "n_images", "n_unread", "correct", "accuracy"),
+    *("accuracy_low", "accuracy_high", "separation", "usable", "note"),
+)
+"""Columns of :func:`calibration_tables`' accuracy table, in order."""
+UNREAD: Final = "(other)"
+"""The ``read_as`` of calibration images read as none of the attribute's groups."""
+
+
+def calibration_tables(
+    labels: pd.DataFrame,
+    reads: Sequence[Mapping[str, str]],
+    groups: Mapping[str, Sequence[str]],
+    confidence: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The reader's confusion matrix and accuracy per group, from a labelled calibration set.
+
+    Args:
+        labels: one row per calibration image; a column per labelled attribute (a group name,
+            or "" where the image is not labelled for it).
+        reads: what the reader read in each image, in ``labels``' row order.
+        groups: attribute -> its groups (what the audit's shares are of); attributes without
+            a label column are left out.
+        confidence: level of the Wilson intervals.
+
+    Returns:
+        ``confusion``: per (attribute, true group, value read) the count and its rate among the
+        true group's images, with a Wilson interval; a value read that is no group of the
+        attribute is pooled as :data:`UNREAD`. ``accuracy``: per (attribute, true group) the
+        share read correctly (the reader's own bias shows as unequal accuracy across groups),
+        and on every row of an attribute the matrix's :func:`separation` and whether it is
+        ``usable`` for a correction (``note`` says why not).
+    """
+    if len(reads) != len(labels):
+        raise ValueError(f"{len(reads)} reads for {len(labels)} labelled images")
+    confusion_rows: list[dict[str, object]] = []
+    accuracy_rows: list[dict[str, object]] = []
+    for attribute, names in groups.items():
+        if attribute not in labels.columns:
+            continue
+        names = [str(g) for g in names]
+        truth = labels[attribute].astype(str).to_numpy()
+        read = np.array([str(r.get(attribute, "")) for r in reads], dtype=object)
+        matrix = np.zeros((len(names), len(names)), dtype=np.int64)
+        rows: list[dict[str, object]] = []
+        for t, true_group in enumerate(names):
+            mine = read[truth == true_group]
+            n_true = len(mine)
+            for r, read_as in enumerate([*names, UNREAD]):
+                count = (
+                    int((mine == read_as).sum())
+                    if read_as != UNREAD
+                    else int((~np.isin(mine, names)).sum())
+                )
+                if r < len(names):
+                    matrix[t, r] = count
+                low, high = wilson_interval(count, n_true, confidence)
+                confusion_rows.append(
+                    {
+                        **{"attribute": attribute, "true_group": true_group, "read_as": read_as},
+                        **{"count": count, "n_true": n_true},
+                        **{"rate": count / n_true if n_true else np.nan},
+                        **{"rate_low": low, "rate_high": high},
+                    }
+                )
+            correct = int((mine == true_group).sum())
+            low, high = wilson_interval(correct, n_true, confidence)
+            rows.append(
+                {
+                    **{"attribute": attribute, "group": true_group, "n_images": n_true},
+                    **{"n_unread": int((~np.isin(mine, names)).sum()), "correct": correct},
+                    **{"accuracy": correct / n_true if n_true else np.nan},
+                    **{"accuracy_low": low, "accuracy_high": high},
+                }
+            )
+        usable, note, sep = True, "", np.nan
+        try:
+            sep = separation(confusion_matrix(matrix))
+            if sep < MIN_SEPARATION:
+                usable = False
+                note = (
+                    f"too close to singular (smallest singular value {sep:.3f} < "
+                    f"{MIN_SEPARATION}): the reader barely tells these groups apart"
+                )
+        except UnreliableReader as exc:
+            usable, note = False, str(exc)
+        for row in rows:
+            accuracy_rows.append({**row, "separation": sep, "usable": usable, "note": note})
+    return (
+        pd.DataFrame(confusion_rows, columns=list(CONFUSION_COLUMNS)),
+        pd.DataFrame(accuracy_rows, columns=list(ACCURACY_COLUMNS)),
+    )
+
+
+def calibration_counts(confusion: pd.DataFrame, attribute: str, names: Sequence[str]) -> np.ndarray:
+    """``counts[t, r]`` of one attribute from the confusion table, in ``names``' order (images
+    read as none of the groups left out: the shares they correct leave them out too)."""
+    part = confusion[(confusion["attribute"] == attribute) & (confusion["read_as"] != UNREAD)]
+    table = part.pivot_table(index="true_group", columns="read_as", values="count", aggfunc="sum")
+    table = table.reindex(index=list(names), columns=list(names)).fillna(0)
+    return table.to_numpy(dtype=np.int64)
+
+
 __all__ = [
+    "ACCURACY_COLUMNS",
+    "CONFUSION_COLUMNS",
     "MAX_REFUSED_SHARE",
     "MIN_SEPARATION",
+    "UNREAD",
     "CorrectedShare",
     "UnreliableReader",
+    "calibration_counts",
+    "calibration_tables",
     "confusion_matrix",
     "corrected_shares",
     "corrected_with_interval",

@@ -27,6 +27,7 @@ from auditkit.spec.base import (
 from auditkit.spec.captions import CaptionsSpec
 from auditkit.spec.execution import ExecutionSpec
 from auditkit.spec.gates import GateSpec
+from auditkit.spec.grounding import GroundingSpec
 from auditkit.spec.sampling import ModelSpec, ProbeSpec
 from auditkit.spec.statistics import StatisticsSpec
 from auditkit.spec.vocabulary import (
@@ -120,6 +121,14 @@ class AuditSpec(FrozenModel):
         description=(
             "Decode and caption generated images (the optional captioning stage); absent = off, "
             "and no image is ever decoded."
+        ),
+    )
+
+    grounding: GroundingSpec | None = Field(
+        None,
+        description=(
+            "Image-grounded axes: labelled images read through the denoiser, compared with the "
+            "prompt-derived axes; absent = off."
         ),
     )
 

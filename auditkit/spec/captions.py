@@ -16,6 +16,7 @@ from auditkit.spec.base import (
     check_distinct,
     check_model_id,
 )
+from auditkit.spec.labelled import LabelledImagesSpec
 from auditkit.spec.vocabulary import check_templates
 
 CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
@@ -35,6 +36,31 @@ _CAPTIONER_OPTIONS = (
 
 def _default_caption_roles() -> list[CaptionRole]:
     return ["concept"]
+
+
+class MisreadSpec(FrozenModel):
+    """A deliberate, known error laid over the captioner's reads: a fixed share of the images it
+    reads as one group are reported as another. For testing the correction, and for asking how
+    a conclusion would move if the reader erred so."""
+
+    attribute: Name = Field(description="The attribute misread (e.g. gender).")
+    group: Name = Field(description="The group read wrongly (e.g. woman).")
+    read_as: Name = Field(description="What those images are reported as instead (e.g. man).")
+    share: float = Field(
+        gt=0.0,
+        le=1.0,
+        description=(
+            "The share of the images read as 'group' that are misread: every image whose "
+            "running count of such reads crosses a multiple of 1/share (so exactly that share, "
+            "spread evenly in the order the images are read)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _differs(self) -> MisreadSpec:
+        if self.group == self.read_as:
+            raise ValueError("'group' and 'read_as' are the same: nothing would be misread")
+        return self
 
 
 class CaptionerSpec(FrozenModel):
@@ -81,6 +107,13 @@ class CaptionerSpec(FrozenModel):
     )
     trust_remote_code: bool = Field(
         False, description="Allow custom model code from the captioner's repository."
+    )
+    misread: MisreadSpec | None = Field(
+        None,
+        description=(
+            "A deliberate error laid over the reads (a fixed share of one group reported as "
+            "another); for testing the calibration's correction. Absent: the reads as they are."
+        ),
     )
 
     @field_validator("device")
@@ -357,6 +390,14 @@ class CaptionsSpec(FrozenModel):
             "pushes the output shares away from the reference."
         ),
     )
+    calibration: LabelledImagesSpec | None = Field(
+        None,
+        description=(
+            "Labelled images the captioner reads before the audit's: its confusion matrix and "
+            "accuracy per group are measured on them, and the output shares are corrected for "
+            "that confusion (beside the raw shares); absent = raw shares only."
+        ),
+    )
     exemplars: ExemplarSpec = Field(
         default_factory=ExemplarSpec,
         description=(
@@ -381,5 +422,6 @@ __all__ = [
     "CausalSpec",
     "DiscoverySpec",
     "ExemplarSpec",
+    "MisreadSpec",
     "ThumbnailFormat",
 ]

@@ -97,6 +97,11 @@ def format_path(loc: tuple[str | int, ...]) -> str:
 
 PATH_FIELDS: tuple[tuple[str, ...], ...] = (("model", "id"), ("captions", "captioner", "id"))
 """Every spec field that may name a local folder (a model's, a captioner's)."""
+FOLDER_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("captions", "calibration", "folder"),
+    ("grounding", "images", "folder"),
+)
+"""Every spec field that always names a local folder (never a hub id): labelled images."""
 
 
 def _resolve_model_path(
@@ -107,7 +112,7 @@ def _resolve_model_path(
     spec's folder (only an absolute path may name a folder elsewhere), a ``~user`` that is no
     user here."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    for where in PATH_FIELDS:
+    for where in (*PATH_FIELDS, *FOLDER_FIELDS):
         parents = [data]
         for key in where[:-1]:
             child = parents[-1].get(key)
@@ -119,7 +124,7 @@ def _resolve_model_path(
             if not isinstance(value, str) or "\0" in value:
                 continue  # the model refuses it, located
             try:
-                resolved = _local_folder(value, base_dir)
+                resolved = _local_folder(value, base_dir, local=where in FOLDER_FIELDS)
             except ValueError as exc:
                 problems.append((where, str(exc)))
                 continue
@@ -132,10 +137,11 @@ def _resolve_model_path(
     return data, problems
 
 
-def _local_folder(value: str, base_dir: Path | None) -> str | None:
+def _local_folder(value: str, base_dir: Path | None, *, local: bool = False) -> str | None:
     """The absolute folder ``value`` names, None when it names no local path (a hub id,
-    ``builtin:...``) or when there is no spec folder to resolve it against; ValueError when
-    a relative path leaves the spec's folder or ``~`` cannot be expanded."""
+    ``builtin:...``; with ``local``, every value names a local path) or when there is no spec
+    folder to resolve it against; ValueError when a relative path leaves the spec's folder or
+    ``~`` cannot be expanded."""
     parts = value.replace("\\", "/").split("/")
     if value.startswith("~"):
         try:
@@ -148,7 +154,7 @@ def _local_folder(value: str, base_dir: Path | None) -> str | None:
         return str(expanded) if base_dir is not None else None
     if value.startswith("/"):
         return str(Path(value).resolve()) if base_dir is not None else None
-    if not value.startswith(".") and ".." not in parts:
+    if not local and not value.startswith(".") and ".." not in parts:
         return None  # a hub id
     inside = os.path.normpath(value)
     if inside == ".." or inside.startswith(("../", "..\\")) or os.path.isabs(inside):
@@ -265,6 +271,9 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("probe", "per_step_h"), "all"),
     (("probe", "unit_budget_mb"), 0.5),
     (("model", "allow_pickle"), False),
+    (("captions", "calibration"), None),
+    (("captions", "captioner", "misread"), None),
+    (("grounding",), None),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
 is taken of a form that leaves each out while it is at this default, so adding a key left the
