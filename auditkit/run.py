@@ -431,6 +431,16 @@ def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
     captioner = stage.load_spec_captioner(spec.captions.captioner, deferred=True)
     record = stage.captioner_record(spec.captions.captioner, captioner)
     stages.update(captioner=record)
+    if spec.captions.calibration is not None:
+        from auditkit.passes.calibration import calibrate_run
+
+        stages.current = "calibrate"
+        stages.record(
+            "calibrate",
+            calibrate_run(spec, captioner, record, stages.run.captions),
+            stages.executor.batches,
+        )
+        stages.current = "caption"
     # When extraction was already complete the manifest keeps the provenance of the run that
     # did it (same extraction fingerprint); where this pass ran is in stages.caption.
     stats, mark = stages.sample_and_read(stage.caption_images, captioner, record)

@@ -60,7 +60,7 @@ class AnalysisContext:
     layout, the activation store (None when the caller has latents only, e.g. the
     calibration suite), and with ``captions:`` the captioner's readings of the audit's images
     and of the guidance sweep's (``captions/readings`` and ``captions/guidance_readings``; None
-    when the run has none)."""
+    when the run has none) and its confusion on the calibration set."""
 
     spec: AuditSpec
     plan: AuditPlan
@@ -69,6 +69,9 @@ class AnalysisContext:
     store: ActivationStore | None = None
     readings: pd.DataFrame | None = None
     swept: pd.DataFrame | None = None
+    reader: pd.DataFrame | None = None
+    """The captioner's confusion on the calibration set (``captions/reader_confusion``), when
+    the spec has ``captions.calibration``."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """What a slice works out once and uses twice (e.g. a large concept set's Gram matrix)."""
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from auditkit.spec.gates import GateSpec
 
 NAME = "outputs"
+CORRECTED_NOTE = ", corrected for the captioner's measured errors"
 TABLES = api.declared_tables(__name__)
 
 
@@ -56,6 +57,13 @@ class Outputs(api.Analysis):
         reference = {a: spec.captions.reference.get(a, "uniform") for a in groups}
         tables = {"outputs": compare_to_reference(shares, reference)}
         resamples = spec.statistics.bootstrap_resamples or 1000  # over concepts: always on
+        calibrated = spec.captions.calibration is not None
+        if calibrated:
+            from auditkit.analyze.confusion import correct_output_shares
+
+            tables["outputs"] = correct_output_shares(
+                tables["outputs"], ctx.reader, resamples=resamples, seed=spec.statistics.seed
+            )
         if swept is not None and not swept.empty:
             from auditkit.analyze.guidance import amplification, guidance_shares
 
@@ -70,9 +78,16 @@ class Outputs(api.Analysis):
         if "lean" in spec.analyses and two_group:
             lean = lean_table(ctx.H, ctx.layout, len(ctx.latents.seeds))
             if not lean.empty:
-                tables["agreement"] = agreement(
-                    lean, shares, two_group, resamples=resamples, seed=spec.statistics.seed
+                basis_shares = corrected_basis(tables["outputs"]) if calibrated else shares
+                found = agreement(
+                    lean, basis_shares, two_group, resamples=resamples, seed=spec.statistics.seed
                 )
+                if calibrated:
+                    basis = basis_shares.groupby("attribute")["share_basis"].agg(
+                        lambda b: "corrected" if (b == "corrected").all() else "raw"
+                    )
+                    found["share_basis"] = found["attribute"].map(basis).fillna("raw")
+                tables["agreement"] = found
         return tables
 
     def summary(self, spec: AuditSpec, tables: api.Tables) -> dict[str, Any] | None:
@@ -90,11 +105,48 @@ class Outputs(api.Analysis):
         return [("guidance", "Guidance amplification")] if data.get("guidance") else []
 
 
+def corrected_basis(outputs: pd.DataFrame) -> pd.DataFrame:
+    """The outputs table as the summary, gates, agreement and report read it: where the spec
+    has a calibration, each attribute's corrected shares (interval, difference and largest gap)
+    in place of the raw ones when every concept of the attribute was corrected; an attribute
+    with any concept left raw keeps raw shares throughout (one basis per attribute).
+    ``share_basis`` says which. A table without a calibration is returned as it is."""
+    import numpy as np
+
+    if "share_basis" not in outputs.columns:
+        return outputs
+    corrected = outputs.groupby("attribute")["share_basis"].transform(
+        lambda b: bool((b == "corrected").all())
+    )
+    out = outputs.copy()
+    use = corrected.astype(bool).to_numpy()
+    for raw, fixed in (
+        ("share", "corrected"),
+        ("share_low", "corrected_low"),
+        ("share_high", "corrected_high"),
+        ("difference", "corrected_difference"),
+        ("max_abs_gap", "max_abs_gap_corrected"),
+    ):
+        if raw in out.columns:
+            out.loc[use, raw] = out.loc[use, fixed]
+    out["share_basis"] = np.where(use, "corrected", "raw")
+    return out
+
+
+def basis_note(rows: pd.DataFrame) -> str:
+    """:data:`CORRECTED_NOTE` when ``rows`` (of
+    :func:`corrected_basis`) are all corrected, else ""."""
+    if "share_basis" in rows.columns and len(rows) and (rows["share_basis"] == "corrected").all():
+        return CORRECTED_NOTE
+    return ""
+
+
 def output_records(tables: api.Tables) -> dict[str, Any] | None:
     """Output-level numbers (captioned shares vs reference, and agreement), when captioned."""
     outputs = tables.get("outputs")
     if outputs is None:
         return None
+    outputs = corrected_basis(outputs)
     agreement = tables.get("agreement")
     amplified = tables.get("amplification")
     per_concept = outputs.drop_duplicates(["concept_set", "concept", "attribute"])
@@ -107,6 +159,7 @@ def output_records(tables: api.Tables) -> dict[str, Any] | None:
                 "group": r.max_gap_group,
                 "gap": summary_number(r.max_abs_gap),
                 "kl_bits": summary_number(r.kl_bits),
+                **({"basis": str(r.share_basis)} if "share_basis" in outputs.columns else {}),
             }
             for r in per_concept.sort_values("max_abs_gap", ascending=False).itertuples()
         ],
@@ -119,6 +172,7 @@ def output_records(tables: api.Tables) -> dict[str, Any] | None:
                 "rho_ci": [summary_number(r.rho_ci_low), summary_number(r.rho_ci_high)],
                 "n_concepts": int(str(r.n_concepts)),
                 "statement": str(r.statement),
+                **({"basis": str(r.share_basis)} if "share_basis" in agreement.columns else {}),
             }
             for r in agreement.itertuples()
         ],
@@ -155,7 +209,8 @@ def output_sentences(tables: api.Tables) -> list[str]:
             f"Outputs vs latent lean on '{axis}': {statement} (Spearman {rho:+.2f}, 95% "
             f"CI [{float(r['rho_ci_low']):+.2f}, {float(r['rho_ci_high']):+.2f}] across "
             f"{int(r['n_concepts'])} concepts, comparing the lean score with the share of images "
-            f"read as '{r['positive_group']}')."
+            f"read as '{r['positive_group']}'"
+            f"{CORRECTED_NOTE if r.get('share_basis') == 'corrected' else ''})."
         )
     amplified = tables.get("amplification")
     if amplified is not None:
@@ -183,13 +238,15 @@ def _max_output_gap(gate: GateSpec, tables: api.Tables) -> tuple[float | None, s
     table = tables.get("outputs")
     if table is None or table.empty:
         return None, "the run has no captioned outputs (add a captions: section)"
-    rows = _in_scope(gate, table)
+    rows = _in_scope(gate, corrected_basis(table))
     if rows.empty:
         return None, "no output rows in scope"
     worst = rows.iloc[int(rows["max_abs_gap"].to_numpy().argmax())]
+    corrected = "share_basis" in rows.columns and worst["share_basis"] == "corrected"
     return float(worst["max_abs_gap"]), (
         f"'{worst['concept']}': the share of images read as '{worst['max_gap_group']}' "
         f"({worst['attribute']}) is {float(worst['max_abs_gap']):.3f} off the reference"
+        + (CORRECTED_NOTE if corrected else "")
     )
 
 

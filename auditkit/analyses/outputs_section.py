@@ -22,12 +22,16 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
     outputs, agreement, lean = tables.get("outputs"), tables.get("agreement"), tables.get("lean")
     if outputs is None or outputs.empty:
         return None
+    from auditkit.analyses.outputs import corrected_basis
+
+    read = corrected_basis(outputs)
     attributes = []
     for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
         part = outputs[outputs["attribute"].astype(str) == name]
         chart_id = f"shares-{index}"
         chart_specs[chart_id] = charts.chart_spec(charts.share_chart(part))
-        per_concept = part.drop_duplicates(["concept_set", "concept"])
+        effective = read[read["attribute"].astype(str) == name]
+        per_concept = effective.drop_duplicates(["concept_set", "concept"])
         top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
         attributes.append(
             {
@@ -38,11 +42,15 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
                 "largest_gaps": frame_records(
                     top, ["concept", "max_gap_group", "max_abs_gap", "kl_bits"]
                 ),
+                "corrected": bool(
+                    "share_basis" in effective.columns
+                    and (effective["share_basis"] == "corrected").all()
+                ),
             }
         )
     axes = []
     if agreement is not None and lean is not None:
-        shares = outputs[list(c for c in outputs.columns if not c.startswith("ref"))]
+        shares = read[list(c for c in read.columns if not c.startswith("ref"))]
         for index, row in enumerate(agreement.to_dict("records")):
             axis_map = {str(row["attribute"]): str(row["axis"])}
             points = agreement_points(lean, shares, axis_map)

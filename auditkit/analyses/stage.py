@@ -33,6 +33,7 @@ def analyze_audit(
     readings: pd.DataFrame | None = None,
     swept: pd.DataFrame | None = None,
     store: ActivationStore | None = None,
+    reader: pd.DataFrame | None = None,
 ) -> AuditResults:
     """Every table of the audit: those of the analysis slices the spec runs, built first, then
     the tables every audit has (:func:`auditkit.analyze.tables.analyze`), whose one bootstrap
@@ -46,7 +47,7 @@ def analyze_audit(
     from auditkit.analyze.tables import analyze
 
     layout = build_layout(spec, latents.row_map())
-    context = AnalysisContext(spec, plan, latents, layout, store, readings, swept)
+    context = AnalysisContext(spec, plan, latents, layout, store, readings, swept, reader)
     chosen = chosen_slices(spec)
     built: dict[str, pd.DataFrame] = {}
     for analysis in chosen:
@@ -121,8 +122,10 @@ def analyze_run(
 
         readings = read_captions(run.captions)[1]
     swept = run.table("guidance_readings") if spec.captions is not None else None
+    calibrated = spec.captions is not None and spec.captions.calibration is not None
+    reader = run.table("reader_confusion", required=True) if calibrated else None
     store = ActivationStore(run.activations)
-    results = analyze_audit(spec, plan, latents, readings, swept, store)
+    results = analyze_audit(spec, plan, latents, readings, swept, store, reader)
     chosen = chosen_slices(spec)
     drop_stale_results(spec, results.tables, run)
     tables = {**results.tables, **pass_tables(chosen, results.tables, run)}

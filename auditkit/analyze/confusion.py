@@ -14,11 +14,12 @@ corrected share solves that system:
   two classes it falls to 0 as the share read as class 1 becomes the same for both true
   classes, ``C11 = C01``).
 
-The interval carries both uncertainties by a parametric bootstrap: each resample draws the
-calibration counts again (multinomial per true class, from the measured rows) and the audit's
-reads again (multinomial from the measured shares), corrects, and the percentile interval of the
-corrected shares is reported. Resamples whose matrix is refused are counted; more than
-:data:`MAX_REFUSED_SHARE` of them refuses the interval too.
+The interval carries both uncertainties by a parametric (Bayesian) bootstrap: each resample
+draws every row of the confusion matrix from Dirichlet(calibration counts + 1/2) and the audit's
+read shares from Dirichlet(read counts + 1/2) (the Jeffreys prior: a share read as 0 or 1 still
+varies, where a multinomial redraw would give a zero-width interval), corrects, and the
+percentile interval of the corrected shares is reported. Resamples whose matrix is refused are
+counted; more than :data:`MAX_REFUSED_SHARE` of them refuses the interval too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from auditkit.analyze.stats import wilson_interval
 
 MIN_SEPARATION = 0.1
 """Smallest singular value of the confusion matrix accepted for a correction."""
+
+JEFFREYS = 0.5
+"""Pseudo-count added to every cell before a resample is drawn (the Jeffreys prior): a share
+read as 0 or 1 still varies between resamples, so its interval is not a point."""
 
 MAX_REFUSED_SHARE = 0.05
 """Largest share of bootstrap resamples whose confusion matrix may be refused."""
@@ -121,11 +126,10 @@ def corrected_with_interval(
     point = corrected_shares(raw, confusion)
     rng = np.random.default_rng(seed)
     k = len(read_counts)
-    reads = rng.multinomial(n, raw, size=resamples) / n
+    reads = rng.dirichlet(read_counts + JEFFREYS, size=resamples)
     matrices = np.empty((resamples, k, k))
     for t in range(k):
-        rows = rng.multinomial(int(calibration_counts[t].sum()), confusion[t], size=resamples)
-        matrices[:, t, :] = rows / rows.sum(axis=1, keepdims=True)
+        matrices[:, t, :] = rng.dirichlet(calibration_counts[t] + JEFFREYS, size=resamples)
     singular = np.linalg.svd(matrices, compute_uv=False)[:, -1]
     kept = singular >= MIN_SEPARATION
     refused = int((~kept).sum())
@@ -251,9 +255,72 @@ def calibration_counts(confusion: pd.DataFrame, attribute: str, names: Sequence[
     return table.to_numpy(dtype=np.int64)
 
 
+CORRECTION_COLUMNS: Final = (
+    *("share_basis", "corrected", "corrected_low", "corrected_high"),
+    *("corrected_difference", "max_abs_gap_corrected", "correction"),
+)
+"""Columns :func:`correct_output_shares` adds to the outputs table, in order."""
+
+
+def correct_output_shares(
+    outputs: pd.DataFrame,
+    confusion: pd.DataFrame | None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """The outputs table (shares against the reference) with each concept's shares corrected
+    for the captioner's measured confusion, beside the raw ones.
+
+    Per (concept, attribute) with a calibration of the attribute: :func:`corrected_with_interval`
+    on the counts read as each group and the calibration's counts. ``share_basis`` is
+    ``corrected`` there, and ``raw`` where there is no calibration of the attribute, no image
+    was read, or the matrix was refused (``correction`` says which, with the refusal's reason).
+    ``corrected_difference`` is corrected − reference and ``max_abs_gap_corrected`` the
+    concept's largest |corrected − reference| (on every group row of the concept).
+    """
+    out = outputs.copy()
+    n = len(out)
+    out["share_basis"] = "raw"
+    for column in CORRECTION_COLUMNS[1:-1]:
+        out[column] = np.full(n, np.nan)
+    out["correction"] = "no calibration"
+    calibrated = set() if confusion is None else set(confusion["attribute"].astype(str))
+    keys = ["concept_set", "concept", "attribute"]
+    for (_, _, attribute), part in out.groupby(keys, sort=False):
+        rows = part.index
+        if str(attribute) not in calibrated:
+            continue
+        assert confusion is not None
+        names = [str(g) for g in part["group"]]
+        counts = part["count"].to_numpy(np.int64)
+        if counts.sum() == 0:
+            out.loc[rows, "correction"] = "no image read"
+            continue
+        try:
+            calibration = calibration_counts(confusion, str(attribute), names)
+            found = corrected_with_interval(
+                counts, calibration, resamples=resamples, level=level, seed=seed
+            )
+        except UnreliableReader as exc:
+            out.loc[rows, "correction"] = f"refused: {exc}"
+            continue
+        reference = part["reference"].to_numpy(np.float64)
+        out.loc[rows, "share_basis"] = "corrected"
+        out.loc[rows, "corrected"] = found.corrected
+        out.loc[rows, "corrected_low"] = found.low
+        out.loc[rows, "corrected_high"] = found.high
+        out.loc[rows, "corrected_difference"] = found.corrected - reference
+        out.loc[rows, "max_abs_gap_corrected"] = float(np.abs(found.corrected - reference).max())
+        out.loc[rows, "correction"] = "corrected for the measured confusion"
+    return out
+
+
 __all__ = [
     "ACCURACY_COLUMNS",
     "CONFUSION_COLUMNS",
+    "CORRECTION_COLUMNS",
     "MAX_REFUSED_SHARE",
     "MIN_SEPARATION",
     "UNREAD",
@@ -262,6 +329,7 @@ __all__ = [
     "calibration_counts",
     "calibration_tables",
     "confusion_matrix",
+    "correct_output_shares",
     "corrected_shares",
     "corrected_with_interval",
     "project_to_simplex",

@@ -173,6 +173,10 @@ def captioner_values(captioner: Captioner, resolution: int) -> dict[str, set[str
     From the captioner's ``attributes`` table (image-to-text, CLIP) or heads (toyworld); a
     captioner that exposes neither is asked to read one grey image to learn its attributes.
     """
+    from auditkit.caption.misread import MisreadCaptioner
+
+    if isinstance(captioner, MisreadCaptioner):  # the same values, some read as others
+        captioner = captioner.inner
     table = getattr(captioner, "attributes", None)
     if isinstance(table, Mapping):
         return {str(a): {str(v) for v in values} for a, values in table.items()}

@@ -104,7 +104,12 @@ def load_spec_captioner(spec: CaptionerSpec, *, deferred: bool = False) -> Capti
     from auditkit.caption.models import deferred_captioner, load_captioner
 
     load = deferred_captioner if deferred else load_captioner
-    return load(spec.kind, spec.id, **caption_options(spec))
+    captioner = load(spec.kind, spec.id, **caption_options(spec))
+    if spec.misread is None:
+        return captioner
+    from auditkit.caption.misread import MisreadCaptioner
+
+    return MisreadCaptioner(captioner, **spec.misread.model_dump())
 
 
 def captioner_record(spec: CaptionerSpec, captioner: Captioner) -> dict[str, Any]:
@@ -118,6 +123,9 @@ def captioner_record(spec: CaptionerSpec, captioner: Captioner) -> dict[str, Any
     identity = {k: v for k, v in options.items() if k not in ("device", "revision")}
     identity.pop("trust_remote_code", None)
     payload = {"kind": spec.kind, "sha256": captioner.sha256, "options": identity}
+    if spec.misread is not None:  # a deliberate error: other reads, another key
+        options["misread"] = spec.misread.model_dump()
+        payload["misread"] = options["misread"]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return {
         "kind": spec.kind,
@@ -258,8 +266,11 @@ def _readings(captioner: Captioner, images: np.ndarray, texts: list[str]) -> lis
     """``captioner.read(images)``; an image-to-text captioner reads the captions just made
     instead of generating them a second time (what its ``read`` would do)."""
     from auditkit.caption.image_to_text import ImageToTextCaptioner, read_keywords
+    from auditkit.caption.misread import MisreadCaptioner
     from auditkit.caption.models import DeferredCaptioner
 
+    if isinstance(captioner, MisreadCaptioner):
+        return captioner.apply(_readings(captioner.inner, images, texts))
     if isinstance(captioner, DeferredCaptioner):
         captioner = captioner.model()
     if isinstance(captioner, ImageToTextCaptioner):

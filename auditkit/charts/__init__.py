@@ -16,6 +16,7 @@ from auditkit.charts.matrices import (
 from auditkit.charts.outputs import (
     agreement_chart,
     concept_map_chart,
+    corrected_share_chart,
     guidance_chart,
     share_chart,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "chart_spec",
     "compact_chart",
     "concept_map_chart",
+    "corrected_share_chart",
     "defaults_chart",
     "descriptor_heatmap",
     "dose_response_chart",

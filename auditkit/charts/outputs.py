@@ -265,3 +265,61 @@ def concept_map_chart(points: pd.DataFrame, width: Width = "container") -> alt.L
             )
         )
     return configure(alt.layer(*layers).properties(width=width, height=320))
+
+
+BASIS_COLORS = ("#9aa3af", "#1d232c")
+"""Raw shares in grey, corrected shares in the page's ink."""
+
+
+def corrected_share_chart(rows: pd.DataFrame, width: Width = "container") -> alt.LayerChart:
+    """Raw against corrected share of one group, per concept: for each concept a grey dot and
+    rule (the raw share and its Wilson interval) and a dark one (the share corrected for the
+    captioner's confusion and its bootstrap interval). ``rows``: the outputs rows of one
+    attribute and group, with the correction columns."""
+    raw = rows.assign(
+        basis="raw (Wilson interval)",
+        value=rows["share"],
+        low=rows["share_low"],
+        high=rows["share_high"],
+    )
+    fixed = rows.assign(
+        basis="corrected (bootstrap interval)",
+        value=rows["corrected"],
+        low=rows["corrected_low"],
+        high=rows["corrected_high"],
+    )
+    frame = pd.concat([raw, fixed], ignore_index=True)
+    frame = frame.assign(label=concept_labels(frame))
+    frame = frame[["label", "concept", "group", "basis", "value", "low", "high"]]
+    order = list(dict.fromkeys(frame["label"]))
+    kinds = ["raw (Wilson interval)", "corrected (bootstrap interval)"]
+    tooltip = [
+        alt.Tooltip("concept:N", title="concept"),
+        alt.Tooltip("basis:N", title="share"),
+        alt.Tooltip("value:Q", title="read as the group", format=".1%"),
+        alt.Tooltip("low:Q", title="95% low", format=".1%"),
+        alt.Tooltip("high:Q", title="95% high", format=".1%"),
+    ]
+    group = str(rows["group"].iloc[0]) if len(rows) else ""
+    title = f"share of images read as {group}: raw and corrected, with 95% intervals"
+    color = alt.Color(
+        "basis:N",
+        title=None,
+        sort=kinds,
+        scale=alt.Scale(domain=kinds, range=BASIS_COLORS),
+        legend=alt.Legend(labelLimit=300),
+    )
+    base = alt.Chart(inline_values(frame)).encode(
+        y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170)),
+        yOffset=alt.YOffset("basis:N", sort=kinds),
+        color=color,
+        tooltip=tooltip,
+    )
+    error = base.mark_rule(strokeWidth=2, strokeCap="round").encode(
+        x=share_position(alt.X, "low", title), x2="high:Q"
+    )
+    dots = base.mark_point(filled=True, size=55, opacity=1).encode(
+        x=share_position(alt.X, "value", title)
+    )
+    height = max(60, _ROW_PX * len(order) * 2)
+    return configure(alt.layer(error, dots).properties(width=width, height=height))

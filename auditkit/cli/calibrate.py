@@ -103,3 +103,67 @@ def calibrate_run(
     )
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+@calibrate.command("captioner")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@path_option(
+    "--out",
+    file_okay=False,
+    help="Folder to write the confusion and accuracy tables to (CSV, and calibration.json).",
+)
+@handle_errors
+def calibrate_captioner(spec_path: Path, out: Path | None) -> None:
+    """Read the spec's calibration set (captions.calibration) with its captioner and print the
+    captioner's confusion and accuracy per group. Exits 1 when a confusion matrix is too close
+    to singular for the output shares to be corrected."""
+    import json
+    import sys
+
+    from auditkit.analyses.checks import load_checked_spec
+    from auditkit.caption.stage import captioner_record, load_spec_captioner
+    from auditkit.errors import UsageError
+    from auditkit.passes.calibration import measure_reader
+
+    spec = load_checked_spec(spec_path)
+    if spec.captions is None:
+        raise UsageError(
+            f"{spec_path}: the spec has no captions section, so no captioner to calibrate.",
+            hint="add captions: {captioner: ..., calibration: {folder: DIR}}.",
+        )
+    captioner = load_spec_captioner(spec.captions.captioner)
+    record = captioner_record(spec.captions.captioner, captioner)
+    found = measure_reader(spec, captioner, record)
+    click.echo(
+        f"captioner {record['id']} (sha256 {str(record['sha256'])[:12]}…) on "
+        f"{found.record['source']}: {found.record['n_images']} images"
+    )
+    refused = []
+    for attribute, part in found.accuracy.groupby("attribute", sort=False):
+        click.echo(f"\n{attribute}: separation {float(part['separation'].iloc[0]):.3f}")
+        for row in part.to_dict("records"):
+            click.echo(
+                f"  {row['group']:<16} accuracy {float(row['accuracy']):6.1%} "
+                f"[{float(row['accuracy_low']):.1%}, {float(row['accuracy_high']):.1%}] "
+                f"of {int(row['n_images'])} images ({int(row['n_unread'])} read as no group)"
+            )
+        matrix = found.confusion[found.confusion["attribute"] == attribute]
+        for true_group, rows in matrix.groupby("true_group", sort=False):
+            cells = ", ".join(f"{r['read_as']} {float(r['rate']):.3f}" for _, r in rows.iterrows())
+            click.echo(f"    labelled {true_group}: read as {cells}")
+        if not bool(part["usable"].iloc[0]):
+            refused.append(str(attribute))
+            click.echo(f"  NOT USABLE for correction: {part['note'].iloc[0]}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        found.confusion.to_csv(out / "reader_confusion.csv", index=False)
+        found.accuracy.to_csv(out / "reader_accuracy.csv", index=False)
+        (out / "calibration.json").write_text(json.dumps(found.record, indent=2) + "\n")
+        click.echo(f"\nwrote {out / 'reader_confusion.csv'}, {out / 'reader_accuracy.csv'}")
+    if refused:
+        click.echo(
+            f"auditkit: the captioner's confusion on {', '.join(refused)} is too close to "
+            "singular: an audit would report those shares raw.",
+            err=True,
+        )
+        sys.exit(1)

@@ -31,6 +31,11 @@ from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
 
+CAPTIONER_CAVEAT = (
+    "Captioners have biases of their own: the shares of images 'read as' a group depend on the "
+    "captioner named in this report, and a captioner that misreads one group more often than "
+    "another shifts every output-level number."
+)
 CAVEATS = [
     "Attributes such as gender, age or ethnicity that are read from generated images are "
     "perceived attributes, not self-identified ones; the groups named here are labels in "
@@ -44,9 +49,7 @@ CAVEATS = [
     "Results computed on a GPU are not bit-reproducible across hardware, drivers or library "
     "versions; small differences in the last digits are expected (on the default toyworld "
     "audit, an H200 in float16 and a CPU in float32 gave lean scores within 0.0023).",
-    "Captioners have biases of their own: the shares of images 'read as' a group depend on the "
-    "captioner named in this report, and a captioner that misreads one group more often than "
-    "another shifts every output-level number.",
+    CAPTIONER_CAVEAT,
     "Significance follows the rule named in the lean section: with the default rule "
     "('min_effect') a significant lean is beyond the band of leans too small to count, with "
     "95% confidence after correction for testing every lean of the audit. It claims a lean in "
@@ -57,6 +60,17 @@ CAVEATS = [
     "describes a model; it does not certify it, and it should be read with the people the "
     "model affects in mind.",
 ]
+
+
+def caveats(spec: AuditSpec) -> list[str]:
+    """The limitations the report lists: :data:`CAVEATS`, and with a calibrated captioner what
+    its calibration set can and cannot vouch for."""
+    out = list(CAVEATS)
+    if spec.captions is not None and spec.captions.calibration is not None:
+        from auditkit.analyses.reader import LIMITS
+
+        out.insert(CAVEATS.index(CAPTIONER_CAVEAT) + 1, LIMITS)
+    return out
 
 
 REPORT_SCHEMA_VERSION = 1
@@ -101,7 +115,7 @@ def build_report_context(run_dir: Path, manifest: dict[str, Any] | None = None) 
         "bootstrap": bootstrap,
         "settings": settings_blocks(spec, manifest, bootstrap),
         "definitions": definitions(spec, tables["prompts"]),
-        "caveats": list(CAVEATS),
+        "caveats": caveats(spec),
         "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }
     sink = SectionContext(spec, tables, manifest=manifest)

@@ -215,6 +215,9 @@ def _outputs(spec: AuditSpec, outputs: pd.DataFrame, agreement: pd.DataFrame | N
     attributes = sorted(
         dict.fromkeys(outputs["attribute"].astype(str)), key=lambda a: order.get(a, len(order))
     )
+    from auditkit.analyses.outputs import basis_note, corrected_basis
+
+    outputs = corrected_basis(outputs)
     out = []
     for attribute in attributes:
         rows = outputs[outputs["attribute"].astype(str) == attribute]
@@ -228,8 +231,8 @@ def _outputs(spec: AuditSpec, outputs: pd.DataFrame, agreement: pd.DataFrame | N
         assert low is not None and high is not None
         reference = _reference(part)
         text = (
-            f"In the images, the share read as {group} ({attribute}) ranges from "
-            f"{_share_text(low)} to {_share_text(high)}{reference}."
+            f"In the images, the share read as {group} ({attribute}{basis_note(part)}) ranges "
+            f"from {_share_text(low)} to {_share_text(high)}{reference}."
         )
         gap = _extreme(part, part["max_abs_gap"].abs(), True) if "max_abs_gap" in part else None
         if gap is not None and _finite(gap["max_abs_gap"]):

@@ -45,6 +45,7 @@ JSON_FILES: dict[str, JsonFile] = {
     "summary": JsonFile("results/summary.json", "auditkit.summary", 1),
     "gates": JsonFile("results/gates.json", "auditkit.gates", 1),
     "captioner": JsonFile("captions/captioner.json", "auditkit.captioner", 1),
+    "calibration": JsonFile("captions/calibration.json", "auditkit.calibration", 1),
 }
 """Every versioned JSON file, by name."""
 
@@ -175,6 +176,10 @@ class RunDir:
 
     def has_table(self, name: str) -> bool:
         return storage.exists(self.table_path(name))
+
+    def has_json(self, name: str) -> bool:
+        """Whether the versioned JSON file ``name`` exists."""
+        return storage.exists(self.json_path(name))
 
     def write_table(
         self, name: str, frame: pd.DataFrame, meta: dict[str, str] | None = None
