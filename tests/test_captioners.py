@@ -440,3 +440,50 @@ def test_deferred_hub_captioner_loads_the_snapshot_it_hashed(
     (repo / "refs" / "main").write_text(second)
     assert deferred.caption(_images(1))  # loads the hashed snapshot, not the newer one
     assert deferred.model().sha256 == deferred.sha256
+
+
+# --- calibration (issue 17) ---------------------------------------------------------------------
+
+
+def test_a_tiny_clip_captioner_runs_the_calibration_path(clip_dir: Path, tmp_path: Path) -> None:
+    """`auditkit calibrate captioner` with a CLIP zero-shot captioner built from a tiny config:
+    its numbers mean nothing (random weights), the plumbing is real: a labelled folder is read
+    with CLIP, and the confusion, per-group accuracy and calibration record are written."""
+    import json
+
+    import pandas as pd
+    import yaml
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from auditkit.cli import main
+
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    rows = []
+    for i, image in enumerate(_images(12, seed=4)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        rows.append({"file": f"{i}.png", "gender": ["man", "woman"][i % 2], "age": ""})
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    spec = yaml.safe_load((Path(__file__).parents[1] / "audits" / "tiny-demo.yaml").read_text())
+    spec["captions"] = {
+        "captioner": {"kind": "clip", "id": str(clip_dir), "attributes": LABELS, "device": "cpu"},
+        "calibration": {"folder": "labelled"},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "calibration"
+    result = CliRunner().invoke(
+        main, ["calibrate", "captioner", str(tmp_path / "spec.yaml"), "--out", str(out)]
+    )
+    assert result.exit_code in (0, 1), result.output  # 1: a random CLIP may not separate them
+    assert f"captioner {clip_dir}" in result.output and "12 images" in result.output
+    accuracy = pd.read_csv(out / "reader_accuracy.csv")
+    assert list(accuracy["group"]) == ["man", "woman"]  # age is not labelled: left out
+    assert list(accuracy["n_images"]) == [6, 6]
+    confusion = pd.read_csv(out / "reader_confusion.csv")
+    assert confusion.groupby("true_group")["count"].sum().tolist() == [6, 6]
+    record = json.loads((out / "calibration.json").read_text())
+    assert record["n_images"] == 12 and record["attributes"] == ["gender"]
+    assert len(record["set_sha256"]) == 64 and record["source"] == str(folder.resolve())
+    usable = bool(accuracy["usable"].iloc[0])
+    assert (result.exit_code == 0) == usable

@@ -81,9 +81,8 @@ def measure_reader(
 
     labelled = labelled if labelled is not None else load_calibration_set(spec)
     reads_of = captioner_values(captioner, spec.model.resolution)
-    groups = {
-        a: g for a, g in axis_groups(spec).items() if a in labelled.attributes and a in reads_of
-    }
+    labelled_any = {a for a in labelled.attributes if (labelled.labels[a].astype(str) != "").any()}
+    groups = {a: g for a, g in axis_groups(spec).items() if a in labelled_any and a in reads_of}
     if not groups:
         raise UsageError(
             f"{WHERE}: the labels ({labelled.attributes}) name no attribute that both an axis "
