@@ -1,36 +1,22 @@
-"""Your own reader: a captioner (``kind: custom``) built by a small Python adapter of the user's
-from safetensors weights.
+"""Your own reader: a captioner (``kind: custom``) that the user's adapter builds from
+safetensors weights. docs/readers.md is the user's guide, with the contract and an example.
 
-The spec names a folder (``id``) and an adapter: ``FILE.py:FUNCTION``, a Python file inside the
-folder, or ``entrypoint:NAME``, a function an installed package declares in the entry-point
-group :data:`ENTRY_POINT_GROUP`. The function is called as ``FUNCTION(folder, weights,
-device)``: the folder (a :class:`~pathlib.Path`), every ``*.safetensors`` file directly in it
-loaded into one ``dict[str, torch.Tensor]`` (on the CPU), and the device to run on (``"cpu"``,
-``"cuda"``, ``"cuda:N"``). It returns an object with
+The spec names a folder (``id``) and an adapter: ``FILE.py:FUNCTION`` in the folder, or
+``entrypoint:NAME`` in the group :data:`ENTRY_POINT_GROUP`. ``FUNCTION(folder, weights,
+device)`` gets the folder, the tensors of its top-level ``*.safetensors`` files in one dict (on
+the CPU) and the device, and returns an object with ``attributes`` (attribute -> the values it
+writes; ``unknown`` is reserved and always allowed), ``read(images)`` and optionally
+``caption(images)``. Every answer is checked, so a faulty adapter fails with a message naming
+it, never with a table of wrong readings.
 
-* ``attributes``: attribute -> the values it can write (required: auditkit learns from it
-  which groups the reader reads; ``unknown`` is reserved for "not read" and may always be
-  written);
-* ``read(images)``: uint8 ``[N, H, W, 3]`` -> one dict per image, attribute -> value, every
-  declared attribute in every dict;
-* optionally ``caption(images)``: one string per image (default: the values read, joined by
-  ``", "``).
+Identity: ``id`` is the folder's name (an entry point's ``NAME@VERSION``); ``sha256`` hashes the
+``sha256sum`` lines of every file in the folder (hidden files and ``__pycache__`` left out, the
+adapter always in), then, for an entry point, the line of its function's source file. Every file
+counts because the adapter is code that may read any file beside it. The weights and the adapter
+are hashed from the very bytes that are loaded and executed.
 
-Every answer is checked, so a faulty adapter fails with a message naming it, never with a
-table of wrong readings.
-
-Identity: ``id`` is the folder's name (an entry point's: ``NAME@VERSION`` of its
-distribution); ``sha256`` is the sha256 of the lines ``"<sha256 of file>  <relative path>\\n"``
-(the ``sha256sum`` format) of every file in the folder, sorted by path (hidden files and
-``__pycache__`` left out), followed for an entry point by the line of its function's source
-file, ``"<sha256>  entrypoint:NAME@VERSION\\n"``. Every file counts, not just the weights: the
-adapter is code, and it may read any file beside it (a label map, a config), so a changed file
-is a different reader. The weight files and the adapter file are hashed from the very bytes
-that are loaded and executed.
-
-Safety: the adapter is code the spec declares, executed as it is (no ``trust_remote_code``
-question: naming it in the spec is the request). Weights are never unpickled: a folder holding
-a pickled weight file (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``) is refused.
+Safety: the adapter is code the spec declares, executed as it is (naming it is the request).
+Weights are never unpickled: a folder holding a pickled weight file is refused.
 """
 
 from __future__ import annotations
@@ -38,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -130,15 +117,15 @@ def load_custom_reader(source: str | Path, *, adapter: str, device: str = "auto"
     else:
         assert ref.file is not None and ref.function is not None
         function = _file_function(folder, ref.file, ref.function, digests, where)
-        identity, line = folder.name, ""
-    lines = "".join(
-        f"{digests.get(p) or sha256_file(p)}  {_rel(p, folder)}\n"
-        for p in sorted(files, key=lambda p: _rel(p, folder))
-    )
+        identity, line = Path(os.path.abspath(folder)).name, ""
+    # every file, and the adapter file even where it is hidden
+    hashed = sorted(set(files) | set(digests), key=lambda p: _rel(p, folder))
+    lines = "".join(f"{digests.get(p) or sha256_file(p)}  {_rel(p, folder)}\n" for p in hashed)
     sha256 = hashlib.sha256((lines + line).encode()).hexdigest()
     where = f"{where} (adapter {adapter!r})"
+    run_on = _device(device)
     try:
-        built = function(folder, weights, _device(device))
+        built = function(folder, weights, run_on)
     except Exception as exc:
         raise ModelLoadError(
             f"{where}: the adapter raised {type(exc).__name__}: {exc}", hint=_HINT
@@ -187,7 +174,7 @@ class CustomReader:
             if not isinstance(attribute, str) or not re.fullmatch(NAME_PATTERN, attribute):
                 problems.append(f"attribute {attribute!r} is not a name ({NAME_PATTERN})")
                 continue
-            if isinstance(values, str) or not all(isinstance(v, str) for v in values or []):
+            if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
                 problems.append(f"{attribute}: values must be a list of strings, got {values!r}")
                 continue
             listed = tuple(values)
@@ -306,7 +293,7 @@ def _load_weights(
                 f"file ({exc}).",
                 hint="write it again with safetensors.torch.save_file.",
             ) from None
-        for name, tensor in tensors.items():
+        for name, tensor in sorted(tensors.items()):
             if name in weights:
                 raise ModelLoadError(
                     f"custom reader {str(folder)!r}: tensor {name!r} is in both "
@@ -352,7 +339,7 @@ def _file_function(
             f"(it defines {defined or 'none'}).",
             hint="name the function that builds the reader: adapter: 'FILE.py:FUNCTION'.",
         )
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _entry_point_function(name: str, where: str) -> tuple[Callable[..., Any], str, str]:
