@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from safetensors.torch import save_file
 
 from auditkit.caption.custom import CustomReader, load_custom_reader
@@ -348,14 +349,23 @@ def test_an_audit_read_by_a_custom_reader_records_it_and_survives_a_broken_adapt
     broken = ADAPTER.replace("return [{", "return [{'age': 'old', ")
     folder = _reader(tmp_path / "reader", adapter=broken)
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(model=tiny_pipeline_dirs["lcm"], captioner=CAPTIONER))
+    labelled = tmp_path / "labelled"  # a calibration set the reader reads perfectly
+    labelled.mkdir()
+    rows = ["file,gender"]
+    for i in range(12):
+        name, gender = f"{i}.png", ("man", "woman")[i % 2]
+        Image.fromarray(np.full((32, 32, 3), _colours()[i % 2, 0, 0])).save(labelled / name)
+        rows.append(f"{name},{gender}")
+    (labelled / "labels.csv").write_text("\n".join(rows) + "\n")
+    text = SPEC.format(model=tiny_pipeline_dirs["lcm"], captioner=CAPTIONER)
+    path.write_text(text + "  calibration: {folder: labelled}\n")
     run_dir = tmp_path / "run"
     args = ["run", str(path), "--out", str(run_dir), "--no-progress", "--cache-dir", str(tmp_path)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "undeclared ['age']" in result.output and str(folder) in result.output
     failed = json.loads((run_dir / "manifest.json").read_text())
-    assert failed["status"] == "failed" and failed["failed_stage"] == "caption"
+    assert failed["status"] == "failed" and failed["failed_stage"] == "calibrate"  # read first
     assert failed["stages"]["extract"]["units_run"] > 0
 
     (folder / "reader.py").write_text(ADAPTER, encoding="utf-8")  # fixed: extraction is kept
@@ -373,6 +383,9 @@ def test_an_audit_read_by_a_custom_reader_records_it_and_survives_a_broken_adapt
     # gender axis: the reader's attributes say it reads man and woman)
     assert manifest["stages"]["guidance"]["scales"]
     assert [a["axis"] for a in manifest["stages"]["causal"]["axes"]] == ["gender"]
+    # and the calibration: the reader's confusion on the labelled images
+    accuracy = pd.read_parquet(run_dir / "captions" / "reader_accuracy.parquet")
+    assert set(accuracy["group"]) == {"man", "woman"} and (accuracy["accuracy"] == 1.0).all()
     saved = json.loads((run_dir / "captions" / "captioner.json").read_text())
     assert saved["captioner"] == captioner
     captions = pd.read_parquet(run_dir / "captions" / "captions.parquet")
