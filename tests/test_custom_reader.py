@@ -1,5 +1,5 @@
 """Your own reader (``kind: custom``): the spec, the adapter contract, identity, every refusal,
-an entry point, and an audit on the tiny LCM pipeline read by it (captions, the guidance sweep
+an entry point, and an audit on the tiny LCM pipeline read by it (captions, the guidance sweep,
 the causal check and the calibration).
 
 The reader is the complete example of docs/readers.md (a linear layer on the mean colour that
