@@ -5,6 +5,8 @@
 * ``"image-to-text"``: :class:`ImageToTextCaptioner`, any transformers image-to-text model
   (BLIP family); attributes are read from the caption by keyword.
 * ``"clip"``: :class:`ClipZeroShotCaptioner`, CLIP zero-shot detection with label prompts.
+* ``"custom"``: :class:`auditkit.caption.custom.CustomReader`, the user's own classifier, built
+  by a declared adapter from safetensors weights.
 
 Every one is a :class:`auditkit.caption.Captioner`: ``id`` and ``sha256`` name exactly which
 captioner read the images, since a captioner has biases of its own.
@@ -48,8 +50,8 @@ __all__ = [
     "weights_sha256",
 ]
 
-CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
-CAPTIONER_KINDS: tuple[str, ...] = ("toyworld", "image-to-text", "clip")
+CaptionerKind = Literal["toyworld", "image-to-text", "clip", "custom"]
+CAPTIONER_KINDS: tuple[str, ...] = ("toyworld", "image-to-text", "clip", "custom")
 
 TOYWORLD_CAPTIONER = SHIPPED_CHECKPOINTS / "toyworld-captioner"
 """The toyworld captioner shipped inside the package."""
@@ -123,8 +125,13 @@ def deferred_captioner(
 ) -> Captioner:
     """:func:`load_captioner`, deferred to the first read where the weight files name the
     captioner (image-to-text and CLIP from a local folder or cached snapshot); loaded now
-    otherwise (the toyworld captioner loads in a moment)."""
-    if kind != "toyworld" and source is not None and (kind != "clip" or "attributes" in options):
+    otherwise (the toyworld captioner loads in a moment; a custom reader's attributes are known
+    only once its adapter has built it)."""
+    if (
+        kind not in ("toyworld", "custom")
+        and source is not None
+        and (kind != "clip" or "attributes" in options)
+    ):
         identity = weights_identity(source, options.get("revision"), options.get("cache_dir"))
         if identity is not None:
             return DeferredCaptioner(kind, source, identity, **options)
@@ -137,8 +144,8 @@ def load_captioner(
     """Load a captioner of ``kind`` from ``source`` (a folder, or a hub id).
 
     ``options`` go to the captioner's constructor (``attributes``, ``device``, ``prompt``, ...;
-    ``attributes`` is required for ``"clip"``). For ``"toyworld"`` the source defaults to
-    :data:`TOYWORLD_CAPTIONER` and no options are taken.
+    ``attributes`` is required for ``"clip"``, ``adapter`` for ``"custom"``). For
+    ``"toyworld"`` the source defaults to :data:`TOYWORLD_CAPTIONER` and no options are taken.
 
     Raises:
         ValueError: an unknown kind, or options for the toyworld captioner.
@@ -164,14 +171,19 @@ def load_captioner(
         return ImageToTextCaptioner(source, **options)
     if kind == "clip":
         return ClipZeroShotCaptioner(source, **options)
+    if kind == "custom":
+        from auditkit.caption.custom import load_custom_reader
+
+        return load_custom_reader(source, **options)
     raise ValueError(f"unknown captioner kind {kind!r}; use one of {', '.join(CAPTIONER_KINDS)}")
 
 
 def captioner_values(captioner: Captioner, resolution: int) -> dict[str, set[str] | None]:
     """Attribute -> the values ``captioner`` can write (None where it does not say).
 
-    From the captioner's ``attributes`` table (image-to-text, CLIP) or heads (toyworld); a
-    captioner that exposes neither is asked to read one grey image to learn its attributes.
+    From the captioner's ``attributes`` table (image-to-text, CLIP, custom) or heads
+    (toyworld); a captioner that exposes neither is asked to read one grey image to learn its
+    attributes.
     """
     from auditkit.caption.misread import MisreadCaptioner
 

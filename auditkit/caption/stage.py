@@ -77,9 +77,12 @@ class CaptionStats:
 
 
 def caption_options(spec: CaptionerSpec) -> dict[str, Any]:
-    """Keyword options for :func:`auditkit.caption.models.load_captioner` (none for toyworld)."""
+    """Keyword options for :func:`auditkit.caption.models.load_captioner` (none for toyworld;
+    a custom reader's adapter, which also enters the captioner key, and device)."""
     if spec.kind == "toyworld":
         return {}
+    if spec.kind == "custom":
+        return {"adapter": spec.adapter, "device": spec.device}
     options: dict[str, Any] = {
         "device": spec.device,
         "dtype": spec.dtype,

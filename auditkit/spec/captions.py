@@ -4,6 +4,7 @@ open-vocabulary discovery, exemplar thumbnails and the guidance sweep."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -19,7 +20,7 @@ from auditkit.spec.base import (
 from auditkit.spec.labelled import LabelledImagesSpec
 from auditkit.spec.vocabulary import check_templates
 
-CaptionerKind = Literal["toyworld", "image-to-text", "clip"]
+CaptionerKind = Literal["toyworld", "image-to-text", "clip", "custom"]
 CaptionRole = Literal["concept", "marked", "axis", "base"]
 
 _UNKNOWN_VALUE = "unknown"  # auditkit.caption.image_to_text.UNKNOWN: reserved for "not read"
@@ -31,7 +32,12 @@ _CAPTIONER_OPTIONS = (
     "device",
     "dtype",
     "trust_remote_code",
+    "adapter",
 )
+ADAPTER_FILE = r"(?P<file>[A-Za-z0-9_][A-Za-z0-9_.\-/]*\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)"
+"""A custom reader's adapter in its folder: ``FILE.py:FUNCTION`` (FILE relative, no ``..``)."""
+ADAPTER_ENTRY_POINT = r"entrypoint:(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)"
+"""A custom reader installed as a package: ``entrypoint:NAME`` (group ``auditkit.readers``)."""
 
 
 def _default_caption_roles() -> list[CaptionRole]:
@@ -71,7 +77,8 @@ class CaptionerSpec(FrozenModel):
             "'toyworld': the small CNN shipped for the toyworld models (reads gender, skin, age "
             "and occupation); 'image-to-text': a transformers captioning model (BLIP family), "
             "attributes read from the caption by keyword; 'clip': CLIP zero-shot detection "
-            "with label prompts."
+            "with label prompts; 'custom': your own reader, built by an adapter from "
+            "safetensors weights in the folder 'id' names (see 'adapter')."
         )
     )
     id: NonEmptyStr | None = Field(
@@ -79,8 +86,8 @@ class CaptionerSpec(FrozenModel):
         description=(
             "Hub id or local model folder (relative paths are resolved against the spec's folder "
             "and may not leave it; an absolute path may name any folder). "
-            "Required for 'image-to-text' and 'clip'; 'toyworld' defaults to the shipped "
-            "captioner."
+            "Required for 'image-to-text', 'clip' and 'custom' (always a local folder there: "
+            "its weights and adapter); 'toyworld' defaults to the shipped captioner."
         ),
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
@@ -108,6 +115,15 @@ class CaptionerSpec(FrozenModel):
     trust_remote_code: bool = Field(
         False, description="Allow custom model code from the captioner's repository."
     )
+    adapter: NonEmptyStr | None = Field(
+        None,
+        description=(
+            "'custom' only, required: the function that builds the reader, 'FILE.py:FUNCTION' "
+            "(a Python file inside the 'id' folder) or 'entrypoint:NAME' (an installed "
+            "package's entry point in group 'auditkit.readers'). It is called with (folder, "
+            "weights, device) and returns an object with 'attributes' and 'read(images)'."
+        ),
+    )
     misread: MisreadSpec | None = Field(
         None,
         description=(
@@ -125,6 +141,19 @@ class CaptionerSpec(FrozenModel):
     @classmethod
     def _id(cls, value: str | None) -> str | None:
         return value if value is None else check_model_id(value)
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value: str | None) -> str | None:
+        if value is None or re.fullmatch(ADAPTER_ENTRY_POINT, value):
+            return value
+        found = re.fullmatch(ADAPTER_FILE, value)
+        if not found or ".." in found["file"].split("/"):
+            raise ValueError(
+                "must be 'FILE.py:FUNCTION' (a file inside the reader's folder, e.g. "
+                "'reader.py:build') or 'entrypoint:NAME'"
+            )
+        return value
 
     @field_validator("attributes")
     @classmethod
@@ -152,6 +181,19 @@ class CaptionerSpec(FrozenModel):
             raise ValueError(f"the toyworld captioner takes no options; remove {given}")
         if self.kind != "toyworld" and self.id is None:
             raise ValueError(f"a {self.kind!r} captioner needs 'id' (a model folder or hub id)")
+        if self.kind == "custom":
+            wrong = [n for n in given if n not in ("adapter", "device")]
+            if wrong:
+                raise ValueError(
+                    f"a 'custom' reader takes 'adapter' and 'device' only (its adapter declares "
+                    f"what it reads); remove {wrong}"
+                )
+            if self.adapter is None:
+                raise ValueError(
+                    "a 'custom' reader needs 'adapter' ('FILE.py:FUNCTION' or 'entrypoint:NAME')"
+                )
+        elif self.adapter is not None:
+            raise ValueError("'adapter' applies to 'custom' readers only")
         if self.kind == "clip":
             wrong = [n for n in ("prompt", "max_new_tokens") if n in given]
             if wrong:
@@ -413,6 +455,8 @@ class CaptionsSpec(FrozenModel):
 
 
 __all__ = [
+    "ADAPTER_ENTRY_POINT",
+    "ADAPTER_FILE",
     "MAX_CAUSAL_ALPHA",
     "MAX_DISCOVERY_NGRAM",
     "CaptionRole",

@@ -96,7 +96,8 @@ def format_path(loc: tuple[str | int, ...]) -> str:
 
 
 PATH_FIELDS: tuple[tuple[str, ...], ...] = (("model", "id"), ("captions", "captioner", "id"))
-"""Every spec field that may name a local folder (a model's, a captioner's)."""
+"""Every spec field that may name a local folder (a model's, a captioner's; a custom reader's
+``id`` always does)."""
 FOLDER_FIELDS: tuple[tuple[str, ...], ...] = (
     ("captions", "calibration", "folder"),
     ("grounding", "images", "folder"),
@@ -123,8 +124,12 @@ def _resolve_model_path(
             value = parents[-1].get(where[-1])
             if not isinstance(value, str) or "\0" in value:
                 continue  # the model refuses it, located
+            # a custom reader's folder is never a hub id (it holds the adapter's code)
+            custom = (
+                where == ("captions", "captioner", "id") and parents[-1].get("kind") == "custom"
+            )
             try:
-                resolved = _local_folder(value, base_dir, local=where in FOLDER_FIELDS)
+                resolved = _local_folder(value, base_dir, local=where in FOLDER_FIELDS or custom)
             except ValueError as exc:
                 problems.append((where, str(exc)))
                 continue
@@ -273,6 +278,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("model", "allow_pickle"), False),
     (("captions", "calibration"), None),
     (("captions", "captioner", "misread"), None),
+    (("captions", "captioner", "adapter"), None),
     (("grounding",), None),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
