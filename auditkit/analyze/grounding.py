@@ -127,12 +127,6 @@ def design_problem(first: np.ndarray, covariates: Mapping[str, np.ndarray]) -> s
     """Why the group coefficient cannot be estimated from these images (None when it can): the
     attributes adjusted for separate the groups, or have more levels than the images carry."""
     Z = design(first, covariates)
-    if Z.shape[1] > MAX_PARAMETER_SHARE * len(first):
-        return (
-            f"adjusting for {sorted(covariates)} fits {Z.shape[1]} parameters to "
-            f"{len(first)} images (at most {MAX_PARAMETER_SHARE:g} per image); list fewer "
-            "attributes in grounding.adjust_for, or label more images"
-        )
     rank = np.linalg.matrix_rank(Z)
     if rank == np.linalg.matrix_rank(np.delete(Z, 1, axis=1)):
         culprits = [
@@ -146,6 +140,12 @@ def design_problem(first: np.ndarray, covariates: Mapping[str, np.ndarray]) -> s
             f"the attributes adjusted for{named} separate the two groups' images, so no "
             "difference between the groups can be told apart from them; drop them from "
             "grounding.adjust_for, or label images of both groups at each of their values"
+        )
+    if Z.shape[1] > MAX_PARAMETER_SHARE * len(first):
+        return (
+            f"adjusting for {sorted(covariates)} fits {Z.shape[1]} parameters to "
+            f"{len(first)} images (at most {MAX_PARAMETER_SHARE:g} per image); list fewer "
+            "attributes in grounding.adjust_for, or label more images"
         )
     return None
 

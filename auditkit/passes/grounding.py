@@ -6,7 +6,9 @@ axis the labels name) the first ``per_group`` images labelled with each of its t
 chosen; each chosen image is encoded with the model's VAE, noised to every step of the audit's
 schedule and read at the audit's hook (:mod:`auditkit.extract.images`), and its h is stored in
 the run's grounding store (``grounding/activations``, an activation store like the audit's),
-keyed by a unit id of the extraction settings, the grounding prompt and the image's pixels. A
+keyed by a unit id of the extraction settings, the grounding prompt, the noise seed and the
+image's pixels. Every image is noised with the same noise (``grounding.noise_seed``), so that
+the noise's part of h cancels between the groups, as the audit's prompts share their seeds. A
 rerun reads only the images whose units are missing, and loads the pipeline only if some are.
 ``grounding/grounding_images.parquet`` says which stored unit is which image of which group;
 the ``grounding`` analysis slice (:mod:`auditkit.analyses.grounding`) reads both.
@@ -163,8 +165,9 @@ def grounding_selection(spec: AuditSpec) -> GroundingSelection:
 
 def image_units(spec: AuditSpec, selection: GroundingSelection) -> dict[int, ImageUnit]:
     """The store unit of every chosen image, by its row. A unit id names the extraction
-    settings (as a prompt's unit does), the grounding prompt and the image's pixels, so the
-    same image read the same way is one unit; its noise seed comes from the pixels too."""
+    settings (as a prompt's unit does), the grounding prompt, the noise seed (the same for
+    every image: ``grounding.noise_seed``) and the image's pixels, so the same image read the
+    same way is one unit."""
     section = section_of(spec)
     prompt, seed = section.prompt, section.noise_seed
     settings = json.dumps(extraction_fingerprint(spec), sort_keys=True, default=str)
