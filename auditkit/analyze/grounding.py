@@ -50,12 +50,13 @@ import pandas as pd
 from auditkit.analyze.measures import (
     AuditLayout,
     AxisLayout,
+    Lean,
     axis_direction,
     axis_parts,
-    concept_latents,
+    concepts_of,
     cosine,
     group_means,
-    lean,
+    leans_of,
     reference,
 )
 from auditkit.analyze.stats import spearman
@@ -186,38 +187,68 @@ def read_grounded(
 
 @dataclass(frozen=True)
 class _Concepts:
-    """The audit's concepts in one list: (set, name), their latents H(c) and the lean's
-    reference R of each one's set, as rows."""
+    """The audit's concepts in one list, each as weights over the rows of H (never copied out
+    of H, so a large concept set costs [concepts, prompts], not [concepts, features]): (set,
+    name), the concept's latent H(c) = weights @ H, and its set's reference R = refs @ H (the
+    lean's centring reference)."""
 
     keys: list[tuple[str, str]]
-    latents: np.ndarray
+    weights: np.ndarray
     refs: np.ndarray
 
     @property
     def centred(self) -> np.ndarray:
-        """H(c) − M, M the mean latent of every concept of the audit."""
-        return self.latents - self.latents.mean(axis=0) if self.keys else self.latents
+        """Weights of H(c) − M, M the mean latent of every concept of the audit."""
+        return self.weights - self.weights.mean(axis=0) if self.keys else self.weights
 
     @property
     def referenced(self) -> np.ndarray:
-        """H(c) − R."""
-        return self.latents - self.refs
+        """Weights of H(c) − R."""
+        return self.weights - self.refs
 
 
 def _concepts(H: np.ndarray, layout: AuditLayout) -> _Concepts:
     keys: list[tuple[str, str]] = []
-    latents: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
     refs: list[np.ndarray] = []
     for cset in layout.concepts:
-        ref = np.asarray(reference(H, layout, cset), dtype=np.float64).reshape(-1)
-        for name, vec in concept_latents(H, cset).items():
+        ref = np.zeros(len(H))
+        if layout.centring == "base" and layout.base is not None:
+            ref[layout.base] = 1.0  # as measures.reference
+        else:
+            rows = [r for rows in cset.terms.values() for r in rows]
+            np.add.at(ref, rows, 1.0 / len(rows))
+        for name, rows in cset.terms.items():
+            weight = np.zeros(len(H))
+            np.add.at(weight, rows, 1.0 / len(rows))  # as measures.concept_latents
             keys.append((cset.name, name))
-            latents.append(np.asarray(vec, dtype=np.float64).reshape(-1))
+            weights.append(weight)
             refs.append(ref)
-    if not latents:
-        empty = np.zeros((0, H.shape[1]))
+    if not keys:
+        empty = np.zeros((0, len(H)))
         return _Concepts([], empty, empty)
-    return _Concepts(keys, np.stack(latents), np.stack(refs))
+    return _Concepts(keys, np.stack(weights), np.stack(refs))
+
+
+def _norms(weights: np.ndarray, H: np.ndarray, block: int = 64) -> np.ndarray:
+    """‖weights_j @ H‖ for every row j, a block of rows at a time."""
+    out = np.empty(len(weights))
+    for start in range(0, len(weights), block):
+        part = weights[start : start + block]
+        used = np.flatnonzero(part.any(axis=0))
+        out[start : start + block] = np.linalg.norm(part[:, used] @ H[used], axis=1)
+    return out
+
+
+def _prompt_leans(H: np.ndarray, layout: AuditLayout, axis: AxisLayout) -> dict[tuple, Lean]:
+    """Every concept's lean along the prompt-derived axis, as the lean table measures it."""
+    parts = axis_parts(group_means(H, axis), axis.group_names[:2])
+    out: dict[tuple, Lean] = {}
+    for cset in layout.concepts:
+        ref = reference(H, layout, cset)
+        for name, measured in leans_of(concepts_of(H, cset), ref, parts):
+            out[(cset.name, name)] = measured
+    return out
 
 
 def _resample_counts(rng: np.random.Generator, first: np.ndarray) -> np.ndarray:
@@ -279,7 +310,7 @@ def ground_axes(
     for k, item in enumerate(grounded.axes):
         rng = np.random.default_rng([seed, k])
         axis_row, rows, pair = _ground_one(
-            H, by_name[item.axis], concepts, grounded.latents, item, resamples, rng
+            H, layout, by_name[item.axis], concepts, grounded.latents, item, resamples, rng
         )
         axis_rows.append(axis_row)
         lean_rows.extend(rows)
@@ -300,6 +331,7 @@ def ground_axes(
 
 def _ground_one(
     H: np.ndarray,
+    layout: AuditLayout,
     axis: AxisLayout,
     concepts: _Concepts,
     images: np.ndarray,
@@ -315,9 +347,10 @@ def _ground_one(
     X = np.asarray(images[item.rows], dtype=np.float64)
     gram = X @ X.T
     along_g = X @ g
-    along_centred = X @ concepts.centred.T  # [images, concepts]
-    along_ref = X @ concepts.referenced.T
-    ref_norms = np.linalg.norm(concepts.referenced, axis=1)
+    along_prompts = X @ H.T  # [images, prompts]: every concept's product through its weights
+    along_centred = along_prompts @ concepts.centred.T  # [images, concepts]
+    along_ref = along_prompts @ concepts.referenced.T
+    ref_norms = _norms(concepts.referenced, H)
     Z = design(item.first, item.covariates)
 
     def measures(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -333,11 +366,11 @@ def _ground_one(
 
     point = contrast_weights(Z, np.ones(len(item.rows)))[None]
     cos, image_norm, image_score, image_cos = (m[0] for m in measures(point))
-    parts = axis_parts(group_means(H, axis), (positive, negative))
-    prompt = [lean(concepts.latents[j], concepts.refs[j], parts) for j in range(len(concepts.keys))]
+    leans = _prompt_leans(H, layout, axis)
+    prompt = [leans[key] for key in concepts.keys]
     prompt_scores = [p.score for p in prompt]
     prompt_centred = (
-        2.0 * (concepts.centred @ g) / g_norm**2 if g_norm else np.zeros(len(concepts.keys))
+        2.0 * (concepts.centred @ (H @ g)) / g_norm**2 if g_norm else np.zeros(len(prompt))
     )
     many = len(concepts.keys) > 1
     rho = spearman(image_score, prompt_scores) if many else float("nan")
