@@ -158,7 +158,9 @@ def grounding_selection(spec: AuditSpec) -> GroundingSelection:
         raise UsageError(
             f"{WHERE}: {len(problems)} problem(s) with the labelled images "
             f"({labelled.source}):\n  " + "\n  ".join(problems),
-            hint="label at least two images of each group of every grounded axis.",
+            hint="fix each problem listed: at least two labelled images per group of every "
+            "grounded axis, and attributes to adjust for that the labels name and that do not "
+            "separate the groups.",
         )
     return GroundingSelection(labelled, chosen, groups, adjusted)
 
