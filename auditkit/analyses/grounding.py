@@ -31,7 +31,7 @@ IMAGES, AXES, LEANS = api.declared_tables(__name__)
 class Grounding(api.Analysis):
     name = NAME
     title = "How the images were read"
-    after = "discovery"
+    after = "reader"
     tables = (IMAGES, AXES, LEANS)
     statistic = (
         "the cosine between each prompt-derived axis and its image-derived twin, and the "
