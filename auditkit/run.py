@@ -25,6 +25,7 @@ from auditkit.spec import AuditSpec, dump_spec, spec_hash
 if TYPE_CHECKING:
     from auditkit.caption import Captioner
     from auditkit.models.loading import LoadedPipeline
+    from auditkit.passes.grounding import GroundingSelection
 
 T = TypeVar("T")
 
@@ -109,6 +110,8 @@ def _run_locked(
     stages.executor = make_executor(spec, stages.load, cache_dir=cache_dir, hook_left=hook_left)
     reports: list[Path] = []
     try:
+        stages.current = "grounding"
+        stages.grounding = _grounding_images(spec)  # checked before anything is sampled
         stages.current = "extract"
         _extract(stages, previous)
         stages.current = "caption"
@@ -120,6 +123,8 @@ def _run_locked(
             _causal(stages, *captioned)
         stages.current = "discovery"
         _discover(stages)
+        stages.current = "grounding"
+        _ground(stages)
         stages.current = "analyze"
         _analyze(stages, None if damaged else previous)
         stages.current = "report"
@@ -192,6 +197,8 @@ class _Stages:
     """The stage running now (recorded as ``failed_stage`` when one raises)."""
     force: bool = False
     """Run even when the plan exceeds the spec's storage or time limit."""
+    grounding: GroundingSelection | None = None
+    """The image-grounded axes' labelled images, loaded and checked before extraction."""
 
     @property
     def run_dir(self) -> Path:
@@ -245,9 +252,10 @@ class _Stages:
 
 def analysis_inputs(stages: _Stages) -> str:
     """A digest of everything the analysis reads: the resolved spec and the plan (their
-    hashes), the units in the activation store (a unit's h is fixed by its content id), the
-    bytes of every table the captioning, guidance, causal and discovery passes wrote, and the
-    source of auditkit itself (so a changed analysis is never skipped)."""
+    hashes), the units in the activation store and in the grounding store (a unit's h is fixed
+    by its content id), the bytes of every table the captioning, guidance, causal, discovery
+    and grounding passes wrote, and the source of auditkit itself (so a changed analysis is
+    never skipped)."""
     import auditkit
     from auditkit.extract.store import ActivationStore
 
@@ -256,7 +264,14 @@ def analysis_inputs(stages: _Stages) -> str:
     digest.update(f"{stages.manifest.spec_hash}:{stages.manifest.plan_hash}".encode())
     for unit in sorted(ActivationStore(run.activations).completed()):
         digest.update(unit.encode())
-    passes = [*run.files(run.captions, "*.parquet"), *run.files(run.results, "discover*.parquet")]
+    digest.update(b"\0grounding\0")
+    for unit in sorted(ActivationStore(run.grounding_activations).completed()):
+        digest.update(unit.encode())
+    passes = [
+        *run.files(run.captions, "*.parquet"),
+        *run.files(run.results, "discover*.parquet"),
+        *run.files(run.grounding, "*.parquet"),
+    ]
     for path in passes:
         digest.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
     digest.update(_source_digest(Path(auditkit.__file__).parent).encode())
@@ -496,6 +511,44 @@ def _discover(stages: _Stages) -> None:
         show_progress=stages.show_progress,
     )  # fmt: skip
     stages.record("discovery", stats.to_json(), mark)
+
+
+def _grounding_images(spec: AuditSpec) -> GroundingSelection | None:
+    """The image-grounded axes' labelled images, loaded and checked (a UsageError naming each
+    problem), or None without ``grounding:``."""
+    if spec.grounding is None:
+        return None
+    from auditkit.passes.grounding import grounding_selection
+
+    return grounding_selection(spec)
+
+
+def _ground(stages: _Stages) -> None:
+    """The image-grounded axes: the labelled images read through the denoiser into the
+    grounding store; the pipeline is loaded only if some image is not stored. Stored images are
+    reused only when they were read with this model's weights, device type and dtype."""
+    from auditkit.extract import identity
+    from auditkit.extract.store import ActivationStore
+    from auditkit.passes.grounding import run_grounding
+
+    selection = stages.grounding
+    if selection is None:
+        return
+    root = stages.run.grounding_activations
+    record = identity.read_record(root)
+    local = stages.spec.execution.executor == "local"
+    now = identity.for_spec(stages.spec.model, stages.cache_dir, stages.given, local, record)
+    identity.refuse_mixing(root, record, now, len(ActivationStore(root).completed()))
+    mark = stages.executor.batches
+    stats = run_grounding(
+        stages.spec, selection, stages.run, stages.executor, show_progress=stages.show_progress
+    )
+    if stats.units_run:
+        if stages.executor.name != "local":
+            info = stages.executor.info()
+            now = {**now, "device": info.device.split(":")[0], "dtype": info.dtype}
+        identity.write_record(root, now)
+    stages.record("grounding", stats.to_json(), mark)
 
 
 def _render(run_dir: Path, spec: AuditSpec, finished: Manifest) -> list[Path]:

@@ -71,6 +71,8 @@ def verify_run(run_dir: str | Path) -> Verification:
                 )
     store = ActivationStore(run.activations)
     out.problems += store.problems()
+    if run.grounding_activations.is_dir():  # the image-grounded axes' h of labelled images
+        out.problems += ActivationStore(run.grounding_activations).problems()
     try:
         out.shards = store.index()["shard"].nunique()
         stored = store.completed()

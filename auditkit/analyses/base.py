@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from auditkit.analyses.values import ShownConcepts
+    from auditkit.analyze.grounding import GroundedImages
     from auditkit.analyze.latents import LatentSet
     from auditkit.analyze.measures import AuditLayout
     from auditkit.extract.store import ActivationStore
@@ -58,9 +59,10 @@ class GateMetric:
 class AnalysisContext:
     """What a slice's table builder is given: the spec and plan, the audit's latents and
     layout, the activation store (None when the caller has latents only, e.g. the
-    calibration suite), and with ``captions:`` the captioner's readings of the audit's images
+    calibration suite), with ``captions:`` the captioner's readings of the audit's images
     and of the guidance sweep's (``captions/readings`` and ``captions/guidance_readings``; None
-    when the run has none) and its confusion on the calibration set."""
+    when the run has none) and its confusion on the calibration set, and with ``grounding:``
+    the labelled images' latents."""
 
     spec: AuditSpec
     plan: AuditPlan
@@ -72,6 +74,9 @@ class AnalysisContext:
     reader: pd.DataFrame | None = None
     """The captioner's confusion on the calibration set (``captions/reader_confusion``), when
     the spec has ``captions.calibration``."""
+    grounded: GroundedImages | None = None
+    """With ``grounding:``, the labelled images' latents the grounding pass stored and the axes
+    they ground (None when the run has none)."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """What a slice works out once and uses twice (e.g. a large concept set's Gram matrix)."""
 

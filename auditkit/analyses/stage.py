@@ -17,6 +17,7 @@ from auditkit.spec.audit import AuditSpec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from auditkit.analyze.grounding import GroundedImages
     from auditkit.analyze.latents import LatentSet
     from auditkit.analyze.tables import AuditResults
     from auditkit.extract.store import ActivationStore
@@ -34,6 +35,7 @@ def analyze_audit(
     swept: pd.DataFrame | None = None,
     store: ActivationStore | None = None,
     reader: pd.DataFrame | None = None,
+    grounded: GroundedImages | None = None,
 ) -> AuditResults:
     """Every table of the audit: those of the analysis slices the spec runs, built first, then
     the tables every audit has (:func:`auditkit.analyze.tables.analyze`), whose one bootstrap
@@ -41,13 +43,14 @@ def analyze_audit(
     the audit comes from the same resamples, computed once. Each slice then completes its
     tables with those resamples (:meth:`~auditkit.analyses.base.Analysis.complete`: the
     lean's significance). ``store`` is the activation store,
-    for slices that read more than the aggregated latents (None: they do without).
+    for slices that read more than the aggregated latents (None: they do without);
+    ``grounded``: the labelled images' latents of the image-grounded axes (None: none).
     """
     from auditkit.analyze.measures import build_layout
     from auditkit.analyze.tables import analyze
 
     layout = build_layout(spec, latents.row_map())
-    context = AnalysisContext(spec, plan, latents, layout, store, readings, swept, reader)
+    context = AnalysisContext(spec, plan, latents, layout, store, readings, swept, reader, grounded)
     chosen = chosen_slices(spec)
     built: dict[str, pd.DataFrame] = {}
     for analysis in chosen:
@@ -125,7 +128,8 @@ def analyze_run(
     calibrated = spec.captions is not None and spec.captions.calibration is not None
     reader = run.table("reader_confusion", required=True) if calibrated else None
     store = ActivationStore(run.activations)
-    results = analyze_audit(spec, plan, latents, readings, swept, store, reader)
+    grounded = read_grounded_images(spec, run)
+    results = analyze_audit(spec, plan, latents, readings, swept, store, reader, grounded)
     chosen = chosen_slices(spec)
     drop_stale_results(spec, results.tables, run)
     tables = {**results.tables, **pass_tables(chosen, results.tables, run)}
@@ -146,6 +150,23 @@ def analyze_run(
         write_gate_files(run, outcomes, suite=spec.name, run_id=manifest.run_id)
         return
     write_results(results, summary, run)
+
+
+def read_grounded_images(spec: AuditSpec, run: RunDir) -> GroundedImages | None:
+    """The latents of the labelled images the grounding pass stored for ``spec`` (None without
+    ``grounding:`` or before the pass wrote its images table)."""
+    if spec.grounding is None:
+        return None
+    table = run.table("grounding_images")
+    if table is None or table.empty:
+        return None
+    from auditkit.analyze.grounding import read_grounded
+    from auditkit.analyze.latents import unit_latents
+    from auditkit.extract.store import ActivationStore
+
+    store = ActivationStore(run.grounding_activations)
+    latents = unit_latents(store, list(table["unit_id"].astype(str)), spec.probe.aggregation)
+    return read_grounded(table, latents)
 
 
 def drop_stale_results(spec: AuditSpec, tables: dict[str, Any], run: RunDir) -> None:

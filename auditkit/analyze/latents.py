@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -96,12 +98,7 @@ def load_latents(
             width = arr.size if aggregation == "per_step" else arr.shape[1]
             per_seed = np.zeros((len(prompt_ids), len(seeds), width), dtype=np.float32)
             step_sums = np.zeros((len(prompt_ids), *arr.shape), dtype=np.float64)
-        if aggregation == "per_step":
-            per_seed[p, n] = arr.reshape(-1)
-        elif mean is not None:  # the mean over every kept step, accumulated at capture
-            per_seed[p, n] = mean.numpy().reshape(-1)
-        else:  # every kept step is stored
-            per_seed[p, n] = arr.mean(axis=0)
+        per_seed[p, n] = aggregate(arr, mean, aggregation)
         step_sums[p] += arr
     if per_seed is None or step_sums is None:
         raise ValueError("the plan has no work units")
@@ -115,6 +112,33 @@ def load_latents(
         timesteps=tuple(float(t) for t in json.loads(str(first["timesteps"]))),
         aggregation=aggregation,
     )
+
+
+def aggregate(steps: np.ndarray, mean: Any, aggregation: str) -> np.ndarray:
+    """One unit's latent from what the store holds: its h at the stored steps ``steps``
+    [S, D] and its stored mean over the kept steps (None when every kept step is stored),
+    aggregated as ``probe.aggregation`` says: the concatenated trajectory (``per_step``) or
+    the mean over the kept steps (``mean``), flattened."""
+    if aggregation == "per_step":
+        return steps.reshape(-1)
+    if mean is not None:  # the mean over every kept step, accumulated at capture
+        return np.asarray(mean.numpy() if hasattr(mean, "numpy") else mean).reshape(-1)
+    return steps.mean(axis=0)  # every kept step is stored
+
+
+def unit_latents(
+    store: ActivationStore, unit_ids: Sequence[str], aggregation: str
+) -> dict[str, np.ndarray]:
+    """Each unit's latent (float32, :func:`aggregate`), by unit id."""
+    out: dict[str, np.ndarray] = {}
+    wanted = list(dict.fromkeys(unit_ids))
+    for uid, tensor, mean in store.iter_stored(wanted, stored_mean_only=aggregation == "mean"):
+        steps = None if tensor is None else tensor.numpy().reshape(tensor.shape[0], -1)
+        if steps is None:
+            out[uid] = np.asarray(mean.numpy(), dtype=np.float32).reshape(-1)
+        else:
+            out[uid] = aggregate(steps.astype(np.float64), mean, aggregation).astype(np.float32)
+    return out
 
 
 def _stored_width(store: ActivationStore, unit_id: str) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from auditkit.extract.hooks import capture_h
+from auditkit.extract.hooks import HookSession, capture_h
 from auditkit.extract.store import ActivationStore
 from auditkit.models.adapters import ModelAdapter, for_pipeline_class
 from auditkit.models.adapters.base import GENERIC
@@ -140,7 +140,7 @@ def extract_activations(
         ):
             mine = [units[(u.prompt_id, u.seed)] for u in batch]
             wanted = [i for i, u in enumerate(mine) if u.unit_id not in d]
-            _write(specs[k], captured, k, [mine[i] for i in wanted], wanted, t_store)
+            write_captured(specs[k], captured, k, [mine[i] for i in wanted], wanted, t_store)
             d.update(mine[i].unit_id for i in wanted)
             if t_store is store:
                 stats.units_run += len(wanted)
@@ -175,8 +175,14 @@ def capture_batch(
     from contextlib import ExitStack
 
     with torch.inference_mode(), ExitStack() as hooks:
-        sessions = [hooks.enter_context(_capture(loaded, s, len(units))) for s in specs]
+        sessions = [hooks.enter_context(capture_session(loaded, s, len(units))) for s in specs]
         loaded.pipe(**pipeline_inputs(loaded, specs[0], units), output_type="latent")
+    return collect_captured(specs, sessions)
+
+
+def collect_captured(specs: Sequence[AuditSpec], sessions: Sequence[HookSession]) -> Captured:
+    """What the ``capture_session`` of each spec collected in one pipeline call, as stored:
+    h at the kept steps [B, steps, ...] and the mean over the kept steps, on the CPU."""
     out = Captured([], [], [], sessions[0].denoiser_samples, sessions[0].denoiser_calls)
     for spec, session in zip(specs, sessions, strict=True):
         captures = session.by_step(spec.probe.guidance_half)
@@ -191,8 +197,9 @@ def capture_batch(
     return out
 
 
-def _capture(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
-    """The capture of ``spec``'s hook point for one pipeline call of ``batch`` units."""
+def capture_session(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
+    """The capture of ``spec``'s hook point for one pipeline call of ``batch`` units (the
+    kept steps, the stored ones and the mean over them, as the store keeps them)."""
     steps = spec.model.steps
     keep = None if spec.probe.steps == "all" else {s for s in spec.probe.steps if s < steps}
     if keep is not None and not keep:
@@ -217,7 +224,7 @@ def _capture(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
     )
 
 
-def _write(
+def write_captured(
     spec: AuditSpec,
     captured: Captured,
     target: int,
@@ -226,7 +233,7 @@ def _write(
     store: ActivationStore,
 ) -> None:
     """Write the captured h of ``units`` (rows ``rows_of`` of the batch, at ``target``'s hook)
-    to ``store``."""
+    to ``store`` (an audit's activation store, or the image-grounded axes' own)."""
     if not units:
         return
     stacked = captured.h[target]

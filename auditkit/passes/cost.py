@@ -3,11 +3,15 @@
 Extraction is counted by :func:`auditkit.plan.estimate_cost`. The captioning stage, the
 guidance sweep and the causal check sample images again (U-Net steps plus one VAE decode and one
 captioner forward per image); discovery extracts the units of its mined terms, which are known
-only once captions exist, so it is counted at its upper bound (``max_terms`` terms).
+only once captions exist, so it is counted at its upper bound (``max_terms`` terms). The
+image-grounded axes read labelled images through the denoiser (no decode), counted at their upper
+bound too (``per_group`` images per group of each grounded axis; an image read for two axes is
+read once).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from auditkit.caption.stage import select_caption_units
@@ -28,20 +32,34 @@ class SamplingPass:
 
 
 def later_passes(spec: AuditSpec, plan: AuditPlan, *, cfg_capable: bool) -> list[SamplingPass]:
-    """The passes the spec's ``captions`` section asks for, in stage order (none without it).
+    """The passes the spec's ``captions`` and ``grounding`` sections ask for, in stage order.
 
     ``cfg_capable``: whether the pipeline runs classifier-free guidance as a second batch half
     (not an LCM-style model); then every image sampled at a scale above 1 costs two U-Net
     evaluations per step, at the audit's scale and at each swept one alike.
     """
-    if spec.captions is None:
-        return []
     steps = spec.model.steps
 
     def per_image_at(scale: float) -> int:
         return steps * (2 if cfg_capable and scale > 1.0 else 1)
 
     per_image = per_image_at(spec.model.guidance_scale)
+    passes = _caption_passes(spec, plan, per_image, per_image_at)
+    grounding = spec.grounding
+    if grounding is not None:
+        named = grounding.axes
+        axes = len(named) if named is not None else sum(len(a.groups) == 2 for a in spec.axes)
+        images = 2 * grounding.per_group * axes
+        passes.append(SamplingPass("grounding", 0, images * per_image, upper_bound=True))
+    return passes
+
+
+def _caption_passes(
+    spec: AuditSpec, plan: AuditPlan, per_image: int, per_image_at: Callable[[float], int]
+) -> list[SamplingPass]:
+    """The passes of the ``captions`` section (none without it)."""
+    if spec.captions is None:
+        return []
     passes = []
     captioned = len(select_caption_units(spec, plan))
     passes.append(SamplingPass("captions", captioned, captioned * per_image))

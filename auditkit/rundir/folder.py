@@ -147,6 +147,8 @@ class RunDir:
         self.manifest = self.root / "manifest.json"
         self.activations = self.root / "activations"
         self.captions = self.root / "captions"
+        self.grounding = self.root / "grounding"
+        self.grounding_activations = self.grounding / "activations"
         self.results = self.root / "results"
         self.report = self.root / "report"
         self.report_html = self.report / "report.html"

@@ -42,21 +42,26 @@ def sha256_path(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+STORES: tuple[tuple[str, ...], ...] = (("activations",), ("grounding", "activations"))
+"""The activation stores of a run directory (the audit's, and the image-grounded axes' h of
+labelled images), run-relative: their shards carry their own checksums in their index."""
+
+
 def sealed_paths(root: Path) -> list[Path]:
     """The files the seal lists: everything under ``root`` except the manifest, the lock, the
-    activation store (shards carry their own checksums in the index, which is listed),
+    activation stores (shards carry their own checksums in the index, which is listed),
     temporaries and quarantined files."""
     out = []
     for folder, dirs, files in os.walk(root):
         rel_folder = Path(folder).relative_to(root)
         dirs.sort()
-        if rel_folder.parts[:2] == ("activations", "index-parts"):
+        store = next((s for s in STORES if rel_folder.parts[: len(s)] == s), None)
+        if store is not None and rel_folder.parts[len(store) : len(store) + 1] == ("index-parts",):
             continue
         for name in sorted(files):
             if name in UNSEALED_NAMES or name.endswith((TEMP_SUFFIX, QUARANTINE_SUFFIX)):
                 continue
-            rel = rel_folder / name
-            if rel.parts[0] == "activations" and name != "index.parquet":
+            if store is not None and name != "index.parquet":
                 continue
             out.append(Path(folder) / name)
     return out

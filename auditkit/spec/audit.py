@@ -167,6 +167,7 @@ class AuditSpec(FrozenModel):
             *_guidance_problems(self),
             *_causal_problems(self),
             *_discovery_problems(self),
+            *_grounding_problems(self),
             *_storage_problems(self),
         ]
         if problems:
@@ -349,6 +350,29 @@ def _discovery_problems(spec: AuditSpec) -> list[Problem]:
         "caption them; add 'concept' to captions.roles"
     )
     return [(("captions", "discovery"), None, message)]
+
+
+def _grounding_problems(spec: AuditSpec) -> list[Problem]:
+    grounding = spec.grounding
+    if grounding is None or grounding.axes is None:
+        return []
+    axes = {a.name: a for a in spec.axes}
+    crossings = {x.name for x in spec.crossings}
+    problems: list[Problem] = []
+    for j, name in enumerate(grounding.axes):
+        if name in crossings:
+            message = f"{name!r} is a crossing (k-way); only two-group axes can be grounded"
+        elif name not in axes:
+            message = f"unknown axis {name!r}; the spec's axes are {listed(axes)}"
+        elif len(axes[name].groups) != 2:
+            message = (
+                f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
+                "have a direction to compare with images"
+            )
+        else:
+            continue
+        problems.append((("grounding", "axes", j), name, message))
+    return problems
 
 
 __all__ = [

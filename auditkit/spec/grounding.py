@@ -39,6 +39,24 @@ class GroundingSpec(FrozenModel):
         le=4096,
         description="Most images used per group (the first in the labels' order).",
     )
+    adjust_for: list[Name] | None = Field(
+        None,
+        description=(
+            "Label columns whose values the image-derived axis is adjusted for (a linear model "
+            "of h on the axis's group and these attributes, so that, e.g., more doctors among "
+            "the images of men than of women does not enter the gender axis); default every "
+            "other label column, [] for the plain difference of the groups' mean h."
+        ),
+    )
+    noise_seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description=(
+            "Seed of the noise every image is noised with (the same noise for every image, so "
+            "that it cancels between the groups, as the audit's prompts share their seeds)."
+        ),
+    )
 
     @field_validator("axes")
     @classmethod
@@ -47,6 +65,15 @@ class GroundingSpec(FrozenModel):
             if not value:
                 raise ValueError("lists nothing; leave it out for the default")
             check_distinct(value, "lists {repeated} twice")
+        return value
+
+    @field_validator("adjust_for")
+    @classmethod
+    def _adjust_for(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            check_distinct(value, "lists {repeated} twice")
+            if "file" in value:
+                raise ValueError("'file' names the images, not an attribute to adjust for")
         return value
 
 

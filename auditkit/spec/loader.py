@@ -280,6 +280,8 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("captions", "captioner", "misread"), None),
     (("captions", "captioner", "adapter"), None),
     (("grounding",), None),
+    (("grounding", "adjust_for"), None),
+    (("grounding", "noise_seed"), 0),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
 is taken of a form that leaves each out while it is at this default, so adding a key left the

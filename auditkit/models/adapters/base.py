@@ -77,6 +77,10 @@ class ModelAdapter:
     ``(text, image)``: 1); None: the output (or its first item) is the image stream."""
     tiny: str | None = None
     """The builtin tiny pipeline of the family (``builtin:tiny-<tiny>``), None without one."""
+    scales_model_input: bool = False
+    """Whether the family's pipeline passes its latent through ``scheduler.scale_model_input``
+    before the denoiser (the U-Net families but LCM, PixArt): a latent fed in its place must be
+    scaled the same way (:meth:`fed_latent`)."""
 
     def hook_for(self, folder: Path | None) -> str:
         """The default hook point of this model: :attr:`hook` with its block indices from
@@ -136,12 +140,102 @@ class ModelAdapter:
         noise = torch.randn((channels, side, side), generator=generator, dtype=torch.float32)
         return noise, generator
 
+    # --- reading images (image-grounded axes) ------------------------------------------------
+
+    def encode_images(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """Images ([N, 3, H, W] float in [-1, 1]) as clean latents in the form the pipeline's
+        ``latents=`` takes per sample, float32: the VAE's latent mean, scaled as the pipeline
+        unscales it before decoding. This is Stable Diffusion's convention (``z *
+        scaling_factor``; with ``latents_mean`` and ``latents_std`` in the VAE's config, as
+        SDXL-family VAEs may have, ``(z - mean) * scaling_factor / std``)."""
+        import torch
+
+        z = self._vae_mean(pipe, pixels)
+        config = pipe.vae.config
+        mean, std = config.get("latents_mean"), config.get("latents_std")
+        if mean is not None and std is not None:
+            shape = (1, -1, *([1] * (z.ndim - 2)))
+            mean_t = torch.tensor(mean, dtype=z.dtype, device=z.device).view(shape)
+            std_t = torch.tensor(std, dtype=z.dtype, device=z.device).view(shape)
+            return (z - mean_t) * float(config.scaling_factor) / std_t
+        return z * float(config.scaling_factor)
+
+    def _vae_mean(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE encoder's latent mean (float32) of ``pixels`` (a deep-compression
+        autoencoder, SANA's, returns its latent itself); a VAE that asks to be upcast
+        (``force_upcast``, SDXL's) encodes in float32 and is cast back afterwards."""
+        import torch
+
+        vae = pipe.vae
+        dtype = vae.dtype
+        upcast = dtype == torch.float16 and bool(vae.config.get("force_upcast", False))
+        if upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            x = pixels.to(device=vae.device, dtype=torch.float32 if upcast else dtype)
+            encoded = vae.encode(x)
+            dist = getattr(encoded, "latent_dist", None)
+            z = dist.mean if dist is not None else encoded.latent
+        finally:
+            if upcast:
+                vae.to(dtype=dtype)
+        return z.float()
+
+    def noised(
+        self, scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """``clean`` latents noised to ``timesteps`` (one per sample) with ``noise``, by the
+        scheduler itself: ``add_noise`` (the DDPM-family schedulers, and DPM-Solver's flow
+        sigmas), else ``scale_noise`` (flow matching)."""
+        if hasattr(scheduler, "add_noise"):
+            return scheduler.add_noise(clean, noise, timesteps)
+        return scheduler.scale_noise(clean, timesteps, noise)
+
+    def fed_latent(
+        self, scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor:
+        """What the denoiser is given in place of the pipeline's own latent at ``timestep``:
+        ``clean`` noised to it (:meth:`noised`), scaled as the pipeline scales its latent
+        (:attr:`scales_model_input`)."""
+        import torch
+
+        t = torch.as_tensor(timestep).reshape(1).repeat(clean.shape[0])
+        latent = self.noised(scheduler, clean, noise, t.to(clean.device))
+        if self.scales_model_input and hasattr(scheduler, "scale_model_input"):
+            latent = scheduler.scale_model_input(latent, timestep)
+        return latent
+
     # --- the hook point ---------------------------------------------------------------------
+
+    def _latent_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | int | None:
+        """Where the denoiser's latent input is: a keyword (``sample``, ``hidden_states``), the
+        first positional argument (0), or None."""
+        for key in ("sample", "hidden_states"):
+            if key in kwargs:
+                return key
+        return 0 if args else None
+
+    def latent_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The denoiser's latent input of one call (None when unseen)."""
+        key = self._latent_key(args, kwargs)
+        if key is None:
+            return None
+        return kwargs[key] if isinstance(key, str) else args[key]
+
+    def with_latent_input(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], latent: Any
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The denoiser call's arguments with its latent input replaced by ``latent``."""
+        key = self._latent_key(args, kwargs)
+        if key is None:
+            raise RuntimeError("the denoiser was called without a latent input to replace")
+        if isinstance(key, str):
+            return args, {**kwargs, key: latent}
+        return (latent, *args[1:]), kwargs
 
     def latent_batch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
         """The batch the denoiser was called with (its latent input), None when unseen."""
-        sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
-        shape = getattr(sample, "shape", None)
+        shape = getattr(self.latent_input(args, kwargs), "shape", None)
         return int(shape[0]) if shape else None
 
     def image_tensor(self, output: Any) -> Any:
@@ -198,6 +292,18 @@ class FlowAdapter(TransformerAdapter):
     transformer_class: str
     tiny_transformer: dict[str, Any]
     tiny_flow: dict[str, Any]
+
+    def encode_images(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """The SD3 / FLUX convention: ``(z - shift_factor) * scaling_factor``."""
+        config = pipe.vae.config
+        shift = float(config.get("shift_factor") or 0.0)
+        return (self._vae_mean(pipe, pixels) - shift) * float(config.scaling_factor)
+
+    def noised(
+        self, scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """Flow matching: ``scale_noise``, (1 - sigma) * clean + sigma * noise."""
+        return scheduler.scale_noise(clean, timesteps, noise)
 
     def tiny_config(self, words: tuple[str, ...]) -> dict[str, Any]:
         from auditkit.models.adapters import _tiny_parts as parts

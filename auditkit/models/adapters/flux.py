@@ -48,6 +48,13 @@ class Flux(FlowAdapter):
         packed = type(pipe)._pack_latents(noise, 1, channels, side, side)
         return packed[0], generator
 
+    def encode_images(self, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """``(z - shift_factor) * scaling_factor``, packed into 2x2 patch tokens as the
+        pipeline's latents are: [N, (h/2)(w/2), 4C]."""
+        z = super().encode_images(pipe, pixels)
+        n, channels, height, width = z.shape
+        return type(pipe)._pack_latents(z, n, channels, height, width)
+
     def sweep_hooks(self, folder: Path | None) -> list[str]:
         """Every double-stream block, then every single-stream block."""
         config = read_config(folder, self.denoiser) or {}

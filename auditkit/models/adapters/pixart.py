@@ -21,6 +21,7 @@ class PixArt(TransformerAdapter):
     pipeline_classes = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
     hook = DefaultHook(BLOCKS + "{middle}", "the middle DiT block: image tokens only", 28)
     tiny = "pixart"
+    scales_model_input = True
 
     def call_kwargs(self, pipe: Any) -> dict[str, Any]:
         # the spec's resolution exactly (binning would move it to a trained aspect bucket),

@@ -29,6 +29,7 @@ class UNetAdapter(ModelAdapter):
 
     denoiser = "unet"
     hook = DefaultHook("unet.mid_block", "the U-Net's bottleneck, where h-space was found")
+    scales_model_input = True
 
     def uses_cfg(self, pipe: Any, guidance_scale: float) -> bool:
         unet = getattr(pipe, "unet", None)
@@ -77,6 +78,7 @@ class LatentConsistency(UNetAdapter):
     title = "LCM"
     pipeline_classes = ("LatentConsistencyModelPipeline",)
     guidance = "distilled"
+    scales_model_input = False  # its pipeline feeds the latent to the U-Net as it is
     tiny = "lcm"
 
 
