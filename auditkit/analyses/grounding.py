@@ -30,7 +30,7 @@ IMAGES, AXES, LEANS = api.declared_tables(__name__)
 
 class Grounding(api.Analysis):
     name = NAME
-    title = "How the images were read"
+    title = "How the images were read: the grounding of each axis"
     after = "reader"
     tables = (IMAGES, AXES, LEANS)
     statistic = (
