@@ -315,21 +315,9 @@ def _causal_problems(spec: AuditSpec) -> list[Problem]:
                 "output's full shape",
             )
         )
-    axes = {a.name: a for a in spec.axes}
-    crossings = {x.name for x in spec.crossings}
-    for j, name in enumerate(causal.axes or []):
-        if name in crossings:
-            message = f"{name!r} is a crossing (k-way); only two-group axes can be steered"
-        elif name not in axes:
-            message = f"unknown axis {name!r}; the spec's axes are {listed(axes)}"
-        elif len(axes[name].groups) != 2:
-            message = (
-                f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
-                "have a direction to steer along"
-            )
-        else:
-            continue
-        problems.append(((*where, "axes", j), name, message))
+    problems += _two_group_axis_problems(
+        spec, causal.axes or [], (*where, "axes"), "steered", "to steer along"
+    )
     known = {t for cs in spec.concepts for t in cs.terms}
     for j, term in enumerate(causal.concepts or []):
         if term not in known:
@@ -356,22 +344,32 @@ def _grounding_problems(spec: AuditSpec) -> list[Problem]:
     grounding = spec.grounding
     if grounding is None or grounding.axes is None:
         return []
+    return _two_group_axis_problems(
+        spec, grounding.axes, ("grounding", "axes"), "grounded", "to compare with images"
+    )
+
+
+def _two_group_axis_problems(
+    spec: AuditSpec, names: list[str], where: Location, done: str, purpose: str
+) -> list[Problem]:
+    """A section's list of axes that must be two-group axes of the spec (steered, grounded):
+    a crossing, an unknown axis or one of k groups is a problem at ``where[j]``."""
     axes = {a.name: a for a in spec.axes}
     crossings = {x.name for x in spec.crossings}
     problems: list[Problem] = []
-    for j, name in enumerate(grounding.axes):
+    for j, name in enumerate(names):
         if name in crossings:
-            message = f"{name!r} is a crossing (k-way); only two-group axes can be grounded"
+            message = f"{name!r} is a crossing (k-way); only two-group axes can be {done}"
         elif name not in axes:
             message = f"unknown axis {name!r}; the spec's axes are {listed(axes)}"
         elif len(axes[name].groups) != 2:
             message = (
                 f"axis {name!r} has {len(axes[name].groups)} groups; only two-group axes "
-                "have a direction to compare with images"
+                f"have a direction {purpose}"
             )
         else:
             continue
-        problems.append((("grounding", "axes", j), name, message))
+        problems.append(((*where, j), name, message))
     return problems
 
 
