@@ -73,8 +73,12 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def new_manifest(*, run_id: str, spec_hash: str, plan_hash: str, seeds: list[int]) -> Manifest:
-    """A manifest with status 'running', before any model is loaded."""
+def new_manifest(
+    *, run_id: str, spec_hash: str, plan_hash: str, seeds: list[int],
+    libraries: list[dict[str, Any]] | None = None,
+) -> Manifest:  # fmt: skip
+    """A manifest with status 'running', before any model is loaded; ``libraries``: the
+    prompt-library versions the spec took terms from (recorded only when there are some)."""
     return Manifest(
         run_id=run_id,
         status="running",
@@ -86,4 +90,5 @@ def new_manifest(*, run_id: str, spec_hash: str, plan_hash: str, seeds: list[int
         seeds=seeds,
         started_utc=utc_now(),
         host={"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        **({"libraries": libraries} if libraries else {}),
     )

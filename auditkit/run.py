@@ -99,8 +99,9 @@ def _run_locked(
         print(f"auditkit: {problem.line()}; it is recomputed.", file=sys.stderr)
     run_id = _run_id(s_hash, plan.plan_hash)
     manifest = new_manifest(
-        run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list
-    )
+        run_id=run_id, spec_hash=s_hash, plan_hash=plan.plan_hash, seeds=spec.seed_list,
+        libraries=[use.model_dump(mode="json") for use in spec.libraries],
+    )  # fmt: skip
     stages = _Stages(spec, plan, run, manifest, cache_dir, show_progress, hook_left=hook_left)
     stages.save()  # first: from now on the folder is known as a run of auditkit's
     write_bytes_atomic(run.spec, dump_spec(spec).encode())

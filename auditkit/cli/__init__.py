@@ -6,7 +6,7 @@ instant. Exit codes: 0 ok, 1 gates failed, 2 spec or usage error, 3 runtime or p
 Modules: ``common`` (error handling, shared output), ``options`` (arguments and options that
 several commands share), and one per command group: ``spec`` (validate, schema, plan, hooks),
 ``analyses``, ``run``, ``check``, ``verify``, ``report``, ``diff``, ``export``, ``toyworld``,
-``calibrate``.
+``calibrate``, ``prompts``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from auditkit.cli import (
     diff,
     export,
     models,
+    prompts,
     report,
     run,
     spec,
@@ -56,6 +57,7 @@ for _command in (
     export.export,
     toyworld.toyworld,
     calibrate.calibrate,
+    prompts.prompts,
 ):
     main.add_command(_command)
 

@@ -24,6 +24,11 @@ def validate(spec: Path) -> None:
         f"{spec}: valid (spec_version {loaded.spec_version}, {n_axes} axes, "
         f"{n_sets} concept sets, {len(loaded.seed_list)} seeds)"
     )
+    for use in loaded.libraries:
+        click.echo(
+            f"  {use.used_in} {use.name}: {use.library}@{use.version} "
+            f"({use.terms} terms, sha256:{use.sha256[:12]})"
+        )
 
 
 @click.command()
@@ -41,6 +46,17 @@ def schema() -> None:
     from auditkit.models.adapters import families
 
     schema["$defs"]["ModelSpec"]["properties"]["pipeline"]["enum"] = ["auto", *families()]
+    # a concept set or an axis may also be a prompt-library entry, expanded before validation
+    from auditkit.spec.libraries import AxisLibraryEntry, ConceptLibraryEntry
+
+    for key, entry, plain in (
+        ("concepts", ConceptLibraryEntry, "ConceptSetSpec"),
+        ("axes", AxisLibraryEntry, "AxisSpec"),
+    ):
+        schema["$defs"][entry.__name__] = entry.model_json_schema()
+        schema["properties"][key]["items"] = {
+            "anyOf": [{"$ref": f"#/$defs/{plain}"}, {"$ref": f"#/$defs/{entry.__name__}"}]
+        }
     click.echo(json.dumps(schema, indent=2))
 
 

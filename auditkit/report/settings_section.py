@@ -144,7 +144,38 @@ def definitions(spec: AuditSpec, prompts: pd.DataFrame | None) -> dict[str, Any]
         {"name": c.name, "templates": list(c.templates), "terms": list(c.terms)}
         for c in spec.concepts
     ]
-    return {"axes": axes, "concepts": concepts}
+    return {"axes": axes, "concepts": concepts, "libraries": library_rows(spec)}
+
+
+def library_rows(spec: AuditSpec) -> list[dict[str, Any]]:
+    """One row per prompt library the spec took a concept set or an axis from: its version,
+    content hash, where it was used, and its source and license as this auditkit ships that
+    version (or a note that it does not ship it with that hash)."""
+    from auditkit.errors import UsageError
+    from auditkit.prompts import find_library
+
+    rows = []
+    for use in spec.libraries:
+        ref = f"{use.library}@{use.version}"
+        try:
+            shipped = find_library(ref)
+        except UsageError:
+            shipped = None
+        same = shipped is not None and shipped.sha256 == use.sha256
+        rows.append(
+            {
+                "ref": ref,
+                "sha256": use.sha256,
+                "used_in": use.used_in,
+                "name": use.name,
+                "wording": use.wording,
+                "terms": use.terms,
+                "citation": shipped.library.source.citation if same and shipped else None,
+                "license": shipped.library.source.license if same and shipped else None,
+                "url": shipped.library.source.url if same and shipped else None,
+            }
+        )
+    return rows
 
 
 SEAL_FIELDS = ("files", "seal")

@@ -44,6 +44,9 @@ class Manifest(BaseModel):
     extraction_fingerprint: dict[str, Any] | None = None
     execution: dict[str, Any] | None = None
     """Where the sampling ran when not in the driver's process (a Ray cluster's workers)."""
+    libraries: list[dict[str, Any]] | None = None
+    """The prompt-library versions (name, version, sha256, where used) the spec's concept sets
+    and axes were taken from; absent when it names none."""
     error: str | None = None
     failed_stage: str | None = None
     """The stage that raised, when ``status`` is failed or interrupted."""
@@ -65,7 +68,9 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("error") is None:
             data.pop("error", None)
-        for optional in ("extraction_fingerprint", "execution", "failed_stage", "files", "seal"):
+        for optional in (
+            "extraction_fingerprint", "execution", "libraries", "failed_stage", "files", "seal"
+        ):  # fmt: skip
             if data.get(optional) is None:
                 data.pop(optional, None)
         return dict(json_safe(data))

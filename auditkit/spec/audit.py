@@ -28,6 +28,7 @@ from auditkit.spec.captions import CaptionsSpec
 from auditkit.spec.execution import ExecutionSpec
 from auditkit.spec.gates import GateSpec
 from auditkit.spec.grounding import GroundingSpec
+from auditkit.spec.libraries import LibraryUse
 from auditkit.spec.sampling import ModelSpec, ProbeSpec
 from auditkit.spec.statistics import StatisticsSpec
 from auditkit.spec.vocabulary import (
@@ -129,6 +130,13 @@ class AuditSpec(FrozenModel):
         description=(
             "Image-grounded axes: labelled images read through the denoiser, compared with the "
             "prompt-derived axes; absent = off."
+        ),
+    )
+    libraries: list[LibraryUse] = Field(
+        default_factory=list,
+        description=(
+            "The prompt-library versions the concept sets and axes were taken from (filled in "
+            "when a spec's entry names a library; see 'auditkit prompts')."
         ),
     )
 

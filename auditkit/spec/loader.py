@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from auditkit.errors import SpecError, UsageError
 from auditkit.spec._yaml import MAX_SPEC_BYTES, check_size, decode_spec, read_yaml
 from auditkit.spec.audit import SPEC_VERSION, AuditSpec
+from auditkit.spec.libraries import expand_libraries
 
 MAX_PROBLEMS = 50
 """Most problems one error lists (the count of the rest follows them)."""
@@ -70,13 +71,18 @@ def parse_spec(
             hint="upgrade auditkit (pip install -U auditkit).",
         )
     data, path_problems = _resolve_model_path(data, base_dir)
+    data, library_problems = expand_libraries(data)
     problems = [
-        _locate({"loc": loc, "msg": msg, "type": "path"}, root) for loc, msg in path_problems
+        _locate({"loc": loc, "msg": msg, "type": "path"}, root)
+        for loc, msg in (*path_problems, *library_problems)
     ]
     try:
         spec = AuditSpec.model_validate(data, strict=True)
     except ValidationError as exc:
-        errors = exc.errors()
+        # an unexpandable library entry is reported once, by the expansion, not again as a
+        # concept set or axis that lacks its keys
+        failed = {loc[:2] for loc, _ in library_problems}
+        errors = [err for err in exc.errors() if tuple(err["loc"][:2]) not in failed]
         problems += dict.fromkeys(_locate(err, root) for err in errors[:MAX_PROBLEMS])
         if len(errors) > MAX_PROBLEMS:
             problems.append(f"... and {len(errors) - MAX_PROBLEMS:,} more problems")
@@ -282,6 +288,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("grounding",), None),
     (("grounding", "adjust_for"), None),
     (("grounding", "noise_seed"), 0),
+    (("libraries",), []),
 )
 """Keys added to the spec format after its first release, with their defaults. The spec hash
 is taken of a form that leaves each out while it is at this default, so adding a key left the

@@ -8,10 +8,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from auditkit.prompts.rules import TERM_SLOT, check_groups, check_templates, fill
 from auditkit.spec.base import FrozenModel, Name, NonEmptyStr, check_distinct
-
-TERM_SLOT = "{term}"
-"""The one slot of a prompt template."""
 
 
 class AxisSpec(FrozenModel):
@@ -60,12 +58,7 @@ class AxisSpec(FrozenModel):
     @field_validator("groups")
     @classmethod
     def _groups(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        if len(value) < 2:
-            raise ValueError(f"an axis needs at least two groups, got {len(value)}")
-        for group, terms in value.items():
-            if not terms:
-                raise ValueError(f"group '{group}' has no terms")
-        return value
+        return check_groups(value)
 
     @model_validator(mode="after")
     def _markers(self) -> AxisSpec:
@@ -190,24 +183,6 @@ def cross_axes(crossing: CrossingSpec, axes: dict[str, AxisSpec]) -> AxisSpec:
         groups=groups,
         defaults=False,
     )
-
-
-def check_templates(templates: list[str]) -> list[str]:
-    """``templates`` unchanged, or a ValueError naming the first without exactly one
-    ``{term}`` slot or with any other brace (templates are filled by :func:`fill`, not
-    ``str.format``)."""
-    for template in templates:
-        if template.count(TERM_SLOT) != 1:
-            raise ValueError(f"template {template!r} must contain '{{term}}' exactly once")
-        rest = template.replace(TERM_SLOT, "")
-        if "{" in rest or "}" in rest:
-            raise ValueError(f"template {template!r} has a brace other than the '{{term}}' slot")
-    return templates
-
-
-def fill(template: str, term: str) -> str:
-    """Put ``term`` into a template's ``{term}`` slot (no other formatting is applied)."""
-    return template.replace(TERM_SLOT, term)
 
 
 __all__ = [
