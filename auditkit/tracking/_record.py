@@ -17,8 +17,9 @@ from auditkit.errors import UsageError
 from auditkit.inert import markdown_text
 from auditkit.rundir import RunDir
 
-PARAM_LIMIT = 500
-"""The longest parameter value sent (MLflow refuses values over 6000 characters)."""
+VALUE_LIMIT = 500
+"""The longest parameter or tag value sent, longer ones cut with an ellipsis (MLflow refuses
+parameter values over 6000 characters and cuts tag values at 8000)."""
 
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-]+")
 
@@ -91,9 +92,9 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _param_text(value: Any) -> str:
+def _value_text(value: Any) -> str:
     text = str(value)
-    return text if len(text) <= PARAM_LIMIT else text[: PARAM_LIMIT - 1] + "…"
+    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
 
 
 def _gate_parts(
@@ -172,7 +173,7 @@ def _params(summary: dict[str, Any], manifest: dict[str, Any]) -> dict[str, str]
     }
     for name, value in (summary.get("settings") or {}).items():
         raw["n_seeds" if name == "seeds" else name] = value
-    return {k: _param_text(v) for k, v in raw.items() if v is not None}
+    return {k: _value_text(v) for k, v in raw.items() if v is not None}
 
 
 def _description(summary: dict[str, Any], model_id: str, status: str) -> str:
@@ -237,7 +238,7 @@ def tracking_record(run_dir: Path | RunDir) -> TrackingRecord:
         status=status,
         metrics=metrics,
         params=_params(summary, manifest),
-        tags=tags,
+        tags={k: _value_text(v) for k, v in tags.items()},
         artifacts=artifacts,
         description=_description(summary, model_id, status),
         started_ms=_millis(manifest.get("started_utc")),

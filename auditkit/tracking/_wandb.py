@@ -119,4 +119,9 @@ def log_to_wandb(
             folder=files.parent,
             url=None if mode == "offline" else run.url,
         )
+    if wandb.run is None:
+        # W&B's service writes the run's transaction log when its stream closes, after finish
+        # returns; tearing it down waits for that, so the folder is whole on return (left to
+        # W&B's own exit hook while the caller has a run of its own open)
+        wandb.teardown()
     return landing
