@@ -213,7 +213,7 @@ def test_the_local_default_audit_imports_neither_ray_nor_an_object_store(
 ) -> None:
     assert runs["biased"].is_dir()
     # (not botocore: accelerate, under diffusers, imports boto3 whenever it is installed)
-    extras = {"ray", "fsspec", "s3fs", "aiobotocore", "gcsfs", "adlfs"}
+    extras = {"ray", "fsspec", "s3fs", "aiobotocore", "gcsfs", "adlfs", "mlflow", "wandb"}
     preloaded = request.config.auditkit_runs_preloaded & extras  # type: ignore[attr-defined]
     assert not preloaded, f"imported before the runs, so this test cannot judge: {preloaded}"
     imported = {m.split(".")[0] for m in request.config.auditkit_runs_imported}  # type: ignore[attr-defined]
