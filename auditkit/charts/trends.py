@@ -36,6 +36,15 @@ def _checkpoint(order: list[str]) -> alt.X:
     return alt.X("tick:N", sort=order, title=None, axis=alt.Axis(labelAngle=0, labelLimit=60))
 
 
+def _tooltip(*rows: alt.Tooltip) -> list[alt.Tooltip]:
+    """A trend panel's tooltip: the checkpoint's name and the concept, then ``rows``."""
+    return [
+        alt.Tooltip("point:N", title="checkpoint"),
+        alt.Tooltip("label:N", title="concept"),
+        *rows,
+    ]
+
+
 def _panels(layered: alt.LayerChart | alt.FacetChart, labels: list[str]) -> alt.FacetChart:
     """One small panel per concept (``label``), :data:`COLUMNS` to a row, each with its own x
     axis (a short last row leaves no empty axes), scales shared."""
@@ -66,13 +75,11 @@ def lean_trend_chart(rows: pd.DataFrame, order: list[str]) -> alt.FacetChart:
     span = max(1.0, math.ceil(float(extent) * 2) / 2) if math.isfinite(float(extent)) else 1.0
     x = _checkpoint(order)
     y = alt.Y("score:Q", title="lean score", scale=alt.Scale(domain=[-span, span], nice=False))
-    tooltip = [
-        alt.Tooltip("point:N", title="checkpoint"),
-        alt.Tooltip("label:N", title="concept"),
+    tooltip = _tooltip(
         alt.Tooltip("score:Q", format="+.3f"),
         alt.Tooltip("ci:N", title="95% CI"),
         alt.Tooltip("finding:N", title="lean"),
-    ]
+    )
     base = alt.Chart()
     band = base.mark_area(color=BAND_COLOR, opacity=0.6).encode(
         x=x, y=alt.Y("band_low:Q", title="lean score"), y2="band_high:Q"
@@ -115,15 +122,13 @@ def share_trend_chart(rows: pd.DataFrame, order: list[str]) -> alt.FacetChart:
     color = alt.Color(
         "group:N", title="read as", scale=alt.Scale(domain=groups, scheme=GROUP_SCHEME)
     )
-    tooltip = [
-        alt.Tooltip("point:N", title="checkpoint"),
-        alt.Tooltip("label:N", title="concept"),
+    tooltip = _tooltip(
         alt.Tooltip("group:N", title="read as"),
         alt.Tooltip("share:Q", format=".1%"),
         alt.Tooltip("interval:N", title="95% interval"),
         alt.Tooltip("reference:Q", format=".1%"),
         alt.Tooltip("n_images:Q", title="images"),
-    ]
+    )
     base = alt.Chart()
     reference = base.mark_line(color="#777", strokeDash=[4, 3], strokeWidth=1).encode(
         x=x, y=alt.Y("reference:Q"), detail="group:N"

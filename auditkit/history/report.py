@@ -167,30 +167,24 @@ def _limit(bound: Any, threshold: Any) -> str:
 
 
 def _growth(history: LineHistory) -> dict[str, Any]:
-    table = history.growth()
+    table, tolerance = history.growth()
     if table.empty:
-        return {"rows": [], "tolerance": None, "regressions": 0}
-    from auditkit.diff import default_tolerance
-
-    first = history.leans[history.leans["point"] == history.points[0]]
-    last = history.leans[history.leans["point"] == history.points[-1]]
+        return {"rows": [], "tolerance": None, "regressions": 0, "total": 0}
+    numbers = ("delta", "delta_ci_low", "delta_ci_high", "growth")
     rows = [
         {
             "axis": str(r["axis"]),
             "concept": _concept(str(r["concept_set"]), str(r["concept"]), history),
             "score_first": _number(r["score_base"]),
             "score_last": _number(r["score_new"]),
-            "delta": _number(r["delta"]),
-            "delta_ci_low": _number(r["delta_ci_low"]),
-            "delta_ci_high": _number(r["delta_ci_high"]),
-            "growth": _number(r["growth"]),
+            **{name: _number(r[name]) for name in numbers},
             "regression": bool(r["regression"]),
         }
         for r in table.head(GROWTH_SHOWN).to_dict("records")
     ]
     return {
         "rows": rows,
-        "tolerance": default_tolerance(first, last),
+        "tolerance": tolerance,
         "regressions": int(table["regression"].sum()),
         "total": len(table),
     }
@@ -241,9 +235,7 @@ def _leans(history: LineHistory, charts: dict[str, Any]) -> list[dict[str, Any]]
 
 def _outputs(history: LineHistory, charts: dict[str, Any]) -> dict[str, Any]:
     frame = history.outputs
-    with_outputs = set(history.sources.files.get("outputs", [])) | set(
-        history.sources.arrow.get("outputs", [])
-    )
+    with_outputs = set(history.sources.locations("outputs"))
     missing = [
         str(p)
         for p, loc in zip(history.runs["point"], history.runs["location"], strict=True)

@@ -30,8 +30,9 @@ class Sources:
     files: dict[str, list[str]] = field(default_factory=dict)
     arrow: dict[str, list[str]] = field(default_factory=dict)
 
-    def has(self, table: str) -> bool:
-        return bool(self.files.get(table) or self.arrow.get(table))
+    def locations(self, table: str) -> list[str]:
+        """The runs that have ``table``, however it was read."""
+        return [*self.files.get(table, []), *self.arrow.get(table, [])]
 
 
 def register_run_tables(db: duckdb.DuckDBPyConnection, locations: Iterable[str]) -> Sources:

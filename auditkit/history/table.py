@@ -100,7 +100,8 @@ def _gate_grid(history: LineHistory) -> list[str]:
                 cells.append("—")
                 continue
             gate = own.loc[position]
-            cells.append(f"{'pass' if gate['passed'] else 'FAIL'} {_number(gate['value'])}")
+            value = _number(gate["value"], "{:.4g}")
+            cells.append(f"{'pass' if gate['passed'] else 'FAIL'} {value}")
         rows.append([_text(str(name)), *cells])
     return ["  " + line for line in _aligned(rows)]
 
@@ -118,12 +119,12 @@ def _text(value: str) -> str:
     return text if len(text) <= NAME_WIDTH else text[: NAME_WIDTH - 1] + "…"
 
 
-def _number(value: Any) -> str:
+def _number(value: Any, form: str = "{:.3f}") -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
         return "—"
-    return f"{number:.3f}" if math.isfinite(number) else "—"
+    return form.format(number) if math.isfinite(number) else "—"
 
 
 def _count(value: Any) -> str:

@@ -82,9 +82,10 @@ class LineHistory:
         failed, with its value and limit (None: it never failed), and how often it was run."""
         return first_failures(self.gates, self.points)
 
-    def growth(self) -> pd.DataFrame:
+    def growth(self) -> tuple[pd.DataFrame, float | None]:
         """Every shared lean from the first checkpoint to the last: delta with its interval,
-        growth of |score|, regression (:func:`auditkit.diff.compare_leans`), most grown first."""
+        growth of |score|, regression (:func:`auditkit.diff.compare_leans`), most grown first;
+        and the tolerance a regression grew beyond."""
         return lean_growth(self.leans, self.points)
 
 
@@ -103,7 +104,7 @@ def line_history(registry: RunRegistry, model_line: str) -> LineHistory:
     )
     order = runs[["location", "position", "point", "tick"]]
     leans = pd.DataFrame()
-    if sources.has("lean"):
+    if sources.locations("lean") and axes and concepts:
         leans = db.execute(
             "SELECT * FROM lean_rows SEMI JOIN _shared_axes USING (axis) "
             "SEMI JOIN _shared_concepts USING (concept_set, concept)"
@@ -113,15 +114,14 @@ def line_history(registry: RunRegistry, model_line: str) -> LineHistory:
                 leans[column] = value
         leans = leans.merge(order, on="location").sort_values(["axis", "position"])
     outputs = pd.DataFrame()
-    if sources.has("outputs"):
-        with_outputs = len(sources.files.get("outputs", [])) + len(sources.arrow.get("outputs", []))
+    if sources.locations("outputs") and concepts:
         outputs = db.execute(
             """WITH o AS (SELECT * FROM outputs_rows
                           SEMI JOIN _shared_concepts USING (concept_set, concept)),
                     k AS (SELECT attribute, "group" FROM o GROUP BY ALL
                           HAVING count(DISTINCT location) = ?)
                SELECT o.* FROM o SEMI JOIN k USING (attribute, "group")""",
-            [with_outputs],
+            [len(sources.locations("outputs"))],
         ).df()
         outputs = outputs.merge(order, on="location").sort_values(["attribute", "position"])
     gates = registry.gates(model_line).merge(order, on="location")
@@ -246,16 +246,18 @@ def scope_text(scope: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in found.items()) if isinstance(found, dict) else scope
 
 
-def lean_growth(leans: pd.DataFrame, points: list[str]) -> pd.DataFrame:
-    """Every shared lean compared between the line's first and last checkpoints."""
+def lean_growth(leans: pd.DataFrame, points: list[str]) -> tuple[pd.DataFrame, float | None]:
+    """Every shared lean compared between the line's first and last checkpoints, and the
+    tolerance (the runs' band when both were judged by ``min_effect``, as ``auditkit diff``)."""
     from auditkit.diff import compare_leans, default_tolerance
 
     if leans.empty or len(points) < 2:
-        return pd.DataFrame()
+        return pd.DataFrame(), None
     first = leans[leans["point"] == points[0]]
     last = leans[leans["point"] == points[-1]]
-    table = compare_leans(first, last, tolerance=default_tolerance(first, last))
-    return table.sort_values("growth", ascending=False).reset_index(drop=True)
+    tolerance = default_tolerance(first, last)
+    table = compare_leans(first, last, tolerance=tolerance)
+    return table.sort_values("growth", ascending=False).reset_index(drop=True), tolerance
 
 
 def _finite(value: Any) -> float | None:
