@@ -174,9 +174,13 @@ def test_the_trend_report_opens_offline_with_every_chart_drawn(
 def test_show_prints_the_line_in_order_with_gates(registered: dict[str, Any]) -> None:
     shown = history("show", "--registry", str(registered["registry"]))
     assert shown.exit_code == 0, shown.output
-    rows = [line.split() for line in shown.output.splitlines()]
-    table = [r for r in rows if r and r[0] in {"1", "2", "3", "4", "5"} and len(r) > 5]
-    assert [r[2] for r in table] == ["100", "200", "300", "400", "500"]
+    run_ids = [
+        json.loads((run / "manifest.json").read_text())["run_id"]
+        for run in registered["runs"].values()
+    ]
+    rows = [next(line for line in shown.output.splitlines() if i in line) for i in run_ids]
+    assert [row.split()[0] for row in rows] == ["1", "2", "3", "4", "5"]
+    assert all(f" {step} " in row for step, row in zip(registered["runs"], rows, strict=True))
     assert "dropped axis age" in shown.output and "dropped concept chef" in shown.output
     for gate, step in expected_first_failures(registered["runs"]).items():
         assert f"{gate}: {'never failed' if step is None else 'first failed at'}" in shown.output
@@ -271,6 +275,10 @@ def bad(tmp_path: Path) -> Iterator[dict[str, Path]]:
 
 
 def test_bad_inputs_are_located_errors(bad: dict[str, Path], tmp_path: Path) -> None:
+    from auditkit import history as library
+    from auditkit.cli import history as command
+
+    assert command.REGISTRY_ENV == library.REGISTRY_ENV  # the CLI's copy (no import at --help)
     bad["empty"].mkdir()
     registry = str(bad["registry"])
     cases = {
@@ -298,3 +306,30 @@ def test_bad_inputs_are_located_errors(bad: dict[str, Path], tmp_path: Path) -> 
     unknown = history("report", "--out", str(tmp_path / "o"), "--registry", registry,
                       "--model-line", "nope")  # fmt: skip
     assert unknown.exit_code == 2 and "'nope'" in unknown.output, unknown.output
+
+
+def test_an_axis_defined_with_other_groups_is_dropped() -> None:
+    """Swapped groups flip a lean's sign: such an axis is not compared, and the report says
+    where it differs."""
+    import pandas as pd
+
+    from auditkit.history.trends import shared_coverage
+
+    rows = [
+        ("a", "axis", "", "gender", "man,woman"),
+        ("b", "axis", "", "gender", "woman,man"),
+        ("a", "axis", "", "skin", "light,dark"),
+        ("b", "axis", "", "skin", "light,dark"),
+        ("a", "concept", "jobs", "nurse", ""),
+        ("b", "concept", "jobs", "nurse", ""),
+        ("b", "concept", "jobs", "pilot", ""),
+    ]
+    coverage = pd.DataFrame(rows, columns=["location", "kind", "set_name", "name", "detail"])
+    axes, concepts, dropped = shared_coverage(coverage, ["a", "b"], {"a": "A", "b": "B"})
+    assert axes == ["skin"] and concepts == [("jobs", "nurse")]
+    assert [(d.kind, d.name, d.missing_from) for d in dropped] == [
+        ("axis", "gender", ["B"]),
+        ("concept", "pilot", ["A"]),
+    ]
+    assert dropped[0].why == "its groups differ between runs (man,woman in A; woman,man in B)"
+    assert dropped[1].why == "not in the spec of that run"

@@ -139,14 +139,17 @@ def _gates(history: LineHistory, charts: dict[str, Any]) -> dict[str, Any]:
                         "point": point,
                         "gated": point in own.index,
                         "passed": bool(own.loc[point, "passed"]) if point in own.index else None,
-                        "value": _number(own.loc[point, "value"]) if point in own.index else None,
+                        "value": _value(own.loc[point, "value"]) if point in own.index else "",
                         "limit": str(own.loc[point, "limit"]) if point in own.index else "",
                     }
                     for point in history.points
                 ],
             }
         )
-    shown = [{**f, "limit": _limit(f["bound"], f["threshold"])} for f in failures]
+    shown = [
+        {**f, "limit": _limit(f["bound"], f["threshold"]), "value": _value(f["value"])}
+        for f in failures
+    ]
     return {"rows": rows, "first_failures": shown, "chart_id": "gates"}
 
 
@@ -157,6 +160,16 @@ def _unique(labels: dict[str, str]) -> dict[str, str]:
         key: name if names.count(name) == 1 else f"{name} [{scope_text(key.split(chr(31))[2])}]"
         for key, name in labels.items()
     }
+
+
+def _value(value: Any) -> str:
+    """A gate's value as the report shows it: a count as a whole number, else 3 decimals."""
+    from auditkit.report.render import format_number
+
+    number = _number(value)
+    if number is not None and number == round(number):
+        return f"{number:.0f}".replace("-", "−")
+    return format_number(number, 3)
 
 
 def _limit(bound: Any, threshold: Any) -> str:

@@ -58,9 +58,10 @@ def history_table(history: LineHistory) -> str:
             lines.append(f"  {_text(failure['name'])}: {_text(said)}")
     for dropped in history.dropped:
         where = f" ({dropped.concept_set})" if dropped.concept_set else ""
+        missing = ", ".join(_text(point) for point in dropped.missing_from)
         lines.append(
-            f"dropped {dropped.kind} {_text(dropped.name)}{_text(where)}: "
-            + terminal_text(dropped.why)
+            f"dropped {dropped.kind} {_text(dropped.name)}{_text(where)}: missing from "
+            f"{missing} ({terminal_text(dropped.why)})"
         )
     return "\n".join(lines)
 

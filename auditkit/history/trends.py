@@ -181,7 +181,7 @@ def shared_coverage(
                     concepts.append((str(set_name), str(name)))
                 continue
             if missing:
-                why = "not audited by " + ", ".join(missing)
+                why = f"not in the spec of {'that run' if len(missing) == 1 else 'those runs'}"
             else:
                 variants = "; ".join(
                     f"{detail} in "
