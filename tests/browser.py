@@ -31,6 +31,16 @@ for (const name of ["alert", "confirm", "prompt", "print", "open"]) {
 injected ``alert(1)`` that ran is counted (``PageVisit.calls``)."""
 
 
+INJECTED = """() => ({
+  elements: document.querySelectorAll(
+    'img[src="x"], iframe, [onload], [onerror], a[href^="javascript"]').length,
+  scripts: [...document.scripts].filter(
+    s => ['', 'module', 'text/javascript'].includes(s.type) && s.text.includes('alert(1)')).length,
+  data: [...document.scripts].filter(s => s.type === 'application/json').length,
+})"""
+"""Counts :meth:`PageVisit.injected` returns."""
+
+
 @dataclass
 class PageVisit:
     """What happened while a report page was open."""
@@ -44,6 +54,12 @@ class PageVisit:
     def calls(self) -> list[str]:
         """Every alert, confirm, prompt, print or window.open the page's scripts made."""
         return list(self.page.evaluate("() => window.__auditkitCalls"))
+
+    def injected(self) -> dict[str, int]:
+        """What a hostile payload (``<img onerror>``, ``<script>alert(1)``, ``javascript:``
+        links) would have made of the page had it been markup: ``elements`` built from it,
+        ``scripts`` that would run it, and the ``data`` blocks (JSON scripts) on the page."""
+        return dict(self.page.evaluate(INJECTED))
 
 
 @contextmanager

@@ -5,8 +5,8 @@ instant. Exit codes: 0 ok, 1 gates failed, 2 spec or usage error, 3 runtime or p
 
 Modules: ``common`` (error handling, shared output), ``options`` (arguments and options that
 several commands share), and one per command group: ``spec`` (validate, schema, plan, hooks),
-``analyses``, ``run``, ``check``, ``verify``, ``report``, ``diff``, ``export``, ``toyworld``,
-``calibrate``, ``prompts``.
+``analyses``, ``run``, ``check``, ``verify``, ``report``, ``diff``, ``export``, ``history``,
+``toyworld``, ``calibrate``, ``prompts``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from auditkit.cli import (
     check,
     diff,
     export,
+    history,
     models,
     prompts,
     report,
@@ -55,6 +56,7 @@ for _command in (
     report.report,
     diff.diff,
     export.export,
+    history.history,
     toyworld.toyworld,
     calibrate.calibrate,
     prompts.prompts,

@@ -27,6 +27,7 @@ from auditkit.report.settings_section import (
     provenance,
     settings_blocks,
 )
+from auditkit.rundir.manifest import weights_hash
 from auditkit.spec import AuditSpec
 
 DEMO_MODEL_PREFIX = "builtin:tiny"
@@ -105,7 +106,7 @@ def build_report_context(run_dir: Path, manifest: dict[str, Any] | None = None) 
         "paper": spec.report.paper,
         "report_schema_version": REPORT_SCHEMA_VERSION,
         "results_hash": read.run.results_hash(),
-        "weights_hash": _weights_hash(manifest),
+        "weights_hash": weights_hash(manifest.get("model")),
         "banners": _banners(model, manifest),
         "findings": [str(f) for f in summary.get("findings", [])],
         "executive": executive_summary(spec, tables, extra, summary.get("gates"), model["id"]),
@@ -137,17 +138,6 @@ def _model(spec: AuditSpec, manifest: dict[str, Any], summary: dict[str, Any]) -
         "pipeline_class": recorded.get("pipeline_class"),
         "is_demo": model_id.startswith(DEMO_MODEL_PREFIX),
     }
-
-
-def _weights_hash(manifest: dict[str, Any]) -> str | None:
-    """One sha256 over the sorted (path, sha256) of every weight file the manifest lists."""
-    import hashlib
-
-    files = (manifest.get("model") or {}).get("files") or []
-    pairs = sorted(f"{f.get('path')}:{f.get('sha256')}" for f in files if f.get("sha256"))
-    if not pairs:
-        return None
-    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
 def _run(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:

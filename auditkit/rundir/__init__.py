@@ -22,7 +22,7 @@ from auditkit.rundir.folder import (
     read_versioned_json,
     read_versioned_parquet,
 )
-from auditkit.rundir.manifest import MANIFEST_VERSION, Manifest
+from auditkit.rundir.manifest import MANIFEST_VERSION, Manifest, weights_hash
 from auditkit.rundir.registry import Column, Table
 from auditkit.rundir.storage import json_safe, write_bytes_atomic, write_json_atomic
 
@@ -44,6 +44,7 @@ __all__ = [
     "parquet_bytes",
     "read_versioned_json",
     "read_versioned_parquet",
+    "weights_hash",
     "write_bytes_atomic",
     "write_json_atomic",
 ]

@@ -234,6 +234,21 @@ class RunDir:
             )
         return frame
 
+    def table_file(self, name: str) -> Path | None:
+        """The file of the registered table ``name`` when a query engine may read it as it is
+        (DuckDB's ``read_parquet``): on this machine (not a remote run's working copy), at
+        this auditkit's version of the table (no migration to apply) and, in a sealed run,
+        matching its checksum. None otherwise: read it through :meth:`table` instead."""
+        from auditkit.rundir.columns import REGISTRY
+
+        path = self.table_path(name)
+        if not storage.exists(path) or storage.is_remote(path):
+            return None
+        if parquet_version(path) != REGISTRY[name].version:
+            return None
+        self.read_checked(path)
+        return path
+
     def tables(self, names: list[str] | None = None) -> dict[str, pd.DataFrame]:
         """Every registered table of ``results/`` the run wrote (or those of ``names``)."""
         from auditkit.rundir.columns import REGISTRY

@@ -8,6 +8,7 @@ newer minor writer adds are kept (``extra="allow"``), so reading and rewriting l
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +17,16 @@ from auditkit.rundir.storage import json_safe
 
 MANIFEST_VERSION = 1
 Status = Literal["running", "complete", "failed", "interrupted"]
+
+
+def weights_hash(model: dict[str, Any] | None) -> str | None:
+    """One sha256 over the sorted ``path:sha256`` of every weight file a manifest's ``model``
+    record lists (None when it lists none): the checkpoint's identity in one line."""
+    files = (model or {}).get("files") or []
+    pairs = sorted(f"{f.get('path')}:{f.get('sha256')}" for f in files if f.get("sha256"))
+    if not pairs:
+        return None
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
 
 
 class Manifest(BaseModel):
