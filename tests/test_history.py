@@ -31,18 +31,25 @@ LINE = "toyworld-line"
 DROPPED_TERMS = ("chef", "farmer")
 
 
-def cheap_spec(model: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The default audit, reduced to what a model line's trend needs (each run well under a
-    minute on two cores)."""
-    spec = yaml.safe_load((ROOT / "audits" / "toyworld.yaml").read_text())
+def cheap_spec(
+    model: str, drop: tuple[str, ...] = (), source: str = "toyworld.yaml"
+) -> dict[str, Any]:
+    """The default audit (or ``source``, another spec of the same audit), reduced to what a
+    model line's trend needs (each run well under a minute on two cores)."""
+    spec = yaml.safe_load((ROOT / "audits" / source).read_text())
     spec["model"]["id"] = model
     spec["probe"].pop("hook")  # each family's default: the DiT has no unet.mid_block
     spec["seeds"] = 4
     spec["axes"] = [a for a in spec["axes"] if a["name"] in ("gender", "skin")]
     spec.pop("crossings")
     concepts = spec["concepts"][0]
-    concepts["templates"] = concepts["templates"][:1]
-    concepts["terms"] = [t for t in concepts["terms"] if t not in drop]
+    if "library" in concepts:  # a library entry: its own templates, less the dropped terms
+        concepts["templates"] = ["a photo of a {term}"]
+        if drop:
+            concepts["exclude"] = list(drop)
+    else:
+        concepts["templates"] = concepts["templates"][:1]
+        concepts["terms"] = [t for t in concepts["terms"] if t not in drop]
     spec["analyses"] = ["lean"]
     spec["statistics"] = {"bootstrap_resamples": 200}
     spec["captions"] = {"captioner": {"kind": "toyworld"}, "seeds": 4, "exemplars": {"seeds": 0}}
@@ -57,7 +64,8 @@ def line(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dic
     root = tmp_path_factory.mktemp("history-line")
     cheap = {
         200: ("balanced", cheap_spec("builtin:toyworld-balanced")),
-        300: ("dit", cheap_spec("builtin:toyworld-dit")),
+        # written from prompt libraries alone (audits/toyworld-libraries.yaml)
+        300: ("dit", cheap_spec("builtin:toyworld-dit", source="toyworld-libraries.yaml")),
         400: ("biased", cheap_spec("builtin:toyworld-biased", DROPPED_TERMS)),
     }
     made: dict[int, Path] = {100: runs["balanced"], 500: runs["biased"]}
@@ -100,9 +108,28 @@ def expected_first_failures(runs: dict[int, Path]) -> dict[str, int | None]:
     return first
 
 
-def test_cheap_runs_are_cheap(line: dict[str, Any]) -> None:
-    print("cheap history runs (s):", {k: round(v, 1) for k, v in line["seconds"].items()})
-    assert all(seconds < 240 for seconds in line["seconds"].values()), line["seconds"]
+def test_a_spec_written_from_libraries_runs_and_records_them(line: dict[str, Any]) -> None:
+    """The step-300 run's spec names only libraries (toyworld's own): the run records each
+    library's version and content hash in its resolved spec, its manifest and its report."""
+    from auditkit.prompts import find_library
+
+    run = line["runs"][300]
+    expected = {
+        f"{lib}@1": find_library(f"{lib}@1").sha256
+        for lib in ("toyworld-occupations", "toyworld-gender", "toyworld-skin")
+    }
+    manifest = json.loads((run / "manifest.json").read_text())
+    recorded = {f"{u['library']}@{u['version']}": u["sha256"] for u in manifest["libraries"]}
+    assert recorded == expected  # age was left out of the reduced spec
+    resolved = yaml.safe_load((run / "spec.yaml").read_text())
+    assert [u["used_in"] for u in resolved["libraries"]] == ["concepts[0]", "axes[0]", "axes[1]"]
+    assert resolved["concepts"][0]["terms"][:2] == ["nurse", "teacher"]
+    report = CliRunner().invoke(main, ["report", str(run)])
+    assert report.exit_code == 0, report.output
+    html = (run / "report" / "report.html").read_text()
+    assert "Prompt libraries used" in html
+    for ref, sha in expected.items():
+        assert ref in html and sha[:12] in html
 
 
 def test_the_registry_holds_the_line_in_step_order(registered: dict[str, Any]) -> None:
