@@ -70,6 +70,31 @@ def runs(
         request.config.auditkit_runs_imported = imported  # type: ignore[attr-defined]
 
 
+SMALL_AUDIT = {"seeds": 8}
+"""How the small default audit differs from audits/toyworld.yaml: every stage, analysis, pass and
+gate of the default audit, on 8 seeds (a quarter of its cost; its batches of 64 keep every batch
+of the discovery pass's probes the same wherever it runs, so the tables match byte for byte)."""
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The default audit on 8 seeds (:data:`SMALL_AUDIT`), run once per test session in this
+    process: ``spec`` (its YAML file) and ``run`` (its run directory, read-only). The tests that
+    run the default audit again elsewhere (on a Ray cluster, with its run directory on S3)
+    compare against it, byte for byte."""
+    import yaml
+
+    from auditkit.run import run_audit
+
+    root = tmp_path_factory.mktemp("small-audit")
+    data = yaml.safe_load((ROOT / "audits" / "toyworld.yaml").read_text())
+    data.update(SMALL_AUDIT)
+    spec = root / "toyworld-small.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = run_audit(spec, root / "run", show_progress=False, render=False).run_dir
+    return {"spec": spec, "run": run}
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One real Ray cluster per test session: a head on loopback (every listener on 127.0.0.1)

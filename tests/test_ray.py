@@ -2,8 +2,8 @@
 two single-CPU workers). The driver is the ``auditkit`` command in a child process, as a user
 runs it (this test process may not open sockets).
 
-* the default audit through the cluster, with a worker killed mid-extraction, equals the local
-  run (``runs``) table for table, with every unit stored exactly once;
+* the default audit (on 8 seeds: conftest's ``small_run``) through the cluster, with a worker
+  killed mid-extraction, equals the local run table for table, with every unit stored once;
 * a driver killed mid-run, then started again with the same command, re-extracts nothing that
   was stored;
 * the checks a driver makes of its workers (versions, weights) and of the cluster's size.
@@ -87,10 +87,12 @@ def _index(run: Path) -> pd.DataFrame:
 
 
 def test_the_default_audit_on_a_ray_cluster_equals_the_local_run_though_a_worker_died(
-    ray_cluster: dict[str, str], runs: dict[str, Path], tmp_path: Path
+    ray_cluster: dict[str, str], small_run: dict[str, Path], tmp_path: Path
 ) -> None:
+    """The default audit on 8 seeds in 10 batches (every stage, pass and gate; conftest's
+    ``small_run``) on two Ray workers, one killed mid-run, equals the local run byte for byte."""
     out = tmp_path / "ray-run"
-    spec = ROOT / "audits" / "toyworld.yaml"
+    spec = small_run["spec"]
     args = [str(spec), "--out", str(out), "--ray-address", ray_cluster["address"], "--workers", "2"]
     driver = Driver(args, ray_cluster)
     driver.wait_for(lambda: len(driver.worker_pids()) == 2, 300, "two workers")
@@ -102,7 +104,7 @@ def test_the_default_audit_on_a_ray_cluster_equals_the_local_run_though_a_worker
     assert code == 1, log  # toyworld-biased fails the default gates, as locally
     assert "ray: worker 0 died" in log, log
 
-    local = runs["biased"]
+    local = small_run["run"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     execution = manifest["execution"]

@@ -1,6 +1,6 @@
-"""Run directories on object storage: the default audit with ``--out s3://…`` on a real
-S3-compatible server (moto's, on loopback), started by the test, and the working copy's rules on
-fsspec's in-memory filesystem.
+"""Run directories on object storage: the default audit (on 8 seeds, conftest's ``small_run``)
+with ``--out s3://…`` on a real S3-compatible server (moto's, on loopback), started by the test,
+and the working copy's rules on fsspec's in-memory filesystem.
 
 The test process may not open sockets (pytest-socket), so everything that talks to the server
 runs in a child process: the ``auditkit`` CLI, and small boto3 snippets.
@@ -90,10 +90,12 @@ def _auditkit(env: dict[str, str], cache: Path, *args: str) -> subprocess.Comple
 
 
 def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
-    s3: dict[str, str], runs: dict[str, Path], tmp_path: Path
+    s3: dict[str, str], small_run: dict[str, Path], tmp_path: Path
 ) -> None:
+    """The default audit on 8 seeds (every stage, pass and gate; conftest's ``small_run``) with
+    its run directory on S3 equals the same audit run locally, byte for byte."""
     url = f"s3://{BUCKET}/runs/toyworld"
-    spec = str(ROOT / "audits" / "toyworld.yaml")
+    spec = str(small_run["spec"])
     first = _auditkit(s3, tmp_path / "machine-a", "run", spec, "--out", url, "--no-progress")
     said = first.stdout + first.stderr
     assert first.returncode == 1, said  # toyworld-biased fails the default gates, as locally
@@ -112,7 +114,7 @@ def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
     assert {"results/lean.parquet", "results/summary.json", "report/report.html"} <= set(keys)
     # write-then-publish: no temporary object, and the index parts were merged and removed
     assert not [k for k in keys if k.endswith(".tmp") or "/." in k or "index-parts/" in k], keys
-    plan = json.loads((runs["biased"] / "plan.json").read_text())
+    plan = json.loads((small_run["run"] / "plan.json").read_text())
     shards = [k for k in keys if k.endswith(".safetensors")]
     assert shards and len(shards) <= len(plan["units"])
 
@@ -123,7 +125,7 @@ def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
     assert f"report: {url}/report/report.html" in report.stdout
     copy = next(other.iterdir())
     assert not list(copy.glob("activations/*.safetensors"))  # shards are fetched only when read
-    local = runs["biased"]
+    local = small_run["run"]
     assert assert_same_results(copy, local) >= 18
 
     check = _auditkit(s3, other, "check", url)
