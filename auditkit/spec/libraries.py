@@ -125,16 +125,20 @@ def _reference(
     return ref, shipped
 
 
+def _guess(value: str, known: list[str]) -> str:
+    """'; did you mean ...?' naming the known values close to ``value``, or ''."""
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def _unknown(
     given: list[str], known: list[str], what: str, where: tuple[str | int, ...]
 ) -> list[Located]:
-    out = []
-    for i, value in enumerate(given):
-        if value not in known:
-            close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
-            guess = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            out.append(((*where, i), f"{value!r} is not a {what} of this library{guess}"))
-    return out
+    return [
+        ((*where, i), f"{value!r} is not a {what} of this library{_guess(value, known)}")
+        for i, value in enumerate(given)
+        if value not in known
+    ]
 
 
 def _default_name(shipped: ShippedLibrary) -> str:
@@ -188,11 +192,9 @@ def _axis(
     lib = shipped.library
     wordings = sorted(lib.wordings or {})
     if ref.wording is not None and ref.wording not in wordings:
-        close = difflib.get_close_matches(ref.wording, wordings, n=3, cutoff=0.6)
-        guess = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         problems.append(
             ((*where, "wording"), f"{lib.ref} has no wording {ref.wording!r} (it has "
-             f"{', '.join(wordings)}){guess}")
+             f"{', '.join(wordings)}){_guess(ref.wording, wordings)}")
         )  # fmt: skip
         return None
     wording_name = ref.wording or lib.default_wording
@@ -209,16 +211,13 @@ def _axis(
         "templates": list(ref.templates or wording.templates),
         "groups": {g: list(wording.groups[g]) for g in chosen},
     }
-    qualifiers = ref.qualifiers or (
-        {g: wording.qualifiers[g] for g in chosen} if wording.qualifiers else None
-    )
+    own = {g: wording.qualifiers[g] for g in chosen} if wording.qualifiers else None
+    qualifiers = ref.qualifiers or own
     if qualifiers is not None:
         plain["qualifiers"] = qualifiers
     # a concept is marked with the group's qualifier ('a photo of the female nurse'), not its
     # first term ('the woman nurse'), where the wording has qualifiers
-    markers = ref.markers or (
-        {g: wording.qualifiers[g] for g in chosen} if wording.qualifiers else None
-    )
+    markers = ref.markers or own
     if markers is not None:
         plain["markers"] = markers
     if ref.defaults is not None:
