@@ -168,7 +168,7 @@ def test_every_family_names_its_default_hook_and_why() -> None:
     for adapter in found.values():
         assert adapter.hook.reason and adapter.pipeline_classes and adapter.title
         assert adapter.hook_for(None).startswith(adapter.denoiser + ".")
-    assert for_family("pixart").hook_for(None) == "transformer.transformer_blocks.14"
+    assert for_family("pixart").hook_for(None) == "transformer.transformer_blocks.18"  # 2x28 // 3
     assert for_family("sd3").hook_for(None) == "transformer.transformer_blocks.12"
     assert for_family("flux").hook_for(None) == "transformer.transformer_blocks.18"
     assert for_family("sana").hook_for(None) == "transformer.transformer_blocks.10"
@@ -245,7 +245,7 @@ FULL_SIZE = [
      5_242_880),
     ("sd3", "SD3Transformer2DModel", SD35_MEDIUM, 1024, B + "12", (4096, 1536), 6_144),
     ("sd3", "SD3Transformer2DModel", SD35_LARGE, 1024, B + "19", (4096, 2432), 9_728),
-    ("pixart", "PixArtTransformer2DModel", PIXART_SIGMA, 1024, B + "14", (4096, 1152), 4_608),
+    ("pixart", "PixArtTransformer2DModel", PIXART_SIGMA, 1024, B + "18", (4096, 1152), 4_608),
     ("flux", "FluxTransformer2DModel", FLUX_DEV, 1024, B + "18", (4096, 3072), 12_288),
     ("sana", "SanaTransformer2DModel", SANA_1600M, 1024, B + "10", (1024, 2240), 8_960),
 ]  # fmt: skip

@@ -327,6 +327,43 @@ def test_executive_summary_survives_an_attribute_no_image_was_read_as() -> None:
     assert texts == ["No image was read as a gender group, so there is no share to report."]
 
 
+def test_the_summary_words_each_causal_curve_as_the_causal_section_judges_it() -> None:
+    """A rising curve is monotone, one that dips is not, a falling one is against the
+    direction's sign (not "not monotonically"), and overlapping ends show no clear effect."""
+    from auditkit.analyze.causal import causal_verdict
+    from auditkit.report.executive import _causal
+
+    curves = {
+        "rises": [(0.1, 0.0, 0.2), (0.5, 0.4, 0.6), (0.9, 0.8, 1.0)],
+        "dips": [(0.3, 0.2, 0.4), (0.1, 0.0, 0.2), (0.9, 0.8, 1.0)],
+        "falls": [(1.0, 0.94, 1.0), (0.7, 0.58, 0.8), (0.0, 0.0, 0.06)],
+        "flat": [(0.5, 0.3, 0.7), (0.5, 0.3, 0.7), (0.55, 0.35, 0.75)],
+    }
+    rows, axes = [], []
+    for axis, points in curves.items():
+        shares = [share for share, _low, _high in points]
+        rows += [
+            {"axis": axis, "alpha": alpha, "share": share, "share_low": low, "share_high": high}
+            for alpha, (share, low, high) in zip((-1.0, 0.0, 1.0), points, strict=True)
+        ]
+        axes.append(
+            {"axis": axis, "positive_group": "man", "monotone": bool(np.all(np.diff(shares) >= 0))}
+        )
+    curve, table = pd.DataFrame(rows), pd.DataFrame(axes)
+    verdicts = {a: causal_verdict(curve[curve["axis"] == a], m) for a, m in zip(
+        table["axis"], table["monotone"], strict=True)}  # fmt: skip
+    assert verdicts == {
+        "rises": "causal", "dips": "not monotone", "falls": "reversed", "flat": "no clear effect"
+    }  # fmt: skip
+    text = _causal(curve, table)
+    parts = dict(zip(curves, text.rstrip(".").split("; "), strict=True))
+    assert parts["rises"].endswith("at α = +1, monotonically")
+    assert parts["dips"].endswith("at α = +1, not monotonically")
+    assert parts["falls"].endswith("sign (the latent axis does not predict it)")
+    assert "not monotonically" not in parts["falls"]
+    assert parts["flat"].endswith("no clear effect (the 95% intervals at the two ends overlap)")
+
+
 def test_add_witness_sets_each_lean_beside_its_images() -> None:
     """Each flag on hand-made rows: a finding the images back, images that lean while the
     latent lean does not count (a weak witness), a finding the images do not show, a finding

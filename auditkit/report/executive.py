@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditkit.analyze.causal import alpha_text
+from auditkit.analyze.causal import alpha_text, causal_verdict
 from auditkit.analyze.guidance import times_text
 from auditkit.analyze.significance import rule_of
 from auditkit.spec import AuditSpec
@@ -288,6 +288,16 @@ def _agreement(agreement: pd.DataFrame) -> str:
     return "Do latent leans and image shares rank the concepts alike? " + "; ".join(parts) + "."
 
 
+CAUSAL_SHAPE = {
+    "causal": "monotonically",
+    "not monotone": "not monotonically",
+    "reversed": "against the direction's sign (the latent axis does not predict it)",
+    "no clear effect": "with no clear effect (the 95% intervals at the two ends overlap)",
+}
+"""How the summary words each verdict of :func:`~auditkit.analyze.causal.causal_verdict`
+(the causal section's statement says the same at length)."""
+
+
 def _causal(curve: pd.DataFrame, axes: pd.DataFrame) -> str:
     parts = []
     for _, row in axes.iterrows():
@@ -299,7 +309,7 @@ def _causal(curve: pd.DataFrame, axes: pd.DataFrame) -> str:
         start, end = points.iloc[0], points.iloc[-1]
         low = _interval(start.get("share_low"), start.get("share_high"), percent=True)
         high = _interval(end.get("share_low"), end.get("share_high"), percent=True)
-        shape = "monotonically" if bool(row.get("monotone")) else "not monotonically"
+        shape = CAUSAL_SHAPE[causal_verdict(points, bool(row.get("monotone")))]
         parts.append(
             f"steering along {row['axis']} moves the share of images read as "
             f"{row['positive_group']} from {_percent(start['share'])}{low} at "

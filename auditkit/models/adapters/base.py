@@ -28,14 +28,15 @@ call of the plain batch per step; ``distilled`` (LCM) embeds it through the time
 
 
 BLOCKS = "transformer.transformer_blocks."
-"""The transformer families' block list (``{middle}`` or ``{last}`` follows)."""
+"""The transformer families' block list (``{middle}``, ``{two_thirds}`` or ``{last}`` follows)."""
 
 
 @dataclass(frozen=True)
 class DefaultHook:
     """The hook point an audit reads when the spec leaves ``probe.hook`` out (or ``auto``):
-    ``path``, where ``{middle}`` and ``{last}`` stand for block indices of the denoiser's
-    ``layers_key`` blocks read from its config (``layers``: their count in the family's
+    ``path``, where ``{middle}``, ``{two_thirds}`` and ``{last}`` stand for the block half-way
+    down, two thirds of the way down and last of the denoiser's ``layers_key`` blocks, counted
+    from its config (``layers``: their count in the family's
     published checkpoint, used without a config), and ``reason``, one line on why."""
 
     path: str
@@ -86,7 +87,9 @@ class ModelAdapter:
         """The default hook point of this model: :attr:`hook` with its block indices from
         ``folder``'s denoiser config (the published depth when there is none)."""
         layers = self._layers(folder)
-        return self.hook.path.format(middle=layers // 2, last=max(layers - 1, 0))
+        return self.hook.path.format(
+            middle=layers // 2, two_thirds=(2 * layers) // 3, last=max(layers - 1, 0)
+        )
 
     def _layers(self, folder: Path | None) -> int:
         """How many blocks the hook's block list has: from the denoiser's config, else the
