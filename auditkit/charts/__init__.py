@@ -29,6 +29,7 @@ from auditkit.charts.style import (
     has_interval,
     interval_text,
     share_text,
+    unchecked,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "similarity_heatmap",
     "step_agreement_heatmap",
     "steps_chart",
+    "unchecked",
 ]

@@ -9,8 +9,10 @@ plain values (NaN becomes null), so there is no row limit and the spec is valid 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from typing import Any, Final, Literal, TypeVar
 
 import altair as alt
@@ -39,6 +41,19 @@ Width = int | Literal["container"]
 Position = TypeVar("Position", alt.X, alt.Y)
 _ROW_PX = 20
 _CELL_PX = 30
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Build charts without Altair checking every object against the Vega-Lite schema as it is
+    made (its debug mode, on by default: a tenth of a 1,000-concept report's time). Specs are
+    already written without the check (:func:`chart_spec`); the tests check every chart of
+    every report they build against the schema instead. Altair's own setting is restored on
+    exit, so other code in the process keeps its checks."""
+    from altair.utils import schemapi
+
+    with schemapi.debug_mode(False):
+        yield
 
 
 def inline_values(frame: pd.DataFrame) -> alt.Data:
