@@ -130,11 +130,17 @@ def weighted_coeffs(
     components: dict[tuple[str, ...], list[Component]],
     n_prompts: int,
     weights: dict[str, np.ndarray],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Coefficient matrices [B, V, P] of the vectors for B draws of template and term weights
-    (``weights``: list key -> [B, size], each row summing to 1)."""
+    (``weights``: list key -> [B, size], each row summing to 1). ``out``: the array an earlier
+    call with the same components, size and B returned, to be overwritten (its zeros stay
+    zeros; allocating and faulting in a fresh [B, V, P] array per chunk cost more than the
+    rest of this function at 1,000 concepts)."""
     B = next(iter(weights.values())).shape[0] if weights else 1
-    out = np.zeros((B, len(components), n_prompts))
+    shape = (B, len(components), n_prompts)
+    reuse = out is not None and out.shape == shape
+    out = out if reuse and out is not None else np.zeros(shape)
     # every component's weight columns in one matrix (column 0: ones), then one scatter-add
     keys = list(weights)
     offsets = dict(zip(keys, np.cumsum([1] + [weights[k].shape[1] for k in keys]), strict=False))
@@ -151,6 +157,8 @@ def weighted_coeffs(
     if np.unique(index).size == index.size:  # each entry from one component: 0 + x = x
         out.reshape(B, -1)[:, index] = values
     else:
+        if reuse:
+            out.reshape(B, -1)[:, index] = 0.0
         np.add.at(out.reshape(B, -1), (np.arange(B)[:, None], index[None, :]), values)
     return out
 

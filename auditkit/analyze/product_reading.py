@@ -62,26 +62,33 @@ def build_products(
     for j, part in enumerate(refs):
         for r, factor in part.parts:
             contributions.setdefault(r, []).append((j, factor))
-    H: np.ndarray | None = None
-    steps: np.ndarray | None = None
-    ref_sums: np.ndarray | None = None
+    import torch
+
+    # accumulated as torch tensors: their in-place adds use both cores, numpy's one (the sums
+    # and their order are the same)
+    H_sum: torch.Tensor | None = None
+    steps_sum: torch.Tensor | None = None
+    ref_total: torch.Tensor | None = None
     for uid, tensor, mean in store.iter_stored(unit_pos):
         p, n = unit_pos[uid]
         at_steps = tensor.reshape(tensor.shape[0], -1)
         avg = mean.reshape(-1) if mean is not None else at_steps.mean(dim=0)
-        if H is None:
+        if H_sum is None:
             width = at_steps.shape[1]
-            H = np.zeros((n_prompts, width))
-            steps = np.zeros((n_prompts, at_steps.shape[0], width), dtype=np.float32)
-            ref_sums = np.zeros((1 + at_steps.shape[0], len(refs), n_seeds, width))
-        assert steps is not None and ref_sums is not None
-        H[p] += avg.numpy()
-        steps[p] += at_steps.numpy()
+            H_sum = torch.zeros((n_prompts, width), dtype=torch.float64)
+            steps_sum = torch.zeros((n_prompts, at_steps.shape[0], width))
+            ref_total = torch.zeros(
+                (1 + at_steps.shape[0], len(refs), n_seeds, width), dtype=torch.float64
+            )
+        assert steps_sum is not None and ref_total is not None
+        H_sum[p] += avg
+        steps_sum[p] += at_steps
         for j, factor in contributions.get(p, []):
-            ref_sums[0, j, n] += factor * avg.numpy()
-            ref_sums[1:, j, n] += factor * at_steps.numpy()
-    if H is None or steps is None or ref_sums is None:
+            ref_total[0, j, n] += factor * avg
+            ref_total[1:, j, n] += factor * at_steps
+    if H_sum is None or steps_sum is None or ref_total is None:
         raise ValueError("the plan has no work units")
+    H, steps, ref_sums = H_sum.numpy(), steps_sum.numpy(), ref_total.numpy()
     H /= n_seeds
     steps /= n_seeds
     # pass 2: the mean over steps, then every stored step at once
@@ -104,14 +111,22 @@ def _deviations(
     chosen: list[int],
     centres: list[np.ndarray],
     n_seeds: int,
+    reuse: list[torch.Tensor],
 ):
     """[len(chosen), len(rows), N, D] float32 torch tensor: each unit's chosen aggregates (0 =
     the mean over steps, s = stored step s - 1) minus its prompt's seed mean there
-    (``centres[k]`` [P, D] for the k-th chosen)."""
+    (``centres[k]`` [P, D] for the k-th chosen). The tensor is a view of ``reuse[0]`` when
+    that is large enough (else it takes its place): the next call overwrites it. A fresh
+    block per call (hundreds of megabytes, a hundred times per pass) spent more time in page
+    faults than in reading."""
     import torch
 
     place = {r: i for i, r in enumerate(rows)}
-    out = torch.empty((len(chosen), len(rows), n_seeds, centres[0].shape[1]))
+    shape = (len(chosen), len(rows), n_seeds, centres[0].shape[1])
+    size = int(np.prod(shape))
+    if not reuse or reuse[0].numel() < size:
+        reuse[:] = [torch.empty(size)]
+    out = reuse[0][:size].view(shape)
     wanted = [uid for r in rows for uid in units_of.get(r, [])]
     for uid, tensor, mean in store.iter_stored(wanted, stored_mean_only=chosen == [0]):
         p, n = unit_pos[uid]
@@ -122,7 +137,11 @@ def _deviations(
             else:
                 assert at_steps is not None
                 value = at_steps.mean(dim=0) if k == 0 else at_steps[k - 1]
-            out[i, place[p], n] = value - torch.from_numpy(centres[i][p])
+            out[i, place[p], n] = value
+    # every unit's prompt mean subtracted at once, in float32 (the deviations are rounded to
+    # 8 bits next)
+    mean_of = np.stack([np.stack([centres[i][r] for r in rows]) for i in range(len(chosen))])
+    out -= torch.from_numpy(mean_of.astype(np.float32, copy=False))[:, :, None, :]
     return out
 
 
@@ -131,7 +150,8 @@ def _quantised(E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values (the rounding error is under 0.4% of each vector's largest value)."""
     import torch
 
-    peak = torch.linalg.vector_norm(E, ord=float("inf"), dim=-1)
+    low, high = torch.aminmax(E, dim=-1)  # one pass, not |E| and then its largest value
+    peak = torch.maximum(-low, high)
     scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
     return E.mul_((1.0 / scale)[..., None]).round_().to(torch.int8), scale
 
@@ -227,11 +247,13 @@ def _products_pass(
             )
             eC_d[k, at : at + b] = with_centres(flat, flat_scale, k, False).reshape(b, n_seeds, Pd)
 
+    block_buffer: list[torch.Tensor] = []  # the blocks' deviations, one block after another
     prompts_d = [int(r) for r in directions]
     for start in range(0, len(prompts_d), ROW_BLOCK):
         rows = prompts_d[start : start + ROW_BLOCK]
         take_directions(
-            start, _deviations(store, unit_pos, units_of, rows, chosen, centres, n_seeds)
+            start,
+            _deviations(store, unit_pos, units_of, rows, chosen, centres, n_seeds, block_buffer),
         )
     if refs:
         E_ref = ref_sums[chosen] - ref_means[:, :, None]  # [K, R, N, D]
@@ -271,7 +293,7 @@ def _products_pass(
     for first in range(0, len(groups), per_block):
         chunk = groups[first : first + per_block]
         block = [r for g in chunk for r in g]
-        E = _deviations(store, unit_pos, units_of, block, chosen, centres, n_seeds)
+        E = _deviations(store, unit_pos, units_of, block, chosen, centres, n_seeds, block_buffer)
         C = torch.stack([centre(k, block) for k in range(K)])
         at = 0
         for g, rows in enumerate(chunk, start=first):

@@ -16,6 +16,7 @@ is 6 GB in float32). This module says which products are kept and combines them:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,15 +130,35 @@ def row_roles(
     return np.flatnonzero(direction), groups
 
 
-def seed_quadratic(tensor: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def seed_quadratic(
+    tensor: np.ndarray, weights: np.ndarray, dtype: type[np.floating] = np.float64
+) -> np.ndarray:
     """``sum_nm w[b, n] w[b, m] T[..., n, m]`` for seed weights [B, N] and products whose last
     two axes are the two seeds: [B, ...], as one matrix product with the outer products of the
-    weights."""
+    weights, computed in the products' precision and returned as ``dtype``."""
     N = weights.shape[1]
     outer = np.einsum("bn,bm->nmb", weights, weights).reshape(N * N, -1)
     flat = tensor.reshape(-1, N * N)
-    out = (flat @ outer.astype(flat.dtype)).astype(np.float64)  # [..., B]
+    out = (flat @ outer.astype(flat.dtype)).astype(dtype, copy=False)  # [..., B]
     return np.moveaxis(out.reshape(*tensor.shape[:-2], -1), -1, 0)
+
+
+CROSS_BUDGET = 128 << 20
+"""Bytes of :func:`seed_quadratic` of the cross products held for a run of resamples
+(:func:`cross_quadratics`)."""
+
+
+def cross_quadratics(
+    products: SeedProducts, weights: np.ndarray, chunk: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first resample, [b, rows, Pd] float32) for the seed weights [B, N], for as many
+    resamples at a time as :data:`CROSS_BUDGET` holds (a multiple of ``chunk``): every pass
+    over the cross products, the bulk of a streamed audit's products, then serves many
+    resamples instead of one chunk of them."""
+    per_resample = max(1, products.cross[..., 0, 0].size * 4)
+    span = chunk * max(1, CROSS_BUDGET // (per_resample * chunk))
+    for start in range(0, weights.shape[0], span):
+        yield start, seed_quadratic(products.cross, weights[start : start + span], np.float32)
 
 
 @dataclass
@@ -195,11 +216,14 @@ def streamed_inner_products(
     coeffs: np.ndarray,
     weights: np.ndarray,
     plan: ProductPlan | None = None,
+    cross: np.ndarray | None = None,
 ) -> np.ndarray:
     """Q [B, V, V] for coefficient matrices [B, V, rows] and seed weights [B, N] from the
     products kept: exact for every pair of vectors where one is a combination of direction
     rows or both lie in one concept's group; NaN for the others. With ``plan`` (made for these
-    coefficients' pattern) the result is its buffer, overwritten by the next call."""
+    coefficients' pattern) the result is its buffer, overwritten by the next call. ``cross``:
+    these weights' :func:`seed_quadratic` of ``products.cross``, when already computed
+    (:func:`cross_quadratics`)."""
     B, V, _ = coeffs.shape
     if plan is None:
         plan = ProductPlan.of(products, np.any(coeffs != 0, axis=0))
@@ -208,7 +232,9 @@ def streamed_inner_products(
     Q = plan.buffer[:B]
     D, dirs = products.directions, plan.dirs
     if dirs.size:
-        Mxd = seed_quadratic(products.cross, weights)  # [B, rows, Pd]
+        Mxd = (  # [B, rows, Pd]
+            seed_quadratic(products.cross, weights) if cross is None else cross.astype(np.float64)
+        )
         Y = Mxd @ coeffs[:, dirs][:, :, D].transpose(0, 2, 1)  # [B, rows, Vd]
         # coeffs @ Y over the coefficients' few nonzero entries per vector
         vs, rs, used, starts = plan.support

@@ -89,7 +89,10 @@ def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     high = np.empty(samples.shape[1:])
     for start in range(0, samples.shape[1], 2048):
         block = slice(start, start + 2048)
-        low[block], high[block] = np.quantile(samples[:, block], [alpha, 1.0 - alpha], axis=0)
+        # resamples last and contiguous: partitioning along a strided axis is slower, and the
+        # order statistics (so the bounds) are the same
+        ordered = np.ascontiguousarray(np.moveaxis(samples[:, block], 0, -1))
+        low[block], high[block] = np.quantile(ordered, [alpha, 1.0 - alpha], axis=-1)
     return low, high
 
 
@@ -166,24 +169,37 @@ def add_bootstrap_intervals(
     chunk."""
     known: dict[str, pd.DataFrame] = {}
     """Per table, the rows a streamed audit's products can resample (its first chunk says)."""
+    cross: tuple[int, np.ndarray] | None = None
+    """A streamed audit's cross products under a run of resamples' seed weights (first
+    resample, [b, rows, Pd]): one pass over them serves several chunks."""
     for part in _chunks(resamples, size):
         chunk_wording = (
             {key: w[part] for key, w in wording.items()} if wording is not None else None
         )
         if latents.per_seed is None:
-            from auditkit.analyze.products import ProductPlan, streamed_inner_products
+            from auditkit.analyze.products import (
+                ProductPlan,
+                cross_quadratics,
+                streamed_inner_products,
+            )
 
             B = part.stop - part.start
             coeffs = (
-                weighted_coeffs(components, n_prompts, chunk_wording)
+                weighted_coeffs(components, n_prompts, chunk_wording, out=memo.get("coeffs"))
                 if chunk_wording is not None
                 else np.broadcast_to(basis.coeffs, (B, *basis.coeffs.shape))
             )
+            if chunk_wording is not None and size == B:
+                memo["coeffs"] = coeffs  # the next chunk overwrites the same entries
             if "product plan" not in memo:
                 memo["product plan"] = ProductPlan.of(latents.products[0], basis.coeffs)
+                memo["cross runs"] = cross_quadratics(latents.products[0], weights, size)
+            if cross is None or part.stop > cross[0] + cross[1].shape[0]:
+                cross = next(memo["cross runs"])
             Q = streamed_inner_products(
-                latents.products[0], coeffs, weights[part], memo["product plan"]
-            )
+                latents.products[0], coeffs, weights[part], memo["product plan"],
+                cross=cross[1][part.start - cross[0] : part.stop - cross[0]],
+            )  # fmt: skip
         else:
             grams = (
                 resampled_grams(K, weights[part])

@@ -143,18 +143,30 @@ class ActivationStore:
         None when it is intact or carries no checksum. A shard of a remote run directory that
         is not downloaded yet is checked only with ``fetch`` (when it is read): the object
         store keeps its own checksums, and a resumed driver must not download the store."""
+        return self._checked(shard, expected, fetch=fetch, keep=False)[0]
+
+    def _checked(
+        self, shard: str, expected: str, *, fetch: bool, keep: bool
+    ) -> tuple[str | None, bytes | None]:
+        """:meth:`verify_shard`, and with ``keep`` the bytes it hashed (when this call hashed
+        them), so that a first read of the shard reads it once, not once to check and once to
+        use."""
         path = self.root / shard
         if storage.is_remote(path) and not path.is_file():
             if not fetch:
-                return None
+                return None, None
             storage.ensure_local(path)
         if not path.is_file():
-            return "missing"
+            return "missing", None
         if expected and shard not in self._verified:
-            if integrity.sha256_path(storage.ensure_local(path)) != expected:
-                return "its bytes differ from the checksum recorded when it was written"
+            local = storage.ensure_local(path)
+            data = local.read_bytes() if keep else None
+            digest = integrity.sha256_bytes(data) if data is not None else None
+            if (digest or integrity.sha256_path(local)) != expected:
+                return "its bytes differ from the checksum recorded when it was written", None
             self._verified.add(shard)
-        return None
+            return None, data
+        return None, None
 
     def problems(self) -> list[integrity.Problem]:
         """Every index file that cannot be read and every shard that is missing or altered,
@@ -211,8 +223,6 @@ class ActivationStore:
         """Yield (unit_id, h at the stored steps, stored mean over the kept steps or None),
         float32, shard by shard. ``stored_mean_only``: skip reading the steps (None) of the
         units that have a stored mean."""
-        from safetensors import safe_open
-
         wanted = set(unit_ids)
         frame = self.index()
         frame = frame[frame["unit_id"].isin(wanted)]
@@ -221,19 +231,41 @@ class ActivationStore:
             raise KeyError(f"{len(missing)} units are not in the activation store")
         for shard, group in frame.groupby("shard", sort=True):
             expected = str(group["sha256"].iloc[0] or "")
-            problem = self.verify_shard(str(shard), expected, fetch=True)
+            problem, data = self._checked(str(shard), expected, fetch=True, keep=True)
             if problem:
                 raise integrity.CorruptFile(self.root / str(shard), problem)
-            path = storage.ensure_local(self.root / str(shard))
-            with safe_open(str(path), framework="pt") as fh:
-                names = set(fh.keys())
-                for uid in group["unit_id"]:
-                    key = str(uid) + MEAN_SUFFIX
-                    mean = fh.get_tensor(key).float() if key in names else None
-                    if mean is not None and stored_mean_only:
-                        yield str(uid), None, mean
-                    else:
-                        yield str(uid), fh.get_tensor(str(uid)).float(), mean
+            yield from self._shard_units(str(shard), group, stored_mean_only, data)
+
+    def _shard_units(
+        self, shard: str, group: pd.DataFrame, stored_mean_only: bool, data: bytes | None
+    ) -> Iterator[tuple[str, Any, Any]]:
+        """:meth:`iter_stored` for one verified shard's units (``group``: their index rows),
+        from ``data`` when its bytes were just read to be checked, else from the file."""
+        if data is not None:
+            from safetensors.torch import load
+
+            tensors = load(data)
+            del data
+            for uid in group["unit_id"]:
+                mean = tensors.get(str(uid) + MEAN_SUFFIX)
+                if mean is not None and stored_mean_only:
+                    yield str(uid), None, mean.float()
+                else:
+                    steps = tensors[str(uid)].float()
+                    yield str(uid), steps, None if mean is None else mean.float()
+            return
+        from safetensors import safe_open
+
+        path = storage.ensure_local(self.root / str(shard))
+        with safe_open(str(path), framework="pt") as fh:
+            names = set(fh.keys())
+            for uid in group["unit_id"]:
+                key = str(uid) + MEAN_SUFFIX
+                mean = fh.get_tensor(key).float() if key in names else None
+                if mean is not None and stored_mean_only:
+                    yield str(uid), None, mean
+                else:
+                    yield str(uid), fh.get_tensor(str(uid)).float(), mean
 
     def timesteps(self) -> list[float]:
         """Timesteps of the kept steps (the same for every unit of a run)."""
