@@ -122,18 +122,11 @@ def _deviations(
 ):
     """[len(chosen), len(rows), N, D] float32 torch tensor: each unit's chosen aggregates (0 =
     the mean over steps, s = stored step s - 1) minus its prompt's seed mean there
-    (``centres[k]`` [P, D] for the k-th chosen). The tensor is a view of ``reuse[0]`` when
-    that is large enough (else it takes its place): the next call overwrites it. A fresh
-    block per call (hundreds of megabytes, a hundred times per pass) spent more time in page
-    faults than in reading."""
+    (``centres[k]`` [P, D] for the k-th chosen), in :func:`_scratch` ``reuse``."""
     import torch
 
     place = {r: i for i, r in enumerate(rows)}
-    shape = (len(chosen), len(rows), n_seeds, centres[0].shape[1])
-    size = int(np.prod(shape))
-    if not reuse or reuse[0].numel() < size:
-        reuse[:] = [torch.empty(size)]
-    out = reuse[0][:size].view(shape)
+    out = _scratch(reuse, (len(chosen), len(rows), n_seeds, centres[0].shape[1]))
     wanted = [uid for r in rows for uid in units_of.get(r, [])]
     for uid, tensor, mean in store.iter_stored(wanted, stored_mean_only=chosen == [0]):
         p, n = unit_pos[uid]
@@ -150,6 +143,18 @@ def _deviations(
     mean_of = np.stack([np.stack([centres[i][r] for r in rows]) for i in range(len(chosen))])
     out -= torch.from_numpy(mean_of.astype(np.float32, copy=False))[:, :, None, :]
     return out
+
+
+def _scratch(reuse: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of ``shape`` viewing ``reuse[0]`` when that is large enough (else a new
+    one takes its place): the next call overwrites it. Loops that allocated a fresh block of
+    hundreds of megabytes per step spent more time in page faults than in their work."""
+    import torch
+
+    size = int(np.prod(shape))
+    if not reuse or reuse[0].numel() < size:
+        reuse[:] = [torch.empty(size)]
+    return reuse[0][:size].view(shape)
 
 
 def _quantised(
@@ -228,10 +233,7 @@ def _products_pass(
         """The seed contrasts [K, b, M, D] of deviations E [K, b, N, D], in a buffer the next
         call overwrites."""
         shape = (E.shape[0], E.shape[1], M, E.shape[3])
-        size = int(np.prod(shape))
-        if not contrast_buffer or contrast_buffer[0].numel() < size:
-            contrast_buffer[:] = [torch.empty(size)]
-        return torch.matmul(U_t, E, out=contrast_buffer[0][:size].view(shape))
+        return torch.matmul(U_t, E, out=_scratch(contrast_buffer, shape))
 
     def to_seeds(products: np.ndarray) -> np.ndarray:
         """[..., M] products of contrasts -> [..., N] products of seeds."""
@@ -335,6 +337,7 @@ def _products_pass(
         group_rows[g, : len(rows)] = rows
     per_block = max(1, ROW_BLOCK // span)
     waiting: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # rows, f·C, scales
+    filled = 0  # their rows
     q_waiting = torch.empty(  # their int8 contrasts
         (K, max(ASSEMBLE_ROWS, per_block * span), M, width), dtype=torch.int8
     )
@@ -353,9 +356,7 @@ def _products_pass(
                 torch.bmm(X, X.transpose(1, 2)).numpy(), size, n_seeds, size
             )
             at += size
-        filled = sum(len(w[0]) for w in waiting)
-        q_at = q_waiting[:, filled : filled + len(block)]
-        q, scale = _quantised(contrasts(E), out=q_at)
+        q, scale = _quantised(contrasts(E), out=q_waiting[:, filled : filled + len(block)])
         eC = torch.stack([
             with_centres(q[k].reshape(-1, width), scale[k].reshape(-1), k, False)
             for k in range(K)
@@ -369,7 +370,7 @@ def _products_pass(
                 q_waiting[:, :filled],
                 torch.cat([w[2] for w in waiting], dim=1),
             )
-            waiting = []
+            waiting, filled = [], 0
     return [
         SeedProducts(n_prompts, refs, np.asarray(D_rows), cross[k], group_rows, own[k])
         for k in range(K)

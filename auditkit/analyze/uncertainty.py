@@ -184,13 +184,12 @@ def add_bootstrap_intervals(
             )
 
             B = part.stop - part.start
-            coeffs = (
-                weighted_coeffs(components, n_prompts, chunk_wording, out=memo.get("coeffs"))
-                if chunk_wording is not None
-                else np.broadcast_to(basis.coeffs, (B, *basis.coeffs.shape))
-            )
-            if chunk_wording is not None and size == B:
-                memo["coeffs"] = coeffs  # the next chunk overwrites the same entries
+            if chunk_wording is not None:  # the next chunk overwrites the same array
+                coeffs = memo["coeffs"] = weighted_coeffs(
+                    components, n_prompts, chunk_wording, out=memo.get("coeffs")
+                )
+            else:
+                coeffs = np.broadcast_to(basis.coeffs, (B, *basis.coeffs.shape))
             if "product plan" not in memo:
                 memo["product plan"] = ProductPlan.of(latents.products[0], basis.coeffs)
                 memo["cross runs"] = cross_quadratics(latents.products[0], weights, size)

@@ -161,8 +161,8 @@ class ActivationStore:
         if expected and shard not in self._verified:
             local = storage.ensure_local(path)
             data = local.read_bytes() if keep else None
-            digest = integrity.sha256_bytes(data) if data is not None else None
-            if (digest or integrity.sha256_path(local)) != expected:
+            digest = integrity.sha256_path(local) if data is None else integrity.sha256_bytes(data)
+            if digest != expected:
                 return "its bytes differ from the checksum recorded when it was written", None
             self._verified.add(shard)
             return None, data
@@ -241,31 +241,26 @@ class ActivationStore:
     ) -> Iterator[tuple[str, Any, Any]]:
         """:meth:`iter_stored` for one verified shard's units (``group``: their index rows),
         from ``data`` when its bytes were just read to be checked, else from the file."""
-        if data is not None:
-            from safetensors.torch import load
-
-            tensors = load(data)
-            del data
-            for uid in group["unit_id"]:
-                mean = tensors.get(str(uid) + MEAN_SUFFIX)
-                if mean is not None and stored_mean_only:
-                    yield str(uid), None, mean.float()
-                else:
-                    steps = tensors[str(uid)].float()
-                    yield str(uid), steps, None if mean is None else mean.float()
-            return
         from safetensors import safe_open
+        from safetensors.torch import load
 
-        path = storage.ensure_local(self.root / str(shard))
-        with safe_open(str(path), framework="pt") as fh:
-            names = set(fh.keys())
-            for uid in group["unit_id"]:
-                key = str(uid) + MEAN_SUFFIX
-                mean = fh.get_tensor(key).float() if key in names else None
-                if mean is not None and stored_mean_only:
-                    yield str(uid), None, mean
-                else:
-                    yield str(uid), fh.get_tensor(str(uid)).float(), mean
+        tensors = load(data) if data is not None else None
+        with contextlib.ExitStack() as stack:
+            if tensors is None:
+                path = storage.ensure_local(self.root / shard)
+                fh = stack.enter_context(safe_open(str(path), framework="pt"))
+                names = set(fh.keys())
+
+            def get(key: str) -> Any:
+                if tensors is not None:
+                    return tensors.get(key)
+                return fh.get_tensor(key) if key in names else None
+
+            for uid in map(str, group["unit_id"]):
+                stored = get(uid + MEAN_SUFFIX)
+                mean = None if stored is None else stored.float()
+                steps = None if mean is not None and stored_mean_only else get(uid).float()
+                yield uid, steps, mean
 
     def timesteps(self) -> list[float]:
         """Timesteps of the kept steps (the same for every unit of a run)."""
