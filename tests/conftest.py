@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forked_cli import ForkedCli
 from run_checks import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,16 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     run = run_audit(spec, root / "run", show_progress=False, render=False).run_dir
     return {"spec": spec, "run": run}
+
+
+@pytest.fixture(scope="session")
+def forked_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkedCli]:
+    """``auditkit`` commands in processes of their own, forked from one process that imported
+    auditkit once per test session (tests/forked_cli.py): killed runs, runs in another
+    environment."""
+    cli = ForkedCli(tmp_path_factory.mktemp("forked-cli"))
+    yield cli
+    cli.close()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from forked_cli import Finished, ForkedCli
 
 from auditkit.cli import main
 
@@ -99,11 +100,11 @@ def table_bytes(run: Path) -> dict[str, bytes]:
     return out
 
 
-def run_killed(spec: Path, out: Path, point: str) -> subprocess.CompletedProcess[str]:
-    """``auditkit run`` in a subprocess with a kill point set."""
-    env = {**os.environ, "AUDITKIT_CRASH_AT": point, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "auditkit", "run", str(spec), "--out", str(out), "--no-progress"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+def run_killed(cli: ForkedCli, spec: Path, out: Path, point: str) -> Finished:
+    """``auditkit run`` in a process of its own (forked: tests/forked_cli.py) with a kill point
+    set."""
+    args = ["run", str(spec), "--out", str(out), "--no-progress"]
+    return cli.run(args, env={"AUDITKIT_CRASH_AT": point})
 
 
 def check_resumed(run: Path, reference: Path) -> None:
@@ -141,7 +142,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 
 
 def test_a_run_killed_at_any_of_ten_points_resumes_to_the_uninterrupted_result(
-    reference: tuple[Path, Path], tmp_path: Path
+    reference: tuple[Path, Path], forked_cli: ForkedCli, tmp_path: Path
 ) -> None:
     from auditkit.run import run_audit
     from auditkit.rundir.storage import temporaries
@@ -150,7 +151,7 @@ def test_a_run_killed_at_any_of_ten_points_resumes_to_the_uninterrupted_result(
     assert len(KILL_POINTS) >= 10
     for n, point in enumerate(KILL_POINTS):
         out = tmp_path / f"kill-{n}"
-        killed = run_killed(spec, out, point)
+        killed = run_killed(forked_cli, spec, out, point)
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["status"] == "running", point  # killed: never sealed
@@ -363,7 +364,9 @@ def test_check_evaluates_a_read_only_archived_run(
     assert storage.temporaries(out) == []
 
 
-def test_changed_weights_are_never_mixed_with_stored_units(tmp_path: Path) -> None:
+def test_changed_weights_are_never_mixed_with_stored_units(
+    forked_cli: ForkedCli, tmp_path: Path
+) -> None:
     from auditkit.models.builtin import shipped_folder
 
     model = tmp_path / "model"
@@ -374,7 +377,7 @@ def test_changed_weights_are_never_mixed_with_stored_units(tmp_path: Path) -> No
         + "report: {formats: [html]}\n"
     )
     out = tmp_path / "run"
-    killed = run_killed(spec, out, "activations/index-parts/*@3")
+    killed = run_killed(forked_cli, spec, out, "activations/index-parts/*@3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     weights = sorted(model.rglob("*.safetensors"))[0]
     data = bytearray(weights.read_bytes())

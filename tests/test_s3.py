@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forked_cli import Finished, ForkedCli
 from run_checks import assert_same_results, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-AUDITKIT = str(Path(sys.executable).with_name("auditkit"))
 BUCKET = "audits"
 
 
@@ -79,24 +79,22 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         server.wait(timeout=30)
 
 
-def _auditkit(env: dict[str, str], cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AUDITKIT, *args],
-        env={**env, "AUDITKIT_RUN_CACHE": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+def _auditkit(cli: ForkedCli, env: dict[str, str], cache: Path, *args: str) -> Finished:
+    """``auditkit ARGS`` in a process of its own (forked: tests/forked_cli.py) whose environment
+    reaches the S3 server."""
+    return cli.run(list(args), env={**env, "AUDITKIT_RUN_CACHE": str(cache)}, timeout=1500)
 
 
 def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
-    s3: dict[str, str], small_run: dict[str, Path], tmp_path: Path
+    s3: dict[str, str], small_run: dict[str, Path], forked_cli: ForkedCli, tmp_path: Path
 ) -> None:
     """The default audit on 8 seeds (every stage, pass and gate; conftest's ``small_run``) with
     its run directory on S3 equals the same audit run locally, byte for byte."""
     url = f"s3://{BUCKET}/runs/toyworld"
     spec = str(small_run["spec"])
-    first = _auditkit(s3, tmp_path / "machine-a", "run", spec, "--out", url, "--no-progress")
+    first = _auditkit(
+        forked_cli, s3, tmp_path / "machine-a", "run", spec, "--out", url, "--no-progress"
+    )
     said = first.stdout + first.stderr
     assert first.returncode == 1, said  # toyworld-biased fails the default gates, as locally
     assert f"report: {url}/report/report.html" in said, said
@@ -120,7 +118,7 @@ def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
 
     # a second machine (an empty working copy) reads the run from S3 alone
     other = tmp_path / "machine-b"
-    report = _auditkit(s3, other, "report", url, "--format", "html")
+    report = _auditkit(forked_cli, s3, other, "report", url, "--format", "html")
     assert report.returncode == 0, report.stderr
     assert f"report: {url}/report/report.html" in report.stdout
     copy = next(other.iterdir())
@@ -128,11 +126,11 @@ def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
     local = small_run["run"]
     assert assert_same_results(copy, local) >= 18
 
-    check = _auditkit(s3, other, "check", url)
+    check = _auditkit(forked_cli, s3, other, "check", url)
     assert check.returncode == 1, check.stdout + check.stderr
     assert "FAIL" in check.stdout and f"junit: {url}/results/junit.xml" in check.stdout
 
-    diff = _auditkit(s3, other, "diff", url, str(local), "--out", f"s3://{BUCKET}/diffs/d1",
+    diff = _auditkit(forked_cli, s3, other, "diff", url, str(local), "--out", f"s3://{BUCKET}/diffs/d1",
                      "--format", "html")  # fmt: skip
     assert diff.returncode == 0, diff.stdout + diff.stderr
     assert "0 regressions" in diff.stdout, diff.stdout
@@ -143,7 +141,7 @@ def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
     assert isinstance(written, int) and written > 0
 
     # a driver restarted on the second machine resumes from S3: nothing is extracted again
-    again = _auditkit(s3, other, "run", spec, "--out", url, "--no-progress")
+    again = _auditkit(forked_cli, s3, other, "run", spec, "--out", url, "--no-progress")
     assert again.returncode == 1, again.stdout + again.stderr
     assert f"extracted 0 units, reused {len(plan['units'])}" in again.stdout, again.stdout
 
@@ -194,17 +192,19 @@ def test_a_commit_marker_on_s3_is_created_once(s3: dict[str, str], tmp_path: Pat
     assert body == "first"
 
 
-def test_a_bad_store_is_a_located_error(s3: dict[str, str], tmp_path: Path) -> None:
+def test_a_bad_store_is_a_located_error(
+    s3: dict[str, str], forked_cli: ForkedCli, tmp_path: Path
+) -> None:
     spec = str(ROOT / "audits" / "tiny-demo.yaml")
-    missing = _auditkit(s3, tmp_path, "run", spec, "--out", "s3://no-such-bucket/a")
+    missing = _auditkit(forked_cli, s3, tmp_path, "run", spec, "--out", "s3://no-such-bucket/a")
     assert missing.returncode == 2
     # the manifest is a run's first file (so a folder killed at start-up is known as a run)
     assert "s3://no-such-bucket/a: could not write manifest.json" in missing.stderr, missing.stderr
     assert "AWS_ENDPOINT_URL" in missing.stderr  # the hint names where credentials come from
     away = {**s3, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    gone = _auditkit(away, tmp_path, "report", f"s3://{BUCKET}/runs/toyworld")
+    gone = _auditkit(forked_cli, away, tmp_path, "report", f"s3://{BUCKET}/runs/toyworld")
     assert gone.returncode == 2 and "could not list" in gone.stderr, gone.stderr
-    unknown = _auditkit(s3, tmp_path, "report", "nosuchfs://bucket/run")
+    unknown = _auditkit(forked_cli, s3, tmp_path, "report", "nosuchfs://bucket/run")
     assert unknown.returncode == 2 and "no filesystem for nosuchfs://" in unknown.stderr
 
 
