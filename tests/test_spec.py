@@ -134,6 +134,7 @@ def test_the_resolved_spec_of_a_minimal_spec_records_every_default() -> None:
         "bootstrap_resamples": 1000,
         "seed": 0,
         "resampling": "hierarchical",
+        "interval": "centred",
         "alpha": 0.05,
         "rule": "min_effect",
         "min_effect": 0.3,

@@ -118,8 +118,10 @@ def test_intervals_cover_the_true_score_in_simulated_audits() -> None:
 
 
 def test_defaults_margin_interval_matches_a_direct_recomputation() -> None:
-    """The margin interval equals quantiles of margins recomputed from resampled seed means
-    with the measures module (no inner-product shortcut), and brackets the point estimate."""
+    """The margin interval equals the spread of margins recomputed from resampled seed means
+    with the measures module (no inner-product shortcut) placed around the point estimate
+    (``interval: centred``, the default), or those margins' quantiles themselves (``interval:
+    percentile``)."""
     from auditkit.analyze.measures import build_layout, default_cosines, reference
 
     text = SPEC.replace("analyses: [lean]", "analyses: [lean, defaults]").replace(
@@ -153,7 +155,15 @@ def test_defaults_margin_interval_matches_a_direct_recomputation() -> None:
         )
         other = "woman" if row["group"] == "man" else "man"
         margins.append(sims[row["group"]] - sims[other])
-    low, high = np.quantile(margins, [0.025, 0.975])
+    low, median, high = np.quantile(margins, [0.025, 0.5, 0.975])
+    assert row["margin_ci_low"] == pytest.approx(row["margin"] + low - median, abs=1e-6)
+    assert row["margin_ci_high"] == pytest.approx(row["margin"] + high - median, abs=1e-6)
+    assert abs(median - row["margin"]) > 1e-4  # the two ways differ here
+    legacy = spec.model_copy(
+        update={"statistics": spec.statistics.model_copy(update={"interval": "percentile"})}
+    )
+    table = analyze_audit(legacy, plan, latents)["defaults"]
+    row = table[(table["concept"] == "doctor") & (table["rank"] == 1)].iloc[0]
     assert row["margin_ci_low"] == pytest.approx(low, abs=1e-6)
     assert row["margin_ci_high"] == pytest.approx(high, abs=1e-6)
 

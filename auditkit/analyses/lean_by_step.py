@@ -106,6 +106,7 @@ class LeanByStep(api.Analysis):
                         resamples=stats.bootstrap_resamples,
                         seed=stats.seed,
                         hierarchical=stats.resampling == "hierarchical",
+                        centred=stats.interval == "centred",
                         statistics=[LEAN],
                     )
                 frames.append(

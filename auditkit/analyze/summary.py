@@ -75,6 +75,7 @@ def summarize(
             "guidance_half": spec.probe.guidance_half,
             "centring": spec.centring.reference,
             "resampling": spec.statistics.resampling,
+            "interval": spec.statistics.interval,
             "rule": spec.statistics.rule,
             "min_effect": spec.statistics.min_effect,
             "alpha": spec.statistics.alpha,

@@ -94,6 +94,7 @@ def analyze(
         resamples=stats.bootstrap_resamples,
         seed=stats.seed,
         hierarchical=stats.resampling == "hierarchical",
+        centred=stats.interval == "centred",
         statistics=list(statistics),
     )
     return results

@@ -81,10 +81,19 @@ def _chunks(total: int, size: int = 100) -> Iterator[slice]:
         yield slice(start, min(start + size, total))
 
 
-def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _interval(
+    samples: np.ndarray, estimates: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The 95% bounds per row and measure of samples [resamples, rows, measures], a block of
-    rows at a time (the quantile works on a copy)."""
+    rows at a time (the quantile works on a copy).
+
+    With ``estimates`` [rows, measures] (``statistics.interval: centred``) the bounds are the
+    bootstrap's spread placed around the estimate: each quantile minus the samples' median,
+    added to the estimate, so the interval always holds the estimate it goes with. Without, they
+    are the samples' own quantiles (the percentile interval), which a resampling that averages
+    fewer wordings than the estimate can shift off the estimate (docs/method.md)."""
     alpha = (1.0 - CI_LEVEL) / 2.0
+    levels = [alpha, 1.0 - alpha] if estimates is None else [alpha, 0.5, 1.0 - alpha]
     low = np.empty(samples.shape[1:])
     high = np.empty(samples.shape[1:])
     for start in range(0, samples.shape[1], 2048):
@@ -92,7 +101,12 @@ def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # resamples last and contiguous: partitioning along a strided axis is slower, and the
         # order statistics (so the bounds) are the same
         ordered = np.ascontiguousarray(np.moveaxis(samples[:, block], 0, -1))
-        low[block], high[block] = np.quantile(ordered, [alpha, 1.0 - alpha], axis=-1)
+        bounds = np.quantile(ordered, levels, axis=-1)
+        if estimates is None:
+            low[block], high[block] = bounds
+        else:
+            low[block] = estimates[block] + (bounds[0] - bounds[1])
+            high[block] = estimates[block] + (bounds[2] - bounds[1])
     return low, high
 
 
@@ -126,6 +140,7 @@ def add_bootstrap_intervals(
     resamples: int,
     seed: int,
     hierarchical: bool = False,
+    centred: bool = False,
     statistics: Iterable[Resampled],
 ) -> dict[str, np.ndarray]:
     """Add ``*_ci_low`` / ``*_ci_high`` columns to the tables of ``statistics`` (the analysis
@@ -139,7 +154,9 @@ def add_bootstrap_intervals(
     generators seeded here, so a table's intervals are the same whichever pass resamples it and
     whichever other tables share that pass; the seed draws are the same in both modes (their own
     generator), so ``hierarchical=False`` reproduces the seed-only intervals of earlier runs
-    exactly.
+    exactly. ``centred`` places the bootstrap's spread around each estimate (:func:`_interval`);
+    without it the bounds are the resamples' own quantiles, as in runs made before
+    ``statistics.interval``.
     """
     if resamples <= 0 or len(latents.seeds) < 2:
         return {}
@@ -233,7 +250,17 @@ def add_bootstrap_intervals(
     for statistic in chosen:
         samples = collected.pop(statistic.table)  # [B, rows, measures]
         frame = tables[statistic.table]
-        low, high = _interval(samples) if samples.shape[1] else (samples[0], samples[0])
+        estimates = (
+            known.get(statistic.table, frame)[list(statistic.measures)].to_numpy(np.float64)
+            if centred
+            else None
+        )
+        low, high = _interval(samples, estimates) if samples.shape[1] else (samples[0], samples[0])
+        if estimates is not None:  # a cosine's spread placed around it stays a cosine
+            for j, column in enumerate(statistic.measures):
+                if column == "cosine":
+                    low[:, j] = np.clip(low[:, j], -1.0, 1.0)
+                    high[:, j] = np.clip(high[:, j], -1.0, 1.0)
         if statistic.table in known and len(known[statistic.table]) < len(frame):
             kept = frame.index.isin(known[statistic.table].index)
             full = np.full((len(frame), len(statistic.measures)), np.nan)

@@ -94,8 +94,10 @@ def build_report_context(run_dir: Path, manifest: dict[str, Any] | None = None) 
 
     model = _model(spec, manifest, summary)
     bootstrap = bootstrap_block(spec, spec_text, tables)
-    if bootstrap is not None:  # recorded by the run; runs before it resampled seeds only
-        bootstrap["resampling"] = summary.get("settings", {}).get("resampling", "seeds")
+    if bootstrap is not None:  # recorded by the run; runs before each setting: their way
+        settings = summary.get("settings", {})
+        bootstrap["resampling"] = settings.get("resampling", "seeds")
+        bootstrap["interval"] = settings.get("interval", "percentile")
     context: dict[str, Any] = {
         "title": spec.report.title,
         "audit": {"name": spec.name, "description": spec.description, "owner": spec.report.owner},

@@ -278,6 +278,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "rule"), "min_effect"),
     (("statistics", "min_effect"), 0.3),
     (("statistics", "resampling"), "hierarchical"),
+    (("statistics", "interval"), "centred"),
     (("probe", "tokens"), "pooled"),
     (("probe", "per_step_h"), "all"),
     (("probe", "unit_budget_mb"), 0.5),

@@ -34,6 +34,16 @@ class StatisticsSpec(FrozenModel):
         "so that intervals carry the wording as well as the noise; 'seeds' draws the seeds "
         "only.",
     )
+    interval: Literal["centred", "percentile"] = Field(
+        "centred",
+        description="How a 95% interval is read off the bootstrap's resamples. 'centred' "
+        "(default): their spread from their 2.5th to their 97.5th percentile, placed around "
+        "the estimate (each percentile minus their median, added to the estimate), so an "
+        "interval always holds the estimate it goes with. 'percentile': the percentiles "
+        "themselves, as in runs made before this setting; a resample averages fewer templates "
+        "and terms than the estimate, which can put that interval beside its own estimate "
+        "where the wording moves the axis more than the concepts lean (docs/method.md).",
+    )
     alpha: float = Field(
         0.05,
         gt=0.0,
