@@ -12,7 +12,8 @@ Compares three ways of getting h for the same (prompt, seed) units, per model:
 Models: toyworld-biased (the default audit's model) and the tiny pipeline of every family.
 
 Usage: python benchmarks/extract_overhead.py [--kinds toyworld,sd,lcm,sdxl,pixart,sd3,flux,sana]
-       [--units 64] [--batch 16]
+       [--units 64] [--batch 16] [--repeats 3]
+Every path is warmed up once, then timed --repeats times, interleaved (median).
 Prints seconds and the ratios bare/auditkit (throughput of auditkit against the limit) and
 naive/auditkit, per model.
 """
@@ -20,6 +21,7 @@ naive/auditkit, per model.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -44,8 +46,11 @@ concepts: [{{name: c, templates: ["a photo of a {{term}}"], terms: {terms}}}]
 """
 
 
-def measure(kind: str, units_wanted: int, batch: int, work: Path) -> dict[str, float]:
-    """Seconds of bare, auditkit and naive extraction of the same units of one model."""
+def measure(
+    kind: str, units_wanted: int, batch: int, work: Path, repeats: int = 3
+) -> dict[str, float]:
+    """Median seconds of bare, auditkit and naive extraction of the same units of one model,
+    each path warmed up once and then timed ``repeats`` times."""
     from auditkit.analyses.checks import check_spec
     from auditkit.extract.hooks import resolve_hook_point
     from auditkit.extract.runner import extract_activations, pipeline_inputs
@@ -102,12 +107,17 @@ def measure(kind: str, units_wanted: int, batch: int, work: Path) -> dict[str, f
             handle.remove()
         torch.save(captured, work / "naive.pt")
 
-    bare()  # warm-up
-    timings = {"units": float(len(units))}
-    for name, fn in (("bare", bare), ("auditkit", audit), ("naive", naive)):
-        start = time.perf_counter()
+    paths = (("bare", bare), ("auditkit", audit), ("naive", naive))
+    for _name, fn in paths:  # warm-up: first calls, lazy imports, allocator growth
         fn()
-        timings[name] = time.perf_counter() - start
+    seconds: dict[str, list[float]] = {name: [] for name, _ in paths}
+    for _ in range(repeats):  # interleaved, so a slow moment of the machine hits every path
+        for name, fn in paths:
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    timings = {"units": float(len(units))}
+    timings |= {name: statistics.median(values) for name, values in seconds.items()}
     return timings
 
 
@@ -116,12 +126,13 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--units", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
     print(f"{'model':10} {'units':>5} {'bare s':>7} {'auditkit s':>10} {'naive s':>8} "
           f"{'bare/auditkit':>13} {'naive/auditkit':>14}")  # fmt: skip
     for kind in args.kinds.split(","):
-        t = measure(kind, args.units, args.batch, work)
+        t = measure(kind, args.units, args.batch, work, args.repeats)
         print(f"{kind:10} {int(t['units']):5d} {t['bare']:7.2f} {t['auditkit']:10.2f} "
               f"{t['naive']:8.2f} {t['bare'] / t['auditkit']:13.2f} "
               f"{t['naive'] / t['auditkit']:14.2f}", flush=True)  # fmt: skip

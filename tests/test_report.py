@@ -161,6 +161,7 @@ def test_intervals_are_shown_when_the_tables_have_them(tmp_path: Path) -> None:
         "status": None,
         "missing": None,
         "resampling": "seeds",  # the fixture's summary, like a run's before it, names none
+        "interval": "percentile",  # likewise: runs before centred intervals kept the quantiles
     }
 
     (path,) = render_report(run, ["html"])
