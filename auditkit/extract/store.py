@@ -51,14 +51,13 @@ class ActivationStore:
         self.parts_dir = root / "index-parts"
         self._index: pd.DataFrame | None = None
         self._pending: list[pd.DataFrame] = []
+        self._written: dict[str, pd.DataFrame] = {}  # index parts this object wrote, by name
         self._verified: set[str] = set()
 
     def index(self) -> pd.DataFrame:
         """One row per completed unit (the merged index and every part, later rows winning)."""
         if self._index is None:
-            frames = [self._read(self.index_path)] if self.index_path.is_file() else []
-            frames += [self._read(path) for path in self._parts()]
-            frames += self._pending
+            frames = self._stored_frames() + self._pending
             self._pending = []
             if frames:
                 frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -97,13 +96,14 @@ class ActivationStore:
         write_bytes_atomic(self.root / shard, data)
         digest = integrity.sha256_bytes(data)
         self._verified.add(shard)
+        fixed = {"shard": shard, "sha256": digest}
         new = pd.DataFrame(
-            [{"mean_steps": "", **r, "shard": shard, "sha256": digest} for r in rows],
-            columns=INDEX_COLUMNS,
+            {c: [fixed[c] if c in fixed else r.get(c, "") for r in rows] for c in INDEX_COLUMNS}
         )
         # the index part is the batch's commit marker: create-if-absent on an object store
         part = self.parts_dir / f"{stem}.parquet"
         write_bytes_atomic(part, _parquet_bytes(new), create_only=True)
+        self._written[part.name] = new
         if self._index is not None:
             self._pending.append(new)
 
@@ -115,6 +115,7 @@ class ActivationStore:
         self._index = None
         self._pending = []
         frame = self.index()
+        self._written = {}
         write_bytes_atomic(self.index_path, _parquet_bytes(frame))
         for path in parts:
             storage.remove(path)
@@ -123,6 +124,15 @@ class ActivationStore:
 
     def _parts(self) -> list[Path]:
         return sorted(self.parts_dir.glob("*.parquet")) if self.parts_dir.is_dir() else []
+
+    def _stored_frames(self) -> list[pd.DataFrame]:
+        """The merged index and every part on disk, in reading order; a part this object
+        wrote is taken from memory (its bytes are the frame's own), not read back."""
+        frames = [self._read(self.index_path)] if self.index_path.is_file() else []
+        for path in self._parts():
+            own = self._written.get(path.name)
+            frames.append(own if own is not None else self._read(path))
+        return frames
 
     @staticmethod
     def _read(path: Path) -> pd.DataFrame:
@@ -210,6 +220,7 @@ class ActivationStore:
                 storage.remove(path)
         self._index = None
         self._pending = []
+        self._written = {}
         return lines
 
     def iter_units(self, unit_ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
