@@ -24,6 +24,7 @@ from auditkit.spec import AuditSpec, dump_spec, spec_hash
 
 if TYPE_CHECKING:
     from auditkit.caption import Captioner
+    from auditkit.caption.stage import CaptionReader
     from auditkit.models.loading import LoadedPipeline
     from auditkit.passes.grounding import GroundingSelection
 
@@ -200,6 +201,8 @@ class _Stages:
     """Run even when the plan exceeds the spec's storage or time limit."""
     grounding: GroundingSelection | None = None
     """The image-grounded axes' labelled images, loaded and checked before extraction."""
+    captioner: tuple[Captioner, dict[str, Any]] | None = None
+    """The spec's captioner and its record, once a stage has made them."""
 
     @property
     def run_dir(self) -> Path:
@@ -367,11 +370,17 @@ def _extract(stages: _Stages, previous: Manifest | None) -> None:
         identity.refuse_mixing(store.root, record, now, len(stored))
     if record is None or record != now:
         identity.write_record(store.root, now)
+    reader = _caption_reader(stages)
     stats = extract_activations(
-        stages.executor, spec, plan, store, show_progress=stages.show_progress
+        stages.executor, spec, plan, store, show_progress=stages.show_progress, images=reader
     )
+    read: dict[str, Any] = {}
+    if reader is not None:
+        read["images_read"] = reader.read
+        if reader.error is not None:  # the captioning stage meets it again, in its place
+            read["images_error"] = reader.error
     stages.manifest = stages.manifest.with_stage(
-        "extract", {**stats.to_json(), "model_loaded": True}
+        "extract", {**stats.to_json(), **read, "model_loaded": True}
     )
     stages.save()
 
@@ -434,19 +443,47 @@ def _load_model(stages: _Stages) -> None:
     )
 
 
+def _captioner(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
+    """The spec's captioner (loaded when it first reads) and its record, made once per run;
+    None without a captions section."""
+    from auditkit.caption import stage
+
+    captions = stages.spec.captions
+    if captions is None:
+        return None
+    if stages.captioner is None:
+        captioner = stage.load_spec_captioner(captions.captioner, deferred=True)
+        stages.captioner = (captioner, stage.captioner_record(captions.captioner, captioner))
+        stages.update(captioner=stages.captioner[1])
+    return stages.captioner
+
+
+def _caption_reader(stages: _Stages) -> CaptionReader | None:
+    """The captioning stage's reader of the images extraction decodes (the selected units not
+    yet read), or None without a captions section."""
+    from auditkit.caption.stage import CaptionedPass, CaptionReader
+
+    made = _captioner(stages)
+    if made is None:
+        return None
+    return CaptionReader(
+        CaptionedPass(stages.spec, stages.plan, stages.run.captions, *made, stages.executor)
+    )
+
+
 def _caption(stages: _Stages) -> tuple[Captioner, dict[str, Any]] | None:
-    """Caption the selected units; the pipeline is loaded only if some are missing.
+    """Caption the selected units extraction did not read; the pipeline is loaded only if
+    some are missing.
 
     Returns the captioner and its record (for the guidance sweep and the causal check), or None
     without a captions section."""
     from auditkit.caption import stage
 
     spec = stages.spec
-    if spec.captions is None:
+    made = _captioner(stages)
+    if made is None or spec.captions is None:
         return None
-    captioner = stage.load_spec_captioner(spec.captions.captioner, deferred=True)
-    record = stage.captioner_record(spec.captions.captioner, captioner)
-    stages.update(captioner=record)
+    captioner, record = made
     if spec.captions.calibration is not None:
         from auditkit.passes.calibration import calibrate_run
 

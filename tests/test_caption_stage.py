@@ -231,6 +231,36 @@ def test_captioned_images_are_the_extracted_trajectories(
         torch.testing.assert_close(again[i].float(), stored[unit.unit_id], atol=1e-4, rtol=1e-4)
 
 
+def test_extraction_hands_the_stage_the_images_of_the_trajectories_it_stores(
+    setup: tuple[AuditSpec, AuditPlan, LoadedPipeline], tmp_path: Path
+) -> None:
+    from auditkit.caption.models import load_captioner
+    from auditkit.caption.stage import CaptionReader
+    from auditkit.extract.runner import extract_activations
+    from auditkit.extract.store import ActivationStore
+
+    spec, plan, loaded = setup
+    assert spec.captions is not None
+    units = select_caption_units(spec, plan)
+    recording = Recording(load_captioner("toyworld"))
+    record = captioner_record(spec.captions.captioner, recording)
+    root = tmp_path / "captions"
+    reader = CaptionReader(CaptionedPass(spec, plan, root, recording, record, _no_model, False))
+    assert reader.wanted == {u.unit_id for u in units}
+    store = ActivationStore(tmp_path / "activations")
+    stats = extract_activations(loaded, spec, plan, store, show_progress=False, images=reader)
+    assert stats.units_run == len(plan.units) and reader.read == len(units) and not reader.wanted
+    shown = np.concatenate(recording.batches)
+    # the images read are the pipeline's images of those units' seeds, sampled alone
+    alone = np.concatenate([generate_images(loaded, spec, [u]) for u in units])
+    assert np.abs(shown.astype(int) - alone).max() <= 1  # batched vs single conv, CPU rounding
+    # ... so the stage samples nothing (the model is never asked for) and writes the tables
+    again = _caption(spec, plan, root, recording, _no_model)
+    assert (again.units_run, again.units_skipped, again.model_loaded) == (0, len(units), False)
+    captions, _, _ = read_captions(root)
+    assert list(captions["caption"]) == recording.inner.caption(shown)
+
+
 # --- resume, rerun, another captioner -----------------------------------------------------------
 
 
@@ -319,8 +349,12 @@ def test_run_records_the_captioner_and_resumes_without_the_model(
     captioner = manifest["captioner"]
     assert captioner["kind"] == "toyworld" and captioner["id"] == "toyworld-captioner"
     assert len(captioner["sha256"]) == 64 and len(captioner["key"]) == 64
+    # extraction decoded and read the 6 selected units in the pipeline calls that captured
+    # their h; the stage had nothing left to sample
+    assert manifest["stages"]["extract"]["images_read"] == 6
     caption_stage = manifest["stages"]["caption"]
-    assert caption_stage["units_run"] == 6 and caption_stage["model_loaded"] is True
+    assert caption_stage["units_run"] == 0 and caption_stage["model_loaded"] is False
+    assert caption_stage["units_skipped"] == 6
     captions = pd.read_parquet(out.run_dir / "captions" / "captions.parquet")
     assert len(captions) == 6 and set(captions["term"]) == {"doctor", "nurse", "pilot"}
     saved = json.loads((out.run_dir / "captions" / "captioner.json").read_text())

@@ -402,7 +402,9 @@ captions:
     path = tmp_path / "spec.yaml"
     path.write_text(spec)
     first = run_audit(path, tmp_path / "run", cache_dir=tmp_path, show_progress=False, render=False)
-    assert first.manifest["stages"]["caption"]["units_run"] == 4
+    # the 4 selected units were read as extraction decoded them
+    assert first.manifest["stages"]["extract"]["images_read"] == 4
+    assert first.manifest["stages"]["caption"]["units_skipped"] == 4
     assert first.manifest["captioner"]["sha256"] == weights_sha256(clip_dir)
 
     def refuse(*_: Any, **__: Any) -> None:

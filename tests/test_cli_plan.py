@@ -24,10 +24,11 @@ def test_plan_counts_the_default_audit_and_names_this_machines_device() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"on {expected} (auto: this machine)" in lines["estimated time"]
     assert "for the later passes" in lines["estimated time"]
-    # the passes after extraction: 8 occupations x 2 templates x 32 seeds are captioned and
-    # swept at guidance 1 (no second, unconditional half); the causal check steers 16
-    # prompts x 4 seeds x 3 alphas along gender; discovery extracts at most 8 terms x 32 seeds
-    assert "512 images, 10240 denoiser evaluations" in lines["captions"]
+    # the passes after extraction: 8 occupations x 2 templates x 32 seeds are captioned (their
+    # images decoded by extraction itself) and swept at guidance 1 (no second, unconditional
+    # half); the causal check steers 16 prompts x 4 seeds x 3 alphas along gender; discovery
+    # extracts at most 8 terms x 32 seeds
+    assert "512 images, decoded as extraction samples them, no denoiser" in lines["captions"]
     assert "512 images, 5120 denoiser evaluations" in lines["guidance 1"]
     assert "192 images, 3840 denoiser evaluations" in lines["causal"]
     assert "at most 5120 denoiser evaluations" in lines["discovery"]
@@ -49,7 +50,7 @@ def test_a_sweep_above_an_unguided_audit_counts_both_batch_halves(tmp_path: Path
     assert result.exit_code == 0, result.output
     lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
     assert "21760 (" in lines["denoiser evaluations"]  # no guidance: one batch half
-    assert "512 images, 5120 denoiser evaluations" in lines["captions"]
+    assert "512 images, decoded as extraction samples them" in lines["captions"]
     assert "512 images, 10240 denoiser evaluations" in lines["guidance 4"]  # both halves
 
 
@@ -112,7 +113,8 @@ def test_rate_from_refuses_a_run_that_cannot_tell(
 
 
 def test_rate_from_scales_extraction_and_later_passes() -> None:
-    """2 ms per evaluation: 43,520 evaluations take 87 s, the later passes' 24,320 take 49 s."""
+    """2 ms per evaluation: 43,520 evaluations take 87 s, the later passes' 14,080 take 28 s (the
+    captioned images are decoded by extraction: no denoiser evaluations of their own)."""
     import json
     import tempfile
 
@@ -128,7 +130,7 @@ def test_rate_from_scales_extraction_and_later_passes() -> None:
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if "estimated time" in x)
-    assert "1m27s + 49s for the later passes on cpu (measured: 2.00 ms" in line, line
+    assert "1m27s + 28s for the later passes on cpu (measured: 2.00 ms" in line, line
 
 
 def test_measure_times_real_passes_of_the_model_here(tmp_path: Path) -> None:

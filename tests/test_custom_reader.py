@@ -367,6 +367,10 @@ def test_an_audit_read_by_a_custom_reader_records_it_and_survives_a_broken_adapt
     failed = json.loads((run_dir / "manifest.json").read_text())
     assert failed["status"] == "failed" and failed["failed_stage"] == "calibrate"  # read first
     assert failed["stages"]["extract"]["units_run"] > 0
+    # extraction met the broken reader first, as it decoded the captioned units: it stopped
+    # reading, not extracting, and left the error to the reader's own stages
+    assert failed["stages"]["extract"]["images_read"] == 0
+    assert "undeclared ['age']" in failed["stages"]["extract"]["images_error"]
 
     (folder / "reader.py").write_text(ADAPTER, encoding="utf-8")  # fixed: extraction is kept
     out = run_audit(path, run_dir, cache_dir=tmp_path, show_progress=False, render=False)

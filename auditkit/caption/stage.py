@@ -1,11 +1,14 @@
 """Stage 4 (optional): decode the images of selected units and read them with a captioner.
 
-Only when the spec has a ``captions`` section. For each selected (prompt, seed) unit the
-pipeline samples again through :class:`auditkit.sampling.Sampler`, with the inputs extraction
-used (the unit's seeded initial noise and generator, the same steps, guidance and resolution),
-this time decoding to pixels, so the image captioned is the one whose h was stored. That second
-pass is the stage's cost: the U-Net steps of every captioned unit again, plus one VAE decode and
-one captioner forward per image.
+Only when the spec has a ``captions`` section. The image captioned is the one whose h was
+stored. Extraction decodes the batches that hold selected (prompt, seed) units in the pipeline
+call that captures their h and hands the images to this stage's :class:`CaptionReader`, so a
+run that extracts them pays one VAE decode and one captioner forward per image, not a second
+trajectory. A selected unit whose h was stored earlier without its image (a run that had no
+captions section, an older auditkit, a stage interrupted between the two) is sampled again
+through :class:`auditkit.sampling.Sampler` with the inputs extraction used (the unit's seeded
+initial noise and generator, the same steps, guidance and resolution), this time decoding to
+pixels.
 
 Captions are stored per unit under a *captioner key* (captioner kind, weights sha256 and every
 option that changes what it reads), in chunks written atomically; an interrupted stage resumes
@@ -213,32 +216,76 @@ class CaptionedPass:
         return Sampler(self.spec, self.pipeline, show_progress=self.show_progress)
 
 
+class CaptionReader:
+    """Reads the images of the selected units not yet read by this captioner (and keeps the
+    exemplar seeds' thumbnails), wherever the images come from: extraction hands over the
+    images of the batches it decodes (:class:`auditkit.extract.runner.ImageReader`), and
+    :func:`caption_images` samples the rest again."""
+
+    def __init__(self, inputs: CaptionedPass) -> None:
+        spec, plan = inputs.spec, inputs.plan
+        self.captioner = inputs.captioner
+        self.store = CaptionStore(inputs.root, inputs.record)
+        self.thumbs = ThumbnailStore(inputs.root, _section(spec).exemplars)
+        self.units = select_caption_units(spec, plan)
+        self.done = self.store.completed()
+        exemplar = set(exemplar_seeds(spec))
+        have_thumb = self.thumbs.completed() if exemplar else set()
+        self.need_thumb = {
+            u.unit_id for u in self.units if u.seed in exemplar and u.unit_id not in have_thumb
+        }
+        self.wanted = {u.unit_id for u in self.units if u.unit_id not in self.done}
+        self.wanted |= self.need_thumb
+        self.read = 0
+        self.thumbnails = 0
+        self.error: str | None = None
+
+    def take(self, units: Sequence[WorkUnit], images: np.ndarray) -> None:
+        """Read the uint8 images [N, H, W, 3] of ``units`` (each stored in one chunk) and keep
+        the thumbnails wanted among them."""
+        self.wanted.difference_update(u.unit_id for u in units)
+        unread = [i for i, u in enumerate(units) if u.unit_id not in self.done]
+        if unread:
+            chosen = [units[i] for i in unread]
+            self.store.write_chunk(read_batch(self.captioner, chosen, images[unread]))
+            self.done.update(u.unit_id for u in chosen)
+            self.read += len(unread)
+        thumbed = [i for i, u in enumerate(units) if u.unit_id in self.need_thumb]
+        self.thumbs.write_chunk([units[i] for i in thumbed], images[thumbed])
+        self.need_thumb.difference_update(units[i].unit_id for i in thumbed)
+        self.thumbnails += len(thumbed)
+
+    def hand_over(self, units: Sequence[WorkUnit], images: np.ndarray) -> None:
+        """:meth:`take`, for images another pass made: a captioner that fails here (a broken
+        adapter) stops the reading, not that pass. Its units stay unread, so the captioning
+        stage samples them again and meets the error in its own place, after the reader's
+        calibration (``error`` keeps the message)."""
+        if self.error is not None:
+            return
+        try:
+            self.take(units, images)
+        except Exception as exc:  # the stage that owns the reader raises it again
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.wanted.clear()
+
+
 def caption_images(inputs: CaptionedPass) -> CaptionStats:
-    """Caption every selected unit not yet read by this captioner, then write the tables."""
-    spec, plan, root, captioner = inputs.spec, inputs.plan, inputs.root, inputs.captioner
-    captions = _section(spec)
-    store = CaptionStore(root, inputs.record)
-    thumbs = ThumbnailStore(root, captions.exemplars)
-    units = select_caption_units(spec, plan)
-    done = store.completed()
-    exemplar = set(exemplar_seeds(spec))
-    have_thumb = thumbs.completed() if exemplar else set()
-    need_thumb = {u.unit_id for u in units if u.seed in exemplar and u.unit_id not in have_thumb}
-    todo = [u for u in units if u.unit_id not in done or u.unit_id in need_thumb]
+    """Caption every selected unit not yet read by this captioner (extraction reads those it
+    decodes, :class:`CaptionReader`; the rest are sampled again here), then write the
+    tables."""
+    reader = CaptionReader(inputs)
+    units = reader.units
+    todo = [u for u in units if u.unit_id in reader.wanted]
     started = time.perf_counter()
-    missing = sum(u.unit_id not in done for u in units)
+    missing = sum(u.unit_id not in reader.done for u in units)
     stats = CaptionStats(len(units), 0, len(units) - missing, 0.0, False)
     sampler = inputs.sampler()
     for batch, images in sampler.sample(todo, Draw, "caption"):
-        unread = [i for i, u in enumerate(batch) if u.unit_id not in done]
-        if unread:
-            store.write_chunk(read_batch(captioner, [batch[i] for i in unread], images[unread]))
-            stats.units_run += len(unread)
-        wanted = [i for i, u in enumerate(batch) if u.unit_id in need_thumb]
-        thumbs.write_chunk([batch[i] for i in wanted], images[wanted])
-        stats.thumbnails += len(wanted)
+        reader.take(batch, images)
+    stats.units_run = reader.read
+    stats.thumbnails = reader.thumbnails
     stats.model_loaded = sampler.model_loaded
-    write_caption_tables(root, store, spec, plan)
+    write_caption_tables(inputs.root, reader.store, inputs.spec, inputs.plan)
     stats.seconds = round(time.perf_counter() - started, 3)
     return stats
 

@@ -156,7 +156,10 @@ def plan(
     for step in passes:
         bound = "at most " if step.upper_bound else ""
         what = f"{bound}{step.images} images, " if step.images else f"{bound}"
-        click.echo(f"  {step.name:<21} {what}{step.denoiser_evaluations} denoiser evaluations")
+        work = f"{step.denoiser_evaluations} denoiser evaluations"
+        if step.images and not step.denoiser_evaluations:
+            work = "decoded as extraction samples them, no denoiser evaluations of their own"
+        click.echo(f"  {step.name:<21} {what}{work}")
     per_image = measured.per_image if measured is not None else 0.0
     later = sum(
         p.denoiser_evaluations * cost.seconds_per_evaluation + p.images * per_image for p in passes

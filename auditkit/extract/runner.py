@@ -3,9 +3,13 @@
 Each unit's initial noise comes from its own seeded CPU generator, and that same generator then
 feeds any noise the scheduler draws between steps (LCM's multi-step sampling), so a unit's result
 does not depend on the batch size, on which units share its batch, or on torch's global RNG. The
-VAE decode is skipped (``output_type="latent"``): only the denoiser's internals are needed.
-:func:`pipeline_inputs` is shared with the captioning stage, which samples the same trajectories
-again and decodes them.
+VAE decode is skipped (``output_type="latent"``): only the denoiser's internals are needed,
+except in a batch holding units whose images the captioning stage will read. Such a batch is
+decoded in the same pipeline call and its images handed to that stage's reader
+(:class:`ImageReader`), so the caption reads the very trajectory whose h was stored and the
+stage need not sample it again. :func:`pipeline_inputs` is shared with the passes that sample
+again (the captioning stage for units extraction did not decode, the guidance sweep, the causal
+check).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import torch
 
 from auditkit.extract.hooks import HookSession, capture_h
@@ -67,6 +72,11 @@ def initial_noise(pipe: Any, seed: int, resolution: int) -> torch.Tensor:
     return unit_noise(pipe, seed, resolution)[0]
 
 
+def as_uint8(images: object) -> np.ndarray:
+    """The pipeline's float images in [0, 1] as uint8 [N, H, W, 3]."""
+    return (np.clip(np.asarray(images), 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
 def pipeline_inputs(
     loaded: LoadedPipeline, spec: AuditSpec, units: Sequence[WorkUnit]
 ) -> dict[str, Any]:
@@ -91,6 +101,18 @@ def pipeline_inputs(
     }
 
 
+class ImageReader(Protocol):
+    """Who reads the images of some units as extraction samples them (the captioning stage's
+    :class:`auditkit.caption.stage.CaptionReader`)."""
+
+    wanted: set[str]
+    """Unit ids whose images are wanted (shrinks as they are read)."""
+
+    def hand_over(self, units: Sequence[WorkUnit], images: np.ndarray) -> None:
+        """Read the uint8 images [N, H, W, 3] of ``units``; a failure to read them must not
+        stop extraction (the reader's own stage reports it)."""
+
+
 def pending_units(plan: AuditPlan, store: ActivationStore) -> list[WorkUnit]:
     """Units of ``plan`` not yet in ``store``, in plan order."""
     done = store.completed()
@@ -105,6 +127,7 @@ def extract_activations(
     *,
     show_progress: bool = True,
     also: Sequence[tuple[AuditSpec, AuditPlan, ActivationStore]] = (),
+    images: ImageReader | None = None,
 ) -> ExtractStats:
     """Capture h for every pending unit of ``plan``; finished units are never redone.
 
@@ -114,6 +137,9 @@ def extract_activations(
     ``also``: more (spec, plan, store) targets that differ only in the hook point (a layer
     sweep); each sampled trajectory is read at every target's hook in the same pass, and each
     store gets the units it lacks. The stats are ``plan``'s.
+    ``images``: a reader of the images of some units (:class:`ImageReader`); a batch holding
+    one of them is decoded too, and the wanted units' images are handed over once its h is
+    stored.
     """
     from auditkit.executors import Task, as_executor
 
@@ -132,7 +158,12 @@ def extract_activations(
         return stats
     specs = [t[0] for t in targets]
     batches = [todo[i : i + spec.batch_size] for i in range(0, len(todo), spec.batch_size)]
-    tasks = [Task(capture_batch, (specs, batch), len(batch)) for batch in batches]
+    decoded = images.wanted if images is not None else set()
+    decode = [any(u.unit_id in decoded for u in batch) for batch in batches]
+    tasks = [
+        Task(capture_batch, (specs, batch, d), len(batch))
+        for batch, d in zip(batches, decode, strict=True)
+    ]
     results = executor.map(tasks, "extract", show_progress=show_progress)
     for batch, captured in zip(batches, results, strict=True):
         for k, ((_spec, _plan, t_store), units, d) in enumerate(
@@ -147,6 +178,9 @@ def extract_activations(
                 stats.h_shape = list(captured.h[k].shape[2:])
         stats.denoiser_evaluations += captured.denoiser_samples
         stats.forward_passes += captured.denoiser_calls
+        if images is not None and captured.images is not None:
+            rows = [i for i, u in enumerate(batch) if u.unit_id in images.wanted]
+            images.hand_over([batch[i] for i in rows], captured.images[rows])
     for _spec, _plan, t_store in targets:
         t_store.compact()
     stats.seconds = round(time.perf_counter() - started, 3)
@@ -156,7 +190,8 @@ def extract_activations(
 @dataclass
 class Captured:
     """What one pipeline call captured: per target hook, h [B, kept steps, ...] on the CPU in
-    the store's dtype, its kept steps and timesteps; and the denoiser's work."""
+    the store's dtype, its kept steps and timesteps; the denoiser's work; and, when the call
+    decoded, its uint8 images [B, H, W, 3]."""
 
     h: list[torch.Tensor]
     steps: list[list[int]]
@@ -165,19 +200,28 @@ class Captured:
     denoiser_calls: int
     means: list[torch.Tensor | None] = field(default_factory=list)
     mean_steps: list[list[int]] = field(default_factory=list)
+    images: np.ndarray | None = None
 
 
 def capture_batch(
-    loaded: LoadedPipeline, specs: Sequence[AuditSpec], units: Sequence[WorkUnit]
+    loaded: LoadedPipeline,
+    specs: Sequence[AuditSpec],
+    units: Sequence[WorkUnit],
+    decode: bool = False,
 ) -> Captured:
     """Sample ``units`` once (the first spec's inputs; the specs differ only in the hook point)
-    and capture h at every spec's hook. Runs wherever the executor runs it."""
+    and capture h at every spec's hook; with ``decode``, the same call decodes the images (as
+    the passes that sample again decode theirs). Runs wherever the executor runs it."""
     from contextlib import ExitStack
 
     with torch.inference_mode(), ExitStack() as hooks:
         sessions = [hooks.enter_context(capture_session(loaded, s, len(units))) for s in specs]
-        loaded.pipe(**pipeline_inputs(loaded, specs[0], units), output_type="latent")
-    return collect_captured(specs, sessions)
+        output = "np" if decode else "latent"
+        result = loaded.pipe(**pipeline_inputs(loaded, specs[0], units), output_type=output)
+    captured = collect_captured(specs, sessions)
+    if decode:
+        captured.images = as_uint8(result.images)
+    return captured
 
 
 def collect_captured(specs: Sequence[AuditSpec], sessions: Sequence[HookSession]) -> Captured:

@@ -1,12 +1,13 @@
 """What the stages after extraction will sample, counted from the spec (for ``auditkit plan``).
 
-Extraction is counted by :func:`auditkit.plan.estimate_cost`. The captioning stage, the
-guidance sweep and the causal check sample images again (U-Net steps plus one VAE decode and one
-captioner forward per image); discovery extracts the units of its mined terms, which are known
-only once captions exist, so it is counted at its upper bound (``max_terms`` terms). The
-image-grounded axes read labelled images through the denoiser (no decode), counted at their upper
-bound too (``per_group`` images per group of each grounded axis; an image read for two axes is
-read once).
+Extraction is counted by :func:`auditkit.plan.estimate_cost`. The captioning stage reads the
+images extraction decodes as it captures their h (one VAE decode and one captioner forward per
+image, no denoiser evaluation of its own); the guidance sweep and the causal check sample images
+again (U-Net steps plus one decode and one captioner forward per image); discovery extracts the
+units of its mined terms, which are known only once captions exist, so it is counted at its upper
+bound (``max_terms`` terms). The image-grounded axes read labelled images through the denoiser
+(no decode), counted at their upper bound too (``per_group`` images per group of each grounded
+axis; an image read for two axes is read once).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _caption_passes(
         return []
     passes = []
     captioned = len(select_caption_units(spec, plan))
-    passes.append(SamplingPass("captions", captioned, captioned * per_image))
+    passes.append(SamplingPass("captions", captioned, 0))  # decoded by extraction
     swept = len(sweep_units(spec, plan))
     for scale in spec.captions.guidance:
         passes.append(SamplingPass(f"guidance {scale:g}", swept, swept * per_image_at(scale)))

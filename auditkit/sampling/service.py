@@ -63,11 +63,6 @@ class Draw:
         return self.guidance_scale, None if self.steering is None else self.steering.key
 
 
-def as_uint8(images: object) -> np.ndarray:
-    """The pipeline's float images in [0, 1] as uint8 [N, H, W, 3]."""
-    return (np.clip(np.asarray(images), 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
 def generate_images(
     loaded: LoadedPipeline,
     spec: AuditSpec,
@@ -113,7 +108,7 @@ def _generate(
     import torch
 
     from auditkit.extract.hooks import steer_h
-    from auditkit.extract.runner import pipeline_inputs
+    from auditkit.extract.runner import as_uint8, pipeline_inputs
 
     steer: AbstractContextManager[Any] = nullcontext()
     if steering is not None:
@@ -207,7 +202,6 @@ __all__ = [
     "Draw",
     "Sampler",
     "Steering",
-    "as_uint8",
     "batched",
     "generate_images",
     "generate_steered_images",
