@@ -1,4 +1,4 @@
-"""Run directories on object storage: the default audit (on 8 seeds, conftest's ``small_run``)
+"""Run directories on object storage: the small default audit (conftest's ``small_run``)
 with ``--out s3://…`` on a real S3-compatible server (moto's, on loopback), started by the test,
 and the working copy's rules on fsspec's in-memory filesystem.
 
@@ -88,7 +88,7 @@ def _auditkit(cli: ForkedCli, env: dict[str, str], cache: Path, *args: str) -> F
 def test_the_default_audit_with_its_run_directory_on_s3_equals_the_local_run(
     s3: dict[str, str], small_run: dict[str, Path], forked_cli: ForkedCli, tmp_path: Path
 ) -> None:
-    """The default audit on 8 seeds (every stage, pass and gate; conftest's ``small_run``) with
+    """The small default audit (every stage, pass and gate; conftest's ``small_run``) with
     its run directory on S3 equals the same audit run locally, byte for byte."""
     url = f"s3://{BUCKET}/runs/toyworld"
     spec = str(small_run["spec"])

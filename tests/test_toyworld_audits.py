@@ -1,7 +1,8 @@
 """The known answer: the default audit of toyworld-biased recovers the planted rates, and the
 same spec on toyworld-balanced (the control) comes out clean.
 
-Both audits run once per test session (the ``runs`` fixture of conftest.py); every test below
+Both audits run once per test session (the ``runs`` fixture of conftest.py, which leaves out of
+the control what no test reads from it); every test below
 reads their run directories.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from report_fixtures import assert_charts_valid
 
@@ -184,6 +186,9 @@ def test_diff_flags_the_planted_occupations_as_regressions(
 
     out = tmp_path / "diff"
     args = ["diff", str(runs["balanced"]), str(runs["biased"]), "--out", str(out)]
+    # the control's run leaves out passes and an analysis that do not change a lean (conftest:
+    # BALANCED_UNREAD), so diff is told to compare the two specs anyway
+    args.append("--allow-different-specs")
     result = CliRunner().invoke(main, [*args, "--format", "html", "--max-growth", "0.05"])
     assert result.exit_code == 1, result.output  # the growth gate fails
     record = json.loads((out / "diff.json").read_text())
@@ -242,3 +247,15 @@ def test_the_executive_summary_states_the_rule(runs: dict[str, Path]) -> None:
     assert "not beyond ±0.3 with 95% confidence" in balanced, balanced
     biased = " ".join(e["text"] for e in contexts["biased"]["executive"])
     assert "are significant (beyond ±0.3 with 95% confidence" in biased, biased
+
+
+def test_the_local_default_audit_imports_neither_ray_nor_an_object_store(
+    runs: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    assert runs["biased"].is_dir()
+    # (not botocore: accelerate, under diffusers, imports boto3 whenever it is installed)
+    extras = {"ray", "fsspec", "s3fs", "aiobotocore", "gcsfs", "adlfs", "mlflow", "wandb"}
+    preloaded = request.config.auditkit_runs_preloaded & extras  # type: ignore[attr-defined]
+    assert not preloaded, f"imported before the runs, so this test cannot judge: {preloaded}"
+    imported = {m.split(".")[0] for m in request.config.auditkit_runs_imported}  # type: ignore[attr-defined]
+    assert not imported & extras, imported & extras

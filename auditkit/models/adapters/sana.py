@@ -87,7 +87,7 @@ class Sana(TransformerAdapter):
         vocab, merges = _gemma_vocab(words)
         tokenizer = GemmaTokenizer(
             vocab=vocab,
-            merges=merges,  # type: ignore[arg-type]  # tokenizers wants pairs, not "a b"
+            merges=merges,
             add_bos_token=True,
             model_max_length=GEMMA_LENGTH,
             padding_side="right",
