@@ -35,7 +35,7 @@ from test_export import rendered_markdown
 
 from auditkit.cli import main
 from auditkit.inert import CONTROL_PICTURES, xml_text
-from auditkit.report.render import PRINT_LINE_LIMIT
+from auditkit.report.render import PRINT_CHART_TEXT_LIMIT, PRINT_LINE_LIMIT, chart_text
 from auditkit.spec import fill, parse_spec
 
 PAYLOADS = list(HOSTILE_PAYLOADS.values())
@@ -206,3 +206,18 @@ def test_a_hostile_spec_file_loads_through_the_cli(outputs: Outputs, tmp_path: P
     assert yaml.safe_load(text)["report"]["title"] == HOSTILE_TEXT
     result = CliRunner().invoke(main, ["plan", str(outputs.base / "spec.yaml")])
     assert result.exit_code == 0, result.output[-2000:]
+
+
+def test_a_pdf_chart_is_drawn_from_cut_text_that_keeps_its_categories_apart() -> None:
+    """Long strings reach vl-convert cut (it measures text a character at a time), each the
+    same way wherever it appears, and strings that share their first characters stay apart."""
+    long = "W" * 10_000
+    labels = [long + "a", long + "b", long[:50]]
+    spec = {"data": {"values": [{"concept": c, "lean": 0.1} for c in labels]},
+            "encoding": {"x": {"field": "concept", "sort": labels[::-1]}}}  # fmt: skip
+    cut = chart_text(spec)
+    shown = [row["concept"] for row in cut["data"]["values"]]
+    assert all(len(c) <= PRINT_CHART_TEXT_LIMIT for c in shown)
+    assert len(set(shown)) == 3 and shown[2] == long[:50]  # apart; a short one is kept
+    assert cut["encoding"]["x"]["sort"] == shown[::-1]  # the same cut everywhere
+    assert list(cut["data"]["values"][0]) == ["concept", "lean"]  # keys kept
