@@ -2,8 +2,7 @@
 same spec on toyworld-balanced (the control) comes out clean.
 
 Both audits run once per test session (the ``runs`` fixture of conftest.py, which leaves out of
-the control what no test reads from it); every test below
-reads their run directories.
+the control what no test reads from it); every test below reads their run directories.
 """
 
 from __future__ import annotations
