@@ -21,13 +21,11 @@ from auditkit.caption import Captioner
 from auditkit.caption import stage as stage_mod
 from auditkit.caption.stage import (
     CaptionedPass,
-    CaptionStore,
     caption_images,
     captioner_record,
     load_spec_captioner,
-    read_captions,
-    select_caption_units,
 )
+from auditkit.caption.store import CaptionStore, read_captions, select_caption_units
 from auditkit.errors import SpecError
 from auditkit.models.loading import LoadedPipeline, load_pipeline
 from auditkit.plan import AuditPlan, plan_audit

@@ -24,7 +24,8 @@ from auditkit.analyze.causal import (
     steering_directions,
 )
 from auditkit.caption import Captioner
-from auditkit.caption.stage import CaptionedPass, CaptionStore, captioner_record
+from auditkit.caption.stage import CaptionedPass, captioner_record
+from auditkit.caption.store import CaptionStore
 from auditkit.errors import SpecError, UsageError
 from auditkit.extract.hooks import capture_h, steer_h
 from auditkit.extract.runner import extract_activations, pipeline_inputs

@@ -19,12 +19,8 @@ from browser import open_report
 
 from auditkit.analyses.base import SectionContext
 from auditkit.analyses.exemplars_section import _fit, _ranked, encoded_size, exemplar_section
-from auditkit.caption.stage import (
-    CaptionedPass,
-    caption_images,
-    captioner_record,
-    select_caption_units,
-)
+from auditkit.caption.stage import CaptionedPass, caption_images, captioner_record
+from auditkit.caption.store import select_caption_units
 from auditkit.caption.thumbnails import encode_thumbnail
 from auditkit.errors import SpecError
 from auditkit.models.loading import LoadedPipeline, load_pipeline

@@ -121,7 +121,7 @@ def analyze_run(
         )
     readings = None
     if spec.captions is not None and run.has_table("readings"):
-        from auditkit.caption.stage import read_captions
+        from auditkit.caption.store import read_captions
 
         readings = read_captions(run.captions)[1]
     swept = run.table("guidance_readings") if spec.captions is not None else None

@@ -24,7 +24,7 @@ alphas: paired, not independent, samples.
 **Resume.** A steered image is a *job* (axis, alpha, unit) whose id hashes the axis, alpha,
 unit id, captioner key and the sha256 of the direction (so new activations or another captioner
 never reuse stale readings). Readings are stored in atomic chunks
-(:class:`auditkit.caption.stage.CaptionStore` under ``captions/causal/``); an interrupted stage
+(:class:`auditkit.caption.store.CaptionStore` under ``captions/causal/``); an interrupted stage
 resumes with the missing jobs, and a rerun with every job done does not load the diffusion model.
 
 At the end of every pass the tables of :func:`auditkit.analyze.causal.causal_tables`
@@ -50,7 +50,8 @@ from auditkit.analyze.causal import (
     steering_directions,
 )
 from auditkit.caption.models import captioner_values
-from auditkit.caption.stage import CaptionedPass, CaptionStats, CaptionStore, read_batch
+from auditkit.caption.stage import CaptionedPass, CaptionStats, read_batch
+from auditkit.caption.store import CaptionStore
 from auditkit.errors import UsageError
 from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan, PlannedPrompt, WorkUnit

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from auditkit.caption.stage import select_caption_units
+from auditkit.caption.store import select_caption_units
 from auditkit.passes.causal import causal_units
 from auditkit.passes.guidance import sweep_units
 from auditkit.plan import AuditPlan

@@ -43,7 +43,8 @@ from auditkit.analyze.discovery import (
     ranking_prompt_ids,
 )
 from auditkit.analyze.latents import load_latents
-from auditkit.caption.stage import CaptionStats, read_captions
+from auditkit.caption.stage import CaptionStats
+from auditkit.caption.store import read_captions
 from auditkit.executors import Executor
 from auditkit.extract.store import ActivationStore
 from auditkit.models.loading import LoadedPipeline

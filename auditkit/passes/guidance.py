@@ -23,12 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.caption.stage import (
+from auditkit.caption.stage import CaptionedPass, read_batch
+from auditkit.caption.store import (
     READING_COLUMNS,
-    CaptionedPass,
     CaptionStore,
     caption_prompts,
-    read_batch,
     reading_records,
     select_caption_units,
     typed_strings,
