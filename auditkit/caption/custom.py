@@ -37,7 +37,7 @@ import numpy as np
 from auditkit.errors import ModelLoadError, PrerequisiteError
 from auditkit.provenance import sha256_file
 from auditkit.spec.base import NAME_PATTERN
-from auditkit.spec.captions import ADAPTER_ENTRY_POINT, ADAPTER_FILE
+from auditkit.spec.captioner import ADAPTER_ENTRY_POINT, ADAPTER_FILE
 
 if TYPE_CHECKING:
     import torch

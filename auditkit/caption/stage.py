@@ -38,7 +38,7 @@ from auditkit.models.loading import LoadedPipeline
 from auditkit.plan import AuditPlan, WorkUnit
 from auditkit.sampling import Draw, Sampler
 from auditkit.spec.audit import AuditSpec
-from auditkit.spec.captions import CaptionerSpec
+from auditkit.spec.captioner import CaptionerSpec
 
 
 @dataclass
