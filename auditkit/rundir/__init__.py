@@ -10,11 +10,12 @@ the table registry (docs/run-directory.md). Nobody else spells a run file's name
 """
 
 from auditkit.rundir.columns import REGISTRY, RESULTS_VERSION
-from auditkit.rundir.folder import (
-    JSON_FILES,
+from auditkit.rundir.folder import JSON_FILES, RunDir, as_run_dir
+from auditkit.rundir.manifest import MANIFEST_VERSION, Manifest, weights_hash
+from auditkit.rundir.registry import Column, Table
+from auditkit.rundir.storage import json_safe, write_bytes_atomic, write_json_atomic
+from auditkit.rundir.versioned import (
     VERSION_KEY,
-    RunDir,
-    as_run_dir,
     check_version,
     load_json,
     newer_error,
@@ -22,9 +23,6 @@ from auditkit.rundir.folder import (
     read_versioned_json,
     read_versioned_parquet,
 )
-from auditkit.rundir.manifest import MANIFEST_VERSION, Manifest, weights_hash
-from auditkit.rundir.registry import Column, Table
-from auditkit.rundir.storage import json_safe, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "JSON_FILES",
