@@ -353,6 +353,43 @@ def test_templates_are_found() -> None:
     assert (templates_dir() / "report.html.j2").is_file()
 
 
+def test_the_vega_bundle_is_built_once_and_kept_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vl-convert builds the bundle once per key; another process reads the kept file, and an
+    empty or unwritable cache only costs a rebuild."""
+    import vl_convert
+
+    from auditkit.report import render
+
+    built: list[str] = []
+    real = vl_convert.javascript_bundle
+
+    def counted(snippet: str, vl_version: str | None = None) -> str:
+        built.append(snippet)
+        return str(real(snippet, vl_version=vl_version))
+
+    monkeypatch.setattr(vl_convert, "javascript_bundle", counted)
+    monkeypatch.setattr(render, "BUNDLE_CACHE", tmp_path / "vega")
+    render.vega_bundle.cache_clear()  # a fresh process
+    first = render.vega_bundle()
+    (kept,) = (tmp_path / "vega").glob("bundle-*.js")
+    assert kept.read_text(encoding="utf-8") == first and "vegaEmbed" in first
+    render.vega_bundle.cache_clear()
+    assert render.vega_bundle() == first and len(built) == 1  # read back, not built
+    kept.write_text("")  # a damaged cache is built again
+    render.vega_bundle.cache_clear()
+    assert render.vega_bundle() == first and len(built) == 2
+    assert kept.read_text(encoding="utf-8") == first
+    blocked = tmp_path / "a-file"  # a cache folder that cannot be made (even by root)
+    blocked.write_text("")
+    monkeypatch.setattr(render, "BUNDLE_CACHE", blocked / "vega")
+    render.vega_bundle.cache_clear()
+    assert render.vega_bundle() == first and len(built) == 3
+    assert blocked.is_file() and not list(tmp_path.glob("**/.bundle-*"))  # nothing left behind
+    render.vega_bundle.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("value", "kwargs", "shown"),
     [

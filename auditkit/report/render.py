@@ -9,10 +9,13 @@ by WeasyPrint from the same template, with each chart converted to a static SVG 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import math
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,12 +134,43 @@ def vega_lite_version() -> str | None:
     return version if version in vl_convert.get_vegalite_versions() else None
 
 
+BUNDLE_CACHE = Path.home() / ".cache" / "auditkit" / "vega"
+"""Where :func:`vega_bundle` keeps the bundles it built (vl-convert takes about 2 s to build one,
+in every process that renders a report). A kept bundle is trusted as the installed vl-convert
+is: it sits in the user's own cache folder, beside the built models."""
+
+
 @functools.cache
 def vega_bundle() -> str:
-    """Vega, Vega-Lite and vega-embed as one classic script that sets ``window.vegaEmbed``."""
+    """Vega, Vega-Lite and vega-embed as one classic script that sets ``window.vegaEmbed``.
+
+    vl-convert builds the same bundle for the same vl-convert version, Vega-Lite version and
+    snippet, so it is kept under :data:`BUNDLE_CACHE`, named by the hash of those three, and
+    built again only when the file is missing, empty or unreadable (a folder that cannot be
+    written only costs the cache)."""
     import vl_convert
 
-    return str(vl_convert.javascript_bundle(_GLOBALS_SNIPPET, vl_version=vega_lite_version()))
+    vl_version = vega_lite_version()
+    key = f"{getattr(vl_convert, '__version__', '?')}\0{vl_version}\0{_GLOBALS_SNIPPET}"
+    path = BUNDLE_CACHE / f"bundle-{hashlib.sha256(key.encode()).hexdigest()[:20]}.js"
+    try:
+        kept = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        kept = ""
+    if kept:
+        return kept
+    bundle = str(vl_convert.javascript_bundle(_GLOBALS_SNIPPET, vl_version=vl_version))
+    with contextlib.suppress(OSError):  # whole or absent: a temporary file, then a rename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(bundle)
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    return bundle
 
 
 def _script(source: str) -> markupsafe.Markup:
