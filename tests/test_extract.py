@@ -238,7 +238,7 @@ def test_a_rerun_of_a_finished_audit_reuses_its_analysis(
         calls["n"] += 1
         real(*args)
 
-    monkeypatch.setattr("auditkit.stages.analyze.analyze_run", counted)
+    monkeypatch.setattr("auditkit.stages.analysis.analyze_run", counted)
     again = run_audit(spec, out, cache_dir=tmp_path, show_progress=False, render=False)
     assert calls["n"] == 0 and again.manifest["stages"]["analyze"]["reused"] is True
     assert (

@@ -3,9 +3,9 @@ captioning, the guidance sweep, the causal check, discovery, grounding and the a
 takes the run's :class:`Stages` (spec, plan, run folder, manifest and executor) and records
 itself in the manifest; ``run.py`` keeps the order, the lock and the seal."""
 
-from auditkit.stages.analyze import analysis_inputs, analyze
+from auditkit.stages.analysis import analysis_inputs, analyze
 from auditkit.stages.context import Stages
-from auditkit.stages.extract import extract
+from auditkit.stages.extraction import extract
 from auditkit.stages.grounding import ground, grounding_images
 from auditkit.stages.images import caption, causal, discover, guidance
 
