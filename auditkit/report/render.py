@@ -13,9 +13,7 @@ import contextlib
 import functools
 import hashlib
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -160,16 +158,8 @@ def vega_bundle() -> str:
     if kept:
         return kept
     bundle = str(vl_convert.javascript_bundle(_GLOBALS_SNIPPET, vl_version=vl_version))
-    with contextlib.suppress(OSError):  # whole or absent: a temporary file, then a rename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(bundle)
-            os.replace(temporary, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+    with contextlib.suppress(RuntimeFailure):  # the run files' writer: whole or absent
+        write_bytes_atomic(path, bundle.encode("utf-8"))
     return bundle
 
 
