@@ -241,6 +241,7 @@ def child_analyze(run_dir: Path) -> dict[str, float]:
         "null_models_s": round(done - analysed, 1),
         "b2_wall_s": round(done - started, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "lean_rows": len(lean),
         "significant": int(lean["significant"].sum()),
         "label_null_p_below_05": int(np.sum(labels < 0.05)),

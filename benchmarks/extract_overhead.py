@@ -12,15 +12,16 @@ Compares three ways of getting h for the same (prompt, seed) units, per model:
 Models: toyworld-biased (the default audit's model) and the tiny pipeline of every family.
 
 Usage: python benchmarks/extract_overhead.py [--kinds toyworld,sd,lcm,sdxl,pixart,sd3,flux,sana]
-       [--units 64] [--batch 16] [--repeats 3]
+       [--units 64] [--batch 16] [--repeats 3] [--out B1.json]
 Every path is warmed up once, then timed --repeats times, interleaved (median).
 Prints seconds and the ratios bare/auditkit (throughput of auditkit against the limit) and
-naive/auditkit, per model.
+naive/auditkit, per model; ``--out`` writes the same rows as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -116,7 +117,7 @@ def measure(
             start = time.perf_counter()
             fn()
             seconds[name].append(time.perf_counter() - start)
-    timings = {"units": float(len(units))}
+    timings = {"units": float(len(units)), "steps": float(steps)}
     timings |= {name: statistics.median(values) for name, values in seconds.items()}
     return timings
 
@@ -127,15 +128,24 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
     print(f"{'model':10} {'units':>5} {'bare s':>7} {'auditkit s':>10} {'naive s':>8} "
           f"{'bare/auditkit':>13} {'naive/auditkit':>14}")  # fmt: skip
+    rows = []
     for kind in args.kinds.split(","):
         t = measure(kind, args.units, args.batch, work, args.repeats)
         print(f"{kind:10} {int(t['units']):5d} {t['bare']:7.2f} {t['auditkit']:10.2f} "
               f"{t['naive']:8.2f} {t['bare'] / t['auditkit']:13.2f} "
               f"{t['naive'] / t['auditkit']:14.2f}", flush=True)  # fmt: skip
+        rows.append({"model": kind, "units": int(t["units"]), "steps": int(t["steps"])})
+        rows[-1] |= {"batch": args.batch, "repeats": args.repeats}
+        rows[-1] |= {f"{path}_s": round(t[path], 4) for path in ("bare", "auditkit", "naive")}
+        rows[-1]["auditkit_over_bare"] = round(t["bare"] / t["auditkit"], 3)
+        rows[-1]["naive_over_auditkit"] = round(t["naive"] / t["auditkit"], 3)
+    if args.out is not None:
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ import pytest
 
 from auditkit.analyses.checks import check_spec
 from auditkit.analyses.stage import analyze_audit
+from auditkit.analyze import product_reading
 from auditkit.analyze import products as products_module
 from auditkit.analyze.latents import load_latents
 from auditkit.analyze.measures import build_layout
-from auditkit.analyze.product_reading import INT_SPAN, _int_products, _quantised
+from auditkit.analyze.product_reading import FLOAT_SPAN, INT_SPAN, _int_products, _quantised
 from auditkit.analyze.significance import label_null_p_values
 from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan
@@ -145,3 +146,22 @@ def test_int8_products_are_exact_sums_of_the_rounded_values() -> None:
     # a zero vector stays zero (scale 1, values 0)
     zero_q, zero_scale = _quantised(torch.zeros(1, 10))
     assert int(zero_q.abs().sum()) == 0 and float(zero_scale[0]) == 1.0
+
+
+@pytest.mark.parametrize("kernel", ["int8", "float32"])
+def test_both_int8_kernels_give_the_same_bits(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 products of int8 values (what a CPU without int8 instructions runs) equal
+    the int8 kernel's exactly, at the largest values, across span boundaries, and whichever
+    kernel this machine picks."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    width = 3 * FLOAT_SPAN + 7
+    qa = torch.randint(-127, 128, (40, width), dtype=torch.int8, generator=generator)
+    qb = torch.randint(-127, 128, (30, width), dtype=torch.int8, generator=generator)
+    qa[:4], qb[:4], qa[4:8] = 127, 127, -127  # every partial sum at its largest
+    sa, sb = torch.rand(40, generator=generator), torch.rand(30, generator=generator)
+    exact = (qa.double() @ qb.double().T) * sa.double()[:, None] * sb.double()[None, :]
+    assert product_reading.int8_kernel() in ("int8", "float32")  # this machine's choice
+    monkeypatch.setattr(product_reading, "int8_kernel", lambda: kernel)
+    assert torch.equal(_int_products(qa, sa, qb, sb), exact)
