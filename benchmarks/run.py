@@ -105,7 +105,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmarks.json")
     parser.add_argument("--only", default="b1,b2,b4", help="parts to run: b1, b2 (B2 and B3), b4")
     parser.add_argument("--quick", action="store_true", help="shrunk parts: a wiring check")
