@@ -25,11 +25,11 @@ import pytest
 
 from auditkit.analyses.checks import check_spec
 from auditkit.analyses.stage import analyze_audit
-from auditkit.analyze import product_reading
+from auditkit.analyze import int8
 from auditkit.analyze import products as products_module
+from auditkit.analyze.int8 import FLOAT_SPAN, INT_SPAN, int_products, quantised
 from auditkit.analyze.latents import load_latents
 from auditkit.analyze.measures import build_layout
-from auditkit.analyze.product_reading import FLOAT_SPAN, INT_SPAN, _int_products, _quantised
 from auditkit.analyze.significance import label_null_p_values
 from auditkit.extract.store import ActivationStore
 from auditkit.plan import AuditPlan
@@ -137,14 +137,14 @@ def test_int8_products_are_exact_sums_of_the_rounded_values() -> None:
     generator = torch.Generator().manual_seed(0)
     width = 2 * INT_SPAN + 5  # three spans
     E = torch.randn(3, width, generator=generator) * torch.tensor([[1.0], [30.0], [1e-3]])
-    q, scale = _quantised(E.clone())
+    q, scale = quantised(E.clone())
     assert q.dtype == torch.int8 and int(q.abs().max()) == 127
     step = scale[:, None]
     assert torch.all((q.float() * step - E).abs() <= 0.5 * step * (1 + 1e-5))
     exact = (q.double() * scale.double()[:, None]) @ (q.double() * scale.double()[:, None]).T
-    assert torch.allclose(_int_products(q, scale, q, scale), exact, rtol=1e-12, atol=0)
+    assert torch.allclose(int_products(q, scale, q, scale), exact, rtol=1e-12, atol=0)
     # a zero vector stays zero (scale 1, values 0)
-    zero_q, zero_scale = _quantised(torch.zeros(1, 10))
+    zero_q, zero_scale = quantised(torch.zeros(1, 10))
     assert int(zero_q.abs().sum()) == 0 and float(zero_scale[0]) == 1.0
 
 
@@ -162,6 +162,6 @@ def test_both_int8_kernels_give_the_same_bits(kernel: str, monkeypatch: pytest.M
     qa[:4], qb[:4], qa[4:8] = 127, 127, -127  # every partial sum at its largest
     sa, sb = torch.rand(40, generator=generator), torch.rand(30, generator=generator)
     exact = (qa.double() @ qb.double().T) * sa.double()[:, None] * sb.double()[None, :]
-    assert product_reading.int8_kernel() in ("int8", "float32")  # this machine's choice
-    monkeypatch.setattr(product_reading, "int8_kernel", lambda: kernel)
-    assert torch.equal(_int_products(qa, sa, qb, sb), exact)
+    assert int8.int8_kernel() in ("int8", "float32")  # this machine's choice
+    monkeypatch.setattr(int8, "int8_kernel", lambda: kernel)
+    assert torch.equal(int_products(qa, sa, qb, sb), exact)

@@ -12,8 +12,8 @@ Each latent is split into its prompt's seed mean and the seed's deviation from i
 C(p) + e(p, n). C·C is computed in float64; C·e, e·C and e·e, the bulk of the work (every
 row's seeds against every direction's), as int8 products with exact int32 sums (6-9x the
 float32 rate on the AVX-512 VNNI CPUs measured; on a CPU without int8 instructions the same
-int8 values are multiplied as float32, bit for bit equal: :func:`int8_kernel`), each vector
-rounded to 8 bits against its largest value. The deviations of N seeds sum to zero, so the
+int8 values are multiplied as float32, bit for bit equal: :mod:`auditkit.analyze.int8`), each
+vector rounded to 8 bits against its largest value. The deviations of N seeds sum to zero, so the
 int8 products are taken of their N - 1 contrasts (:func:`seed_contrasts`) and mapped back to
 seeds. On the default audit read this way, the interval bounds moved by at most 0.3% of the
 intervals' width for the lean table, 0.5% for the lean by step and 0.9% for the defaults (the
@@ -25,13 +25,12 @@ estimates still come from H in float64.
 
 from __future__ import annotations
 
-import functools
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from auditkit.analyze.int8 import int_products, quantised
 from auditkit.analyze.measures import AuditLayout
 from auditkit.analyze.products import RefPart, SeedProducts, ref_parts, row_roles
 
@@ -39,14 +38,6 @@ if TYPE_CHECKING:
     import torch
 
     from auditkit.extract.store import ActivationStore
-
-INT_SPAN = 131_072
-"""Values per int8 product: 127² x 131,072 stays inside int32."""
-
-FLOAT_SPAN = 1_024
-"""Values per float32 product of int8 values: 127² x 1,024 < 2²⁴, so every partial sum is a
-whole number that float32 holds exactly, in whatever order the kernel adds: the float32
-products of the int8 values equal the int8 kernel's bit for bit."""
 
 ROW_BLOCK = 12
 """Prompts read at once in pass 2 (each with every seed)."""
@@ -165,68 +156,6 @@ def _scratch(reuse: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
     return reuse[0][:size].view(shape)
 
 
-def _quantised(
-    E: torch.Tensor, out: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 values and per-vector scales of E [..., D] (float32, overwritten): E ≈ scale x
-    values (the rounding error is under 0.4% of each vector's largest value). ``out``: an int8
-    tensor of E's shape to write the values to."""
-    import torch
-
-    low, high = torch.aminmax(E, dim=-1)  # one pass, not |E| and then its largest value
-    peak = torch.maximum(-low, high)
-    scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
-    rounded = E.mul_((1.0 / scale)[..., None]).round_()
-    if out is None:
-        return rounded.to(torch.int8), scale
-    return out.copy_(rounded), scale  # whole numbers in [-127, 127]: the cast is exact
-
-
-def _int_products(
-    qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Tensor
-) -> torch.Tensor:
-    """(scale x int8 rows) · (scale x int8 rows) [M, Nb] in float64: int8 products with exact
-    int32 sums over spans of :data:`INT_SPAN` values."""
-    import torch
-
-    total = torch.zeros((qa.shape[0], qb.shape[0]), dtype=torch.float64)
-    if int8_kernel() == "float32":
-        for start in range(0, qa.shape[1], FLOAT_SPAN):
-            part = slice(start, start + FLOAT_SPAN)
-            total += (qa[:, part].float() @ qb[:, part].float().T).double()
-    else:
-        for start in range(0, qa.shape[1], INT_SPAN):
-            part = slice(start, start + INT_SPAN)
-            total += torch._int_mm(qa[:, part].contiguous(), qb[:, part].T).double()
-    return total * sa.double()[:, None] * sb.double()[None, :]
-
-
-@functools.cache
-def int8_kernel() -> str:
-    """How this process multiplies int8 values: ``"int8"`` (torch's int8 kernel, exact int32
-    sums) or ``"float32"`` (the same values as floats, in spans of :data:`FLOAT_SPAN`), the
-    faster of the two on a probe, timed once. Both give the same bits. The int8 kernel runs at
-    3-8x the float32 rate on CPUs with int8 dot-product instructions (AVX-512 VNNI, AMX) and
-    about 1% of it on CPUs without them (0.9 GOPS against 87 GFLOPS on an AVX2 AMD EPYC)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randint(-127, 128, (128, FLOAT_SPAN), dtype=torch.int8, generator=generator)
-    b = torch.randint(-127, 128, (128, FLOAT_SPAN), dtype=torch.int8, generator=generator)
-
-    def best(product: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
-        seconds, out = [], product()
-        for _ in range(3):
-            started = time.perf_counter()
-            out = product()
-            seconds.append(time.perf_counter() - started)
-        return min(seconds), out
-
-    as_int, exact = best(lambda: torch._int_mm(a, b.T).double())
-    as_float, floats = best(lambda: (a.float() @ b.float().T).double())
-    return "float32" if as_float < as_int and torch.equal(floats, exact) else "int8"
-
-
 def _seeds_last(products: np.ndarray, rows: int, n_seeds: int, cols: int) -> np.ndarray:
     """[K, rows x N, cols x N] -> [K, rows, cols, N, N]."""
     K = products.shape[0]
@@ -257,7 +186,7 @@ def _products_pass(
     n_seeds: int,
 ) -> list[SeedProducts]:
     """The products of the chosen aggregates, each split as h(p, n) = C(p) + e(p, n) (C the
-    seed mean): C·C in float64, C·e and e·C in float32, e·e in int8 (:func:`_int_products`);
+    seed mean): C·C in float64, C·e and e·C in float32, e·e in int8 (:func:`int_products`);
     a concept's own products in float32. Every C is shifted by the mean over prompts first
     (the measures only see differences). The int8 products are of each prompt's N - 1 seed
     contrasts (:func:`seed_contrasts`), mapped back to seeds afterwards."""
@@ -306,7 +235,7 @@ def _products_pass(
         rows = list(range(start, min(start + 256, n_rows)))
         shifted = torch.stack([centre(k, rows) for k in range(K)])
         CC[:, rows] = torch.bmm(shifted.double(), Cd64.transpose(1, 2))
-        Cq[:, rows], Cs[:, rows] = _quantised(shifted)
+        Cq[:, rows], Cs[:, rows] = quantised(shifted)
     del Cd64
     Cdq, Cds = Cq[:, D_rows], Cs[:, D_rows]
 
@@ -314,8 +243,8 @@ def _products_pass(
         """e·C of int8 deviations (q, scale) against the direction rows' centres (``rows``
         False) or C·e of every row's centre against them (``rows`` True), float64."""
         if rows:
-            return _int_products(Cq[k], Cs[k], q, scale)
-        return _int_products(q, scale, Cdq[k], Cds[k])
+            return int_products(Cq[k], Cs[k], q, scale)
+        return int_products(q, scale, Cdq[k], Cds[k])
 
     Ed = torch.zeros((K, Pd, M, width), dtype=torch.int8)  # the directions' contrasts
     Ed_scale = torch.zeros((K, Pd, M))
@@ -325,7 +254,7 @@ def _products_pass(
     def take_directions(at: int, E: torch.Tensor) -> None:
         """Direction rows ``at .. at + len`` with deviations E [K, b, N, D] (float32)."""
         b = E.shape[1]
-        q, scale = _quantised(contrasts(E))
+        q, scale = quantised(contrasts(E))
         Ed[:, at : at + b], Ed_scale[:, at : at + b] = q, scale
         for k in range(K):
             flat, flat_scale = q[k].reshape(b * M, width), scale[k].reshape(-1)
@@ -355,7 +284,7 @@ def _products_pass(
         [K, b, M, D], scales [K, b, M])."""
         b = len(rows)
         ff = torch.stack([
-            _int_products(q[k].reshape(b * M, width), scale[k].reshape(-1),
+            int_products(q[k].reshape(b * M, width), scale[k].reshape(-1),
                           flat_d[k], flat_scale[k])
             for k in range(K)
         ])  # fmt: skip
@@ -395,7 +324,7 @@ def _products_pass(
                 torch.bmm(X, X.transpose(1, 2)).numpy(), size, n_seeds, size
             )
             at += size
-        q, scale = _quantised(contrasts(E), out=q_waiting[:, filled : filled + len(block)])
+        q, scale = quantised(contrasts(E), out=q_waiting[:, filled : filled + len(block)])
         eC = torch.stack([
             with_centres(q[k].reshape(-1, width), scale[k].reshape(-1), k, False)
             for k in range(K)

@@ -16,7 +16,6 @@ repeats rows the merged index already has, which the reader drops).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,12 +24,12 @@ from typing import Any
 import pandas as pd
 
 from auditkit.rundir import (
-    VERSION_KEY,
     integrity,
     read_versioned_parquet,
     storage,
     write_bytes_atomic,
 )
+from auditkit.rundir.versioned import arrow_parquet_bytes
 
 STORE_SCHEMA_VERSION = 2
 INDEX_COLUMNS = [
@@ -315,11 +314,7 @@ def _part_bytes(rows: IndexRows) -> bytes:
     text): a third of the cost of going through a DataFrame, which a batch of a small model
     notices."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     types = {c: pa.int64() if c == "seed" else pa.large_string() for c in INDEX_COLUMNS}
     table = pa.table({c: pa.array(rows[c], type=types[c]) for c in INDEX_COLUMNS})
-    table = table.replace_schema_metadata({VERSION_KEY: str(STORE_SCHEMA_VERSION)})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
+    return arrow_parquet_bytes(table, STORE_SCHEMA_VERSION)

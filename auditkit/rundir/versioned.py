@@ -50,9 +50,15 @@ def parquet_bytes(frame: pd.DataFrame, version: int, meta: dict[str, str] | None
     """A DataFrame as parquet bytes with its schema version and ``auditkit_<key>`` entries for
     ``meta`` in the schema metadata."""
     import pyarrow as pa
+
+    return arrow_parquet_bytes(pa.Table.from_pandas(frame, preserve_index=False), version, meta)
+
+
+def arrow_parquet_bytes(table: Any, version: int, meta: dict[str, str] | None = None) -> bytes:
+    """:func:`parquet_bytes` of a pyarrow table (built without a DataFrame where that is
+    cheaper: the activation store's index parts)."""
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
     metadata[VERSION_KEY] = str(version).encode()
     metadata.update({f"{META_PREFIX}{k}".encode(): v.encode() for k, v in (meta or {}).items()})
