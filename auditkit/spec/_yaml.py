@@ -117,15 +117,7 @@ def read_yaml(text: str, *, source: str) -> tuple[Any, yaml.Node | None]:
             source=source,
         ) from None
     try:
-        _check_events(text)
-        loader = _BoundedLoader(text)
-        try:
-            root = loader.get_single_node()
-            if root is not None:
-                _check_expansion(root)
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+        data, root = _load(text)
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -142,6 +134,20 @@ def read_yaml(text: str, *, source: str) -> tuple[Any, yaml.Node | None]:
     return data, root
 
 
+def _load(text: str) -> tuple[Any, yaml.Node | None]:
+    """The checked document: its values counted and its nesting measured as the parser meets
+    them, its aliases' expansion measured, then built."""
+    aliased = _check_events(text)
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None and aliased:
+            _check_expansion(root)
+        return (loader.construct_document(root) if root is not None else None), root
+    finally:
+        loader.dispose()
+
+
 class _Refused(yaml.YAMLError):
     def __init__(self, problem: str, mark: Any) -> None:
         super().__init__(problem)
@@ -149,11 +155,16 @@ class _Refused(yaml.YAMLError):
         self.problem_mark = mark
 
 
-def _check_events(text: str) -> None:
+def _check_events(text: str) -> bool:
     """Refuse nesting deeper than :data:`MAX_NESTING` and more than :data:`MAX_VALUES` values
-    as the parser meets them (events come one at a time, so neither is ever built)."""
+    as the parser meets them (events come one at a time, so neither is ever built). Whether the
+    text holds an alias: without one, no node is shared, so these two counts are already those
+    of the built document and :func:`_check_expansion` has nothing to add."""
     depth = values = 0
+    aliased = False
     for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            aliased = True
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_NESTING:
@@ -167,6 +178,7 @@ def _check_events(text: str) -> None:
             values += 1
             if values > MAX_VALUES:
                 raise _Refused(f"more than {MAX_VALUES:,} values", event.start_mark)
+    return aliased
 
 
 def _check_expansion(root: yaml.Node) -> None:
