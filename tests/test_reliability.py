@@ -35,7 +35,7 @@ name: crash-mini
 model:
   id: builtin:toyworld-biased
   device: cpu
-  steps: 4
+  steps: 2
   guidance_scale: 4.0
   resolution: 32
 probe:
@@ -65,7 +65,7 @@ gates:
   - name: lean
     metric: max_abs_lean
     axis: gender
-    max: 0.5
+    max: 0.3
 """
 
 KILL_POINTS = [
@@ -304,7 +304,7 @@ def test_an_edited_manifest_or_spec_is_refused_by_every_reader(
     shutil.rmtree(out)
     shutil.copytree(ref, out)
     spec = out / "spec.yaml"
-    spec.write_text(spec.read_text().replace("max: 0.5", "max: 5.0"))
+    spec.write_text(spec.read_text().replace("max: 0.3", "max: 5.0"))
     result = CliRunner().invoke(main, ["check", str(out)])
     assert result.exit_code == 3 and "spec.yaml is corrupt" in result.output
 
@@ -328,7 +328,7 @@ def test_check_refuses_the_stale_results_of_a_failed_run(
     monkeypatch.setattr(storage, "write_bytes_atomic", full_disk)
     monkeypatch.setattr("auditkit.rundir.folder.storage.write_bytes_atomic", full_disk)
     changed = write_spec(tmp_path)
-    changed.write_text(MINI_SPEC.replace("max: 0.5", "max: 5.0").replace("seeds: 4", "seeds: 3"))
+    changed.write_text(MINI_SPEC.replace("max: 0.3", "max: 5.0").replace("seeds: 4", "seeds: 3"))
     result = CliRunner().invoke(main, ["run", str(changed), "--out", str(out), "--no-progress"])
     monkeypatch.undo()
     assert result.exit_code == 3, result.output
