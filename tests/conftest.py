@@ -162,12 +162,12 @@ SMALL_OCCUPATIONS = ["nurse", "doctor", "farmer", "pilot"]
 
 def small_audit(default: dict[str, Any]) -> dict[str, Any]:
     """The small default audit: every stage, analysis, crossing, pass and gate of
-    audits/toyworld.yaml (``default``, its parsed YAML), on four of its occupations, 4 seeds and
-    2 causal seeds (about a tenth of its sampling). Its 12 extraction batches of 16 leave time to
-    kill a Ray driver and then a worker mid-run, and the discovery pass's probes batch the same
-    wherever it runs, so other executors' tables match its own byte for byte."""
+    audits/toyworld.yaml (``default``, its parsed YAML), on four of its occupations, 6 seeds and
+    2 causal seeds (about a sixth of its sampling). Its 9 extraction batches of 32 leave time to
+    kill a Ray worker mid-run, and the discovery pass's probes batch the same wherever it runs,
+    so other executors' tables match its own byte for byte."""
     data = copy.deepcopy(default)
-    data.update({"name": "toyworld-small", "seeds": 4, "batch_size": 16})
+    data.update({"name": "toyworld-small", "seeds": 6, "batch_size": 32})
     data["concepts"][0]["terms"] = SMALL_OCCUPATIONS
     data["captions"]["causal"]["seeds"] = 2
     return data
