@@ -110,7 +110,8 @@ def test_the_default_audit_on_a_ray_cluster_equals_the_local_run_though_driver_a
     first.finish(timeout=60)
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
     stored = _index(out)["unit_id"].nunique()
-    total = len(json.loads((out / "plan.json").read_text())["units"])
+    plan = json.loads((out / "plan.json").read_text())
+    total = len(plan["units"])
     assert 0 < stored < total, (stored, total)
 
     driver = Driver(args, ray_cluster)
@@ -136,7 +137,6 @@ def test_the_default_audit_on_a_ray_cluster_equals_the_local_run_though_driver_a
     assert victim not in {w["pid"] for w in execution["workers"]}
     # nothing lost, nothing stored twice: one index row and one tensor per unit the local run
     # stored (the plan's units, and the discovery pass's probes of mined terms)
-    plan = json.loads((out / "plan.json").read_text())
     index = _index(out)
     local_index = _index(local)
     assert len(index) == index["unit_id"].nunique() == len(local_index)
