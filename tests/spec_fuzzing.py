@@ -74,9 +74,10 @@ def read_like_plan(data: bytes, folder: Path) -> Outcome:
     later passes), in this process."""
     from auditkit.analyses.checks import load_checked_spec
     from auditkit.errors import SpecError, UsageError
+    from auditkit.estimate import estimate_cost
     from auditkit.layout import resolve_spec
     from auditkit.passes.cost import later_passes
-    from auditkit.plan import estimate_cost, plan_audit
+    from auditkit.plan import plan_audit
 
     path = folder / "audit" / "spec.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,8 @@ from click.testing import CliRunner
 from test_analysis_synthetic import SPEC as SYNTHETIC
 from test_analysis_synthetic import _planted
 
-from auditkit.analyze.grounding import (
-    contrast_weights,
-    design,
-    design_problem,
-    ground_axes,
-    read_grounded,
-)
+from auditkit.analyze.grounding import ground_axes, read_grounded
+from auditkit.analyze.grounding_fit import contrast_weights, design, design_problem
 from auditkit.analyze.measures import build_layout
 from auditkit.cli import main
 from auditkit.errors import UsageError
@@ -303,7 +298,7 @@ def test_the_fed_latent_is_the_schedulers_noised_image(cache: Path) -> None:
     scaling factor."""
     from diffusers import DDIMScheduler
 
-    from auditkit.extract.hooks import feed_latents
+    from auditkit.extract.feed import feed_latents
     from auditkit.extract.images import pixels_of
     from auditkit.models.loading import load_pipeline
 

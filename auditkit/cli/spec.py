@@ -86,9 +86,10 @@ def plan(
 
     from auditkit.analyses.checks import load_checked_spec
     from auditkit.errors import UsageError
+    from auditkit.estimate import estimate_cost, measured_rate
     from auditkit.layout import kept_step_count, resolve_spec
     from auditkit.models.loading import existing_model_folder
-    from auditkit.plan import estimate_cost, measured_rate, plan_audit
+    from auditkit.plan import plan_audit
     from auditkit.progress import format_seconds
     from auditkit.run import default_cache_dir
 

@@ -4,7 +4,7 @@ Each image is encoded with the model's VAE (its family's adapter:
 :meth:`~auditkit.models.adapters.base.ModelAdapter.encode_images`), and the ordinary pipeline
 call of the audit runs (its steps, guidance scale and resolution; the grounding prompt), with
 one change: at every denoiser call the latent input is the image's latent noised to that step's
-timestep by the scheduler (:func:`auditkit.extract.hooks.feed_latents`), the same latent in both
+timestep by the scheduler (:func:`auditkit.extract.feed.feed_latents`), the same latent in both
 guidance halves. The hook point therefore sees h(noised image at t_k, t_k, prompt) at every step
 k, and the capture, its reduction, the mean over the kept steps and the store are extraction's
 (:func:`auditkit.extract.runner.capture_session`, :func:`~auditkit.extract.runner.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from auditkit.extract.hooks import feed_latents
+from auditkit.extract.feed import feed_latents
 from auditkit.extract.runner import (
     Captured,
     ExtractStats,

@@ -1,6 +1,6 @@
 """What the stages after extraction will sample, counted from the spec (for ``auditkit plan``).
 
-Extraction is counted by :func:`auditkit.plan.estimate_cost`. The captioning stage reads the
+Extraction is counted by :func:`auditkit.estimate.estimate_cost`. The captioning stage reads the
 images extraction decodes as it captures their h (one VAE decode and one captioner forward per
 image, no denoiser evaluation of its own); the guidance sweep and the causal check sample images
 again (U-Net steps plus one decode and one captioner forward per image); discovery extracts the

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from auditkit.analyze.grounding import design_problem
+from auditkit.analyze.grounding_fit import design_problem
 from auditkit.errors import UsageError
 from auditkit.extract.images import ImageUnit, extract_images
 from auditkit.extract.runner import ExtractStats

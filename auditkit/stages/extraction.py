@@ -87,8 +87,8 @@ def extract(stages: Stages, previous: Manifest | None) -> None:
 def check_limits(stages: Stages, pending: int) -> None:
     """Refuse (exit 2) extraction whose store growth or rough time exceeds the spec's
     ``execution.max_storage_gb`` or ``max_hours``, with the estimate and how to go on."""
+    from auditkit.estimate import estimate_cost
     from auditkit.models.loading import existing_model_folder, resolve_device
-    from auditkit.plan import estimate_cost
 
     spec, plan = stages.spec, stages.plan
     local = spec.execution.executor == "local"
