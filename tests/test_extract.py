@@ -361,3 +361,76 @@ def test_a_compiled_denoiser_captures_the_same_h(
     assert compiled.denoiser_calls == plain.denoiser_calls
     for got, want in zip(compiled.h, plain.h, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _capture_spec(model: Path, probe: dict[str, Any]) -> Any:
+    import json
+
+    from auditkit.spec import parse_spec
+
+    return parse_spec(
+        json.dumps(
+            {
+                "spec_version": 1,
+                "name": "early-stop",
+                "model": {"id": str(model), "device": "cpu", "steps": 4, "resolution": 32},
+                "probe": probe,
+                "seeds": 2,
+                "axes": [
+                    {
+                        "name": "gender",
+                        "templates": ["a photo of a {term}"],
+                        "groups": {"man": ["man"], "woman": ["woman"]},
+                    }
+                ],
+                "concepts": [
+                    {"name": "jobs", "templates": ["a photo of a {term}"], "terms": ["doctor"]}
+                ],
+            }
+        )
+    )
+
+
+def test_a_call_that_decodes_nothing_ends_once_its_last_kept_step_is_read(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without images to decode, extraction's pipeline call ends at the hook point of the last
+    step it keeps: the blocks after it in that step and every later step never run, and h is
+    the same, bit for bit, as that of the call run to the end (which decodes). A sampler that
+    calls the denoiser twice per step runs to its end."""
+    from diffusers import HeunDiscreteScheduler
+
+    from auditkit.extract.runner import capture_batch
+    from auditkit.plan import plan_audit
+
+    every = _capture_spec(tiny_pipeline_dirs["sd"], {"hook": "unet.mid_block"})
+    early = _capture_spec(tiny_pipeline_dirs["sd"], {"hook": "unet.mid_block", "steps": [0, 1]})
+    units = list(plan_audit(every).units[:3])
+    loaded = load_pipeline(every.model, cache_dir=tmp_path)
+    outputs = []  # one entry per U-Net call that reached its last layer
+    loaded.pipe.unet.conv_out.register_forward_hook(lambda *_: outputs.append(1))
+
+    def run(spec: Any, decode: bool) -> tuple[Any, int]:
+        outputs.clear()
+        captured = capture_batch(loaded, [spec], units, decode=decode)
+        return captured, len(outputs)
+
+    for spec, steps in ((every, [0, 1, 2, 3]), (early, [0, 1])):
+        whole, whole_outputs = run(spec, decode=True)
+        cut, cut_outputs = run(spec, decode=False)
+        assert whole.denoiser_calls == 4 and whole_outputs == 4
+        assert cut.denoiser_calls == steps[-1] + 1 and cut_outputs == steps[-1]
+        assert cut.steps == whole.steps == [steps]
+        for got, want in zip(cut.h, whole.h, strict=True):
+            assert torch.equal(got, want)
+        for got_mean, want_mean in zip(cut.means, whole.means, strict=True):
+            assert (got_mean is None and want_mean is None) or torch.equal(got_mean, want_mean)
+        assert whole.images is not None and cut.images is None
+
+    loaded.pipe.scheduler = HeunDiscreteScheduler.from_config(loaded.pipe.scheduler.config)
+    whole, whole_outputs = run(every, decode=True)
+    cut, cut_outputs = run(every, decode=False)
+    assert whole.denoiser_calls == cut.denoiser_calls == whole_outputs == cut_outputs == 7
+    assert cut.steps == whole.steps == [list(range(7))]
+    for got, want in zip(cut.h, whole.h, strict=True):
+        assert torch.equal(got, want)

@@ -59,6 +59,36 @@ class HookSession:
         return sorted(chosen, key=lambda c: c.step)
 
 
+class SamplingDone(Exception):
+    """Raised from the hook point once every capture of a pipeline call has read the last step
+    it keeps (:class:`StopWhenRead`): the rest of the call (the later blocks of that step, any
+    later step) would compute nothing that is kept. The caller ends the call there."""
+
+
+@dataclass
+class StopWhenRead:
+    """Shared by the captures of one pipeline call that decodes no image: ``pending`` of them
+    have not yet read their last kept step; the last one to read it raises
+    :class:`SamplingDone`. A capture that cannot tell its last step (the scheduler lists
+    another number of timesteps than the spec's steps: a sampler that calls the denoiser
+    twice per step) turns it off for the call, which then runs to its end."""
+
+    pending: int
+    enabled: bool = True
+
+    def check_schedule(self, components: dict[str, Any], steps: int) -> None:
+        """Off unless the pipeline's scheduler lists exactly ``steps`` timesteps (one denoiser
+        call per step), read at the call's first denoiser call."""
+        timesteps = getattr(components.get("scheduler"), "timesteps", None)
+        if timesteps is None or len(timesteps) != steps:
+            self.enabled = False
+
+    def read_last(self) -> None:
+        self.pending -= 1
+        if self.enabled and self.pending <= 0:
+            raise SamplingDone
+
+
 def hook_candidates(components: dict[str, Any]) -> list[str]:
     """Every dotted module path below the pipeline's torch components."""
     names: list[str] = []
@@ -129,12 +159,17 @@ def capture_h(
     adapter: ModelAdapter = GENERIC,
     tokens: str = "pooled",
     mean_over: set[int] | None = None,
+    stop: tuple[StopWhenRead, int, int] | None = None,
 ) -> Iterator[HookSession]:
     """Capture the output of module ``hook`` during one pipeline call of ``expected_batch`` items.
 
     ``keep_steps`` (None: all) are captured one by one; ``mean_over`` (None: none) are summed
     on the device, in float32, into :meth:`HookSession.mean`, so a unit can store the mean over
     every step and its own h at a few.
+
+    ``stop`` (shared, the sampling's steps, the last step this capture reads): once that step is
+    read, the capture tells the :class:`StopWhenRead`, which ends the call when every capture of
+    it has read its last step.
 
     With classifier-free guidance the denoiser sees 2 x ``expected_batch`` samples, the
     unconditional half first; those are split and tagged. Only ``halves`` are kept. The
@@ -148,6 +183,8 @@ def capture_h(
     def before_denoiser(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         state["step"] += 1
         state["seen"] = 0
+        if stop is not None and state["step"] == 0:
+            stop[0].check_schedule(components, stop[1])
         state["timestep"] = _timestep_of(args, kwargs)
         session.timesteps.append(state["timestep"])
         session.denoiser_calls += 1
@@ -185,6 +222,8 @@ def capture_h(
                 )
         if summed and (not session.summed_steps or session.summed_steps[-1] != step):
             session.summed_steps.append(step)
+        if stop is not None and step == stop[2]:
+            stop[0].read_last()
 
     with _hooked(denoiser, before_denoiser, module, after_module, with_kwargs=True):
         yield session

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from auditkit.extract.hooks import HookSession, capture_h
+from auditkit.extract.hooks import HookSession, SamplingDone, StopWhenRead, capture_h
 from auditkit.extract.store import ActivationStore
 from auditkit.models.adapters import ModelAdapter, for_pipeline_class
 from auditkit.models.adapters.base import GENERIC
@@ -214,12 +214,22 @@ def capture_batch(
     the passes that sample again decode theirs). Runs wherever the executor runs it."""
     from contextlib import ExitStack
 
+    # without images to decode, the call ends once every hook has read its last kept step (the
+    # up-blocks of the final step, or every step after the last one a spec keeps, are never
+    # run). A compiled denoiser runs to the end: the stop is raised from inside its graph.
+    stop = None if decode or specs[0].execution.compile else StopWhenRead(len(specs))
     with torch.inference_mode(), ExitStack() as hooks:
-        sessions = [hooks.enter_context(capture_session(loaded, s, len(units))) for s in specs]
+        sessions = [
+            hooks.enter_context(capture_session(loaded, s, len(units), stop)) for s in specs
+        ]
         output = "np" if decode else "latent"
-        result = loaded.pipe(**pipeline_inputs(loaded, specs[0], units), output_type=output)
+        try:
+            result = loaded.pipe(**pipeline_inputs(loaded, specs[0], units), output_type=output)
+        except SamplingDone:
+            result = None
     captured = collect_captured(specs, sessions)
     if decode:
+        assert result is not None
         captured.images = as_uint8(result.images)
     return captured
 
@@ -241,9 +251,12 @@ def collect_captured(specs: Sequence[AuditSpec], sessions: Sequence[HookSession]
     return out
 
 
-def capture_session(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
+def capture_session(
+    loaded: LoadedPipeline, spec: AuditSpec, batch: int, stop: StopWhenRead | None = None
+) -> Any:
     """The capture of ``spec``'s hook point for one pipeline call of ``batch`` units (the
-    kept steps, the stored ones and the mean over them, as the store keeps them)."""
+    kept steps, the stored ones and the mean over them, as the store keeps them); with
+    ``stop``, it ends the call once its last kept step is read (with every other capture's)."""
     steps = spec.model.steps
     keep = None if spec.probe.steps == "all" else {s for s in spec.probe.steps if s < steps}
     if keep is not None and not keep:
@@ -265,6 +278,7 @@ def capture_session(loaded: LoadedPipeline, spec: AuditSpec, batch: int) -> Any:
         adapter=loaded.adapter,
         tokens=spec.probe.tokens,
         mean_over=mean_over,
+        stop=None if stop is None else (stop, steps, max(everything)),
     )
 
 
