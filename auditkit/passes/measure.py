@@ -7,9 +7,9 @@ load and about two batches:
 
 * **extraction:** one warm-up call on two units, then one timed call on ``batch_size`` units of
   the plan with the spec's hook, reduction and guidance: seconds per denoiser evaluation;
-* **images** (specs with ``captions:``): one timed batch sampled, decoded and read by the spec's
-  captioner, as the captioning stage does; the part of it beyond its denoiser evaluations is the
-  cost of decoding and reading one image.
+* **images** (specs with ``captions:``): the same units sampled again, decoded and read by the
+  spec's captioner, as extraction and the later passes do; the part of it beyond the timed
+  call's is the cost of decoding and reading one image.
 
 Each later pass then costs its denoiser evaluations at the measured rate plus its images at the
 measured image cost (:func:`auditkit.passes.cost.later_passes` counts them). The analysis and
@@ -51,31 +51,35 @@ def measure_rates(spec: AuditSpec, plan: AuditPlan, cache_dir: Path) -> Measured
     units = list(plan.units[: spec.batch_size])
     captioner = None
     if spec.captions is not None:
-        from auditkit.caption.stage import load_spec_captioner
+        from auditkit.caption.stage import load_spec_captioner, read_batch
 
         captioner = load_spec_captioner(spec.captions.captioner)
     load_seconds = time.perf_counter() - started
     warm_up = time.perf_counter()
-    # lazy initialisation, first kernels; a compiled denoiser compiles here, at the spec's
-    # batch size, and that is part of every process's start-up
-    capture_batch(loaded, [spec], units if spec.execution.compile else units[:2])
+    # lazy initialisation, first kernels (the VAE's and the reader's too, with captions); a
+    # compiled denoiser compiles here, at the spec's batch size, and that is part of every
+    # process's start-up
+    first = units if spec.execution.compile else units[:2]
+    warm = capture_batch(loaded, [spec], first, decode=captioner is not None)
+    if captioner is not None:
+        assert warm.images is not None
+        read_batch(captioner, first, warm.images)
     if spec.execution.compile:
         load_seconds += time.perf_counter() - warm_up
     timer = time.perf_counter()
     captured = capture_batch(loaded, [spec], units)
-    per_evaluation = (time.perf_counter() - timer) / max(captured.denoiser_samples, 1)
+    plain = time.perf_counter() - timer
+    per_evaluation = plain / max(captured.denoiser_samples, 1)
     per_image = 0.0
-    if captioner is not None and spec.captions is not None:
-        from auditkit.caption.stage import read_batch
-        from auditkit.sampling.service import generate_images
-
-        batch = units[: spec.captions.batch_size or spec.batch_size]
+    if captioner is not None:
+        # the same units again, decoded and read: what an image costs beyond its denoiser
+        # evaluations (the decode, the reader, and the final step's blocks after the hook
+        # point, which a call that decodes nothing skips)
         timer = time.perf_counter()
-        images = generate_images(loaded, spec, batch)
-        read_batch(captioner, batch, images)
-        whole = (time.perf_counter() - timer) / len(batch)
-        sampled = per_evaluation * captured.denoiser_samples / max(len(units), 1)
-        per_image = max(0.0, whole - sampled)
+        decoded = capture_batch(loaded, [spec], units, decode=True)
+        assert decoded.images is not None
+        read_batch(captioner, units, decoded.images)
+        per_image = max(0.0, (time.perf_counter() - timer - plain) / len(units))
     return MeasuredRates(
         load_seconds=load_seconds,
         per_evaluation=per_evaluation,
