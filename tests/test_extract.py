@@ -313,6 +313,40 @@ def test_store_index_parts_are_merged_and_survive_an_interrupted_merge(tmp_path:
     assert float(values[f"{31:016d}"][0, 0]) == 31.0
 
 
+def test_a_merge_from_memory_writes_the_index_the_parts_give(tmp_path: Path) -> None:
+    """``compact`` merges the parts its own store object wrote from memory: the bytes of
+    ``index.parquet`` are those of the parts read back and merged (a unit written twice keeps
+    its last row), and the same store object reads the merged index as a fresh one does."""
+    from auditkit.extract.store import ActivationStore, _parquet_bytes
+
+    def batch(ids: list[str], value: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        rows = [
+            {"unit_id": u, "prompt_id": f"p{u[-1]}", "seed": int(u), "shape": "[1, 2]"}
+            | {"steps": "[0]", "timesteps": "[999.0]", "dtype": "float32", "mean_steps": ""}
+            for u in ids
+        ]
+        return {u: torch.full((1, 2), value) for u in ids}, rows
+
+    store = ActivationStore(tmp_path / "a")
+    assert store.completed() == set()
+    batches = [["0001", "0002"], ["0003", "0002"], ["0004"]]  # 0002 written again
+    for i, ids in enumerate(batches):
+        store.write_batch(*batch(ids, float(i)))
+    parts = [ActivationStore._read(p) for p in sorted((tmp_path / "a" / "index-parts").glob("*"))]
+    expected = pd.concat(parts, ignore_index=True).drop_duplicates("unit_id", keep="last")
+    store.compact()
+    written = (tmp_path / "a" / "index.parquet").read_bytes()
+    assert written == _parquet_bytes(expected.reset_index(drop=True))
+    fresh = ActivationStore(tmp_path / "a").index()
+    pd.testing.assert_frame_equal(store.index(), fresh)
+    assert list(fresh["unit_id"]) == ["0001", "0003", "0002", "0004"]
+    assert float(dict(store.iter_units(["0002"]))["0002"][0, 0]) == 1.0
+    store.write_batch(*batch(["0005"], 5.0))  # the merged rows stay the base of later parts
+    assert store.completed() == {"0001", "0002", "0003", "0004", "0005"}
+    store.compact()
+    assert ActivationStore(tmp_path / "a").completed() == store.completed()
+
+
 def test_a_compiled_denoiser_captures_the_same_h(
     tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -55,6 +55,7 @@ class ActivationStore:
         self._index: pd.DataFrame | None = None
         self._pending: list[IndexRows] = []  # rows written since the index was last built
         self._written: dict[str, IndexRows] = {}  # index parts this object wrote, by name
+        self._merged: IndexRows | None = None  # index.parquet's rows, when this object wrote it
         self._verified: set[str] = set()
 
     def index(self) -> pd.DataFrame:
@@ -78,6 +79,8 @@ class ActivationStore:
 
     def completed(self) -> set[str]:
         """Ids of units already stored."""
+        if self._index is None and not self.index_path.is_file() and not self._parts():
+            return set()  # a fresh store: no frame to build
         return set(self.index()["unit_id"].astype(str))
 
     def write_batch(
@@ -115,11 +118,18 @@ class ActivationStore:
         parts = self._parts()
         if not parts:
             return
-        self._index = None
-        self._pending = []
-        frame = self.index()
+        if not self.index_path.is_file() and all(p.name in self._written for p in parts):
+            # every row is one this object wrote: merged as lists, the same bytes as the frame
+            merged = _merged_rows([self._written[p.name] for p in parts])
+            write_bytes_atomic(self.index_path, _part_bytes(merged))
+            self._index, self._pending, self._merged = None, [], merged
+        else:
+            self._index = None
+            self._pending = []
+            frame = self.index()
+            write_bytes_atomic(self.index_path, _parquet_bytes(frame))
+            self._merged = None
         self._written = {}
-        write_bytes_atomic(self.index_path, _parquet_bytes(frame))
         for path in parts:
             storage.remove(path)
         with contextlib.suppress(OSError):  # not empty: another writer's part appeared
@@ -132,7 +142,10 @@ class ActivationStore:
         """The merged index and every part on disk, in reading order; a part this object
         wrote is taken from memory (its bytes are the rows' own), not read back; consecutive
         such parts make one frame."""
-        frames = [self._read(self.index_path)] if self.index_path.is_file() else []
+        frames = []
+        if self.index_path.is_file():
+            merged = self._merged
+            frames.append(self._read(self.index_path) if merged is None else _frame(merged))
         own: list[IndexRows] = []
         for path in self._parts():
             rows = self._written.get(path.name)
@@ -229,6 +242,7 @@ class ActivationStore:
             frame = self.index()
             kept = frame[~frame["shard"].isin(bad_shards)].reset_index(drop=True)
             write_bytes_atomic(self.index_path, _parquet_bytes(kept))
+            self._merged = None
             for path in self._parts():
                 storage.remove(path)
         self._index = None
@@ -303,6 +317,19 @@ def _frame(*batches: IndexRows) -> pd.DataFrame:
         for c in INDEX_COLUMNS:
             merged[c].extend(rows[c])
     return pd.DataFrame(merged, columns=INDEX_COLUMNS)
+
+
+def _merged_rows(batches: list[IndexRows]) -> IndexRows:
+    """The rows of ``batches`` in order, a unit listed twice keeping its last row where that
+    row stands (what the index's ``drop_duplicates(keep="last")`` keeps)."""
+    ids = [uid for rows in batches for uid in rows["unit_id"]]
+    last = {uid: i for i, uid in enumerate(ids)}
+    keep = [i for i, uid in enumerate(ids) if last[uid] == i]
+    merged: IndexRows = {}
+    for c in INDEX_COLUMNS:
+        column = [v for rows in batches for v in rows[c]]
+        merged[c] = column if len(keep) == len(ids) else [column[i] for i in keep]
+    return merged
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
