@@ -86,6 +86,7 @@ def make_run(args: argparse.Namespace, work: Path) -> Path:
 
     run_dir = work / "run"
     settings = {k: getattr(args, k) for k in ("concepts", "seeds", "axes", "resamples")}
+    settings["axis_length"] = AXIS_LENGTH  # a store written with other planted axes is redone
     marker = work / "settings.json"
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return run_dir
@@ -122,6 +123,10 @@ def make_run(args: argparse.Namespace, work: Path) -> Path:
     return run_dir
 
 
+AXIS_LENGTH = 5000.0
+"""Norm of each planted axis direction in h (the latents' values are of order 4)."""
+
+
 def write_store(spec, plan, root: Path, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     """Write every unit of ``plan``: the stored mean and steps 0 and 49, float16, [1280, 8, 8].
     Latent of prompt p at seed n: base + p's planted part + seed noise shared by every prompt
@@ -136,7 +141,11 @@ def write_store(spec, plan, root: Path, args: argparse.Namespace) -> int:  # typ
     D = 1280 * 64
     g = torch.Generator().manual_seed(0)
     base = torch.randn(D, generator=g) * 4.0
-    directions = torch.nn.functional.normalize(torch.randn(args.axes, D, generator=g), dim=1) * 30
+    # each axis's direction is far longer than a group prompt's own noise (norm about 3.5 x
+    # sqrt(D) = 1,000), so the axes are well defined and a concept's planted lean (-0.5 to
+    # 0.5 of it) reads as a lean score of about -1 to 1: the rule has large leans to find
+    directions = torch.nn.functional.normalize(torch.randn(args.axes, D, generator=g), dim=1)
+    directions = directions * AXIS_LENGTH
     seeds = spec.seed_list
     shared = torch.randn(len(seeds), D, generator=g) * 2.0
     planted: dict[str, torch.Tensor] = {}
@@ -200,7 +209,7 @@ def plan_steps(spec) -> dict[str, list]:  # type: ignore[no-untyped-def]
     }
 
 
-def child_analyze(run_dir: Path) -> dict[str, float]:
+def child_analyze(run_dir: Path) -> dict[str, object]:
     """B2 in this process: the store read into latents (streamed at this size), the analysis
     as ``auditkit run`` calls it (every table, its intervals, summary and gates), then the two
     null models' p-values of the same lean table; wall times and the peak RSS."""
@@ -233,8 +242,11 @@ def child_analyze(run_dir: Path) -> dict[str, float]:
         lean, latents.means().astype(np.float64, copy=False), layout, seed=spec.statistics.seed
     )
     done = time.perf_counter()
+    from auditkit.analyze.int8 import int8_kernel
+
     return {
         "streamed": latents.per_seed is None,
+        "int8_kernel": int8_kernel(),  # how the seed products were multiplied here
         "imports_s": round(imported - started, 1),
         "read_store_s": round(loaded - imported, 1),
         "analysis_s": round(analysed - loaded, 1),

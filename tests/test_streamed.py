@@ -165,3 +165,21 @@ def test_both_int8_kernels_give_the_same_bits(kernel: str, monkeypatch: pytest.M
     assert int8.int8_kernel() in ("int8", "float32")  # this machine's choice
     monkeypatch.setattr(int8, "int8_kernel", lambda: kernel)
     assert torch.equal(int_products(qa, sa, qb, sb), exact)
+
+
+def test_the_float_products_are_chosen_only_when_clearly_faster() -> None:
+    """A busy moment during the probe must not send a CPU with int8 instructions down the
+    float32 path (3x slower there: a 1,000-concept read took 257 s instead of 85 s): float32
+    is chosen only when its fastest probe call beats the int8 kernel's by FLOAT_MARGIN."""
+    from auditkit.analyze.int8 import FLOAT_MARGIN, chosen_kernel
+
+    vnni = {"int8": [0.13e-3, 0.13e-3], "float32": [0.44e-3, 0.45e-3]}  # measured, ms
+    avx2 = {"int8": [36e-3, 35e-3], "float32": [0.40e-3, 0.41e-3]}
+    assert chosen_kernel(vnni, same_bits=True) == "int8"
+    assert chosen_kernel(avx2, same_bits=True) == "float32"
+    assert chosen_kernel(avx2, same_bits=False) == "int8"  # never trade bits for speed
+    # int8's calls slowed by a busy moment (its best 0.5 ms): float32 is faster, not clearly
+    slowed = {"int8": [0.52e-3, 0.50e-3], "float32": [0.44e-3, 0.45e-3]}
+    assert chosen_kernel(slowed, same_bits=True) == "int8"
+    edge = {"int8": [FLOAT_MARGIN * 1e-3 * 1.01], "float32": [1e-3]}
+    assert chosen_kernel(edge, same_bits=True) == "float32"

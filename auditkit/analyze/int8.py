@@ -65,24 +65,39 @@ def int_products(
 @functools.cache
 def int8_kernel() -> str:
     """How this process multiplies int8 values: ``"int8"`` (torch's int8 kernel, exact int32
-    sums) or ``"float32"`` (the same values as floats, in spans of :data:`FLOAT_SPAN`), the
-    faster of the two on a probe, timed once. Both give the same bits. The int8 kernel runs at
-    3-8x the float32 rate on CPUs with int8 dot-product instructions (AVX-512 VNNI, AMX) and
-    about 1% of it on CPUs without them (0.9 GOPS against 87 GFLOPS on an AVX2 AMD EPYC)."""
+    sums) or ``"float32"`` (the same values as floats, in spans of :data:`FLOAT_SPAN`), chosen
+    once on a probe. Both give the same bits. The int8 kernel runs at 3-8x the float32 rate on
+    CPUs with int8 dot-product instructions (AVX-512 VNNI, AMX) and about 1% of it on CPUs
+    without them (0.9 GOPS against 87 GFLOPS on an AVX2 AMD EPYC). The two are timed in turns
+    and float32 is chosen only when it is at least :data:`FLOAT_MARGIN` times faster: a busy
+    moment of the machine during the probe must not send a VNNI CPU down the path that is 3-6x
+    slower there (a 1,000-concept read took 258 s instead of 85 s)."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
     a = torch.randint(-127, 128, (128, FLOAT_SPAN), dtype=torch.int8, generator=generator)
     b = torch.randint(-127, 128, (128, FLOAT_SPAN), dtype=torch.int8, generator=generator)
-
-    def best(product: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
-        seconds, out = [], product()
-        for _ in range(3):
+    products: dict[str, Callable[[], torch.Tensor]] = {
+        "int8": lambda: torch._int_mm(a, b.T).double(),
+        "float32": lambda: (a.float() @ b.float().T).double(),
+    }
+    out = {name: product() for name, product in products.items()}  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in products}
+    for _ in range(5):  # in turns, so that a slow moment hits both
+        for name, product in products.items():
             started = time.perf_counter()
-            out = product()
-            seconds.append(time.perf_counter() - started)
-        return min(seconds), out
+            out[name] = product()
+            seconds[name].append(time.perf_counter() - started)
+    return chosen_kernel(seconds, same_bits=torch.equal(out["float32"], out["int8"]))
 
-    as_int, exact = best(lambda: torch._int_mm(a, b.T).double())
-    as_float, floats = best(lambda: (a.float() @ b.float().T).double())
-    return "float32" if as_float < as_int and torch.equal(floats, exact) else "int8"
+
+def chosen_kernel(seconds: dict[str, list[float]], *, same_bits: bool) -> str:
+    """:func:`int8_kernel`'s choice from the probe's timings of each kernel (seconds per
+    call): float32 only where its fastest call beats the int8 kernel's fastest by
+    :data:`FLOAT_MARGIN` and its products are the same bits."""
+    faster = min(seconds["float32"]) * FLOAT_MARGIN < min(seconds["int8"])
+    return "float32" if faster and same_bits else "int8"
+
+
+FLOAT_MARGIN = 2.0
+"""How many times faster the float32 products must be on the probe to be chosen."""
