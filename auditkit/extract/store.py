@@ -55,7 +55,6 @@ class ActivationStore:
         self._index: pd.DataFrame | None = None
         self._pending: list[IndexRows] = []  # rows written since the index was last built
         self._written: dict[str, IndexRows] = {}  # index parts this object wrote, by name
-        self._merged: IndexRows | None = None  # index.parquet's rows, when this object wrote it
         self._verified: set[str] = set()
 
     def index(self) -> pd.DataFrame:
@@ -119,17 +118,13 @@ class ActivationStore:
         if not parts:
             return
         if not self.index_path.is_file() and all(p.name in self._written for p in parts):
-            # every row is one this object wrote: merged as lists, the same bytes as the frame
-            merged = _merged_rows([self._written[p.name] for p in parts])
-            write_bytes_atomic(self.index_path, _part_bytes(merged))
-            self._index, self._pending, self._merged = None, [], merged
+            # every row is one this object wrote: merged as lists, the same bytes as the frame's
+            data = _part_bytes(_merged_rows([self._written[p.name] for p in parts]))
         else:
-            self._index = None
-            self._pending = []
-            frame = self.index()
-            write_bytes_atomic(self.index_path, _parquet_bytes(frame))
-            self._merged = None
-        self._written = {}
+            self._index, self._pending = None, []
+            data = _parquet_bytes(self.index())
+        write_bytes_atomic(self.index_path, data)
+        self._index, self._pending, self._written = None, [], {}  # read again when asked
         for path in parts:
             storage.remove(path)
         with contextlib.suppress(OSError):  # not empty: another writer's part appeared
@@ -142,10 +137,7 @@ class ActivationStore:
         """The merged index and every part on disk, in reading order; a part this object
         wrote is taken from memory (its bytes are the rows' own), not read back; consecutive
         such parts make one frame."""
-        frames = []
-        if self.index_path.is_file():
-            merged = self._merged
-            frames.append(self._read(self.index_path) if merged is None else _frame(merged))
+        frames = [self._read(self.index_path)] if self.index_path.is_file() else []
         own: list[IndexRows] = []
         for path in self._parts():
             rows = self._written.get(path.name)
@@ -242,7 +234,6 @@ class ActivationStore:
             frame = self.index()
             kept = frame[~frame["shard"].isin(bad_shards)].reset_index(drop=True)
             write_bytes_atomic(self.index_path, _parquet_bytes(kept))
-            self._merged = None
             for path in self._parts():
                 storage.remove(path)
         self._index = None
@@ -310,26 +301,29 @@ class ActivationStore:
 
 def _frame(*batches: IndexRows) -> pd.DataFrame:
     """The index rows of ``batches``, in order, as one frame."""
-    if len(batches) == 1:
-        return pd.DataFrame(batches[0], columns=INDEX_COLUMNS)
-    merged: IndexRows = {c: [] for c in INDEX_COLUMNS}
+    rows = batches[0] if len(batches) == 1 else _joined(batches)
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def _joined(batches: Iterable[IndexRows]) -> IndexRows:
+    """The rows of ``batches``, in order, column by column."""
+    joined: IndexRows = {c: [] for c in INDEX_COLUMNS}
     for rows in batches:
         for c in INDEX_COLUMNS:
-            merged[c].extend(rows[c])
-    return pd.DataFrame(merged, columns=INDEX_COLUMNS)
+            joined[c].extend(rows[c])
+    return joined
 
 
 def _merged_rows(batches: list[IndexRows]) -> IndexRows:
     """The rows of ``batches`` in order, a unit listed twice keeping its last row where that
     row stands (what the index's ``drop_duplicates(keep="last")`` keeps)."""
-    ids = [uid for rows in batches for uid in rows["unit_id"]]
+    joined = _joined(batches)
+    ids = joined["unit_id"]
     last = {uid: i for i, uid in enumerate(ids)}
+    if len(last) == len(ids):
+        return joined
     keep = [i for i, uid in enumerate(ids) if last[uid] == i]
-    merged: IndexRows = {}
-    for c in INDEX_COLUMNS:
-        column = [v for rows in batches for v in rows[c]]
-        merged[c] = column if len(keep) == len(ids) else [column[i] for i in keep]
-    return merged
+    return {c: [column[i] for i in keep] for c, column in joined.items()}
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
