@@ -347,6 +347,69 @@ def test_a_merge_from_memory_writes_the_index_the_parts_give(tmp_path: Path) -> 
     assert ActivationStore(tmp_path / "a").completed() == store.completed()
 
 
+def test_a_first_read_views_the_checked_bytes_as_the_library_reads_them(tmp_path: Path) -> None:
+    """A shard read for the first time is parsed from the bytes just hashed, without the
+    safetensors loader: the same tensors, means and dtypes as the library's reader gives, with
+    or without the stored means and in float32 or as stored; a shard whose header is damaged
+    (one without a checksum, as old stores wrote) is a located error."""
+    from safetensors.torch import load
+
+    from auditkit.extract.store import ActivationStore
+    from auditkit.rundir import integrity
+
+    g = torch.Generator().manual_seed(0)
+    ids = [f"{i:016d}" for i in range(5)]
+    steps = {u: torch.randn((2, 3, 2, 2), generator=g).half() for u in ids}
+    means = {u: torch.randn((3, 2, 2), generator=g).half() for u in ids[:3]}  # two without
+    rows = [
+        {"unit_id": u, "prompt_id": "p", "seed": i, "shape": "[2, 3, 2, 2]"}
+        | {"steps": "[0, 1]", "timesteps": "[999.0, 500.0]", "dtype": "float16"}
+        | {"mean_steps": "[0, 1, 2]" if u in means else ""}
+        for i, u in enumerate(ids)
+    ]
+    ActivationStore(tmp_path / "s").write_batch(steps, rows, means)
+    shard = next((tmp_path / "s").glob("*.safetensors"))
+    library = load(shard.read_bytes())
+
+    def read(**options: Any) -> dict[str, tuple[Any, Any]]:
+        # a fresh object: its first read parses the checked bytes, the second opens the file
+        first = ActivationStore(tmp_path / "s")
+        got = {u: (a, m) for u, a, m in first.iter_stored(ids, **options)}
+        again = {u: (a, m) for u, a, m in first.iter_stored(ids, **options)}
+        for u in ids:
+            for x, y in zip(got[u], again[u], strict=True):
+                assert (x is None) == (y is None) and (x is None or torch.equal(x, y))
+        return got
+
+    for as_stored in (False, True):
+        dtype = torch.float16 if as_stored else torch.float32
+        got = read(as_stored=as_stored)
+        for u in ids:
+            at_steps, mean = got[u]
+            assert at_steps.dtype == dtype and torch.equal(at_steps.float(), library[u].float())
+            if u in means:
+                assert torch.equal(mean.float(), library[u + "#mean"].float())
+            else:
+                assert mean is None
+        no_mean = read(need_mean=False, as_stored=as_stored)
+        assert all(m is None and a is not None for a, m in no_mean.values())
+        only_mean = read(stored_mean_only=True, as_stored=as_stored)
+        assert [u for u in ids if only_mean[u][0] is None] == ids[:3]  # steps where no mean
+        assert all(only_mean[u][1] is not None for u in ids[:3])
+
+    # damaged bytes (a shard without a checksum, as old stores wrote, is parsed unchecked):
+    # a located error, not a crash or a tensor read from the wrong place
+    from auditkit.extract.store import _shard_tensors
+
+    good = bytearray(shard.read_bytes())
+    assert set(_shard_tensors(good, shard)) == set(library)
+    size = int.from_bytes(good[:8], "little")
+    for damaged in (good[:5], good[:8] + b"{]" + good[10:], good[: 8 + size + 10]):
+        with pytest.raises(integrity.CorruptFile, match="not a readable shard") as caught:
+            _shard_tensors(bytearray(damaged), shard)
+        assert str(shard) in str(caught.value)
+
+
 def test_a_compiled_denoiser_captures_the_same_h(
     tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ the measures need are ``Q = C M Cᵀ``. Resampling seeds only changes ``M``, and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,20 +132,48 @@ def weighted_coeffs(
     n_prompts: int,
     weights: dict[str, np.ndarray],
     out: np.ndarray | None = None,
+    cache: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """Coefficient matrices [B, V, P] of the vectors for B draws of template and term weights
     (``weights``: list key -> [B, size], each row summing to 1). ``out``: the array an earlier
     call with the same components, size and B returned, to be overwritten (its zeros stay
     zeros; allocating and faulting in a fresh [B, V, P] array per chunk cost more than the
-    rest of this function at 1,000 concepts)."""
+    rest of this function at 1,000 concepts). ``cache``: a dict the caller keeps for calls
+    with the same components, where the entries' layout is kept (a streamed audit's
+    bootstrap calls this hundreds of times; the layout was most of its cost)."""
     B = next(iter(weights.values())).shape[0] if weights else 1
     shape = (B, len(components), n_prompts)
     reuse = out is not None and out.shape == shape
     out = out if reuse and out is not None else np.zeros(shape)
     # every component's weight columns in one matrix (column 0: ones), then one scatter-add
     keys = list(weights)
-    offsets = dict(zip(keys, np.cumsum([1] + [weights[k].shape[1] for k in keys]), strict=False))
+    sizes = tuple((k, weights[k].shape[1]) for k in keys)
+    found = cache.get(("coefficient layout", n_prompts, sizes)) if cache is not None else None
+    if found is None:
+        found = _coefficient_layout(components, n_prompts, sizes)
+        if cache is not None:
+            cache[("coefficient layout", n_prompts, sizes)] = found
+    index, factors, tcol, kcol, distinct = found
     table = np.concatenate([np.ones((B, 1)), *(weights[k] for k in keys)], axis=1)
+    values = factors * table[:, tcol] * table[:, kcol]  # [B, components]
+    if distinct:  # each entry from one component: 0 + x = x
+        out.reshape(B, -1)[:, index] = values
+    else:
+        if reuse:
+            out.reshape(B, -1)[:, index] = 0.0
+        np.add.at(out.reshape(B, -1), (np.arange(B)[:, None], index[None, :]), values)
+    return out
+
+
+def _coefficient_layout(
+    components: dict[tuple[str, ...], list[Component]],
+    n_prompts: int,
+    sizes: tuple[tuple[str, int], ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Where :func:`weighted_coeffs` puts each component's entry (flat index into [V, P]), its
+    factor, its template and term columns in the weight table (``sizes``: each list's key and
+    length, in the table's order), and whether no two entries share a place."""
+    offsets = dict(zip([k for k, _ in sizes], np.cumsum([1] + [n for _, n in sizes]), strict=False))
     flat, factors, tcol, kcol = [], [], [], []
     for v, parts in enumerate(components.values()):
         for row, tkey, t, kkey, k, factor in parts:
@@ -152,15 +181,9 @@ def weighted_coeffs(
             factors.append(factor)
             tcol.append(offsets[tkey] + t if tkey else 0)
             kcol.append(offsets[kkey] + k if kkey else 0)
-    values = np.asarray(factors) * table[:, tcol] * table[:, kcol]  # [B, components]
     index = np.asarray(flat, dtype=np.int64)
-    if np.unique(index).size == index.size:  # each entry from one component: 0 + x = x
-        out.reshape(B, -1)[:, index] = values
-    else:
-        if reuse:
-            out.reshape(B, -1)[:, index] = 0.0
-        np.add.at(out.reshape(B, -1), (np.arange(B)[:, None], index[None, :]), values)
-    return out
+    distinct = bool(np.unique(index).size == index.size)
+    return index, np.asarray(factors), np.asarray(tcol), np.asarray(kcol), distinct
 
 
 def build_basis(

@@ -70,28 +70,17 @@ def build_products(
             contributions.setdefault(r, []).append((j, factor))
     import torch
 
-    # accumulated as torch tensors: their in-place adds use both cores, numpy's one (the sums
-    # and their order are the same)
-    H_sum: torch.Tensor | None = None
-    steps_sum: torch.Tensor | None = None
-    ref_total: torch.Tensor | None = None
-    for uid, tensor, mean in store.iter_stored(unit_pos):
-        p, n = unit_pos[uid]
-        at_steps = tensor.reshape(tensor.shape[0], -1)
-        avg = mean.reshape(-1) if mean is not None else at_steps.mean(dim=0)
-        if H_sum is None:
-            width = at_steps.shape[1]
-            H_sum = torch.zeros((n_prompts, width), dtype=torch.float64)
-            steps_sum = torch.zeros((n_prompts, at_steps.shape[0], width))
-            ref_total = torch.zeros(
-                (1 + at_steps.shape[0], len(refs), n_seeds, width), dtype=torch.float64
-            )
-        assert steps_sum is not None and ref_total is not None
-        H_sum[p] += avg
-        steps_sum[p] += at_steps
-        for j, factor in contributions.get(p, []):
-            ref_total[0, j, n] += factor * avg
-            ref_total[1:, j, n] += factor * at_steps
+    threads = torch.get_num_threads()
+    # one thread for this pass: its adds of one latent at a time are too small to share, and
+    # the store checks the next shard in a thread of its own meanwhile (pass 1 of B2 on two
+    # cores: 14.7 s against 17-19 s with two threads, 30 s with both; benchmarks/NOTES.md)
+    torch.set_num_threads(1)
+    try:
+        H_sum, steps_sum, ref_total = _first_pass(
+            store, unit_pos, contributions, n_prompts, n_seeds, len(refs)
+        )
+    finally:
+        torch.set_num_threads(threads)
     if H_sum is None or steps_sum is None or ref_total is None:
         raise ValueError("the plan has no work units")
     H, steps, ref_sums = H_sum.numpy(), steps_sum.numpy(), ref_total.numpy()
@@ -107,6 +96,42 @@ def build_products(
         ref_sums, refs, directions, groups, n_seeds,
     )  # fmt: skip
     return H, steps, products
+
+
+def _first_pass(
+    store: ActivationStore,
+    unit_pos: dict[str, tuple[int, int]],
+    contributions: dict[int, list[tuple[int, float]]],
+    n_prompts: int,
+    n_seeds: int,
+    n_refs: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Pass 1 of :func:`build_products`: per prompt the sums over seeds of the mean over steps
+    (float64) and of each stored step, and per seed each reference part's weighted sums."""
+    import torch
+
+    # accumulated as torch tensors, in the order the store yields the units
+    H_sum: torch.Tensor | None = None
+    steps_sum: torch.Tensor | None = None
+    ref_total: torch.Tensor | None = None
+    for uid, tensor, mean in store.iter_stored(unit_pos):
+        p, n = unit_pos[uid]
+        at_steps = tensor.reshape(tensor.shape[0], -1)
+        avg = mean.reshape(-1) if mean is not None else at_steps.mean(dim=0)
+        if H_sum is None:
+            width = at_steps.shape[1]
+            H_sum = torch.zeros((n_prompts, width), dtype=torch.float64)
+            steps_sum = torch.zeros((n_prompts, at_steps.shape[0], width))
+            ref_total = torch.zeros(
+                (1 + at_steps.shape[0], n_refs, n_seeds, width), dtype=torch.float64
+            )
+        assert steps_sum is not None and ref_total is not None
+        H_sum[p] += avg
+        steps_sum[p] += at_steps
+        for j, factor in contributions.get(p, []):
+            ref_total[0, j, n] += factor * avg
+            ref_total[1:, j, n] += factor * at_steps
+    return H_sum, steps_sum, ref_total
 
 
 def _deviations(
@@ -127,7 +152,12 @@ def _deviations(
     place = {r: i for i, r in enumerate(rows)}
     out = _scratch(reuse, (len(chosen), len(rows), n_seeds, centres[0].shape[1]))
     wanted = [uid for r in rows for uid in units_of.get(r, [])]
-    for uid, tensor, mean in store.iter_stored(wanted, stored_mean_only=chosen == [0]):
+    # as stored (float16): the copy into ``out`` converts, exactly, without a float32 copy
+    # of every latent first
+    read = store.iter_stored(
+        wanted, stored_mean_only=chosen == [0], need_mean=0 in chosen, as_stored=True
+    )
+    for uid, tensor, mean in read:
         p, n = unit_pos[uid]
         at_steps = tensor.reshape(tensor.shape[0], -1) if tensor is not None else None
         for i, k in enumerate(chosen):
@@ -135,7 +165,7 @@ def _deviations(
                 value = mean.reshape(-1)
             else:
                 assert at_steps is not None
-                value = at_steps.mean(dim=0) if k == 0 else at_steps[k - 1]
+                value = at_steps.float().mean(dim=0) if k == 0 else at_steps[k - 1]
             out[i, place[p], n] = value
     # every unit's prompt mean subtracted at once, in float32 (the deviations are rounded to
     # 8 bits next)

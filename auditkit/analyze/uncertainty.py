@@ -203,7 +203,7 @@ def add_bootstrap_intervals(
             B = part.stop - part.start
             if chunk_wording is not None:  # the next chunk overwrites the same array
                 coeffs = memo["coeffs"] = weighted_coeffs(
-                    components, n_prompts, chunk_wording, out=memo.get("coeffs")
+                    components, n_prompts, chunk_wording, out=memo.get("coeffs"), cache=memo
                 )
             else:
                 coeffs = np.broadcast_to(basis.coeffs, (B, *basis.coeffs.shape))
@@ -224,7 +224,7 @@ def add_bootstrap_intervals(
             )
             if chunk_wording is not None:
                 Q = paired_inner_products(
-                    weighted_coeffs(components, n_prompts, chunk_wording), grams
+                    weighted_coeffs(components, n_prompts, chunk_wording, cache=memo), grams
                 )
             else:
                 Q = inner_products(basis, grams)

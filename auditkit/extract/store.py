@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +178,7 @@ class ActivationStore:
 
     def _checked(
         self, shard: str, expected: str, *, fetch: bool, keep: bool
-    ) -> tuple[str | None, bytes | None]:
+    ) -> tuple[str | None, bytearray | None]:
         """:meth:`verify_shard`, and with ``keep`` the bytes it hashed (when this call hashed
         them), so that a first read of the shard reads it once, not once to check and once to
         use."""
@@ -188,7 +191,7 @@ class ActivationStore:
             return "missing", None
         if expected and shard not in self._verified:
             local = storage.ensure_local(path)
-            data = local.read_bytes() if keep else None
+            data = _read_all(local) if keep else None
             digest = integrity.sha256_path(local) if data is None else integrity.sha256_bytes(data)
             if digest != expected:
                 return "its bytes differ from the checksum recorded when it was written", None
@@ -247,33 +250,65 @@ class ActivationStore:
             yield uid, steps
 
     def iter_stored(
-        self, unit_ids: Iterable[str], *, stored_mean_only: bool = False
+        self,
+        unit_ids: Iterable[str],
+        *,
+        stored_mean_only: bool = False,
+        need_mean: bool = True,
+        as_stored: bool = False,
     ) -> Iterator[tuple[str, Any, Any]]:
         """Yield (unit_id, h at the stored steps, stored mean over the kept steps or None),
         float32, shard by shard. ``stored_mean_only``: skip reading the steps (None) of the
-        units that have a stored mean."""
+        units that have a stored mean; ``need_mean`` False: skip the stored means (None);
+        ``as_stored``: the tensors in the dtype they are stored in (views of the shard's bytes
+        where they were just read to be checked), not float32 copies."""
         wanted = set(unit_ids)
         frame = self.index()
         frame = frame[frame["unit_id"].isin(wanted)]
         missing = wanted - set(frame["unit_id"])
         if missing:
             raise KeyError(f"{len(missing)} units are not in the activation store")
-        for shard, group in frame.groupby("shard", sort=True):
+        shards = [(str(shard), group) for shard, group in frame.groupby("shard", sort=True)]
+
+        def check(at: int) -> tuple[str | None, bytearray | None]:
+            shard, group = shards[at]
             expected = str(group["sha256"].iloc[0] or "")
-            problem, data = self._checked(str(shard), expected, fetch=True, keep=True)
-            if problem:
-                raise integrity.CorruptFile(self.root / str(shard), problem)
-            yield from self._shard_units(str(shard), group, stored_mean_only, data)
+            return self._checked(shard, expected, fetch=True, keep=True)
+
+        # the next shard is read and checked in a thread while this one's units are used: the
+        # read and the hash release the GIL, and on a first read they were a third of the pass
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditkit-shard") as ahead:
+            coming = ahead.submit(check, 0) if shards else None
+            for at, (shard, group) in enumerate(shards):
+                assert coming is not None
+                problem, data = coming.result()
+                coming = ahead.submit(check, at + 1) if at + 1 < len(shards) else None
+                if problem:
+                    if coming is not None:
+                        coming.cancel()
+                    raise integrity.CorruptFile(self.root / shard, problem)
+                units = map(str, group["unit_id"])
+                yield from self._shard_units(
+                    shard, units, data, steps=not stored_mean_only, mean=need_mean,
+                    as_stored=as_stored,
+                )  # fmt: skip
 
     def _shard_units(
-        self, shard: str, group: pd.DataFrame, stored_mean_only: bool, data: bytes | None
+        self,
+        shard: str,
+        units: Iterable[str],
+        data: bytearray | None,
+        *,
+        steps: bool,
+        mean: bool,
+        as_stored: bool,
     ) -> Iterator[tuple[str, Any, Any]]:
-        """:meth:`iter_stored` for one verified shard's units (``group``: their index rows),
-        from ``data`` when its bytes were just read to be checked, else from the file."""
+        """:meth:`iter_stored` for one verified shard's ``units``, from ``data`` when its
+        bytes were just read to be checked, else from the file. ``steps`` False: a unit's
+        steps only where it has no stored mean."""
         from safetensors import safe_open
-        from safetensors.torch import load
 
-        tensors = load(data) if data is not None else None
+        tensors = _shard_tensors(data, self.root / shard) if data is not None else None
         with contextlib.ExitStack() as stack:
             if tensors is None:
                 path = storage.ensure_local(self.root / shard)
@@ -282,14 +317,15 @@ class ActivationStore:
 
             def get(key: str) -> Any:
                 if tensors is not None:
-                    return tensors.get(key)
-                return fh.get_tensor(key) if key in names else None
+                    found = tensors.get(key)
+                else:
+                    found = fh.get_tensor(key) if key in names else None
+                return found if found is None or as_stored else found.float()
 
-            for uid in map(str, group["unit_id"]):
-                stored = get(uid + MEAN_SUFFIX)
-                mean = None if stored is None else stored.float()
-                steps = None if mean is not None and stored_mean_only else get(uid).float()
-                yield uid, steps, mean
+            for uid in units:
+                stored_mean = get(uid + MEAN_SUFFIX) if mean or not steps else None
+                at_steps = get(uid) if steps or stored_mean is None else None
+                yield uid, at_steps, stored_mean if mean else None
 
     def timesteps(self) -> list[float]:
         """Timesteps of the kept steps (the same for every unit of a run)."""
@@ -339,3 +375,55 @@ def _part_bytes(rows: IndexRows) -> bytes:
     types = {c: pa.int64() if c == "seed" else pa.large_string() for c in INDEX_COLUMNS}
     table = pa.table({c: pa.array(rows[c], type=types[c]) for c in INDEX_COLUMNS})
     return arrow_parquet_bytes(table, STORE_SCHEMA_VERSION)
+
+
+_DTYPES = {"F16": ("float16", 2), "BF16": ("bfloat16", 2), "F32": ("float32", 4)}
+"""The safetensors dtypes a shard holds: torch's name and the bytes per value."""
+
+
+def _read_all(path: Path) -> bytearray:
+    """A file's bytes, in a buffer tensors can view without a copy."""
+    with path.open("rb") as fh:
+        data = bytearray(os.fstat(fh.fileno()).st_size)
+        got = fh.readinto(data)
+    return data[:got] if got != len(data) else data
+
+
+def _shard_tensors(data: bytearray, path: Path) -> dict[str, Any]:
+    """The tensors of a shard's bytes (the safetensors layout: an 8-byte little-endian header
+    length, a JSON header of each tensor's dtype, shape and byte range, then the values), as
+    views of ``data``: no copy (the library's loader copies each tensor twice, which was a
+    sixth of a first read of a large store)."""
+    import torch
+
+    def bad(why: str) -> integrity.CorruptFile:
+        return integrity.CorruptFile(path, f"it is not a readable shard ({why})")
+
+    if len(data) < 8:
+        raise bad("shorter than its header")
+    size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(bytes(data[8 : 8 + size]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(f"its header is not JSON: {exc}") from None
+    start = 8 + size
+    out: dict[str, Any] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, width = _DTYPES[entry["dtype"]]
+            begin, end = (int(x) for x in entry["data_offsets"])
+            shape = [int(x) for x in entry["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"its entry for {name!r} is not one auditkit wrote") from None
+        count = math.prod(shape)
+        if not 0 <= begin <= end <= len(data) - start or end - begin != count * width:
+            raise bad(f"{name!r} lies outside its bytes")
+        values = (
+            torch.frombuffer(data, dtype=getattr(torch, dtype), count=count, offset=start + begin)
+            if count
+            else torch.empty(0, dtype=getattr(torch, dtype))
+        )
+        out[name] = values.view(shape)
+    return out

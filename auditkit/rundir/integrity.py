@@ -30,7 +30,7 @@ QUARANTINE_SUFFIX = ".corrupt"
 """A file found corrupt is renamed ``<name>.corrupt`` and left for inspection, not read."""
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
