@@ -316,13 +316,20 @@ def cosine_samples(
 
     def rows() -> tuple[np.ndarray, ...]:
         def column(kind: str, where: str, name: str) -> np.ndarray:
-            pairs = zip(
-                frame[where].astype(str).tolist(), frame[name].astype(str).tolist(), strict=True
-            )
-            return np.asarray([basis[(kind, w, n)] for w, n in pairs], dtype=np.int64)
+            # each distinct (set or axis, name) looked up once: a similarity table has a
+            # million rows and about a thousand distinct names
+            w_codes, w_names = pd.factorize(frame[where].astype(str))
+            n_codes, n_names = pd.factorize(frame[name].astype(str))
+            pairs, at = np.unique(w_codes * len(n_names) + n_codes, return_inverse=True)
+            found = [
+                basis[(kind, str(w_names[p // len(n_names)]), str(n_names[p % len(n_names)]))]
+                for p in pairs.tolist()
+            ]
+            return np.asarray(found, dtype=np.int64)[at.reshape(-1)]
 
-        refs = [basis[("ref", s)] for s in frame["concept_set"].astype(str).tolist()]
-        return column(*first), column(*second), np.asarray(refs, dtype=np.int64)
+        set_codes, sets = pd.factorize(frame["concept_set"].astype(str))
+        refs = np.asarray([basis[("ref", str(s))] for s in sets], dtype=np.int64)[set_codes]
+        return column(*first), column(*second), refs
 
     out = np.empty((Q.shape[0], len(frame), 1))
     if frame.empty:
