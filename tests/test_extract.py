@@ -399,14 +399,14 @@ def test_a_first_read_views_the_checked_bytes_as_the_library_reads_them(tmp_path
 
     # damaged bytes (a shard without a checksum, as old stores wrote, is parsed unchecked):
     # a located error, not a crash or a tensor read from the wrong place
-    from auditkit.extract.store import _shard_tensors
+    from auditkit.extract.shard_bytes import shard_tensors
 
     good = bytearray(shard.read_bytes())
-    assert set(_shard_tensors(good, shard)) == set(library)
+    assert set(shard_tensors(good, shard)) == set(library)
     size = int.from_bytes(good[:8], "little")
     for damaged in (good[:5], good[:8] + b"{]" + good[10:], good[: 8 + size + 10]):
         with pytest.raises(integrity.CorruptFile, match="not a readable shard") as caught:
-            _shard_tensors(bytearray(damaged), shard)
+            shard_tensors(bytearray(damaged), shard)
         assert str(shard) in str(caught.value)
 
 

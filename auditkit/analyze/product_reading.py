@@ -33,6 +33,7 @@ import numpy as np
 from auditkit.analyze.int8 import int_products, quantised
 from auditkit.analyze.measures import AuditLayout
 from auditkit.analyze.products import RefPart, SeedProducts, ref_parts, row_roles
+from auditkit.threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -68,19 +69,13 @@ def build_products(
     for j, part in enumerate(refs):
         for r, factor in part.parts:
             contributions.setdefault(r, []).append((j, factor))
-    import torch
-
-    threads = torch.get_num_threads()
     # one thread for this pass: its adds of one latent at a time are too small to share, and
     # the store checks the next shard in a thread of its own meanwhile (pass 1 of B2 on two
     # cores: 14.7 s against 17-19 s with two threads, 30 s with both; benchmarks/NOTES.md)
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         H_sum, steps_sum, ref_total = _first_pass(
             store, unit_pos, contributions, n_prompts, n_seeds, len(refs)
         )
-    finally:
-        torch.set_num_threads(threads)
     if H_sum is None or steps_sum is None or ref_total is None:
         raise ValueError("the plan has no work units")
     H, steps, ref_sums = H_sum.numpy(), steps_sum.numpy(), ref_total.numpy()

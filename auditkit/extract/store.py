@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from auditkit.extract.shard_bytes import read_all, shard_tensors
 from auditkit.rundir import (
     integrity,
     read_versioned_parquet,
@@ -191,7 +190,7 @@ class ActivationStore:
             return "missing", None
         if expected and shard not in self._verified:
             local = storage.ensure_local(path)
-            data = _read_all(local) if keep else None
+            data = read_all(local) if keep else None
             digest = integrity.sha256_path(local) if data is None else integrity.sha256_bytes(data)
             if digest != expected:
                 return "its bytes differ from the checksum recorded when it was written", None
@@ -308,7 +307,7 @@ class ActivationStore:
         steps only where it has no stored mean."""
         from safetensors import safe_open
 
-        tensors = _shard_tensors(data, self.root / shard) if data is not None else None
+        tensors = shard_tensors(data, self.root / shard) if data is not None else None
         with contextlib.ExitStack() as stack:
             if tensors is None:
                 path = storage.ensure_local(self.root / shard)
@@ -375,55 +374,3 @@ def _part_bytes(rows: IndexRows) -> bytes:
     types = {c: pa.int64() if c == "seed" else pa.large_string() for c in INDEX_COLUMNS}
     table = pa.table({c: pa.array(rows[c], type=types[c]) for c in INDEX_COLUMNS})
     return arrow_parquet_bytes(table, STORE_SCHEMA_VERSION)
-
-
-_DTYPES = {"F16": ("float16", 2), "BF16": ("bfloat16", 2), "F32": ("float32", 4)}
-"""The safetensors dtypes a shard holds: torch's name and the bytes per value."""
-
-
-def _read_all(path: Path) -> bytearray:
-    """A file's bytes, in a buffer tensors can view without a copy."""
-    with path.open("rb") as fh:
-        data = bytearray(os.fstat(fh.fileno()).st_size)
-        got = fh.readinto(data)
-    return data[:got] if got != len(data) else data
-
-
-def _shard_tensors(data: bytearray, path: Path) -> dict[str, Any]:
-    """The tensors of a shard's bytes (the safetensors layout: an 8-byte little-endian header
-    length, a JSON header of each tensor's dtype, shape and byte range, then the values), as
-    views of ``data``: no copy (the library's loader copies each tensor twice, which was a
-    sixth of a first read of a large store)."""
-    import torch
-
-    def bad(why: str) -> integrity.CorruptFile:
-        return integrity.CorruptFile(path, f"it is not a readable shard ({why})")
-
-    if len(data) < 8:
-        raise bad("shorter than its header")
-    size = int.from_bytes(data[:8], "little")
-    try:
-        header = json.loads(bytes(data[8 : 8 + size]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad(f"its header is not JSON: {exc}") from None
-    start = 8 + size
-    out: dict[str, Any] = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, width = _DTYPES[entry["dtype"]]
-            begin, end = (int(x) for x in entry["data_offsets"])
-            shape = [int(x) for x in entry["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise bad(f"its entry for {name!r} is not one auditkit wrote") from None
-        count = math.prod(shape)
-        if not 0 <= begin <= end <= len(data) - start or end - begin != count * width:
-            raise bad(f"{name!r} lies outside its bytes")
-        values = (
-            torch.frombuffer(data, dtype=getattr(torch, dtype), count=count, offset=start + begin)
-            if count
-            else torch.empty(0, dtype=getattr(torch, dtype))
-        )
-        out[name] = values.view(shape)
-    return out

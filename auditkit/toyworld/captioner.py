@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from auditkit.threads import torch_threads
 from auditkit.toyworld.world import (
     ATTRIBUTES,
     OCCUPATIONS,
@@ -206,7 +205,7 @@ def train_captioner(
     ``skirt`` picks the world's drawing (``"occupation"``: the reworded world, whose skirts
     take the occupation's colour); ``captioner_id`` names the result.
     """
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         rng = np.random.default_rng(seed)
         started = time.perf_counter()
         pool_people = random_people(pool_size, rng)
@@ -253,18 +252,6 @@ def train_captioner(
         captioner.metrics = metrics
     captioner.id = captioner_id
     return captioner, metrics
-
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Torch's intra-op threads capped at ``count`` (None: left as they are), then restored."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def save_captioner(captioner: ToyworldCaptioner, folder: Path) -> Path:
