@@ -419,6 +419,12 @@ def test_pdf_has_the_same_content(tmp_path: Path) -> None:
     assert "numbers are meaningless" in text
     assert "<img src=x onerror=alert(1)>" in text  # shown as text, nothing executes in a PDF
     assert len(reader.pages) > 5
+    # the appendix lists every prompt, one a line, after its id
+    lines = {line.split()[0]: line for line in text.splitlines() if line.split()}
+    prompts = pq.read_table(run / "results" / "prompts.parquet").to_pandas()
+    for row in prompts.itertuples():
+        assert row.prompt_id in lines, row.prompt_id
+        assert row.prompt.split()[0] in lines[row.prompt_id].split()[1:], row.prompt
 
 
 @pytest.mark.browser

@@ -23,8 +23,14 @@ import jinja2
 import markupsafe
 
 import auditkit
+from auditkit.chart_drawing import (  # noqa: F401  (chart_text: the PDF's cut of long text)
+    CHART_SCHEME,
+    PRINT_CHART_TEXT_LIMIT,
+    ChartDrawingError,
+    ChartDrawings,
+    chart_text,
+)
 from auditkit.errors import PrerequisiteError, RuntimeFailure, UsageError
-from auditkit.inert import xml_strings
 from auditkit.report.context import build_report_context
 from auditkit.rundir import RunDir, write_bytes_atomic
 
@@ -108,13 +114,25 @@ def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
             hint="pip install 'auditkit[pdf]' (WeasyPrint also needs the Pango library), "
             "or ask only for the html format.",
         ) from None
-    images = {name: _svg_data_uri(spec) for name, spec in context["charts"].items()}
-    medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": images}
-    html = _environment("pdf").get_template(template).render(report=context, medium=medium)
-    document = weasyprint.HTML(string=html, url_fetcher=_offline_fetcher(weasyprint))
-    paper = str(context.get("paper", "a4"))
-    sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]} !important; }}")]
-    pdf: bytes = document.write_pdf(stylesheets=sheets)
+    names = list(context["charts"])
+    specs = [context["charts"][name] for name in names]
+    with ChartDrawings(specs, vega_lite_version(), PDF_CHART_WIDTH) as drawings:
+        urls = {name: f"{CHART_SCHEME}:{i}" for i, name in enumerate(names)}
+        medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": urls}
+        html = _environment("pdf").get_template(template).render(report=context, medium=medium)
+        fetcher = _offline_fetcher(weasyprint, drawings)
+        document = weasyprint.HTML(string=html, url_fetcher=fetcher)
+        paper = str(context.get("paper", "a4"))
+        sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]} !important; }}")]
+        # WeasyPrint >= 66 stops at a resource it cannot fetch with an error that is not an
+        # Exception (so that nothing in between catches it)
+        fetch_failed = getattr(getattr(weasyprint, "urls", None), "FatalURLFetchingError", None)
+        try:
+            pdf: bytes = document.write_pdf(stylesheets=sheets)
+        except tuple(e for e in (Exception, fetch_failed) if e is not None):
+            _drawn(drawings.check)  # a chart that could not be drawn is the cause: say so
+            raise
+        _drawn(drawings.check)  # a chart that was not drawn fails the PDF, never drops out of it
     return pdf
 
 
@@ -176,71 +194,47 @@ def _csp_hash(source: str) -> str:
     return f"'sha256-{base64.b64encode(digest).decode()}'"
 
 
-PRINT_CHART_TEXT_LIMIT = 100
-"""Longest string a PDF chart is drawn from: vl-convert measures text a character at a time (a
-chart of eight 10,000-character labels took 30 s to draw), and an axis shows at most 180 px of
-a label (about 30 characters) anyway."""
+def _drawn(wait: Any) -> Any:
+    """``wait()``, a chart drawing that failed told as the run error it is."""
+    try:
+        return wait()
+    except ChartDrawingError as error:
+        raise RuntimeFailure(
+            f"A chart of the PDF report could not be drawn: {error}.",
+            hint="the HTML report holds the same charts; report this with the run directory.",
+        ) from None
 
 
-def chart_text(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` with every string of its data beyond :data:`PRINT_CHART_TEXT_LIMIT` characters
-    cut there: the same string the same way wherever the spec holds it whole (a category in the
-    data and in a sort order), and two different strings never alike. Keys, expressions and
-    other text stay as they are."""
-    long: list[str] = []
+def _offline_fetcher(weasyprint: Any, drawings: ChartDrawings | None = None) -> Any:
+    """A WeasyPrint URL fetcher that serves inline ``data:`` URLs and the report's own chart
+    drawings (:data:`CHART_SCHEME` URLs), and refuses everything else."""
+    prefix = f"{CHART_SCHEME}:"
 
-    def visit(value: Any, data: bool) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                visit(item, data or key in ("values", "datasets"))
-        elif isinstance(value, list):
-            for item in value:
-                visit(item, data)
-        elif data and isinstance(value, str) and len(value) > PRINT_CHART_TEXT_LIMIT:
-            long.append(value)
+    def drawing(url: str) -> bytes | None:
+        if drawings is None or not url.startswith(prefix) or not url[len(prefix) :].isdigit():
+            return None
+        try:
+            return drawings.svg(int(url[len(prefix) :]))
+        except ChartDrawingError:
+            return None  # refused below; render_pdf tells why
 
-    visit(spec, False)
-    if not long:
-        return spec
-    short: dict[str, str] = {}
-    for text in dict.fromkeys(long):
-        shown, count = f"{text[: PRINT_CHART_TEXT_LIMIT - 1]}…", 1
-        while shown in short.values():
-            tag = f"…{count}"
-            shown, count = text[: PRINT_CHART_TEXT_LIMIT - len(tag)] + tag, count + 1
-        short[text] = shown
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return short.get(value, value)
-        if isinstance(value, dict):
-            return {key: walk(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [walk(item) for item in value]
-        return value
-
-    cut: dict[str, Any] = walk(spec)
-    return cut
-
-
-def _svg_data_uri(spec: dict[str, Any]) -> str:
-    import vl_convert
-
-    # vl-convert aborts the process on a character SVG forbids, and slows with long text
-    spec = chart_text(xml_strings(spec))
-    if spec.get("width") == "container":
-        spec["width"] = PDF_CHART_WIDTH
-    svg = vl_convert.vegalite_to_svg(spec, vl_version=vega_lite_version())
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
-
-
-def _offline_fetcher(weasyprint: Any) -> Any:
-    """A WeasyPrint URL fetcher that serves inline ``data:`` URLs and refuses everything else."""
     fetcher_class = getattr(weasyprint, "URLFetcher", None)
     if fetcher_class is not None:  # WeasyPrint >= 66
-        return fetcher_class(allowed_protocols={"data"}, fail_on_errors=True)
+        from weasyprint.urls import URLFetcherResponse
+
+        class Fetcher(fetcher_class):  # type: ignore[misc, valid-type]
+            def fetch(self, url: str, headers: Any = None) -> Any:
+                svg = drawing(url)
+                if svg is not None:
+                    return URLFetcherResponse(url, svg, {"Content-Type": "image/svg+xml"})
+                return super().fetch(url, headers)
+
+        return Fetcher(allowed_protocols={"data"}, fail_on_errors=True)
 
     def fetch(url: str, *args: Any, **kwargs: Any) -> Any:
+        svg = drawing(url)
+        if svg is not None:
+            return {"string": svg, "mime_type": "image/svg+xml", "redirected_url": url}
         if not url.startswith("data:"):
             raise ValueError(f"the report may not load {url!r}: it is built offline")
         return weasyprint.default_url_fetcher(url, *args, **kwargs)

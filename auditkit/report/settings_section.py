@@ -197,13 +197,26 @@ def provenance(
     prompt_rows = []
     if prompts is not None:
         prompt_rows = frame_records(prompts, ["prompt_id", "role", "set_name", "group", "prompt"])
+        for row in prompt_rows:  # the PDF's listing pads them: text, never None
+            row.update({k: "" if row[k] is None else str(row[k]) for k in LISTING_COLUMNS})
     return {
         "manifest": [{"key": k, "value": v} for k, v in flat],
         "files": files,
         "manifest_json": json.dumps(manifest, indent=2, sort_keys=False),
         "spec_yaml": spec_text,
         "prompts": prompt_rows,
+        "prompt_widths": {
+            key: min(LISTING_WIDTH_CAP, max([len(title), *(len(r[key]) for r in prompt_rows)]))
+            for key, title in LISTING_COLUMNS.items()
+        },
     }
+
+
+LISTING_COLUMNS = {"prompt_id": "prompt id", "role": "role", "set_name": "set", "group": "group"}
+"""The columns the PDF's prompt listing pads to a common width (the prompt itself ends each
+line), with their titles."""
+LISTING_WIDTH_CAP = 24
+"""Widest a padded column of the prompt listing gets: a longer value pushes its own line on."""
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -1,0 +1,232 @@
+"""The PDF's charts drawn as SVG by vl-convert, in a child process of their own.
+
+vl-convert holds the GIL while it draws, so a thread would not overlap it with WeasyPrint; a
+child process does. A 1,000-concept audit's 82 charts take about 9 s to draw, which the child
+does on the second core while WeasyPrint parses the page and computes its styles: the report
+process asks for the first drawing only when it lays out the first chart.
+
+This module is what the child runs (``python -m auditkit.chart_drawing``), so it imports
+nothing heavy: only vl-convert and :mod:`auditkit.inert`. Protocol: the parent writes one JSON
+document (``{"vl_version": ..., "width": ..., "specs": [...]}``) to the child's stdin and
+closes it; the child answers each spec in order with one record on stdout: a status byte
+(0 drawn, 1 failed), an 8-byte big-endian length and that many bytes (the SVG, or the error
+text in UTF-8). A failed chart ends the answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from auditkit.inert import xml_strings
+
+CHART_SCHEME = "auditkit-chart"
+"""URL scheme of a chart drawing in the PDF's HTML (``auditkit-chart:3``): served by the
+report's own fetcher from :class:`ChartDrawings`, never fetched from anywhere."""
+
+PRINT_CHART_TEXT_LIMIT = 100
+"""Longest string a PDF chart is drawn from: vl-convert measures text a character at a time (a
+chart of eight 10,000-character labels took 30 s to draw), and an axis shows at most 180 px of
+a label (about 30 characters) anyway."""
+
+_HEADER = struct.Struct(">BQ")
+
+
+def chart_text(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with every string of its data beyond :data:`PRINT_CHART_TEXT_LIMIT` characters
+    cut there: the same string the same way wherever the spec holds it whole (a category in the
+    data and in a sort order), and two different strings never alike. Keys, expressions and
+    other text stay as they are."""
+    long: list[str] = []
+
+    def visit(value: Any, data: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, data or key in ("values", "datasets"))
+        elif isinstance(value, list):
+            for item in value:
+                visit(item, data)
+        elif data and isinstance(value, str) and len(value) > PRINT_CHART_TEXT_LIMIT:
+            long.append(value)
+
+    visit(spec, False)
+    if not long:
+        return spec
+    short: dict[str, str] = {}
+    for text in dict.fromkeys(long):
+        shown, count = f"{text[: PRINT_CHART_TEXT_LIMIT - 1]}…", 1
+        while shown in short.values():
+            tag = f"…{count}"
+            shown, count = text[: PRINT_CHART_TEXT_LIMIT - len(tag)] + tag, count + 1
+        short[text] = shown
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return short.get(value, value)
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    cut: dict[str, Any] = walk(spec)
+    return cut
+
+
+def draw_svg(spec: dict[str, Any], vl_version: str | None, width: int) -> bytes:
+    """One chart drawn as SVG for the PDF (a chart sized to its container gets ``width`` px)."""
+    import vl_convert
+
+    # vl-convert aborts the process on a character SVG forbids, and slows with long text
+    spec = chart_text(xml_strings(spec))
+    if spec.get("width") == "container":
+        spec["width"] = width
+    svg: str = vl_convert.vegalite_to_svg(spec, vl_version=vl_version)
+    return svg.encode("utf-8")
+
+
+class ChartDrawingError(Exception):
+    """A chart vl-convert could not draw (its index and the error, or how the child ended)."""
+
+
+class ChartDrawings:
+    """Draws ``specs`` in a child process from the moment it is made; :meth:`svg` waits for
+    one drawing, :meth:`check` for all of them. Use it as a context manager: leaving it ends
+    the child."""
+
+    def __init__(self, specs: list[dict[str, Any]], vl_version: str | None, width: int) -> None:
+        self.count = len(specs)
+        self._drawings: list[bytes] = []
+        self._error: str | None = None
+        self._done = threading.Condition()
+        self._finished = False
+        # stderr to a file: a pipe nobody reads could fill and stall the child
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "auditkit.chart_drawing"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+        )
+        payload = {"vl_version": vl_version, "width": width, "specs": specs}
+        self._writer = threading.Thread(
+            target=self._write, args=(json.dumps(payload).encode("utf-8"),), daemon=True
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    def __enter__(self) -> ChartDrawings:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.wait()
+        self._reader.join()
+        self._writer.join()
+        for stream in (self._child.stdin, self._child.stdout, self._stderr):
+            if stream is not None:
+                stream.close()
+
+    def _write(self, payload: bytes) -> None:
+        stdin = self._child.stdin
+        assert stdin is not None
+        try:
+            stdin.write(payload)
+            stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the child ended early: the reader reports how
+
+    def _read(self) -> None:
+        stdout = self._child.stdout
+        assert stdout is not None
+        error: str | None = None
+        try:
+            while len(self._drawings) < self.count:
+                header = _read_exactly(stdout, _HEADER.size)
+                if header is None:
+                    self._child.wait()
+                    self._stderr.seek(0)
+                    stderr = self._stderr.read()
+                    tail = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+                    error = (
+                        f"the chart-drawing process ended (exit code {self._child.returncode}) "
+                        f"after {len(self._drawings)} of {self.count} charts"
+                        + (f": {' '.join(tail)}" if tail else "")
+                    )
+                    break
+                status, length = _HEADER.unpack(header)
+                body = _read_exactly(stdout, length) or b""
+                if status:
+                    error = f"chart {len(self._drawings)}: {body.decode('utf-8', 'replace')}"
+                    break
+                with self._done:
+                    self._drawings.append(body)
+                    self._done.notify_all()
+        finally:
+            with self._done:
+                self._error = error
+                self._finished = True
+                self._done.notify_all()
+
+    def svg(self, index: int) -> bytes:
+        """Drawing ``index``, once the child has made it."""
+        if not 0 <= index < self.count:
+            raise ChartDrawingError(f"there is no chart {index} (the report has {self.count})")
+        with self._done:
+            self._done.wait_for(lambda: len(self._drawings) > index or self._finished)
+            if len(self._drawings) > index:
+                return self._drawings[index]
+            raise ChartDrawingError(self._error or f"chart {index} was not drawn")
+
+    def check(self) -> None:
+        """Wait for every drawing; raise the error of a chart that could not be drawn."""
+        if self.count:
+            self.svg(self.count - 1)
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    left = size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _serve() -> None:
+    """The child: read the payload from stdin, answer every spec on stdout."""
+    payload = json.load(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    for spec in payload["specs"]:
+        try:
+            svg = draw_svg(spec, payload["vl_version"], payload["width"])
+        except Exception as error:  # told to the parent, which fails the PDF with it
+            # vl-convert's message, without the JavaScript stack under it
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            told = " ".join(line for line in lines if not line.startswith("at "))
+            text = f"{type(error).__name__}: {told}".encode()
+            out.write(_HEADER.pack(1, len(text)) + text)
+            out.flush()
+            return
+        out.write(_HEADER.pack(0, len(svg)) + svg)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve()
