@@ -1,22 +1,25 @@
 """The PDF's charts drawn as SVG by vl-convert, in a child process of their own.
 
-vl-convert holds the GIL while it draws, so a thread would not overlap it with WeasyPrint; a
-child process does. A 1,000-concept audit's 82 charts take about 9 s to draw, which the child
-does on the second core while WeasyPrint parses the page and computes its styles: the report
-process asks for the first drawing only when it lays out the first chart.
+vl-convert holds the GIL while it draws, so a thread would not overlap it with the report's
+own work; a child process does. A 1,000-concept audit's 82 charts take about 9 s to draw,
+which the child does on the second core while the report process builds the rest of the
+report and WeasyPrint parses the page and computes its styles: each chart goes to the child as
+its section makes it, and WeasyPrint asks for the first drawing only when it lays it out.
 
 This module is what the child runs (``python -m auditkit.chart_drawing``), so it imports
-nothing heavy: only vl-convert and :mod:`auditkit.inert`. Protocol: the parent writes one JSON
-document (``{"vl_version": ..., "width": ..., "specs": [...]}``) to the child's stdin and
-closes it; the child answers each spec in order with one record on stdout: a status byte
-(0 drawn, 1 failed), an 8-byte big-endian length and that many bytes (the SVG, or the error
-text in UTF-8). A failed chart ends the answers.
+nothing heavy: only vl-convert and :mod:`auditkit.inert`. Protocol: the parent writes JSON
+lines to the child's stdin, first the settings (``{"vl_version": ..., "width": ...}``), then
+one chart spec a line, and closes it after the last; the child answers each spec in order with
+one record on stdout: a status byte (0 drawn, 1 failed), an 8-byte big-endian length and that
+many bytes (the SVG, or the error text in UTF-8). A failed chart ends the answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import struct
 import subprocess
 import sys
@@ -97,16 +100,28 @@ class ChartDrawingError(Exception):
 
 
 class ChartDrawings:
-    """Draws ``specs`` in a child process from the moment it is made; :meth:`svg` waits for
-    one drawing, :meth:`check` for all of them. Use it as a context manager: leaving it ends
-    the child."""
+    """Draws charts in a child process as they are added (:meth:`add`), from the moment the
+    first one is; :meth:`svg` waits for one drawing, :meth:`check` for all of them. Use it as
+    a context manager: leaving it ends the child.
 
-    def __init__(self, specs: list[dict[str, Any]], vl_version: str | None, width: int) -> None:
-        self.count = len(specs)
+    The report adds each chart as its section makes it, so the child draws while the rest of
+    the report is still being built."""
+
+    def __init__(
+        self,
+        vl_version: str | None,
+        width: int,
+        specs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.index: dict[str, int] = {}
+        """Each chart's name -> the index of its drawing (its latest, if added twice)."""
+        self._count = 0
+        self._closed = False
         self._drawings: list[bytes] = []
         self._error: str | None = None
         self._done = threading.Condition()
         self._finished = False
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         # stderr to a file: a pipe nobody reads could fill and stall the child
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         package_root = str(Path(__file__).resolve().parent.parent)
@@ -119,18 +134,21 @@ class ChartDrawings:
             stderr=self._stderr,
             env=env,
         )
-        payload = {"vl_version": vl_version, "width": width, "specs": specs}
-        self._writer = threading.Thread(
-            target=self._write, args=(json.dumps(payload).encode("utf-8"),), daemon=True
-        )
+        self._queue.put(_line({"vl_version": vl_version, "width": width}))
+        self._writer = threading.Thread(target=self._write, daemon=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._writer.start()
         self._reader.start()
+        if specs is not None:
+            for name, spec in specs.items():
+                self.add(name, spec)
+            self.close()
 
     def __enter__(self) -> ChartDrawings:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
         if self._child.poll() is None:
             self._child.kill()
         self._child.wait()
@@ -138,13 +156,31 @@ class ChartDrawings:
         self._writer.join()
         for stream in (self._child.stdin, self._child.stdout, self._stderr):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):  # a pipe to a child that ended early
+                    stream.close()
 
-    def _write(self, payload: bytes) -> None:
+    def add(self, name: str, spec: dict[str, Any]) -> None:
+        """Draw ``spec`` as chart ``name`` (the child starts on it at once)."""
+        if self._closed:
+            raise ChartDrawingError(f"chart {name!r} came after the last one")
+        with self._done:
+            self.index[name] = self._count
+            self._count += 1
+        self._queue.put(_line(spec))
+
+    def close(self) -> None:
+        """No more charts: the child ends once it has drawn those it has."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+
+    def _write(self) -> None:
         stdin = self._child.stdin
         assert stdin is not None
         try:
-            stdin.write(payload)
+            while (line := self._queue.get()) is not None:
+                stdin.write(line)
+                stdin.flush()
             stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass  # the child ended early: the reader reports how
@@ -154,18 +190,19 @@ class ChartDrawings:
         assert stdout is not None
         error: str | None = None
         try:
-            while len(self._drawings) < self.count:
+            while True:
                 header = _read_exactly(stdout, _HEADER.size)
-                if header is None:
+                if header is None:  # the child is done: after the last chart, or not
                     self._child.wait()
-                    self._stderr.seek(0)
-                    stderr = self._stderr.read()
-                    tail = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-                    error = (
-                        f"the chart-drawing process ended (exit code {self._child.returncode}) "
-                        f"after {len(self._drawings)} of {self.count} charts"
-                        + (f": {' '.join(tail)}" if tail else "")
-                    )
+                    if self._child.returncode or len(self._drawings) < self._count:
+                        self._stderr.seek(0)
+                        tail = self._stderr.read().decode("utf-8", "replace").strip()
+                        error = (
+                            "the chart-drawing process ended (exit code "
+                            f"{self._child.returncode}) after {len(self._drawings)} of "
+                            f"{self._count} charts"
+                            + (f": {' '.join(tail.splitlines()[-3:])}" if tail else "")
+                        )
                     break
                 status, length = _HEADER.unpack(header)
                 body = _read_exactly(stdout, length) or b""
@@ -183,8 +220,8 @@ class ChartDrawings:
 
     def svg(self, index: int) -> bytes:
         """Drawing ``index``, once the child has made it."""
-        if not 0 <= index < self.count:
-            raise ChartDrawingError(f"there is no chart {index} (the report has {self.count})")
+        if not 0 <= index < self._count:
+            raise ChartDrawingError(f"there is no chart {index} (the report has {self._count})")
         with self._done:
             self._done.wait_for(lambda: len(self._drawings) > index or self._finished)
             if len(self._drawings) > index:
@@ -192,9 +229,14 @@ class ChartDrawings:
             raise ChartDrawingError(self._error or f"chart {index} was not drawn")
 
     def check(self) -> None:
-        """Wait for every drawing; raise the error of a chart that could not be drawn."""
-        if self.count:
-            self.svg(self.count - 1)
+        """Wait for every drawing added; raise the error of a chart that could not be drawn."""
+        if self._count:
+            self.svg(self._count - 1)
+
+
+def _line(value: Any) -> bytes:
+    """One line of the child's input: JSON holds no raw line break."""
+    return json.dumps(value).encode("utf-8") + b"\n"
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
@@ -210,16 +252,17 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
 
 
 def _serve() -> None:
-    """The child: read the payload from stdin, answer every spec on stdout."""
-    payload = json.load(sys.stdin.buffer)
+    """The child: read the settings line, then answer every spec line on stdout."""
+    lines = iter(sys.stdin.buffer)
+    settings = json.loads(next(lines))
     out = sys.stdout.buffer
-    for spec in payload["specs"]:
+    for line in lines:
         try:
-            svg = draw_svg(spec, payload["vl_version"], payload["width"])
+            svg = draw_svg(json.loads(line), settings["vl_version"], settings["width"])
         except Exception as error:  # told to the parent, which fails the PDF with it
             # vl-convert's message, without the JavaScript stack under it
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            told = " ".join(line for line in lines if not line.startswith("at "))
+            lines_of = [text.strip() for text in str(error).splitlines() if text.strip()]
+            told = " ".join(text for text in lines_of if not text.startswith("at "))
             text = f"{type(error).__name__}: {told}".encode()
             out.write(_HEADER.pack(1, len(text)) + text)
             out.flush()

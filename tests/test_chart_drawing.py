@@ -31,15 +31,24 @@ BROKEN = {"mark": "bar", "encoding": {"x": {"field": "a", "type": "no such type"
 def test_the_child_draws_what_the_report_process_would() -> None:
     specs = [_bars("one"), _bars("two", width="container")]
     version = vega_lite_version()
-    with ChartDrawings(specs, version, 333) as drawings:
+    with ChartDrawings(version, 333) as drawings:
+        drawings.add("one", specs[0])
+        assert drawings.svg(0).startswith(b"<svg")  # drawn before the next chart is added
+        drawings.add("two", specs[1])
+        drawings.add("one", specs[1])  # a chart kept twice: its latest drawing
+        drawings.close()
         drawn = [drawings.svg(1), drawings.svg(0)]  # in any order
         drawings.check()
+        assert drawings.index == {"one": 2, "two": 1}
+        with pytest.raises(ChartDrawingError, match="came after the last one"):
+            drawings.add("three", specs[0])
     assert drawn == [draw_svg(specs[1], version, 333), draw_svg(specs[0], version, 200)]
     assert drawn[0] != drawn[1]
 
 
 def test_a_chart_that_cannot_be_drawn_is_named_and_stops_the_rest() -> None:
-    with ChartDrawings([_bars("fine"), BROKEN, _bars("after")], vega_lite_version(), 300) as d:
+    specs = {"fine": _bars("fine"), "broken": BROKEN, "after": _bars("after")}
+    with ChartDrawings(vega_lite_version(), 300, specs) as d:
         assert d.svg(0).startswith(b"<svg")
         with pytest.raises(ChartDrawingError, match=r"chart 1: ValueError: .*Invalid field type"):
             d.svg(1)
@@ -52,7 +61,7 @@ def test_a_chart_that_cannot_be_drawn_is_named_and_stops_the_rest() -> None:
 
 
 def test_a_child_that_dies_is_reported_with_how_far_it_got() -> None:
-    with ChartDrawings([_bars(str(i)) for i in range(40)], vega_lite_version(), 300) as d:
+    with ChartDrawings(vega_lite_version(), 300, {str(i): _bars(str(i)) for i in range(40)}) as d:
         d._child.kill()
         with pytest.raises(
             ChartDrawingError, match=r"process ended \(exit code -9\) after \d+ of 40"
@@ -62,7 +71,7 @@ def test_a_child_that_dies_is_reported_with_how_far_it_got() -> None:
 
 def test_the_pdf_fetcher_serves_its_drawings_and_data_urls_only() -> None:
     weasyprint = pytest.importorskip("weasyprint")
-    with ChartDrawings([_bars("only")], vega_lite_version(), 300) as drawings:
+    with ChartDrawings(vega_lite_version(), 300, {"only": _bars("only")}) as drawings:
         fetch = _offline_fetcher(weasyprint, drawings)
         served = fetch(f"{CHART_SCHEME}:0")
         body = served.read() if hasattr(served, "read") else served["string"]

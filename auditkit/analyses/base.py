@@ -98,12 +98,17 @@ class SectionContext:
     tables: Tables
     charts: dict[str, dict[str, Any]] = field(default_factory=dict)
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    on_chart: Callable[[str, dict[str, Any]], None] | None = field(default=None, compare=False)
+    """Told each chart as it is kept (the PDF draws them while the report is being built)."""
 
     def chart(self, chart_id: str, chart: Any) -> str:
-        """Keep an Altair chart (or a Vega-Lite dict) under ``chart_id``; returns the id."""
-        from auditkit.charts import chart_spec
+        """Keep an Altair chart (or a Vega-Lite dict) under ``chart_id``, as the report embeds
+        it (:func:`~auditkit.charts.compact_chart`); returns the id."""
+        from auditkit.charts import chart_spec, compact_chart
 
-        self.charts[chart_id] = chart_spec(chart)
+        spec = self.charts[chart_id] = compact_chart(chart_spec(chart))
+        if self.on_chart is not None:
+            self.on_chart(chart_id, spec)
         return chart_id
 
     def axis_sections(

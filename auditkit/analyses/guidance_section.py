@@ -8,7 +8,7 @@ scale the amplification with its interval and a plain verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -27,11 +27,11 @@ from auditkit.analyze.stats import number_columns
 def guidance_section(
     guidance: pd.DataFrame | None,
     amplification: pd.DataFrame | None,
-    chart_specs: dict[str, dict[str, Any]],
+    keep_chart: Callable[[str, Any], str],
     axis_order: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Charts and rows of the guidance sweep (attributes in ``axis_order`` first), or None
-    when the run has none."""
+    """Charts (given to ``keep_chart``, e.g. :meth:`SectionContext.chart`) and rows of the
+    guidance sweep (attributes in ``axis_order`` first), or None when the run has none."""
     if guidance is None or guidance.empty or amplification is None:
         return None
     attributes = []
@@ -40,7 +40,7 @@ def guidance_section(
         first = str(part["group"].iloc[0])
         chart_id = f"guidance-{index}"
         rows = part[part["group"].astype(str) == first]
-        chart_specs[chart_id] = charts.chart_spec(charts.guidance_chart(rows))
+        keep_chart(chart_id, charts.guidance_chart(rows))
         amplified = amplification[amplification["attribute"].astype(str) == name]
         attributes.append(
             {

@@ -22,7 +22,7 @@ from auditkit.spec import AuditSpec
 
 
 def axis_sections(ctx: SectionContext) -> list[dict[str, Any]]:
-    tables, chart_specs = ctx.tables, ctx.charts
+    tables = ctx.tables
     axes, lean, steps = tables["axes"], tables["lean"], tables["steps"]
     if lean is None:
         return []
@@ -35,19 +35,19 @@ def axis_sections(ctx: SectionContext) -> list[dict[str, Any]]:
         pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
         info = axis_info(axes, name)
         chart_id = f"lean-{index}"
-        chart_specs[chart_id] = charts.chart_spec(charts.lean_chart(rows, pos, neg))
+        ctx.chart(chart_id, charts.lean_chart(rows, pos, neg))
         intervals = charts.has_interval(rows, "score")
         steps_id = None
         if steps is not None and (steps["axis"] == name).any():
             steps_id = f"steps-{index}"
             part = shown.rows(steps[steps["axis"] == name])
-            chart_specs[steps_id] = charts.chart_spec(charts.steps_chart(part))
+            ctx.chart(steps_id, charts.steps_chart(part))
         agreement_id = None
         step_agreement = tables.get("step_agreement")
         if step_agreement is not None and (step_agreement["axis"] == name).any():
             agreement_id = f"step-agreement-{index}"
             part = step_agreement[step_agreement["axis"] == name]
-            chart_specs[agreement_id] = charts.chart_spec(charts.step_agreement_heatmap(part))
+            ctx.chart(agreement_id, charts.step_agreement_heatmap(part))
         sections.append(
             {
                 "anchor": f"axis-{index}",

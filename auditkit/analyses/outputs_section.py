@@ -17,7 +17,7 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
     attributes in the spec's axis order."""
     from auditkit.analyze.outputs import agreement_points
 
-    tables, chart_specs = ctx.tables, ctx.charts
+    tables = ctx.tables
     axis_order = [a.name for a in ctx.spec.axes]
     outputs, agreement, lean = tables.get("outputs"), tables.get("agreement"), tables.get("lean")
     if outputs is None or outputs.empty:
@@ -29,7 +29,7 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
     for index, name in enumerate(in_order(outputs["attribute"], axis_order)):
         part = outputs[outputs["attribute"].astype(str) == name]
         chart_id = f"shares-{index}"
-        chart_specs[chart_id] = charts.chart_spec(charts.share_chart(part))
+        ctx.chart(chart_id, charts.share_chart(part))
         effective = read[read["attribute"].astype(str) == name]
         per_concept = effective.drop_duplicates(["concept_set", "concept"])
         top = per_concept.sort_values("max_abs_gap", ascending=False).head(3)
@@ -56,7 +56,7 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
             points = agreement_points(lean, shares, axis_map)
             chart_id = f"agreement-{index}"
             summary_row = {str(k): v for k, v in row.items()}
-            chart_specs[chart_id] = charts.chart_spec(charts.agreement_chart(points, summary_row))
+            ctx.chart(chart_id, charts.agreement_chart(points, summary_row))
             axes.append(
                 {
                     "axis": str(row["axis"]),
@@ -73,6 +73,6 @@ def output_sections(ctx: SectionContext) -> dict[str, Any] | None:
         "attributes": attributes,
         "agreement": axes,
         "guidance": guidance_section(
-            tables.get("guidance"), tables.get("amplification"), chart_specs, axis_order
+            tables.get("guidance"), tables.get("amplification"), ctx.chart, axis_order
         ),
     }

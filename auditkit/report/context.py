@@ -9,6 +9,7 @@ Vega-Lite specs (plain dicts); the templates format and place values but never c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,14 @@ REPORT_SCHEMA_VERSION = 1
 """Version of the report's structure (shown on the cover; bumped when sections change meaning)."""
 
 
-def build_report_context(run_dir: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_report_context(
+    run_dir: Path,
+    manifest: dict[str, Any] | None = None,
+    on_chart: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Read a run directory and return everything the report shows, as plain data
-    (``manifest``: as for :func:`~auditkit.report.inputs.read_run`).
+    (``manifest``: as for :func:`~auditkit.report.inputs.read_run`; ``on_chart``: told each
+    chart as its section makes it).
 
     Raises :class:`~auditkit.errors.UsageError` when a required file is missing or malformed
     and :class:`~auditkit.errors.SchemaVersionError` when a file was written by a newer
@@ -121,10 +127,10 @@ def build_report_context(run_dir: Path, manifest: dict[str, Any] | None = None) 
         "caveats": caveats(spec),
         "provenance": provenance(manifest, spec_text, tables["prompts"]),
     }
-    sink = SectionContext(spec, tables, manifest=manifest)
+    sink = SectionContext(spec, tables, manifest=manifest, on_chart=on_chart)
     with charts.unchecked():
         context["sections"] = report_sections(context, sink)
-    context["charts"] = {name: charts.compact_chart(chart) for name, chart in sink.charts.items()}
+    context["charts"] = sink.charts
     return context
 
 

@@ -66,21 +66,28 @@ def render_report(
     about to seal, shown instead of the one on disk (which still says "running").
     """
     run_dir = Path(run_dir)
-    context = build_report_context(run_dir, manifest)
-    wanted = list(formats) if formats is not None else list(context["formats"])
-    unknown = [f for f in wanted if f not in FORMATS]
-    if unknown or not wanted:
-        raise UsageError(
-            f"Unknown report format(s) {unknown or wanted}; choose from {list(FORMATS)}."
-        )
-    run = RunDir(run_dir)
-    written = []
-    if "html" in wanted:
-        write_bytes_atomic(run.report_html, render_html(context).encode("utf-8"))
-        written.append(run.report_html)
-    if "pdf" in wanted:
-        write_bytes_atomic(run.report_pdf, render_pdf(context))
-        written.append(run.report_pdf)
+    with contextlib.ExitStack() as stack:
+        drawings = None
+        if formats is not None and "pdf" in formats:  # draw the charts as sections make them
+            drawings = stack.enter_context(ChartDrawings(vega_lite_version(), PDF_CHART_WIDTH))
+        on_chart = drawings.add if drawings is not None else None
+        context = build_report_context(run_dir, manifest, on_chart=on_chart)
+        if drawings is not None:
+            drawings.close()
+        wanted = list(formats) if formats is not None else list(context["formats"])
+        unknown = [f for f in wanted if f not in FORMATS]
+        if unknown or not wanted:
+            raise UsageError(
+                f"Unknown report format(s) {unknown or wanted}; choose from {list(FORMATS)}."
+            )
+        run = RunDir(run_dir)
+        written = []
+        if "html" in wanted:
+            write_bytes_atomic(run.report_html, render_html(context).encode("utf-8"))
+            written.append(run.report_html)
+        if "pdf" in wanted:
+            write_bytes_atomic(run.report_pdf, render_pdf(context, drawings=drawings))
+            written.append(run.report_pdf)
     return written
 
 
@@ -104,8 +111,13 @@ def render_html(context: dict[str, Any], template: str = TEMPLATE) -> str:
     return _environment("html").get_template(template).render(report=context, medium=medium)
 
 
-def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
-    """The print report as PDF bytes: same template, charts as static SVG, no scripts."""
+def render_pdf(
+    context: dict[str, Any], template: str = TEMPLATE, drawings: ChartDrawings | None = None
+) -> bytes:
+    """The print report as PDF bytes: same template, charts as static SVG, no scripts.
+
+    ``drawings``: the context's charts, already given to a :class:`ChartDrawings` as they
+    were made (by default they are drawn from ``context["charts"]`` here)."""
     try:
         import weasyprint
     except ImportError:
@@ -114,10 +126,12 @@ def render_pdf(context: dict[str, Any], template: str = TEMPLATE) -> bytes:
             hint="pip install 'auditkit[pdf]' (WeasyPrint also needs the Pango library), "
             "or ask only for the html format.",
         ) from None
-    names = list(context["charts"])
-    specs = [context["charts"][name] for name in names]
-    with ChartDrawings(specs, vega_lite_version(), PDF_CHART_WIDTH) as drawings:
-        urls = {name: f"{CHART_SCHEME}:{i}" for i, name in enumerate(names)}
+    with contextlib.ExitStack() as stack:
+        if drawings is None:
+            drawings = stack.enter_context(
+                ChartDrawings(vega_lite_version(), PDF_CHART_WIDTH, context["charts"])
+            )
+        urls = {name: f"{CHART_SCHEME}:{drawings.index[name]}" for name in context["charts"]}
         medium = {"mode": "pdf", "csp": "", "scripts": [], "chart_images": urls}
         html = _environment("pdf").get_template(template).render(report=context, medium=medium)
         fetcher = _offline_fetcher(weasyprint, drawings)
@@ -200,7 +214,7 @@ def _drawn(wait: Any) -> Any:
         return wait()
     except ChartDrawingError as error:
         raise RuntimeFailure(
-            f"A chart of the PDF report could not be drawn: {error}.",
+            f"A chart of the PDF report could not be drawn: {str(error).rstrip('.')}.",
             hint="the HTML report holds the same charts; report this with the run directory.",
         ) from None
 
