@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import gc
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,8 @@ def render_pdf(
         # Exception (so that nothing in between catches it)
         fetch_failed = getattr(getattr(weasyprint, "urls", None), "FatalURLFetchingError", None)
         try:
-            pdf: bytes = document.write_pdf(stylesheets=sheets)
+            with _no_cycle_collection():
+                pdf: bytes = document.write_pdf(stylesheets=sheets)
         except tuple(e for e in (Exception, fetch_failed) if e is not None):
             _drawn(drawings.check)  # a chart that could not be drawn is the cause: say so
             raise
@@ -206,6 +208,20 @@ def _script(source: str) -> markupsafe.Markup:
 def _csp_hash(source: str) -> str:
     digest = hashlib.sha256(source.encode("utf-8")).digest()
     return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused: WeasyPrint makes millions of objects while it lays out
+    a large report, and each full collection walks them all again (about 8% of a 1,000-concept
+    audit's PDF, for 70 MB more at its peak; the cycles are collected after)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _drawn(wait: Any) -> Any:
