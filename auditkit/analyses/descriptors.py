@@ -126,24 +126,25 @@ def _axis_rows(part: pd.DataFrame, groups: list[str]) -> dict[str, Any]:
     from auditkit.analyses.values import finite
 
     intervals = charts.has_interval(part, "cosine")
-    rows = []
-    for (cset, concept), block in part.groupby(["concept_set", "concept"], sort=False):
-        ranked = block.sort_values("rank")
-        rows.append(
+    keys = ["concept_set", "concept"]
+    ranked = part.assign(_concept=part.groupby(keys, sort=False).ngroup())
+    ranked = ranked.sort_values(["_concept", "rank"], kind="stable")
+    fields = ["cosine", "cosine_ci_low", "cosine_ci_high"] if intervals else ["cosine"]
+    by_concept: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    columns = [ranked[c].tolist() for c in [*keys, "group", *fields]]
+    for cset, concept, group, *values in zip(*columns, strict=True):
+        by_concept.setdefault((cset, concept), []).append(
             {
-                "concept_set": cset,
-                "concept": concept,
-                "ranking": [
-                    {
-                        "group": str(r["group"]),
-                        "cosine": finite(r["cosine"]),
-                        "ci_low": finite(r["cosine_ci_low"]) if intervals else None,
-                        "ci_high": finite(r["cosine_ci_high"]) if intervals else None,
-                    }
-                    for _, r in ranked.iterrows()
-                ],
+                "group": str(group),
+                "cosine": finite(values[0]),
+                "ci_low": finite(values[1]) if intervals else None,
+                "ci_high": finite(values[2]) if intervals else None,
             }
         )
+    rows = [
+        {"concept_set": cset, "concept": concept, "ranking": ranking}
+        for (cset, concept), ranking in by_concept.items()
+    ]
     return {"rows": rows, "intervals": intervals}
 
 

@@ -219,19 +219,30 @@ def _sentence(entry: dict[str, Any]) -> str:
 
 
 def _wide_rows(rows: pd.DataFrame, steps: list[Any], intervals: bool) -> list[dict[str, Any]]:
-    """One row per concept: its score (and interval) at each step, for the report's table."""
-    out = []
-    for (cset, concept), part in rows.groupby(["concept_set", "concept"], sort=False):
-        by_step = part.set_index("step")
-        cells = []
-        for s in steps:
-            row = by_step.loc[s]
-            cell = {"score": float(row["score"])}
+    """One row per concept (in the order they first appear): its score (and interval) at each
+    step, for the report's table. Every concept has a row at every step."""
+    fields = ["score", "score_ci_low", "score_ci_high"] if intervals else ["score"]
+    position = {step: i for i, step in enumerate(steps)}
+    out: dict[tuple[Any, Any], dict[str, Any]] = {}
+    columns = [rows[c].tolist() for c in ["concept_set", "concept", "step", *fields]]
+    for cset, concept, step, *values in zip(*columns, strict=True):
+        entry = out.get((cset, concept))
+        if entry is None:
+            entry = out[(cset, concept)] = {
+                "concept_set": cset,
+                "concept": concept,
+                "cells": [None] * len(steps),
+            }
+        if step in position:
+            cell = {"score": float(values[0])}
             if intervals:
-                cell |= {"low": float(row["score_ci_low"]), "high": float(row["score_ci_high"])}
-            cells.append(cell)
-        out.append({"concept_set": cset, "concept": concept, "cells": cells})
-    return out
+                cell |= {"low": float(values[1]), "high": float(values[2])}
+            entry["cells"][position[step]] = cell
+    for entry in out.values():
+        if None in entry["cells"]:
+            missing = steps[entry["cells"].index(None)]
+            raise KeyError(f"{entry['concept']!r} has no lean at step {missing!r}")
+    return list(out.values())
 
 
 def chart(rows: pd.DataFrame, intervals: bool) -> Any:

@@ -78,12 +78,18 @@ def compact_chart(spec: dict[str, Any]) -> dict[str, Any]:
     """
 
     reference = json.dumps(_map_inline_data(spec, lambda records: []), ensure_ascii=False)
+    named: dict[str, bool] = {}  # field -> named; asked once per field, not once per record
+
+    def kept(field: str) -> bool:
+        if field not in named:
+            named[field] = _named(field, reference)
+        return named[field]
+
     return dict(
         _map_inline_data(
             spec,
             lambda records: [
-                {k: _round(v) for k, v in record.items() if _named(k, reference)}
-                for record in records
+                {k: _round(v) for k, v in record.items() if kept(k)} for record in records
             ],
         )
     )
