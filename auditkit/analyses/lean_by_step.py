@@ -274,8 +274,8 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
     ]
     base = alt.Chart(inline_values(frame))
     layers = [
-        base.mark_rule(color="#8a8f98", strokeDash=[2, 3]).encode(y=alt.datum(v)) for v in (-1, 1)
-    ] + [base.mark_rule(color="#8a8f98").encode(y=alt.datum(0))]
+        base.mark_rule(color="#8a8f98", strokeDash=[2, 3]).encode(y=alt.YDatum(v)) for v in (-1, 1)
+    ] + [base.mark_rule(color="#8a8f98").encode(y=alt.YDatum(0))]  # Altair's classes: see axes
     if intervals:
         tooltip += [
             alt.Tooltip("score_ci_low:Q", title="95% CI low", format="+.3f"),
@@ -285,7 +285,7 @@ def chart(rows: pd.DataFrame, intervals: bool) -> Any:
             base.mark_area(opacity=0.15).encode(
                 x=x,
                 y=alt.Y("score_ci_low:Q", title="lean score"),
-                y2="score_ci_high:Q",
+                y2=alt.Y2("score_ci_high:Q"),
                 color=color,
             )
         )

@@ -90,20 +90,27 @@ def lean_chart(
     if tested:
         frame = frame.assign(finding=[finding_text(r) for r in frame.itertuples()])
         tooltip.append(alt.Tooltip("finding:N", title="finding"))
+    # channels are given as Altair's own classes, not strings or dicts: Altair converts those
+    # by hashing every class of its schema anew each time (about 6 ms each, a third of a lean
+    # chart's time)
     base = alt.Chart(inline_values(frame))
     bar_style: dict[str, Any] = {"fillOpacity": 0.55} if intervals else {}
     bars = base.mark_bar(height={"band": 0.72}, cornerRadiusEnd=2, **bar_style).encode(
-        x=x("score"), x2=alt.datum(0), y=y, color=color, tooltip=tooltip
+        x=x("score"), x2=alt.X2Datum(0), y=y, color=color, tooltip=tooltip
     )
     marks = pd.DataFrame({"x": [-1.0, 0.0, 1.0], "kind": ["group", "mid", "group"]})
+
+    def mid(value: Any) -> dict[str, Any]:  # the midpoint's rule drawn apart from the groups'
+        return {"test": "datum.kind == 'mid'", "value": value}
+
     rules = (
         alt.Chart(inline_values(marks))
         .mark_rule()
         .encode(
             x=alt.X("x:Q"),
-            strokeDash=alt.condition("datum.kind == 'mid'", alt.value([1, 0]), alt.value([3, 3])),
-            color=alt.value("#5b6270"),
-            opacity=alt.condition("datum.kind == 'mid'", alt.value(0.9), alt.value(0.5)),
+            strokeDash=alt.StrokeDashValue(condition=mid([1, 0]), value=[3, 3]),
+            color=alt.ColorValue("#5b6270"),
+            opacity=alt.OpacityValue(condition=mid(0.9), value=0.5),
         )
     )
     layers: list[Any] = []
@@ -117,7 +124,7 @@ def lean_chart(
             .mark_rect(color=BAND_COLOR, opacity=0.35)
             .encode(
                 x=alt.X("x:Q"),
-                x2="x2:Q",
+                x2=alt.X2("x2:Q"),
                 tooltip=[alt.Tooltip("label:N", title="equivalence band")],
             )
         )
@@ -125,7 +132,7 @@ def lean_chart(
     if intervals:
         layers.append(
             base.mark_rule(color=INTERVAL_COLOR, strokeWidth=2, strokeCap="round").encode(
-                x=x("score_ci_low"), x2="score_ci_high:Q", y=y, tooltip=tooltip
+                x=x("score_ci_low"), x2=alt.X2("score_ci_high:Q"), y=y, tooltip=tooltip
             )
         )
     layers.append(bars)

@@ -224,8 +224,9 @@ def _heatmap(
     if n_x * n_y <= 400:
         text = base.mark_text(fontSize=10).encode(
             text=alt.Text("cosine:Q", format=".2f"),
-            color=alt.condition(
-                f"abs(datum.cosine) > {0.6 * peak}", alt.value("white"), alt.value("#1d232c")
+            color=alt.ColorValue(  # Altair's own class: a dict is converted slowly
+                condition={"test": f"abs(datum.cosine) > {0.6 * peak}", "value": "white"},
+                value="#1d232c",
             ),
             tooltip=tooltip,
         )
