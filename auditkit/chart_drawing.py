@@ -233,6 +233,13 @@ class ChartDrawings:
         if self._count:
             self.svg(self._count - 1)
 
+    def failed(self) -> None:
+        """Raise the error of a chart that could not be drawn, if one already failed (without
+        waiting for the rest)."""
+        with self._done:
+            if self._finished and self._error is not None:
+                raise ChartDrawingError(self._error)
+
 
 def _line(value: Any) -> bytes:
     """One line of the child's input: JSON holds no raw line break."""

@@ -40,6 +40,7 @@ def test_the_child_draws_what_the_report_process_would() -> None:
         drawn = [drawings.svg(1), drawings.svg(0)]  # in any order
         drawings.check()
         assert drawings.index == {"one": 2, "two": 1}
+        drawings.failed()  # nothing failed: no error
         with pytest.raises(ChartDrawingError, match="came after the last one"):
             drawings.add("three", specs[0])
     assert drawn == [draw_svg(specs[1], version, 333), draw_svg(specs[0], version, 200)]
@@ -56,6 +57,8 @@ def test_a_chart_that_cannot_be_drawn_is_named_and_stops_the_rest() -> None:
             d.svg(2)
         with pytest.raises(ChartDrawingError, match="chart 1"):
             d.check()
+        with pytest.raises(ChartDrawingError, match="chart 1"):
+            d.failed()
         with pytest.raises(ChartDrawingError, match="there is no chart 3"):
             d.svg(3)
 

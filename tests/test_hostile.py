@@ -33,9 +33,10 @@ from report_fixtures import (
 )
 from test_export import rendered_markdown
 
+from auditkit.chart_drawing import PRINT_CHART_TEXT_LIMIT, chart_text
 from auditkit.cli import main
 from auditkit.inert import CONTROL_PICTURES, xml_text
-from auditkit.report.render import PRINT_CHART_TEXT_LIMIT, PRINT_LINE_LIMIT, chart_text
+from auditkit.report.render import PRINT_LINE_LIMIT
 from auditkit.spec import fill, parse_spec
 
 PAYLOADS = list(HOSTILE_PAYLOADS.values())

@@ -24,13 +24,7 @@ import jinja2
 import markupsafe
 
 import auditkit
-from auditkit.chart_drawing import (  # noqa: F401  (chart_text: the PDF's cut of long text)
-    CHART_SCHEME,
-    PRINT_CHART_TEXT_LIMIT,
-    ChartDrawingError,
-    ChartDrawings,
-    chart_text,
-)
+from auditkit.chart_drawing import CHART_SCHEME, ChartDrawingError, ChartDrawings
 from auditkit.errors import PrerequisiteError, RuntimeFailure, UsageError
 from auditkit.report.context import build_report_context
 from auditkit.rundir import RunDir, write_bytes_atomic
@@ -139,14 +133,11 @@ def render_pdf(
         document = weasyprint.HTML(string=html, url_fetcher=fetcher)
         paper = str(context.get("paper", "a4"))
         sheets = [weasyprint.CSS(string=f"@page {{ size: {PAPER_SIZES[paper]} !important; }}")]
-        # WeasyPrint >= 66 stops at a resource it cannot fetch with an error that is not an
-        # Exception (so that nothing in between catches it)
-        fetch_failed = getattr(getattr(weasyprint, "urls", None), "FatalURLFetchingError", None)
         try:
             with _no_cycle_collection():
                 pdf: bytes = document.write_pdf(stylesheets=sheets)
-        except tuple(e for e in (Exception, fetch_failed) if e is not None):
-            _drawn(drawings.check)  # a chart that could not be drawn is the cause: say so
+        except BaseException:  # WeasyPrint >= 66 stops at a refused image with a BaseException
+            _drawn(drawings.failed)  # a chart that could not be drawn is the cause: say so
             raise
         _drawn(drawings.check)  # a chart that was not drawn fails the PDF, never drops out of it
     return pdf
