@@ -259,23 +259,102 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def centred_cosine(Q: np.ndarray, a: Row, b: Row, r: Row) -> np.ndarray:
     """cos(x_a − x_r, x_b − x_r)."""
-    num = _centred(Q, a, b, r)
-    den = np.sqrt(np.clip(_centred(Q, a, a, r), 0, None) * np.clip(_centred(Q, b, b, r), 0, None))
+    return cosine_from_rows(Q, CosineRows(a, b, ((a, r), None), ((b, r), None)))
+
+
+def _distinct(*rows: Row) -> tuple[Any, np.ndarray | None]:
+    """The distinct tuples of ``rows`` (row arrays of one length) and each row's place among
+    them; ints, or anything else, as they are (None)."""
+    if not all(isinstance(r, np.ndarray) and r.ndim == 1 and r.size for r in rows):
+        return rows, None
+    dims = tuple(int(r.max()) + 1 for r in rows)
+    # one integer per tuple: np.unique of a 1-d array is ~10x faster than along an axis
+    keys, where = np.unique(np.ravel_multi_index(rows, dims), return_inverse=True)
+    return tuple(np.unravel_index(keys, dims)), where.reshape(-1)
+
+
+def _spread(values: np.ndarray, where: np.ndarray | None) -> np.ndarray:
+    """Per-row values from the values of the distinct rows (``where``: each row's place)."""
+    return values if where is None else values[..., where]
+
+
+@dataclass(frozen=True)
+class CosineRows:
+    """The basis rows of a table of centred cosines (a and b, each centred on r), with the
+    parts rows share found once (as :class:`LeanRows`): the distinct (a, r) and (b, r)."""
+
+    a: Row
+    b: Row
+    a_refs: tuple[tuple[Row, Row], np.ndarray | None]
+    b_refs: tuple[tuple[Row, Row], np.ndarray | None]
+
+    @classmethod
+    def of(cls, a: Row, b: Row, r: Row) -> CosineRows:
+        return cls(a, b, _distinct(a, r), _distinct(b, r))
+
+
+def cosine_from_rows(Q: np.ndarray, rows: CosineRows) -> np.ndarray:
+    """:func:`centred_cosine` of every row of ``rows``, each shared part computed once."""
+    (a, ar), at_a = rows.a_refs
+    (b, br), at_b = rows.b_refs
+    num = Q[..., rows.a, rows.b] - _spread(Q[..., a, ar], at_a) - _spread(Q[..., br, b], at_b)
+    num += _spread(Q[..., br, br], at_b)
+    den = np.sqrt(
+        _spread(np.clip(_centred(Q, a, a, ar), 0, None), at_a)
+        * _spread(np.clip(_centred(Q, b, b, br), 0, None), at_b)
+    )
     return _safe_div(num, den)
+
+
+@dataclass(frozen=True)
+class LeanRows:
+    """The basis rows of a table of leans (concept, reference, positive and negative group, one
+    each per table row), with the parts that rows share found once: a lean table repeats each
+    axis for every concept and each concept for every axis, so most of a lean's terms are one
+    of a few distinct values. ``axes``, ``ref_axes`` and ``concept_refs``: the distinct (pos,
+    neg), (ref, pos, neg) and (concept, ref) rows, and each table row's place among them (None:
+    one per row, as given)."""
+
+    concept: Row
+    ref: Row
+    pos: Row
+    neg: Row
+    axes: tuple[tuple[Row, Row], np.ndarray | None]
+    ref_axes: tuple[tuple[Row, Row, Row], np.ndarray | None]
+    concept_refs: tuple[tuple[Row, Row], np.ndarray | None]
+
+    @classmethod
+    def of(cls, concept: Row, ref: Row, pos: Row, neg: Row) -> LeanRows:
+        """The rows given, their shared parts found (row arrays) or taken as they are (ints)."""
+        return cls(
+            concept, ref, pos, neg,
+            _distinct(pos, neg), _distinct(ref, pos, neg), _distinct(concept, ref),
+        )  # fmt: skip
 
 
 def lean_from_gram(
     Q: np.ndarray, concept: Row, ref: Row, pos: Row, neg: Row
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cosine, projection, score) of a concept along g = pos − neg, from inner products."""
+    return lean_from_rows(Q, LeanRows(concept, ref, pos, neg, ((pos, neg), None),
+                                      ((ref, pos, neg), None), ((concept, ref), None)))  # fmt: skip
+
+
+def lean_from_rows(Q: np.ndarray, rows: LeanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lean_from_gram` of every row of ``rows``, each shared part computed once."""
     # g·g, (c − r)·g, (c − mid)·g with mid = (pos + neg)/2
-    gg = Q[..., pos, pos] - 2 * Q[..., pos, neg] + Q[..., neg, neg]
-    norm = np.sqrt(np.clip(gg, 0, None))
-    cr_g = (Q[..., concept, pos] - Q[..., concept, neg]) - (Q[..., ref, pos] - Q[..., ref, neg])
-    cr_cr = _centred(Q, concept, concept, ref)
+    (p, n), at_axis = rows.axes
+    gg_axis = Q[..., p, p] - 2 * Q[..., p, n] + Q[..., n, n]
+    gg = _spread(gg_axis, at_axis)
+    norm = _spread(np.sqrt(np.clip(gg_axis, 0, None)), at_axis)
+    mid_g = _spread(0.5 * (Q[..., p, p] - Q[..., n, n]), at_axis)
+    (r, rp, rn), at_ref = rows.ref_axes
+    c_g = Q[..., rows.concept, rows.pos] - Q[..., rows.concept, rows.neg]
+    cr_g = c_g - _spread(Q[..., r, rp] - Q[..., r, rn], at_ref)
+    (c, cr), at_concept = rows.concept_refs
+    cr_cr = _spread(_centred(Q, c, c, cr), at_concept)
     cosine = _safe_div(cr_g, np.sqrt(np.clip(cr_cr, 0, None)) * norm)
-    mid_g = 0.5 * (Q[..., pos, pos] - Q[..., neg, neg])
-    c_mid_g = (Q[..., concept, pos] - Q[..., concept, neg]) - mid_g
+    c_mid_g = c_g - mid_g
     projection = _safe_div(c_mid_g, norm)
     score = _safe_div(2.0 * c_mid_g, gg)
     return cosine, projection, score

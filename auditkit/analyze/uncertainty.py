@@ -10,7 +10,9 @@ resamples cheap enough to be always on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +20,14 @@ import numpy as np
 import pandas as pd
 
 from auditkit.analyze.gram import (
+    CosineRows,
+    LeanRows,
     VectorBasis,
     basis_components,
     build_basis,
-    centred_cosine,
+    cosine_from_rows,
     inner_products,
-    lean_from_gram,
+    lean_from_rows,
     paired_inner_products,
     resampled_grams,
     seed_gram_tensor,
@@ -36,6 +40,10 @@ from auditkit.analyze.measures import AuditLayout
 from auditkit.analyze.resampled import Resampled
 
 CI_LEVEL = 0.95
+QUANTILE_THREADS = min(
+    4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+"""Threads that compute the intervals' quantiles, block by block."""
 
 
 def bootstrap_weights(
@@ -96,7 +104,8 @@ def _interval(
     levels = [alpha, 1.0 - alpha] if estimates is None else [alpha, 0.5, 1.0 - alpha]
     low = np.empty(samples.shape[1:])
     high = np.empty(samples.shape[1:])
-    for start in range(0, samples.shape[1], 2048):
+
+    def bound(start: int) -> None:
         block = slice(start, start + 2048)
         # resamples last and contiguous: partitioning along a strided axis is slower, and the
         # order statistics (so the bounds) are the same
@@ -107,6 +116,16 @@ def _interval(
         else:
             low[block] = estimates[block] + (bounds[0] - bounds[1])
             high[block] = estimates[block] + (bounds[2] - bounds[1])
+
+    starts = range(0, samples.shape[1], 2048)
+    if len(starts) < 2:
+        for start in starts:
+            bound(start)
+        return low, high
+    # numpy partitions without the interpreter lock: blocks on every core (the 1,000-concept
+    # audit's intervals: 3.2 -> 1.3 s on two cores; each block's bounds are the same)
+    with ThreadPoolExecutor(max_workers=min(len(starts), QUANTILE_THREADS)) as pool:
+        list(pool.map(bound, starts))
     return low, high
 
 
@@ -282,7 +301,7 @@ def add_bootstrap_intervals(
 def lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     basis, Q = draw.basis, draw.Q
 
-    def rows() -> tuple[np.ndarray, ...]:
+    def rows() -> LeanRows:
         index = [
             (
                 basis[("concept", str(row.concept_set), str(row.concept))],
@@ -292,15 +311,14 @@ def lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
             )
             for row in frame.itertuples()
         ]
-        return tuple(
+        return LeanRows.of(*(
             np.asarray(column, dtype=np.int64).reshape(-1) for column in zip(*index, strict=True)
-        )
+        ))  # fmt: skip
 
     out = np.empty((Q.shape[0], len(frame), 2))
     if frame.empty:
         return out
-    concept, ref, pos, neg = draw.indices(f"lean:{id(frame)}", rows)
-    cosine, _, score = lean_from_gram(Q, concept, ref, pos, neg)
+    cosine, _, score = lean_from_rows(Q, draw.indices(f"lean:{id(frame)}", rows))
     out[:, :, 0] = score
     out[:, :, 1] = cosine
     return out
@@ -314,7 +332,7 @@ def cosine_samples(
     as (kind, column of its set or axis, column of its name), e.g. ("group", "axis", "group")."""
     basis, Q = draw.basis, draw.Q
 
-    def rows() -> tuple[np.ndarray, ...]:
+    def rows() -> CosineRows:
         def column(kind: str, where: str, name: str) -> np.ndarray:
             # each distinct (set or axis, name) looked up once: a similarity table has a
             # million rows and about a thousand distinct names
@@ -329,13 +347,12 @@ def cosine_samples(
 
         set_codes, sets = pd.factorize(frame["concept_set"].astype(str))
         refs = np.asarray([basis[("ref", str(s))] for s in sets], dtype=np.int64)[set_codes]
-        return column(*first), column(*second), refs
+        return CosineRows.of(column(*first), column(*second), refs)
 
     out = np.empty((Q.shape[0], len(frame), 1))
     if frame.empty:
         return out
-    a, b, ref = draw.indices(f"cosine:{id(frame)}:{first}:{second}", rows)
-    out[:, :, 0] = centred_cosine(Q, a, b, ref)
+    out[:, :, 0] = cosine_from_rows(Q, draw.indices(f"cosine:{id(frame)}:{first}:{second}", rows))
     return out
 
 
