@@ -16,6 +16,7 @@ is 6 GB in float32). This module says which products are kept and combines them:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -163,6 +164,11 @@ def cross_quadratics(
         yield start, seed_quadratic(products.cross, weights[start : start + span], np.float32)
 
 
+DIRECTION_RUNS = 16
+"""Runs of consecutive direction vectors up to which Q's direction rows and columns are
+written run by run (as slices) rather than through index arrays."""
+
+
 @dataclass
 class ProductPlan:
     """How :func:`streamed_inner_products` combines one audit's products for its basis: the
@@ -219,6 +225,16 @@ class ProductPlan:
         )
         """The vectors with coefficients: a slice when they are consecutive (a slice and one
         index array make a strided copy, two index arrays a gather)."""
+        breaks = np.flatnonzero(np.diff(self.dirs) != 1) + 1
+        bounds = [0, *breaks.tolist(), int(self.dirs.size)]
+        self.dir_runs = [
+            (slice(a, b), slice(int(self.dirs[a]), int(self.dirs[a]) + b - a))
+            for a, b in itertools.pairwise(bounds)
+            if b > a
+        ]
+        """The direction vectors as runs of consecutive vectors: (their place among the
+        directions, their place in Q), so that Q's direction rows and columns are written as
+        slices (an audit's directions are a few runs: the base, then its groups)."""
 
     @classmethod
     def of(cls, products: SeedProducts, pattern: np.ndarray) -> ProductPlan:
@@ -285,9 +301,12 @@ def streamed_inner_products(
         )
         for has, kth in plan.later_terms:
             block[:, has] += terms[:, kth]
-        if isinstance(plan.used_rows, slice):
-            Q[:, plan.used_rows, dirs] = block
-            Q[:, dirs, plan.used_rows] = block.transpose(0, 2, 1)
+        if isinstance(plan.used_rows, slice) and len(plan.dir_runs) <= DIRECTION_RUNS:
+            # columns first, then rows: where both are directions the rows' values hold
+            for among, at in plan.dir_runs:
+                Q[:, plan.used_rows, at] = block[:, :, among]
+            for among, at in plan.dir_runs:
+                Q[:, at, plan.used_rows] = block[:, :, among].transpose(0, 2, 1)
         else:
             Q[:, used[:, None], dirs[None, :]] = block
             Q[:, dirs[:, None], used[None, :]] = block.transpose(0, 2, 1)
