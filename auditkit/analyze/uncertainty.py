@@ -104,9 +104,12 @@ def _interval(
     levels = [alpha, 1.0 - alpha] if estimates is None else [alpha, 0.5, 1.0 - alpha]
     low = np.empty(samples.shape[1:])
     high = np.empty(samples.shape[1:])
+    # 2,048 rows at a time in all, shared by the threads: the blocks' copies take the memory
+    # one block took on one thread
+    rows_per_block = max(256, 2048 // QUANTILE_THREADS)
 
     def bound(start: int) -> None:
-        block = slice(start, start + 2048)
+        block = slice(start, start + rows_per_block)
         # resamples last and contiguous: partitioning along a strided axis is slower, and the
         # order statistics (so the bounds) are the same
         ordered = np.ascontiguousarray(np.moveaxis(samples[:, block], 0, -1))
@@ -117,7 +120,7 @@ def _interval(
             low[block] = estimates[block] + (bounds[0] - bounds[1])
             high[block] = estimates[block] + (bounds[2] - bounds[1])
 
-    starts = range(0, samples.shape[1], 2048)
+    starts = range(0, samples.shape[1], rows_per_block)
     if len(starts) < 2:
         for start in starts:
             bound(start)
@@ -230,6 +233,8 @@ def add_bootstrap_intervals(
                 memo["product plan"] = ProductPlan.of(latents.products[0], basis.coeffs)
                 memo["cross runs"] = cross_quadratics(latents.products[0], weights, size)
             if cross is None or part.stop > cross[0] + cross[1].shape[0]:
+                # the last run freed first: the analysis's peak memory was both runs at once
+                cross = None
                 cross = next(memo["cross runs"])
             Q = streamed_inner_products(
                 latents.products[0], coeffs, weights[part], memo["product plan"],
