@@ -265,11 +265,12 @@ def centred_cosine(Q: np.ndarray, a: Row, b: Row, r: Row) -> np.ndarray:
 def _distinct(*rows: Row) -> tuple[Any, np.ndarray | None]:
     """The distinct tuples of ``rows`` (row arrays of one length) and each row's place among
     them; ints, or anything else, as they are (None)."""
-    if not all(isinstance(r, np.ndarray) and r.ndim == 1 and r.size for r in rows):
+    arrays = [r for r in rows if isinstance(r, np.ndarray) and r.ndim == 1 and r.size]
+    if len(arrays) < len(rows):
         return rows, None
-    dims = tuple(int(r.max()) + 1 for r in rows)
+    dims = tuple(int(r.max()) + 1 for r in arrays)
     # one integer per tuple: np.unique of a 1-d array is ~10x faster than along an axis
-    keys, where = np.unique(np.ravel_multi_index(rows, dims), return_inverse=True)
+    keys, where = np.unique(np.ravel_multi_index(tuple(arrays), dims), return_inverse=True)
     return tuple(np.unravel_index(keys, dims)), where.reshape(-1)
 
 
@@ -336,8 +337,10 @@ def lean_from_gram(
     Q: np.ndarray, concept: Row, ref: Row, pos: Row, neg: Row
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cosine, projection, score) of a concept along g = pos − neg, from inner products."""
-    return lean_from_rows(Q, LeanRows(concept, ref, pos, neg, ((pos, neg), None),
-                                      ((ref, pos, neg), None), ((concept, ref), None)))  # fmt: skip
+    alone = LeanRows(
+        concept, ref, pos, neg, ((pos, neg), None), ((ref, pos, neg), None), ((concept, ref), None)
+    )
+    return lean_from_rows(Q, alone)
 
 
 def lean_from_rows(Q: np.ndarray, rows: LeanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -213,8 +213,8 @@ class ProductPlan:
         # (a few; np.add.reduceat over thousands of one-term segments was 2 ms a call)
         self.later_terms: list[tuple[np.ndarray, np.ndarray]] = []
         if self.support:
-            _vs, _rs, used, starts = self.support
-            ends = np.append(starts[1:], _vs.size)
+            vs, _rs, _used, starts = self.support
+            ends = np.append(starts[1:], vs.size)
             for k in range(1, int((ends - starts).max(initial=1))):
                 has = np.flatnonzero(ends - starts > k)
                 self.later_terms.append((has, starts[has] + k))
