@@ -211,14 +211,13 @@ class ProductPlan:
         # each vector's sum over its nonzero coefficients, term after term in order: the
         # first terms gathered at once, then the k-th terms of the vectors that have them
         # (a few; np.add.reduceat over thousands of one-term segments was 2 ms a call)
+        empty = np.empty(0, dtype=np.int64)
+        vs, _rs, used, starts = self.support or (empty, empty, empty, empty)
+        counts = np.diff(np.append(starts, vs.size))  # each vector's number of terms
         self.later_terms: list[tuple[np.ndarray, np.ndarray]] = []
-        if self.support:
-            vs, _rs, _used, starts = self.support
-            ends = np.append(starts[1:], vs.size)
-            for k in range(1, int((ends - starts).max(initial=1))):
-                has = np.flatnonzero(ends - starts > k)
-                self.later_terms.append((has, starts[has] + k))
-        used = self.support[2] if self.support else np.empty(0, dtype=np.int64)
+        for k in range(1, int(counts.max(initial=1))):
+            has = np.flatnonzero(counts > k)
+            self.later_terms.append((has, starts[has] + k))
         contiguous = used.size and used[-1] - used[0] + 1 == used.size
         self.used_rows: slice | np.ndarray = (
             slice(int(used[0]), int(used[-1]) + 1) if contiguous else used
