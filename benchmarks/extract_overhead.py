@@ -12,7 +12,7 @@ Compares three ways of getting h for the same (prompt, seed) units, per model:
 Models: toyworld-biased (the default audit's model) and the tiny pipeline of every family.
 
 Usage: python benchmarks/extract_overhead.py [--kinds toyworld,sd,lcm,sdxl,pixart,sd3,flux,sana]
-       [--units 64] [--batch 16] [--repeats 3] [--out B1.json]
+       [--units 64] [--batch 16] [--repeats 3] [--resolution PX] [--out B1.json]
 Every path is warmed up once, then timed --repeats times, interleaved (median).
 Prints seconds and the ratios bare/auditkit (throughput of auditkit against the limit) and
 naive/auditkit, per model; ``--out`` writes the same rows as JSON.
@@ -48,7 +48,12 @@ concepts: [{{name: c, templates: ["a photo of a {{term}}"], terms: {terms}}}]
 
 
 def measure(
-    kind: str, units_wanted: int, batch: int, work: Path, repeats: int = 3
+    kind: str,
+    units_wanted: int,
+    batch: int,
+    work: Path,
+    repeats: int = 3,
+    resolution: int | None = None,
 ) -> dict[str, float]:
     """Median seconds of bare, auditkit and naive extraction of the same units of one model,
     each path warmed up once and then timed ``repeats`` times."""
@@ -66,7 +71,8 @@ def measure(
              range(max(1, units_wanted // 4 - 2))]  # fmt: skip
     toy = kind == "toyworld"
     model = "builtin:toyworld-biased" if toy else f"builtin:tiny-{kind}"
-    steps, resolution = (10, 32) if toy else (4, 64)
+    steps, default_resolution = (10, 32) if toy else (4, 64)
+    resolution = resolution or default_resolution
     spec = resolve_spec(
         check_spec(parse_spec(_spec_text(model, steps, resolution, batch, terms))), work
     )
@@ -117,7 +123,7 @@ def measure(
             start = time.perf_counter()
             fn()
             seconds[name].append(time.perf_counter() - start)
-    timings = {"units": float(len(units)), "steps": float(steps)}
+    timings = {"units": float(len(units)), "steps": float(steps), "resolution": resolution}
     timings |= {name: statistics.median(values) for name, values in seconds.items()}
     return timings
 
@@ -128,6 +134,10 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
+    parser.add_argument(
+        "--resolution", type=int, default=None,
+        help="image size in px for every model (default: toyworld 32, the tiny pipelines 64)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
@@ -135,11 +145,12 @@ def main() -> None:
           f"{'bare/auditkit':>13} {'naive/auditkit':>14}")  # fmt: skip
     rows = []
     for kind in args.kinds.split(","):
-        t = measure(kind, args.units, args.batch, work, args.repeats)
+        t = measure(kind, args.units, args.batch, work, args.repeats, args.resolution)
         print(f"{kind:10} {int(t['units']):5d} {t['bare']:7.2f} {t['auditkit']:10.2f} "
               f"{t['naive']:8.2f} {t['bare'] / t['auditkit']:13.2f} "
               f"{t['naive'] / t['auditkit']:14.2f}", flush=True)  # fmt: skip
         rows.append({"model": kind, "units": int(t["units"]), "steps": int(t["steps"])})
+        rows[-1]["resolution"] = int(t["resolution"])
         rows[-1] |= {"batch": args.batch, "repeats": args.repeats}
         rows[-1] |= {f"{path}_s": round(t[path], 4) for path in ("bare", "auditkit", "naive")}
         rows[-1]["auditkit_over_bare"] = round(t["bare"] / t["auditkit"], 3)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from auditkit.extract.encode_once import encode_once
 from auditkit.extract.hooks import HookSession, SamplingDone, StopWhenRead, capture_h
 from auditkit.extract.store import ActivationStore
 from auditkit.models.adapters import ModelAdapter, for_pipeline_class
@@ -218,7 +219,7 @@ def capture_batch(
     # up-blocks of the final step, or every step after the last one a spec keeps, are never
     # run). A compiled denoiser runs to the end: the stop is raised from inside its graph.
     stop = None if decode or specs[0].execution.compile else StopWhenRead(len(specs))
-    with torch.inference_mode(), ExitStack() as hooks:
+    with torch.inference_mode(), ExitStack() as hooks, encode_once(loaded.pipe):
         sessions = [
             hooks.enter_context(capture_session(loaded, s, len(units), stop)) for s in specs
         ]

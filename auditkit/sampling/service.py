@@ -107,6 +107,7 @@ def _generate(
     """One pipeline call over ``units`` with extraction's inputs, decoded to uint8 pixels."""
     import torch
 
+    from auditkit.extract.encode_once import encode_once
     from auditkit.extract.hooks import steer_h
     from auditkit.extract.runner import as_uint8, pipeline_inputs
 
@@ -119,7 +120,7 @@ def _generate(
         steer = steer_h(
             components, hook, g, scale, expected_batch=len(units), adapter=loaded.adapter
         )
-    with torch.inference_mode(), steer:
+    with torch.inference_mode(), steer, encode_once(loaded.pipe):
         inputs = pipeline_inputs(loaded, spec, units)
         if guidance_scale is not None:
             inputs["guidance_scale"] = float(guidance_scale)
