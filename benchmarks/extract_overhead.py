@@ -141,12 +141,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
-    print(f"{'model':10} {'units':>5} {'bare s':>7} {'auditkit s':>10} {'naive s':>8} "
+    print(f"{'model':10} {'px':>3} {'units':>5} {'bare s':>7} {'auditkit s':>10} {'naive s':>8} "
           f"{'bare/auditkit':>13} {'naive/auditkit':>14}")  # fmt: skip
     rows = []
     for kind in args.kinds.split(","):
         t = measure(kind, args.units, args.batch, work, args.repeats, args.resolution)
-        print(f"{kind:10} {int(t['units']):5d} {t['bare']:7.2f} {t['auditkit']:10.2f} "
+        print(f"{kind:10} {int(t['resolution']):3d} {int(t['units']):5d} {t['bare']:7.2f} "
+              f"{t['auditkit']:10.2f} "
               f"{t['naive']:8.2f} {t['bare'] / t['auditkit']:13.2f} "
               f"{t['naive'] / t['auditkit']:14.2f}", flush=True)  # fmt: skip
         rows.append({"model": kind, "units": int(t["units"]), "steps": int(t["steps"])})

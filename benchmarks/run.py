@@ -9,7 +9,8 @@ Each part runs in a process of its own (its own script, also runnable alone), so
 part's memory and warm caches do not flatter the next:
 
 - **B1** `benchmarks/extract_overhead.py`: extraction against the bare denoising loop and the
-  naive loop, on toyworld and the tiny pipeline of every family (CPU);
+  naive loop, on toyworld and the tiny pipeline of every family (CPU), each at its own 32 px,
+  then the tiny pipelines again at 64 px;
 - **B2, B3** `benchmarks/analysis_scale.py`: the analysis of a 1,000-concept SD 1.5-shaped
   store (wall time, peak RSS), then its HTML and PDF report;
 - **B4** `benchmarks/gpu_extract.py`: SD 1.5-, SDXL- and FLUX-shaped denoisers on the GPU
@@ -37,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 
 B1_FLOOR = 0.9  # auditkit's throughput against the bare loop, at least
 B1_NAIVE = 3.0  # auditkit's throughput against the naive loop, at least
+TINY_AT_64 = "sd,lcm,sdxl,pixart,sd3,flux,sana"
 B2_WALL_S = 120.0
 B2_RSS_BYTES = 4e9
 B3_HTML_S, B3_HTML_MB, B3_PDF_S = 10.0, 10.0, 60.0
@@ -88,8 +90,9 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"bar": name, "value": value, "limit": f"{sign} {limit:g}", "holds": holds})
 
     for row in results.get("B1", []):
-        bar(f"B1 {row['model']}: auditkit / bare", row["auditkit_over_bare"], B1_FLOOR, True)
-        bar(f"B1 {row['model']}: naive / auditkit", row["naive_over_auditkit"], B1_NAIVE, True)
+        name = f"B1 {row['model']}" + (f" {row['resolution']} px" if "resolution" in row else "")
+        bar(f"{name}: auditkit / bare", row["auditkit_over_bare"], B1_FLOOR, True)
+        bar(f"{name}: naive / auditkit", row["naive_over_auditkit"], B1_NAIVE, True)
     b2 = results.get("B2")
     if b2:
         bar("B2 analysis wall s", b2["b2_wall_s"], B2_WALL_S, False)
@@ -120,12 +123,17 @@ def main() -> None:
     results: dict[str, Any] = {"machine": info, "quick": args.quick, "seconds": {}}
     scratch = Path(tempfile.mkdtemp(prefix="auditkit-benchmarks-"))
     if "b1" in wanted:
-        b1_args = ["--repeats", str(args.repeats)]
+        # every model at its own size (toyworld and the tiny pipelines are built for 32 px),
+        # then the tiny pipelines again at 64 px, where their U-Nets are compute-bound on a CPU
+        runs = [["--resolution", "32"], ["--resolution", "64", "--kinds", TINY_AT_64]]
+        repeats = ["--repeats", str(args.repeats)]
         if args.quick:
-            b1_args = ["--kinds", "toyworld,sd", "--units", "32", "--repeats", "1"]
-        results["B1"], results["seconds"]["B1"] = part(
-            "extract_overhead.py", b1_args, scratch / "b1.json"
-        )
+            runs, repeats = [["--kinds", "toyworld,sd", "--units", "32"]], ["--repeats", "1"]
+        results["B1"], results["seconds"]["B1"] = [], 0.0
+        for k, b1_args in enumerate(runs):
+            rows, seconds = part("extract_overhead.py", b1_args + repeats, scratch / f"b1-{k}.json")
+            results["B1"] += rows
+            results["seconds"]["B1"] += seconds
     if wanted & {"b2", "b3"}:
         b2_args = ["--concepts", "50", "--resamples", "200"] if args.quick else []
         work = args.work or (ROOT / "runs" / "bench-scale-quick" if args.quick else None)
