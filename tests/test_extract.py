@@ -531,3 +531,25 @@ def test_a_call_that_decodes_nothing_ends_once_its_last_kept_step_is_read(
     assert cut.steps == whole.steps == [list(range(7))]
     for got, want in zip(cut.h, whole.h, strict=True):
         assert torch.equal(got, want)
+
+
+def test_a_shard_is_written_as_the_safetensors_library_writes_it() -> None:
+    from safetensors.torch import save
+
+    from auditkit.extract.shard_bytes import shard_payload, shard_tensors
+
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float16, torch.float32, torch.bfloat16):
+        tensors = {
+            "u-b": torch.randn(2, 5, 3, generator=gen).to(dtype),
+            "u-a": torch.randn(7, generator=gen).to(dtype),
+            "u-a.mean": torch.randn(1, 1, generator=gen).to(dtype),
+            "u-empty": torch.empty(0, 4, dtype=dtype),
+        }
+        meta = {"schema_version": "1"}
+        data = shard_payload(tensors, meta)
+        assert data == save(tensors, metadata=meta), dtype
+        back = shard_tensors(bytearray(data), Path("shard.safetensors"))
+        assert all(torch.equal(back[k], v) for k, v in tensors.items())
+    mixed = {"a": torch.ones(2, dtype=torch.float16), "b": torch.ones(2, dtype=torch.float32)}
+    assert shard_payload(mixed, {}) == save(mixed, metadata={})

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.extract.shard_bytes import read_all, shard_tensors
+from auditkit.extract.shard_bytes import read_all, shard_payload, shard_tensors
 from auditkit.rundir import (
     integrity,
     read_versioned_parquet,
@@ -92,8 +92,6 @@ class ActivationStore:
     ) -> None:
         """Store one batch: the shard first, then the index part that makes it visible.
         ``means``: each unit's mean over its kept steps, when it stores fewer steps."""
-        from safetensors.torch import save
-
         if not tensors:
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +99,7 @@ class ActivationStore:
         shard = f"{stem}.safetensors"
         payload = {k: v.contiguous().cpu() for k, v in tensors.items()}
         payload |= {k + MEAN_SUFFIX: v.contiguous().cpu() for k, v in (means or {}).items()}
-        data = save(payload, metadata={"schema_version": "1"})
+        data = shard_payload(payload, {"schema_version": "1"})
         write_bytes_atomic(self.root / shard, data)
         digest = integrity.sha256_bytes(data)
         self._verified.add(shard)
