@@ -12,7 +12,9 @@ Compares three ways of getting h for the same (prompt, seed) units, per model:
 Models: toyworld-biased (the default audit's model) and the tiny pipeline of every family.
 
 Usage: python benchmarks/extract_overhead.py [--kinds toyworld,sd,lcm,sdxl,pixart,sd3,flux,sana]
-       [--units 64] [--batch 16] [--repeats 3] [--resolution PX] [--out B1.json]
+       [--units 128] [--batch 64] [--repeats 3] [--resolution PX] [--out B1.json]
+The batch is the project's audits' own (``batch_size: 64`` in audits/*.yaml), and 128 units make
+two of them, so that every extraction pays the store's durable per-batch commit twice.
 Every path is warmed up once, then timed --repeats times, interleaved (median).
 Prints seconds and the ratios bare/auditkit (throughput of auditkit against the limit) and
 naive/auditkit, per model; ``--out`` writes the same rows as JSON.
@@ -131,8 +133,8 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default=",".join(KINDS))
-    parser.add_argument("--units", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
     parser.add_argument(
         "--resolution", type=int, default=None,
