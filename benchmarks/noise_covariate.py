@@ -31,41 +31,35 @@ import numpy as np
 def per_seed_scores(name: str, work: Path) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Per axis, each concept's (and each group's, as ``@group``) per-seed score; and the
     starting noise of every seed [N, ...]."""
-    from auditkit.analyses.checks import check_spec
+    from auditkit.analyze.measures import build_layout
     from auditkit.calibration.suite import load_stored_scenario
     from auditkit.extract.runner import initial_noise
     from auditkit.models.loading import load_pipeline
-    from auditkit.plan import plan_audit
 
     scenario = load_stored_scenario(name, work, show_progress=False)
-    spec = scenario.spec
-    by_id = {p.prompt_id: p for p in plan_audit(check_spec(spec)).prompts}
-    assert scenario.latents.per_seed is not None
-    X = scenario.latents.per_seed.astype(np.float64)  # [prompts, seeds, features]
-    info = [by_id[pid] for pid in scenario.latents.prompt_ids]
-    concepts = sorted({p.term for p in info if p.role == "concept"})
+    spec, latents = scenario.spec, scenario.latents
+    assert latents.per_seed is not None
+    X = latents.per_seed.astype(np.float64)  # [prompts, seeds, features]
+    layout = build_layout(spec, latents.row_map())  # the analysis's own prompt rows
+    concepts = {
+        c: X[rows].mean(axis=0) for cset in layout.concepts for c, rows in cset.terms.items()
+    }
     scores: dict[str, dict[str, np.ndarray]] = {}
-    for axis in spec.analysis_axes:
-        groups = list(axis.groups)
-        G = [
-            X[[i for i, p in enumerate(info)
-               if p.role == "axis" and p.set_name == axis.name and p.group == g]].mean(axis=0)
-            for g in groups
-        ]  # fmt: skip
+    for axis in layout.axes:
+        if not axis.two_group:
+            continue
+        groups = axis.group_names[:2]
+        G = [np.mean([X[rows].mean(axis=0) for rows in axis.groups[g]], axis=0) for g in groups]
         first, second = G[0].mean(axis=0), G[1].mean(axis=0)
         g_vec, mid = first - second, (first + second) / 2
         scale = 2 / float(g_vec @ g_vec)
-        per = {}
-        for c in concepts:
-            rows = [i for i, p in enumerate(info) if p.role == "concept" and p.term == c]
-            per[c] = scale * ((X[rows].mean(axis=0) - mid) @ g_vec)
-        for k, g in enumerate(groups):
-            per["@" + g] = scale * ((G[k] - mid) @ g_vec)
+        per = {c: scale * ((h - mid) @ g_vec) for c, h in concepts.items()}
+        per |= {"@" + g: scale * ((G[k] - mid) @ g_vec) for k, g in enumerate(groups)}
         scores[axis.name] = per
     loaded = load_pipeline(spec.model, cache_dir=work)
     noise = np.stack([
         initial_noise(loaded.pipe, s, spec.model.resolution).numpy()
-        for s in scenario.latents.seeds
+        for s in latents.seeds
     ])  # fmt: skip
     return scores, noise
 
