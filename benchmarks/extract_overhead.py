@@ -23,7 +23,9 @@ naive/auditkit, per model; ``--out`` writes the same rows as JSON.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -143,6 +145,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditkit-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # no scratch left in /tmp
     print(f"{'model':10} {'px':>3} {'units':>5} {'bare s':>7} {'auditkit s':>10} {'naive s':>8} "
           f"{'bare/auditkit':>13} {'naive/auditkit':>14}")  # fmt: skip
     rows = []

@@ -16,6 +16,8 @@ fuzz-failures/) to be replayed (``auditkit plan FILE``).
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ def main() -> int:
     largest = [0]
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="auditkit-fuzz-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # no scratch left in /tmp
     count = [0]
     current = [""]
     slowest_spec: list[tuple[Outcome, bytes] | None] = [None]

@@ -23,7 +23,9 @@ CPU check of the wiring (small batches, one step, shallower SDXL and FLUX, float
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -174,6 +176,7 @@ def main() -> None:
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --smoke for a CPU wiring check")
     work = Path(tempfile.mkdtemp(prefix="auditkit-gpu-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # no scratch left in /tmp
     models = _models(smoke)
     steps = 1 if smoke else 4
     plan: list[tuple[torch.dtype, int, bool]] = (

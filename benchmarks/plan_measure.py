@@ -12,8 +12,10 @@ Prints, per spec, the estimates, the measured wall time, and estimate / wall.
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,6 +84,7 @@ def _unseen_model(work: Path) -> Path:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="auditkit-plan-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # no scratch left in /tmp
     unseen = work / "unseen.yaml"
     unseen.write_text(UNSEEN.format(folder=_unseen_model(work)))
     specs = {"toyworld default audit": ROOT / "audits" / "toyworld.yaml", "unseen DDIM-20": unseen}

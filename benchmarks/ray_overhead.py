@@ -19,8 +19,10 @@ Prints seconds per run, extraction units per second per worker, and ray/local ra
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +77,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="auditkit-ray-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # no scratch left in /tmp
     port = _free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     start = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",

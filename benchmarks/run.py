@@ -23,9 +23,11 @@ the verdict of each bar. ``--quick`` shrinks every part, so its verdicts are not
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +123,7 @@ def main() -> None:
     info = machine()
     results: dict[str, Any] = {"machine": info, "quick": args.quick, "seconds": {}}
     scratch = Path(tempfile.mkdtemp(prefix="auditkit-benchmarks-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # no scratch left in /tmp
     if "b1" in wanted:
         # every model at its own size (toyworld and the tiny pipelines are built for 32 px),
         # then the tiny pipelines again at 64 px, where their U-Nets are compute-bound on a CPU
