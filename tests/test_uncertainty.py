@@ -13,7 +13,9 @@ from auditkit.analyze.gram import (
     inner_products,
     lean_from_gram,
     resampled_grams,
+    seed_gram_pays,
     seed_gram_tensor,
+    weighted_grams,
 )
 from auditkit.analyze.latents import LatentSet
 from auditkit.analyze.measures import build_layout
@@ -88,6 +90,24 @@ def test_gram_engine_matches_direct_computation() -> None:
     uniform = np.full((1, len(latents.seeds)), 1.0 / len(latents.seeds))
     M = gram_of(latents.per_seed.astype(np.float64).mean(axis=1))
     assert np.allclose(resampled_grams(K, uniform)[0], M, rtol=1e-9, atol=1e-9)
+
+
+def test_both_gram_paths_give_the_resampled_grams_and_the_cheaper_one_is_chosen() -> None:
+    rng = np.random.default_rng(3)
+    per_seed = rng.normal(size=(7, 5, 40)).astype(np.float32)
+    weights = bootstrap_weights(5, 30, rng)
+    through_k = resampled_grams(seed_gram_tensor(per_seed), weights)
+    direct = np.stack(
+        [gram_of(np.einsum("n,pnd->pd", w, per_seed.astype(np.float64))) for w in weights]
+    )
+    assert np.allclose(weighted_grams(per_seed, weights), direct, rtol=1e-12, atol=1e-10)
+    assert np.allclose(through_k, direct, rtol=1e-12, atol=1e-10)
+    # the default audit's shape (68 prompts, 32 seeds, 2,048 values): K, 3x fewer multiply-adds
+    assert seed_gram_pays(68, 32, 2048)
+    # 128 seeds: the latents' path is cheaper; 200 prompts: K would outgrow its budget
+    assert not seed_gram_pays(68, 128, 2048)
+    assert not seed_gram_pays(200, 32, 2048)
+    assert seed_gram_pays(5, 4, 40)  # h longer than prompts x seeds, as before
 
 
 def test_bootstrap_weights_are_resamples() -> None:

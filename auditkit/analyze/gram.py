@@ -210,10 +210,29 @@ def seed_gram_tensor(per_seed: np.ndarray) -> np.ndarray:
     return (X @ X.T).reshape(P, N, P, N)
 
 
+SEED_GRAM_BUDGET = 64 << 20
+"""Bytes the seed Gram tensor may take when it is chosen for its speed alone."""
+
+
+def seed_gram_pays(prompts: int, seeds: int, width: int) -> bool:
+    """Whether a bootstrap should resample the seed Gram tensor K (:func:`resampled_grams`,
+    ``prompts²·seeds²`` per resample after K) rather than the latents themselves
+    (:func:`weighted_grams`, ``prompts·width·(seeds + prompts)``). K is always taken when it is
+    smaller than the latents (``width > prompts·seeds``, as before); otherwise when the latents'
+    path costs at least twice the multiply-adds and K fits :data:`SEED_GRAM_BUDGET`. Measured on
+    2 cores, 100 resamples (benchmarks/NOTES.md, "eighth"): at the default audit's 68 prompts x
+    32 seeds x 2,048 values (ratio 2.9) 49 against 164 ms; at 64 seeds (ratio 1.0) 234 against
+    148 ms; at 200 prompts x 32 seeds (ratio 2.3, K 328 MB) 520 against 427 ms."""
+    P, N, D = prompts, seeds, width
+    if D > P * N:
+        return True
+    return D * (N + P) >= 2 * P * N * N and (P * N) ** 2 * 8 <= SEED_GRAM_BUDGET
+
+
 def weighted_grams(per_seed: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Prompt Gram matrices for seed weights [B, N] straight from the latents [P, N, D]: the
-    resampled means first, then their Gram. The same numbers as :func:`resampled_grams`,
-    cheaper whenever h is smaller than prompts x seeds (B·P·N·D against B·P²·N²)."""
+    resampled means first, then their Gram. The same numbers as :func:`resampled_grams` (to
+    rounding), which is cheaper where :func:`seed_gram_pays`."""
     X = np.asarray(per_seed, dtype=np.float64)
     P, N, D = X.shape
     # two BLAS products (einsum's batched path was 10x slower here, for the same numbers)

@@ -30,6 +30,7 @@ from auditkit.analyze.gram import (
     lean_from_rows,
     paired_inner_products,
     resampled_grams,
+    seed_gram_pays,
     seed_gram_tensor,
     uniform_weights,
     weighted_coeffs,
@@ -193,7 +194,7 @@ def add_bootstrap_intervals(
     K = None
     if latents.per_seed is not None:
         P, N, D = latents.per_seed.shape
-        K = seed_gram_tensor(latents.per_seed) if D > P * N else None
+        K = seed_gram_tensor(latents.per_seed) if seed_gram_pays(P, N, D) else None
     weights = bootstrap_weights(len(latents.seeds), resamples, np.random.default_rng(seed))
     wording = (
         wording_weights(layout, resamples, np.random.default_rng([seed, 13]))
