@@ -46,6 +46,7 @@ seeds: {seeds}
 batch_size: {batch}
 centring: {{reference: set_mean}}
 analyses: [lean]
+execution: {{compile: {compiled}}}
 axes: [{{name: a, templates: ["a photo of a {{term}}"], groups: {{x: [man], y: [woman]}}}}]
 concepts: [{{name: c, templates: ["a photo of a {{term}}"], terms: [doctor, nurse]}}]
 """
@@ -111,9 +112,12 @@ def build(name: str, model: dict[str, Any], device: str, dtype: torch.dtype, wor
 
 def run_setting(
     loaded: Any, folder: Path, resolution: int, model: dict[str, Any], batch: int, steps: int,
-    work: Path,
+    work: Path, compiled: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Bare loop and extraction over the same 2 batches; rates, memory, h's shape."""
+    """Bare loop and extraction over the same 2 batches; rates, memory, h's shape.
+
+    Each is warmed up on one batch first. Compiled, the extraction's warm-up matters: the hooks
+    it registers make the compiled denoiser compile again, which a long audit pays once."""
     from auditkit.analyses.checks import check_spec
     from auditkit.extract.runner import extract_activations, pipeline_inputs
     from auditkit.extract.store import ActivationStore
@@ -122,7 +126,7 @@ def run_setting(
 
     text = SPEC.format(folder=folder, device=loaded.device, dtype=loaded.dtype, steps=steps,
                        guidance=model["guidance"], resolution=resolution, hook=model["hook"],
-                       seeds=batch, batch=batch)  # fmt: skip
+                       seeds=batch, batch=batch, compiled=str(compiled).lower())  # fmt: skip
     spec = check_spec(parse_spec(text))
     plan = plan_audit(spec)
     units = plan.units[: 2 * batch]
@@ -139,8 +143,23 @@ def run_setting(
                 inputs = pipeline_inputs(loaded, spec, units[i : i + batch])
                 loaded.pipe(**inputs, output_type="latent")
 
-    bare()  # warm-up (and compilation, when compiled)
+    started = time.perf_counter()
+    with torch.inference_mode():  # warm-up, one batch (and the compilation, when compiled)
+        loaded.pipe(**pipeline_inputs(loaded, spec, units[:batch]), output_type="latent")
     sync()
+    warmup_s = time.perf_counter() - started
+    started = time.perf_counter()
+    if compiled:
+        warm = type(plan)(**{**plan.__dict__, "units": tuple(units[:batch])})
+        extract_activations(
+            loaded,
+            spec,
+            warm,
+            ActivationStore(work / f"warm-{time.monotonic_ns()}"),
+            show_progress=False,
+        )
+        sync()
+    hooks_warmup_s = time.perf_counter() - started
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -161,16 +180,32 @@ def run_setting(
         "bare_evaluations_per_s": round(evaluations / bare_s, 2),
         "auditkit_evaluations_per_s": round(evaluations / audit_s, 2),
         "auditkit_over_bare": round(bare_s / audit_s, 3),
+        "warmup_s": round(warmup_s, 2),
+        "hooks_warmup_s": round(hooks_warmup_s, 2),
+        "bare_s": round(bare_s, 3),
+        "auditkit_s": round(audit_s, 3),
         "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="Write the records as JSON here.")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Write the records as JSON here (rewritten after each one).",
+    )
     parser.add_argument("--models", default="sd15,sdxl,flux-dev")
     parser.add_argument("--smoke", action="store_true", help="CPU wiring check, tiny settings.")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="Start no setting after this many seconds; a compiled one only "
+        "with a third of it left (the records so far are kept).",
+    )
+    args = parser.parse_args()  # fmt: skip
     smoke = args.smoke
     device = "cpu" if smoke else "cuda"
     if not smoke and not torch.cuda.is_available():
@@ -178,32 +213,73 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="auditkit-gpu-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # no scratch left in /tmp
     models = _models(smoke)
+    names = args.models.split(",")
     steps = 1 if smoke else 4
-    plan: list[tuple[torch.dtype, int, bool]] = (
-        [(torch.float32, 1, False)]
-        if smoke
-        else [(torch.float16, b, False) for b in (1, 4, 8)]
-        + [(torch.bfloat16, 8, False), (torch.float16, 8, True)]
-    )
-    records = []
+    # Every model's plain settings first, the compiled ones last: what a short call cannot
+    # finish is the compilation, never a plain measurement.
+    batches = (1,) if smoke else (1, 4, 8)
+    phases: list[tuple[str, torch.dtype, list[tuple[int, bool]]]] = []
+    for name in names:
+        phases.append((name, torch.float32 if smoke else torch.float16,
+                       [(b, False) for b in batches]))  # fmt: skip
+        if not smoke:
+            phases.append((name, torch.bfloat16, [(batches[-1], False)]))
+    phases += [(name, torch.float32 if smoke else torch.float16, [(batches[-1], True)])
+               for name in names]  # fmt: skip
     card = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    for name in args.models.split(","):
+    import diffusers
+    import transformers
+
+    from auditkit.models.loading import compile_denoiser
+
+    print(json.dumps({"device": card, "torch": torch.__version__, "diffusers":
+                      diffusers.__version__, "transformers": transformers.__version__}),
+          flush=True)  # fmt: skip
+    records: list[dict[str, Any]] = []
+    began = time.perf_counter()
+
+    def elapsed() -> float:
+        return time.perf_counter() - began
+
+    def keep(record: dict[str, Any]) -> None:
+        records.append(record)
+        print(json.dumps(record), flush=True)
+        if args.out is not None:
+            args.out.write_text(json.dumps(records, indent=2) + "\n")
+
+    for name, dtype, settings in phases:
         model = models[name]
-        for dtype in dict.fromkeys(d for d, _, _ in plan):  # one build per dtype
+        try:
             loaded, folder, resolution = build(name, model, device, dtype, work)
-            for _, batch, compiled in [p for p in plan if p[0] == dtype]:  # compiled last
+        except Exception as error:  # recorded; the other models still run
+            keep({"model": name, "dtype": str(dtype).split(".")[-1], "error": repr(error)})
+            continue
+        for batch, compiled in settings:
+            left = args.budget_s - elapsed()
+            if left <= 0 or (compiled and left < args.budget_s / 3):
+                keep(
+                    {
+                        "model": name,
+                        "batch": batch,
+                        "compiled": compiled,
+                        "skipped": f"budget: {elapsed():.0f} s of {args.budget_s:.0f} s used",
+                    }
+                )
+                continue  # fmt: skip
+            base = {"model": name, "compiled": compiled, "device": card, "steps": steps,
+                    "resolution": resolution}  # fmt: skip
+            try:
                 if compiled:
-                    getattr(loaded.pipe, loaded.adapter.denoiser).compile()
-                record = run_setting(loaded, folder, resolution, model, batch, steps, work)
-                record |= {"model": name, "compiled": compiled, "device": card,
-                           "resolution": resolution, "steps": steps}  # fmt: skip
-                records.append(record)
-                print(json.dumps(record), flush=True)
-            del loaded
-            if device == "cuda":
-                torch.cuda.empty_cache()
-    if args.out is not None:
-        args.out.write_text(json.dumps(records, indent=2) + "\n")
+                    compile_denoiser(loaded)  # as `execution: {compile: true}` does
+                record = run_setting(
+                    loaded, folder, resolution, model, batch, steps, work, compiled
+                )
+            except Exception as error:  # recorded; the next setting runs
+                record = {"batch": batch, "dtype": loaded.dtype, "error": repr(error)}
+            keep(base | record | {"elapsed_s": round(elapsed(), 1)})
+        del loaded
+        if device == "cuda":
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -414,10 +414,12 @@ def test_a_compiled_denoiser_captures_the_same_h(
     tiny_pipeline_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     """``execution.compile`` (``auditkit run --compile``) compiles the denoiser in place: the
-    hooks still find their point and capture the same h as the uncompiled module."""
+    hooks still find their point and capture the same h as the uncompiled module, also when the
+    compiled denoiser ran without hooks before (a warm-up, the guidance sweep's passes), and
+    between two captures."""
     import json
 
-    from auditkit.extract.runner import capture_batch
+    from auditkit.extract.runner import capture_batch, pipeline_inputs
     from auditkit.models.loading import compile_denoiser
     from auditkit.plan import plan_audit
     from auditkit.spec import parse_spec
@@ -454,10 +456,19 @@ def test_a_compiled_denoiser_captures_the_same_h(
     plain = capture_batch(loaded, [spec], units)
     compile_denoiser(loaded)
     assert getattr(loaded.pipe, loaded.adapter.denoiser)._compiled_call_impl is not None
+
+    def no_hooks() -> None:
+        with torch.inference_mode():
+            loaded.pipe(**pipeline_inputs(loaded, spec, units), output_type="latent")
+
+    no_hooks()  # traced without hooks: the capture after it must still be called
     compiled = capture_batch(loaded, [spec], units)
-    assert compiled.denoiser_calls == plain.denoiser_calls
-    for got, want in zip(compiled.h, plain.h, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    no_hooks()
+    again = capture_batch(loaded, [spec], units)
+    for captured in (compiled, again):
+        assert captured.denoiser_calls == plain.denoiser_calls
+        for got, want in zip(captured.h, plain.h, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def _capture_spec(model: Path, probe: dict[str, Any]) -> Any:

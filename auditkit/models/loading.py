@@ -304,7 +304,16 @@ def load_pipeline(model: ModelSpec, *, cache_dir: Path) -> LoadedPipeline:
 def compile_denoiser(loaded: LoadedPipeline) -> None:
     """``torch.compile`` the denoiser in place (``execution.compile``). The module keeps its
     submodules and their names, so the hooks find their points as before; its first batches
-    (and each new batch size) compile."""
+    (and each new batch size) compile.
+
+    The audit's passes add and remove hooks between calls (capture, none for the guidance
+    sweep, steering for the causal check). By default the compiled code does not check a
+    module's hooks, so a graph traced without them would run on with hooks added later never
+    called: the capture would find nothing and the steering would silently not steer. Hook
+    guards make each such change compile again instead (once per hook layout)."""
+    import torch._dynamo.config
+
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
     denoiser = getattr(loaded.pipe, loaded.adapter.denoiser)
     denoiser.compile()
 
