@@ -148,6 +148,7 @@ def run_setting(
         loaded.pipe(**pipeline_inputs(loaded, spec, units[:batch]), output_type="latent")
     sync()
     warmup_s = time.perf_counter() - started
+    print(json.dumps({"bare warm-up s": round(warmup_s, 1), "batch": batch}), flush=True)
     started = time.perf_counter()
     if compiled:
         warm = type(plan)(**{**plan.__dict__, "units": tuple(units[:batch])})
@@ -199,6 +200,9 @@ def main() -> None:
     parser.add_argument("--models", default="sd15,sdxl,flux-dev")
     parser.add_argument("--smoke", action="store_true", help="CPU wiring check, tiny settings.")
     parser.add_argument(
+        "--compiled-only", action="store_true", help="Only the torch.compile settings."
+    )
+    parser.add_argument(
         "--budget-s",
         type=float,
         default=420.0,
@@ -219,7 +223,7 @@ def main() -> None:
     # finish is the compilation, never a plain measurement.
     batches = (1,) if smoke else (1, 4, 8)
     phases: list[tuple[str, torch.dtype, list[tuple[int, bool]]]] = []
-    for name in names:
+    for name in [] if args.compiled_only else names:
         phases.append((name, torch.float32 if smoke else torch.float16,
                        [(b, False) for b in batches]))  # fmt: skip
         if not smoke:

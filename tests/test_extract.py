@@ -470,6 +470,16 @@ def test_a_compiled_denoiser_captures_the_same_h(
         for got, want in zip(captured.h, plain.h, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
+    # The hooks run outside the compiled graph: twice the steps compile nothing new (traced
+    # into it, the capture list's length made every step compile the denoiser again)
+    from torch._dynamo.utils import counters
+
+    frames = counters["frames"]["total"]
+    longer = spec.model_copy(update={"model": spec.model.model_copy(update={"steps": 4})})
+    four = capture_batch(loaded, [longer], units)
+    assert four.denoiser_calls == 2 * plain.denoiser_calls
+    assert counters["frames"]["total"] == frames
+
 
 def _capture_spec(model: Path, probe: dict[str, Any]) -> Any:
     import json

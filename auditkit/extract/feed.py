@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from auditkit.extract.hooks import resolve_hook_point
+from auditkit.extract.hooks import resolve_hook_point, run_eagerly
 from auditkit.models.adapters.base import GENERIC, ModelAdapter
 
 
@@ -93,7 +93,9 @@ def feed_latents(
         fed = latent.to(device=current.device, dtype=current.dtype)
         return adapter.with_latent_input(args, kwargs, fed)
 
-    handle = denoiser.register_forward_pre_hook(before_denoiser, with_kwargs=True)
+    handle = denoiser.register_forward_pre_hook(
+        run_eagerly(denoiser, before_denoiser), with_kwargs=True
+    )
     try:
         yield session
     finally:

@@ -313,14 +313,27 @@ def _hooked(
     when ``with_kwargs``), ``after_module`` on the hook point's output, for the block; both
     hooks are removed in ``finally``."""
     handles = [
-        denoiser.register_forward_pre_hook(before_denoiser, with_kwargs=with_kwargs),
-        module.register_forward_hook(after_module),
+        denoiser.register_forward_pre_hook(
+            run_eagerly(denoiser, before_denoiser), with_kwargs=with_kwargs
+        ),
+        module.register_forward_hook(run_eagerly(denoiser, after_module)),
     ]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_eagerly(denoiser: nn.Module, hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` as it must be registered on (a module of) ``denoiser``. On a compiled denoiser
+    (``execution.compile``) the hook runs outside the compiled graph, which breaks there:
+    traced into the graph, its bookkeeping (a list that grows by one capture per step) would
+    compile the whole denoiser again at every step, until torch gives up compiling it. An
+    uncompiled denoiser gets the hook itself."""
+    if getattr(denoiser, "_compiled_call_impl", None) is None:
+        return hook
+    return torch.compiler.disable(hook)
 
 
 def _count_run(state: dict[str, Any], hook: str) -> None:
