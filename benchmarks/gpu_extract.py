@@ -14,8 +14,12 @@ evaluations per second of the bare loop and of ``extract_activations`` (hooks, r
 device, shard writes), and their ratio, at batch sizes 1, 4 and 8 in float16, at the largest
 batch in bfloat16, and at the largest batch with ``torch.compile`` of the denoiser. Steps: 4.
 
-Usage (a GPU machine; sized for one call under 8 minutes, not yet run on a GPU):
+Usage (a GPU machine; one call under 8 minutes: on an H200 the plain settings of all three
+took 2 minutes, SD 1.5's compiled setting 2 more, SDXL's compilation over 3 minutes alone, so
+the --budget-s default of 420 s starts no compilation it cannot finish in time):
     python benchmarks/gpu_extract.py --out gpu-extract.json
+Only the compiled settings (one model's compilation per call):
+    python benchmarks/gpu_extract.py --compiled-only --models sd15 --out gpu-compiled.json
 CPU check of the wiring (small batches, one step, shallower SDXL and FLUX, float32):
     python benchmarks/gpu_extract.py --smoke
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import json
 import shutil
 import sys
@@ -282,6 +287,7 @@ def main() -> None:
                 record = {"batch": batch, "dtype": loaded.dtype, "error": repr(error)}
             keep(base | record | {"elapsed_s": round(elapsed(), 1)})
         del loaded
+        gc.collect()  # the pipeline's reference cycles: else the next build finds it resident
         if device == "cuda":
             torch.cuda.empty_cache()
 
