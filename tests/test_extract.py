@@ -416,9 +416,12 @@ def test_a_compiled_denoiser_captures_the_same_h(
     """``execution.compile`` (``auditkit run --compile``) compiles the denoiser in place: the
     hooks still find their point and capture the same h as the uncompiled module, also when the
     compiled denoiser ran without hooks before (a warm-up, the guidance sweep's passes), and
-    between two captures."""
+    between two captures; the causal check's steering steers it as it steers the uncompiled
+    one."""
+    import contextlib
     import json
 
+    from auditkit.extract.hooks import steer_h
     from auditkit.extract.runner import capture_batch, pipeline_inputs
     from auditkit.models.loading import compile_denoiser
     from auditkit.plan import plan_audit
@@ -454,6 +457,21 @@ def test_a_compiled_denoiser_captures_the_same_h(
     units = list(plan_audit(spec).units[:4])
     loaded = load_pipeline(spec.model, cache_dir=tmp_path)
     plain = capture_batch(loaded, [spec], units)
+    direction = 3.0 * torch.randn(plain.h[0].shape[2:], generator=torch.Generator().manual_seed(0))
+
+    def latents(steered: bool) -> torch.Tensor:
+        """The call's final latents, with the causal check's steering of h when ``steered``."""
+        steer = (
+            steer_h(loaded.pipe.components, spec.probe.hook, direction, 1.0, adapter=loaded.adapter)
+            if steered
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), steer:
+            inputs = pipeline_inputs(loaded, spec, units)
+            return loaded.pipe(**inputs, output_type="latent").images.float()
+
+    plain_steered = latents(steered=True)
+    assert (plain_steered - latents(steered=False)).abs().max() > 0.1
     compile_denoiser(loaded)
     assert getattr(loaded.pipe, loaded.adapter.denoiser)._compiled_call_impl is not None
 
@@ -469,6 +487,8 @@ def test_a_compiled_denoiser_captures_the_same_h(
         assert captured.denoiser_calls == plain.denoiser_calls
         for got, want in zip(captured.h, plain.h, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # the causal check's steering after hookless and capturing passes: steered as uncompiled
+    torch.testing.assert_close(latents(steered=True), plain_steered, rtol=1e-3, atol=1e-3)
 
     # The hooks run outside the compiled graph: twice the steps compile nothing new (traced
     # into it, the capture list's length made every step compile the denoiser again)
