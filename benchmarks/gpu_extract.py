@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import gc
 import json
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,41 +138,35 @@ def run_setting(
     spec = check_spec(parse_spec(text))
     plan = plan_audit(spec)
     units = plan.units[: batches * batch]
-    plan = type(plan)(**{**plan.__dict__, "units": tuple(units)})
+    plan = dataclasses.replace(plan, units=tuple(units))
     cuda = loaded.device.startswith("cuda")
 
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    def bare() -> None:
+    def bare(todo: Sequence[Any]) -> None:
         with torch.inference_mode():
-            for i in range(0, len(units), batch):
-                inputs = pipeline_inputs(loaded, spec, units[i : i + batch])
+            for i in range(0, len(todo), batch):
+                inputs = pipeline_inputs(loaded, spec, todo[i : i + batch])
                 loaded.pipe(**inputs, output_type="latent")
 
     started = time.perf_counter()
-    with torch.inference_mode():  # warm-up, one batch (and the compilation, when compiled)
-        loaded.pipe(**pipeline_inputs(loaded, spec, units[:batch]), output_type="latent")
+    bare(units[:batch])  # warm-up, one batch (and the compilation, when compiled)
     sync()
     warmup_s = time.perf_counter() - started
     print(json.dumps({"bare warm-up s": round(warmup_s, 1), "batch": batch}), flush=True)
     started = time.perf_counter()
     if compiled:
-        warm = type(plan)(**{**plan.__dict__, "units": tuple(units[:batch])})
-        extract_activations(
-            loaded,
-            spec,
-            warm,
-            ActivationStore(work / f"warm-{time.monotonic_ns()}"),
-            show_progress=False,
-        )
+        warm = dataclasses.replace(plan, units=tuple(units[:batch]))
+        warm_store = ActivationStore(work / f"warm-{time.monotonic_ns()}")
+        extract_activations(loaded, spec, warm, warm_store, show_progress=False)
         sync()
     hooks_warmup_s = time.perf_counter() - started
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    bare()
+    bare(units)
     sync()
     bare_s = time.perf_counter() - started
     store = ActivationStore(work / f"store-{time.monotonic_ns()}")
@@ -222,7 +218,7 @@ def main() -> None:
         help="Start no setting after this many seconds; a compiled one only "
         "with a third of it left (the records so far are kept).",
     )
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     smoke = args.smoke
     device = "cpu" if smoke else "cuda"
     if not smoke and not torch.cuda.is_available():
@@ -283,7 +279,7 @@ def main() -> None:
                         "skipped": f"budget: {elapsed():.0f} s of {args.budget_s:.0f} s used",
                     }
                 )
-                continue  # fmt: skip
+                continue
             base = {"model": name, "compiled": compiled, "device": card, "steps": steps,
                     "resolution": resolution}  # fmt: skip
             try:

@@ -475,13 +475,9 @@ def test_a_compiled_denoiser_captures_the_same_h(
     compile_denoiser(loaded)
     assert getattr(loaded.pipe, loaded.adapter.denoiser)._compiled_call_impl is not None
 
-    def no_hooks() -> None:
-        with torch.inference_mode():
-            loaded.pipe(**pipeline_inputs(loaded, spec, units), output_type="latent")
-
-    no_hooks()  # traced without hooks: the capture after it must still be called
+    latents(steered=False)  # traced without hooks: the capture after it must still be called
     compiled = capture_batch(loaded, [spec], units)
-    no_hooks()
+    latents(steered=False)
     again = capture_batch(loaded, [spec], units)
     for captured in (compiled, again):
         assert captured.denoiser_calls == plain.denoiser_calls
