@@ -50,8 +50,10 @@ def _compare(memory: pd.DataFrame, streamed: pd.DataFrame, name: str) -> None:
             assert np.all(np.abs(la - lb) <= 0.05 * np.abs(la) + 0.01), (name, column)
         elif column.endswith(("_ci_low", "_ci_high")):
             measure = column.rsplit("_ci_", 1)[0]
-            width = (memory[f"{measure}_ci_high"] - memory[f"{measure}_ci_low"]).to_numpy()
+            width = (memory[f"{measure}_ci_high"] - memory[f"{measure}_ci_low"]).to_numpy(copy=True)
             moved = np.abs(a.to_numpy(float) - b.to_numpy(float))
+            both_nan = np.isnan(a.to_numpy(float)) & np.isnan(b.to_numpy(float))
+            moved[both_nan], width[both_nan] = 0.0, 0.0  # no interval in either (a NaN measure)
             assert np.all(moved <= WIDTH_SHARE * width + 1e-9), (name, column, moved.max())
         elif pd.api.types.is_float_dtype(a):
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"{name}.{column}")

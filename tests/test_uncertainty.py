@@ -203,3 +203,99 @@ def _simulate_with_marked(spec, rng: np.random.Generator):  # type: ignore[no-un
         ids, tuple(spec.seed_list), per_seed, per_seed.mean(1, keepdims=True), (0,), (1.0,), "mean"
     )
     return latents, means
+
+
+POSITION_SPEC = (
+    SPEC.replace("analyses: [lean]", "analyses: [lean, defaults]")
+    .replace(
+        'templates: ["a photo of a {term}"]\n    terms:',
+        'templates: ["a photo of a {term}", "a picture of a {term}"]\n    terms:',
+    )
+    .replace(
+        "concepts:\n",
+        "  - name: age\n"
+        '    templates: ["a photo of a {term}"]\n'
+        "    groups: {young: [young person], old: [old person]}\n"
+        "    defaults: false\n"
+        "concepts:\n",
+    )
+    .replace("{bootstrap_resamples: 400, seed: 1}", "{bootstrap_resamples: 300, resampling: seeds}")
+)
+TRUE_POSITIONS = np.array([0.6, -0.4, 0.2, 0.0, -0.8])
+
+
+def _simulate_positions(spec, rng: np.random.Generator) -> LatentSet:  # type: ignore[no-untyped-def]
+    """Each concept's marked variants at ±d_k around an offset of its own, its unmarked prompt
+    at TRUE_POSITIONS[k]·d_k from that offset plus a direction orthogonal to d_k."""
+    plan = plan_audit(spec)
+    ids = tuple(dict.fromkeys(u.prompt_id for u in plan.units))
+    prompts = {p.prompt_id: p for p in plan.prompts}
+    basis = np.linalg.qr(np.random.default_rng(98).normal(size=(D, D)))[0].T
+    terms = ["doctor", "nurse", "pilot", "baker", "clerk"]
+    means = np.zeros((len(ids), D))
+    for i, pid in enumerate(ids):
+        p = prompts[pid]
+        if p.role == "axis":
+            means[i] = basis[20 if p.set_name == "gender" else 21]
+            means[i] *= 1 if p.group in ("man", "young") else -1
+            continue
+        if p.role not in ("concept", "marked"):
+            continue  # the base prompt: at the origin
+        k = terms.index(p.term)
+        offset = 2.0 * basis[5 + k]
+        if p.role == "marked":
+            means[i] = offset + (basis[k] if p.group == "man" else -basis[k])
+        else:
+            means[i] = offset + TRUE_POSITIONS[k] * basis[k] + 0.7 * basis[10 + k]
+    noise = rng.normal(scale=0.5, size=(len(ids), len(spec.seed_list), D))
+    per_seed = (means[:, None, :] + noise).astype(np.float32)
+    return LatentSet(
+        ids, tuple(spec.seed_list), per_seed, per_seed.mean(1, keepdims=True), (0,), (1.0,), "mean"
+    )
+
+
+def test_the_position_between_marked_variants_and_its_interval() -> None:
+    """The lean table's position is where the unmarked prompt sits between its two marked
+    variants (near the planted one; NaN on an axis without marked prompts), and its interval is
+    the spread of positions recomputed from resampled seed means with the measures module."""
+    from auditkit.analyze.measures import marked_position
+
+    spec = parse_spec(POSITION_SPEC)
+    plan = plan_audit(spec)
+    latents = _simulate_positions(spec, np.random.default_rng(4))
+    table = analyze_audit(spec, plan, latents)["lean"]
+    age = table[table["axis"] == "age"]
+    assert age["position"].isna().all() and age["position_ci_low"].isna().all()
+    assert age["score_ci_low"].notna().all()  # the lean's own interval is untouched
+    gender = table[table["axis"] == "gender"].set_index("concept")
+    assert np.abs(gender["position"].to_numpy() - TRUE_POSITIONS).max() < 0.15
+    layout = build_layout(spec, latents.row_map())
+    cset = layout.concepts[0]
+    per_seed = latents.per_seed.astype(np.float64)
+
+    def position(H: np.ndarray, concept: str) -> float:
+        first, second = (layout.marked[("gender", "jobs", g, concept)] for g in ("man", "woman"))
+        return marked_position(H, cset.terms[concept], first, second)
+
+    assert gender.loc["pilot", "position"] == pytest.approx(
+        position(per_seed.mean(axis=1), "pilot"), abs=1e-6
+    )
+    weights = bootstrap_weights(
+        len(latents.seeds),
+        spec.statistics.bootstrap_resamples,
+        np.random.default_rng(spec.statistics.seed),
+    )
+    drawn = [position(np.einsum("n,pnd->pd", w, per_seed), "pilot") for w in weights]
+    low, median, high = np.quantile(drawn, [0.025, 0.5, 0.975])
+    estimate = gender.loc["pilot", "position"]
+    assert gender.loc["pilot", "position_ci_low"] == pytest.approx(estimate + low - median)
+    assert gender.loc["pilot", "position_ci_high"] == pytest.approx(estimate + high - median)
+    # with the templates resampled too, each interval still holds its estimate
+    wording = spec.model_copy(
+        update={"statistics": spec.statistics.model_copy(update={"resampling": "hierarchical"})}
+    )
+    table = analyze_audit(wording, plan, latents)["lean"]
+    gender = table[table["axis"] == "gender"]
+    assert (gender["position_ci_low"] <= gender["position"]).all()
+    assert (gender["position"] <= gender["position_ci_high"]).all()
+    assert (gender["position_ci_high"] - gender["position_ci_low"] > 0).all()

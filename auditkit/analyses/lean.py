@@ -36,8 +36,9 @@ def _samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     return lean_samples(frame, draw)
 
 
-LEAN = Resampled(NAME, ("score", "cosine"), _samples)
-"""The lean's bootstrap statistic: its score and cosine on every resample."""
+LEAN = Resampled(NAME, ("score", "cosine", "position"), _samples)
+"""The lean's bootstrap statistic: its score, cosine and position between the marked variants
+on every resample."""
 
 
 def _worst_lean(worst: pd.Series) -> str:

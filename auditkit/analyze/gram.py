@@ -281,6 +281,17 @@ def centred_cosine(Q: np.ndarray, a: Row, b: Row, r: Row) -> np.ndarray:
     return cosine_from_rows(Q, CosineRows(a, b, ((a, r), None), ((b, r), None)))
 
 
+def position_from_gram(Q: np.ndarray, unmarked: Row, first: Row, second: Row) -> np.ndarray:
+    """:func:`auditkit.analyze.measures.marked_position` of one template from inner products:
+    2 (u − (a + b)/2)·(a − b) / ‖a − b‖²."""
+    num = 2.0 * (Q[..., unmarked, first] - Q[..., unmarked, second])
+    num -= Q[..., first, first] - Q[..., second, second]
+    den = Q[..., first, first] - 2.0 * Q[..., first, second] + Q[..., second, second]
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
 def _distinct(*rows: Row) -> tuple[Any, np.ndarray | None]:
     """The distinct tuples of ``rows`` (row arrays of one length) and each row's place among
     them; ints, or anything else, as they are (None)."""

@@ -301,6 +301,35 @@ def leans_of(
         yield concept, Lean(float(cosine[i]), float(projection[i]), float(score[i]))
 
 
+def marked_pair(
+    layout: AuditLayout, axis: str, set_name: str, groups: tuple[str, str], concept: str
+) -> tuple[list[int], list[int]] | None:
+    """The rows of ``concept`` marked with each of two groups of ``axis`` (one per template of
+    the set, as the defaults analysis plans them), or None where the axis has no marked
+    prompts."""
+    first = layout.marked.get((axis, set_name, groups[0], concept))
+    second = layout.marked.get((axis, set_name, groups[1], concept))
+    if first is None or second is None:
+        return None
+    return first, second
+
+
+def marked_position(
+    H: np.ndarray, unmarked_rows: list[int], first_rows: list[int], second_rows: list[int]
+) -> float:
+    """Where the unmarked prompt sits between its two marked variants, averaged over templates:
+    ``2 (H(u) − m)·d / ‖d‖²`` with d = H(first) − H(second) and m their midpoint; −1 at the
+    second group's variant, +1 at the first's, 0 midway (NaN where the variants coincide)."""
+    values = []
+    for u, a, b in zip(unmarked_rows, first_rows, second_rows, strict=True):
+        first, second = H[a].astype(np.float64), H[b].astype(np.float64)
+        d = first - second
+        dd = float(d @ d)
+        centred = H[u].astype(np.float64) - 0.5 * (first + second)
+        values.append(2.0 * float(centred @ d) / dd if dd > 0 else float("nan"))
+    return float(np.mean(values))
+
+
 def default_cosines(
     H: np.ndarray,
     unmarked_rows: list[int],

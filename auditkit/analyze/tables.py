@@ -22,6 +22,8 @@ from auditkit.analyze.measures import (
     cosine,
     group_means,
     leans_of,
+    marked_pair,
+    marked_position,
     reference,
     step_consistency,
 )
@@ -227,8 +229,13 @@ def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame
     """The lean rows of prompt latents ``H`` (one per two-group axis and concept; columns of
     lean.parquet without the optional ones)."""
     records = []
+    positions = []
     for axis, cset, concept, result in _all_leans(H, layout):
         pos, neg = axis.group_names[:2]
+        pair = marked_pair(layout, axis.name, cset.name, (pos, neg), concept)
+        positions.append(
+            float("nan") if pair is None else marked_position(H, cset.terms[concept], *pair)
+        )
         records.append(
             {
                 "axis": axis.name,
@@ -243,7 +250,9 @@ def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame
                 "n_seeds": n_seeds,
             }
         )
-    return pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
+    table = pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
+    table["position"] = np.asarray(positions, dtype=np.float64)
+    return table
 
 
 def _all_leans(

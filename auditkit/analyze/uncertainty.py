@@ -29,15 +29,17 @@ from auditkit.analyze.gram import (
     inner_products,
     lean_from_rows,
     paired_inner_products,
+    position_from_gram,
     resampled_grams,
     seed_gram_pays,
     seed_gram_tensor,
+    template_key,
     uniform_weights,
     weighted_coeffs,
     weighted_grams,
 )
 from auditkit.analyze.latents import LatentSet
-from auditkit.analyze.measures import AuditLayout
+from auditkit.analyze.measures import AuditLayout, marked_pair
 from auditkit.analyze.resampled import Resampled
 
 CI_LEVEL = 0.95
@@ -257,14 +259,15 @@ def add_bootstrap_intervals(
         for statistic in chosen:
             if streamed and statistic.table not in known:
                 # rows whose products were not kept (two different concepts) get no interval:
-                # one resample tells which
+                # one resample tells which (a row is kept when any measure is known: a lean's
+                # position is NaN wherever its axis has no marked prompts, products or not)
                 first = Resamples(
                     layout, basis, Q[:1],
                     {k: w[:1] for k, w in chunk_wording.items()} if chunk_wording else None,
                     {},
                 )  # fmt: skip
                 probe = statistic.samples(tables[statistic.table], first)
-                rows = np.flatnonzero(~np.isnan(probe).any(axis=(0, 2)))
+                rows = np.flatnonzero(~np.isnan(probe[0]).all(axis=-1))
                 known[statistic.table] = tables[statistic.table].iloc[rows]
             frame = known.get(statistic.table, tables[statistic.table])
             drawn = statistic.samples(frame, chunk)
@@ -321,12 +324,54 @@ def lean_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
             np.asarray(column, dtype=np.int64).reshape(-1) for column in zip(*index, strict=True)
         ))  # fmt: skip
 
-    out = np.empty((Q.shape[0], len(frame), 2))
+    out = np.empty((Q.shape[0], len(frame), 3))
     if frame.empty:
         return out
     cosine, _, score = lean_from_rows(Q, draw.indices(f"lean:{id(frame)}", rows))
     out[:, :, 0] = score
     out[:, :, 1] = cosine
+    out[:, :, 2] = position_samples(frame, draw)
+    return out
+
+
+def position_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
+    """[resamples, rows]: each lean row's position between its concept's two marked variants
+    (NaN where the axis has none), the templates weighted as the resample draws them."""
+    layout, basis, Q = draw.layout, draw.basis, draw.Q
+    sets = {c.name: c for c in layout.concepts}
+
+    def rows() -> list[tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per concept set: (table rows, template key, basis rows [rows, templates] of the
+        unmarked prompt and its two marked variants)."""
+        found: dict[str, list[tuple[int, list[int], list[int], list[int]]]] = {}
+        for i, row in enumerate(frame.itertuples()):
+            cset = sets[str(row.concept_set)]
+            groups = (str(row.positive_group), str(row.negative_group))
+            pair = marked_pair(layout, str(row.axis), cset.name, groups, str(row.concept))
+            if pair is None:
+                continue
+            basis_rows = [
+                [basis[("row", str(r))] for r in part]
+                for part in (cset.terms[str(row.concept)], *pair)
+            ]
+            found.setdefault(cset.name, []).append((i, *basis_rows))
+        return [
+            (
+                np.array([e[0] for e in entries]),
+                template_key(sets[name].templates) if sets[name].templates else "",
+                *(np.array([e[k] for e in entries], dtype=np.int64) for k in (1, 2, 3)),
+            )
+            for name, entries in found.items()
+        ]
+
+    out = np.full((Q.shape[0], len(frame)), np.nan)
+    wording = draw.wording
+    for at, tkey, unmarked, first, second in draw.indices(f"position:{id(frame)}", rows):
+        per_template = position_from_gram(Q, unmarked, first, second)  # [B, rows, templates]
+        if wording is not None and tkey in wording:
+            out[:, at] = np.einsum("brt,bt->br", per_template, wording[tkey])
+        else:
+            out[:, at] = per_template.mean(axis=-1)
     return out
 
 
