@@ -58,7 +58,7 @@ def test_intervals_do_not_depend_on_the_other_analyses(
         lean_alone = _tables(["lean"])["lean"]
         # the position between marked variants needs the defaults analysis' marked prompts:
         # NaN without them, and every other column the same
-        position = ["position", "position_ci_low", "position_ci_high"]
+        position = ["marked_position", "marked_position_ci_low", "marked_position_ci_high"]
         assert lean_alone[position].isna().all().all()
         assert every["lean"][position].notna().any().all()
         pd.testing.assert_frame_equal(

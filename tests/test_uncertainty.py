@@ -265,10 +265,10 @@ def test_the_position_between_marked_variants_and_its_interval() -> None:
     latents = _simulate_positions(spec, np.random.default_rng(4))
     table = analyze_audit(spec, plan, latents)["lean"]
     age = table[table["axis"] == "age"]
-    assert age["position"].isna().all() and age["position_ci_low"].isna().all()
+    assert age["marked_position"].isna().all() and age["marked_position_ci_low"].isna().all()
     assert age["score_ci_low"].notna().all()  # the lean's own interval is untouched
     gender = table[table["axis"] == "gender"].set_index("concept")
-    assert np.abs(gender["position"].to_numpy() - TRUE_POSITIONS).max() < 0.15
+    assert np.abs(gender["marked_position"].to_numpy() - TRUE_POSITIONS).max() < 0.15
     layout = build_layout(spec, latents.row_map())
     cset = layout.concepts[0]
     per_seed = latents.per_seed.astype(np.float64)
@@ -277,7 +277,7 @@ def test_the_position_between_marked_variants_and_its_interval() -> None:
         first, second = (layout.marked[("gender", "jobs", g, concept)] for g in ("man", "woman"))
         return marked_position(H, cset.terms[concept], first, second)
 
-    assert gender.loc["pilot", "position"] == pytest.approx(
+    assert gender.loc["pilot", "marked_position"] == pytest.approx(
         position(per_seed.mean(axis=1), "pilot"), abs=1e-6
     )
     weights = bootstrap_weights(
@@ -287,15 +287,15 @@ def test_the_position_between_marked_variants_and_its_interval() -> None:
     )
     drawn = [position(np.einsum("n,pnd->pd", w, per_seed), "pilot") for w in weights]
     low, median, high = np.quantile(drawn, [0.025, 0.5, 0.975])
-    estimate = gender.loc["pilot", "position"]
-    assert gender.loc["pilot", "position_ci_low"] == pytest.approx(estimate + low - median)
-    assert gender.loc["pilot", "position_ci_high"] == pytest.approx(estimate + high - median)
+    estimate = gender.loc["pilot", "marked_position"]
+    assert gender.loc["pilot", "marked_position_ci_low"] == pytest.approx(estimate + low - median)
+    assert gender.loc["pilot", "marked_position_ci_high"] == pytest.approx(estimate + high - median)
     # with the templates resampled too, each interval still holds its estimate
     wording = spec.model_copy(
         update={"statistics": spec.statistics.model_copy(update={"resampling": "hierarchical"})}
     )
     table = analyze_audit(wording, plan, latents)["lean"]
     gender = table[table["axis"] == "gender"]
-    assert (gender["position_ci_low"] <= gender["position"]).all()
-    assert (gender["position"] <= gender["position_ci_high"]).all()
-    assert (gender["position_ci_high"] - gender["position_ci_low"] > 0).all()
+    assert (gender["marked_position_ci_low"] <= gender["marked_position"]).all()
+    assert (gender["marked_position"] <= gender["marked_position_ci_high"]).all()
+    assert (gender["marked_position_ci_high"] - gender["marked_position_ci_low"] > 0).all()

@@ -36,7 +36,7 @@ def _samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     return lean_samples(frame, draw)
 
 
-LEAN = Resampled(NAME, ("score", "cosine", "position"), _samples)
+LEAN = Resampled(NAME, ("score", "cosine", "marked_position"), _samples)
 """The lean's bootstrap statistic: its score, cosine and position between the marked variants
 on every resample."""
 

@@ -251,7 +251,7 @@ def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame
             }
         )
     table = pd.DataFrame(records, columns=TABLE_COLUMNS["lean"])
-    table["position"] = np.asarray(positions, dtype=np.float64)
+    table["marked_position"] = np.asarray(positions, dtype=np.float64)
     return table
 
 

@@ -342,26 +342,29 @@ def position_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
 
     def rows() -> list[tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]]:
         """Per concept set: (table rows, template key, basis rows [rows, templates] of the
-        unmarked prompt and its two marked variants)."""
-        found: dict[str, list[tuple[int, list[int], list[int], list[int]]]] = {}
+        unmarked prompt and of its two marked variants)."""
+        found: dict[str, tuple[list[int], list[list[int]], list[list[int]], list[list[int]]]] = {}
         for i, row in enumerate(frame.itertuples()):
             cset = sets[str(row.concept_set)]
             groups = (str(row.positive_group), str(row.negative_group))
             pair = marked_pair(layout, str(row.axis), cset.name, groups, str(row.concept))
             if pair is None:
                 continue
-            basis_rows = [
-                [basis[("row", str(r))] for r in part]
-                for part in (cset.terms[str(row.concept)], *pair)
-            ]
-            found.setdefault(cset.name, []).append((i, *basis_rows))
+            at, unmarked, first, second = found.setdefault(cset.name, ([], [], [], []))
+            at.append(i)
+            for into, part in zip(
+                (unmarked, first, second), (cset.terms[str(row.concept)], *pair), strict=True
+            ):
+                into.append([basis[("row", str(r))] for r in part])
         return [
             (
-                np.array([e[0] for e in entries]),
+                np.asarray(at, dtype=np.int64),
                 template_key(sets[name].templates) if sets[name].templates else "",
-                *(np.array([e[k] for e in entries], dtype=np.int64) for k in (1, 2, 3)),
+                np.asarray(unmarked, dtype=np.int64),
+                np.asarray(first, dtype=np.int64),
+                np.asarray(second, dtype=np.int64),
             )
-            for name, entries in found.items()
+            for name, (at, unmarked, first, second) in found.items()
         ]
 
     out = np.full((Q.shape[0], len(frame)), np.nan)
