@@ -2,11 +2,11 @@
 and whether that lean is large enough to count (docs/method.md, "What a finding claims").
 
 The slice builds the ``lean`` table (and with ``per_step`` aggregation ``steps``), declares its
-bootstrap statistic (the score and the cosine, from the audit's one bootstrap pass), judges
-significance once the resamples exist (:meth:`Lean.complete`), sets every lean beside its
-images when the run read them, and gives the summary its ``leans`` block, each axis's headline
-numbers and the findings, the gates ``max_abs_lean`` and ``significant_leans``, and the
-report's lean section. The two tables stay in the run directory's core registry
+bootstrap statistic (the score, the cosine and the position between the marked variants, from the
+audit's one bootstrap pass), judges significance once the resamples exist (:meth:`Lean.complete`),
+sets every lean beside its images when the run read them, and gives the summary its ``leans`` block,
+each axis's headline numbers and the findings, the gates ``max_abs_lean`` and ``significant_leans``,
+and the report's lean section. The two tables stay in the run directory's core registry
 (``auditkit/rundir/tables.yaml``, :mod:`auditkit.rundir.columns`): gates, diff, export and the
 calibration suite read them from run directories without loading the analyses.
 """
@@ -67,8 +67,9 @@ class Lean(api.Analysis):
     after = "settings"
     tables = (REGISTRY["lean"], REGISTRY["steps"])
     statistic = (
-        "the lean score and cosine of every (axis, concept), recomputed on each resample of "
-        "the seeds (and, hierarchically, of the templates and group terms)"
+        "the lean score and cosine of every (axis, concept), and where the concept sits "
+        "between its two marked variants, recomputed on each resample of the seeds (and, "
+        "hierarchically, of the templates and group terms)"
     )
     resampled = (LEAN,)
     gate_metrics = (

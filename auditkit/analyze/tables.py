@@ -227,7 +227,8 @@ def _step_agreement_table(
 
 def lean_table(H: np.ndarray, layout: AuditLayout, n_seeds: int) -> pd.DataFrame:
     """The lean rows of prompt latents ``H`` (one per two-group axis and concept; columns of
-    lean.parquet without the optional ones)."""
+    lean.parquet without the optional ones, and ``marked_position``: NaN where the axis has no
+    marked prompts)."""
     records = []
     positions = []
     for axis, cset, concept, result in _all_leans(H, layout):
