@@ -65,6 +65,7 @@ def defaults_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     import numpy as np
 
     from auditkit.analyze.gram import centred_cosine, template_key
+    from auditkit.analyze.resampled_measures import template_mean
 
     layout, basis, Q, wording = draw.layout, draw.basis, draw.Q, draw.wording
     out = np.empty((Q.shape[0], len(frame), 2))
@@ -82,11 +83,8 @@ def defaults_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
             ],
             axis=-1,
         )  # [B, T]
-        tkey = template_key(cset.templates)
-        if wording is not None and cset.templates and tkey in wording:
-            cosines[key] = np.sum(per_template * wording[tkey], axis=-1)
-        else:
-            cosines[key] = per_template.mean(axis=-1)
+        tkey = template_key(cset.templates) if cset.templates else ""
+        cosines[key] = template_mean(per_template, wording, tkey)
     groups: dict[tuple[str, str, str], list[str]] = {}
     firsts: dict[tuple[str, str, str], str] = {}
     for row in frame.itertuples():

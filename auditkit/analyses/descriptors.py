@@ -75,7 +75,7 @@ def _group_cosines(
 
 def descriptor_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     """Per row: the resampled cosine of the concept with the group."""
-    from auditkit.analyze.uncertainty import cosine_samples
+    from auditkit.analyze.resampled_measures import cosine_samples
 
     return cosine_samples(
         draw, frame, ("concept", "concept_set", "concept"), ("group", "axis", "group")

@@ -31,7 +31,7 @@ NAME = "lean"
 
 
 def _samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
-    from auditkit.analyze.uncertainty import lean_samples
+    from auditkit.analyze.resampled_measures import lean_samples
 
     return lean_samples(frame, draw)
 

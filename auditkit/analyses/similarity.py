@@ -150,7 +150,7 @@ def structure_table(ctx: api.AnalysisContext) -> pd.DataFrame:
 
 def similarity_samples(frame: pd.DataFrame, draw: Resamples) -> np.ndarray:
     """Per row: the resampled cosine of the two concepts."""
-    from auditkit.analyze.uncertainty import cosine_samples
+    from auditkit.analyze.resampled_measures import cosine_samples
 
     return cosine_samples(
         draw,
