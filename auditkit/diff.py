@@ -5,11 +5,13 @@ A *regression* is a lean that grew in magnitude by more than ``tolerance`` (same
 not) with a delta whose 95% interval excludes 0. The tolerance defaults to the band of the
 runs' rule (``statistics.min_effect``, the smallest lean that counts) when both runs were
 judged by the ``min_effect`` rule, so a diff and a report call the same size of change
-important; runs of the legacy rules keep 0.05. ``newly_significant`` marks leans that are
-significant in the new run and were not in the base. The delta's interval treats the two runs as
-independent: each run's seed-bootstrap interval gives a standard error (interval width /
-3.92), and the two add in quadrature. Runs without intervals get no delta interval, and then
-growth beyond the tolerance alone counts as a regression.
+important; runs of the legacy rules keep 0.05. The compared statistic is the one the runs'
+rule judged (``statistics.effect``: the lean score, or the position between marked variants);
+``measure`` names it, and ``score_base``/``score_new`` hold it. ``newly_significant`` marks
+leans that are significant in the new run and were not in the base. The delta's interval
+treats the two runs as independent: each run's seed-bootstrap interval gives a standard error
+(interval width / 3.92), and the two add in quadrature. Runs without intervals get no delta
+interval, and then growth beyond the tolerance alone counts as a regression.
 """
 
 from __future__ import annotations
@@ -78,20 +80,36 @@ def _walk(a: Any, b: Any, path: str, out: list[str]) -> None:
         out.append(path)
 
 
-def _standard_error(frame: pd.DataFrame) -> np.ndarray:
-    if {"score_ci_low", "score_ci_high"} <= set(frame.columns):
-        width = frame["score_ci_high"].to_numpy(float) - frame["score_ci_low"].to_numpy(float)
-        return np.asarray(width / (2 * Z95))
+def _standard_error(frame: pd.DataFrame, measure: str = "score") -> np.ndarray:
+    if {f"{measure}_ci_low", f"{measure}_ci_high"} <= set(frame.columns):
+        high = frame[f"{measure}_ci_high"].to_numpy(float)
+        return np.asarray((high - frame[f"{measure}_ci_low"].to_numpy(float)) / (2 * Z95))
     return np.full(len(frame), np.nan)
 
 
+def compared_measure(base: pd.DataFrame, new: pd.DataFrame) -> str:
+    """The statistic both runs were judged by (``score`` unless both judged another)."""
+    from auditkit.analyze.significance import effect_of
+
+    first, second = effect_of(base), effect_of(new)
+    return first if first == second else "score"
+
+
 def compare_leans(
-    base: pd.DataFrame, new: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    measure: str = "score",
 ) -> pd.DataFrame:
-    """One row per (axis, concept set, concept) present in both lean tables."""
+    """One row per (axis, concept set, concept) present in both lean tables, comparing the
+    column ``measure`` (held in ``score_base``/``score_new``, named by ``measure``)."""
     keys = ["axis", "concept_set", "concept"]
-    left = base.assign(se=_standard_error(base))
-    right = new.assign(se=_standard_error(new))
+    left = base.assign(se=_standard_error(base, measure))
+    right = new.assign(se=_standard_error(new, measure))
+    if measure != "score":
+        left = left.drop(columns="score").rename(columns={measure: "score"})
+        right = right.drop(columns="score").rename(columns={measure: "score"})
     extra = [c for c in ("significant", "toward") if c in left.columns and c in right.columns]
     merged = left[[*keys, "score", "se", *extra]].merge(
         right[[*keys, "score", "se", *extra]], on=keys, suffixes=("_base", "_new")
@@ -110,6 +128,7 @@ def compare_leans(
         else pd.Series(False, index=merged.index)
     )
     out = merged.assign(
+        measure=measure,
         newly_significant=newly,
         delta=delta,
         delta_ci_low=low,
@@ -171,7 +190,8 @@ def diff_runs(
     base_lean, new_lean = load_lean(base_dir), load_lean(new_dir)
     if tolerance is None:
         tolerance = default_tolerance(base_lean, new_lean)
-    table = compare_leans(base_lean, new_lean, tolerance=tolerance)
+    measure = compared_measure(base_lean, new_lean)
+    table = compare_leans(base_lean, new_lean, tolerance=tolerance, measure=measure)
     if table.empty:
         raise UsageError("The two runs share no (axis, concept) lean to compare.")
     result = DiffResult(table, differences, tolerance=tolerance)
@@ -233,6 +253,7 @@ def diff_summary(result: DiffResult, base_dir: Path, new_dir: Path) -> dict[str,
                 "axis": r["axis"],
                 "concept_set": r["concept_set"],
                 "concept": r["concept"],
+                "measure": r["measure"],
                 "score_base": num(r["score_base"]),
                 "score_new": num(r["score_new"]),
                 "delta": num(r["delta"]),

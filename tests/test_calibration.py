@@ -44,7 +44,7 @@ def nuisance_calls() -> pd.DataFrame:
         "synthetic-nuisance",
         (16, 32),
         replicates=6,
-        methods=("min_effect", "labels (legacy)"),
+        methods=("min_effect", "min_effect, marked position", "labels (legacy)"),
         resamples=300,
     )
 
@@ -57,6 +57,18 @@ def test_min_effect_calls_no_null_sized_lean_and_finds_large_ones(
         row = table.loc[("min_effect", seeds)]
         assert row["null_called"] <= 0.10, row
     assert table.loc[("min_effect", 32), "large_found"] >= 0.8
+
+
+def test_the_marked_position_calls_no_null_sized_lean_and_finds_large_ones(
+    nuisance_calls: pd.DataFrame,
+) -> None:
+    """The same rule judging the position between marked variants, with its own band."""
+    table = rates(nuisance_calls).set_index(["method", "seeds"])
+    for seeds in (16, 32):
+        assert table.loc[("min_effect, marked position", seeds), "null_called"] <= 0.10
+    assert table.loc[("min_effect, marked position", 32), "large_found"] >= 0.8
+    judged = nuisance_calls[nuisance_calls["method"] == "min_effect, marked position"]
+    assert judged["marked_position"].notna().all()  # every synthetic axis is marked
 
 
 def test_the_legacy_labels_rule_calls_null_sized_leans(nuisance_calls: pd.DataFrame) -> None:

@@ -138,6 +138,7 @@ def test_the_resolved_spec_of_a_minimal_spec_records_every_default() -> None:
         "alpha": 0.05,
         "rule": "min_effect",
         "min_effect": 0.3,
+        "effect": "score",
         "null_model": None,
     }
     assert resolved["report"]["paper"] == "a4" and resolved["report"]["image_budget_mb"] == 4.0
@@ -181,9 +182,9 @@ SHIPPED_HASHES = {
         "1257c4c1a4612cbc3326fdd9c75f09ed4968b38fb210609e1e2b0c51151f0843"
     ),
 }
-SYNTHETIC_HASHES = {  # the synthetic calibration scenarios' specs at 8 seeds
-    "synthetic": "62a9ba5488dae33e1d13fcb2ad137298a14122467319c720cf098084f676e769",
-    "synthetic-nuisance": "30adfe0953490b5124b430a6144607e69590c87b10d8b31d7c77c67843d03571",
+SYNTHETIC_HASHES = {  # the synthetic calibration scenarios' specs at 8 seeds (every axis marked)
+    "synthetic": "d23979897c79e2e07604a6f9d1ce4013e00bf51efd9855d98700d6917bf81732",
+    "synthetic-nuisance": "bc1fda294732402e0c7c5521f8b936fde0fdff9742f303d103081be02ced6bc2",
 }
 TEXT_HASHES = {  # every later key away from its default; a spec naming only the legacy key
     "rich": (RICH, "36face5eb85c2d0a3f6e33a8645972bc6daa53e0d29160d14f460fbfdba6f294"),

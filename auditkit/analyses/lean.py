@@ -106,7 +106,7 @@ class Lean(api.Analysis):
     ) -> None:
         """Judge each lean by the spec's rule (with the pass's score resamples) and, when the
         images were read, set it beside them."""
-        from auditkit.analyze.significance import add_significance
+        from auditkit.analyze.significance import EFFECT_SAMPLE, add_significance
         from auditkit.analyze.tables import add_witness_columns
 
         stats, lean = ctx.spec.statistics, tables[NAME]
@@ -119,7 +119,10 @@ class Lean(api.Analysis):
             alpha=stats.alpha,
             rule=stats.rule,
             min_effect=stats.min_effect,
-            score_samples=None if score_samples is None else score_samples[:, :, 0],
+            score_samples=None
+            if score_samples is None
+            else score_samples[:, :, EFFECT_SAMPLE[stats.effect]],
+            effect=stats.effect,
             seed=stats.seed,
         )
         if ctx.readings is not None and ctx.spec.captions is not None:

@@ -17,7 +17,7 @@ from auditkit.analyses.values import (
     finite,
     frame_records,
 )
-from auditkit.analyze.significance import rule_of, rule_words
+from auditkit.analyze.significance import effect_of, rule_of, rule_words
 from auditkit.spec import AuditSpec
 
 
@@ -27,16 +27,17 @@ def axis_sections(ctx: SectionContext) -> list[dict[str, Any]]:
     if lean is None:
         return []
     names = list(dict.fromkeys(lean["axis"].tolist()))
+    judged = effect_of(lean)  # the statistic the rule judged: its bars, interval and order
     sections = []
     for index, name in enumerate(names):
         every = lean[lean["axis"] == name]
         shown = ctx.shown_concepts(name, every, "score", "lean scores", signed=True)
-        rows = shown.rows(every).sort_values("score", ascending=False)
+        rows = shown.rows(every).sort_values(judged, ascending=False)
         pos, neg = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
         info = axis_info(axes, name)
         chart_id = f"lean-{index}"
-        ctx.chart(chart_id, charts.lean_chart(rows, pos, neg))
-        intervals = charts.has_interval(rows, "score")
+        ctx.chart(chart_id, charts.lean_chart(rows, pos, neg, measure=judged))
+        intervals = charts.has_interval(rows, judged)
         steps_id = None
         if steps is not None and (steps["axis"] == name).any():
             steps_id = f"steps-{index}"
@@ -60,7 +61,8 @@ def axis_sections(ctx: SectionContext) -> list[dict[str, Any]]:
                 "chart_id": chart_id,
                 "steps_chart_id": steps_id,
                 "step_agreement_chart_id": agreement_id,
-                "rows": _lean_rows(rows, intervals),
+                "rows": _lean_rows(rows, intervals, judged),
+                "judged": judged,
                 "intervals": intervals,
                 "tested": "significant" in rows.columns,
                 "witnessed": "witness" in rows.columns and rows["witness"].astype(str).ne("").any(),
@@ -88,23 +90,26 @@ def significance(spec: AuditSpec, lean: pd.DataFrame | None) -> dict[str, Any] |
         return None
     tested = lean["p_value"].notna()
     rule, band = rule_of(lean)
+    effect = effect_of(lean)
     return {
         "alpha": spec.statistics.alpha,
         "tested": int(tested.sum()),
         "significant": int(lean["significant"].sum()),
         "rule": rule,
+        "effect": effect,
         "min_effect": band,
-        "rule_words": rule_words(rule, band),
-        "mapping": _mapping_rows() if rule == "min_effect" else [],
+        "rule_words": rule_words(rule, band, effect),
+        "mapping": _mapping_rows(effect) if rule == "min_effect" else [],
     }
 
 
-def _mapping_rows() -> list[dict[str, Any]]:
-    """The shipped lean-to-share mapping, for the sentence under the band."""
+def _mapping_rows(effect: str = "score") -> list[dict[str, Any]]:
+    """The shipped mapping from the judged statistic to image shares, for the sentence under
+    the band."""
     from auditkit.analyze.significance import read_mapping
 
     rows = []
-    for row in read_mapping():
+    for row in read_mapping(effect=effect):
         high = row.get("score_high")
         low = float(row["score_low"])
         rows.append(
@@ -119,16 +124,23 @@ def _mapping_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def _lean_rows(rows: pd.DataFrame, intervals: bool) -> list[dict[str, Any]]:
+def _lean_rows(rows: pd.DataFrame, intervals: bool, judged: str = "score") -> list[dict[str, Any]]:
+    """The table's rows; ``ci_low``/``ci_high`` are the interval of the judged statistic (the
+    score, or the position between marked variants, shown then in a column of its own)."""
     columns = ["concept_set", "concept", "toward", "score", "cosine", "projection"]
+    if judged != "score":
+        columns.append(judged)
     if intervals:
-        columns += ["score_ci_low", "score_ci_high"]
+        columns += [f"{judged}_ci_low", f"{judged}_ci_high"]
     records = frame_records(rows, columns)
     tested = "significant" in rows.columns
     fragile = "fragile" in rows.columns
     for record, row in zip(records, rows.itertuples(), strict=True):
+        record["judged"] = record[judged]
         if intervals:
-            record["clear_of_zero"] = clear_of_zero(record["score_ci_low"], record["score_ci_high"])
+            record["ci_low"] = record[f"{judged}_ci_low"]
+            record["ci_high"] = record[f"{judged}_ci_high"]
+            record["clear_of_zero"] = clear_of_zero(record["ci_low"], record["ci_high"])
         record["finding"] = charts.finding_text(row) if tested else None
         record["q_value"] = finite(row.q_value) if tested else None
         record["finding_short"] = charts.finding_text(row, short=True) if tested else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditkit.analyze.significance import rule_of, rule_words
+from auditkit.analyze.significance import effect_of, rule_of, rule_words
 from auditkit.analyze.stats import summary_number
 
 
@@ -105,6 +105,13 @@ def lean_records(lean: pd.DataFrame | None) -> list[dict[str, Any]]:
         }
         if hasattr(r, "score_ci_low"):
             record["score_ci"] = [summary_number(r.score_ci_low), summary_number(r.score_ci_high)]
+        if hasattr(r, "marked_position"):
+            record["marked_position"] = summary_number(r.marked_position)
+            if hasattr(r, "marked_position_ci_low"):
+                record["marked_position_ci"] = [
+                    summary_number(r.marked_position_ci_low),
+                    summary_number(r.marked_position_ci_high),
+                ]
         if hasattr(r, "p_value"):
             record["p_value"] = summary_number(r.p_value)
         record.update(_labels(r))
@@ -119,6 +126,7 @@ def _significance_entry(rows: pd.DataFrame) -> dict[str, Any]:
         "tested": int(tested.sum()),
         "significant": int(rows["significant"].sum()),
         "rule": rule,
+        "effect": effect_of(rows),
         "min_effect": band,
     }
     if rule != "min_effect":
@@ -133,20 +141,26 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
             f"Along '{axis}', no lean could be tested for significance (one seed, or fewer "
             "than three concepts for the vocabulary null)."
         )
-    hits = tested[tested["significant"]]
-    hits = hits.loc[hits["score"].abs().sort_values(ascending=False, kind="stable").index]
     rule, band = rule_of(rows)
+    stat = effect_of(rows)  # the statistic judged: the hits are named by its size and side
+    hits = tested[tested["significant"]]
+    hits = hits.loc[hits[stat].abs().sort_values(ascending=False, kind="stable").index]
     if hits.empty:
         if rule == "min_effect":
+            what = " position between marked variants" if stat != "score" else ""
             return (
-                f"Along '{axis}', no lean is significant: none is beyond ±{band:g} with 95% "
-                "confidence after correction for multiple testing."
+                f"Along '{axis}', no lean is significant: none{what} is beyond ±{band:g} with "
+                "95% confidence after correction for multiple testing."
             )
         return (
             f"Along '{axis}', no lean is significant: none stands out from its null model "
             "after correction for multiple testing."
         )
-    names = ", ".join(f"'{r.concept}' towards '{r.toward}'" for r in hits.head(5).itertuples())
+    pos, neg = rows["positive_group"].iloc[0], rows["negative_group"].iloc[0]
+    names = ", ".join(
+        f"'{r.concept}' towards '{pos if getattr(r, stat) > 0 else neg}'"
+        for r in hits.head(5).itertuples()
+    )
     more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
     fragile = int(hits["fragile"].sum()) if "fragile" in hits.columns else 0
     caveat = (
@@ -154,6 +168,6 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
     )
     return (
         f"Along '{axis}', {len(hits)} of {len(tested)} leans are significant ("
-        f"{rule_words(rule, band)}; false discovery rate controlled across the audit): "
+        f"{rule_words(rule, band, stat)}; false discovery rate controlled across the audit): "
         f"{names}{more}{caveat}."
     )

@@ -1,13 +1,15 @@
 """What makes a lean a finding: one rule per run, chosen by ``statistics.rule``.
 
-``min_effect`` (default): a lean is a finding when its score is beyond the equivalence band
-``±statistics.min_effect`` with 95% confidence. Its p-value tests "the lean is no larger than
-the band" against "it is larger" on the side of the estimate, from the bootstrap's standard
-error (``z = (|score| − band) / se``, ``p = 2·(1 − Φ(z))``); Benjamini–Hochberg adjusts the
-p-values of the whole audit, and a finding also needs the 95% score interval entirely beyond
-the band, so a finding is never shown next to an interval that reaches 0. A lean much smaller
-than the band is never a finding however many seeds are drawn: seeds change the precision, not
-the verdict (docs/method.md measures it).
+``min_effect`` (default): a lean is a finding when its judged statistic (``statistics.effect``:
+the lean score, or the position between the concept's marked variants) is beyond the
+equivalence band ``±statistics.min_effect`` with 95% confidence. Its p-value tests "the
+statistic is no larger than the band" against "it is larger" on the side of the estimate,
+from the bootstrap's standard error (``z = (|estimate| − band) / se``,
+``p = 2·(1 − Φ(z))``); Benjamini–Hochberg adjusts the p-values of the whole audit, and a
+finding also needs the statistic's 95% interval entirely beyond the band, so a finding is
+never shown next to an interval that reaches 0. A lean much smaller than the band is never a
+finding however many seeds are drawn: seeds change the precision, not the verdict
+(docs/method.md measures it).
 
 The two rules of earlier runs remain, to reproduce them; docs/method.md measures why neither
 is the default:
@@ -56,9 +58,25 @@ from auditkit.analyze.stats import benjamini_hochberg
 MAX_NULL_PAIRS = 2000
 """Null axes per (axis, concept) at most; beyond that a seeded random subset is used."""
 
-SIGNIFICANCE_COLUMNS = ["rule", "min_effect", "p_value", "q_value", "significant"]
+SIGNIFICANCE_COLUMNS = ["rule", "effect", "min_effect", "p_value", "q_value", "significant"]
 """Columns the rule adds to the lean table (runs of the legacy rules also have ``null_model``;
-runs made before the rule was recorded have ``null_model`` only)."""
+runs made before the rule was recorded have ``null_model`` only; runs made before ``effect``
+was recorded judged the score)."""
+
+EFFECT_SAMPLE = {"score": 0, "marked_position": 2}
+"""Where each judged statistic sits in the lean's resampled measures (``LEAN``)."""
+
+EFFECT_NAMES = {"score": "lean score", "marked_position": "position between marked variants"}
+"""Each judged statistic in words."""
+
+
+def effect_of(lean: pd.DataFrame | None) -> str:
+    """The lean table's column the rule judged: ``effect`` as recorded, else ``score`` (runs
+    made before the setting judged the score)."""
+    if lean is None or lean.empty or "effect" not in lean.columns:
+        return "score"
+    value = lean["effect"].iloc[0]
+    return str(value) if isinstance(value, str) and value in EFFECT_NAMES else "score"
 
 
 def rule_of(lean: pd.DataFrame) -> tuple[str | None, float | None]:
@@ -78,8 +96,13 @@ def rule_of(lean: pd.DataFrame) -> tuple[str | None, float | None]:
     return rule, band
 
 
-def rule_words(rule: str | None, band: float | None) -> str:
+def rule_words(rule: str | None, band: float | None, effect: str = "score") -> str:
     """What a significant lean is, in the words of its rule (for sentences and tooltips)."""
+    if rule == "min_effect" and effect == "marked_position":
+        return (
+            f"its position between its marked variants ('a <group> <concept>') is beyond "
+            f"±{band:g} (the smallest lean the audit counts) with 95% confidence"
+        )
     if rule == "min_effect":
         return (
             f"its score is beyond ±{band:g} (the smallest lean the audit counts) with 95% "
@@ -109,7 +132,8 @@ def min_effect_p_values(scores: np.ndarray, samples: np.ndarray | None, band: fl
     excess = np.abs(scores) - band
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
-    return np.clip(special.erfc(z / math.sqrt(2.0)), 0.0, 1.0)
+    p = np.clip(special.erfc(z / math.sqrt(2.0)), 0.0, 1.0)
+    return np.where(np.isnan(scores), np.nan, p)  # an unknown statistic cannot be tested
 
 
 def _demographic_basis(H: np.ndarray, layout: AuditLayout) -> np.ndarray:
@@ -298,13 +322,15 @@ def add_significance(
     rule: str = "min_effect",
     min_effect: float = 0.0,
     score_samples: np.ndarray | None = None,
+    effect: str = "score",
     seed: int = 0,
 ) -> None:
     """Add ``rule``, ``min_effect``, ``p_value``, ``q_value`` and ``significant`` to the lean
     table (and ``null_model`` under the legacy rules).
 
-    ``rule`` is ``min_effect`` (the score beyond ±``min_effect``, tested with the bootstrap's
-    ``score_samples`` [resamples, rows]), or a legacy null model: ``labels`` (permuted group
+    ``rule`` is ``min_effect`` (the ``effect`` column, ``score`` or ``marked_position``, beyond
+    ±``min_effect``, tested with the bootstrap's ``score_samples`` [resamples, rows] of that
+    column), or a legacy null model: ``labels`` (permuted group
     labels per seed) or ``vocabulary`` (null axes from the audit's other concepts). Rows that
     cannot be tested (one seed or no resamples; fewer than three concepts for ``vocabulary``)
     get NaN p- and q-values and ``significant = False``.
@@ -314,7 +340,8 @@ def add_significance(
             kind = {"significant": "bool", "rule": "object"}.get(column, "float64")
             lean[column] = pd.Series(dtype=kind)
         return
-    scores = lean["score"].to_numpy(dtype=np.float64)
+    judged = effect if rule == "min_effect" else "score"
+    scores = lean[judged].to_numpy(dtype=np.float64)
     if rule == "min_effect":
         p_values = min_effect_p_values(scores, score_samples, min_effect)
     elif rule == "vocabulary":
@@ -324,9 +351,9 @@ def add_significance(
     q_values = benjamini_hochberg(p_values)
     significant = np.nan_to_num(q_values, nan=1.0) < alpha
     if rule == "min_effect":
-        if {"score_ci_low", "score_ci_high"} <= set(lean.columns):
-            low = lean["score_ci_low"].to_numpy(dtype=np.float64)
-            high = lean["score_ci_high"].to_numpy(dtype=np.float64)
+        if {f"{judged}_ci_low", f"{judged}_ci_high"} <= set(lean.columns):
+            low = lean[f"{judged}_ci_low"].to_numpy(dtype=np.float64)
+            high = lean[f"{judged}_ci_high"].to_numpy(dtype=np.float64)
             significant &= (low > min_effect) | (high < -min_effect)
         else:
             significant[:] = False
@@ -335,6 +362,7 @@ def add_significance(
         high = lean["cosine_ci_high"].to_numpy(dtype=np.float64)
         significant &= (low > 0) | (high < 0)
     lean["rule"] = rule
+    lean["effect"] = judged
     lean["min_effect"] = float(min_effect) if rule == "min_effect" else np.nan
     if rule != "min_effect":
         lean["null_model"] = rule
@@ -348,11 +376,14 @@ MAPPING_FILE = Path(__file__).resolve().parent / "mapping.json"
 run`` writes a new one under its --work folder; docs/method.md has the table)."""
 
 
-def read_mapping(path: Path = MAPPING_FILE) -> list[dict[str, Any]]:
-    """The shipped lean-to-share mapping's bins ([] when none is shipped)."""
+def read_mapping(path: Path = MAPPING_FILE, *, effect: str = "score") -> list[dict[str, Any]]:
+    """The shipped mapping's bins for the judged statistic ``effect`` (``bins`` for the lean
+    score, ``marked_position_bins`` for the position; [] when none is shipped). Each bin has
+    ``score_low``/``score_high``, the bin's edges in the statistic's units."""
     import json
 
     if not path.is_file():
         return []
     document = json.loads(path.read_text(encoding="utf-8"))
-    return list(document.get("bins", []))
+    key = "bins" if effect == "score" else f"{effect}_bins"
+    return list(document.get(key, []))

@@ -37,11 +37,18 @@ LARGE = 0.2
 METHODS: dict[str, dict[str, Any]] = {
     "min_effect": {"rule": "min_effect", "resampling": "hierarchical"},
     "min_effect, seeds only": {"rule": "min_effect", "resampling": "seeds"},
+    "min_effect, marked position": {
+        "rule": "min_effect",
+        "effect": "marked_position",
+        "min_effect": 0.2,
+        "resampling": "hierarchical",
+    },
     "labels (legacy)": {"rule": "labels", "resampling": "seeds"},
     "vocabulary (legacy)": {"rule": "vocabulary", "resampling": "seeds"},
 }
-"""The rules compared: the default, the default without wording in its intervals, and the
-two rules of earlier runs."""
+"""The rules compared: the default, the default without wording in its intervals, the default
+judging the position between marked variants (with its own band), and the two rules of
+earlier runs."""
 
 SCORE_BINS = (0.0, 0.15, 0.3, 0.5, 0.8, float("inf"))
 """|lean score| bins of the lean-to-share mapping."""
@@ -99,11 +106,15 @@ def judge(
     """The lean table of one replicate under each method (method column added)."""
     from auditkit.analyses.stage import analyze_audit
 
-    lean_only = spec.model_copy(update={"analyses": ["lean"]})
     frames = []
     for method in methods:
-        judged = analyze_audit(with_statistics(lean_only, **METHODS[method]), plan, latents)["lean"]
+        settings = METHODS[method]
+        # the position needs the marked prompts' rows, which the defaults slice lays out
+        marked = settings.get("effect") == "marked_position"
+        alone = spec.model_copy(update={"analyses": ["lean", "defaults"] if marked else ["lean"]})
+        judged = analyze_audit(with_statistics(alone, **settings), plan, latents)["lean"]
         keep = ["axis", "concept", "score", "score_ci_low", "score_ci_high", "significant"]
+        keep += [c for c in ("marked_position",) if c in judged.columns]
         frames.append(judged[keep].assign(method=method))
     return pd.concat(frames, ignore_index=True)
 

@@ -14,6 +14,11 @@ latents is nuisance that no image would show:
 * wording: each template moves every concept along each axis by its own random amount, and
   each group term moves its group; a new draw of templates and terms per simulated audit, so
   a rule that ignores the wording mistakes a lucky template for an effect.
+
+Every axis is marked (the defaults analysis' "a photo of a man job03"): a marked variant is the
+concept wholly of its group, so it sits where an image share of 1 (or 0) would put a lean
+through the link, ``±1 / (2·SHARE_PER_SCORE)`` group half-distances out, carrying the
+concept's own direction, its lean along the other axes and a wording shift of its own.
 """
 
 from __future__ import annotations
@@ -87,12 +92,11 @@ def scenario_spec(nuisance: Nuisance, seeds: int) -> AuditSpec:
         second_terms = ", ".join(second[: nuisance.terms])
         axes.append(
             f"  - name: {axis}\n    templates: [{templates}]\n"
-            f"    groups: {{{a}: [{first_terms}], {b}: [{second_terms}]}}\n"
-            "    defaults: false"
+            f"    groups: {{{a}: [{first_terms}], {b}: [{second_terms}]}}"
         )
     text = (
         "spec_version: 1\nname: synthetic\nmodel: {id: builtin:tiny-sd}\n"
-        f"seeds: {seeds}\ncentring: {{reference: set_mean}}\nanalyses: [lean]\n"
+        f"seeds: {seeds}\ncentring: {{reference: set_mean}}\nanalyses: [lean, defaults]\n"
         "axes:\n" + "\n".join(axes) + "\nconcepts:\n  - name: jobs\n"
         f"    templates: [{templates}]\n    terms: [{', '.join(CONCEPTS)}]\n"
     )
@@ -140,6 +144,13 @@ def simulate(
         for t in templates
     }
     term_wording = {term: rng.normal() * nuisance.term_wording for term in _terms(spec)}
+    marked_wording = {
+        (axis, c, t, side): rng.normal() * nuisance.wording
+        for axis in PLANTED
+        for c in CONCEPTS
+        for t in templates
+        for side in (1.0, -1.0)
+    }
     first_group = {a.name: next(iter(a.groups)) for a in spec.analysis_axes}
     means = np.zeros((len(ids), D))
     population: dict[tuple[str, str], float] = {}
@@ -150,12 +161,18 @@ def simulate(
             sign = 1.0 if p.group == first_group[p.set_name] else -1.0
             vec += sign * HALF_AXIS * axis_unit[p.set_name]
             vec += term_wording[p.term] * HALF_AXIS * axis_unit[p.set_name]
-        elif p.role == "concept":
+        elif p.role in ("concept", "marked"):
             k = CONCEPTS.index(p.term)
             vec += own[p.term]
+            marked_axis = p.set_name.split("/")[0] if p.role == "marked" else None
             for axis, values in PLANTED.items():
-                lean = values[k] + (nuisance.shift if axis == "gender" else 0.0)
-                lean += wording[(axis, p.term, p.template)]
+                if axis == marked_axis:  # wholly of its group, with a wording of its own
+                    side = 1.0 if p.group == first_group[axis] else -1.0
+                    lean = side / (2.0 * SHARE_PER_SCORE)
+                    lean += marked_wording[(axis, p.term, p.template, side)]
+                else:
+                    lean = values[k] + (nuisance.shift if axis == "gender" else 0.0)
+                    lean += wording[(axis, p.term, p.template)]
                 vec += lean * HALF_AXIS * axis_unit[axis]
         means[i] = vec
     for axis, values in PLANTED.items():

@@ -30,30 +30,49 @@ from auditkit.charts.style import (
 
 
 def lean_chart(
-    lean: pd.DataFrame, positive_group: str, negative_group: str, width: Width = "container"
+    lean: pd.DataFrame,
+    positive_group: str,
+    negative_group: str,
+    width: Width = "container",
+    *,
+    measure: str = "score",
 ) -> alt.LayerChart:
-    """Lean score of every concept along one two-group axis, as sorted horizontal bars.
+    """Lean of every concept along one two-group axis, as sorted horizontal bars.
 
-    ``lean`` holds the rows of ``lean.parquet`` for one axis. Bars start at the midpoint (0);
-    dotted rules mark the two group means (+1 and -1). Colour is the group the concept leans to.
-    When the table has the optional ``score_ci_low`` / ``score_ci_high`` columns, a dark rule
-    behind each bar (which is then drawn translucent) spans the 95% interval of the score.
+    ``lean`` holds the rows of ``lean.parquet`` for one axis; ``measure`` is the column drawn:
+    the lean ``score`` (dotted rules at the two group means, ±1) or the ``marked_position``
+    the run was judged by (dotted rules at the two marked variants, ±1). Bars start at 0.
+    Colour is the group the drawn measure leans to. When the table has the measure's optional
+    ``_ci_low`` / ``_ci_high`` columns, a dark rule behind each bar (which is then drawn
+    translucent) spans its 95% interval.
     """
-    intervals = has_interval(lean, "score")
-    frame = with_interval_text(with_interval_text(lean, "score"), "cosine")
-    frame = frame.assign(label=concept_labels(frame))
-    order = frame.sort_values("score", ascending=False)["label"].tolist()
-    extent = ["score", "score_ci_low", "score_ci_high"] if intervals else ["score"]
+    intervals = has_interval(lean, measure)
+    frame = with_interval_text(with_interval_text(lean, measure), "cosine")
+    frame = frame.assign(
+        label=concept_labels(frame),
+        side=frame["toward"]
+        if measure == "score"
+        else np.where(frame[measure] >= 0, positive_group, negative_group),
+    )
+    order = frame.sort_values(measure, ascending=False)["label"].tolist()
+    extent = [measure, f"{measure}_ci_low", f"{measure}_ci_high"] if intervals else [measure]
     peak = float(frame[extent].abs().max().max()) if len(frame) else 0.0
     span = max(1.0, math.ceil(peak * 2 - 1e-9) / 2) if math.isfinite(peak) else 1.0
+    if measure == "marked_position":
+        title = [
+            "position between marked variants",
+            f"−1 = '{negative_group} …' · 0 = midway · +1 = '{positive_group} …'",
+        ]
+    else:
+        title = [
+            "lean score",
+            f"−1 = {negative_group} mean · 0 = midpoint · +1 = {positive_group} mean",
+        ]
 
     def x(field: str) -> alt.X:
         return alt.X(
             f"{field}:Q",
-            title=[
-                "lean score",
-                f"−1 = {negative_group} mean · 0 = midpoint · +1 = {positive_group} mean",
-            ],
+            title=title,
             scale=alt.Scale(domain=[-span, span], nice=False),
             axis=alt.Axis(
                 values=ticks(span),
@@ -63,7 +82,7 @@ def lean_chart(
 
     y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=170))
     color = alt.Color(
-        "toward:N",
+        "side:N",
         title="leans towards",
         scale=alt.Scale(
             domain=[positive_group, negative_group, ""],
@@ -77,8 +96,10 @@ def lean_chart(
         alt.Tooltip("toward:N", title="leans towards"),
         alt.Tooltip("score:Q", title="lean score", format="+.3f"),
     ]
+    if measure != "score":
+        tooltip.append(alt.Tooltip(f"{measure}:Q", title="position", format="+.3f"))
     if intervals:
-        tooltip.append(alt.Tooltip("score_ci:N", title="95% CI"))
+        tooltip.append(alt.Tooltip(f"{measure}_ci:N", title="95% CI"))
     tooltip.append(alt.Tooltip("cosine:Q", title="cosine", format="+.3f"))
     if "cosine_ci" in frame.columns:
         tooltip.append(alt.Tooltip("cosine_ci:N", title="cosine 95% CI"))
@@ -96,7 +117,7 @@ def lean_chart(
     base = alt.Chart(inline_values(frame))
     bar_style: dict[str, Any] = {"fillOpacity": 0.55} if intervals else {}
     bars = base.mark_bar(height={"band": 0.72}, cornerRadiusEnd=2, **bar_style).encode(
-        x=x("score"), x2=alt.X2Datum(0), y=y, color=color, tooltip=tooltip
+        x=x(measure), x2=alt.X2Datum(0), y=y, color=color, tooltip=tooltip
     )
     marks = pd.DataFrame({"x": [-1.0, 0.0, 1.0], "kind": ["group", "mid", "group"]})
 
@@ -132,7 +153,7 @@ def lean_chart(
     if intervals:
         layers.append(
             base.mark_rule(color=INTERVAL_COLOR, strokeWidth=2, strokeCap="round").encode(
-                x=x("score_ci_low"), x2=alt.X2("score_ci_high:Q"), y=y, tooltip=tooltip
+                x=x(f"{measure}_ci_low"), x2=alt.X2(f"{measure}_ci_high:Q"), y=y, tooltip=tooltip
             )
         )
     layers.append(bars)
@@ -140,8 +161,8 @@ def lean_chart(
         stars = frame[frame["significant"].astype(bool)]
         if not stars.empty:
             reach = stars[[c for c in extent if c in stars.columns]]
-            tip = np.where(stars["score"] >= 0, reach.max(axis=1), reach.min(axis=1))
-            offset = np.where(stars["score"] >= 0, 0.06 * span, -0.06 * span)
+            tip = np.where(stars[measure] >= 0, reach.max(axis=1), reach.min(axis=1))
+            offset = np.where(stars[measure] >= 0, 0.06 * span, -0.06 * span)
             stars = stars.assign(star_x=np.clip(tip + offset, -span, span))
             layers.append(
                 alt.Chart(inline_values(stars))

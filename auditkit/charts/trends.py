@@ -74,7 +74,9 @@ def lean_trend_chart(rows: pd.DataFrame, order: list[str]) -> alt.FacetChart:
     extent = frame[["score", "score_ci_low", "score_ci_high"]].abs().max().max()
     span = max(1.0, math.ceil(float(extent) * 2) / 2) if math.isfinite(float(extent)) else 1.0
     x = _checkpoint(order)
-    y = alt.Y("score:Q", title="lean score", scale=alt.Scale(domain=[-span, span], nice=False))
+    judged = set(rows["effect"]) if "effect" in rows.columns else {"score"}
+    title = "lean score" if judged == {"score"} else "judged lean (score or marked position)"
+    y = alt.Y("score:Q", title=title, scale=alt.Scale(domain=[-span, span], nice=False))
     tooltip = _tooltip(
         alt.Tooltip("score:Q", format="+.3f"),
         alt.Tooltip("ci:N", title="95% CI"),
@@ -82,11 +84,11 @@ def lean_trend_chart(rows: pd.DataFrame, order: list[str]) -> alt.FacetChart:
     )
     base = alt.Chart()
     band = base.mark_area(color=BAND_COLOR, opacity=0.6).encode(
-        x=x, y=alt.Y("band_low:Q", title="lean score"), y2="band_high:Q"
+        x=x, y=alt.Y("band_low:Q", title=title), y2="band_high:Q"
     )
     zero = base.mark_rule(color="#999", strokeDash=[2, 2]).encode(y=alt.datum(0))
     error = base.mark_rule(color=INTERVAL_COLOR, strokeWidth=1.5).encode(
-        x=x, y=alt.Y("score_ci_low:Q", title="lean score"), y2="score_ci_high:Q", tooltip=tooltip
+        x=x, y=alt.Y("score_ci_low:Q", title=title), y2="score_ci_high:Q", tooltip=tooltip
     )
     line = base.mark_line(color=INTERVAL_COLOR, strokeWidth=1).encode(x=x, y=y)
     dots = base.mark_point(size=55, strokeWidth=1.5, opacity=1, color=INTERVAL_COLOR).encode(

@@ -84,13 +84,33 @@ def calibrate_truth(scenario: str, seeds: int, device: str) -> None:
     help="Folder for the scenarios' activation stores (resumable) and the results.",
 )
 @click.option("--quick", is_flag=True, help="Synthetic scenarios only, few replicates.")
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="A rule to score, by its name in the table (repeatable; default: every one).",
+)
 @handle_errors
 def calibrate_run(
-    scenarios: tuple[str, ...], seed_counts: str, replicates: int, work: Path, quick: bool
+    scenarios: tuple[str, ...],
+    seed_counts: str,
+    replicates: int,
+    work: Path,
+    quick: bool,
+    methods: tuple[str, ...],
 ) -> None:
     """Judge disjoint seed replicates of every scenario with every rule, and write the rates
     (calibration.md and .parquet) and the lean-to-share mapping under --work."""
     from auditkit.calibration.report import run_suite
+    from auditkit.calibration.suite import METHODS
+    from auditkit.errors import UsageError
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UsageError(
+            f"unknown --method {', '.join(map(repr, unknown))}.",
+            hint=f"choose among: {', '.join(map(repr, METHODS))}.",
+        )
 
     counts = [int(s) for s in seed_counts.split(",") if s.strip()]
     paths = run_suite(
@@ -99,6 +119,7 @@ def calibrate_run(
         seed_counts=counts,
         replicates=replicates,
         quick=quick,
+        methods=methods or tuple(METHODS),
         echo=click.echo,
     )
     for path in paths:

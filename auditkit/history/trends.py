@@ -27,9 +27,29 @@ LEAN_COLUMNS: dict[str, Any] = {
     "q_value": float("nan"),
     "min_effect": float("nan"),
     "rule": "",
+    "effect": "score",
     "toward": "",
 }
 """Optional lean columns, and what a run that lacks one reads as."""
+
+
+def judged_values(leans: pd.DataFrame) -> pd.DataFrame:
+    """The leans with ``score`` and its interval holding the statistic each run's rule judged
+    (a run judged by ``statistics.effect: marked_position`` shows its position, in the units
+    of its band), so a trend never puts a finding beside another statistic's interval."""
+    if "effect" not in leans.columns or not (leans["effect"] == "marked_position").any():
+        return leans
+    out = leans.copy()
+    chosen = out["effect"] == "marked_position"
+    for column in ("score", "score_ci_low", "score_ci_high"):
+        source = column.replace("score", "marked_position")
+        if source in out.columns:
+            out.loc[chosen, column] = out.loc[chosen, source]
+        else:
+            out.loc[chosen, column] = float("nan")
+    return out
+
+
 GROWTH_SHOWN = 10
 """How many of the leans that grew most the report and ``show`` list."""
 
@@ -112,7 +132,7 @@ def line_history(registry: RunRegistry, model_line: str) -> LineHistory:
         for column, value in LEAN_COLUMNS.items():
             if column not in leans.columns:
                 leans[column] = value
-        leans = leans.merge(order, on="location").sort_values(["axis", "position"])
+        leans = judged_values(leans.merge(order, on="location")).sort_values(["axis", "position"])
     outputs = pd.DataFrame()
     if sources.locations("outputs") and concepts:
         outputs = db.execute(

@@ -58,7 +58,10 @@ def delta_chart(rows: pd.DataFrame, width: Any = "container") -> alt.LayerChart:
         alt.Tooltip("change:N"),
     ]
     base = alt.Chart(alt.Data(values=records))
-    x = alt.X("score_base:Q", title="lean score (rule: from baseline; dot: new)")
+    what = "lean score"
+    if "measure" in rows.columns and (rows["measure"] == "marked_position").any():
+        what = "position between marked variants"
+    x = alt.X("score_base:Q", title=f"{what} (rule: from baseline; dot: new)")
     rules = base.mark_rule(strokeWidth=2).encode(
         x=x, x2="score_new:Q", y=y, color=color, tooltip=tooltip
     )
@@ -93,6 +96,9 @@ def build_diff_context(
             {
                 "axis": str(axis),
                 "chart_id": chart_id,
+                "measure": "Position between marked variants"
+                if str(rows["measure"].iloc[0]) == "marked_position"
+                else "Lean score",
                 "regressions": int(rows["regression"].sum()),
                 "improvements": int(rows["improvement"].sum()),
                 "rows": [

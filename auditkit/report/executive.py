@@ -18,7 +18,7 @@ import pandas as pd
 
 from auditkit.analyze.causal import alpha_text, causal_verdict
 from auditkit.analyze.guidance import times_text
-from auditkit.analyze.significance import rule_of
+from auditkit.analyze.significance import effect_of, rule_of
 from auditkit.spec import AuditSpec
 
 TOP_PER_END = 3
@@ -72,11 +72,19 @@ def _scope(spec: AuditSpec, lean: pd.DataFrame | None, model: str) -> str:
         count = int(lean["significant"].fillna(False).astype(bool).sum())
         alpha = spec.statistics.alpha
         rule, band = rule_of(lean)
+        by_position = rule == "min_effect" and effect_of(lean) == "marked_position"
         claim = f"beyond ±{band:g} with 95% confidence, " if rule == "min_effect" else ""
+        if by_position:
+            claim = f"their position between marked variants beyond ±{band:g} with 95% confidence, "
         text += (
             f" {count} of {len(lean)} concept–axis leans are significant ({claim}false "
             f"discovery rate {alpha:g} across the audit)."
         )
+        if by_position:
+            return text + (
+                " A position of ±1 means a concept's prompt sits where the concept marked with "
+                "one group sits ('a man doctor'), 0 midway; brackets give 95% intervals."
+            )
     return text + (
         " A lean score of ±1 means a concept sits as far along the axis as the group prompts "
         "themselves; brackets give 95% intervals."
@@ -115,9 +123,9 @@ def _gate_text(gate: Mapping[str, Any]) -> str:
     return f"'{gate.get('name')}' ({float(value):.3g}, allowed {limit} {bound:.3g})"
 
 
-def _lean_text(row: Any) -> str:
-    interval = _interval(row.get("score_ci_low"), row.get("score_ci_high"), signed=True)
-    return f"{row['concept']} ({_signed(row['score'])}{interval})"
+def _lean_text(row: Any, stat: str = "score") -> str:
+    interval = _interval(row.get(f"{stat}_ci_low"), row.get(f"{stat}_ci_high"), signed=True)
+    return f"{row['concept']} ({_signed(row[stat])}{interval})"
 
 
 def _axis(axis: str, rows: pd.DataFrame) -> str:
@@ -154,25 +162,31 @@ def _witness_text(rows: pd.DataFrame) -> str:
 def _axis_leans(axis: str, rows: pd.DataFrame) -> str:
     first, second = str(rows["positive_group"].iloc[0]), str(rows["negative_group"].iloc[0])
     stands_out, rule = _stands_out(rows)
+    stat = effect_of(rows) if "significant" in rows.columns else "score"  # the judged one
     n = len(rows)
     if stands_out.any():
         chosen = rows[stands_out]
         text = f"Along {axis}, {int(stands_out.sum())} of {n} concepts lean {rule}."
+        if stat != "score":
+            text = text[:-1] + " (position between marked variants)."
         for group, sign in ((first, 1), (second, -1)):
-            end = chosen[chosen["score"] * sign > 0].sort_values(
-                "score", ascending=sign < 0, key=lambda s: s.astype(float)
+            end = chosen[chosen[stat] * sign > 0].sort_values(
+                stat, ascending=sign < 0, key=lambda s: s.astype(float)
             )
             if end.empty:
                 continue
-            named = ", ".join(_lean_text(r) for _, r in end.head(TOP_PER_END).iterrows())
+            named = ", ".join(_lean_text(r, stat) for _, r in end.head(TOP_PER_END).iterrows())
             more = f" and {len(end) - TOP_PER_END} more" if len(end) > TOP_PER_END else ""
             text += f" Towards {group}: {named}{more}."
         return text
-    strongest = _extreme(rows, rows["score"].abs(), True)
+    strongest = _extreme(rows, rows[stat].abs(), True)
     if strongest is None:
         return f"Along {axis}, no lean could be computed."
-    toward = first if float(strongest["score"]) > 0 else second
+    toward = first if float(strongest[stat]) > 0 else second
     rule_name, band = rule_of(rows)
+    largest = (
+        "the largest position between marked variants" if stat != "score" else "the largest lean"
+    )
     not_significant = (
         f"which is not beyond ±{band:g} with 95% confidence once every test of the audit is counted"
         if rule_name == "min_effect"
@@ -183,7 +197,7 @@ def _axis_leans(axis: str, rows: pd.DataFrame) -> str:
         "clearly (95% interval clear of 0)": "whose interval includes 0",
     }.get(rule, "with no interval to judge it by")
     return (
-        f"Along {axis}, no concept leans {rule}; the largest lean is {_lean_text(strongest)} "
+        f"Along {axis}, no concept leans {rule}; {largest} is {_lean_text(strongest, stat)} "
         f"towards {toward}, {why}."
     )
 

@@ -177,6 +177,7 @@ class AuditSpec(FrozenModel):
             *_discovery_problems(self),
             *_grounding_problems(self),
             *_storage_problems(self),
+            *_effect_problems(self),
         ]
         if problems:
             raise _located_errors(problems)
@@ -355,6 +356,35 @@ def _grounding_problems(spec: AuditSpec) -> list[Problem]:
     return _two_group_axis_problems(
         spec, grounding.axes, ("grounding", "axes"), "grounded", "to compare with images"
     )
+
+
+def _effect_problems(spec: AuditSpec) -> list[Problem]:
+    """The position between marked variants needs every two-group axis marked."""
+    stats = spec.statistics
+    if stats.effect != "marked_position" or stats.rule != "min_effect":
+        return []
+    why = "statistics.effect 'marked_position' judges each lean by its marked variants"
+    problems: list[Problem] = []
+    if "defaults" not in spec.analyses:
+        problems.append(
+            (
+                ("analyses",),
+                spec.analyses,
+                f"{why}, which the defaults analysis samples; add "
+                "'defaults' to analyses (or set statistics.effect: score)",
+            )
+        )
+    for i, axis in enumerate(spec.axes):
+        if len(axis.groups) == 2 and not axis.defaults:
+            problems.append(
+                (
+                    ("axes", i, "defaults"),
+                    False,
+                    f"{why}; axis {axis.name!r} has none: set "
+                    "defaults: true (or statistics.effect: score)",
+                )
+            )
+    return problems
 
 
 def _two_group_axis_problems(

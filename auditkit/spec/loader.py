@@ -279,6 +279,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "min_effect"), 0.3),
     (("statistics", "resampling"), "hierarchical"),
     (("statistics", "interval"), "centred"),
+    (("statistics", "effect"), "score"),
     (("probe", "tokens"), "pooled"),
     (("probe", "per_step_h"), "all"),
     (("probe", "unit_budget_mb"), 0.5),

@@ -9,11 +9,17 @@ from pydantic import Field, model_validator
 from auditkit.spec.base import FrozenModel
 
 SignificanceRule = Literal["min_effect", "labels", "vocabulary"]
+JudgedEffect = Literal["score", "marked_position"]
 
 DEFAULT_MIN_EFFECT = 0.3
 """Default half-width of the equivalence band, in lean-score units (docs/method.md, "Choosing
 the band": on the calibration models a lean of 0.3 went with images about 10 points from
 parity, between the null-sized 5 and the large 20)."""
+
+DEFAULT_POSITION_BAND = 0.2
+"""Default band when the judged effect is the position between marked variants (docs/method.md,
+"The position between marked variants": null-sized pairs reached 0.18 on the calibration
+models, large ones started at 0.36)."""
 
 
 class StatisticsSpec(FrozenModel):
@@ -70,6 +76,16 @@ class StatisticsSpec(FrozenModel):
         "group's latent). The report shows what share skew a lean of this size went with on "
         "the calibration models.",
     )
+    effect: JudgedEffect = Field(
+        "score",
+        description="The statistic the min_effect rule judges against its band. 'score' "
+        "(default): the lean score, the concept's offset from the midpoint of the two groups' "
+        "latents. 'marked_position': where the concept's latent sits between its two marked "
+        "variants ('a man doctor', 'a woman doctor'), from -1 at the second group's to +1 at "
+        "the first's; the concept's own offset cancels, since both variants carry it. It needs "
+        "the defaults analysis and every two-group axis marked (defaults: true); its band "
+        "defaults to 0.2 (docs/method.md measures both).",
+    )
     null_model: Literal["labels", "vocabulary"] | None = Field(
         None,
         description="Legacy name of the rule, from specs written before 'rule': when set and "
@@ -84,5 +100,20 @@ class StatisticsSpec(FrozenModel):
             data = {**data, "rule": data["null_model"]}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _position_band(cls, data: Any) -> Any:
+        """The position's band defaults to its own (0.2), not the score's."""
+        position = isinstance(data, dict) and data.get("effect") == "marked_position"
+        if position and "min_effect" not in data:
+            data = {**data, "min_effect": DEFAULT_POSITION_BAND}
+        return data
 
-__all__ = ["DEFAULT_MIN_EFFECT", "SignificanceRule", "StatisticsSpec"]
+
+__all__ = [
+    "DEFAULT_MIN_EFFECT",
+    "DEFAULT_POSITION_BAND",
+    "JudgedEffect",
+    "SignificanceRule",
+    "StatisticsSpec",
+]
