@@ -90,14 +90,24 @@ def judged() -> dict[str, pd.DataFrame]:
     return out
 
 
-def test_the_setting_defaults_and_its_band() -> None:
-    score = _spec("alpha: 0.05")
-    assert score.statistics.effect == "score" and score.statistics.min_effect == 0.3
+def test_the_setting_its_band_and_auto() -> None:
+    from auditkit.spec.audit import judged_band, judged_effect
+
+    score = _spec("effect: score")
+    assert (judged_effect(score), judged_band(score)) == ("score", 0.3)
     position = _spec()
-    assert position.statistics.min_effect == 0.2  # the position's own default band
-    assert _spec("effect: marked_position, min_effect: 0.25").statistics.min_effect == 0.25
-    # a spec that leaves effect out hashes as before the setting existed
-    assert spec_hash(_spec("effect: score")) == spec_hash(score)
+    assert (judged_effect(position), judged_band(position)) == ("marked_position", 0.2)
+    wider = _spec("effect: marked_position, min_position: 0.25")
+    assert judged_band(wider) == 0.25 and wider.statistics.min_effect == 0.3
+    # auto: the position where every two-group axis is marked and defaults runs
+    assert judged_effect(_spec("effect: auto")) == "marked_position"
+    lean_only = _spec("effect: auto", SPEC.replace("[lean, defaults]", "[lean]"))
+    assert judged_effect(lean_only) == "score"
+    # the keys at their defaults leave the hash as before they existed
+    default = _spec("alpha: 0.05")
+    assert spec_hash(_spec(f"effect: {default.statistics.effect}, min_position: 0.2")) == (
+        spec_hash(default)
+    )
     assert "effect: marked_position" in dump_spec(position)
     assert spec_hash(parse_spec(dump_spec(position))) == spec_hash(position)
 

@@ -139,6 +139,7 @@ def test_the_resolved_spec_of_a_minimal_spec_records_every_default() -> None:
         "rule": "min_effect",
         "min_effect": 0.3,
         "effect": "score",
+        "min_position": 0.2,
         "null_model": None,
     }
     assert resolved["report"]["paper"] == "a4" and resolved["report"]["image_budget_mb"] == 4.0

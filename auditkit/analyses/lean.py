@@ -108,8 +108,10 @@ class Lean(api.Analysis):
         images were read, set it beside them."""
         from auditkit.analyze.significance import EFFECT_SAMPLE, add_significance
         from auditkit.analyze.tables import add_witness_columns
+        from auditkit.spec.audit import judged_band, judged_effect
 
         stats, lean = ctx.spec.statistics, tables[NAME]
+        effect = judged_effect(ctx.spec)
         score_samples = samples.get(NAME)
         add_significance(
             lean,
@@ -118,11 +120,11 @@ class Lean(api.Analysis):
             ctx.latents,
             alpha=stats.alpha,
             rule=stats.rule,
-            min_effect=stats.min_effect,
+            min_effect=judged_band(ctx.spec),
             score_samples=None
             if score_samples is None
-            else score_samples[:, :, EFFECT_SAMPLE[stats.effect]],
-            effect=stats.effect,
+            else score_samples[:, :, EFFECT_SAMPLE[effect]],
+            effect=effect,
             seed=stats.seed,
         )
         if ctx.readings is not None and ctx.spec.captions is not None:

@@ -11,7 +11,7 @@ import pandas as pd
 from auditkit.analyze.stats import summary_number
 from auditkit.analyze.tables import ANALYSIS_TABLES, AuditResults
 from auditkit.rundir import JSON_FILES, RunDir, as_run_dir
-from auditkit.spec.audit import AuditSpec
+from auditkit.spec.audit import AuditSpec, judged_band, judged_effect
 
 EXTRA_TABLES = ("causal", "causal_curve", "causal_axes", "discovery")
 
@@ -78,6 +78,8 @@ def summarize(
             "interval": spec.statistics.interval,
             "rule": spec.statistics.rule,
             "min_effect": spec.statistics.min_effect,
+            "effect": judged_effect(spec),
+            "band": judged_band(spec),
             "alpha": spec.statistics.alpha,
         },
         "axes": axes_out,

@@ -35,12 +35,12 @@ LARGE = 0.2
 """A pair is large when its true share is at least this far from parity."""
 
 METHODS: dict[str, dict[str, Any]] = {
-    "min_effect": {"rule": "min_effect", "resampling": "hierarchical"},
-    "min_effect, seeds only": {"rule": "min_effect", "resampling": "seeds"},
+    "min_effect": {"rule": "min_effect", "effect": "score", "resampling": "hierarchical"},
+    "min_effect, seeds only": {"rule": "min_effect", "effect": "score", "resampling": "seeds"},
     "min_effect, marked position": {
         "rule": "min_effect",
         "effect": "marked_position",
-        "min_effect": 0.2,
+        "min_position": 0.2,
         "resampling": "hierarchical",
     },
     "labels (legacy)": {"rule": "labels", "resampling": "seeds"},

@@ -358,8 +358,29 @@ def _grounding_problems(spec: AuditSpec) -> list[Problem]:
     )
 
 
+def judged_effect(spec: AuditSpec) -> str:
+    """The statistic the spec's min_effect rule judges: ``statistics.effect``, with ``auto``
+    resolved (the position where every two-group axis is marked and the defaults analysis
+    runs, else the score)."""
+    effect = spec.statistics.effect
+    if effect != "auto":
+        return effect
+    marked = "defaults" in spec.analyses and all(
+        axis.defaults for axis in spec.axes if len(axis.groups) == 2
+    )
+    return "marked_position" if marked else "score"
+
+
+def judged_band(spec: AuditSpec) -> float:
+    """The band of the judged statistic: ``min_position`` for the position, else
+    ``min_effect``."""
+    stats = spec.statistics
+    return stats.min_position if judged_effect(spec) == "marked_position" else stats.min_effect
+
+
 def _effect_problems(spec: AuditSpec) -> list[Problem]:
-    """The position between marked variants needs every two-group axis marked."""
+    """The position between marked variants, asked for by name, needs every two-group axis
+    marked."""
     stats = spec.statistics
     if stats.effect != "marked_position" or stats.rule != "min_effect":
         return []
@@ -416,4 +437,6 @@ __all__ = [
     "AuditSpec",
     "ReportFormat",
     "ReportSpec",
+    "judged_band",
+    "judged_effect",
 ]

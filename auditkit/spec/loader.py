@@ -280,6 +280,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "resampling"), "hierarchical"),
     (("statistics", "interval"), "centred"),
     (("statistics", "effect"), "score"),
+    (("statistics", "min_position"), 0.2),
     (("probe", "tokens"), "pooled"),
     (("probe", "per_step_h"), "all"),
     (("probe", "unit_budget_mb"), 0.5),

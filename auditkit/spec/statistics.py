@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from auditkit.spec.base import FrozenModel
 
 SignificanceRule = Literal["min_effect", "labels", "vocabulary"]
-JudgedEffect = Literal["score", "marked_position"]
+JudgedEffect = Literal["auto", "score", "marked_position"]
 
 DEFAULT_MIN_EFFECT = 0.3
 """Default half-width of the equivalence band, in lean-score units (docs/method.md, "Choosing
@@ -17,9 +17,9 @@ the band": on the calibration models a lean of 0.3 went with images about 10 poi
 parity, between the null-sized 5 and the large 20)."""
 
 DEFAULT_POSITION_BAND = 0.2
-"""Default band when the judged effect is the position between marked variants (docs/method.md,
-"The position between marked variants": null-sized pairs reached 0.18 on the calibration
-models, large ones started at 0.36)."""
+"""Default ``min_position``: the band when the judged effect is the position between marked
+variants (docs/method.md, "The position between marked variants": null-sized pairs reached
+0.18 on the calibration models, large ones started at 0.36)."""
 
 
 class StatisticsSpec(FrozenModel):
@@ -78,13 +78,23 @@ class StatisticsSpec(FrozenModel):
     )
     effect: JudgedEffect = Field(
         "score",
-        description="The statistic the min_effect rule judges against its band. 'score' "
-        "(default): the lean score, the concept's offset from the midpoint of the two groups' "
-        "latents. 'marked_position': where the concept's latent sits between its two marked "
-        "variants ('a man doctor', 'a woman doctor'), from -1 at the second group's to +1 at "
-        "the first's; the concept's own offset cancels, since both variants carry it. It needs "
-        "the defaults analysis and every two-group axis marked (defaults: true); its band "
-        "defaults to 0.2 (docs/method.md measures both).",
+        description="The statistic the min_effect rule judges against its band. 'score': the "
+        "lean score, the concept's offset from the midpoint of the two groups' latents, "
+        "judged against min_effect. 'marked_position': where the concept's latent sits "
+        "between its two marked variants ('a man doctor', 'a woman doctor'), from -1 at the "
+        "second group's to +1 at the first's, judged against min_position; the concept's own "
+        "offset cancels, since both variants carry it. It needs the defaults analysis and "
+        "every two-group axis marked (defaults: true). 'auto': the position where the spec "
+        "marks every two-group axis and runs the defaults analysis, else the score. The lean "
+        "table records which was judged (docs/method.md measures both).",
+    )
+    min_position: float = Field(
+        DEFAULT_POSITION_BAND,
+        ge=0.0,
+        le=1.0,
+        description="Smallest position between marked variants that matters (the band when "
+        "the judged effect is marked_position; ±1 is a marked variant). Null-sized pairs of "
+        "the calibration models reached 0.18, large ones started at 0.36.",
     )
     null_model: Literal["labels", "vocabulary"] | None = Field(
         None,
@@ -98,15 +108,6 @@ class StatisticsSpec(FrozenModel):
         """A spec that names only ``null_model`` keeps the rule it was written for."""
         if isinstance(data, dict) and data.get("null_model") and "rule" not in data:
             data = {**data, "rule": data["null_model"]}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _position_band(cls, data: Any) -> Any:
-        """The position's band defaults to its own (0.2), not the score's."""
-        position = isinstance(data, dict) and data.get("effect") == "marked_position"
-        if position and "min_effect" not in data:
-            data = {**data, "min_effect": DEFAULT_POSITION_BAND}
         return data
 
 
