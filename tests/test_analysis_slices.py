@@ -30,7 +30,9 @@ INTERVALS = {
 
 def _tables(analyses: list[str], resampling: str = "hierarchical") -> dict[str, pd.DataFrame]:
     text = SPEC + f"analyses: [{', '.join(analyses)}]\n"
-    text += f"statistics: {{bootstrap_resamples: 300, resampling: {resampling}}}\n"
+    # the score judges the leans in every list of analyses ('auto' would judge the position
+    # where the defaults analysis marks the axes), so the tables differ only in what is asked
+    text += f"statistics: {{bootstrap_resamples: 300, resampling: {resampling}, effect: score}}\n"
     spec = parse_spec(text)
     latents, _ = _planted(parse_spec(SPEC))
     return analyze_audit(spec, plan_audit(spec), latents).tables

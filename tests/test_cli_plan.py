@@ -18,9 +18,11 @@ def test_plan_counts_the_default_audit_and_names_this_machines_device() -> None:
     result = CliRunner().invoke(main, ["plan", str(ROOT / "audits" / "toyworld.yaml")])
     assert result.exit_code == 0, result.output
     lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
-    assert "68" in lines["prompts"] and "32" in lines["seeds per prompt"]
-    assert "2176" in lines["images (units)"]
-    assert "43520" in lines["denoiser evaluations"]  # 2176 units x 10 steps x 2 (guidance)
+    # 68 prompts, and 64 more since every axis is marked (8 occupations x 2 templates x 2
+    # groups, for skin and for age)
+    assert "132" in lines["prompts"] and "32" in lines["seeds per prompt"]
+    assert "4224" in lines["images (units)"]
+    assert "84480" in lines["denoiser evaluations"]  # 4224 units x 10 steps x 2 (guidance)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"on {expected} (auto: this machine)" in lines["estimated time"]
     assert "for the later passes" in lines["estimated time"]
@@ -49,7 +51,7 @@ def test_a_sweep_above_an_unguided_audit_counts_both_batch_halves(tmp_path: Path
     result = CliRunner().invoke(main, ["plan", str(path)])
     assert result.exit_code == 0, result.output
     lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines()[1:]}
-    assert "21760 (" in lines["denoiser evaluations"]  # no guidance: one batch half
+    assert "42240 (" in lines["denoiser evaluations"]  # no guidance: one batch half
     assert "512 images, decoded as extraction samples them" in lines["captions"]
     assert "512 images, 10240 denoiser evaluations" in lines["guidance 4"]  # both halves
 
@@ -113,7 +115,7 @@ def test_rate_from_refuses_a_run_that_cannot_tell(
 
 
 def test_rate_from_scales_extraction_and_later_passes() -> None:
-    """2 ms per evaluation: 43,520 evaluations take 87 s, the later passes' 14,080 take 28 s (the
+    """2 ms per evaluation: 84,480 evaluations take 169 s, the later passes' 14,080 take 28 s (the
     captioned images are decoded by extraction: no denoiser evaluations of their own)."""
     import json
     import tempfile
@@ -130,7 +132,7 @@ def test_rate_from_scales_extraction_and_later_passes() -> None:
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if "estimated time" in x)
-    assert "1m27s + 28s for the later passes on cpu (measured: 2.00 ms" in line, line
+    assert "2m48s + 28s for the later passes on cpu (measured: 2.00 ms" in line, line
 
 
 def test_measure_times_real_passes_of_the_model_here(tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_the_resolved_spec_of_a_minimal_spec_records_every_default() -> None:
         "alpha": 0.05,
         "rule": "min_effect",
         "min_effect": 0.3,
-        "effect": "score",
+        "effect": "auto",
         "min_position": 0.2,
         "null_model": None,
     }
@@ -167,9 +167,9 @@ def test_the_resolved_spec_reads_back_to_the_same_spec_and_hash(text: str) -> No
 SHIPPED_HASHES = {
     "audits/tiny-demo.yaml": "a729c62ddb726d8867d2050d04f21e43e297c57e276d81c998b0ebf64afd13b3",
     "audits/toyworld-balanced.yaml": (
-        "785688b899740085cbd6556b97bf7f91ca606e17d6c0d308d74008b8828c86b1"
+        "2d5a1e3f25c5f370880f9fe59fcc0a6d2f8f7f0a7ff1f78d266e3cf7c5e3b3c7"
     ),
-    "audits/toyworld.yaml": "2559f7ac0ff0ea9cf15d8d5f5cbf4aa8a11be260e18ebcd3b1471265c13ba1a8",
+    "audits/toyworld.yaml": "c83b3c65677e68df23c9ffa288713a525e335fce4d2fe39a4108a87c990f0ed0",
     "auditkit/calibration/scenarios/toyworld-balanced.yaml": (
         "5b3660503eb64cd38ccebe286069485ffec3b2233622246c7dde9fd04768846a"
     ),

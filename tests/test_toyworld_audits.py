@@ -11,6 +11,7 @@ import json
 import stat
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -96,11 +97,14 @@ def _judged_against_truth(run: Path, variant: str) -> pd.DataFrame:
 
 
 def test_planted_gender_associations_are_significant(runs: dict[str, Path]) -> None:
-    """Under the default rule (beyond ±0.3 with 95% confidence) at the default audit's 32
-    seeds: the strongly planted gender occupations are significant, and against what the
-    model draws (truth.json, 512 images per occupation) at least 80% of the large pairs are
-    found and no null-sized pair is called. Measured: 9 of 10 large pairs; builder (drawn 85%
-    men, lean +0.61, q = 0.16) is found from 64 seeds on (docs/method.md, calibration)."""
+    """Under the default rule at the default audit's 32 seeds (every axis marked, so the
+    position between marked variants beyond ±0.2 with 95% confidence): the strongly planted
+    gender occupations are significant, and against what the model draws (truth.json, 512
+    images per occupation) at least 80% of the large pairs are found and no null-sized pair is
+    called. Measured: 9 of 10 large pairs (builder's gender, drawn 85% men, now among them at
+    +0.60); the one missed is builder's skin (drawn 16% light; position −0.24, interval −0.45
+    to −0.01: towards dark, clear of 0, not wholly beyond the band; the audit's own 64 images
+    read 34% light)."""
     lean = _table(runs["biased"], "lean").set_index(["axis", "concept"])
     rates = _planted("biased")["gender"]
     strong = [o for o, rate in rates.items() if rate <= 0.3 or rate >= 0.7]
@@ -113,9 +117,12 @@ def test_planted_gender_associations_are_significant(runs: dict[str, Path]) -> N
     assert len(large) == 10 and len(null) == 3
     assert large["significant"].mean() >= 0.8, large
     assert not null["significant"].any(), null[null["significant"]]
-    # a large pair the latent rule misses is flagged by the images the audit read
+    # a large pair the rule misses still points the way the model draws, and the images the
+    # audit read do not contradict it
     for _, row in large[~large["significant"]].iterrows():
-        assert lean.loc[(row["axis"], row["concept"]), "witness"] == "images only", row
+        missed = lean.loc[(row["axis"], row["concept"])]
+        assert np.sign(missed["marked_position"]) == np.sign(row["share"] - 0.5), row
+        assert missed["witness"] in ("images only", "neither"), row
 
 
 def test_the_balanced_control_has_few_significant_leans(runs: dict[str, Path]) -> None:
@@ -235,17 +242,23 @@ def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path])
 
 
 def test_the_executive_summary_states_the_rule(runs: dict[str, Path]) -> None:
-    """The report's opening sentences name the band: the balanced control's strongest lean is
-    'not beyond ±0.3 with 95% confidence', the biased model's findings are counted as such."""
+    """The report's opening sentences name the judged statistic and its band (the default audit
+    marks every axis, so the position between marked variants, ±0.2): the balanced control's
+    largest position is 'not beyond ±0.2 with 95% confidence', the biased model's findings are
+    counted as such."""
     from auditkit.report.context import build_report_context
 
     contexts = {name: build_report_context(runs[name]) for name in ("balanced", "biased")}
     for context in contexts.values():  # every kind of chart the default audit draws
         assert_charts_valid(context["charts"])
     balanced = " ".join(e["text"] for e in contexts["balanced"]["executive"])
-    assert "not beyond ±0.3 with 95% confidence" in balanced, balanced
+    assert "not beyond ±0.2 with 95% confidence" in balanced, balanced
+    assert "the largest position between marked variants is" in balanced, balanced
     biased = " ".join(e["text"] for e in contexts["biased"]["executive"])
-    assert "are significant (beyond ±0.3 with 95% confidence" in biased, biased
+    assert (
+        "are significant (their position between marked variants beyond ±0.2 with 95% "
+        "confidence" in biased
+    ), biased
 
 
 def test_the_local_default_audit_imports_neither_ray_nor_an_object_store(

@@ -80,33 +80,59 @@ def run_suite(
             )
     calls = pd.concat(frames, ignore_index=True)
     table = rates(calls)
-    mapping = lean_share_mapping(calls[~calls["scenario"].isin(SYNTHETIC)])
+    mapping, positions = share_mappings(calls)
     seconds = time.perf_counter() - started
     out = [work / "calls.parquet", work / "rates.parquet", work / "calibration.md"]
     calls.to_parquet(out[0], index=False)
     table.to_parquet(out[1], index=False)
     out[2].write_text(
-        markdown(table, mapping, chosen, seed_counts, replicates, seconds), encoding="utf-8"
+        markdown(table, mapping, chosen, seed_counts, replicates, seconds, positions),
+        encoding="utf-8",
     )
     if not mapping.empty:
         path = work / "mapping.json"
-        path.write_text(json.dumps(mapping_document(mapping), indent=2) + "\n")
+        path.write_text(json.dumps(mapping_document(mapping, positions), indent=2) + "\n")
         out.append(path)
     return out
 
 
-def mapping_document(mapping: pd.DataFrame) -> dict[str, Any]:
-    """The lean-to-share mapping as the JSON that reports read."""
-    return {
+def share_mappings(calls: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lean-to-share mapping of the score, and the position's, over the stored
+    (model) scenarios' calls."""
+    stored = calls[~calls["scenario"].isin(SYNTHETIC)]
+    mapping = lean_share_mapping(stored)
+    positions = lean_share_mapping(
+        stored, method="min_effect, marked position", column="marked_position"
+    )
+    return mapping, positions
+
+
+def mapping_document(
+    mapping: pd.DataFrame, positions: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """The lean-to-share mapping as the JSON that reports read: ``bins`` of the lean score
+    and, where measured, ``marked_position_bins`` of the position between marked variants."""
+
+    def bins(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return [
+            {
+                str(k): (None if isinstance(v, float) and v == float("inf") else v)
+                for k, v in r.items()
+            }
+            for r in frame.to_dict("records")
+        ]
+
+    document: dict[str, Any] = {
         "schema_version": 1,
         "kind": "auditkit.calibration.mapping",
-        "meaning": "per |lean score| bin: the skew of the true image share towards the lean's "
-        "group (share - 0.5), over the calibration models' (axis, concept) pairs",
-        "bins": [
-            {k: (None if isinstance(v, float) and v == float("inf") else v) for k, v in r.items()}
-            for r in mapping.to_dict("records")
-        ],
+        "meaning": "per |lean score| bin (and per |position| bin): the skew of the true image "
+        "share towards the lean's group (share - 0.5), over the calibration models' (axis, "
+        "concept) pairs",
+        "bins": bins(mapping),
     }
+    if positions is not None and not positions.empty:
+        document["marked_position_bins"] = bins(positions)
+    return document
 
 
 def _pct(value: float) -> str:
@@ -120,6 +146,7 @@ def markdown(
     seed_counts: Sequence[int],
     replicates: int,
     seconds: float,
+    positions: pd.DataFrame | None = None,
 ) -> str:
     """The rates and the mapping as Markdown tables (docs/method.md embeds them)."""
     counts = list(seed_counts)
@@ -146,14 +173,16 @@ def markdown(
             f"| {scenario} | {method} | {int(first['null_pairs'])} / {int(first['large_pairs'])} "
             f"| " + " | ".join(cells) + " |"
         )
-    if not mapping.empty:
+    for name, frame in (("lean score", mapping), ("position", positions)):
+        if frame is None or frame.empty:
+            continue
         lines += [
             "",
-            "| lean score | pairs | skew of the drawn share towards the lean (median, 10th–90th "
+            f"| {name} | pairs | skew of the drawn share towards the lean (median, 10th–90th "
             "percentile) |",
             "|---|---|---|",
         ]
-        for r in mapping.itertuples():
+        for r in frame.itertuples():
             high = "∞" if r.score_high == float("inf") else f"{r.score_high:.2f}"
             lines.append(
                 f"| {r.score_low:.2f}–{high} | {r.pairs} | {r.median_skew:+.2f} "

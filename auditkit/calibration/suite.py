@@ -52,6 +52,9 @@ earlier runs."""
 
 SCORE_BINS = (0.0, 0.15, 0.3, 0.5, 0.8, float("inf"))
 """|lean score| bins of the lean-to-share mapping."""
+POSITION_BINS = (0.0, 0.1, 0.2, 0.35, 0.5, float("inf"))
+"""|position| bins of the position-to-share mapping (the position runs about 0.6-0.7 times
+2·share − 1 on the calibration models)."""
 
 
 @dataclass(frozen=True)
@@ -201,20 +204,27 @@ def rates(calls: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def lean_share_mapping(calls: pd.DataFrame, *, method: str = "min_effect") -> pd.DataFrame:
-    """What share skew a lean of each size went with: per |score| bin, over the scenarios'
-    (axis, concept) pairs at their largest seed count (scores averaged over replicates), the
-    skew of the true share towards the lean's side (``share − 0.5`` signed by the lean)."""
+def lean_share_mapping(
+    calls: pd.DataFrame, *, method: str = "min_effect", column: str = "score"
+) -> pd.DataFrame:
+    """What share skew a lean of each size went with: per bin of |``column``| (the lean score,
+    or ``marked_position``), over the scenarios' (axis, concept) pairs at their largest seed
+    count (averaged over replicates), the skew of the true share towards the lean's side
+    (``share − 0.5`` signed by the lean). The bins' edges are ``score_low``/``score_high``,
+    in the units of ``column``."""
     rows = calls[calls["method"] == method]
+    if rows.empty or column not in rows.columns:
+        return pd.DataFrame()
     top = rows.groupby("scenario")["seeds"].transform("max")
     rows = rows[rows["seeds"] == top]
     pairs = rows.groupby(["scenario", "axis", "concept"], as_index=False).agg(
-        score=("score", "mean"), share=("share", "first")
+        score=(column, "mean"), share=("share", "first")
     )
+    pairs = pairs[pairs["score"].notna()]
     pairs["abs_score"] = pairs["score"].abs()
     pairs["skew"] = np.sign(pairs["score"]) * (pairs["share"] - 0.5)
     out = []
-    for low, high in itertools.pairwise(SCORE_BINS):
+    for low, high in itertools.pairwise(SCORE_BINS if column == "score" else POSITION_BINS):
         inside = pairs[(pairs["abs_score"] >= low) & (pairs["abs_score"] < high)]
         if inside.empty:
             continue

@@ -24,9 +24,9 @@ from auditkit.cli.options import formats_option, run_location_argument, run_loca
     "--tolerance",
     type=float,
     default=None,
-    help="Growth of |lean score| beyond which a lean counts as a regression (default: the "
-    "runs' band, statistics.min_effect, when both were judged by the min_effect rule; else "
-    "0.05).",
+    help="Growth of |lean| (the statistic both runs judged: the position between marked "
+    "variants, or the lean score) beyond which a lean counts as a regression (default: the "
+    "runs' band when both were judged by the min_effect rule with one band; else 0.05).",
 )
 @click.option(
     "--max-growth",

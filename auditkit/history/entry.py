@@ -43,10 +43,12 @@ def describe_run(
 ) -> RunEntry:
     """The registry entry of the finished run at ``given`` (a folder or a URL)."""
     from auditkit.analyses import slices
+    from auditkit.analyze.significance import rule_of
     from auditkit.provenance import utc_now
     from auditkit.rundir import RunDir, weights_hash
     from auditkit.rundir.remote import local_path
     from auditkit.spec import load_run_spec
+    from auditkit.spec.audit import judged_band
 
     location = run_location(given)
     run = RunDir(local_path(given))
@@ -63,6 +65,11 @@ def describe_run(
     run.require_finished(COMMAND)
     manifest = run.require_complete(COMMAND)
     spec = load_run_spec(run.root)
+    slices()  # the analysis slices declare the tables read here (lean, outputs)
+    band = judged_band(spec)
+    lean = run.table("lean") if run.has_table("lean") else None
+    if lean is not None:  # the band the run applied, as its lean table records it
+        band = rule_of(lean)[1] or band
     model = manifest.model or {}
     model_id = str(model.get("id") or spec.model.id)
     revision = model.get("revision", spec.model.revision)
@@ -81,12 +88,11 @@ def describe_run(
         "started_utc": manifest.started_utc,
         "finished_utc": manifest.finished_utc,
         "rule": spec.statistics.rule,
-        "min_effect": spec.statistics.min_effect,
+        "min_effect": band,  # in the units of the statistic the run judged
         "alpha": spec.statistics.alpha,
         "auditkit_version": manifest.auditkit_version,
         "added_utc": utc_now(),
     }
-    slices()  # the analysis slices declare the tables read here (outputs)
     for name in ("lean", "outputs"):  # checked against the seal now, read later by DuckDB
         if run.has_table(name):
             run.table(name)

@@ -279,7 +279,7 @@ _LATE_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("statistics", "min_effect"), 0.3),
     (("statistics", "resampling"), "hierarchical"),
     (("statistics", "interval"), "centred"),
-    (("statistics", "effect"), "score"),
+    (("statistics", "effect"), "auto"),
     (("statistics", "min_position"), 0.2),
     (("probe", "tokens"), "pooled"),
     (("probe", "per_step_h"), "all"),

@@ -77,16 +77,17 @@ class StatisticsSpec(FrozenModel):
         "the calibration models.",
     )
     effect: JudgedEffect = Field(
-        "score",
+        "auto",
         description="The statistic the min_effect rule judges against its band. 'score': the "
         "lean score, the concept's offset from the midpoint of the two groups' latents, "
         "judged against min_effect. 'marked_position': where the concept's latent sits "
         "between its two marked variants ('a man doctor', 'a woman doctor'), from -1 at the "
         "second group's to +1 at the first's, judged against min_position; the concept's own "
         "offset cancels, since both variants carry it. It needs the defaults analysis and "
-        "every two-group axis marked (defaults: true). 'auto': the position where the spec "
-        "marks every two-group axis and runs the defaults analysis, else the score. The lean "
-        "table records which was judged (docs/method.md measures both).",
+        "every two-group axis marked (defaults: true). 'auto' (default): the position where the "
+        "spec marks every two-group axis and runs the defaults analysis (as a spec does unless "
+        "it turns them off), else the score. The lean table records which was judged "
+        "(docs/method.md measures both).",
     )
     min_position: float = Field(
         DEFAULT_POSITION_BAND,
