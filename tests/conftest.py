@@ -114,7 +114,10 @@ BALANCED_UNREAD = {"analyses": ["defaults"], "captions": ["guidance", "causal", 
 """What the ``runs`` fixture leaves out of toyworld-balanced's spec: no test reads them from the
 control. Without them its other tables and gate verdicts equal the whole spec's (every
 difference under 1e-14, gates.json equal but for the run id; measured 2026-12-02), in 45% of
-its time."""
+its time. Without the defaults analysis's marked prompts its leans are judged by their score
+(``statistics.effect: auto``), not by their position between marked variants as the whole
+spec's are; both find nothing on the control at seeds 0-31 (0 of 24 each; the calibration
+calls of benchmarks/position_calibration.py, 2026-12-04), so the gate verdicts stay equal."""
 
 
 def balanced_spec(folder: Path) -> Path:

@@ -242,18 +242,19 @@ def test_plan_estimates_time_from_the_rate_a_run_measured(runs: dict[str, Path])
 
 
 def test_the_executive_summary_states_the_rule(runs: dict[str, Path]) -> None:
-    """The report's opening sentences name the judged statistic and its band (the default audit
-    marks every axis, so the position between marked variants, ±0.2): the balanced control's
-    largest position is 'not beyond ±0.2 with 95% confidence', the biased model's findings are
-    counted as such."""
+    """The report's opening sentences name the judged statistic and its band: the default audit
+    marks every axis, so the biased model's findings are positions between marked variants
+    beyond ±0.2; the balanced control, run here without its marked prompts (conftest's
+    BALANCED_UNREAD), is judged by its score, and its largest lean is 'not beyond ±0.3 with 95%
+    confidence'."""
     from auditkit.report.context import build_report_context
 
     contexts = {name: build_report_context(runs[name]) for name in ("balanced", "biased")}
     for context in contexts.values():  # every kind of chart the default audit draws
         assert_charts_valid(context["charts"])
     balanced = " ".join(e["text"] for e in contexts["balanced"]["executive"])
-    assert "not beyond ±0.2 with 95% confidence" in balanced, balanced
-    assert "the largest position between marked variants is" in balanced, balanced
+    assert "not beyond ±0.3 with 95% confidence" in balanced, balanced
+    assert "the largest lean is" in balanced, balanced
     biased = " ".join(e["text"] for e in contexts["biased"]["executive"])
     assert (
         "are significant (their position between marked variants beyond ±0.2 with 95% "
