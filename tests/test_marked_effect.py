@@ -185,6 +185,8 @@ def test_report_summary_and_diff_show_the_judged_interval(
     sentence = lean_findings(axes, lean)[1]
     assert "'planted' towards 'man'" in sentence and "offset" not in sentence
     assert "marked variants" in sentence
+    quiet = lean_findings(axes, lean.assign(significant=False))[1]
+    assert "no position between marked variants is beyond ±0.2" in quiet, quiet
 
     base, new = lean.copy(), lean.copy()
     new["marked_position"] = new["marked_position"] + 0.3  # every position moves by 0.3

@@ -147,9 +147,9 @@ def _significance_sentence(axis: str, rows: pd.DataFrame) -> str:
     hits = hits.loc[hits[stat].abs().sort_values(ascending=False, kind="stable").index]
     if hits.empty:
         if rule == "min_effect":
-            what = " position between marked variants" if stat != "score" else ""
+            what = "no position between marked variants" if stat != "score" else "none"
             return (
-                f"Along '{axis}', no lean is significant: none{what} is beyond ±{band:g} with "
+                f"Along '{axis}', no lean is significant: {what} is beyond ±{band:g} with "
                 "95% confidence after correction for multiple testing."
             )
         return (
