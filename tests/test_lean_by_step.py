@@ -177,6 +177,41 @@ def test_scores_match_an_independent_recomputation_from_the_store(run_dir: Path)
     assert inside.mean() >= 0.8
 
 
+def test_intervals_read_the_scores_own_prompts_and_equal_every_prompts(
+    tiny_pipeline_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the defaults analysis's marked prompts in the plan (more than half its prompts),
+    the per-seed bootstrap of each step reads the score's own prompts alone, and its table
+    equals the one drawn over every prompt (the slice's path before it was narrowed)."""
+    import json
+
+    from auditkit.analyses import lean_by_step
+    from auditkit.analyses.stage import analyze_audit
+    from auditkit.analyze.latents import load_latents
+    from auditkit.extract.store import ActivationStore
+    from auditkit.plan import AuditPlan
+    from auditkit.run import run_audit
+
+    text = TINY.format(model=tiny_pipeline_dirs["sd"]).replace(
+        "analyses: [lean, lean_by_step]", "analyses: [lean, defaults, lean_by_step]"
+    )
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(text.split("gates:")[0])
+    out = run_audit(spec_path, tmp_path / "run", show_progress=False, render=False).run_dir
+    spec = parse_spec((out / "spec.yaml").read_text())
+    plan = AuditPlan.from_json(json.loads((out / "plan.json").read_text()))
+    store = ActivationStore(out / "activations")
+    latents = load_latents(store, plan, "mean", spec=spec)
+    every = len(latents.prompt_ids)
+    _, own = lean_by_step._lean_layout(build_layout(spec, latents.row_map()))
+    assert len(own) == 11 < every == 23  # the base, 4 axis and 6 concept prompts; 12 marked
+    narrowed = analyze_audit(spec, plan, latents, store=store)["lean_by_step"]
+    monkeypatch.setattr(lean_by_step, "_lean_layout", lambda layout: (layout, list(range(every))))
+    whole = analyze_audit(spec, plan, latents, store=store)["lean_by_step"]
+    assert narrowed["score_ci_low"].notna().all()
+    pd.testing.assert_frame_equal(narrowed, whole, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
 def test_summary_findings_and_report_section(run_dir: Path) -> None:
     import json
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from auditkit.analyze.measures import AuditLayout
     from auditkit.spec.audit import AuditSpec
 
 NAME = "lean_by_step"
@@ -30,32 +31,74 @@ HALF = 0.5
 [TABLE] = api.declared_tables(__name__)
 
 
-def _step_leans(H: np.ndarray, ctx: api.AnalysisContext) -> pd.DataFrame:
-    """The lean rows of one step's prompt latents ``H`` (lean.parquet's required columns)."""
+def _step_leans(H: np.ndarray, ctx: api.AnalysisContext, layout: AuditLayout) -> pd.DataFrame:
+    """The lean rows of one step's prompt latents ``H`` (lean.parquet's required columns),
+    whose rows ``layout`` names."""
     from auditkit.analyze.tables import lean_table
 
-    return lean_table(H, ctx.layout, len(ctx.latents.seeds))
+    return lean_table(H, layout, len(ctx.latents.seeds))
 
 
-def _step_groups(ctx: api.AnalysisContext) -> list[list[int]]:
-    """Kept-step indices in groups whose per-seed latents fit :data:`MEMORY_BUDGET`."""
-    P, N, width = len(ctx.latents.prompt_ids), len(ctx.latents.seeds), ctx.latents.width
+def _lean_layout(layout: AuditLayout) -> tuple[AuditLayout, list[int]]:
+    """The layout of the lean score's own prompts alone (the centring base, the axes' group
+    prompts and the concepts'), renumbered from 0, and their rows in ``layout``, ascending.
+
+    The score reads nothing else: the prompts other slices add (the defaults analysis's marked
+    prompts, half of the default audit's) only widen the bootstrap's Gram matrices, whose cost
+    grows with the square of the prompts, ten times over (once per kept step). The template and
+    term draws depend on the axes and concept sets alone, so the intervals are the same."""
+    from dataclasses import replace
+
+    from auditkit.analyze.measures import AuditLayout
+
+    used = {layout.base} if layout.base is not None else set()
+    for axis in layout.axes:
+        used.update(
+            r for per_template in axis.groups.values() for rows in per_template for r in rows
+        )
+    for cset in layout.concepts:
+        used.update(r for rows in cset.terms.values() for r in rows)
+    rows = sorted(used)
+    new = {old: i for i, old in enumerate(rows)}
+    axes = tuple(
+        replace(axis, groups={g: [[new[r] for r in rows_] for rows_ in per_template]
+                              for g, per_template in axis.groups.items()})
+        for axis in layout.axes
+    )  # fmt: skip
+    concepts = tuple(
+        replace(cset, terms={c: [new[r] for r in rows_] for c, rows_ in cset.terms.items()})
+        for cset in layout.concepts
+    )
+    base = None if layout.base is None else new[layout.base]
+    return AuditLayout(base, axes, concepts, {}, layout.centring), rows
+
+
+def _step_groups(ctx: api.AnalysisContext, prompts: int) -> list[list[int]]:
+    """Kept-step indices in groups whose per-seed latents (of ``prompts`` prompts) fit
+    :data:`MEMORY_BUDGET`."""
+    P, N, width = prompts, len(ctx.latents.seeds), ctx.latents.width
     per_step = max(P * N * width * 4, 1)
     size = max(1, MEMORY_BUDGET // per_step)
     steps = list(range(len(ctx.latents.steps)))
     return [steps[i : i + size] for i in range(0, len(steps), size)]
 
 
-def _per_step_latents(ctx: api.AnalysisContext, group: list[int]) -> np.ndarray:
-    """[len(group), prompts, seeds, width] float32: each unit's h at the grouped steps."""
+def _per_step_latents(ctx: api.AnalysisContext, group: list[int], rows: list[int]) -> np.ndarray:
+    """[len(group), len(rows), seeds, width] float32: the h at the grouped steps of each unit
+    of the prompts at ``rows`` (of the latents' rows), in that order."""
     import numpy as np
 
     assert ctx.store is not None
     latents = ctx.latents
-    p_row, s_row = latents.row_map(), {seed: i for i, seed in enumerate(latents.seeds)}
-    where = {u.unit_id: (p_row[u.prompt_id], s_row[u.seed]) for u in ctx.plan.units}
+    s_row = {seed: i for i, seed in enumerate(latents.seeds)}
+    p_row = {latents.prompt_ids[r]: i for i, r in enumerate(rows)}
+    where = {
+        u.unit_id: (p_row[u.prompt_id], s_row[u.seed])
+        for u in ctx.plan.units
+        if u.prompt_id in p_row
+    }
     width = latents.step_means.shape[-1]
-    out = np.zeros((len(group), len(latents.prompt_ids), len(latents.seeds), width), np.float32)
+    out = np.zeros((len(group), len(rows), len(latents.seeds), width), np.float32)
     for uid, tensor in ctx.store.iter_units(where):
         p, n = where[uid]
         out[:, p, n] = tensor.numpy().reshape(tensor.shape[0], -1)[group]
@@ -82,26 +125,33 @@ class LeanByStep(api.Analysis):
         frames = []
         streamed = latents.per_seed is None
         everything = [list(range(len(latents.steps)))]
-        for group in _step_groups(ctx) if intervals and not streamed else everything:
-            block = _per_step_latents(ctx, group) if intervals and not streamed else None
+        # the per-seed path reads the score's own prompts alone (_lean_layout); a streamed
+        # audit's products already hold every prompt's
+        layout, rows = _lean_layout(ctx.layout) if not streamed else (ctx.layout, [])
+        ids = tuple(latents.prompt_ids[r] for r in rows)
+        for group in _step_groups(ctx, len(rows)) if intervals and not streamed else everything:
+            block = _per_step_latents(ctx, group, rows) if intervals and not streamed else None
             for k, s in enumerate(group):
                 at_step: LatentSet | None = None
                 if streamed:  # the step's products were kept when the store was read
                     at_step = latents.at_step(s)
                 elif block is not None:
                     at_step = LatentSet(
-                        latents.prompt_ids, latents.seeds, block[k], block[k].mean(axis=1)[:, None],
+                        ids, latents.seeds, block[k], block[k].mean(axis=1)[:, None],
                         (latents.steps[s],), (latents.timesteps[s],), "mean",
                     )  # fmt: skip
-                H = latents.step_means[:, s] if at_step is None else at_step.means()
+                if at_step is None:
+                    H, step_layout = latents.step_means[:, s], ctx.layout
+                else:
+                    H, step_layout = at_step.means(), layout
                 # a streamed audit keeps its step means in float32: the measures read them
                 # in float64 a row at a time instead of copying the whole step (most of a large
                 # audit's memory)
-                frame = _step_leans(H if streamed else H.astype(np.float64), ctx)
+                frame = _step_leans(H if streamed else H.astype(np.float64), ctx, step_layout)
                 if at_step is not None and intervals:
                     add_bootstrap_intervals(
                         {"lean": frame},
-                        ctx.layout,
+                        step_layout,
                         at_step,
                         resamples=stats.bootstrap_resamples,
                         seed=stats.seed,
