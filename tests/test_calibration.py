@@ -190,3 +190,30 @@ def test_calibrate_quick_writes_the_table(tmp_path: Path) -> None:
         main, ["calibrate", "run", "--scenario", "nowhere", "--work", str(tmp_path)]
     )
     assert bad.exit_code == 2 and "unknown calibration scenario" in bad.output
+
+    # judged in parts (one scenario each), merged: the same rates and table
+    calls = pd.read_parquet(tmp_path / "calls.parquet")
+    parts = []
+    for name, frame in calls.groupby("scenario", sort=False):
+        parts.append(tmp_path / f"{name}.parquet")
+        frame.to_parquet(parts[-1], index=False)
+    assert len(parts) == 2
+    merged = tmp_path / "merged"
+    table = ["calibrate", "table", *map(str, parts), "--work", str(merged)]
+    result = CliRunner().invoke(main, table)
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(merged / "rates.parquet"), pd.read_parquet(tmp_path / "rates.parquet")
+    )
+    rows = [line for line in text.splitlines() if line.startswith("| synthetic")]
+    assert rows and rows == [
+        line
+        for line in (merged / "calibration.md").read_text().splitlines()
+        if line.startswith("| synthetic")
+    ]
+    assert "merged from 2 runs" in (merged / "calibration.md").read_text()
+    twice = CliRunner().invoke(main, [*table[:2], str(parts[0]), str(parts[0])])
+    assert twice.exit_code == 2 and "judges scenario 'synthetic' again" in twice.output
+    (tmp_path / "other.parquet").write_bytes(b"not parquet")
+    broken = CliRunner().invoke(main, [*table[:2], str(tmp_path / "other.parquet")])
+    assert broken.exit_code == 2 and "other.parquet' cannot be read" in broken.output

@@ -79,14 +79,24 @@ def run_suite(
                 )
             )
     calls = pd.concat(frames, ignore_index=True)
+    seconds = time.perf_counter() - started
+    return write_results(work, calls, seed_counts, replicates, f"{seconds / 60:.0f} min")
+
+
+def write_results(
+    work: Path, calls: pd.DataFrame, seed_counts: Sequence[int], replicates: int, took: str
+) -> list[Path]:
+    """The suite's results from its calls, under ``work``: calls.parquet, rates.parquet,
+    calibration.md (``took`` says how they were made) and, where a model scenario was judged,
+    mapping.json."""
     table = rates(calls)
     mapping, positions = share_mappings(calls)
-    seconds = time.perf_counter() - started
+    scenarios = list(dict.fromkeys(calls["scenario"]))
     out = [work / "calls.parquet", work / "rates.parquet", work / "calibration.md"]
     calls.to_parquet(out[0], index=False)
     table.to_parquet(out[1], index=False)
     out[2].write_text(
-        markdown(table, mapping, chosen, seed_counts, replicates, seconds, positions),
+        markdown(table, mapping, scenarios, seed_counts, replicates, took, positions),
         encoding="utf-8",
     )
     if not mapping.empty:
@@ -94,6 +104,53 @@ def run_suite(
         path.write_text(json.dumps(mapping_document(mapping, positions), indent=2) + "\n")
         out.append(path)
     return out
+
+
+CALL_COLUMNS = ("scenario", "method", "seeds", "replicate", "axis", "concept", "share")
+"""What a calls file must hold for its rates and mapping to be computed again."""
+
+
+def merge_calls(paths: Sequence[Path], work: Path) -> list[Path]:
+    """The suite's results from the calls of several ``calibrate run``s (each its
+    calls.parquet), written under ``work`` as :func:`run_suite` writes them: a suite judged in
+    parts (one scenario per machine, or one scenario again after its store grew) still has one
+    table. A scenario judged in two of the files is refused: which to keep is the user's
+    choice."""
+    from auditkit.errors import UsageError
+
+    frames: list[pd.DataFrame] = []
+    owner: dict[str, str] = {}
+    for path in paths:
+        where = f"calls file {str(path)!r}"
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise UsageError(
+                f"{where} cannot be read ({type(exc).__name__}: {exc}).",
+                hint="give the calls.parquet an 'auditkit calibrate run' wrote.",
+            ) from exc
+        missing = [c for c in CALL_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"{where} lacks the columns {', '.join(missing)}.",
+                hint="give the calls.parquet an 'auditkit calibrate run' wrote.",
+            )
+        for scenario in dict.fromkeys(frame["scenario"]):
+            if scenario in owner:
+                raise UsageError(
+                    f"{where} judges scenario {scenario!r} again (also in {owner[scenario]!r}).",
+                    hint="leave out one of the two files, or judge the scenario once.",
+                )
+            owner[scenario] = str(path)
+        frames.append(frame)
+    if not frames:
+        raise UsageError("no calls files given.", hint="give one calls.parquet or more.")
+    calls = pd.concat(frames, ignore_index=True)
+    seeds = sorted(int(n) for n in calls["seeds"].unique())
+    replicates = int(calls.groupby(["scenario", "seeds"])["replicate"].nunique().max())
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return write_results(work, calls, seeds, replicates, f"merged from {len(frames)} runs")
 
 
 def share_mappings(calls: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -145,16 +202,17 @@ def markdown(
     scenarios: Sequence[str],
     seed_counts: Sequence[int],
     replicates: int,
-    seconds: float,
+    took: str,
     positions: pd.DataFrame | None = None,
 ) -> str:
-    """The rates and the mapping as Markdown tables (docs/method.md embeds them)."""
+    """The rates and the mapping as Markdown tables (docs/method.md embeds them); ``took``
+    says how long they took (or how they were made)."""
     counts = list(seed_counts)
     lines = [
         f"Null-sized: true share within ±{NULL_SIZED} of parity; large: at least {LARGE} "
         f"from parity. Each cell: null-sized pairs called findings / large pairs found, over "
         f"up to {replicates} disjoint seed replicates (simulated audits for the synthetic "
-        f"scenarios). {len(scenarios)} scenarios, {seconds / 60:.0f} min.",
+        f"scenarios). {len(scenarios)} scenarios, {took}.",
         "",
         "| scenario | method | pairs (null / large) | "
         + " | ".join(f"{n} seeds" for n in counts)

@@ -126,6 +126,24 @@ def calibrate_run(
         click.echo(f"wrote {path}")
 
 
+@calibrate.command("table")
+@click.argument("calls", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@path_option(
+    "--work",
+    default=Path("runs/calibration"),
+    show_default=True,
+    help="Folder to write the merged results to (calibration.md, .parquet, mapping.json).",
+)
+@handle_errors
+def calibrate_table(calls: tuple[Path, ...], work: Path) -> None:
+    """Merge the calls.parquet of several 'calibrate run's (each judging other scenarios) into
+    one table and mapping, written under --work as 'calibrate run' writes them."""
+    from auditkit.calibration.report import merge_calls
+
+    for path in merge_calls(list(calls), work):
+        click.echo(f"wrote {path}")
+
+
 @calibrate.command("captioner")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @path_option(
