@@ -117,7 +117,8 @@ difference under 1e-14, gates.json equal but for the run id; measured 2026-12-02
 its time. Without the defaults analysis's marked prompts its leans are judged by their score
 (``statistics.effect: auto``), not by their position between marked variants as the whole
 spec's are; both find nothing on the control at seeds 0-31 (0 of 24 each; the calibration
-calls of benchmarks/position_calibration.py, 2026-12-04), so the gate verdicts stay equal."""
+suite's calls on toyworld-balanced's 512-seed store, 2026-12-04), so the gate verdicts stay
+equal."""
 
 
 def balanced_spec(folder: Path) -> Path:
