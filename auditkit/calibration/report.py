@@ -89,6 +89,7 @@ def write_results(
     """The suite's results from its calls, under ``work``: calls.parquet, rates.parquet,
     calibration.md (``took`` says how they were made) and, where a model scenario was judged,
     mapping.json."""
+    work.mkdir(parents=True, exist_ok=True)
     table = rates(calls)
     mapping, positions = share_mappings(calls)
     scenarios = list(dict.fromkeys(calls["scenario"]))
@@ -148,9 +149,7 @@ def merge_calls(paths: Sequence[Path], work: Path) -> list[Path]:
     calls = pd.concat(frames, ignore_index=True)
     seeds = sorted(int(n) for n in calls["seeds"].unique())
     replicates = int(calls.groupby(["scenario", "seeds"])["replicate"].nunique().max())
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    return write_results(work, calls, seeds, replicates, f"merged from {len(frames)} runs")
+    return write_results(Path(work), calls, seeds, replicates, f"merged from {len(frames)} runs")
 
 
 def share_mappings(calls: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
